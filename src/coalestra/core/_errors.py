@@ -1,0 +1,430 @@
+"""The exception tree, and the versioned JSON-safe schema of error diagnostics.
+
+::
+
+    CoalestraError
+    ├── SourceUnavailableError           a source could not serve a key
+    │   ├── SourceTimeoutError           (also TimeoutError) a source call ran out of time
+    │   │   ├── SourceQueueTimeoutError  waited too long for a capacity slot
+    │   │   └── SnapshotDeadlineExceededError  the build's absolute deadline passed
+    │   └── CircuitOpenError             the source's circuit is open for this key
+    ├── SourceProtocolError              a source broke its contract (wrong type, wrong keys)
+    ├── ResourceResolutionError          every source for one key failed; carries SourceFailures
+    ├── DependencyCycleError             derived dependencies loop back on themselves
+    ├── DependencyResolutionError        a derived key's dependencies could not be resolved
+    ├── SnapshotBuildError               required keys failed; carries the partial snapshot
+    │   └── SnapshotConsistencyError     resolved values were observed too far apart
+    ├── SessionClosedError               a closed session (or builder) was used
+    ├── PayloadIsolationError            a payload could not be copied
+    └── SubmissionBacklogFullError       the sync facade's submission backlog is full
+
+``to_dict()`` on :class:`SourceFailure`, :class:`ResourceResolutionError` and
+:class:`SnapshotBuildError` returns plain dicts of strings, ints, bools, lists and dicts, marked
+with :data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION`. Fields are only
+ever added within one schema version; consumers should ignore fields they do not know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict, final
+
+from ._keys import ResourceKey
+from ._validation import ReadOnlyDict, check_int, check_str
+
+ERROR_DIAGNOSTICS_SCHEMA: Final = "coalestra.error-diagnostics"
+ERROR_DIAGNOSTICS_SCHEMA_VERSION: Final = 1
+
+
+class SerializedResourceKey(TypedDict):
+    """A :class:`ResourceKey` as JSON: its parts, qualifiers as a name -> value object."""
+
+    namespace: str
+    name: str
+    subject: str
+    qualifiers: dict[str, str]
+
+
+class SerializedSourceFailure(TypedDict):
+    """``SourceFailure.to_dict()``: one failed attempt chain at one source."""
+
+    schema: str
+    schema_version: int
+    source: str
+    error_type: str
+    message: str
+    attempts: int
+
+
+class SerializedResourceError(TypedDict):
+    """One key's error: ``ResourceResolutionError.to_dict()`` and each entry of a build error."""
+
+    schema: str
+    schema_version: int
+    error_type: str
+    message: str
+    resource: str
+    resource_key: SerializedResourceKey
+    failures: list[SerializedSourceFailure]
+    failure_count: int
+
+
+class SerializedConsistencyViolation(TypedDict):
+    """The observation-skew violation of a :class:`SnapshotConsistencyError` (times in µs)."""
+
+    resources: list[str]
+    oldest_resource: str
+    oldest_observed_at_us: int
+    newest_resource: str
+    newest_observed_at_us: int
+    observation_skew_us: int
+    max_observation_skew_us: int
+
+
+class _SerializedSnapshotBuildErrorBase(TypedDict):
+    schema: str
+    schema_version: int
+    error_type: str
+    message: str
+    snapshot_id: str
+    partial_snapshot_available: bool
+    has_partial_snapshot: bool  # legacy alias of partial_snapshot_available (0.5.1-0.5.4)
+    resolved_resources: list[str]
+    failed_resources: list[str]
+    errors: list[SerializedResourceError]
+    error_count: int
+
+
+class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=False):
+    """``SnapshotBuildError.to_dict()``; ``consistency`` is present for consistency errors."""
+
+    consistency: SerializedConsistencyViolation
+
+
+def _truncate(message: str, limit: int) -> str:
+    if len(message) <= limit:
+        return message
+    return message[: max(limit - 3, 0)] + "..."
+
+
+def _check_length(max_message_length: int) -> int:
+    return check_int("max_message_length", max_message_length, minimum=1)
+
+
+def _serialize_key(key: ResourceKey) -> SerializedResourceKey:
+    return {
+        "namespace": key.namespace,
+        "name": key.name,
+        "subject": key.subject,
+        "qualifiers": dict(key.qualifiers),
+    }
+
+
+class CoalestraError(Exception):
+    """The root of every error the library raises on purpose."""
+
+
+class SourceUnavailableError(CoalestraError):
+    """A source could not serve a key (it failed, timed out, or its circuit is open)."""
+
+
+class SourceTimeoutError(SourceUnavailableError, TimeoutError):
+    """A source call did not finish in time. Also a builtin ``TimeoutError``."""
+
+
+class SourceQueueTimeoutError(SourceTimeoutError):
+    """A source call waited longer than its queue timeout for a capacity slot."""
+
+
+class SnapshotDeadlineExceededError(SourceTimeoutError):
+    """The build's (or session's) absolute deadline passed before the key was resolved."""
+
+
+class CircuitOpenError(SourceUnavailableError):
+    """The circuit guarding this source (for this key's scope) is open: the call was not made."""
+
+
+class SourceProtocolError(CoalestraError):
+    """A source broke its contract: wrong return type, unknown keys, malformed payload."""
+
+
+class SessionClosedError(CoalestraError):
+    """A closed session or builder was used."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SourceFailure:
+    """Why one source failed for one key: its name, the error type and message, and attempts."""
+
+    source: str
+    error_type: str
+    message: str
+    attempts: int = 1
+
+    def __post_init__(self) -> None:
+        check_str("source", self.source)
+        check_str("error_type", self.error_type)
+        check_str("message", self.message, allow_empty=True)
+        check_int("attempts", self.attempts, minimum=0)
+
+    @classmethod
+    def from_exception(cls, source: str, error: BaseException, attempts: int = 1) -> SourceFailure:
+        """Describe ``error`` raised by ``source`` after ``attempts`` attempts."""
+        return cls(source, type(error).__name__, str(error), attempts)
+
+    def format(self, *, max_message_length: int = 300) -> str:
+        """Render as ``source: ErrorType: message (N attempts)``, the message truncated."""
+        message = _truncate(self.message, _check_length(max_message_length))
+        tries = "" if self.attempts == 1 else f" ({self.attempts} attempts)"
+        text = f"{self.source}: {self.error_type}"
+        return f"{text}: {message}{tries}" if message else f"{text}{tries}"
+
+    def to_dict(self, *, max_message_length: int = 300) -> SerializedSourceFailure:
+        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
+        return {
+            "schema": ERROR_DIAGNOSTICS_SCHEMA,
+            "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
+            "source": self.source,
+            "error_type": self.error_type,
+            "message": _truncate(self.message, _check_length(max_message_length)),
+            "attempts": self.attempts,
+        }
+
+
+class ResourceResolutionError(CoalestraError):
+    """No source could resolve ``key``; ``failures`` says why, source by source.
+
+    Args:
+        key: the key that failed.
+        failures: one :class:`SourceFailure` per source tried, in the order tried.
+    """
+
+    def __init__(self, key: ResourceKey, failures: tuple[SourceFailure, ...]) -> None:
+        if not isinstance(key, ResourceKey):
+            raise TypeError(f"key must be a ResourceKey, got {type(key).__name__}")
+        self.key = key
+        self.failures = tuple(failures)
+        super().__init__(key, self.failures)
+
+    def __str__(self) -> str:
+        return self.format_failures()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.failures))
+
+    def format_failures(self, *, max_failures: int = 3, max_message_length: int = 300) -> str:
+        """Summarize: ``could not resolve KEY: src: Err: msg; ...`` (at most ``max_failures``)."""
+        check_int("max_failures", max_failures, minimum=1)
+        if not self.failures:
+            return f"could not resolve {self.key}: no source supports it"
+        shown = [
+            failure.format(max_message_length=max_message_length)
+            for failure in self.failures[:max_failures]
+        ]
+        more = len(self.failures) - len(shown)
+        if more:
+            shown.append(f"and {more} more")
+        return f"could not resolve {self.key}: " + "; ".join(shown)
+
+    def to_dict(self, *, max_message_length: int = 300) -> SerializedResourceError:
+        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
+        return serialize_resource_error(self.key, self, max_message_length=max_message_length)
+
+
+def serialize_resource_error(
+    key: ResourceKey, error: BaseException, *, max_message_length: int = 300
+) -> SerializedResourceError:
+    """Serialize any per-key error; only :class:`ResourceResolutionError` carries failures."""
+    limit = _check_length(max_message_length)
+    failures = error.failures if isinstance(error, ResourceResolutionError) else ()
+    return {
+        "schema": ERROR_DIAGNOSTICS_SCHEMA,
+        "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
+        "error_type": type(error).__name__,
+        "message": _truncate(str(error), limit),
+        "resource": str(key),
+        "resource_key": _serialize_key(key),
+        "failures": [failure.to_dict(max_message_length=limit) for failure in failures],
+        "failure_count": len(failures),
+    }
+
+
+class DependencyCycleError(CoalestraError):
+    """A derived key depends, directly or through others, on itself. ``path`` shows the loop."""
+
+    def __init__(self, path: tuple[ResourceKey, ...]) -> None:
+        self.path = tuple(path)
+        super().__init__(self.path)
+
+    def __str__(self) -> str:
+        return "dependency cycle: " + " -> ".join(str(key) for key in self.path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path,))
+
+
+class DependencyResolutionError(CoalestraError):
+    """Derived ``key`` (at ``source``) could not be made: ``errors`` maps dependencies to why."""
+
+    def __init__(
+        self, key: ResourceKey, source: str, errors: Mapping[ResourceKey, Exception]
+    ) -> None:
+        self.key = key
+        self.source = source
+        self.errors: Mapping[ResourceKey, Exception] = ReadOnlyDict(errors)
+        super().__init__(key, source, dict(errors))
+
+    def __str__(self) -> str:
+        failed = ", ".join(str(key) for key in self.errors)
+        return f"{self.source} could not derive {self.key}: dependencies failed: {failed}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.key, self.source, dict(self.errors)))
+
+
+class SnapshotBuildError(CoalestraError):
+    """Required keys failed. ``errors`` maps each failed key to its error; ``snapshot`` is the
+    partial :class:`~coalestra.Snapshot` with everything that did resolve (or ``None``).
+    """
+
+    def __init__(
+        self, errors: Mapping[ResourceKey, Exception], *, snapshot: Any | None = None
+    ) -> None:
+        self.errors: Mapping[ResourceKey, Exception] = ReadOnlyDict(errors)
+        self.snapshot = snapshot
+        super().__init__(dict(errors))
+
+    @property
+    def partial_snapshot(self) -> Any | None:
+        """The partial snapshot (alias of ``snapshot``)."""
+        return self.snapshot
+
+    def __str__(self) -> str:
+        if not self.errors:
+            return "snapshot build failed"
+        first_key, first_error = next(iter(self.errors.items()))
+        more = len(self.errors) - 1
+        tail = f" (and {more} more failed resources)" if more else ""
+        return f"{len(self.errors)} required resource(s) failed: {first_key}: {first_error}{tail}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_build_error, (type(self), self.__dict__.copy()))
+
+    def to_dict(self, *, max_message_length: int = 300) -> SerializedSnapshotBuildError:
+        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
+        limit = _check_length(max_message_length)
+        snapshot = self.snapshot
+        resolved = sorted(str(key) for key in snapshot.resources) if snapshot is not None else []
+        result: SerializedSnapshotBuildError = {
+            "schema": ERROR_DIAGNOSTICS_SCHEMA,
+            "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
+            "error_type": type(self).__name__,
+            "message": _truncate(str(self), limit),
+            "snapshot_id": str(snapshot.snapshot_id) if snapshot is not None else "",
+            "partial_snapshot_available": snapshot is not None,
+            "has_partial_snapshot": snapshot is not None,
+            "resolved_resources": resolved,
+            "failed_resources": [str(key) for key in self.errors],
+            "errors": [
+                serialize_resource_error(key, error, max_message_length=limit)
+                for key, error in self.errors.items()
+            ],
+            "error_count": len(self.errors),
+        }
+        return result
+
+
+def _rebuild_build_error(cls: type[SnapshotBuildError], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.__dict__.update(state)
+    Exception.__init__(error, dict(state.get("errors", {})))
+    return error
+
+
+def _micros(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+class SnapshotConsistencyError(SnapshotBuildError):
+    """Resolved values in the consistency scope were observed further apart than allowed.
+
+    ``oldest_key``/``newest_key`` and their ``observed_at`` identify the extremes;
+    ``observation_skew_seconds`` is their distance, ``max_observation_skew_seconds`` the limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        keys: tuple[ResourceKey, ...],
+        oldest_key: ResourceKey,
+        oldest_observed_at: float,
+        newest_key: ResourceKey,
+        newest_observed_at: float,
+        observation_skew_seconds: float,
+        max_observation_skew_seconds: float,
+        snapshot: Any | None = None,
+    ) -> None:
+        errors = dict(snapshot.errors) if snapshot is not None else {}
+        super().__init__(errors, snapshot=snapshot)
+        self.keys = tuple(keys)
+        self.oldest_key = oldest_key
+        self.oldest_observed_at = oldest_observed_at
+        self.newest_key = newest_key
+        self.newest_observed_at = newest_observed_at
+        self.observation_skew_seconds = observation_skew_seconds
+        self.max_observation_skew_seconds = max_observation_skew_seconds
+
+    def __str__(self) -> str:
+        return (
+            f"observation skew {self.observation_skew_seconds:.3f}s exceeds "
+            f"{self.max_observation_skew_seconds:.3f}s: oldest {self.oldest_key} at "
+            f"{self.oldest_observed_at:.3f}, newest {self.newest_key} at "
+            f"{self.newest_observed_at:.3f}"
+        )
+
+    def to_dict(self, *, max_message_length: int = 300) -> SerializedSnapshotBuildError:
+        """Like :meth:`SnapshotBuildError.to_dict`, plus the ``consistency`` violation."""
+        result = super().to_dict(max_message_length=max_message_length)
+        result["consistency"] = {
+            "resources": [str(key) for key in self.keys],
+            "oldest_resource": str(self.oldest_key),
+            "oldest_observed_at_us": _micros(self.oldest_observed_at),
+            "newest_resource": str(self.newest_key),
+            "newest_observed_at_us": _micros(self.newest_observed_at),
+            "observation_skew_us": _micros(self.observation_skew_seconds),
+            "max_observation_skew_us": _micros(self.max_observation_skew_seconds),
+        }
+        return result
+
+
+class PayloadIsolationError(CoalestraError):
+    """A payload could not be copied, so it was not shared or stored by reference.
+
+    ``context`` names where (and for which key) the copy was needed; ``value_type`` the type.
+    """
+
+    def __init__(self, *, context: str, value_type: str) -> None:
+        self.context = context
+        self.value_type = value_type
+        super().__init__(f"cannot isolate payload of type {value_type} for {context}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_keyword_error, (type(self), dict(self.__dict__)))
+
+
+class SubmissionBacklogFullError(CoalestraError):
+    """The synchronous facade already holds ``limit`` pending submissions (``pending`` now)."""
+
+    def __init__(self, *, limit: int, pending: int) -> None:
+        self.limit = limit
+        self.pending = pending
+        super().__init__(f"submission backlog is full: {pending} pending, limit {limit}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_keyword_error, (type(self), dict(self.__dict__)))
+
+
+def _rebuild_keyword_error(cls: type[Exception], state: dict[str, Any]) -> Exception:
+    return cls(**state)

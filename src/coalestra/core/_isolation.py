@@ -1,0 +1,174 @@
+"""Payload isolation: no two owners (cache, snapshots, callers) share a mutable payload.
+
+Deeply immutable payloads (numbers, strings, bytes, ``None`` and tuples/frozensets of them) are
+shared as they are; everything else is copied with the configured copier (``copy.deepcopy`` by
+default). A payload that cannot be copied raises :class:`PayloadIsolationError` naming where the
+copy was needed, instead of being shared by reference.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, TypeAlias, TypeVar, final
+from uuid import UUID
+
+from ._errors import PayloadIsolationError
+from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_callable
+from ._values import SnapshotValue
+
+T = TypeVar("T")
+
+PayloadCopier: TypeAlias = Callable[[Any], Any]
+"""A function returning an independent copy of a payload (``copy.deepcopy`` by default)."""
+
+_ATOMS: frozenset[type] = frozenset(
+    {
+        type(None),
+        bool,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        range,
+        Decimal,
+        Fraction,
+        UUID,
+        date,
+        datetime,
+        time,
+        timedelta,
+    }
+)
+
+# Nested tuples deeper than this are copied rather than proven immutable: the proof is meant
+# for small keys and records, not for walking large trees on every read.
+_MAX_PROOF_ITEMS = 64
+
+
+def deepcopy_payload(value: T) -> T:
+    """Return ``copy.deepcopy(value)``: the default :data:`PayloadCopier`."""
+    return copy.deepcopy(value)
+
+
+def is_immutable(value: object) -> bool:
+    """True when ``value`` is provably deeply immutable and so safe to share without a copy."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    if kind is tuple or kind is frozenset:
+        budget = [_MAX_PROOF_ITEMS]
+        return _immutable_items(value, budget)  # type: ignore[arg-type]
+    return False
+
+
+def _immutable_items(items: tuple[Any, ...] | frozenset[Any], budget: list[int]) -> bool:
+    for item in items:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return False
+        kind = type(item)
+        if kind in _ATOMS:
+            continue
+        if (kind is tuple or kind is frozenset) and _immutable_items(item, budget):
+            continue
+        return False
+    return True
+
+
+def _all_immutable(metadata: Mapping[str, Any]) -> bool:
+    return all(is_immutable(item) for item in metadata.values())
+
+
+@final
+class PayloadIsolator:
+    """Copies payloads and metadata at ownership boundaries.
+
+    Args:
+        copier: the copy function for mutable payloads; ``None`` means ``copy.deepcopy``.
+            Returning the original object is safe only for deeply immutable payloads.
+    """
+
+    __slots__ = ("_copier", "uses_default_copier")
+
+    def __init__(self, copier: PayloadCopier | None = None) -> None:
+        self.uses_default_copier = copier is None
+        self._copier: PayloadCopier = (
+            deepcopy_payload if copier is None else check_callable("payload_copier", copier)
+        )
+
+    @property
+    def copier(self) -> PayloadCopier:
+        """The copy function in use."""
+        return self._copier
+
+    def needs_copy(self, value: object) -> bool:
+        """True when ``value`` must be copied before it is shared."""
+        return not is_immutable(value)
+
+    def copy(self, value: T, *, context: str) -> T:
+        """Return ``value`` itself when immutable, else a copy.
+
+        Raises:
+            PayloadIsolationError: the copier failed; ``context`` says where (and which key).
+        """
+        if type(value) in _ATOMS or is_immutable(value):
+            return value
+        try:
+            return self._copier(value)  # type: ignore[no-any-return]
+        except Exception as error:
+            raise PayloadIsolationError(context=context, value_type=type(value).__name__) from error
+
+    def copy_metadata(self, metadata: Mapping[str, Any], *, context: str) -> dict[str, Any]:
+        """Return a new dict whose values are isolated copies of ``metadata``'s."""
+        return {
+            name: self.copy(item, context=f"{context} metadata {name!r}")
+            for name, item in metadata.items()
+        }
+
+    def freeze_metadata(self, metadata: Mapping[str, Any], *, context: str) -> Mapping[str, Any]:
+        """Like :meth:`copy_metadata`, returned read-only (the empty case costs nothing)."""
+        if not metadata:
+            return EMPTY_MAPPING
+        return ReadOnlyDict(self.copy_metadata(metadata, context=context))
+
+    def clone_snapshot_value(
+        self,
+        value: SnapshotValue[Any],
+        *,
+        context: str,
+        fetched_at: float | None = None,
+        age_seconds: float | None = None,
+        stale: bool | None = None,
+        from_cache: bool | None = None,
+        latency_ms: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SnapshotValue[Any]:
+        """Return a copy of ``value`` with an isolated payload and any field overridden.
+
+        Metadata holding mutable values is copied too; read-only metadata of immutable values
+        is shared.
+        """
+        payload = self.copy(value.value, context=context)
+        if metadata is None and value.metadata and not _all_immutable(value.metadata):
+            metadata = value.metadata
+        clone = value._evolve(
+            payload,
+            age_seconds=value.age_seconds if age_seconds is None else age_seconds,
+            stale=value.stale if stale is None else stale,
+            from_cache=value.from_cache if from_cache is None else from_cache,
+        )
+        if fetched_at is None and latency_ms is None and metadata is None:
+            return clone
+        setattr_ = object.__setattr__
+        if fetched_at is not None:
+            setattr_(clone, "fetched_at", fetched_at)
+        if latency_ms is not None:
+            setattr_(clone, "latency_ms", latency_ms)
+        if metadata is not None:
+            setattr_(clone, "metadata", self.freeze_metadata(metadata, context=context))
+        return clone

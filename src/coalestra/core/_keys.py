@@ -1,0 +1,333 @@
+"""Resource identity: :class:`ResourceKey` and the normalizers that shape it.
+
+A key is ``namespace:name[:subject][?qualifier=value&...]``. Keys are built once and compared
+and hashed very often (every cache lookup, every single-flight entry), so the hash is computed
+at construction and equality short-circuits on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
+
+StringTransform: TypeAlias = Callable[[str], str]
+QualifierInput: TypeAlias = Mapping[str, Any] | Iterable[tuple[str, Any]]
+
+
+def _strip(value: str) -> str:
+    return value.strip()
+
+
+def _lower(value: str) -> str:
+    return value.strip().lower()
+
+
+def _upper(value: str) -> str:
+    return value.strip().upper()
+
+
+def _casefold(value: str) -> str:
+    return value.strip().casefold()
+
+
+def _require_str(part: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"ResourceKey {part} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _qualifier_text(name: str, value: Any) -> str:
+    """Render a qualifier value as text; only scalar values have one stable rendering."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Enum):
+        return _qualifier_text(name, value.value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"qualifier {name!r} must be finite, got {value!r}")
+    if isinstance(value, (bool, int, float, Decimal)):
+        return str(value)
+    raise TypeError(
+        f"qualifier {name!r} must be a str, int, float, bool, Decimal or Enum, "
+        f"got {type(value).__name__}"
+    )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class KeyNormalizer:
+    """How each part of a :class:`ResourceKey` is normalized.
+
+    Every field is a ``str -> str`` function. The default (``PRESERVE_KEY_NORMALIZER``) only strips
+    surrounding whitespace; ``CASE_INSENSITIVE_KEY_NORMALIZER`` casefolds every part;
+    ``LEGACY_KEY_NORMALIZER`` lower-cases namespace, name and qualifier names and upper-cases the
+    subject, as Coalestra 0.1-0.3 did.
+    """
+
+    namespace: StringTransform = _strip
+    name: StringTransform = _strip
+    subject: StringTransform = _strip
+    qualifier_name: StringTransform = _strip
+    qualifier_value: StringTransform = _strip
+
+    def __post_init__(self) -> None:
+        for part in ("namespace", "name", "subject", "qualifier_name", "qualifier_value"):
+            if not callable(getattr(self, part)):
+                raise TypeError(f"KeyNormalizer.{part} must be callable")
+
+    def normalize_namespace(self, value: str) -> str:
+        """Return the normalized namespace; raises ``ValueError`` if it is empty."""
+        return self._checked("namespace", self.namespace(_require_str("namespace", value)))
+
+    def normalize_name(self, value: str) -> str:
+        """Return the normalized name; raises ``ValueError`` if it is empty."""
+        return self._checked("name", self.name(_require_str("name", value)))
+
+    def normalize_subject(self, value: str) -> str:
+        """Return the normalized subject (it may be empty)."""
+        return self.subject(_require_str("subject", value))
+
+    def normalize_qualifier(self, name: str, value: Any) -> tuple[str, str]:
+        """Return the normalized ``(name, value)`` pair of one qualifier."""
+        if not isinstance(name, str):
+            raise TypeError(f"qualifier names must be str, got {type(name).__name__}")
+        key = self._checked("qualifier name", self.qualifier_name(name))
+        return key, self.qualifier_value(_qualifier_text(key, value))
+
+    def normalize_qualifiers(
+        self, qualifiers: QualifierInput | None
+    ) -> tuple[tuple[str, str], ...]:
+        """Return qualifiers as a sorted tuple of pairs; a repeated name is a ``ValueError``."""
+        if qualifiers is None:
+            return ()
+        items = qualifiers.items() if isinstance(qualifiers, Mapping) else qualifiers
+        if isinstance(cast(object, items), (str, bytes)):
+            raise TypeError("qualifiers must be a mapping or an iterable of (name, value) pairs")
+        pairs: dict[str, str] = {}
+        for item in items:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(
+                    "qualifiers must be a mapping or an iterable of (name, value) pairs"
+                )
+            name, value = self.normalize_qualifier(item[0], item[1])
+            if name in pairs:
+                raise ValueError(f"qualifier {name!r} is given more than once")
+            pairs[name] = value
+        return tuple(sorted(pairs.items()))
+
+    @staticmethod
+    def _checked(part: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"normalizer for {part} must return a str, got {type(value).__name__}")
+        if not value:
+            raise ValueError(f"ResourceKey {part} must be a non-empty string")
+        return value
+
+
+PRESERVE_KEY_NORMALIZER = KeyNormalizer()
+LEGACY_KEY_NORMALIZER = KeyNormalizer(
+    namespace=_lower, name=_lower, subject=_upper, qualifier_name=_lower, qualifier_value=_strip
+)
+CASE_INSENSITIVE_KEY_NORMALIZER = KeyNormalizer(
+    namespace=_casefold,
+    name=_casefold,
+    subject=_casefold,
+    qualifier_name=_casefold,
+    qualifier_value=_casefold,
+)
+
+
+def _restore_key(
+    namespace: str,
+    name: str,
+    subject: str,
+    qualifiers: tuple[tuple[str, str], ...],
+    normalizer: KeyNormalizer,
+) -> ResourceKey:
+    return ResourceKey._from_parts(namespace, name, subject, qualifiers, normalizer)
+
+
+@final
+@dataclass(frozen=True, init=False, eq=False, repr=False)
+class ResourceKey:
+    """The identity of one resource: ``namespace``, ``name``, optional ``subject``, qualifiers.
+
+    Args:
+        namespace: the resource family, e.g. ``"market"``; must not be empty.
+        name: the resource type within the namespace, e.g. ``"price"``; must not be empty.
+        subject: the instance, e.g. ``"BTCUSDT"``; may be empty.
+        qualifiers: a mapping or pairs of extra identity, e.g. ``{"interval": "1m"}``. Values
+            are rendered as text; order never matters.
+        normalizer: how the parts are normalized (default: strip whitespace, keep case).
+
+    Raises:
+        TypeError: a part is not a string, or a qualifier value is not a scalar.
+        ValueError: namespace or name is empty, or a qualifier name repeats.
+
+    Keys are immutable, hashable and cheap to compare; ``str(key)`` renders
+    ``namespace:name:subject?q1=v1&q2=v2``. The normalizer is not part of equality.
+    """
+
+    # Hand-written slots: ``_hash`` is cached state, not a dataclass field.
+    __slots__ = ("_hash", "_normalizer", "name", "namespace", "qualifiers", "subject")
+
+    namespace: str
+    name: str
+    subject: str
+    qualifiers: tuple[tuple[str, str], ...]
+    _normalizer: KeyNormalizer
+    if TYPE_CHECKING:  # cached state, deliberately not a dataclass field
+        _hash: int
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        subject: str = "",
+        qualifiers: QualifierInput | None = None,
+        *,
+        normalizer: KeyNormalizer | None = None,
+    ) -> None:
+        norm = PRESERVE_KEY_NORMALIZER if normalizer is None else normalizer
+        if not isinstance(norm, KeyNormalizer):
+            raise TypeError(f"normalizer must be a KeyNormalizer, got {type(norm).__name__}")
+        self._init(
+            norm.normalize_namespace(namespace),
+            norm.normalize_name(name),
+            norm.normalize_subject(subject),
+            norm.normalize_qualifiers(qualifiers),
+            norm,
+        )
+
+    def _init(
+        self,
+        namespace: str,
+        name: str,
+        subject: str,
+        qualifiers: tuple[tuple[str, str], ...],
+        normalizer: KeyNormalizer,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "namespace", namespace)
+        setattr_(self, "name", name)
+        setattr_(self, "subject", subject)
+        setattr_(self, "qualifiers", qualifiers)
+        setattr_(self, "_normalizer", normalizer)
+        setattr_(self, "_hash", hash((namespace, name, subject, qualifiers)))
+
+    @classmethod
+    def _from_parts(
+        cls,
+        namespace: str,
+        name: str,
+        subject: str,
+        qualifiers: tuple[tuple[str, str], ...],
+        normalizer: KeyNormalizer,
+    ) -> ResourceKey:
+        key = object.__new__(cls)
+        key._init(namespace, name, subject, qualifiers, normalizer)
+        return key
+
+    @classmethod
+    def legacy(
+        cls,
+        namespace: str,
+        name: str,
+        subject: str = "",
+        qualifiers: QualifierInput | None = None,
+    ) -> ResourceKey:
+        """Build a key with :data:`LEGACY_KEY_NORMALIZER` (Coalestra 0.1-0.3 identity)."""
+        return cls(namespace, name, subject, qualifiers, normalizer=LEGACY_KEY_NORMALIZER)
+
+    def normalized(self, normalizer: KeyNormalizer) -> ResourceKey:
+        """Return this key re-normalized with ``normalizer``."""
+        return ResourceKey(
+            self.namespace, self.name, self.subject, self.qualifiers, normalizer=normalizer
+        )
+
+    def qualifier(self, name: str, default: str | None = None) -> str | None:
+        """Return the value of qualifier ``name`` (normalized like the key's), or ``default``."""
+        wanted = self._normalizer.qualifier_name(name)
+        for key, value in self.qualifiers:
+            if key == wanted:
+                return value
+        return default
+
+    def with_qualifiers(
+        self, qualifiers: QualifierInput | None = None, **additional: Any
+    ) -> ResourceKey:
+        """Return a copy with ``qualifiers`` and ``additional`` added or replaced."""
+        merged = dict(self.qualifiers)
+        extra = self._normalizer.normalize_qualifiers(qualifiers)
+        if additional:
+            extra += self._normalizer.normalize_qualifiers(additional)
+        merged.update(extra)
+        return ResourceKey._from_parts(
+            self.namespace,
+            self.name,
+            self.subject,
+            tuple(sorted(merged.items())),
+            self._normalizer,
+        )
+
+    def without_qualifiers(self, *names: str) -> ResourceKey:
+        """Return a copy without the named qualifiers (without any qualifier if none are named)."""
+        if not names:
+            kept: tuple[tuple[str, str], ...] = ()
+        else:
+            dropped = {self._normalizer.qualifier_name(name) for name in names}
+            kept = tuple(pair for pair in self.qualifiers if pair[0] not in dropped)
+        return ResourceKey._from_parts(
+            self.namespace, self.name, self.subject, kept, self._normalizer
+        )
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is not ResourceKey:
+            return NotImplemented
+        assert isinstance(other, ResourceKey)
+        return (
+            self._hash == other._hash
+            and self.namespace == other.namespace
+            and self.name == other.name
+            and self.subject == other.subject
+            and self.qualifiers == other.qualifiers
+        )
+
+    def __lt__(self, other: ResourceKey) -> bool:
+        if not isinstance(other, ResourceKey):
+            return NotImplemented
+        return self._sort_key() < other._sort_key()
+
+    def _sort_key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
+        return (self.namespace, self.name, self.subject, self.qualifiers)
+
+    def __str__(self) -> str:
+        text = f"{self.namespace}:{self.name}"
+        if self.subject:
+            text = f"{text}:{self.subject}"
+        if self.qualifiers:
+            text += "?" + "&".join(f"{name}={value}" for name, value in self.qualifiers)
+        return text
+
+    def __repr__(self) -> str:
+        return f"ResourceKey({str(self)!r})"
+
+    def __copy__(self) -> ResourceKey:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ResourceKey:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _restore_key,
+            (self.namespace, self.name, self.subject, self.qualifiers, self._normalizer),
+        )

@@ -1,0 +1,273 @@
+"""Snapshots, the requests that make them, and per-build diagnostics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, cast, final, overload
+
+from ._keys import ResourceKey
+from ._policies import SnapshotConsistencyPolicy
+from ._validation import EMPTY_MAPPING, check_float, check_int, check_str, frozen_mapping
+from ._values import SnapshotValue
+
+T = TypeVar("T")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SnapshotDiagnostics:
+    """What one build did: counts, per-source calls and latency, duration and observation skew."""
+
+    duration_ms: float = 0.0
+    requested_resources: int = 0
+    resolved_resources: int = 0
+    failed_resources: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_batch_reads: int = 0
+    cache_batch_writes: int = 0
+    stale_values: int = 0
+    coalesced_requests: int = 0
+    source_calls: int = 0
+    batch_calls: int = 0
+    derived_calls: int = 0
+    refresh_scheduled: int = 0
+    refresh_completed: int = 0
+    refresh_failed: int = 0
+    support_cache_hits: int = 0
+    support_cache_misses: int = 0
+    retries: int = 0
+    batch_chunks: int = 0
+    future_timestamp_rejections: int = 0
+    observation_skew_ms: float = 0.0
+    source_calls_by_source: Mapping[str, int] = field(default_factory=lambda: EMPTY_MAPPING)
+    source_latency_ms_by_source: Mapping[str, float] = field(default_factory=lambda: EMPTY_MAPPING)
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.type == "int":
+                check_int(item.name, value, minimum=0)
+            elif item.type == "float":
+                check_float(item.name, value)
+        setattr_ = object.__setattr__
+        setattr_(
+            self,
+            "source_calls_by_source",
+            frozen_mapping("source_calls_by_source", self.source_calls_by_source),
+        )
+        setattr_(
+            self,
+            "source_latency_ms_by_source",
+            frozen_mapping("source_latency_ms_by_source", self.source_latency_ms_by_source),
+        )
+
+
+_COUNTERS = tuple(item.name for item in fields(SnapshotDiagnostics) if item.type == "int")
+
+
+class DiagnosticsCollector:
+    """Mutable per-build counters, frozen into :class:`SnapshotDiagnostics` at the end.
+
+    One collector belongs to one build (or one session stage); the engine reports into it with
+    plain attribute increments, which cost nothing measurable on the hot path.
+    """
+
+    __slots__ = (*_COUNTERS, "source_calls_by_source", "source_latency_ms_by_source")
+
+    def __init__(self) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, 0)
+        self.source_calls_by_source: dict[str, int] = {}
+        self.source_latency_ms_by_source: dict[str, float] = {}
+
+    def add(self, counter: str, amount: int = 1) -> None:
+        """Add ``amount`` to the named counter."""
+        setattr(self, counter, getattr(self, counter) + amount)
+
+    def record_source_call(self, source: str, latency_ms: float) -> None:
+        """Count one call to ``source`` that took ``latency_ms``."""
+        calls = self.source_calls_by_source
+        calls[source] = calls.get(source, 0) + 1
+        latency = self.source_latency_ms_by_source
+        latency[source] = latency.get(source, 0.0) + latency_ms
+
+    def freeze(self, *, duration_ms: float, observation_skew_ms: float) -> SnapshotDiagnostics:
+        """Return the immutable diagnostics for the finished build."""
+        counters = {name: getattr(self, name) for name in _COUNTERS}
+        return SnapshotDiagnostics(
+            duration_ms=max(duration_ms, 0.0),
+            observation_skew_ms=max(observation_skew_ms, 0.0),
+            source_calls_by_source=dict(self.source_calls_by_source),
+            source_latency_ms_by_source=dict(self.source_latency_ms_by_source),
+            **counters,
+        )
+
+
+_EMPTY_DIAGNOSTICS = SnapshotDiagnostics()
+
+
+@final
+@dataclass(frozen=True, slots=True, eq=False)
+class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
+    """An immutable, consistent view of many resources: a mapping ``key -> SnapshotValue``.
+
+    Attributes:
+        snapshot_id: the build's id.
+        created_at: wall-clock time the build started.
+        resources: the resolved values.
+        errors: why each unresolved key failed.
+        diagnostics: what the build did.
+    """
+
+    snapshot_id: str
+    created_at: float
+    resources: Mapping[ResourceKey, SnapshotValue[Any]]
+    errors: Mapping[ResourceKey, Exception] = field(default_factory=lambda: EMPTY_MAPPING)
+    diagnostics: SnapshotDiagnostics = field(default_factory=lambda: _EMPTY_DIAGNOSTICS)
+
+    def __post_init__(self) -> None:
+        check_str("snapshot_id", self.snapshot_id, allow_empty=True)
+        check_float("created_at", self.created_at, minimum=None)
+        setattr_ = object.__setattr__
+        setattr_(self, "resources", frozen_mapping("resources", self.resources))
+        setattr_(self, "errors", frozen_mapping("errors", self.errors))
+        if not isinstance(self.diagnostics, SnapshotDiagnostics):
+            raise TypeError("diagnostics must be SnapshotDiagnostics")
+
+    def __getitem__(self, key: ResourceKey) -> SnapshotValue[Any]:
+        return self.resources[key]
+
+    def __iter__(self) -> Iterator[ResourceKey]:
+        return iter(self.resources)
+
+    def __len__(self) -> int:
+        return len(self.resources)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.resources
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.snapshot_id == other.snapshot_id
+            and dict(self.resources) == dict(other.resources)
+            and dict(self.errors) == dict(other.errors)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def complete(self) -> bool:
+        """True when no requested key failed."""
+        return not self.errors
+
+    @property
+    def stale_keys(self) -> frozenset[ResourceKey]:
+        """The keys whose values are stale."""
+        return frozenset(key for key, value in self.resources.items() if value.stale)
+
+    def error_for(self, key: ResourceKey) -> Exception | None:
+        """Return why ``key`` failed, or ``None``."""
+        return self.errors.get(key)
+
+    @overload
+    def value(self, key: ResourceKey, expected_type: type[T]) -> T: ...
+    @overload
+    def value(self, key: ResourceKey, expected_type: None = None) -> Any: ...
+
+    def value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T | Any:
+        """Return the payload of ``key``.
+
+        Raises:
+            Exception: the key's own error, when it failed in this build.
+            KeyError: the key was not requested.
+            TypeError: the payload is not an instance of ``expected_type``.
+        """
+        resolved = self.resources.get(key)
+        if resolved is None:
+            error = self.errors.get(key)
+            if error is not None:
+                raise error
+            raise KeyError(key)
+        return _typed(key, resolved.value, expected_type)
+
+    @overload
+    def maybe_value(self, key: ResourceKey, expected_type: type[T]) -> T | None: ...
+    @overload
+    def maybe_value(self, key: ResourceKey, expected_type: None = None) -> Any: ...
+
+    def maybe_value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T | Any:
+        """Return the payload of ``key``, or ``None`` when it is absent or failed.
+
+        Raises:
+            TypeError: the payload is present but not an instance of ``expected_type``.
+        """
+        resolved = self.resources.get(key)
+        if resolved is None:
+            return None
+        return _typed(key, resolved.value, expected_type)
+
+
+def _typed(key: ResourceKey, value: Any, expected_type: type[T] | None) -> T | Any:
+    if expected_type is not None and not isinstance(value, expected_type):
+        raise TypeError(f"{key} holds {type(value).__name__}, expected {expected_type.__name__}")
+    return cast("T", value) if expected_type is not None else value
+
+
+def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
+    """Validate and de-duplicate keys (order kept); every entry point taking keys uses it."""
+    if isinstance(cast(object, keys), (str, bytes, ResourceKey)) or not isinstance(keys, Iterable):
+        raise TypeError(f"{name} must be an iterable of ResourceKey")
+    result = tuple(dict.fromkeys(keys))
+    for key in result:
+        if not isinstance(key, ResourceKey):
+            raise TypeError(f"{name} must contain only ResourceKey, got {type(key).__name__}")
+    return result
+
+
+@final
+@dataclass(frozen=True, slots=True, init=False)
+class SnapshotRequest:
+    """Which keys a build must resolve (``required``) and which it may miss (``optional``).
+
+    Only required failures raise :class:`SnapshotBuildError`. A key listed in both is required.
+    Duplicates are dropped, order is kept. ``consistency_policy`` optionally bounds the
+    observation skew of the resolved group.
+    """
+
+    required: tuple[ResourceKey, ...]
+    optional: tuple[ResourceKey, ...]
+    consistency_policy: SnapshotConsistencyPolicy | None
+
+    def __init__(
+        self,
+        *,
+        required: Iterable[ResourceKey] = (),
+        optional: Iterable[ResourceKey] = (),
+        consistency_policy: SnapshotConsistencyPolicy | None = None,
+    ) -> None:
+        required_keys = key_tuple("required", required)
+        required_set = set(required_keys)
+        optional_keys = tuple(
+            key for key in key_tuple("optional", optional) if key not in required_set
+        )
+        if consistency_policy is not None and not isinstance(
+            consistency_policy, SnapshotConsistencyPolicy
+        ):
+            raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
+        setattr_ = object.__setattr__
+        setattr_(self, "required", required_keys)
+        setattr_(self, "optional", optional_keys)
+        setattr_(self, "consistency_policy", consistency_policy)
+
+    @property
+    def keys(self) -> tuple[ResourceKey, ...]:
+        """All keys: required first, then optional."""
+        return self.required + self.optional
+
+    def is_required(self, key: ResourceKey) -> bool:
+        """True when ``key`` is required."""
+        return key in self.required

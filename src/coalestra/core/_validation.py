@@ -1,0 +1,143 @@
+"""Argument checks shared by every public constructor and method.
+
+Each helper raises a ``TypeError`` or ``ValueError`` whose message names the argument and the
+accepted range, so bad input fails at the call that made it, never later on the hot path.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, NoReturn, TypeVar
+
+E = TypeVar("E", bound=Enum)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` when it is a real ``bool``; ints are refused to catch swapped arguments."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {_type_name(value)}")
+    return value
+
+
+def check_int(name: str, value: object, *, minimum: int | None = None) -> int:
+    """Return ``value`` as an int no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {_type_name(value)}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_optional_int(name: str, value: object, *, minimum: int | None = None) -> int | None:
+    """Like :func:`check_int`, letting ``None`` through."""
+    return None if value is None else check_int(name, value, minimum=minimum)
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    minimum: float | None = 0.0,
+    positive: bool = False,
+    allow_inf: bool = False,
+) -> float:
+    """Return ``value`` as a finite float (``inf`` only with ``allow_inf``) in range.
+
+    ``minimum`` is inclusive; ``positive=True`` additionally refuses zero.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {_type_name(value)}")
+    result = float(value)
+    if math.isnan(result) or (math.isinf(result) and not allow_inf):
+        raise ValueError(f"{name} must be a finite number, got {result!r}")
+    if positive and result <= 0.0:
+        raise ValueError(f"{name} must be > 0, got {result!r}")
+    if minimum is not None and result < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {result!r}")
+    return result
+
+
+def check_optional_float(
+    name: str, value: object, *, minimum: float | None = 0.0, positive: bool = False
+) -> float | None:
+    """Like :func:`check_float`, letting ``None`` through."""
+    if value is None:
+        return None
+    return check_float(name, value, minimum=minimum, positive=positive)
+
+
+def check_str(name: str, value: object, *, allow_empty: bool = False) -> str:
+    """Return ``value`` when it is a string (non-blank unless ``allow_empty``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {_type_name(value)}")
+    if not allow_empty and not value.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def check_enum(name: str, value: object, enum_type: type[E]) -> E:
+    """Return ``value`` as a member of ``enum_type``; its string value is accepted too."""
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        accepted = ", ".join(repr(member.value) for member in enum_type)
+        raise ValueError(f"{name} must be one of {accepted}, got {value!r}") from None
+
+
+def check_callable(name: str, value: object) -> Any:
+    """Return ``value`` when it can be called."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {_type_name(value)}")
+    return value
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ReadOnlyDict(dict[K, V]):
+    """A dict that refuses mutation: as fast to read as a dict, and unlike ``MappingProxyType``
+    it can be pickled and deep-copied (snapshots and errors travel between processes)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("this mapping is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
+    __ior__ = _refuse
+
+    def __copy__(self) -> ReadOnlyDict[K, V]:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReadOnlyDict[K, V]:
+        return ReadOnlyDict(copy.deepcopy(dict(self), memo))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyDict, (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyDict({dict.__repr__(self)})"
+
+
+EMPTY_MAPPING: Mapping[Any, Any] = ReadOnlyDict()
+
+
+def frozen_mapping(name: str, value: object) -> Mapping[Any, Any]:
+    """Return a read-only copy of ``value`` (a mapping), so later caller edits change nothing."""
+    if value is None:
+        return EMPTY_MAPPING
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {_type_name(value)}")
+    if not value:
+        return EMPTY_MAPPING
+    return ReadOnlyDict(value)

@@ -1,0 +1,138 @@
+"""Virtual time for tests of code that uses Coalestra (and for Coalestra's own tests).
+
+:class:`VirtualTimeLoop` is an asyncio event loop whose clock jumps straight to the next timer
+whenever nothing is ready to run, like trio's autojump clock: a 30-second TTL or a 5-second
+deadline takes microseconds of real time and never flakes. :class:`VirtualClock` is a
+:class:`~coalestra.core.Clock` reading that loop's time, to inject into builders and caches.
+
+While work runs in executor threads (``asyncio.to_thread``, sync sources), virtual time stands
+still: the loop waits for the threads for real, so a thread is never "timed out" by a jump.
+
+Example::
+
+    import asyncio
+    from coalestra.testing import VirtualClock, VirtualTimeLoop
+
+    async def main() -> None:
+        clock = VirtualClock()
+        start = clock.monotonic()
+        await asyncio.sleep(3600)           # returns at once
+        assert clock.monotonic() - start == 3600
+
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar, final
+
+__all__ = ["VirtualClock", "VirtualTimeLoop"]
+
+T = TypeVar("T")
+
+# Real seconds to wait for executor threads per loop iteration before looking again.
+_THREAD_POLL_SECONDS = 0.05
+
+
+class _JumpingSelector(selectors.BaseSelector):
+    """Wraps a real selector: never blocks for timers, jumps the loop's virtual time instead."""
+
+    def __init__(self, real: selectors.BaseSelector, loop: VirtualTimeLoop) -> None:
+        self._real = real
+        self._loop = loop
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self._loop._busy_threads:
+            # Threads are working in real time: wait for them, keep virtual time still.
+            return self._real.select(_THREAD_POLL_SECONDS)
+        events = self._real.select(0)
+        if events or timeout == 0:
+            return events
+        if timeout is None:
+            # No timer at all: only another thread can wake us. Block for real.
+            return self._real.select(None)
+        self._loop._advance(timeout)
+        return []
+
+
+@final
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time that jumps to the next timer when idle.
+
+    Args:
+        start: the loop's initial ``time()``.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._virtual_now = float(start)
+        self._busy_threads = 0
+        super().__init__(_JumpingSelector(selectors.DefaultSelector(), self))
+
+    def time(self) -> float:
+        """The virtual time."""
+        return self._virtual_now
+
+    def _advance(self, seconds: float) -> None:
+        self._virtual_now += seconds
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Executor | None, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """Run ``func`` in a thread; virtual time stands still until it is done."""
+        future = super().run_in_executor(executor, func, *args)
+        self._busy_threads += 1
+        future.add_done_callback(self._thread_done)
+        return future
+
+    def _thread_done(self, _future: asyncio.Future[Any]) -> None:
+        self._busy_threads -= 1
+
+
+@final
+class VirtualClock:
+    """A :class:`~coalestra.core.Clock` that reads the running loop's time.
+
+    ``monotonic()`` is ``loop.time()``; ``now()`` adds ``epoch`` so wall-clock stamps look real.
+    On a :class:`VirtualTimeLoop` both follow virtual time.
+
+    Args:
+        loop: the loop to read; ``None`` reads the running loop at each call.
+        epoch: the wall-clock time at loop time 0.
+    """
+
+    __slots__ = ("_epoch", "_loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop | None = None, *, epoch: float = 1_700_000_000.0
+    ) -> None:
+        self._loop = loop
+        self._epoch = float(epoch)
+
+    def monotonic(self) -> float:
+        """The loop's time."""
+        loop = self._loop if self._loop is not None else asyncio.get_running_loop()
+        return loop.time()
+
+    def now(self) -> float:
+        """``epoch + loop.time()``."""
+        return self._epoch + self.monotonic()
