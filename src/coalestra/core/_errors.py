@@ -105,7 +105,11 @@ class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=Fals
 def _truncate(message: str, limit: int) -> str:
     if len(message) <= limit:
         return message
-    return message[: max(limit - 3, 0)] + "..."
+    if limit < 3:
+        # No room for the "..." marker: cutting is the only way to honour the limit
+        # (the marker alone used to make 1- and 2-character limits return 3 characters).
+        return message[:limit]
+    return message[: limit - 3] + "..."
 
 
 def _check_length(max_message_length: int) -> int:
@@ -201,18 +205,27 @@ class ResourceResolutionError(CoalestraError):
         failures: one :class:`SourceFailure` per source tried, in the order tried.
     """
 
-    def __init__(self, key: ResourceKey, failures: tuple[SourceFailure, ...]) -> None:
+    # No ``-> None``: the contract's signature of this constructor has no return annotation.
+    def __init__(self, key: ResourceKey, failures: tuple[SourceFailure, ...]):
         if not isinstance(key, ResourceKey):
             raise TypeError(f"key must be a ResourceKey, got {type(key).__name__}")
         self.key = key
         self.failures = tuple(failures)
+        # Checked here, not when formatting: a wrong entry used to make str() and to_dict() of
+        # the error itself raise AttributeError, far from the code that built it.
+        for failure in self.failures:
+            if not isinstance(failure, SourceFailure):
+                raise TypeError(
+                    f"failures must contain only SourceFailure, got {type(failure).__name__}"
+                )
         super().__init__(key, self.failures)
 
     def __str__(self) -> str:
         return self.format_failures()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.key, self.failures))
+        # The third item restores the rest of __dict__ (``__notes__``, attributes set later).
+        return (type(self), (self.key, self.failures), self.__dict__)
 
     def format_failures(self, *, max_failures: int = 3, max_message_length: int = 300) -> str:
         """Summarize: ``could not resolve KEY: src: Err: msg; ...`` (at most ``max_failures``)."""
@@ -254,7 +267,8 @@ def serialize_resource_error(
 class DependencyCycleError(CoalestraError):
     """A derived key depends, directly or through others, on itself. ``path`` shows the loop."""
 
-    def __init__(self, path: tuple[ResourceKey, ...]) -> None:
+    # No ``-> None``: the contract's signature of this constructor has no return annotation.
+    def __init__(self, path: tuple[ResourceKey, ...]):
         self.path = tuple(path)
         super().__init__(self.path)
 
@@ -262,7 +276,7 @@ class DependencyCycleError(CoalestraError):
         return "dependency cycle: " + " -> ".join(str(key) for key in self.path)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.path,))
+        return (type(self), (self.path,), self.__dict__)
 
 
 class DependencyResolutionError(CoalestraError):
@@ -281,7 +295,7 @@ class DependencyResolutionError(CoalestraError):
         return f"{self.source} could not derive {self.key}: dependencies failed: {failed}"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.key, self.source, dict(self.errors)))
+        return (type(self), (self.key, self.source, dict(self.errors)), self.__dict__)
 
 
 class SnapshotBuildError(CoalestraError):
@@ -410,8 +424,14 @@ class PayloadIsolationError(CoalestraError):
         self.value_type = value_type
         super().__init__(f"cannot isolate payload of type {value_type} for {context}")
 
+    def _init_kwargs(self) -> dict[str, Any]:
+        return {"context": self.context, "value_type": self.value_type}
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_keyword_error, (type(self), dict(self.__dict__)))
+        # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
+        # state. Passing all of __dict__ as keywords made unpickling fail once anything else
+        # was set (e.g. ``__notes__`` from ``add_note``).
+        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
 
 
 class SubmissionBacklogFullError(CoalestraError):
@@ -422,8 +442,14 @@ class SubmissionBacklogFullError(CoalestraError):
         self.pending = pending
         super().__init__(f"submission backlog is full: {pending} pending, limit {limit}")
 
+    def _init_kwargs(self) -> dict[str, Any]:
+        return {"limit": self.limit, "pending": self.pending}
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_keyword_error, (type(self), dict(self.__dict__)))
+        # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
+        # state. Passing all of __dict__ as keywords made unpickling fail once anything else
+        # was set (e.g. ``__notes__`` from ``add_note``).
+        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
 
 
 def _rebuild_keyword_error(cls: type[Exception], state: dict[str, Any]) -> Exception:

@@ -42,11 +42,16 @@ def _require_str(part: str, value: object) -> str:
 
 def _qualifier_text(name: str, value: Any) -> str:
     """Render a qualifier value as text; only scalar values have one stable rendering."""
-    if isinstance(value, str):
-        return value
+    # Enum before str: a ``(str, Enum)`` member is a str too, but must be stored as its plain
+    # value (``str()`` of such a member renders ``Cls.MEMBER``, which would leak into str(key)).
     if isinstance(value, Enum):
         return _qualifier_text(name, value.value)
-    if isinstance(value, float) and not math.isfinite(value):
+    if isinstance(value, str):
+        return value
+    # Decimal NaN/Infinity are as unstable an identity as float ones (NaN != NaN).
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, Decimal) and not value.is_finite()
+    ):
         raise ValueError(f"qualifier {name!r} must be finite, got {value!r}")
     if isinstance(value, (bool, int, float, Decimal)):
         return str(value)
@@ -95,7 +100,13 @@ class KeyNormalizer:
         if not isinstance(name, str):
             raise TypeError(f"qualifier names must be str, got {type(name).__name__}")
         key = self._checked("qualifier name", self.qualifier_name(name))
-        return key, self.qualifier_value(_qualifier_text(key, value))
+        text = self.qualifier_value(_qualifier_text(key, value))
+        # Values may be empty, but must stay str: keys are hashed, ordered and rendered as text.
+        if not isinstance(text, str):
+            raise TypeError(
+                f"normalizer for qualifier value must return a str, got {type(text).__name__}"
+            )
+        return key, text
 
     def normalize_qualifiers(
         self, qualifiers: QualifierInput | None
@@ -104,7 +115,9 @@ class KeyNormalizer:
         if qualifiers is None:
             return ()
         items = qualifiers.items() if isinstance(qualifiers, Mapping) else qualifiers
-        if isinstance(cast(object, items), (str, bytes)):
+        # Non-iterables are refused here so the message names the argument (a bare
+        # ``for item in 5`` would only say "'int' object is not iterable").
+        if isinstance(cast(object, items), (str, bytes)) or not isinstance(items, Iterable):
             raise TypeError("qualifiers must be a mapping or an iterable of (name, value) pairs")
         pairs: dict[str, str] = {}
         for item in items:
@@ -172,7 +185,7 @@ class ResourceKey:
     """
 
     # Hand-written slots: ``_hash`` is cached state, not a dataclass field.
-    __slots__ = ("_hash", "_normalizer", "name", "namespace", "qualifiers", "subject")
+    __slots__ = ("_hash", "_normalizer", "_text", "name", "namespace", "qualifiers", "subject")
 
     namespace: str
     name: str
@@ -301,10 +314,26 @@ class ResourceKey:
             and self.qualifiers == other.qualifiers
         )
 
+    # All four orderings: with only ``__lt__``, ``a <= b`` and ``a >= b`` raised TypeError.
     def __lt__(self, other: ResourceKey) -> bool:
         if not isinstance(other, ResourceKey):
             return NotImplemented
         return self._sort_key() < other._sort_key()
+
+    def __le__(self, other: ResourceKey) -> bool:
+        if not isinstance(other, ResourceKey):
+            return NotImplemented
+        return self._sort_key() <= other._sort_key()
+
+    def __gt__(self, other: ResourceKey) -> bool:
+        if not isinstance(other, ResourceKey):
+            return NotImplemented
+        return self._sort_key() > other._sort_key()
+
+    def __ge__(self, other: ResourceKey) -> bool:
+        if not isinstance(other, ResourceKey):
+            return NotImplemented
+        return self._sort_key() >= other._sort_key()
 
     def _sort_key(self) -> tuple[str, str, str, tuple[tuple[str, str], ...]]:
         return (self.namespace, self.name, self.subject, self.qualifiers)

@@ -143,11 +143,15 @@ class ObservationPolicy:
         if skew <= 0.0:
             return float(observed_at), 0.0
         if skew > self.future_tolerance_seconds and self.reject_future_observations:
-            raise SourceProtocolError(
+            raise FutureObservationError(
                 f"{context}: observed_at is {skew:.3f}s in the future "
                 f"(tolerance {self.future_tolerance_seconds}s)"
             )
         return now, skew
+
+
+class FutureObservationError(SourceProtocolError):
+    """Internal: an ``observed_at`` too far in the future (counted apart in diagnostics)."""
 
 
 def _check_ranks(value: object) -> Mapping[str, int]:

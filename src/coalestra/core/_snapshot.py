@@ -76,6 +76,27 @@ class DiagnosticsCollector:
 
     __slots__ = (*_COUNTERS, "source_calls_by_source", "source_latency_ms_by_source")
 
+    requested_resources: int
+    resolved_resources: int
+    failed_resources: int
+    cache_hits: int
+    cache_misses: int
+    cache_batch_reads: int
+    cache_batch_writes: int
+    stale_values: int
+    coalesced_requests: int
+    source_calls: int
+    batch_calls: int
+    derived_calls: int
+    refresh_scheduled: int
+    refresh_completed: int
+    refresh_failed: int
+    support_cache_hits: int
+    support_cache_misses: int
+    retries: int
+    batch_chunks: int
+    future_timestamp_rejections: int
+
     def __init__(self) -> None:
         for name in _COUNTERS:
             setattr(self, name, 0)
@@ -178,7 +199,8 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
     @overload
     def value(self, key: ResourceKey, expected_type: None = None) -> Any: ...
 
-    def value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T | Any:
+    # Implementation annotations as in the public API contract (``-> T`` / ``-> T | None``).
+    def value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T:
         """Return the payload of ``key``.
 
         Raises:
@@ -199,7 +221,7 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
     @overload
     def maybe_value(self, key: ResourceKey, expected_type: None = None) -> Any: ...
 
-    def maybe_value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T | Any:
+    def maybe_value(self, key: ResourceKey, expected_type: type[T] | None = None) -> T | None:
         """Return the payload of ``key``, or ``None`` when it is absent or failed.
 
         Raises:
@@ -221,11 +243,12 @@ def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]
     """Validate and de-duplicate keys (order kept); every entry point taking keys uses it."""
     if isinstance(cast(object, keys), (str, bytes, ResourceKey)) or not isinstance(keys, Iterable):
         raise TypeError(f"{name} must be an iterable of ResourceKey")
-    result = tuple(dict.fromkeys(keys))
+    # Check before de-duplicating: an unhashable entry used to escape as "unhashable type".
+    result = tuple(keys)
     for key in result:
         if not isinstance(key, ResourceKey):
             raise TypeError(f"{name} must contain only ResourceKey, got {type(key).__name__}")
-    return result
+    return tuple(dict.fromkeys(result))
 
 
 @final

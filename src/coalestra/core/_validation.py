@@ -9,10 +9,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
+from dataclasses import FrozenInstanceError
 from enum import Enum
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 E = TypeVar("E", bound=Enum)
+C = TypeVar("C", bound=type)
 
 
 def _type_name(value: object) -> str:
@@ -136,8 +138,36 @@ def frozen_mapping(name: str, value: object) -> Mapping[Any, Any]:
     """Return a read-only copy of ``value`` (a mapping), so later caller edits change nothing."""
     if value is None:
         return EMPTY_MAPPING
+    kind = type(value)
+    if kind is ReadOnlyDict:
+        return cast("ReadOnlyDict[Any, Any]", value)  # private and immutable: share it
+    if kind is dict:
+        return ReadOnlyDict(cast("dict[Any, Any]", value)) if value else EMPTY_MAPPING
     if not isinstance(value, Mapping):
         raise TypeError(f"{name} must be a mapping, got {_type_name(value)}")
     if not value:
         return EMPTY_MAPPING
     return ReadOnlyDict(value)
+
+
+def _refuse_setattr(self: object, name: str, value: object) -> NoReturn:
+    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _refuse_delattr(self: object, name: str) -> NoReturn:
+    raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+def frozen_generic(cls: C) -> C:
+    """Make a ``dataclass(frozen=True, slots=True)`` generic refuse every assignment with
+    ``FrozenInstanceError`` (an ``AttributeError``).
+
+    Apply it above ``@dataclass``. On CPython 3.11 the generated ``__setattr__`` still refers to
+    the class as it was before ``slots=True`` rebuilt it, so assigning any non-field attribute
+    raised ``TypeError`` from ``super()``. ``typing`` assigns ``__orig_class__`` after
+    ``SourcePayload[int](...)`` and tolerates only ``AttributeError``, so subscripted
+    construction of a generic value type failed.
+    """
+    type.__setattr__(cls, "__setattr__", _refuse_setattr)
+    type.__setattr__(cls, "__delattr__", _refuse_delattr)
+    return cls

@@ -1,0 +1,141 @@
+"""Retry: how many attempts a source call gets, how long to back off between them, and which
+errors are worth another attempt at all."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from random import random as _default_random
+from typing import Final, final
+
+from ..core import (
+    CircuitOpenError,
+    DependencyCycleError,
+    PayloadIsolationError,
+    SnapshotDeadlineExceededError,
+    SourceProtocolError,
+    SourceQueueTimeoutError,
+)
+from ..core._validation import check_float, check_int
+
+# Errors another attempt cannot fix: the source broke its contract, the payload cannot be
+# copied, the circuit refused the call, the build's own deadline or capacity wait ran out, or
+# the dependency graph loops. Retrying these only burns the deadline (and, for an open
+# circuit, hammers a source the breaker is protecting).
+_NOT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (
+    SourceProtocolError,
+    PayloadIsolationError,
+    CircuitOpenError,
+    SnapshotDeadlineExceededError,
+    SourceQueueTimeoutError,
+    DependencyCycleError,
+)
+
+
+def _doubled(base: float, times: int) -> float:
+    """``base * 2 ** times`` exactly, ``inf`` where a float cannot hold it."""
+    # Any non-zero float (>= 2**-1074) doubled 2100 times exceeds the largest float (< 2**1024),
+    # so capping the exponent there changes no result and keeps huge attempt numbers cheap.
+    try:
+        return math.ldexp(base, min(times, 2100))
+    except OverflowError:
+        return math.inf
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How a failed source call is retried: capped exponential backoff with jitter.
+
+    Attempt ``n`` (``n >= 2``) waits ``delay_for_attempt(n - 1)`` after attempt ``n - 1``
+    failed with an error :meth:`is_retryable` accepts. The engine also never sleeps past the
+    build's deadline.
+
+    Args:
+        max_attempts: total attempts including the first; ``1`` disables retries.
+        base_delay_seconds: the delay before the first retry, doubled for each later one.
+        max_delay_seconds: the cap on the un-jittered delay; must be ``>= base_delay_seconds``.
+        jitter_ratio: each delay is spread uniformly over ``delay * (1 +/- jitter_ratio)`` so
+            callers that failed together do not retry together; in ``[0, 1]``.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it).
+        ValueError: an argument is out of range: ``max_attempts < 1``, a negative, NaN or
+            infinite delay, ``max_delay_seconds < base_delay_seconds``, or a jitter ratio
+            outside ``[0, 1]``.
+    """
+
+    max_attempts: int = 2
+    base_delay_seconds: float = 0.05
+    max_delay_seconds: float = 1.0
+    jitter_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        check_int("max_attempts", self.max_attempts, minimum=1)
+        base = check_float("base_delay_seconds", self.base_delay_seconds)
+        cap = check_float("max_delay_seconds", self.max_delay_seconds)
+        if cap < base:
+            raise ValueError(
+                f"max_delay_seconds must be >= base_delay_seconds ({base!r}), got {cap!r}"
+            )
+        jitter = check_float("jitter_ratio", self.jitter_ratio)
+        if jitter > 1.0:
+            raise ValueError(f"jitter_ratio must be in [0, 1], got {jitter!r}")
+        # Store floats so ints given by users compare and render like the defaults.
+        setattr_(self, "base_delay_seconds", base)
+        setattr_(self, "max_delay_seconds", cap)
+        setattr_(self, "jitter_ratio", jitter)
+
+    def delay_for_attempt(
+        self, attempt: int, *, random: Callable[[], float] | None = None
+    ) -> float:
+        """Return the seconds to wait before retry number ``attempt`` (1 = the first retry).
+
+        The un-jittered delay is ``min(max_delay_seconds, base_delay_seconds * 2 **
+        (attempt - 1))``; jitter then scales it by a factor in ``[1 - jitter_ratio,
+        1 + jitter_ratio]`` (``random() == 0.5`` means no jitter).
+
+        Args:
+            attempt: the retry number, ``>= 1``.
+            random: a source of floats in ``[0, 1)``; ``random.random`` by default. Inject
+                one for reproducible schedules.
+
+        Raises:
+            TypeError: ``attempt`` is not an int, or ``random`` is not callable.
+            ValueError: ``attempt < 1``, or ``random()`` returned a value outside ``[0, 1]``.
+        """
+        check_int("attempt", attempt, minimum=1)
+        draw = _default_random if random is None else random
+        if not callable(draw):
+            raise TypeError(f"random must be callable, got {type(draw).__name__}")
+        delay = min(self.max_delay_seconds, _doubled(self.base_delay_seconds, attempt - 1))
+        if self.jitter_ratio == 0.0 or delay == 0.0:
+            return delay
+        sample = draw()
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"random() must return a value in [0, 1], got {sample!r}")
+        return delay * (1.0 + self.jitter_ratio * (2.0 * sample - 1.0))
+
+    def is_retryable(self, error: BaseException) -> bool:
+        """Return True when another attempt could succeed where ``error`` failed.
+
+        False for cancellation and other non-``Exception`` exits (they must propagate), and for
+        errors a retry cannot fix: :class:`~coalestra.SourceProtocolError`,
+        :class:`~coalestra.PayloadIsolationError`, :class:`~coalestra.CircuitOpenError`,
+        :class:`~coalestra.SnapshotDeadlineExceededError`,
+        :class:`~coalestra.SourceQueueTimeoutError` and
+        :class:`~coalestra.DependencyCycleError` (and their subclasses). True otherwise,
+        including ordinary source timeouts and unavailability.
+
+        Raises:
+            TypeError: ``error`` is not an exception.
+        """
+        if not isinstance(error, BaseException):
+            raise TypeError(f"error must be an exception, got {type(error).__name__}")
+        # CancelledError is a BaseException since 3.8; named for readers who expect it here.
+        if isinstance(error, asyncio.CancelledError) or not isinstance(error, Exception):
+            return False
+        return not isinstance(error, _NOT_RETRYABLE)

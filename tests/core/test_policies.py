@@ -1,0 +1,396 @@
+"""FreshnessPolicy, ObservationPolicy, source authority and SnapshotConsistencyPolicy."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from typing import Any
+
+import pytest
+
+from coalestra.core import (
+    AuthorityPolicyProvider,
+    AuthorityPolicyResolver,
+    FreshnessPolicy,
+    ObservationPolicy,
+    RefreshMode,
+    ResourceKey,
+    SnapshotConsistencyPolicy,
+    SourceAuthorityPolicy,
+    SourceProtocolError,
+)
+
+KEY = ResourceKey("market", "price", "BTCUSDT")
+OTHER = ResourceKey("market", "price", "ETHUSDT")
+
+# --- FreshnessPolicy ---------------------------------------------------------------------------
+
+
+def test_freshness_defaults() -> None:
+    policy = FreshnessPolicy(5.0)
+    assert policy.max_stale_seconds == 0.0
+    assert policy.allow_stale_on_error is True
+    assert policy.refresh_mode is RefreshMode.BLOCKING
+    assert policy.refresh_ahead_seconds == 0.0
+
+
+def test_product_page_policy() -> None:
+    policy = FreshnessPolicy(
+        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+    )
+    assert policy.refresh_mode is RefreshMode.STALE_WHILE_REVALIDATE
+
+
+@pytest.mark.parametrize(
+    ("age", "fresh", "usable_stale"),
+    [
+        (0.0, True, False),
+        (4.999, True, False),
+        (5.0, False, True),  # TTL boundary: no longer fresh
+        (34.999, False, True),
+        (35.0, False, False),  # stale window boundary: expired
+        (100.0, False, False),
+    ],
+)
+def test_fresh_and_usable_stale_boundaries(age: float, fresh: bool, usable_stale: bool) -> None:
+    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
+    assert policy.is_fresh(age) is fresh
+    assert policy.is_usable_stale(age) is usable_stale
+
+
+def test_no_stale_window_means_never_usable_stale() -> None:
+    policy = FreshnessPolicy(ttl_seconds=5.0)
+    assert not policy.is_usable_stale(5.0)
+    assert not policy.is_usable_stale(4.0)
+
+
+def test_zero_ttl_is_never_fresh() -> None:
+    policy = FreshnessPolicy(ttl_seconds=0.0, max_stale_seconds=10.0)
+    assert not policy.is_fresh(0.0)
+    assert policy.is_usable_stale(0.0)
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [(0.0, False), (7.999, False), (8.0, True), (9.999, True), (10.0, False), (12.0, False)],
+)
+def test_should_refresh_ahead_window(age: float, expected: bool) -> None:
+    policy = FreshnessPolicy(
+        ttl_seconds=10.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=2.0
+    )
+    assert policy.should_refresh_ahead(age) is expected
+
+
+@pytest.mark.parametrize("mode", [RefreshMode.BLOCKING, RefreshMode.STALE_WHILE_REVALIDATE])
+def test_refresh_ahead_only_in_refresh_ahead_mode(mode: RefreshMode) -> None:
+    policy = FreshnessPolicy(ttl_seconds=10.0, refresh_mode=mode, refresh_ahead_seconds=2.0)
+    assert not policy.should_refresh_ahead(9.0)
+
+
+def test_refresh_ahead_equal_to_ttl_is_allowed() -> None:
+    policy = FreshnessPolicy(
+        ttl_seconds=3.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=3.0
+    )
+    assert policy.should_refresh_ahead(0.0)
+
+
+def test_refresh_ahead_longer_than_ttl_is_rejected() -> None:
+    with pytest.raises(ValueError, match="refresh_ahead_seconds"):
+        FreshnessPolicy(ttl_seconds=3.0, refresh_ahead_seconds=3.5)
+
+
+@pytest.mark.parametrize("mode", ["blocking", "stale_while_revalidate", "refresh_ahead"])
+def test_refresh_mode_given_as_string(mode: str) -> None:
+    policy = FreshnessPolicy(5.0, refresh_mode=mode)  # type: ignore[arg-type]
+    assert policy.refresh_mode is RefreshMode(mode)
+    assert isinstance(policy.refresh_mode, RefreshMode)
+
+
+def test_unknown_refresh_mode() -> None:
+    with pytest.raises(ValueError, match=r"refresh_mode.*'blocking'"):
+        FreshnessPolicy(5.0, refresh_mode="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["ttl_seconds", "max_stale_seconds", "refresh_ahead_seconds"])
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (math.nan, ValueError),
+        (math.inf, ValueError),
+        (-math.inf, ValueError),
+        (-1.0, ValueError),
+        ("5", TypeError),
+        (None, TypeError),
+        (True, TypeError),
+    ],
+)
+def test_freshness_rejects_bad_durations(field: str, bad: Any, error: type[Exception]) -> None:
+    arguments: dict[str, Any] = {"ttl_seconds": 10.0, field: bad}
+    with pytest.raises(error, match=field):
+        FreshnessPolicy(**arguments)
+
+
+def test_freshness_rejects_non_bool_flag() -> None:
+    with pytest.raises(TypeError, match="allow_stale_on_error"):
+        FreshnessPolicy(5.0, allow_stale_on_error=1)  # type: ignore[arg-type]
+
+
+def test_freshness_integers_become_floats() -> None:
+    policy = FreshnessPolicy(5, max_stale_seconds=2)
+    assert policy.ttl_seconds == 5.0
+    assert isinstance(policy.ttl_seconds, float)
+    assert isinstance(policy.max_stale_seconds, float)
+
+
+def test_freshness_is_a_hashable_frozen_value() -> None:
+    policy = FreshnessPolicy(5.0)
+    assert policy == FreshnessPolicy(5.0)
+    assert hash(policy) == hash(FreshnessPolicy(5.0))
+    assert pickle.loads(pickle.dumps(policy)) == policy
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        policy.ttl_seconds = 1.0  # type: ignore[misc]
+
+
+def test_refresh_mode_members() -> None:
+    assert {member.name: member.value for member in RefreshMode} == {
+        "BLOCKING": "blocking",
+        "STALE_WHILE_REVALIDATE": "stale_while_revalidate",
+        "REFRESH_AHEAD": "refresh_ahead",
+    }
+
+
+# --- ObservationPolicy -------------------------------------------------------------------------
+
+
+def test_observation_defaults() -> None:
+    policy = ObservationPolicy()
+    assert policy.future_tolerance_seconds == 1.0
+    assert policy.reject_future_observations is True
+
+
+@pytest.mark.parametrize("observed_at", [0.0, 500.0, 999.999, 1000.0])
+def test_past_and_present_observations_are_kept(observed_at: float) -> None:
+    assert ObservationPolicy().accept(observed_at, 1000.0, context="ctx") == (observed_at, 0.0)
+
+
+def test_integer_observation_becomes_float() -> None:
+    stored, skew = ObservationPolicy().accept(990, 1000.0, context="ctx")
+    assert stored == 990.0
+    assert isinstance(stored, float)
+    assert skew == 0.0
+
+
+@pytest.mark.parametrize("ahead", [0.25, 0.5, 1.0])
+def test_future_within_tolerance_is_clamped_to_now_with_skew(ahead: float) -> None:
+    stored, skew = ObservationPolicy(future_tolerance_seconds=1.0).accept(
+        1000.0 + ahead, 1000.0, context="ctx"
+    )
+    assert stored == 1000.0
+    assert skew == pytest.approx(ahead)
+
+
+def test_future_beyond_tolerance_is_rejected() -> None:
+    with pytest.raises(SourceProtocolError, match=r"rest market:price.*future") as caught:
+        ObservationPolicy(future_tolerance_seconds=1.0).accept(
+            1001.5, 1000.0, context="rest market:price"
+        )
+    assert "1.500s" in str(caught.value)
+
+
+def test_zero_tolerance_rejects_any_future() -> None:
+    with pytest.raises(SourceProtocolError):
+        ObservationPolicy(future_tolerance_seconds=0.0).accept(1000.001, 1000.0, context="c")
+
+
+def test_future_beyond_tolerance_is_clamped_when_not_rejected() -> None:
+    policy = ObservationPolicy(future_tolerance_seconds=1.0, reject_future_observations=False)
+    stored, skew = policy.accept(1060.0, 1000.0, context="ctx")
+    assert stored == 1000.0
+    assert skew == pytest.approx(60.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "1000", None, True])
+def test_non_finite_or_non_number_observations_are_rejected(bad: Any) -> None:
+    for policy in (ObservationPolicy(), ObservationPolicy(reject_future_observations=False)):
+        with pytest.raises(SourceProtocolError, match="ctx: observed_at"):
+            policy.accept(bad, 1000.0, context="ctx")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "field"),
+    [
+        ({"future_tolerance_seconds": -1.0}, ValueError, "future_tolerance_seconds"),
+        ({"future_tolerance_seconds": math.nan}, ValueError, "future_tolerance_seconds"),
+        ({"future_tolerance_seconds": "1"}, TypeError, "future_tolerance_seconds"),
+        ({"reject_future_observations": "yes"}, TypeError, "reject_future_observations"),
+    ],
+)
+def test_observation_policy_validation(
+    arguments: dict[str, Any], error: type[Exception], field: str
+) -> None:
+    with pytest.raises(error, match=field):
+        ObservationPolicy(**arguments)
+
+
+# --- SourceAuthorityPolicy ---------------------------------------------------------------------
+
+
+def test_rank_for_listed_and_unlisted_sources() -> None:
+    policy = SourceAuthorityPolicy(
+        source_ranks={"reconciled-local": 300, "user-data-stream": 200, "binance-rest": 100},
+        default_rank=10,
+    )
+    assert policy.rank_for("reconciled-local") == 300
+    assert policy.rank_for("binance-rest") == 100
+    assert policy.rank_for("unknown") == 10
+    assert SourceAuthorityPolicy().rank_for("anything") == 0
+
+
+def test_source_ranks_are_a_read_only_copy() -> None:
+    ranks = {"a": 1}
+    policy = SourceAuthorityPolicy(source_ranks=ranks)
+    ranks["a"] = 5
+    assert policy.rank_for("a") == 1
+    with pytest.raises(TypeError):
+        policy.source_ranks["a"] = 2  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "text"),
+    [
+        ({"source_ranks": {"a": 1.5}}, TypeError, "source_ranks"),
+        ({"source_ranks": {"a": True}}, TypeError, "source_ranks"),
+        ({"source_ranks": {"": 1}}, ValueError, "source_ranks"),
+        ({"source_ranks": {1: 1}}, TypeError, "source_ranks"),
+        ({"source_ranks": [("a", 1)]}, TypeError, "source_ranks"),
+        ({"default_rank": "high"}, TypeError, "default_rank"),
+    ],
+)
+def test_source_authority_validation(
+    arguments: dict[str, Any], error: type[Exception], text: str
+) -> None:
+    with pytest.raises(error, match=text):
+        SourceAuthorityPolicy(**arguments)
+
+
+# --- AuthorityPolicyResolver -------------------------------------------------------------------
+
+DEFAULT = SourceAuthorityPolicy({"rest": 1})
+DYNAMIC = SourceAuthorityPolicy({"rest": 2})
+OVERRIDE = SourceAuthorityPolicy({"rest": 3})
+
+
+def test_resolver_precedence_overrides_then_dynamic_then_default() -> None:
+    resolver = AuthorityPolicyResolver(
+        default=DEFAULT,
+        overrides={KEY: OVERRIDE},
+        dynamic=lambda key: DYNAMIC if key.subject.endswith("USDT") else None,
+    )
+    assert resolver.resolve(KEY) is OVERRIDE
+    assert resolver.rank_for(KEY, "rest") == 3
+    assert resolver.resolve(OTHER) is DYNAMIC
+    assert resolver.rank_for(OTHER, "rest") == 2
+    plain = ResourceKey("market", "price", "BTCEUR")
+    assert resolver.resolve(plain) is DEFAULT
+    assert resolver.rank_for(plain, "rest") == 1
+    assert resolver.rank_for(plain, "unknown") == 0
+
+
+def test_override_wins_even_when_dynamic_answers() -> None:
+    calls: list[ResourceKey] = []
+
+    def dynamic(key: ResourceKey) -> SourceAuthorityPolicy:
+        calls.append(key)
+        return DYNAMIC
+
+    resolver = AuthorityPolicyResolver(overrides={KEY: OVERRIDE}, dynamic=dynamic)
+    assert resolver.resolve(KEY) is OVERRIDE
+    assert resolver.resolve(OTHER) is DYNAMIC
+    assert calls == [OTHER]
+
+
+def test_overrides_match_equal_keys_built_differently() -> None:
+    resolver = AuthorityPolicyResolver(overrides={KEY: OVERRIDE})
+    assert resolver.resolve(ResourceKey.legacy("MARKET", "Price", "btcusdt")) is OVERRIDE
+
+
+def test_resolver_without_rules_gives_every_source_rank_zero() -> None:
+    resolver = AuthorityPolicyResolver()
+    assert resolver.rank_for(KEY, "rest") == 0
+    assert resolver.resolve(KEY) == SourceAuthorityPolicy()
+    assert not resolver.has_rules
+
+
+def test_has_rules() -> None:
+    assert not AuthorityPolicyResolver(default=SourceAuthorityPolicy()).has_rules
+    assert AuthorityPolicyResolver(default=DEFAULT).has_rules
+    assert AuthorityPolicyResolver(default=SourceAuthorityPolicy(default_rank=5)).has_rules
+    assert AuthorityPolicyResolver(overrides={KEY: SourceAuthorityPolicy()}).has_rules
+    assert AuthorityPolicyResolver(dynamic=lambda key: None).has_rules
+    assert not AuthorityPolicyResolver(overrides={}).has_rules
+
+
+def test_resolver_validation() -> None:
+    with pytest.raises(TypeError, match="default"):
+        AuthorityPolicyResolver(default={"rest": 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="overrides"):
+        AuthorityPolicyResolver(overrides={"market:price": DEFAULT})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="overrides"):
+        AuthorityPolicyResolver(overrides={KEY: {"rest": 1}})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="dynamic"):
+        AuthorityPolicyResolver(dynamic=DEFAULT)  # type: ignore[arg-type]
+
+
+def test_dynamic_resolver_returning_garbage() -> None:
+    resolver = AuthorityPolicyResolver(dynamic=lambda key: 5)  # type: ignore[arg-type,return-value]
+    with pytest.raises(TypeError, match="dynamic"):
+        resolver.resolve(KEY)
+
+
+def test_resolver_overrides_are_copied() -> None:
+    overrides = {KEY: OVERRIDE}
+    resolver = AuthorityPolicyResolver(overrides=overrides)
+    overrides[OTHER] = OVERRIDE
+    assert resolver.resolve(OTHER) == SourceAuthorityPolicy()
+
+
+def test_resolver_is_an_authority_policy_provider() -> None:
+    assert isinstance(AuthorityPolicyResolver(), AuthorityPolicyProvider)
+
+
+# --- SnapshotConsistencyPolicy -----------------------------------------------------------------
+
+
+def test_consistency_policy() -> None:
+    policy = SnapshotConsistencyPolicy(2.0)
+    assert policy.max_observation_skew_seconds == 2.0
+    assert policy.include_optional_resources is False
+    assert SnapshotConsistencyPolicy(0).max_observation_skew_seconds == 0.0
+    wide = SnapshotConsistencyPolicy(
+        max_observation_skew_seconds=2, include_optional_resources=True
+    )
+    assert wide.include_optional_resources
+    assert policy == SnapshotConsistencyPolicy(2.0)
+    assert hash(policy) == hash(SnapshotConsistencyPolicy(2.0))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "field"),
+    [
+        ({"max_observation_skew_seconds": -0.1}, ValueError, "max_observation_skew_seconds"),
+        ({"max_observation_skew_seconds": math.nan}, ValueError, "max_observation_skew_seconds"),
+        ({"max_observation_skew_seconds": math.inf}, ValueError, "max_observation_skew_seconds"),
+        ({"max_observation_skew_seconds": "2"}, TypeError, "max_observation_skew_seconds"),
+        (
+            {"max_observation_skew_seconds": 1.0, "include_optional_resources": 1},
+            TypeError,
+            "include_optional_resources",
+        ),
+    ],
+)
+def test_consistency_policy_validation(
+    arguments: dict[str, Any], error: type[Exception], field: str
+) -> None:
+    with pytest.raises(error, match=field):
+        SnapshotConsistencyPolicy(**arguments)
