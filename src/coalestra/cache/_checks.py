@@ -1,0 +1,46 @@
+"""Argument checks shared by the cache and the publisher (each names the argument)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from ..core import ResourceKey, SnapshotValue
+
+
+def require(name: str, value: object, kind: type, what: str) -> None:
+    """Raise ``TypeError`` unless ``value`` is an instance of ``kind`` (described as ``what``)."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+
+
+def check_key(key: object, name: str = "key") -> ResourceKey:
+    """Return ``key`` if it is a :class:`ResourceKey`, else raise ``TypeError``."""
+    if not isinstance(key, ResourceKey):
+        raise TypeError(f"{name} must be a ResourceKey, got {type(key).__name__}")
+    return key
+
+
+def check_collection(name: str, values: object) -> Collection[Any]:
+    """Return ``values`` if it is a collection (strings and bytes are refused)."""
+    if not isinstance(values, Collection) or isinstance(values, (str, bytes)):
+        raise TypeError(f"{name} must be a collection, got {type(values).__name__}")
+    return values
+
+
+def check_keys(keys: object) -> tuple[ResourceKey, ...]:
+    """Return ``keys`` as a tuple after checking it is a collection of ResourceKey."""
+    return tuple(check_key(key, "keys item") for key in check_collection("keys", keys))
+
+
+def check_value(value: object, name: str = "value") -> SnapshotValue[Any]:
+    """Return ``value`` if it is a :class:`SnapshotValue`, else raise ``TypeError``."""
+    if not isinstance(value, SnapshotValue):
+        raise TypeError(f"{name} must be a SnapshotValue, got {type(value).__name__}")
+    return value
+
+
+def check_values(values: object) -> tuple[SnapshotValue[Any], ...]:
+    """Return ``values`` as a tuple after checking it is a collection of SnapshotValue."""
+    checked = check_collection("values", values)
+    return tuple(check_value(value, "values item") for value in checked)

@@ -1,0 +1,91 @@
+"""The validated configuration of the cache and the publisher.
+
+Their constructors take the contract's keyword arguments and turn them at once into one of these
+frozen objects; the internals read the configuration, never the raw arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import final
+
+from ..core import (
+    AsyncCache,
+    AuthorityPolicyProvider,
+    Clock,
+    EventSink,
+    FreshnessPolicyProvider,
+    MetricsSink,
+    ObservationPolicy,
+    PayloadCopier,
+    PayloadIsolator,
+)
+from ..core._clock import check_clock
+from ..core._validation import check_bool, check_callable, check_int, check_optional_int
+from ._checks import require
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The validated constructor arguments of :class:`AsyncMemoryCache`."""
+
+    max_entries: int | None
+    payload_copier: PayloadCopier | None
+    run_payload_copies_in_thread: bool | None
+    max_copy_concurrency: int
+
+    def __post_init__(self) -> None:
+        check_optional_int("max_entries", self.max_entries, minimum=1)
+        if self.payload_copier is not None:
+            check_callable("payload_copier", self.payload_copier)
+        if self.run_payload_copies_in_thread is not None:
+            check_bool("run_payload_copies_in_thread", self.run_payload_copies_in_thread)
+        check_int("max_copy_concurrency", self.max_copy_concurrency, minimum=1)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PublisherConfig:
+    """The validated constructor arguments of :class:`ResourcePublisher`."""
+
+    cache: AsyncCache
+    clock: Clock
+    policy_resolver: FreshnessPolicyProvider
+    metrics: MetricsSink
+    events: EventSink
+    observation_policy: ObservationPolicy
+    lock_stripes: int
+    isolator: PayloadIsolator
+    authority_resolver: AuthorityPolicyProvider | None
+    max_pending_tasks: int
+    health_tracker: object | None
+
+    def __post_init__(self) -> None:
+        require("cache", self.cache, AsyncCache, "an AsyncCache (get, set, invalidate, clear)")
+        check_clock(self.clock)
+        require("policy_resolver", self.policy_resolver, FreshnessPolicyProvider, "a resolver")
+        require("metrics", self.metrics, MetricsSink, "a MetricsSink")
+        require("events", self.events, EventSink, "an EventSink")
+        require("observation_policy", self.observation_policy, ObservationPolicy, "a policy")
+        check_int("lock_stripes", self.lock_stripes, minimum=1)
+        if self.authority_resolver is not None:
+            require(
+                "authority_resolver",
+                self.authority_resolver,
+                AuthorityPolicyProvider,
+                "an AuthorityPolicyResolver or None",
+            )
+        check_int("max_pending_tasks", self.max_pending_tasks, minimum=1)
+
+
+def make_isolator(
+    copier: PayloadCopier | None, isolator: PayloadIsolator | None
+) -> PayloadIsolator:
+    """The publisher's isolator: the one given, or one around ``copier`` (not both)."""
+    if isolator is None:
+        return PayloadIsolator(copier)
+    if copier is not None:
+        raise ValueError("pass payload_copier or payload_isolator, not both")
+    require("payload_isolator", isolator, PayloadIsolator, "a PayloadIsolator or None")
+    return isolator

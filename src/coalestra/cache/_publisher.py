@@ -1,0 +1,384 @@
+"""Direct event publication into the cache: :class:`ResourcePublisher`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, final
+
+from ..core import (
+    AsyncCache,
+    AuthorityPolicyResolver,
+    CacheWriteStatus,
+    Clock,
+    EventSink,
+    FreshnessPolicyProvider,
+    MetricsSink,
+    ObservationPolicy,
+    PayloadCopier,
+    PayloadIsolator,
+    ResourceKey,
+    SnapshotValue,
+)
+from ..core._validation import (
+    EMPTY_MAPPING,
+    ReadOnlyDict,
+    check_bool,
+    check_float,
+    check_int,
+    check_optional_float,
+    check_str,
+)
+from ._checks import check_collection, check_key, check_keys, require
+from ._config import PublisherConfig, make_isolator
+from ._copying import PayloadCopies
+from ._memory import AsyncMemoryCache
+from ._reporting import Invalidated, Published, Reporter
+from ._store import decide_write
+from ._values import PublishResult, PublishStatus, ResourceUpdate
+from ._writers import CacheWriter
+
+_STATUS = {
+    CacheWriteStatus.STORED: PublishStatus.PUBLISHED,
+    CacheWriteStatus.IGNORED_LOWER_AUTHORITY: PublishStatus.IGNORED_LOWER_AUTHORITY,
+    CacheWriteStatus.IGNORED_OLDER: PublishStatus.IGNORED_OLDER,
+    CacheWriteStatus.IGNORED_DUPLICATE: PublishStatus.IGNORED_DUPLICATE,
+}
+
+# The publisher's own large copies (of results) share this many worker threads.
+_COPY_THREADS = 4
+_INGRESS = "publication of"
+_EGRESS = "publication result of"
+
+
+def _check_flags(force: object, replace_equal: object) -> None:
+    if force.__class__ is not bool or replace_equal.__class__ is not bool:
+        check_bool("force", force)
+        check_bool("replace_equal", replace_equal)
+
+
+def _check_updates(updates: object) -> tuple[ResourceUpdate[Any], ...]:
+    checked = tuple(check_collection("updates", updates))
+    for update in checked:
+        require("updates item", update, ResourceUpdate, "a ResourceUpdate")
+    return checked
+
+
+def _winners(values: Sequence[SnapshotValue[Any]], replace_equal: bool) -> list[SnapshotValue[Any]]:
+    """Reduce a batch to one value per key, as if its updates were applied one by one.
+
+    The monotonic rules decide within the batch: a higher authority rank wins, then the newer
+    ``observed_at``; at an equal timestamp the earlier update stays unless ``replace_equal``.
+    (``force`` overrides what the cache holds, not the order within the batch.)
+    """
+    winners: dict[ResourceKey, SnapshotValue[Any]] = {}
+    for value in values:
+        holder = winners.get(value.key)
+        if holder is None:
+            winners[value.key] = value
+            continue
+        status = decide_write(holder, value, force=False, replace_equal=replace_equal)
+        if status is CacheWriteStatus.STORED:
+            winners[value.key] = value
+    return list(winners.values())
+
+
+@final
+class ResourcePublisher:
+    """Publishes pushed events straight into a cache, monotonically.
+
+    A publication is written with compare-and-write: an older ``observed_at`` is ignored, an
+    equal one is a duplicate, a lower-authority source never replaces a higher one;
+    ``force=True`` overrides all of that, ``replace_equal=True`` lets an equal timestamp replace.
+    Results carry isolated copies: they share no mutable object with the cache or the input.
+    With an :class:`AsyncMemoryCache` the cache makes the stored copy (in a worker thread when
+    large); any other cache is handed a copy made by this publisher, and what it returns as the
+    previous revision is copied again, since its isolation is unknown.
+
+    Args:
+        cache: where to publish. An ``AtomicAsyncCache`` compares and writes itself; for a plain
+            ``AsyncCache`` (get/set only) compare-and-write is emulated under per-key locks.
+        clock: gives "now" (``observed_at=None`` and the observation check).
+        policy_resolver: gives the freshness policy used to read the current revision when
+            compare-and-write is emulated.
+        metrics: receives ``coalestra_publications_total`` / ``coalestra_invalidations_total``.
+        events: receives ``resource_published`` / ``resource_invalidated``.
+        observation_policy: how future ``observed_at`` values are treated (default
+            ``ObservationPolicy()``).
+        lock_stripes: locks of the emulated compare-and-write (>= 1).
+        payload_copier: copies mutable payloads (default ``copy.deepcopy``).
+        payload_isolator: a ready isolator, instead of ``payload_copier``.
+        authority_resolver: gives each (key, source) its authority rank (default: rank 0).
+        max_pending_tasks: the most per-key writes of one batch in flight (>= 1).
+        health_tracker: reserved; accepted and currently unused.
+
+    Raises:
+        TypeError, ValueError: for an argument of the wrong type or out of range, or both
+            ``payload_copier`` and ``payload_isolator``.
+    """
+
+    __slots__ = ("_config", "_copies", "_reporter", "_trusted_cache", "_writer")
+
+    def __init__(
+        self,
+        *,
+        cache: AsyncCache,
+        clock: Clock,
+        policy_resolver: FreshnessPolicyProvider,
+        metrics: MetricsSink,
+        events: EventSink,
+        observation_policy: ObservationPolicy | None = None,
+        lock_stripes: int = 64,
+        payload_copier: PayloadCopier | None = None,
+        payload_isolator: PayloadIsolator | None = None,
+        authority_resolver: AuthorityPolicyResolver | None = None,
+        max_pending_tasks: int = 8,
+        health_tracker: object | None = None,
+    ) -> None:
+        config = PublisherConfig(
+            cache=cache,
+            clock=clock,
+            policy_resolver=policy_resolver,
+            metrics=metrics,
+            events=events,
+            observation_policy=(
+                ObservationPolicy() if observation_policy is None else observation_policy
+            ),
+            lock_stripes=lock_stripes,
+            isolator=make_isolator(payload_copier, payload_isolator),
+            authority_resolver=authority_resolver,
+            max_pending_tasks=max_pending_tasks,
+            health_tracker=health_tracker,
+        )
+        self._config = config
+        self._writer = CacheWriter(
+            config.cache,
+            clock=config.clock,
+            policy_resolver=config.policy_resolver,
+            lock_stripes=config.lock_stripes,
+            max_pending_tasks=config.max_pending_tasks,
+        )
+        self._reporter = Reporter(config.metrics, config.events)
+        self._copies = PayloadCopies(
+            config.isolator, run_in_thread=None, max_concurrency=_COPY_THREADS
+        )
+        # AsyncMemoryCache stores private copies and returns isolated previous revisions, so
+        # the publisher need not copy into it or out of it; other caches are not trusted to.
+        self._trusted_cache = isinstance(config.cache, AsyncMemoryCache)
+
+    async def publish(
+        self,
+        key: ResourceKey,
+        value: Any,
+        *,
+        source: str,
+        observed_at: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        force: bool = False,
+        replace_equal: bool = False,
+    ) -> PublishResult:
+        """Publish ``value`` for ``key`` as observed by ``source``.
+
+        Args:
+            key: the resource.
+            value: the payload; the cache and the result get their own copies.
+            source: the producer's stable name (a metric label).
+            observed_at: wall-clock observation time; ``None`` means now. A timestamp slightly
+                ahead of the clock is accepted as now and the skew recorded as
+                ``clock_skew_seconds`` metadata.
+            metadata: extra provenance (copied).
+            force: replace whatever is cached, ignoring timestamps and authority.
+            replace_equal: let an equal ``observed_at`` replace the cached revision.
+
+        Returns:
+            The outcome, with the offered and the previous revision.
+
+        Raises:
+            TypeError, ValueError: an argument is invalid (nothing is written).
+            SourceProtocolError: ``observed_at`` is too far in the future (nothing is written).
+            PayloadIsolationError: the payload or metadata cannot be copied (nothing is written).
+        """
+        _check_flags(force, replace_equal)
+        offered = self._offer(key, value, source, observed_at, metadata, self._now())
+        return await self._commit_one(offered, force=force, replace_equal=replace_equal)
+
+    async def publish_update(
+        self, update: ResourceUpdate[Any], *, force: bool = False, replace_equal: bool = False
+    ) -> PublishResult:
+        """Publish one :class:`ResourceUpdate` (see :meth:`publish`).
+
+        Raises:
+            TypeError: ``update`` is not a ResourceUpdate; otherwise as :meth:`publish`.
+        """
+        require("update", update, ResourceUpdate, "a ResourceUpdate")
+        return await self.publish(
+            update.key,
+            update.value,
+            source=update.source,
+            observed_at=update.observed_at,
+            metadata=update.metadata,
+            force=force,
+            replace_equal=replace_equal,
+        )
+
+    async def publish_many(
+        self,
+        updates: Collection[ResourceUpdate[Any]],
+        *,
+        force: bool = False,
+        replace_equal: bool = False,
+    ) -> Mapping[ResourceKey, PublishResult]:
+        """Publish several updates together (one batch write when the cache supports it).
+
+        Every update is validated before anything is written. Updates for the same key are
+        reduced to one first, as if applied in order: the higher authority rank wins, then the
+        newest ``observed_at``; at an equal timestamp the earlier update stays unless
+        ``replace_equal``. Only that winner is written, reported and returned.
+
+        Returns:
+            One result per distinct key, in the order keys first appear.
+
+        Raises:
+            TypeError, ValueError, SourceProtocolError, PayloadIsolationError: as
+                :meth:`publish`, for any update; nothing of the batch is written then.
+        """
+        _check_flags(force, replace_equal)
+        checked = _check_updates(updates)
+        now = self._now()
+        offered = [
+            self._offer(u.key, u.value, u.source, u.observed_at, u.metadata, now) for u in checked
+        ]
+        winners = _winners(offered, replace_equal)
+        results = await self._commit(winners, force=force, replace_equal=replace_equal)
+        return {value.key: result for value, result in zip(winners, results, strict=True)}
+
+    async def invalidate(self, key: ResourceKey, *, reason: str = "") -> None:
+        """Drop ``key`` from the cache (e.g. after a stream gap).
+
+        Raises:
+            TypeError: ``key`` is not a ResourceKey or ``reason`` is not a string.
+        """
+        check_key(key)
+        check_str("reason", reason, allow_empty=True)
+        await self._writer.invalidate(key)
+        self._report(Invalidated(key, reason))
+
+    async def invalidate_many(self, keys: Collection[ResourceKey], *, reason: str = "") -> None:
+        """Drop every key of ``keys`` from the cache.
+
+        Raises:
+            TypeError: ``keys`` is not a collection of ResourceKey or ``reason`` is not a string
+                (nothing is dropped).
+        """
+        checked = check_keys(keys)
+        check_str("reason", reason, allow_empty=True)
+        await self._writer.invalidate_many(checked)
+        for key in checked:
+            self._report(Invalidated(key, reason))
+
+    def _now(self) -> float:
+        now = self._config.clock.now()
+        # ``now - now`` is 0.0 only for a finite float: one cheap test before the full check.
+        if now.__class__ is not float or now - now != 0.0:
+            now = check_float("clock.now()", now, minimum=None)
+        return now
+
+    def _offer(
+        self,
+        key: object,
+        value: Any,
+        source: object,
+        observed_at: object,
+        metadata: object,
+        now: float,
+    ) -> SnapshotValue[Any]:
+        """Validate one publication and build the revision to offer (holding ``value`` as is)."""
+        key = check_key(key)
+        source = check_str("source", source)
+        stamp = check_optional_float("observed_at", observed_at, minimum=None)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
+        config = self._config
+        skew = 0.0
+        if stamp is None:
+            stamp = now
+        else:
+            context = f"{_INGRESS} {key} from {source!r}"
+            stamp, skew = config.observation_policy.accept(stamp, now, context=context)
+        frozen: Mapping[str, Any] = EMPTY_MAPPING
+        if metadata or skew > 0.0:
+            context = f"{_INGRESS} {key} from {source!r}"
+            extra = config.isolator.copy_metadata(metadata, context=context) if metadata else {}
+            if skew > 0.0:
+                extra["clock_skew_seconds"] = skew
+            frozen = ReadOnlyDict(extra)
+        authority = config.authority_resolver
+        rank = 0
+        if authority is not None:
+            rank = check_int("authority rank", authority.rank_for(key, source))
+        # Every part is validated above, so the unvalidated constructor is safe (and ~5x cheaper).
+        return SnapshotValue._trusted(
+            key, value, source, stamp, now, 0.0, False, 0.0, 1, frozen, rank, EMPTY_MAPPING
+        )
+
+    async def _commit_one(
+        self, offered: SnapshotValue[Any], *, force: bool, replace_equal: bool
+    ) -> PublishResult:
+        """Write one revision, then isolate, report and return the outcome."""
+        trusted = self._trusted_cache
+        # AsyncMemoryCache copies on write itself; other caches get a copy of their own.
+        stored = offered if trusted else await self._copy_one(offered, _INGRESS)
+        written = await self._writer.write(stored, force=force, replace_equal=replace_equal)
+        previous = written.previous
+        if previous is not None and not trusted:
+            previous = await self._copy_one(previous, _EGRESS)
+        value = await self._copy_one(offered, _EGRESS)
+        return self._outcome(offered, written.status, value, previous)
+
+    async def _commit(
+        self, offered: list[SnapshotValue[Any]], *, force: bool, replace_equal: bool
+    ) -> list[PublishResult]:
+        """Write revisions for distinct keys in one go, then isolate, report and return them."""
+        if len(offered) <= 1:
+            return [
+                await self._commit_one(value, force=force, replace_equal=replace_equal)
+                for value in offered
+            ]
+        trusted = self._trusted_cache
+        copies = self._copies
+        stored = offered if trusted else await copies.isolate_values(offered, context=_INGRESS)
+        batch = await self._writer.write_many(stored, force=force, replace_equal=replace_equal)
+        written = [batch[value.key] for value in stored]
+        previous = [result.previous for result in written]
+        # One isolation call for everything, so large copies run in threads side by side.
+        to_copy = list(offered)
+        if not trusted:
+            to_copy.extend(value for value in previous if value is not None)
+        isolated = iter(await copies.isolate_values(to_copy, context=_EGRESS))
+        values = [next(isolated) for _ in offered]
+        if not trusted:
+            previous = [None if value is None else next(isolated) for value in previous]
+        return [
+            self._outcome(offer, result.status, value, before)
+            for offer, result, value, before in zip(offered, written, values, previous, strict=True)
+        ]
+
+    async def _copy_one(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
+        if not self._copies.is_mutable(value):
+            return value
+        (isolated,) = await self._copies.isolate_values((value,), context=context)
+        return isolated
+
+    def _outcome(
+        self,
+        offered: SnapshotValue[Any],
+        status: CacheWriteStatus,
+        value: SnapshotValue[Any],
+        previous: SnapshotValue[Any] | None,
+    ) -> PublishResult:
+        result = PublishResult(_STATUS[status], value, previous)
+        self._report(Published(offered.key, offered.source, result.status, offered.observed_at))
+        return result
+
+    def _report(self, fact: Published | Invalidated) -> None:
+        """The one place outcomes leave the publisher for metrics and events."""
+        self._reporter.report(fact)

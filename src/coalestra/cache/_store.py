@@ -1,0 +1,292 @@
+"""The synchronous heart of :class:`~coalestra.cache.AsyncMemoryCache`: an LRU of private values.
+
+Every decision (freshness, expiry, dependency validation, LRU order, compare-and-write) is made
+here, in plain synchronous code. The async cache calls one method per operation with no ``await``
+inside it, so the event loop itself makes each operation atomic; no lock is needed. Payload copies
+happen outside, before a write is committed and after a read is decided.
+
+Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and bit flags
+computed once at write time (:data:`MUTABLE`, :data:`DERIVED`), so a read of a plain immutable
+value tests one int instead of inspecting the payload again.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeAlias, final
+
+from ..core import (
+    CacheLookup,
+    CacheWriteStatus,
+    FreshnessPolicy,
+    FreshnessPolicyProvider,
+    ResourceKey,
+    SnapshotValue,
+)
+from ..core._values import MISS, make_lookup
+from ._values import CacheStats
+
+Entry: TypeAlias = tuple[SnapshotValue[Any], int]
+"""A stored value and its flags (:data:`MUTABLE`, :data:`DERIVED`)."""
+
+MUTABLE = 1
+"""Entry flag: the payload or metadata holds mutable objects, so reads must copy it."""
+DERIVED = 2
+"""Entry flag: the value records dependency versions, so reads must validate them."""
+
+PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
+"""A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
+
+_evolve = SnapshotValue._evolve
+
+
+def decide_write(
+    existing: SnapshotValue[Any] | None,
+    offered: SnapshotValue[Any],
+    *,
+    force: bool,
+    replace_equal: bool,
+) -> CacheWriteStatus:
+    """Decide a conditional write, by the rules in this order.
+
+    ``force`` or nothing cached: stored. A higher cached ``authority_rank``: ignored; a lower
+    one: stored (whatever the timestamps). Same rank: a newer ``observed_at`` is stored, an older
+    one ignored, an equal one is a duplicate unless ``replace_equal``.
+    """
+    if force or existing is None:
+        return CacheWriteStatus.STORED
+    if existing.authority_rank != offered.authority_rank:
+        if existing.authority_rank > offered.authority_rank:
+            return CacheWriteStatus.IGNORED_LOWER_AUTHORITY
+        return CacheWriteStatus.STORED
+    if offered.observed_at > existing.observed_at:
+        return CacheWriteStatus.STORED
+    if offered.observed_at < existing.observed_at:
+        return CacheWriteStatus.IGNORED_OLDER
+    return CacheWriteStatus.STORED if replace_equal else CacheWriteStatus.IGNORED_DUPLICATE
+
+
+@final
+class MemoryStore:
+    """An LRU of cache entries with cumulative statistics.
+
+    Args:
+        max_entries: the most entries kept (least recently used are evicted), ``None`` for no
+            bound. Validated by the caller.
+    """
+
+    __slots__ = (
+        "_entries",
+        "evictions",
+        "expirations",
+        "fresh_hits",
+        "invalidations",
+        "max_entries",
+        "misses",
+        "sets",
+        "stale_hits",
+    )
+
+    def __init__(self, max_entries: int | None) -> None:
+        self._entries: OrderedDict[ResourceKey, Entry] = OrderedDict()
+        self.max_entries = max_entries
+        self.fresh_hits = self.stale_hits = self.misses = 0
+        self.sets = self.invalidations = self.evictions = self.expirations = 0
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read(
+        self,
+        keys: Iterable[ResourceKey],
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> tuple[dict[ResourceKey, CacheLookup], list[PendingRead]]:
+        """Look every key up at wall-clock ``now``; the product's hot loop.
+
+        It is one function on purpose: per key it costs a dict lookup, a freshness comparison
+        and the two fast constructors, and any further call per key would be a measurable share.
+
+        Returns the lookups in key order and the hits whose payload must still be copied (their
+        slot in the lookups holds a placeholder until then).
+
+        Raises:
+            KeyError, AttributeError, TypeError: bad keys or policies; the caller turns these
+                into a precise error. Hit counters are only committed when the loop completes.
+        """
+        entries = self._entries
+        find = entries.get
+        touch = entries.move_to_end
+        results: dict[ResourceKey, CacheLookup] = {}
+        pending: list[PendingRead] = []
+        hits = fresh_hits = misses = 0
+        memo: dict[ResourceKey, bool] | None = None
+        for key in keys:
+            entry = find(key)
+            if entry is None:
+                if key.__class__ is not ResourceKey or key not in policies:
+                    raise KeyError(key)
+                misses += 1
+                results[key] = MISS
+                continue
+            stored, flags = entry
+            age = now - stored.observed_at
+            policy = policies[key]
+            # FreshnessPolicy.is_fresh / is_usable_stale, inlined: two method calls per key
+            # would cost a fifth of the loop body (FreshnessPolicy is final, so this is exact).
+            ttl = policy.ttl_seconds
+            if age < ttl:
+                fresh = True
+            elif age < ttl + policy.max_stale_seconds:
+                fresh = False
+            else:
+                self._expire(key)
+                misses += 1
+                results[key] = MISS
+                continue
+            if flags & DERIVED:
+                if memo is None:
+                    memo = {}
+                if not self._dependencies_current(key, memo):
+                    self._drop(key)
+                    misses += 1
+                    results[key] = MISS
+                    continue
+            touch(key)
+            hits += 1
+            fresh_hits += fresh
+            value = _evolve(stored, stored.value, age_seconds=age, stale=not fresh, from_cache=True)
+            if flags & MUTABLE:
+                results[key] = MISS  # placeholder keeping key order; filled after the copy
+                pending.append((key, value, fresh, age))
+            else:
+                results[key] = make_lookup(value, fresh, not fresh, age)
+        self.fresh_hits += fresh_hits
+        self.stale_hits += hits - fresh_hits
+        self.misses += misses
+        return results, pending
+
+    def _dependencies_current(self, key: ResourceKey, memo: dict[ResourceKey, bool]) -> bool:
+        """True when ``key`` is cached and every dependency it records is cached at the recorded
+        version and is itself current (transitively). ``memo`` holds answers for one read."""
+        known = memo.get(key)
+        if known is not None:
+            return known
+        memo[key] = False  # while in progress: a dependency cycle counts as not current
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        for dependency, version in entry[0].dependency_versions.items():
+            found = self._entries.get(dependency)
+            if found is None or found[0].version != version:
+                return False
+            if found[0].dependency_versions and not self._dependencies_current(dependency, memo):
+                return False
+        memo[key] = True
+        return True
+
+    def _expire(self, key: ResourceKey) -> None:
+        del self._entries[key]
+        self.expirations += 1
+
+    def _drop(self, key: ResourceKey) -> None:
+        del self._entries[key]
+        self.invalidations += 1
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def put(self, value: SnapshotValue[Any], mutable: bool) -> None:
+        """Store ``value`` (already private to the cache) as the most recently used entry.
+
+        ``mutable`` says whether its payload or metadata holds mutable objects.
+        """
+        entries = self._entries
+        key = value.key
+        flags = (MUTABLE if mutable else 0) | (DERIVED if value.dependency_versions else 0)
+        entries[key] = (value, flags)
+        entries.move_to_end(key)
+        self.sets += 1
+        limit = self.max_entries
+        if limit is not None:
+            while len(entries) > limit:
+                entries.popitem(last=False)
+                self.evictions += 1
+
+    def put_if_newer(
+        self, value: SnapshotValue[Any], mutable: bool, *, force: bool, replace_equal: bool
+    ) -> tuple[CacheWriteStatus, Entry | None]:
+        """Decide (see :func:`decide_write`) and store when the decision is to store.
+
+        Returns the decision and the entry held before (``None`` if there was none).
+        """
+        previous = self._entries.get(value.key)
+        status = decide_write(
+            None if previous is None else previous[0],
+            value,
+            force=force,
+            replace_equal=replace_equal,
+        )
+        if status is CacheWriteStatus.STORED:
+            self.put(value, mutable)
+        return status, previous
+
+    # -- removal -------------------------------------------------------------------------------
+
+    def remove(self, key: ResourceKey) -> bool:
+        """Drop ``key``; True when it was cached."""
+        if self._entries.pop(key, None) is None:
+            return False
+        self.invalidations += 1
+        return True
+
+    def remove_matching(self, predicate: Callable[[ResourceKey], bool]) -> tuple[ResourceKey, ...]:
+        """Drop every key ``predicate`` accepts; if it raises, nothing is dropped."""
+        doomed = tuple(key for key in self._entries if predicate(key))
+        for key in doomed:
+            del self._entries[key]
+        self.invalidations += len(doomed)
+        return doomed
+
+    def prune(self, now: float, resolver: FreshnessPolicyProvider) -> tuple[ResourceKey, ...]:
+        """Drop every entry past its policy's TTL plus stale window at ``now``.
+
+        Raises:
+            TypeError: the resolver returned something other than a FreshnessPolicy; nothing
+                is dropped then.
+        """
+        doomed: list[ResourceKey] = []
+        for key, (value, _flags) in self._entries.items():
+            policy = resolver.resolve(key)
+            if not isinstance(policy, FreshnessPolicy):
+                raise TypeError(
+                    f"policy_resolver.resolve({key}) must return a FreshnessPolicy, "
+                    f"got {type(policy).__name__}"
+                )
+            if now - value.observed_at >= policy.expires_after_seconds:
+                doomed.append(key)
+        for key in doomed:
+            del self._entries[key]
+        self.expirations += len(doomed)
+        return tuple(doomed)
+
+    def clear(self) -> None:
+        """Drop every entry (statistics are kept)."""
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def stats(self) -> CacheStats:
+        """Return the current statistics."""
+        return CacheStats(
+            size=len(self._entries),
+            max_entries=self.max_entries,
+            hits=self.fresh_hits + self.stale_hits,
+            misses=self.misses,
+            fresh_hits=self.fresh_hits,
+            stale_hits=self.stale_hits,
+            sets=self.sets,
+            invalidations=self.invalidations,
+            evictions=self.evictions,
+            expirations=self.expirations,
+        )
