@@ -209,3 +209,34 @@ class MetricsSink(Protocol):
     def observe(self, metric: str, value: float, **labels: str) -> None:
         """Record one observation (a latency, a size)."""
         ...
+
+
+@runtime_checkable
+class LeasingCache(Protocol):
+    """A shared cache that can coordinate fetches between processes (e.g. a Redis tier).
+
+    Before a builder calls sources for keys it owns locally, it leases them; keys another
+    process holds leases for are waited on instead, and served from the cache when their values
+    arrive. A lease held by a process that died expires, and a waiter takes it over. Every
+    method may fail: the builder then simply fetches the keys itself.
+    """
+
+    async def lease_many(self, keys: Collection[ResourceKey]) -> Collection[ResourceKey]:
+        """Try to take the fetch lease of each key; return the keys this process now holds."""
+        ...
+
+    async def release_many(self, keys: Collection[ResourceKey]) -> None:
+        """Give back leases this process holds (after writing the values, or on failure)."""
+        ...
+
+    async def wait_for_many(
+        self,
+        keys: Collection[ResourceKey],
+        *,
+        wait_seconds: float | None,
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Wait until each key has a fresh value or its lease is gone, or ``wait_seconds`` pass;
+        return lookups of the keys whose fresh values arrived (the rest may be leased again)."""
+        ...

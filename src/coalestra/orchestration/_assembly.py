@@ -1,0 +1,84 @@
+"""Step 7 of a build: turn outcomes into a :class:`Snapshot`, check consistency, raise for
+required failures (carrying the partial snapshot, so nothing resolved is lost)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from ..core import (
+    DiagnosticsCollector,
+    ResourceKey,
+    Snapshot,
+    SnapshotBuildError,
+    SnapshotConsistencyError,
+    SnapshotConsistencyPolicy,
+    SnapshotValue,
+)
+
+
+def assemble(
+    keys: Sequence[ResourceKey],
+    values: Mapping[ResourceKey, SnapshotValue[Any]],
+    errors: Mapping[ResourceKey, Exception],
+    *,
+    snapshot_id: str,
+    created_at: float,
+    diag: DiagnosticsCollector,
+    duration_ms: float,
+) -> Snapshot:
+    """Build the snapshot in request order, with frozen diagnostics."""
+    resources = {key: values[key] for key in keys if key in values}
+    failed = {key: errors[key] for key in keys if key in errors}
+    diag.requested_resources += len(keys)
+    diag.resolved_resources += len(resources)
+    diag.failed_resources += len(failed)
+    diag.stale_values += sum(1 for value in resources.values() if value.stale)
+    observed = [value.observed_at for value in resources.values()]
+    skew_ms = (max(observed) - min(observed)) * 1000.0 if observed else 0.0
+    return Snapshot(
+        snapshot_id=snapshot_id,
+        created_at=created_at,
+        resources=resources,
+        errors=failed,
+        diagnostics=diag.freeze(duration_ms=duration_ms, observation_skew_ms=skew_ms),
+    )
+
+
+def check_consistency(
+    snapshot: Snapshot,
+    policy: SnapshotConsistencyPolicy | None,
+    required: Collection[ResourceKey],
+    optional: Collection[ResourceKey],
+) -> None:
+    """Raise :class:`SnapshotConsistencyError` when the scoped values were observed too far
+    apart. The scope is the required keys, plus resolved optional ones when the policy says."""
+    if policy is None:
+        return
+    scope = list(required)
+    if policy.include_optional_resources:
+        scope += [key for key in optional if key in snapshot.resources]
+    present = [(snapshot.resources[key].observed_at, key) for key in scope if key in snapshot]
+    if len(present) < 2:
+        return
+    oldest = min(present, key=lambda item: item[0])
+    newest = max(present, key=lambda item: item[0])
+    skew = newest[0] - oldest[0]
+    if skew > policy.max_observation_skew_seconds:
+        raise SnapshotConsistencyError(
+            keys=tuple(key for _, key in present),
+            oldest_key=oldest[1],
+            oldest_observed_at=oldest[0],
+            newest_key=newest[1],
+            newest_observed_at=newest[0],
+            observation_skew_seconds=skew,
+            max_observation_skew_seconds=policy.max_observation_skew_seconds,
+            snapshot=snapshot,
+        )
+
+
+def raise_for_required(snapshot: Snapshot, required: Collection[ResourceKey]) -> None:
+    """Raise :class:`SnapshotBuildError` with the partial snapshot if a required key failed."""
+    errors = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
+    if errors:
+        raise SnapshotBuildError(errors, snapshot=snapshot)

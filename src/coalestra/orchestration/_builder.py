@@ -1,0 +1,492 @@
+"""The public entry point: :class:`SnapshotBuilder`."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, final
+
+from ..cache import AsyncMemoryCache, ResourcePublisher
+from ..concurrency import CapacityController, CapacitySnapshot
+from ..core import (
+    AsyncCache,
+    AuthorityPolicyResolver,
+    BuilderHealth,
+    Clock,
+    DiagnosticsCollector,
+    EventSink,
+    FetchContext,
+    FreshnessPolicy,
+    MetricsSink,
+    ObservationPolicy,
+    PayloadCopier,
+    PayloadIsolator,
+    ResourceKey,
+    SessionClosedError,
+    Snapshot,
+    SnapshotConsistencyPolicy,
+    SnapshotRequest,
+    SnapshotValue,
+    Source,
+    SourceAuthorityPolicy,
+    SystemClock,
+)
+from ..core._clock import check_clock
+from ..core._snapshot import key_tuple
+from ..core._validation import check_int, check_optional_float, check_optional_int, frozen_mapping
+from ..observability import NullEventSink, NullMetrics
+from ..observability._instrumentation import Instrumentation
+from ..observability._tracing import NullTracer, Span, Tracer, check_tracer, describe_build
+from ..resilience import (
+    CircuitBreaker,
+    ResiliencePolicyResolver,
+    RetryPolicy,
+    SourceResiliencePolicy,
+)
+from ._assembly import assemble, check_consistency, raise_for_required
+from ._cache_access import CacheAccess
+from ._config import (
+    authority_provider,
+    check_named_sources,
+    freshness_provider,
+    resilience_provider,
+)
+from ._counters import EngineCounters
+from ._engine import Engine
+from ._gate import SourceGate
+from ._policy import PolicyResolver
+from ._results import ValueFactory
+from ._runtime import ResolutionRuntime
+from ._session import SnapshotSession
+from ._singleflight import SingleFlight
+from ._sources import SourceChains, check_limits, register_sources
+
+
+@final
+class SnapshotBuilder:
+    """Builds consistent snapshots of many resources from prioritized sources.
+
+    One long-lived builder serves every build and session of an application: its cache,
+    single-flight table, circuits and capacity limits are shared by all of them.
+
+    Args:
+        sources: the sources (single, batch and derived); tried by descending ``priority``.
+        default_policy: freshness for every key (default: TTL 5 s, usable on error up to 60 s).
+        policy_resolver: per-key freshness instead of ``default_policy`` (not both).
+        authority_policy / authority_resolver: which source's revision may replace which.
+        cache: the cache (default: an :class:`AsyncMemoryCache` of 10,000 entries).
+        single_flight: an internal single-flight table to share (rarely needed).
+        retry_policy: the default retry policy (shorthand for ``default_resilience``).
+        circuit_breaker: a breaker to share; default: a new one on this builder's clock.
+        default_resilience / source_resilience / resilience_resolver: retry and circuit
+            policies: a default, per source name, or a resolver (instead of the first two).
+        clock: the clock every TTL, deadline and backoff reads (default: ``SystemClock()``).
+        metrics / events: observability sinks (default: null sinks).
+        max_concurrency: source calls running at once across all builds and sessions.
+        max_pending_tasks: workers per dispatch (default: ``max_concurrency``).
+        source_concurrency: per-source call limits; overrides a source's own ``max_concurrency``.
+        observation_policy: how future ``observed_at`` stamps are treated.
+        cache_source_support / source_support_cache_max_entries: cache ``supports()`` answers.
+        manage_lifecycle: ``aclose()`` also closes the sinks and the cache (their ``aclose()``
+            or ``close()``).
+        payload_copier / cache_run_payload_copies_in_thread / cache_max_copy_concurrency:
+            payload isolation settings; the ``cache_*`` ones apply only to the default cache.
+        tracer: spans around builds and source calls (e.g. the OpenTelemetry integration).
+
+    Raises:
+        TypeError, ValueError: a malformed source, duplicate source names, unknown names in
+            ``source_concurrency`` or ``source_resilience``, limits below 1, conflicting
+            arguments, or authority rules with a cache that cannot validate them.
+    """
+
+    def __init__(
+        self,
+        sources: Iterable[Source],
+        *,
+        default_policy: FreshnessPolicy | None = None,
+        policy_resolver: PolicyResolver | None = None,
+        authority_policy: SourceAuthorityPolicy | None = None,
+        authority_resolver: AuthorityPolicyResolver | None = None,
+        cache: AsyncCache | None = None,
+        single_flight: SingleFlight | None = None,
+        retry_policy: RetryPolicy | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        default_resilience: SourceResiliencePolicy | None = None,
+        source_resilience: Mapping[str, SourceResiliencePolicy] | None = None,
+        resilience_resolver: ResiliencePolicyResolver | None = None,
+        clock: Clock | None = None,
+        metrics: MetricsSink | None = None,
+        events: EventSink | None = None,
+        max_concurrency: int = 8,
+        max_pending_tasks: int | None = None,
+        source_concurrency: Mapping[str, int] | None = None,
+        observation_policy: ObservationPolicy | None = None,
+        cache_source_support: bool = True,
+        source_support_cache_max_entries: int | None = 100000,
+        manage_lifecycle: bool = False,
+        payload_copier: PayloadCopier | None = None,
+        cache_run_payload_copies_in_thread: bool | None = None,
+        cache_max_copy_concurrency: int = 4,
+        tracer: Tracer | None = None,
+    ) -> None:
+        check_int("max_concurrency", max_concurrency, minimum=1)
+        pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
+        self._clock = SystemClock() if clock is None else check_clock(clock)
+        self._metrics: MetricsSink = NullMetrics() if metrics is None else metrics
+        self._events: EventSink = NullEventSink() if events is None else events
+        self._report = Instrumentation(self._metrics, self._events)
+        self._tracer: Tracer = NullTracer() if tracer is None else check_tracer(tracer)
+        self._policies = freshness_provider(default_policy, policy_resolver)
+        authority = authority_provider(authority_policy, authority_resolver)
+        resilience = resilience_provider(
+            retry_policy, default_resilience, source_resilience, resilience_resolver
+        )
+        registered = register_sources(sources, resilience)
+        check_named_sources("source_resilience", source_resilience, registered)
+        limits = check_limits(source_concurrency, registered)
+        self._observation = observation_policy or ObservationPolicy()
+        if not isinstance(self._observation, ObservationPolicy):
+            raise TypeError("observation_policy must be an ObservationPolicy")
+        self._manage_lifecycle = manage_lifecycle
+        self._isolator = PayloadIsolator(payload_copier)
+        self._cache: AsyncCache = (
+            cache
+            if cache is not None
+            else AsyncMemoryCache(
+                payload_copier=payload_copier,
+                run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
+                max_copy_concurrency=cache_max_copy_concurrency,
+            )
+        )
+        access = CacheAccess(self._cache)
+        if authority is not None and not access.validates_authority:
+            raise ValueError(
+                "authority rules need a cache that declares validates_source_authority = True"
+            )
+        self._capacity = CapacityController(global_limit=max_concurrency)
+        for name, limit in limits.items():
+            self._capacity.register_source(name, limit)
+        self._breaker = circuit_breaker or CircuitBreaker(clock=self._clock)
+        if not isinstance(self._breaker, CircuitBreaker):
+            raise TypeError("circuit_breaker must be a CircuitBreaker")
+        self._counters = EngineCounters()
+        self._engine = Engine(
+            sources=registered,
+            chains=SourceChains(
+                registered,
+                enabled=cache_source_support,
+                max_entries=source_support_cache_max_entries,
+            ),
+            cache=access,
+            gate=SourceGate(
+                capacity=self._capacity,
+                breaker=self._breaker,
+                clock=self._clock,
+                counters=self._counters,
+                report=self._report,
+                tracer=self._tracer,
+            ),
+            factory=ValueFactory(
+                clock=self._clock,
+                policy_for=self._policies.resolve,
+                observation=self._observation,
+                authority=authority,
+                isolator=self._isolator,
+            ),
+            isolator=self._isolator,
+            policies=self._policies,
+            clock=self._clock,
+            report=self._report,
+            counters=self._counters,
+            max_pending_tasks=pending if pending is not None else max_concurrency,
+        )
+        if single_flight is not None:
+            if not isinstance(single_flight, SingleFlight):
+                raise TypeError("single_flight must be a SingleFlight table")
+            self._engine.flights = single_flight
+        self._publisher = ResourcePublisher(
+            cache=self._cache,
+            clock=self._clock,
+            policy_resolver=self._policies,
+            metrics=self._metrics,
+            events=self._events,
+            observation_policy=self._observation,
+            payload_isolator=self._isolator,
+            authority_resolver=authority,
+        )
+        self._runtime = ResolutionRuntime(self, self._engine, self._counters)
+        self._closed = False
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has begun."""
+        return self._closed
+
+    @property
+    def publisher(self) -> ResourcePublisher:
+        """Publishes pushed events into this builder's cache (monotonic by default)."""
+        return self._publisher
+
+    @property
+    def cache(self) -> AsyncCache:
+        """The cache shared by builds, sessions and the publisher."""
+        return self._cache
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every TTL, deadline and backoff of this builder reads."""
+        return self._clock
+
+    @property
+    def payload_isolator(self) -> PayloadIsolator:
+        """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
+        return self._isolator
+
+    # -- building ---------------------------------------------------------------------------
+
+    async def build(
+        self,
+        keys: Iterable[ResourceKey],
+        *,
+        strict: bool = True,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> Snapshot:
+        """Resolve ``keys`` into a snapshot.
+
+        Args:
+            keys: the resources (duplicates are resolved once).
+            strict: raise :class:`SnapshotBuildError` when any key fails (``False``: failed keys
+                are only listed in ``snapshot.errors``).
+            deadline_seconds: an absolute budget for the whole build; every wait ends by it.
+            metadata: handed to sources in ``FetchContext.metadata``.
+            snapshot_id: the snapshot's id (default: a new unique id).
+
+        Raises:
+            SnapshotBuildError: with ``strict=True``, a key failed; ``error.snapshot`` holds
+                everything that resolved.
+            SessionClosedError: the builder is closed.
+            TypeError, ValueError: bad arguments (raised before any source is called).
+        """
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
+        ordered = key_tuple("keys", keys)
+        return await self._build(
+            ordered, ordered if strict else (), (), None, deadline_seconds, metadata, snapshot_id
+        )
+
+    async def build_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> Snapshot:
+        """Resolve a :class:`SnapshotRequest`: only required failures raise.
+
+        Raises:
+            SnapshotBuildError: a required key failed (with the partial snapshot).
+            SnapshotConsistencyError: the request's consistency policy was violated.
+            SessionClosedError, TypeError, ValueError: as for :meth:`build`; also an empty
+                request.
+        """
+        if not isinstance(request, SnapshotRequest):
+            raise TypeError(f"request must be a SnapshotRequest, got {type(request).__name__}")
+        if not request.keys:
+            raise ValueError("request must name at least one required or optional key")
+        return await self._build(
+            request.keys,
+            request.required,
+            request.optional,
+            request.consistency_policy,
+            deadline_seconds,
+            metadata,
+            snapshot_id,
+        )
+
+    async def _build(
+        self,
+        keys: Sequence[ResourceKey],
+        required: Sequence[ResourceKey],
+        optional: Sequence[ResourceKey],
+        consistency: SnapshotConsistencyPolicy | None,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        snapshot_id: str | None,
+    ) -> Snapshot:
+        ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
+        with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
+            snapshot = await self._resolve_snapshot(keys, required, ctx, span)
+            check_consistency(snapshot, consistency, required, optional)
+            raise_for_required(snapshot, required)
+        return snapshot
+
+    async def _resolve_snapshot(
+        self,
+        keys: Sequence[ResourceKey],
+        required: Sequence[ResourceKey],
+        ctx: FetchContext,
+        span: Span,
+    ) -> Snapshot:
+        diag = DiagnosticsCollector()
+        started = self._clock.monotonic()
+        self._report.build_started(ctx.snapshot_id, len(keys))
+        values, errors = await self.resolve_keys(keys, ctx, diag)
+        duration = self._clock.monotonic() - started
+        snapshot = assemble(
+            keys,
+            values,
+            errors,
+            snapshot_id=ctx.snapshot_id,
+            created_at=ctx.requested_at,
+            diag=diag,
+            duration_ms=duration * 1000.0,
+        )
+        failed = any(key in errors for key in required)
+        outcome = "failed" if failed else ("partial" if errors else "complete")
+        self._report.build_finished(
+            ctx.snapshot_id, duration, len(keys), len(values), len(errors), outcome
+        )
+        describe_build(span, snapshot.diagnostics, outcome)
+        return snapshot
+
+    def new_context(
+        self,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        snapshot_id: str | None,
+    ) -> FetchContext:
+        """One build's (or session's) context: an absolute deadline read once from the clock.
+
+        Raises:
+            SessionClosedError: the builder is closed.
+            TypeError, ValueError: a non-positive/NaN deadline, bad metadata or snapshot id.
+        """
+        if self._closed:
+            raise SessionClosedError("the builder is closed")
+        budget = check_optional_float("deadline_seconds", deadline_seconds, positive=True)
+        if snapshot_id is not None and not isinstance(snapshot_id, str):
+            raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
+        now, monotonic = self._clock.now(), self._clock.monotonic()
+        return FetchContext(
+            requested_at=now,
+            deadline_at=None if budget is None else now + budget,
+            deadline_monotonic=None if budget is None else monotonic + budget,
+            metadata=frozen_mapping("metadata", metadata),
+            snapshot_id=uuid.uuid4().hex if snapshot_id is None else snapshot_id,
+        )
+
+    async def resolve_keys(
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        *,
+        force_refresh: bool = False,
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
+        """Resolve ``keys`` under ``ctx`` into private values and per-key errors (internal:
+        shared by builds and sessions)."""
+        if self._closed:
+            raise SessionClosedError("the builder is closed")
+        engine = self._engine
+        hits, claims = await engine.lookup_and_claim(keys, ctx, diag, force_refresh=force_refresh)
+        values: dict[ResourceKey, SnapshotValue[Any]] = hits  # type: ignore[assignment]
+        errors: dict[ResourceKey, Exception] = {}
+        if claims:
+            for key, outcome in (await engine.wait(claims, ctx)).items():
+                if isinstance(outcome, Exception):
+                    errors[key] = outcome
+                else:
+                    values[key] = engine.consume(outcome, ctx)
+        return values, errors
+
+    def session(
+        self,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> SnapshotSession:
+        """Start a multi-stage session: one id, creation time, deadline and pinned values.
+
+        Raises:
+            SessionClosedError: the builder is closed.
+            TypeError, ValueError: bad deadline, metadata or snapshot id.
+        """
+        context = self.new_context(deadline_seconds, metadata, snapshot_id)
+        return SnapshotSession(builder=self, context=context, runtime=self._runtime)
+
+    # -- lifecycle and introspection ---------------------------------------------------------
+
+    async def wait_for_refreshes(self) -> None:
+        """Wait until every background refresh started so far (and meanwhile) has ended."""
+        await self._engine.wait_for_refreshes()
+
+    async def aclose(self, *, cancel_refreshes: bool = False) -> None:
+        """Close the builder: no new builds; background refreshes are awaited (or cancelled with
+        ``cancel_refreshes=True``); in-flight resolutions are cancelled. Idempotent.
+
+        With ``manage_lifecycle=True`` the sinks and the cache are closed too.
+        """
+        self._closed = True
+        await self._engine.shutdown(cancel_refreshes=cancel_refreshes)
+        if self._manage_lifecycle:
+            for owned in (self._events, self._metrics, self._cache):
+                await _close(owned)
+
+    async def __aenter__(self) -> SnapshotBuilder:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def clear_source_support_cache(self) -> None:
+        """Forget cached ``supports()`` answers (after changing what a source supports)."""
+        self._engine.chains.clear()
+
+    async def capacity_snapshot(self) -> dict[str, CapacitySnapshot]:
+        """Current capacity use: ``"global"`` plus one entry per limited source."""
+        return await self._capacity.snapshot()
+
+    async def health_snapshot(self) -> BuilderHealth:
+        """An aggregated, immutable view of the builder's state; calls no source."""
+        engine, counters = self._engine, self._counters
+        stats = getattr(self._cache, "stats", None)
+        return BuilderHealth(
+            closed=self._closed,
+            background_refreshes=len(engine.refresh_tasks),
+            singleflight_in_flight=len(engine.flights),
+            source_support_cache_entries=len(engine.chains),
+            capacity=self._capacity.snapshot_now(),
+            cache=await stats() if callable(stats) else None,
+            circuits=await self._breaker.snapshot(),
+            active_dispatch_workers=engine.active_workers,
+            waiting_for_capacity=self._capacity.waiting_total(),
+            queue_timeout_count=counters.queue_timeouts,
+            source_timeout_count=counters.source_timeouts,
+            deadline_exceeded_count=counters.deadline_exceeded,
+            revalidation_attempt_count=counters.revalidation_attempts,
+            revalidation_failure_count=counters.revalidation_failures,
+        )
+
+
+async def _close(owned: object) -> None:
+    closer = getattr(owned, "aclose", None)
+    if callable(closer):
+        await closer()
+        return
+    closer = getattr(owned, "close", None)
+    if callable(closer):
+        result = closer()
+        if hasattr(result, "__await__"):
+            await result

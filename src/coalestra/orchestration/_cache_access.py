@@ -1,0 +1,145 @@
+"""How the engine talks to whatever cache it was given.
+
+The cache's capabilities (batch reads, atomic conditional writes, authority validation) are read
+once here. A cache that raises degrades the build instead of failing it: a failed read is a miss,
+a failed write leaves the value served but uncached; both are counted for health.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, final
+
+from ..core import (
+    AsyncCache,
+    CacheLookup,
+    CacheWriteResult,
+    FreshnessPolicy,
+    PayloadIsolationError,
+    ResourceKey,
+    SnapshotValue,
+)
+from ..core._protocols import LeasingCache
+from ..core._values import MISS
+
+
+def _method(cache: object, name: str) -> Callable[..., Any] | None:
+    method = getattr(cache, name, None)
+    return method if callable(method) else None
+
+
+@final
+class CacheAccess:
+    """The engine's single door to the cache."""
+
+    __slots__ = (
+        "_get_many",
+        "_leases",
+        "_set_if_newer",
+        "_set_many_if_newer",
+        "cache",
+        "read_failures",
+        "validates_authority",
+        "write_failures",
+    )
+
+    def __init__(self, cache: AsyncCache) -> None:
+        for required in ("get", "set", "invalidate", "clear"):
+            if _method(cache, required) is None:
+                raise TypeError(f"cache must implement AsyncCache: it has no {required}() method")
+        self.cache = cache
+        self._get_many = _method(cache, "get_many")
+        self._set_many_if_newer = _method(cache, "set_many_if_newer")
+        self._set_if_newer = _method(cache, "set_if_newer")
+        self.validates_authority = getattr(cache, "validates_source_authority", False) is True
+        self._leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
+        self.read_failures = 0
+        self.write_failures = 0
+
+    async def read(
+        self,
+        keys: Sequence[ResourceKey],
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Look every key up (one batched call when the cache supports it)."""
+        try:
+            if self._get_many is not None:
+                found: Mapping[ResourceKey, CacheLookup] = await self._get_many(
+                    keys, now=now, policies=policies
+                )
+                return found
+            return {key: await self.cache.get(key, now=now, policy=policies[key]) for key in keys}
+        except PayloadIsolationError:
+            raise
+        except Exception:
+            self.read_failures += 1
+            return dict.fromkeys(keys, MISS)
+
+    async def write(
+        self, values: Collection[SnapshotValue[Any]]
+    ) -> Mapping[ResourceKey, CacheWriteResult | None]:
+        """Store ``values`` monotonically; ``None`` results mean "stored, no comparison made".
+
+        Raises:
+            PayloadIsolationError: a payload could not be copied (nothing of the batch stored).
+        """
+        try:
+            if self._set_many_if_newer is not None:
+                written: Mapping[ResourceKey, CacheWriteResult] = await self._set_many_if_newer(
+                    values
+                )
+                return written
+            if self._set_if_newer is not None:
+                return {value.key: await self._set_if_newer(value) for value in values}
+            for value in values:
+                await self.cache.set(value)
+            return dict.fromkeys((value.key for value in values), None)
+        except PayloadIsolationError:
+            raise
+        except Exception:
+            self.write_failures += 1
+            return dict.fromkeys((value.key for value in values), None)
+
+    @property
+    def coordinates_fetches(self) -> bool:
+        """True when the cache leases fetches across processes."""
+        return self._leases is not None
+
+    async def lease(self, keys: Sequence[ResourceKey]) -> set[ResourceKey]:
+        """Lease ``keys`` for this process; a failing tier grants every lease (fetch locally)."""
+        if self._leases is None:
+            return set(keys)
+        try:
+            return set(await self._leases.lease_many(keys))
+        except Exception:
+            self.read_failures += 1
+            return set(keys)
+
+    async def release(self, keys: Sequence[ResourceKey]) -> None:
+        """Give leases back; failures are counted (the leases expire on their own)."""
+        if self._leases is None or not keys:
+            return
+        try:
+            await self._leases.release_many(keys)
+        except Exception:
+            self.write_failures += 1
+
+    async def wait_for(
+        self,
+        keys: Sequence[ResourceKey],
+        *,
+        wait_seconds: float | None,
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Wait for values another process is fetching; a failing tier returns none."""
+        if self._leases is None:
+            return {}
+        try:
+            return await self._leases.wait_for_many(
+                keys, wait_seconds=wait_seconds, now=now, policies=policies
+            )
+        except Exception:
+            self.read_failures += 1
+            return {}

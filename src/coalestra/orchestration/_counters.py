@@ -1,0 +1,29 @@
+"""Builder-wide cumulative counters, read by ``health_snapshot()``."""
+
+from __future__ import annotations
+
+from typing import final
+
+
+@final
+class EngineCounters:
+    """Plain integer counters: incremented inline (no lock: the event loop is the lock)."""
+
+    __slots__ = (
+        "deadline_exceeded",
+        "queue_timeouts",
+        "refresh_completed",
+        "refresh_failed",
+        "revalidation_attempts",
+        "revalidation_failures",
+        "source_timeouts",
+    )
+
+    def __init__(self) -> None:
+        self.queue_timeouts = 0
+        self.source_timeouts = 0
+        self.deadline_exceeded = 0
+        self.refresh_completed = 0
+        self.refresh_failed = 0
+        self.revalidation_attempts = 0
+        self.revalidation_failures = 0

@@ -1,0 +1,299 @@
+"""The engine shared by every build and session of one builder: steps 2-3 of a build (one
+batched cache read, single-flight claims and waits), background refreshes, and owned tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, final
+
+from ..core import (
+    CacheWriteResult,
+    CacheWriteStatus,
+    Clock,
+    DiagnosticsCollector,
+    FetchContext,
+    FreshnessPolicy,
+    FreshnessPolicyProvider,
+    PayloadIsolator,
+    RefreshMode,
+    ResourceKey,
+    SnapshotDeadlineExceededError,
+    SnapshotValue,
+)
+from ..observability._instrumentation import Instrumentation
+from ._cache_access import CacheAccess
+from ._counters import EngineCounters
+from ._gate import SourceGate
+from ._group import GroupRun
+from ._results import ValueFactory
+from ._singleflight import Flight, Outcome, SingleFlight
+from ._sources import RegisteredSource, SourceChains
+
+
+@final
+class Engine:
+    """Resolution machinery; the builder and sessions are thin layers over it."""
+
+    def __init__(
+        self,
+        *,
+        sources: tuple[RegisteredSource, ...],
+        chains: SourceChains,
+        cache: CacheAccess,
+        gate: SourceGate,
+        factory: ValueFactory,
+        isolator: PayloadIsolator,
+        policies: FreshnessPolicyProvider,
+        clock: Clock,
+        report: Instrumentation,
+        counters: EngineCounters,
+        max_pending_tasks: int,
+    ) -> None:
+        self.sources = sources
+        self.chains = chains
+        self.cache = cache
+        self.gate = gate
+        self.factory = factory
+        self.isolator = isolator
+        self.policy_for = policies.resolve
+        self.clock = clock
+        self.report = report
+        self.counters = counters
+        self.max_pending_tasks = max_pending_tasks
+        self.flights = SingleFlight()
+        self.active_workers = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refresh_tasks: set[asyncio.Task[None]] = set()
+
+    # -- steps 2 and 3: one cache read, then single-flight ----------------------------------
+
+    async def lookup_and_claim(
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        *,
+        force_refresh: bool = False,
+    ) -> tuple[dict[ResourceKey, Outcome], dict[ResourceKey, Flight]]:
+        """Serve what the cache can; claim flights (own or join) for the rest.
+
+        Returns ``(outcomes, claims)``: cache hits (private copies) and the flights to wait on.
+        """
+        if force_refresh:
+            return {}, self.claim(keys, ctx, diag, force=True)
+        policy_for = self.policy_for
+        policies = {key: policy_for(key) for key in keys}
+        lookups = await self.cache.read(keys, self.clock.now(), policies)
+        diag.cache_batch_reads += 1
+        hits: dict[ResourceKey, Outcome] = {}
+        needed: list[ResourceKey] = []
+        refresh: list[ResourceKey] = []
+        swr = RefreshMode.STALE_WHILE_REVALIDATE
+        for key in keys:
+            lookup = lookups.get(key)
+            value = None if lookup is None else lookup.value
+            if value is None or lookup is None:
+                needed.append(key)
+                continue
+            policy = policies[key]
+            if lookup.fresh:
+                hits[key] = value
+                if policy.refresh_ahead_seconds and policy.should_refresh_ahead(value.age_seconds):
+                    refresh.append(key)
+            elif lookup.usable_stale and policy.refresh_mode is swr:
+                hits[key] = value
+                refresh.append(key)
+            else:
+                needed.append(key)
+        diag.cache_hits += len(hits)
+        diag.cache_misses += len(needed)
+        if self.report.enabled:
+            self._report_lookups(hits, needed)
+        if refresh:
+            self.refresh(refresh, ctx, diag)
+        return hits, self.claim(needed, ctx, diag) if needed else {}
+
+    def _report_lookups(
+        self, hits: Mapping[ResourceKey, Outcome], needed: Sequence[ResourceKey]
+    ) -> None:
+        count = self.report.count_by_type
+        stale = [
+            key for key, value in hits.items() if isinstance(value, SnapshotValue) and value.stale
+        ]
+        self.report.cache_lookups(count(list(hits)), count(needed), count(stale))
+
+    def claim(
+        self,
+        keys: Iterable[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        *,
+        force: bool = False,
+    ) -> dict[ResourceKey, Flight]:
+        """Join each key's flight, or own a new one; owned keys start resolving in one task.
+
+        ``force``: owned keys bypass the cache entirely, so they fail rather than fall back to
+        the cached revision when every source fails (a session's forced revalidation).
+        """
+        flights = self.flights
+        claims: dict[ResourceKey, Flight] = {}
+        owned: list[ResourceKey] = []
+        for key in keys:
+            flight = flights.get(key)
+            if flight is None:
+                owned.append(key)
+            else:
+                claims[key] = flight
+                flight.group.extend(ctx.deadline_monotonic)
+        joined = len(claims)
+        if joined:
+            diag.coalesced_requests += joined
+            self.report.single_flight_joined(joined)
+        if owned:
+            started = flights.start(owned)
+            claims.update(started)
+            self._spawn(started, ctx, diag, refresh=False, force=force)
+        return claims
+
+    @contextmanager
+    def holding(self, claims: Mapping[ResourceKey, Flight]) -> Iterator[None]:
+        """Count the caller as a waiter of the claimed flights' groups while inside."""
+        groups = {flight.group for flight in claims.values()}
+        for group in groups:
+            group.waiters += 1
+        try:
+            yield
+        finally:
+            for group in groups:
+                self.flights.release(group)
+
+    async def wait(
+        self, claims: Mapping[ResourceKey, Flight], ctx: FetchContext
+    ) -> dict[ResourceKey, Outcome]:
+        """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
+        then goes on for others, and this caller gets ``SnapshotDeadlineExceededError``."""
+        with self.holding(claims):
+            pending = {flight.future for flight in claims.values() if not flight.future.done()}
+            if pending:
+                await asyncio.wait(pending, timeout=ctx.remaining_seconds(self.clock))
+            # Read outcomes before letting go: releasing may tear down flights nobody else wants.
+            outcomes: dict[ResourceKey, Outcome] = {}
+            late = 0
+            for key, flight in claims.items():
+                if flight.future.done():
+                    outcomes[key] = flight.future.result()
+                else:
+                    late += 1
+                    outcomes[key] = SnapshotDeadlineExceededError(
+                        f"deadline passed while waiting for {key}"
+                    )
+        self.counters.deadline_exceeded += late
+        return outcomes
+
+    # -- background work ---------------------------------------------------------------------
+
+    def refresh(
+        self, keys: Iterable[ResourceKey], ctx: FetchContext, diag: DiagnosticsCollector
+    ) -> None:
+        """Refresh ``keys`` in an owned background task (keys already in flight are skipped)."""
+        wanted = [key for key in keys if key not in self.flights]
+        if not wanted:
+            return
+        diag.refresh_scheduled += len(wanted)
+        started = self.flights.start(wanted, keep_alive=True)
+        background = FetchContext(
+            requested_at=self.clock.now(), metadata=ctx.metadata, snapshot_id=ctx.snapshot_id
+        )
+        self._spawn(started, background, DiagnosticsCollector(), refresh=True)
+
+    def _spawn(
+        self,
+        flights: dict[ResourceKey, Flight],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        *,
+        refresh: bool,
+        force: bool = False,
+    ) -> None:
+        run = GroupRun(self, flights, ctx, diag, refresh=refresh, force=force)
+        task = asyncio.get_running_loop().create_task(run.run())
+        group = next(iter(flights.values())).group
+        group.task, group.window = task, run.window
+        owner = self.refresh_tasks if refresh else self.tasks
+        owner.add(task)
+        task.add_done_callback(owner.discard)
+
+    def count_refreshes(self, flights: Iterable[Flight]) -> None:
+        """Called when a refresh group ends: count each key's outcome."""
+        for flight in flights:
+            done = flight.future.done() and isinstance(flight.future.result(), SnapshotValue)
+            if done:
+                self.counters.refresh_completed += 1
+            else:
+                self.counters.refresh_failed += 1
+            self.report.refresh("completed" if done else "failed")
+
+    # -- results ---------------------------------------------------------------------------
+
+    def prefer_cached(
+        self, ours: SnapshotValue[Any], written: CacheWriteResult | None
+    ) -> SnapshotValue[Any]:
+        """After a conditional write: keep the cache's revision when it won (it is newer, a
+        duplicate, or of higher authority and still fresh), so every reader sees one version."""
+        if written is None or written.stored or written.previous is None:
+            return ours
+        held = written.previous
+        age = max(0.0, self.clock.now() - held.observed_at)
+        policy = self.policy_for(ours.key)
+        if written.status is CacheWriteStatus.IGNORED_LOWER_AUTHORITY and not policy.is_fresh(age):
+            return ours
+        return held._evolve(
+            held.value, age_seconds=age, stale=not policy.is_fresh(age), from_cache=True
+        )
+
+    async def stale_on_error(self, keys: Sequence[ResourceKey]) -> dict[ResourceKey, Outcome]:
+        """For keys every source failed: a cached value that is fresh (published meanwhile) or
+        usable-stale under ``allow_stale_on_error``."""
+        policies = {key: self.policy_for(key) for key in keys}
+        lookups = await self.cache.read(keys, self.clock.now(), policies)
+        served: dict[ResourceKey, Outcome] = {}
+        for key in keys:
+            lookup = lookups.get(key)
+            if lookup is None or lookup.value is None:
+                continue
+            if lookup.fresh or (lookup.usable_stale and policies[key].allow_stale_on_error):
+                served[key] = lookup.value
+        return served
+
+    def consume(self, outcome: SnapshotValue[Any], ctx: FetchContext) -> SnapshotValue[Any]:
+        """A private copy of a flight's value for one reader, with its age as of now."""
+        age = max(0.0, self.clock.now() - outcome.observed_at)
+        policy: FreshnessPolicy = self.policy_for(outcome.key)
+        return self.isolator.clone_snapshot_value(
+            outcome,
+            context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
+            age_seconds=age,
+            stale=not policy.is_fresh(age),
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def wait_for_refreshes(self) -> None:
+        """Wait until no background refresh is running (including ones started meanwhile)."""
+        while self.refresh_tasks:
+            await asyncio.gather(*list(self.refresh_tasks), return_exceptions=True)
+
+    async def shutdown(self, *, cancel_refreshes: bool) -> None:
+        """End every owned task: refreshes are awaited (or cancelled), flights cancelled."""
+        if cancel_refreshes:
+            for task in self.refresh_tasks:
+                task.cancel()
+        await self.wait_for_refreshes()
+        while self.tasks:
+            pending = list(self.tasks)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)

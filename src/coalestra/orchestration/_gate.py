@@ -1,0 +1,329 @@
+"""The one gate every source call passes through.
+
+Per attempt: capacity (per-source slot, then global) -> circuit -> timeout -> call. Around the
+attempts, a deadline-aware retry loop: a retry is started only if its backoff ends before the
+build's deadline, and no capacity slot is held while backing off, so waiting retries never
+starve other calls. Timeouts are ``min(build deadline, now + source timeout)``; which bound fired
+decides the error (``SnapshotDeadlineExceededError`` vs ``SourceTimeoutError``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar, final
+
+from ..concurrency import CapacityController
+from ..concurrency._controller import CapacityLease
+from ..core import (
+    CircuitOpenError,
+    Clock,
+    DiagnosticsCollector,
+    ResourceKey,
+    SnapshotDeadlineExceededError,
+    SourceQueueTimeoutError,
+    SourceTimeoutError,
+)
+from ..observability._instrumentation import Instrumentation, key_type
+from ..observability._tracing import NullTracer, Tracer
+from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
+from ._counters import EngineCounters
+from ._sources import RegisteredSource, SourceKind
+from ._window import FlightWindow
+
+T = TypeVar("T")
+
+Invoke = Callable[[tuple[ResourceKey, ...]], Awaitable[T]]
+Judge = Callable[[tuple[ResourceKey, ...], T], Collection[ResourceKey]]
+
+
+@final
+@dataclass(slots=True)
+class GateResult(Generic[T]):
+    """What one gated call produced: a value or an error, the keys actually called, the keys
+    refused by open circuits, attempts made and the last attempt's latency."""
+
+    value: T | None = None
+    error: Exception | None = None
+    called: tuple[ResourceKey, ...] = ()
+    blocked: dict[ResourceKey, Exception] = field(default_factory=dict)
+    attempts: int = 0
+    latency_ms: float = 0.0
+
+
+def _outcome_of(error: BaseException) -> str:
+    """A low-cardinality label for a failed call."""
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return "error"
+
+
+class _AllBlocked(Exception):
+    """Internal: every key of the call is behind an open circuit."""
+
+
+@final
+class SourceGate:
+    """Capacity, circuit, retry and timeout for source calls, in one place."""
+
+    __slots__ = ("_breaker", "_capacity", "_clock", "_counters", "_report", "_traced", "_tracer")
+
+    def __init__(
+        self,
+        *,
+        capacity: CapacityController,
+        breaker: CircuitBreaker,
+        clock: Clock,
+        counters: EngineCounters,
+        report: Instrumentation,
+        tracer: Tracer,
+    ) -> None:
+        self._capacity = capacity
+        self._breaker = breaker
+        self._clock = clock
+        self._counters = counters
+        self._report = report
+        self._tracer = tracer
+        self._traced = not isinstance(tracer, NullTracer)  # skip the no-op span on hot paths
+
+    async def call(
+        self,
+        source: RegisteredSource,
+        keys: tuple[ResourceKey, ...],
+        window: FlightWindow,
+        diag: DiagnosticsCollector,
+        invoke: Invoke[T],
+        judge: Judge[T] | None = None,
+    ) -> GateResult[T]:
+        """Call ``invoke`` with the admitted subset of ``keys`` until it succeeds or gives up.
+
+        ``judge`` names keys whose result counts as a failed circuit outcome (stale payloads).
+        Never raises for source failures (they are in ``GateResult.error``); cancellation
+        propagates after every slot and probe is given back.
+        """
+        result: GateResult[T] = GateResult()
+        retry = source.resilience.retry
+        while True:
+            result.attempts += 1
+            try:
+                await self._attempt(source, keys, window, diag, invoke, judge, result)
+                return result
+            except _AllBlocked:
+                result.error = next(iter(result.blocked.values()))
+                return result
+            except Exception as error:
+                result.error = error
+                if result.attempts >= retry.max_attempts or not retry.is_retryable(error):
+                    return result
+                delay = retry.delay_for_attempt(result.attempts)
+                remaining = window.remaining()
+                if remaining is not None and delay >= remaining:
+                    return result  # the retry could not finish before the deadline
+                diag.retries += 1
+                self._report.retry(source.name, result.attempts, delay)
+                await asyncio.sleep(delay)
+                keys = tuple(key for key in keys if key not in result.blocked)
+
+    async def _attempt(
+        self,
+        source: RegisteredSource,
+        keys: tuple[ResourceKey, ...],
+        window: FlightWindow,
+        diag: DiagnosticsCollector,
+        invoke: Invoke[T],
+        judge: Judge[T] | None,
+        result: GateResult[T],
+    ) -> None:
+        lease = await self._acquire(source, window)
+        try:
+            circuits = self._admit(source, keys, result.blocked)
+            if len(circuits) == 1 and not result.blocked:
+                called = keys  # the common case: one circuit admitted every key
+            else:
+                called = tuple(key for group in circuits.values() for key in group)
+            if not called:
+                raise _AllBlocked
+            started = self._clock.monotonic()
+            outcome = "success"
+            try:
+                if self._traced:
+                    with self._tracer.source_span(source.name, len(called), result.attempts):
+                        value = await self._invoke(source, window, invoke, called)
+                else:
+                    value = await self._invoke(source, window, invoke, called)
+            except BaseException as error:
+                outcome = _outcome_of(error)
+                self._settle(source, circuits, error)
+                raise
+            finally:
+                latency_ms = (self._clock.monotonic() - started) * 1000.0
+                self._count_call(source, diag, latency_ms)
+                if self._report.enabled:
+                    self._report_call(source, called, outcome, latency_ms, result.attempts)
+            failed = judge(called, value) if judge is not None else ()
+            self._settle_success(source, circuits, failed)
+            result.value, result.called, result.latency_ms = value, called, latency_ms
+            result.error = None
+        finally:
+            lease.release()
+
+    async def _acquire(self, source: RegisteredSource, window: FlightWindow) -> CapacityLease:
+        own = source.queue_timeout_seconds
+        budget = self._budget(own, window)
+        if budget is not None and budget <= 0.0:
+            self._counters.deadline_exceeded += 1
+            raise SnapshotDeadlineExceededError(f"deadline passed before calling {source.name}")
+        waiting_from = self._clock.monotonic()
+        try:
+            if budget is None:
+                lease = await self._capacity.acquire(source.name)
+            else:
+                async with asyncio.timeout(budget) as scope:
+                    with window.watch(scope, budget, own):
+                        lease = await self._capacity.acquire(source.name)
+        except TimeoutError:
+            if not window.expired():
+                self._counters.queue_timeouts += 1
+                raise SourceQueueTimeoutError(
+                    f"{source.name}: no capacity slot within {own:.3f}s"
+                ) from None
+            self._counters.deadline_exceeded += 1
+            raise SnapshotDeadlineExceededError(
+                f"deadline passed while waiting for capacity for {source.name}"
+            ) from None
+        waited = self._clock.monotonic() - waiting_from
+        if waited > 0.0:
+            self._report.capacity_wait(source.name, waited)
+        return lease
+
+    @staticmethod
+    def _budget(own: float | None, window: FlightWindow) -> float | None:
+        """Seconds a wait may take: the tighter of its own limit and the deadline."""
+        remaining = window.remaining()
+        if own is None:
+            return remaining
+        return own if remaining is None else min(own, remaining)
+
+    def _admit(
+        self,
+        source: RegisteredSource,
+        keys: tuple[ResourceKey, ...],
+        blocked: dict[ResourceKey, Exception],
+    ) -> dict[CircuitIdentity, list[ResourceKey]]:
+        """Pass each distinct circuit of ``keys`` once; keys behind open circuits go to
+        ``blocked``."""
+        policy = source.resilience.circuit
+        breaker = self._breaker
+        if policy.scope is CircuitScope.SOURCE:
+            try:
+                return {breaker.enter(source.name, None, policy): list(keys)}
+            except CircuitOpenError as error:
+                blocked.update(dict.fromkeys(keys, error))
+                return {}
+        groups: dict[CircuitIdentity, list[ResourceKey]] = {}
+        for key in keys:
+            identity = breaker.identity_for(source.name, key=key, scope=policy.scope)
+            groups.setdefault(identity, []).append(key)
+        admitted: dict[CircuitIdentity, list[ResourceKey]] = {}
+        for members in groups.values():
+            try:
+                admitted[breaker.enter(source.name, members[0], policy)] = members
+            except CircuitOpenError as error:
+                blocked.update(dict.fromkeys(members, error))
+        return admitted
+
+    async def _invoke(
+        self,
+        source: RegisteredSource,
+        window: FlightWindow,
+        invoke: Invoke[T],
+        keys: tuple[ResourceKey, ...],
+    ) -> T:
+        own = source.timeout_seconds
+        budget = self._budget(own, window)
+        if budget is None:
+            return await invoke(keys)
+        if budget <= 0.0:
+            self._counters.deadline_exceeded += 1
+            raise SnapshotDeadlineExceededError(f"deadline passed before calling {source.name}")
+        scope = asyncio.timeout(budget)
+        try:
+            async with scope:
+                with window.watch(scope, budget, own):
+                    return await invoke(keys)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the source's own TimeoutError: an ordinary, retryable failure
+            if not window.expired():
+                self._counters.source_timeouts += 1
+                raise SourceTimeoutError(
+                    f"{source.name} did not answer within {own:.3f}s"
+                ) from None
+            self._counters.deadline_exceeded += 1
+            raise SnapshotDeadlineExceededError(
+                f"deadline passed while calling {source.name}"
+            ) from None
+
+    def _settle(
+        self,
+        source: RegisteredSource,
+        circuits: dict[CircuitIdentity, list[ResourceKey]],
+        error: BaseException,
+    ) -> None:
+        """Record a failed attempt; cancellations and our own deadline are not the source's
+        fault, so they only give a half-open probe back."""
+        policy = source.resilience.circuit
+        blameless = not isinstance(error, Exception) or isinstance(
+            error, SnapshotDeadlineExceededError
+        )
+        for identity in circuits:
+            if blameless:
+                self._breaker.abandon(identity)
+            else:
+                self._breaker.fail(identity, policy)
+
+    def _settle_success(
+        self,
+        source: RegisteredSource,
+        circuits: dict[CircuitIdentity, list[ResourceKey]],
+        failed: Collection[ResourceKey],
+    ) -> None:
+        policy = source.resilience.circuit
+        for identity, members in circuits.items():
+            if failed and any(key in failed for key in members):
+                self._breaker.fail(identity, policy)
+            else:
+                self._breaker.succeed(identity, policy)
+
+    def _report_call(
+        self,
+        source: RegisteredSource,
+        called: tuple[ResourceKey, ...],
+        outcome: str,
+        latency_ms: float,
+        attempt: int,
+    ) -> None:
+        single = called[0] if len(called) == 1 else None
+        self._report.source_call(
+            source.name,
+            None if single is None else key_type(single),
+            outcome,
+            latency_ms / 1000.0,
+            len(called),
+            attempt,
+            resource=single,
+        )
+
+    @staticmethod
+    def _count_call(
+        source: RegisteredSource, diag: DiagnosticsCollector, latency_ms: float
+    ) -> None:
+        diag.source_calls += 1
+        if source.kind is SourceKind.BATCH:
+            diag.batch_calls += 1
+        elif source.kind is SourceKind.DERIVED:
+            diag.derived_calls += 1
+        diag.record_source_call(source.name, latency_ms)

@@ -1,0 +1,135 @@
+"""A session's pinned-value memo, and the dependency walk its revalidation needs.
+
+The memo holds the session's private copies of every value it has pinned (in pin order) and the
+errors it remembers. It is only touched between awaits by the session that owns it, so it needs
+no lock of its own: the event loop is the lock, and the session serializes its stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, final
+
+from ..core import PayloadIsolator, ResourceKey, SnapshotValue
+
+DependencyLookup = Callable[[ResourceKey], Collection[ResourceKey]]
+"""Declared dependencies of a key the memo has not pinned."""
+
+
+@final
+class PinnedMemo:
+    """Pinned values and remembered errors of one session."""
+
+    __slots__ = ("errors", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[ResourceKey, SnapshotValue[Any]] = {}
+        self.errors: dict[ResourceKey, Exception] = {}
+
+    def missing(self, keys: Iterable[ResourceKey], *, retry_errors: bool) -> list[ResourceKey]:
+        """The keys a stage must acquire: not pinned, and not failed unless ``retry_errors``."""
+        values, errors = self.values, self.errors
+        return [key for key in keys if key not in values and (retry_errors or key not in errors)]
+
+    def pin(
+        self,
+        values: Mapping[ResourceKey, SnapshotValue[Any]],
+        errors: Mapping[ResourceKey, Exception],
+    ) -> None:
+        """Record a stage's outcomes. A key pinned meanwhile keeps its pinned value: a session
+        never shows two revisions of one key outside :meth:`commit`."""
+        for key, value in values.items():
+            self.values.setdefault(key, value)
+            self.errors.pop(key, None)
+        for key, error in errors.items():
+            if key not in self.values:
+                self.errors[key] = error
+
+    def commit(self, values: Mapping[ResourceKey, SnapshotValue[Any]]) -> None:
+        """Replace pinned values all at once (a revalidation); keys keep their pin order."""
+        for key, value in values.items():
+            self.values[key] = value
+            self.errors.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything (the session closed)."""
+        self.values.clear()
+        self.errors.clear()
+
+    def copies(
+        self,
+        keys: Iterable[ResourceKey],
+        isolator: PayloadIsolator,
+        snapshot_id: str,
+        source: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+    ) -> dict[ResourceKey, SnapshotValue[Any]]:
+        """Isolated copies of the values of ``keys`` (from ``source``, default the pinned
+        values), so a returned snapshot never shares a mutable payload with the memo."""
+        held = self.values if source is None else source
+        return {
+            key: isolator.clone_snapshot_value(
+                held[key], context=f"{key} in session {snapshot_id!r}"
+            )
+            for key in keys
+            if key in held
+        }
+
+
+def dependents(
+    targets: Collection[ResourceKey],
+    state: Mapping[ResourceKey, SnapshotValue[Any]],
+    declared: DependencyLookup,
+) -> list[ResourceKey]:
+    """The derived values of ``state`` that depend on a key of ``targets``, transitively, in
+    ``state`` order (targets themselves excluded).
+
+    A value's dependencies are the keys of its ``dependency_versions``; a key absent from
+    ``state`` (an intermediate derived value nobody pinned) contributes its declared ones.
+    """
+    wanted = set(targets)
+    reaches: dict[ResourceKey, bool] = {}
+
+    def reaches_target(key: ResourceKey) -> bool:
+        if key in wanted:
+            return True
+        known = reaches.get(key)
+        if known is not None:
+            return known
+        reaches[key] = False  # while in progress: a cycle does not reach by itself
+        value = state.get(key)
+        deps = declared(key) if value is None else value.dependency_versions.keys()
+        result = any(reaches_target(dep) for dep in deps)
+        reaches[key] = result
+        return result
+
+    return [
+        key
+        for key, value in state.items()
+        if value.dependency_versions and key not in wanted and reaches_target(key)
+    ]
+
+
+def stale_dependencies(
+    derived: Iterable[SnapshotValue[Any]], state: Mapping[ResourceKey, SnapshotValue[Any]]
+) -> list[ResourceKey]:
+    """Dependencies whose revision in ``state`` differs from the one a value of ``derived``
+    was computed from: committing those values as they are would mix revisions."""
+    stale: dict[ResourceKey, None] = {}
+    for value in derived:
+        for dep, version in value.dependency_versions.items():
+            held = state.get(dep)
+            if held is not None and held.version != version:
+                stale[dep] = None
+    return list(stale)
+
+
+def inconsistent(
+    derived: Iterable[SnapshotValue[Any]], state: Mapping[ResourceKey, SnapshotValue[Any]]
+) -> list[SnapshotValue[Any]]:
+    """The values of ``derived`` computed from a revision other than ``state`` holds."""
+    return [value for value in derived if stale_dependencies((value,), state)]
+
+
+def ordered_union(*groups: Sequence[ResourceKey]) -> list[ResourceKey]:
+    """The keys of every group, first occurrence first."""
+    return list(dict.fromkeys(key for group in groups for key in group))

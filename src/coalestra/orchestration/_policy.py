@@ -1,0 +1,73 @@
+"""Freshness policy per key: :class:`PolicyResolver`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeAlias, final
+
+from ..core import FreshnessPolicy, ResourceKey
+from ..core._validation import check_callable, frozen_mapping
+
+FreshnessResolver: TypeAlias = Callable[[ResourceKey], FreshnessPolicy | None]
+"""A function giving a key's policy, or ``None`` to use the default."""
+
+DEFAULT_FRESHNESS = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=55.0)
+"""The builder's policy when none is given: a value observed in the last 5 s is fresh; up to
+60 s old it may still be served when every source fails. Sources often stamp ``observed_at``
+with upstream time a few seconds back, and data older than the TTL counts as a stale payload
+(a failed circuit outcome), so a shorter default would punish ordinary timestamped sources."""
+
+
+@final
+class PolicyResolver:
+    """Freshness policies per key: exact-key ``overrides`` first, then ``dynamic(key)`` (when it
+    returns a policy), then ``default``.
+
+    Args:
+        default: the policy for keys no rule covers.
+        overrides: policies for exact keys.
+        dynamic: a function ``key -> FreshnessPolicy | None``, e.g. by namespace.
+
+    Raises:
+        TypeError: a policy is not a :class:`FreshnessPolicy`, or ``dynamic`` is not callable.
+    """
+
+    __slots__ = ("_default", "_dynamic", "_overrides")
+
+    def __init__(
+        self,
+        default: FreshnessPolicy,
+        overrides: Mapping[ResourceKey, FreshnessPolicy] | None = None,
+        dynamic: FreshnessResolver | None = None,
+    ) -> None:
+        if not isinstance(default, FreshnessPolicy):
+            raise TypeError(f"default must be a FreshnessPolicy, got {type(default).__name__}")
+        table = frozen_mapping("overrides", overrides)
+        for key, policy in table.items():
+            if not isinstance(key, ResourceKey) or not isinstance(policy, FreshnessPolicy):
+                raise TypeError("overrides must map ResourceKey to FreshnessPolicy")
+        self._default = default
+        self._overrides: Mapping[ResourceKey, FreshnessPolicy] = table
+        self._dynamic = None if dynamic is None else check_callable("dynamic", dynamic)
+
+    @property
+    def default(self) -> FreshnessPolicy:
+        """The policy for keys no rule covers."""
+        return self._default
+
+    def resolve(self, key: ResourceKey) -> FreshnessPolicy:
+        """Return the policy for ``key``.
+
+        Raises:
+            TypeError: the dynamic resolver returned something other than a policy or ``None``.
+        """
+        policy = self._overrides.get(key)
+        if policy is not None:
+            return policy
+        if self._dynamic is not None:
+            found = self._dynamic(key)
+            if found is not None:
+                if not isinstance(found, FreshnessPolicy):
+                    raise TypeError("the dynamic freshness resolver must return a policy or None")
+                return found
+        return self._default

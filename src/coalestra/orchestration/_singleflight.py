@@ -1,0 +1,142 @@
+"""Per-key single-flight: at most one resolution of a key is in flight, however many ask.
+
+A :class:`Flight` is one key's in-progress resolution; its future resolves with the outcome (a
+``SnapshotValue`` or an ``Exception``, never ``set_exception``, so an unobserved failure logs
+nothing) as soon as that key is done. Flights are grouped (one owned task resolves all keys a
+build owns), and a group is cancelled only when no caller waits for any of its keys any more.
+
+Derived keys wait on their dependencies' flights. Two builds could each own one key and wait on
+the other's (a dependency cycle split across builds); :meth:`SingleFlight.wait_cycle` finds such a
+wait cycle before a flight starts waiting, so it fails with ``DependencyCycleError`` instead of
+hanging until a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, TypeAlias, final
+
+from ..core import ResourceKey, SnapshotValue, SourceUnavailableError
+from ._window import FlightWindow
+
+Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
+
+
+@final
+class FlightGroup:
+    """The flights one task resolves; ``waiters`` counts callers still interested."""
+
+    __slots__ = ("flights", "keep_alive", "task", "unresolved", "waiters", "window")
+
+    def __init__(self, *, keep_alive: bool) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.window: FlightWindow | None = None
+        self.flights: list[Flight] = []
+        self.unresolved = 0
+        self.waiters = 0
+        self.keep_alive = keep_alive  # background refreshes run with nobody waiting
+
+    def extend(self, deadline_monotonic: float | None) -> None:
+        """A caller with this deadline joined: let the work run at least that long."""
+        if self.window is not None:
+            self.window.extend(deadline_monotonic)
+
+    @property
+    def abandoned(self) -> bool:
+        """True when nobody waits for keys the group has not resolved yet."""
+        return self.waiters <= 0 and self.unresolved > 0 and not self.keep_alive
+
+
+@final
+class Flight:
+    """One key's in-progress resolution."""
+
+    __slots__ = ("future", "group", "key", "waiting_on")
+
+    def __init__(self, key: ResourceKey, future: asyncio.Future[Outcome], group: FlightGroup):
+        self.key = key
+        self.future = future
+        self.group = group
+        self.waiting_on: frozenset[ResourceKey] = frozenset()
+
+
+@final
+class SingleFlight:
+    """The table ``key -> Flight`` shared by every build and session of one builder."""
+
+    __slots__ = ("_flights",)
+
+    def __init__(self) -> None:
+        self._flights: dict[ResourceKey, Flight] = {}
+
+    def __len__(self) -> int:
+        return len(self._flights)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._flights
+
+    def get(self, key: ResourceKey) -> Flight | None:
+        """The flight of ``key``, if one is in progress."""
+        return self._flights.get(key)
+
+    def start(
+        self, keys: Iterable[ResourceKey], *, keep_alive: bool = False
+    ) -> dict[ResourceKey, Flight]:
+        """Create flights for ``keys`` (none may be in flight) in one new group."""
+        loop = asyncio.get_running_loop()
+        group = FlightGroup(keep_alive=keep_alive)
+        started: dict[ResourceKey, Flight] = {}
+        for key in keys:
+            flight = Flight(key, loop.create_future(), group)
+            self._flights[key] = flight
+            started[key] = flight
+        group.unresolved = len(started)
+        group.flights = list(started.values())
+        return started
+
+    def release(self, group: FlightGroup) -> None:
+        """One waiter of ``group`` left. If nobody wants its remaining keys any more, cancel
+        the work and take its flights out of the table now, so a caller arriving in the same
+        instant starts a new flight instead of joining one that is being torn down."""
+        group.waiters -= 1
+        if not group.abandoned:
+            return
+        for flight in group.flights:
+            if not flight.future.done():
+                self.resolve(flight, SourceUnavailableError(f"{flight.key}: nobody waits"))
+        if group.task is not None:
+            group.task.cancel()
+
+    def resolve(self, flight: Flight, outcome: Outcome) -> None:
+        """Finish ``flight``: leave the table first, so later callers read the cache instead."""
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        if not flight.future.done():
+            flight.group.unresolved -= 1
+            flight.future.set_result(outcome)
+
+    def wait_cycle(self, waiter: ResourceKey, target: Flight) -> tuple[ResourceKey, ...] | None:
+        """If ``target`` (transitively) waits on ``waiter``'s flight, return the cycle's path."""
+        path = [waiter, target.key]
+        seen: set[ResourceKey] = set()
+        return self._search(waiter, target, path, seen)
+
+    def _search(
+        self, waiter: ResourceKey, flight: Flight, path: list[ResourceKey], seen: set[ResourceKey]
+    ) -> tuple[ResourceKey, ...] | None:
+        if flight.key == waiter:
+            return tuple(path)
+        if flight.key in seen:
+            return None
+        seen.add(flight.key)
+        for key in flight.waiting_on:
+            following = self._flights.get(key)
+            if following is None:
+                continue
+            path.append(key)
+            found = self._search(waiter, following, path, seen)
+            if found is not None:
+                return found
+            path.pop()
+        return None

@@ -1,0 +1,282 @@
+"""Source registration: each plug-in is checked once, when the builder is made.
+
+What a source can do (single, batch or derived), its timeouts, limits and resilience policy are
+read here into a :class:`RegisteredSource`; the engine never probes a source's attributes again.
+The :class:`SourceChains` table caches, per key, which sources support it, in priority order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, final
+
+from ..core import FetchContext, ResourceKey, Snapshot, SourcePayload
+from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
+from ..core._values import wrap_payload
+from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
+
+
+class SourceKind(Enum):
+    """How a source is called."""
+
+    SINGLE = "single"
+    BATCH = "batch"
+    DERIVED = "derived"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RegisteredSource:
+    """Everything the engine needs to know about one source, read once at registration."""
+
+    index: int
+    name: str
+    priority: int
+    kind: SourceKind
+    supports: Callable[[ResourceKey], bool]
+    fetch: Callable[[ResourceKey, FetchContext], Awaitable[Any]] | None
+    fetch_many: Callable[[Collection[ResourceKey], FetchContext], Awaitable[Any]] | None
+    dependencies: Callable[[ResourceKey], Collection[ResourceKey]] | None
+    derive: Callable[[ResourceKey, Snapshot, FetchContext], Awaitable[Any]] | None
+    timeout_seconds: float | None
+    queue_timeout_seconds: float | None
+    max_concurrency: int | None
+    max_batch_size: int | None
+    cache_supports: bool
+    resilience: SourceResiliencePolicy
+
+
+def _is_async(function: object) -> bool:
+    if inspect.iscoroutinefunction(function):
+        return True
+    call = getattr(function, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    return inspect.iscoroutinefunction(call) or asyncio.iscoroutinefunction(function)
+
+
+def _method(source: object, name: str, label: str, *, must_be_async: bool) -> Any:
+    method = getattr(source, name, None)
+    if method is None:
+        return None
+    if not callable(method):
+        raise TypeError(f"source {label!r}: {name} must be callable")
+    if must_be_async and not _is_async(method):
+        raise TypeError(f"source {label!r}: {name} must be an async method (async def)")
+    return method
+
+
+def _kind(source: object, label: str) -> tuple[SourceKind, dict[str, Any]]:
+    derive = _method(source, "derive", label, must_be_async=True)
+    dependencies = _method(source, "dependencies", label, must_be_async=False)
+    if derive is not None or dependencies is not None:
+        if derive is None or dependencies is None:
+            raise TypeError(f"source {label!r}: a derived source needs dependencies() and derive()")
+        return SourceKind.DERIVED, {"derive": derive, "dependencies": dependencies}
+    fetch_many = _method(source, "fetch_many", label, must_be_async=True)
+    if fetch_many is not None:
+        return SourceKind.BATCH, {"fetch_many": fetch_many}
+    fetch = _method(source, "fetch", label, must_be_async=True)
+    if fetch is not None:
+        return SourceKind.SINGLE, {"fetch": fetch}
+    raise TypeError(
+        f"source {label!r} has no fetch(), fetch_many() or dependencies()/derive(): "
+        "it implements none of SnapshotSource, BatchSnapshotSource, DerivedSource"
+    )
+
+
+def _identity(source: object, position: int) -> tuple[str, int, Callable[[ResourceKey], bool]]:
+    name = getattr(source, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"source #{position} must have a non-empty str name, got {name!r}")
+    priority = getattr(source, "priority", None)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"source {name!r}: priority must be an int, got {priority!r}")
+    supports = getattr(source, "supports", None)
+    if not callable(supports):
+        raise TypeError(f"source {name!r}: supports must be callable")
+    return name, priority, supports
+
+
+def register_source(
+    source: object,
+    position: int,
+    resilience: ResiliencePolicyResolver,
+) -> RegisteredSource:
+    """Check one source and read its capabilities.
+
+    Raises:
+        TypeError, ValueError: the source is malformed; the message names it and the attribute.
+    """
+    name, priority, supports = _identity(source, position)
+    kind, methods = _kind(source, name)
+
+    def attribute(attr: str, default: Any = None) -> Any:
+        return getattr(source, attr, default)
+
+    label = f"source {name!r}"
+    declared = attribute("resilience_policy")
+    if declared is not None and not isinstance(declared, SourceResiliencePolicy):
+        raise TypeError(f"{label}: resilience_policy must be a SourceResiliencePolicy or None")
+    return RegisteredSource(
+        index=position,
+        name=name,
+        priority=priority,
+        kind=kind,
+        supports=supports,
+        fetch=methods.get("fetch"),
+        fetch_many=methods.get("fetch_many"),
+        dependencies=methods.get("dependencies"),
+        derive=methods.get("derive"),
+        timeout_seconds=check_optional_float(
+            f"{label} timeout_seconds", attribute("timeout_seconds"), positive=True
+        ),
+        queue_timeout_seconds=check_optional_float(
+            f"{label} queue_timeout_seconds", attribute("queue_timeout_seconds"), positive=True
+        ),
+        max_concurrency=check_optional_int(
+            f"{label} max_concurrency", attribute("max_concurrency"), minimum=1
+        ),
+        max_batch_size=check_optional_int(
+            f"{label} max_batch_size", attribute("max_batch_size"), minimum=1
+        ),
+        cache_supports=check_bool(f"{label} cache_supports", attribute("cache_supports", True)),
+        resilience=resilience.resolve(name, declared=declared),
+    )
+
+
+def register_sources(
+    sources: Iterable[object], resilience: ResiliencePolicyResolver
+) -> tuple[RegisteredSource, ...]:
+    """Register every source, ordered by priority (highest first; ties keep the given order).
+
+    Raises:
+        TypeError: ``sources`` is not iterable, or a source is malformed.
+        ValueError: two sources share a name.
+    """
+    if isinstance(sources, (str, bytes, Mapping)) or not isinstance(sources, Iterable):
+        raise TypeError("sources must be an iterable of sources")
+    given = list(sources)
+    ordered = sorted(enumerate(given), key=lambda item: -_priority_of(item[1]))
+    registered: list[RegisteredSource] = []
+    seen: set[str] = set()
+    for position, (_, source) in enumerate(ordered):
+        entry = register_source(source, position, resilience)
+        if entry.name in seen:
+            raise ValueError(f"duplicate source name {entry.name!r}: source names must be unique")
+        seen.add(entry.name)
+        registered.append(entry)
+    return tuple(registered)
+
+
+def _priority_of(source: object) -> int:
+    priority = getattr(source, "priority", 0)
+    return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
+
+
+def normalize_payload(result: object) -> SourcePayload[Any]:
+    """A source may return a bare value; wrap it so the engine sees one shape."""
+    if type(result) is SourcePayload:
+        return result
+    return wrap_payload(result)
+
+
+@final
+class SourceChains:
+    """Which sources support a key, in priority order, with a bounded cache of the answers.
+
+    Sources that opted out (``cache_supports=False``) are asked every time; the others are
+    asked once per key while the key stays in the table (oldest entries are dropped first).
+    """
+
+    __slots__ = ("_cache", "_dynamic", "_enabled", "_max_entries", "_sources", "hits", "misses")
+
+    def __init__(
+        self,
+        sources: tuple[RegisteredSource, ...],
+        *,
+        enabled: bool,
+        max_entries: int | None,
+    ) -> None:
+        self._sources = sources
+        self._enabled = check_bool("cache_source_support", enabled)
+        self._max_entries = check_optional_int(
+            "source_support_cache_max_entries", max_entries, minimum=1
+        )
+        self._dynamic = any(not source.cache_supports for source in sources)
+        self._cache: dict[ResourceKey, tuple[frozenset[int], tuple[str, ...]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def clear(self) -> None:
+        """Forget every cached answer."""
+        self._cache.clear()
+
+    def chain(self, key: ResourceKey) -> tuple[frozenset[int], tuple[str, ...]]:
+        """Return ``(indices of supporting sources, names of sources whose supports() raised)``."""
+        if not self._enabled:
+            self.misses += 1
+            return self._ask(key, self._sources)
+        cached = self._cache.get(key)
+        if cached is None:
+            self.misses += 1
+            cached = self._ask(key, [s for s in self._sources if s.cache_supports])
+            self._store(key, cached)
+        else:
+            self.hits += 1
+        if not self._dynamic:
+            return cached
+        live = self._ask(key, [s for s in self._sources if not s.cache_supports])
+        return cached[0] | live[0], cached[1] + live[1]
+
+    def _store(self, key: ResourceKey, answer: tuple[frozenset[int], tuple[str, ...]]) -> None:
+        if answer[1]:
+            return  # a supports() that raised may succeed next time: do not remember it
+        cache = self._cache
+        if self._max_entries is not None and len(cache) >= self._max_entries:
+            del cache[next(iter(cache))]
+        cache[key] = answer
+
+    @staticmethod
+    def _ask(
+        key: ResourceKey, sources: Iterable[RegisteredSource]
+    ) -> tuple[frozenset[int], tuple[str, ...]]:
+        supported: list[int] = []
+        broken: list[str] = []
+        for source in sources:
+            try:
+                answer: object = source.supports(key)
+            except Exception:
+                broken.append(source.name)
+                continue
+            if answer is True:
+                supported.append(source.index)
+            elif answer is not False:
+                broken.append(source.name)
+        return frozenset(supported), tuple(broken)
+
+
+def check_limits(
+    source_concurrency: Mapping[str, int] | None,
+    sources: tuple[RegisteredSource, ...],
+) -> dict[str, int | None]:
+    """Return each source's concurrency limit: an explicit entry wins over the source's own.
+
+    Raises:
+        ValueError: an entry names no registered source, or a limit is below 1.
+    """
+    names = {source.name for source in sources}
+    explicit = dict(source_concurrency or {})
+    for name, limit in explicit.items():
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ValueError(
+                f"source_concurrency names unknown source {name!r} (known sources: {known})"
+            )
+        check_int(f"source_concurrency[{name!r}]", limit, minimum=1)
+    return {source.name: explicit.get(source.name, source.max_concurrency) for source in sources}
