@@ -1,0 +1,251 @@
+"""The synchronous facade over a :class:`SnapshotBuilder`: :class:`SyncSnapshotBuilder`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import weakref
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, final
+
+from ..core import BuilderHealth, ResourceKey, SessionClosedError, Snapshot, SnapshotRequest
+from ..core._validation import check_bool, check_float, check_int, check_optional_float
+from ..orchestration import SnapshotBuilder
+from ._core import FacadeCore, bind, run_sync
+from ._portal import caller_may_block
+from ._publisher import SyncResourcePublisher
+from ._session import SyncSnapshotSession
+
+
+@final
+class SyncSnapshotBuilder:
+    """A blocking facade over a :class:`SnapshotBuilder`, for synchronous applications.
+
+    It owns one persistent event loop in one daemon thread, started here; keep the facade alive
+    for the application's lifetime. Every blocking method runs its coroutine on that loop
+    through one portal and waits; any number of threads may call it at once. Blocking methods
+    refuse to run on a thread with a running event loop (``RuntimeError``), since that would
+    stall or deadlock it: use the async API there.
+
+    The builder must not have been used on another event loop (asyncio primitives bind to
+    the loop that first uses them): create it, hand it to the facade, and from then on use it
+    only through the facade. A builder serves one facade only.
+
+    ``publisher`` offers blocking publication plus non-blocking ``submit_*`` methods whose
+    futures are held in a bounded backlog (``max_pending_submissions``).
+
+    Closing (``close()``, the ``with`` block, or, as a last resort, garbage collection or
+    interpreter exit) stops accepting submissions, lets accepted ones finish for up to
+    ``shutdown_timeout_seconds``, cancels the rest, waits for the builder's background
+    refreshes (again up to ``shutdown_timeout_seconds``, then cancels them), closes the builder
+    when ``close_builder`` is true, and stops the loop and joins its thread.
+
+    Args:
+        builder: the builder to drive.
+        close_builder: close the builder when the facade closes.
+        shutdown_timeout_seconds: how long closing waits for submissions, and then for
+            refreshes (finite, >= 0).
+        max_pending_submissions: the most accepted, unfinished submissions (>= 1).
+
+    Raises:
+        TypeError: ``builder`` is not a SnapshotBuilder, or another argument has the wrong type.
+        ValueError: a timeout that is negative, NaN or infinite; a limit below 1; a builder
+            already driven by another facade.
+        SessionClosedError: the builder is closed.
+    """
+
+    __slots__ = ("__weakref__", "_core", "_finalizer", "_publisher")
+
+    def __init__(
+        self,
+        builder: SnapshotBuilder,
+        *,
+        close_builder: bool = True,
+        shutdown_timeout_seconds: float = 5.0,
+        max_pending_submissions: int = 1024,
+    ) -> None:
+        if not isinstance(builder, SnapshotBuilder):
+            raise TypeError(f"builder must be a SnapshotBuilder, got {type(builder).__name__}")
+        check_bool("close_builder", close_builder)
+        timeout = check_float("shutdown_timeout_seconds", shutdown_timeout_seconds)
+        check_int("max_pending_submissions", max_pending_submissions, minimum=1)
+        if builder.closed:
+            raise SessionClosedError("builder is closed")
+        bind(builder)
+        self._core = core = FacadeCore(
+            builder,
+            close_builder=close_builder,
+            shutdown_timeout=timeout,
+            max_pending=max_pending_submissions,
+        )
+        self._publisher = SyncResourcePublisher(self, builder.publisher)
+        # Holds the core, not the facade: an unclosed facade is closed when collected, or
+        # at interpreter exit, so its loop thread never outlives its last user.
+        self._finalizer = weakref.finalize(self, core.finalize)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def publisher(self) -> SyncResourcePublisher:
+        """Blocking and non-blocking publication into the builder's cache."""
+        return self._publisher
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._core.closed
+
+    @property
+    def pending_submissions(self) -> int:
+        """Submissions accepted and not finished yet."""
+        return self._core.backlog.pending
+
+    @property
+    def max_pending_submissions(self) -> int:
+        """The most pending submissions; beyond it ``SubmissionBacklogFullError``."""
+        return self._core.backlog.limit
+
+    # -- blocking calls ----------------------------------------------------------------------
+
+    def build(
+        self,
+        keys: Iterable[ResourceKey],
+        *,
+        strict: bool = True,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> Snapshot:
+        """Blocking :meth:`SnapshotBuilder.build`.
+
+        Raises:
+            SnapshotBuildError, TypeError, ValueError: as :meth:`SnapshotBuilder.build`.
+            SessionClosedError: the facade (or the builder) is closed.
+            RuntimeError: called from a thread running an event loop.
+        """
+        return self._core.call(
+            self._core.builder.build,
+            keys,
+            strict=strict,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
+            snapshot_id=snapshot_id,
+        )
+
+    def build_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> Snapshot:
+        """Blocking :meth:`SnapshotBuilder.build_request`: only required failures raise.
+
+        Raises:
+            SnapshotBuildError, SnapshotConsistencyError, TypeError, ValueError: as
+                :meth:`SnapshotBuilder.build_request`.
+            SessionClosedError: the facade (or the builder) is closed.
+            RuntimeError: called from a thread running an event loop.
+        """
+        return self._core.call(
+            self._core.builder.build_request,
+            request,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
+            snapshot_id=snapshot_id,
+        )
+
+    def session(
+        self,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+    ) -> SyncSnapshotSession:
+        """Start a blocking multi-stage session (see :class:`SnapshotSession`).
+
+        Raises:
+            SessionClosedError: the facade (or the builder) is closed.
+            TypeError, ValueError: a bad deadline, metadata or snapshot id.
+            RuntimeError: called from a thread running an event loop.
+        """
+        start = functools.partial(
+            self._core.builder.session,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
+            snapshot_id=snapshot_id,
+        )
+        return SyncSnapshotSession(self, self._core.call(run_sync, start))
+
+    def wait_for_refreshes(self) -> None:
+        """Block until every background refresh started so far (and meanwhile) has ended.
+
+        Raises:
+            SessionClosedError: the facade is closed.
+            RuntimeError: called from a thread running an event loop.
+        """
+        self._core.call(self._core.builder.wait_for_refreshes)
+
+    def health_snapshot(self) -> BuilderHealth:
+        """The builder's health, with this facade's ``pending_submissions`` and
+        ``max_pending_submissions`` filled in.
+
+        Raises:
+            SessionClosedError: the facade is closed.
+            RuntimeError: called from a thread running an event loop.
+        """
+        core = self._core
+        health = core.call(core.builder.health_snapshot)
+        return dataclasses.replace(
+            health,
+            pending_submissions=core.backlog.pending,
+            max_pending_submissions=core.backlog.limit,
+        )
+
+    def flush_submissions(self, *, timeout_seconds: float | None = None) -> None:
+        """Block until every submission accepted before this call has finished (completed,
+        failed or cancelled). Their outcomes stay on their futures; nothing is raised for them.
+
+        Args:
+            timeout_seconds: the longest wait (finite, >= 0), or ``None`` for no limit.
+
+        Raises:
+            TimeoutError: some of those submissions are still pending after the timeout
+                (they go on).
+            TypeError, ValueError: a bad timeout.
+            RuntimeError: called from a thread running an event loop.
+        """
+        timeout = check_optional_float("timeout_seconds", timeout_seconds)
+        caller_may_block("flush_submissions()", self._core.portal.thread)
+        unfinished = self._core.backlog.wait(timeout)
+        if unfinished:
+            raise TimeoutError(f"{unfinished} submissions still pending after {timeout} s")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the facade (see the class docstring for the order). Idempotent.
+
+        Raises:
+            RuntimeError: called from a thread running an event loop while still open.
+        """
+        self._core.close()
+        self._finalizer.detach()
+
+    def __enter__(self) -> SyncSnapshotBuilder:
+        self._core.check_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.pending_submissions} pending submissions"
+        return f"<SyncSnapshotBuilder {state}>"

@@ -1,0 +1,160 @@
+"""The state shared by a synchronous facade and its session and publisher facades.
+
+It holds no reference to the public facade objects, so a ``weakref.finalize`` on the facade can
+close it when the facade is collected or the interpreter exits with the facade still open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+import weakref
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, final
+
+from ..core import PayloadIsolator, SessionClosedError
+from ..orchestration import SnapshotBuilder
+from ._backlog import SubmissionBacklog
+from ._portal import LoopPortal, caller_may_block, loop_running_here
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+# Builders ever driven by a facade. asyncio primitives bind to the first loop that uses them,
+# so a builder can serve one facade's loop only, even after that facade closed.
+_bound: weakref.WeakSet[SnapshotBuilder] = weakref.WeakSet()
+_bound_lock = threading.Lock()
+
+
+def bind(builder: SnapshotBuilder) -> None:
+    """Reserve ``builder`` for one facade.
+
+    Raises:
+        ValueError: another facade already drives it.
+    """
+    with _bound_lock:
+        if builder in _bound:
+            raise ValueError(
+                "builder is already driven by another SyncSnapshotBuilder; "
+                "a builder can run on one event loop only"
+            )
+        _bound.add(builder)
+
+
+async def run_sync(function: Callable[[], T]) -> T:
+    """Run a synchronous function on the loop thread (the builder's state lives there)."""
+    return function()
+
+
+@final
+class FacadeCore:
+    """The loop thread, the submission backlog and the builder of one facade."""
+
+    __slots__ = (
+        "_close_lock",
+        "_closing",
+        "backlog",
+        "builder",
+        "close_builder",
+        "isolator",
+        "portal",
+        "shutdown_timeout",
+    )
+
+    def __init__(
+        self,
+        builder: SnapshotBuilder,
+        *,
+        close_builder: bool,
+        shutdown_timeout: float,
+        max_pending: int,
+    ) -> None:
+        self.builder = builder
+        self.isolator: PayloadIsolator = builder.payload_isolator
+        self.close_builder = close_builder
+        self.shutdown_timeout = shutdown_timeout
+        self.backlog = SubmissionBacklog(max_pending)
+        self._closing = False
+        self._close_lock = threading.Lock()
+        self.portal = LoopPortal()
+
+    @property
+    def closed(self) -> bool:
+        """True once closing has begun."""
+        return self._closing
+
+    def stopped(self) -> bool:
+        """True once the loop was told to stop (closing is over or abandoned)."""
+        return not self.portal.running
+
+    def check_open(self) -> None:
+        """Raise :class:`SessionClosedError` once the facade is closing."""
+        if self._closing:
+            raise SessionClosedError("the SyncSnapshotBuilder is closed")
+
+    def call(
+        self, function: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a coroutine function on the loop and wait for its outcome (the one portal all
+        blocking facade methods use)."""
+        self.check_open()
+        return self.portal.call(function, *args, **kwargs)
+
+    def submit(
+        self, function: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        """Accept a non-blocking submission into the bounded backlog."""
+        return self.backlog.submit(lambda: self.portal.start(function, *args, **kwargs))
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting submissions, drain them (up to ``shutdown_timeout``), cancel the
+        rest, wait for the builder's refreshes (up to ``shutdown_timeout``, then cancel them),
+        close the builder if owned, stop the loop and join its thread. Idempotent."""
+        if self.stopped():
+            return
+        caller_may_block("SyncSnapshotBuilder.close()", self.portal.thread)
+        with self._close_lock:  # a concurrent close() returns once this one is done
+            if self.stopped():
+                return
+            self._closing = True
+            self.backlog.close()
+            if self.backlog.wait(self.shutdown_timeout):
+                self.backlog.cancel_all()
+            try:
+                self.portal.call(self._wind_down)
+            finally:
+                self.portal.stop()
+
+    async def _wind_down(self) -> None:
+        builder = self.builder
+        try:
+            await asyncio.wait_for(builder.wait_for_refreshes(), self.shutdown_timeout)
+            late = False
+        except TimeoutError:
+            late = True  # the wait was cancelled, and the refreshes with it
+        if self.close_builder:
+            await builder.aclose(cancel_refreshes=late)
+
+    def finalize(self) -> None:
+        """The facade was collected, or the interpreter exits, with the facade open."""
+        if self.stopped():
+            return
+        if self.portal.in_loop_thread() or loop_running_here():
+            self._abandon()  # this thread must not block: shut down without waiting
+        else:
+            self.close()
+
+    def _abandon(self) -> None:
+        self._closing = True
+        self.backlog.close()
+        self.backlog.cancel_all()
+        self.portal.start(self._wind_down_and_stop)
+
+    async def _wind_down_and_stop(self) -> None:
+        try:
+            await self._wind_down()
+        finally:
+            self.portal.stop()  # from the loop thread: schedules the stop, joins nothing
