@@ -31,7 +31,7 @@ coalestra_singleflight_joins_total      (none)
 coalestra_capacity_wait_seconds         source
 coalestra_refreshes_total               outcome, resource_namespace, resource_name
 coalestra_publications_total            source, status, resource_namespace, resource_name
-coalestra_invalidations_total           reason, resource_namespace, resource_name
+coalestra_invalidations_total           resource_namespace, resource_name
 ======================================= ====================================================
 
 ``*`` (:data:`ANY`) stands for "several resource types" (a batch call) or "builder-wide".
@@ -409,21 +409,18 @@ class Instrumentation:
             )
 
     def invalidation(self, key: ResourceKey, reason: str) -> None:
-        """``key`` was invalidated; ``reason`` is a fixed word such as ``"manual"``."""
-        if not (self._metrics_on or self._events_on):
-            return
-        label = _text(reason)
+        """``key`` was invalidated. ``reason`` is the caller's free text (``"stream-gap"``), so
+        it goes to the event only: as a metric label it would make series unbounded."""
         if self._metrics_on:
             self._safely(
                 self._increment,
                 INVALIDATIONS_TOTAL,
                 1,
-                reason=label,
                 resource_namespace=key.namespace,
                 resource_name=key.name,
             )
         if self._events_on:
-            self._safely(self._emit, EVENT_INVALIDATION, resource=str(key), reason=label)
+            self._safely(self._emit, EVENT_INVALIDATION, resource=str(key), reason=_text(reason))
 
     def __repr__(self) -> str:
         return f"Instrumentation(enabled={self.enabled}, sink_failures={self._sink_failures})"

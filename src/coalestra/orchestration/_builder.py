@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, final
 
-from ..cache import AsyncMemoryCache, ResourcePublisher
-from ..concurrency import CapacityController, CapacitySnapshot
+from ..cache import ResourcePublisher
+from ..concurrency import CapacitySnapshot
 from ..core import (
     AsyncCache,
     AuthorityPolicyResolver,
@@ -25,19 +25,17 @@ from ..core import (
     ResourceKey,
     SessionClosedError,
     Snapshot,
+    SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
     SnapshotValue,
     Source,
     SourceAuthorityPolicy,
-    SystemClock,
 )
-from ..core._clock import check_clock
 from ..core._snapshot import key_tuple
-from ..core._validation import check_int, check_optional_float, check_optional_int, frozen_mapping
-from ..observability import NullEventSink, NullMetrics
+from ..core._validation import check_optional_float, frozen_mapping
 from ..observability._instrumentation import Instrumentation
-from ..observability._tracing import NullTracer, Span, Tracer, check_tracer, describe_build
+from ..observability._tracing import Span, Tracer, describe_build
 from ..resilience import (
     CircuitBreaker,
     ResiliencePolicyResolver,
@@ -45,22 +43,13 @@ from ..resilience import (
     SourceResiliencePolicy,
 )
 from ._assembly import assemble, check_consistency, raise_for_required
-from ._cache_access import CacheAccess
-from ._config import (
-    authority_provider,
-    check_named_sources,
-    freshness_provider,
-    resilience_provider,
-)
+from ._config import settle
 from ._counters import EngineCounters
-from ._engine import Engine
-from ._gate import SourceGate
+from ._parts import make_capacity, make_engine, make_publisher
 from ._policy import PolicyResolver
-from ._results import ValueFactory
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._singleflight import SingleFlight
-from ._sources import SourceChains, check_limits, register_sources
 
 
 @final
@@ -130,91 +119,42 @@ class SnapshotBuilder:
         cache_max_copy_concurrency: int = 4,
         tracer: Tracer | None = None,
     ) -> None:
-        check_int("max_concurrency", max_concurrency, minimum=1)
-        pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
-        self._clock = SystemClock() if clock is None else check_clock(clock)
-        self._metrics: MetricsSink = NullMetrics() if metrics is None else metrics
-        self._events: EventSink = NullEventSink() if events is None else events
-        self._report = Instrumentation(self._metrics, self._events)
-        self._tracer: Tracer = NullTracer() if tracer is None else check_tracer(tracer)
-        self._policies = freshness_provider(default_policy, policy_resolver)
-        authority = authority_provider(authority_policy, authority_resolver)
-        resilience = resilience_provider(
-            retry_policy, default_resilience, source_resilience, resilience_resolver
+        settings = settle(
+            sources,
+            default_policy=default_policy,
+            policy_resolver=policy_resolver,
+            authority_policy=authority_policy,
+            authority_resolver=authority_resolver,
+            cache=cache,
+            single_flight=single_flight,
+            retry_policy=retry_policy,
+            circuit_breaker=circuit_breaker,
+            default_resilience=default_resilience,
+            source_resilience=source_resilience,
+            resilience_resolver=resilience_resolver,
+            clock=clock,
+            metrics=metrics,
+            events=events,
+            max_concurrency=max_concurrency,
+            max_pending_tasks=max_pending_tasks,
+            source_concurrency=source_concurrency,
+            observation_policy=observation_policy,
+            cache_source_support=cache_source_support,
+            source_support_cache_max_entries=source_support_cache_max_entries,
+            manage_lifecycle=manage_lifecycle,
+            payload_copier=payload_copier,
+            cache_run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
+            cache_max_copy_concurrency=cache_max_copy_concurrency,
+            tracer=tracer,
         )
-        registered = register_sources(sources, resilience)
-        check_named_sources("source_resilience", source_resilience, registered)
-        limits = check_limits(source_concurrency, registered)
-        self._observation = observation_policy or ObservationPolicy()
-        if not isinstance(self._observation, ObservationPolicy):
-            raise TypeError("observation_policy must be an ObservationPolicy")
-        self._manage_lifecycle = manage_lifecycle
-        self._isolator = PayloadIsolator(payload_copier)
-        self._cache: AsyncCache = (
-            cache
-            if cache is not None
-            else AsyncMemoryCache(
-                payload_copier=payload_copier,
-                run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
-                max_copy_concurrency=cache_max_copy_concurrency,
-            )
-        )
-        access = CacheAccess(self._cache)
-        if authority is not None and not access.validates_authority:
-            raise ValueError(
-                "authority rules need a cache that declares validates_source_authority = True"
-            )
-        self._capacity = CapacityController(global_limit=max_concurrency)
-        for name, limit in limits.items():
-            self._capacity.register_source(name, limit)
-        self._breaker = circuit_breaker or CircuitBreaker(clock=self._clock)
-        if not isinstance(self._breaker, CircuitBreaker):
-            raise TypeError("circuit_breaker must be a CircuitBreaker")
+        self._settings = settings
+        self._clock = settings.clock
+        self._cache = settings.cache
+        self._report = Instrumentation(settings.metrics, settings.events)
         self._counters = EngineCounters()
-        self._engine = Engine(
-            sources=registered,
-            chains=SourceChains(
-                registered,
-                enabled=cache_source_support,
-                max_entries=source_support_cache_max_entries,
-            ),
-            cache=access,
-            gate=SourceGate(
-                capacity=self._capacity,
-                breaker=self._breaker,
-                clock=self._clock,
-                counters=self._counters,
-                report=self._report,
-                tracer=self._tracer,
-            ),
-            factory=ValueFactory(
-                clock=self._clock,
-                policy_for=self._policies.resolve,
-                observation=self._observation,
-                authority=authority,
-                isolator=self._isolator,
-            ),
-            isolator=self._isolator,
-            policies=self._policies,
-            clock=self._clock,
-            report=self._report,
-            counters=self._counters,
-            max_pending_tasks=pending if pending is not None else max_concurrency,
-        )
-        if single_flight is not None:
-            if not isinstance(single_flight, SingleFlight):
-                raise TypeError("single_flight must be a SingleFlight table")
-            self._engine.flights = single_flight
-        self._publisher = ResourcePublisher(
-            cache=self._cache,
-            clock=self._clock,
-            policy_resolver=self._policies,
-            metrics=self._metrics,
-            events=self._events,
-            observation_policy=self._observation,
-            payload_isolator=self._isolator,
-            authority_resolver=authority,
-        )
+        self._capacity = make_capacity(settings)
+        self._engine = make_engine(settings, self._capacity, self._counters, self._report)
+        self._publisher = make_publisher(settings)
         self._runtime = ResolutionRuntime(self, self._engine, self._counters)
         self._closed = False
 
@@ -243,7 +183,7 @@ class SnapshotBuilder:
     @property
     def payload_isolator(self) -> PayloadIsolator:
         """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
-        return self._isolator
+        return self._settings.isolator
 
     # -- building ---------------------------------------------------------------------------
 
@@ -320,40 +260,45 @@ class SnapshotBuilder:
         snapshot_id: str | None,
     ) -> Snapshot:
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
-        with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
-            snapshot = await self._resolve_snapshot(keys, required, ctx, span)
-            check_consistency(snapshot, consistency, required, optional)
+        with self._settings.tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
+            self._report.build_started(ctx.snapshot_id, len(keys))
+            snapshot = await self._resolve_snapshot(keys, ctx)
+            try:
+                check_consistency(snapshot, consistency, required, optional)
+            except SnapshotConsistencyError:
+                self._finish(snapshot, span, "inconsistent")
+                raise
+            failed = any(key in snapshot.errors for key in required)
+            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot))
             raise_for_required(snapshot, required)
         return snapshot
 
-    async def _resolve_snapshot(
-        self,
-        keys: Sequence[ResourceKey],
-        required: Sequence[ResourceKey],
-        ctx: FetchContext,
-        span: Span,
-    ) -> Snapshot:
+    async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
         diag = DiagnosticsCollector()
         started = self._clock.monotonic()
-        self._report.build_started(ctx.snapshot_id, len(keys))
         values, errors = await self.resolve_keys(keys, ctx, diag)
-        duration = self._clock.monotonic() - started
-        snapshot = assemble(
+        return assemble(
             keys,
             values,
             errors,
             snapshot_id=ctx.snapshot_id,
             created_at=ctx.requested_at,
             diag=diag,
-            duration_ms=duration * 1000.0,
+            duration_ms=(self._clock.monotonic() - started) * 1000.0,
         )
-        failed = any(key in errors for key in required)
-        outcome = "failed" if failed else ("partial" if errors else "complete")
+
+    def _finish(self, snapshot: Snapshot, span: Span, outcome: str) -> None:
+        """Report a finished build (outcome: complete, partial, failed or inconsistent)."""
+        d = snapshot.diagnostics
         self._report.build_finished(
-            ctx.snapshot_id, duration, len(keys), len(values), len(errors), outcome
+            snapshot.snapshot_id,
+            d.duration_ms / 1000.0,
+            d.requested_resources,
+            d.resolved_resources,
+            d.failed_resources,
+            outcome,
         )
-        describe_build(span, snapshot.diagnostics, outcome)
-        return snapshot
+        describe_build(span, d, outcome)
 
     def new_context(
         self,
@@ -435,8 +380,9 @@ class SnapshotBuilder:
         """
         self._closed = True
         await self._engine.shutdown(cancel_refreshes=cancel_refreshes)
-        if self._manage_lifecycle:
-            for owned in (self._events, self._metrics, self._cache):
+        if self._settings.manage_lifecycle:
+            settings = self._settings
+            for owned in (settings.events, settings.metrics, settings.cache):
                 await _close(owned)
 
     async def __aenter__(self) -> SnapshotBuilder:
@@ -469,7 +415,7 @@ class SnapshotBuilder:
             source_support_cache_entries=len(engine.chains),
             capacity=self._capacity.snapshot_now(),
             cache=await stats() if callable(stats) else None,
-            circuits=await self._breaker.snapshot(),
+            circuits=await self._settings.breaker.snapshot(),
             active_dispatch_workers=engine.active_workers,
             waiting_for_capacity=self._capacity.waiting_total(),
             queue_timeout_count=counters.queue_timeouts,
@@ -478,6 +424,10 @@ class SnapshotBuilder:
             revalidation_attempt_count=counters.revalidation_attempts,
             revalidation_failure_count=counters.revalidation_failures,
         )
+
+
+def _completeness(snapshot: Snapshot) -> str:
+    return "partial" if snapshot.errors else "complete"
 
 
 async def _close(owned: object) -> None:

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, final
 
+from ..cache import AsyncMemoryCache
 from ..core import (
+    AsyncCache,
     AuthorityPolicyResolver,
+    Clock,
+    EventSink,
     FreshnessPolicy,
     FreshnessPolicyProvider,
+    MetricsSink,
+    ObservationPolicy,
+    PayloadCopier,
+    PayloadIsolator,
+    Source,
     SourceAuthorityPolicy,
+    SystemClock,
 )
-from ..resilience import ResiliencePolicyResolver, RetryPolicy, SourceResiliencePolicy
+from ..core._clock import check_clock
+from ..core._validation import check_bool, check_int, check_optional_int
+from ..observability import NullEventSink, NullMetrics
+from ..observability._tracing import NullTracer, Tracer, check_tracer
+from ..resilience import (
+    CircuitBreaker,
+    ResiliencePolicyResolver,
+    RetryPolicy,
+    SourceResiliencePolicy,
+)
 from ._policy import DEFAULT_FRESHNESS, PolicyResolver
-from ._sources import RegisteredSource
+from ._singleflight import SingleFlight
+from ._sources import RegisteredSource, check_limits, register_sources
 
 
 def _exclusive(first: str, first_value: object, second: str, second_value: object) -> None:
@@ -85,3 +106,131 @@ def check_named_sources(
         if name not in names:
             known = ", ".join(sorted(names)) or "none"
             raise ValueError(f"{label} names unknown source {name!r} (known sources: {known})")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BuilderSettings:
+    """The builder's keyword arguments, validated and resolved once: what its parts read."""
+
+    sources: tuple[RegisteredSource, ...]
+    source_limits: Mapping[str, int | None]
+    clock: Clock
+    metrics: MetricsSink
+    events: EventSink
+    tracer: Tracer
+    policies: FreshnessPolicyProvider
+    authority: AuthorityPolicyResolver | None
+    observation: ObservationPolicy
+    isolator: PayloadIsolator
+    cache: AsyncCache
+    breaker: CircuitBreaker
+    single_flight: SingleFlight | None
+    max_concurrency: int
+    max_pending_tasks: int
+    cache_source_support: bool
+    support_cache_max_entries: int | None
+    manage_lifecycle: bool
+
+
+def settle(
+    sources: Iterable[Source],
+    *,
+    default_policy: FreshnessPolicy | None,
+    policy_resolver: FreshnessPolicyProvider | None,
+    authority_policy: SourceAuthorityPolicy | None,
+    authority_resolver: AuthorityPolicyResolver | None,
+    cache: AsyncCache | None,
+    single_flight: SingleFlight | None,
+    retry_policy: RetryPolicy | None,
+    circuit_breaker: CircuitBreaker | None,
+    default_resilience: SourceResiliencePolicy | None,
+    source_resilience: Mapping[str, SourceResiliencePolicy] | None,
+    resilience_resolver: ResiliencePolicyResolver | None,
+    clock: Clock | None,
+    metrics: MetricsSink | None,
+    events: EventSink | None,
+    max_concurrency: int,
+    max_pending_tasks: int | None,
+    source_concurrency: Mapping[str, int] | None,
+    observation_policy: ObservationPolicy | None,
+    cache_source_support: bool,
+    source_support_cache_max_entries: int | None,
+    manage_lifecycle: bool,
+    payload_copier: PayloadCopier | None,
+    cache_run_payload_copies_in_thread: bool | None,
+    cache_max_copy_concurrency: int,
+    tracer: Tracer | None,
+) -> BuilderSettings:
+    """Validate every builder argument and resolve defaults, before anything is built.
+
+    Raises:
+        TypeError, ValueError: the argument at fault is named.
+    """
+    check_int("max_concurrency", max_concurrency, minimum=1)
+    pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
+    resolved_clock = SystemClock() if clock is None else check_clock(clock)
+    resilience = resilience_provider(
+        retry_policy, default_resilience, source_resilience, resilience_resolver
+    )
+    registered = register_sources(sources, resilience)
+    check_named_sources("source_resilience", source_resilience, registered)
+    authority = authority_provider(authority_policy, authority_resolver)
+    resolved_cache = (
+        cache
+        if cache is not None
+        else AsyncMemoryCache(
+            payload_copier=payload_copier,
+            run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
+            max_copy_concurrency=cache_max_copy_concurrency,
+        )
+    )
+    return BuilderSettings(
+        sources=registered,
+        source_limits=check_limits(source_concurrency, registered),
+        clock=resolved_clock,
+        metrics=NullMetrics() if metrics is None else metrics,
+        events=NullEventSink() if events is None else events,
+        tracer=NullTracer() if tracer is None else check_tracer(tracer),
+        policies=freshness_provider(default_policy, policy_resolver),
+        authority=_check_authority_cache(authority, resolved_cache),
+        observation=_checked(
+            "observation_policy", observation_policy or ObservationPolicy(), ObservationPolicy
+        ),
+        isolator=PayloadIsolator(payload_copier),
+        cache=resolved_cache,
+        breaker=_checked(
+            "circuit_breaker",
+            circuit_breaker or CircuitBreaker(clock=resolved_clock),
+            CircuitBreaker,
+        ),
+        single_flight=None
+        if single_flight is None
+        else _checked("single_flight", single_flight, SingleFlight),
+        max_concurrency=max_concurrency,
+        max_pending_tasks=max_concurrency if pending is None else pending,
+        cache_source_support=check_bool("cache_source_support", cache_source_support),
+        support_cache_max_entries=check_optional_int(
+            "source_support_cache_max_entries", source_support_cache_max_entries, minimum=1
+        ),
+        manage_lifecycle=check_bool("manage_lifecycle", manage_lifecycle),
+    )
+
+
+_T = TypeVar("_T")
+
+
+def _checked(name: str, value: object, kind: type[_T]) -> _T:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_authority_cache(
+    authority: AuthorityPolicyResolver | None, cache: AsyncCache
+) -> AuthorityPolicyResolver | None:
+    if authority is not None and getattr(cache, "validates_source_authority", False) is not True:
+        raise ValueError(
+            "authority rules need a cache that declares validates_source_authority = True"
+        )
+    return authority

@@ -279,11 +279,13 @@ class SourceGate:
         blameless = not isinstance(error, Exception) or isinstance(
             error, SnapshotDeadlineExceededError
         )
+        opened = self._breaker.open_circuit_count()
         for identity in circuits:
             if blameless:
                 self._breaker.abandon(identity)
             else:
                 self._breaker.fail(identity, policy)
+        self._report_transition(source, opened)
 
     def _settle_success(
         self,
@@ -292,11 +294,21 @@ class SourceGate:
         failed: Collection[ResourceKey],
     ) -> None:
         policy = source.resilience.circuit
+        opened = self._breaker.open_circuit_count()
         for identity, members in circuits.items():
             if failed and any(key in failed for key in members):
                 self._breaker.fail(identity, policy)
             else:
                 self._breaker.succeed(identity, policy)
+        self._report_transition(source, opened)
+
+    def _report_transition(self, source: RegisteredSource, opened_before: int) -> None:
+        """Report circuits of ``source`` that opened or closed in the last settlement."""
+        opened_now = self._breaker.open_circuit_count()
+        if opened_now != opened_before and self._report.enabled:
+            state = "open" if opened_now > opened_before else "closed"
+            scope = source.resilience.circuit.scope.value
+            self._report.circuit_transition(source.name, scope, state)
 
     def _report_call(
         self,

@@ -1,0 +1,184 @@
+"""Derived sources: resolve each derived key's dependencies as their own flights, derive it
+as soon as its own dependencies are done, and hand failures on at once.
+
+A derived key may depend on a key of the same group (or of another build). So a key whose
+derivation fails falls through to its next source immediately, not when the whole level is
+done, and before waiting on a dependency's flight the wait-for graph is checked for a cycle:
+two builds that each own a key the other's derivation needs can never deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, final
+
+from ..core import (
+    DependencyCycleError,
+    DependencyResolutionError,
+    ResourceKey,
+    Snapshot,
+    SnapshotDeadlineExceededError,
+    SourcePayload,
+)
+from ..core._snapshot import key_tuple
+from ._singleflight import Flight, Outcome
+from ._sources import RegisteredSource, normalize_payload
+
+if TYPE_CHECKING:
+    from ._group import GroupRun
+
+FallThrough = Callable[[list[ResourceKey]], None]
+"""Hands keys that failed at a derived source on to their next sources, at once."""
+
+Deps = dict[ResourceKey, tuple[ResourceKey, ...]]
+
+
+@final
+class Deriver:
+    """One derived level of one group run."""
+
+    __slots__ = ("_fall_through", "_run", "_source")
+
+    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: FallThrough):
+        self._run = run
+        self._source = source
+        self._fall_through = fall_through
+
+    async def derive(self, keys: list[ResourceKey]) -> None:
+        """Derive ``keys``; each failure is handed on as soon as it happens."""
+        run, source = self._run, self._source
+        assert source.dependencies is not None
+        deps_of: Deps = {}
+        failed: list[ResourceKey] = []
+        for key in keys:
+            try:
+                deps_of[key] = key_tuple("dependencies", source.dependencies(key))
+            except Exception as error:
+                run.ledger.fail(key, source.name, error)
+                failed.append(key)
+        self._fall_through(failed)
+        if deps_of:
+            await self._when_ready(deps_of)
+
+    async def _when_ready(self, deps_of: Deps) -> None:
+        run = self._run
+        engine = run.engine
+        union = list(dict.fromkeys(dep for deps in deps_of.values() for dep in deps))
+        outcomes, claims = await engine.lookup_and_claim(union, run.ctx, run.diag)
+        waiting = self._check_cycles(deps_of, claims)
+        try:
+            with engine.holding(claims):
+                await self._as_ready(waiting, outcomes, claims)
+        finally:
+            for key in deps_of:
+                run.flights[key].waiting_on = frozenset()
+
+    def _check_cycles(self, deps_of: Deps, claims: Mapping[ResourceKey, Flight]) -> Deps:
+        """Fail keys whose wait would close a cycle; mark what the others wait on."""
+        run, name = self._run, self._source.name
+        table = run.engine.flights
+        waiting: Deps = {}
+        cycled: list[ResourceKey] = []
+        for key, deps in deps_of.items():
+            path = next(
+                (p for dep in deps if dep in claims if (p := table.wait_cycle(key, claims[dep]))),
+                None,
+            )
+            if path is not None:
+                run.ledger.fail_cycle(key, name, DependencyCycleError(path))
+                cycled.append(key)
+                continue
+            run.flights[key].waiting_on = frozenset(dep for dep in deps if dep in claims)
+            waiting[key] = deps
+        self._fall_through(cycled)
+        return waiting
+
+    async def _as_ready(
+        self,
+        waiting: Deps,
+        outcomes: dict[ResourceKey, Outcome],
+        claims: Mapping[ResourceKey, Flight],
+    ) -> None:
+        run = self._run
+        while waiting:
+            for dep, flight in claims.items():
+                if dep not in outcomes and flight.future.done():
+                    outcomes[dep] = flight.future.result()
+            ready = {k: deps for k, deps in waiting.items() if all(d in outcomes for d in deps)}
+            if ready:
+                for key in ready:
+                    del waiting[key]
+                await self._derive_ready(ready, outcomes)
+                continue
+            pending = {
+                claims[d].future for deps in waiting.values() for d in deps if d not in outcomes
+            }
+            done, _ = await asyncio.wait(
+                pending, timeout=run.window.remaining(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done and not run.window.expired():
+                continue  # a joiner extended the deadline while we waited
+            if not done:
+                self._give_up(list(waiting))
+                return
+
+    def _give_up(self, keys: list[ResourceKey]) -> None:
+        for key in keys:
+            late = SnapshotDeadlineExceededError(
+                f"deadline passed waiting for {key}'s dependencies"
+            )
+            self._run.ledger.fail(key, self._source.name, late)
+        self._fall_through(keys)
+
+    async def _derive_ready(self, ready: Deps, outcomes: Mapping[ResourceKey, Outcome]) -> None:
+        async def derive_one(key: ResourceKey) -> None:
+            if not await self._try(key, ready[key], outcomes):
+                self._fall_through([key])
+
+        await self._run.pool(list(ready), derive_one)
+
+    async def _try(
+        self,
+        key: ResourceKey,
+        deps: tuple[ResourceKey, ...],
+        outcomes: Mapping[ResourceKey, Outcome],
+    ) -> bool:
+        run, source = self._run, self._source
+        errors = {dep: o for dep in deps if isinstance(o := outcomes[dep], Exception)}
+        if errors:
+            cycle = _cycle_through(key, errors.values())
+            if cycle is not None:
+                run.ledger.fail_cycle(key, source.name, cycle)
+            else:
+                failed = DependencyResolutionError(key, source.name, errors)
+                run.ledger.fail(key, source.name, failed)
+            return False
+        ctx = run.ctx
+        values = {dep: run.engine.consume(outcomes[dep], ctx) for dep in deps}  # type: ignore[arg-type]
+        dependencies = Snapshot(ctx.snapshot_id, ctx.requested_at, values)
+        derive = source.derive
+        assert derive is not None
+
+        async def invoke(_keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
+            return normalize_payload(await derive(key, dependencies, ctx))
+
+        result = await run.engine.gate.call(source, (key,), run.window, run.diag, invoke, run.judge)
+        if result.error is not None or result.value is None:
+            run.ledger.fail_all(source, (key,), result)
+            return False
+        versions = {dep: value.version for dep, value in values.items()}
+        oldest = min((value.observed_at for value in values.values()), default=None)
+        accepted = run.accept(source, {key: result.value}, result, versions=versions, oldest=oldest)
+        return key in accepted
+
+
+def _cycle_through(key: ResourceKey, errors: Iterable[Exception]) -> DependencyCycleError | None:
+    """If a dependency failed on a cycle that passes through ``key``, the same cycle, seen from
+    ``key`` (so every member of a cycle reports the loop, not a dependency failure)."""
+    for error in errors:
+        if isinstance(error, DependencyCycleError) and key in error.path:
+            loop = error.path[:-1] if error.path[0] == error.path[-1] else error.path
+            at = loop.index(key)
+            return DependencyCycleError((*loop[at:], *loop[:at], key))
+    return None
