@@ -426,3 +426,33 @@ def test_constructor_accepts_its_documented_options() -> None:
         max_copy_concurrency=1,
     )
     assert "max_entries=1" in repr(cache)
+
+
+async def test_a_rederivation_with_the_same_timestamp_replaces_the_old_derivation() -> None:
+    """A derived value carries its oldest input's observed_at; after another input changed,
+    the re-derivation has the same timestamp but other dependency versions: it must win."""
+    from coalestra.cache import AsyncMemoryCache
+    from coalestra.core import CacheWriteStatus, ResourceKey, SnapshotValue
+
+    derived, dep = ResourceKey("d", "total"), ResourceKey("d", "part")
+
+    def value(payload: int, versions: dict[ResourceKey, str]) -> SnapshotValue[int]:
+        return SnapshotValue(
+            derived,
+            payload,
+            "deriver",
+            10.0,
+            10.0,
+            0.0,
+            False,
+            False,
+            0.0,
+            dependency_versions=versions,
+        )
+
+    cache = AsyncMemoryCache()
+    assert (await cache.set_if_newer(value(1, {dep: "v1"}))).stored
+    again = await cache.set_if_newer(value(1, {dep: "v1"}))
+    assert again.status is CacheWriteStatus.IGNORED_DUPLICATE
+    newer = await cache.set_if_newer(value(2, {dep: "v2"}))
+    assert newer.status is CacheWriteStatus.STORED

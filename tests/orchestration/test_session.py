@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from tests.orchestration.session_support import (
+    ACCOUNT,
+    LONG,
+    MARKET_HEALTH,
+    OPEN_ORDERS,
+    POSITION,
+    PRICE,
+    Source,
+    make_builder,
+)
 
 from coalestra.adapters import CallableSource
 from coalestra.core import (
     FetchContext,
-    FreshnessPolicy,
     ResourceKey,
     SessionClosedError,
     Snapshot,
@@ -21,64 +30,9 @@ from coalestra.core import (
     SnapshotConsistencyPolicy,
     SnapshotDeadlineExceededError,
     SnapshotRequest,
-    SourcePayload,
 )
 from coalestra.orchestration import SnapshotBuilder, SnapshotSession
-from coalestra.resilience import CircuitBreaker, RetryPolicy
 from coalestra.testing import VirtualClock
-
-ACCOUNT = ResourceKey("account", "balance", "main")
-POSITION = ResourceKey("account", "position", "BTCUSDT")
-OPEN_ORDERS = ResourceKey("account", "orders", "BTCUSDT")
-PRICE = ResourceKey("market", "price", "BTCUSDT")
-MARKET_HEALTH = ResourceKey("market", "health")
-LONG = FreshnessPolicy(ttl_seconds=600.0)
-
-
-class Source:
-    """A single-key source serving ``values``; counts calls, can fail or sleep per key."""
-
-    def __init__(
-        self,
-        values: Mapping[ResourceKey, Any],
-        *,
-        name: str = "rest",
-        delays: Mapping[ResourceKey, float] | None = None,
-        observed: Mapping[ResourceKey, float] | None = None,
-    ) -> None:
-        self.name = name
-        self.priority = 10
-        self.values = dict(values)
-        self.delays = dict(delays or {})
-        self.observed = dict(observed or {})
-        self.failing: set[ResourceKey] = set()
-        self.calls: list[ResourceKey] = []
-        self.contexts: list[FetchContext] = []
-
-    def supports(self, key: ResourceKey) -> bool:
-        return key in self.values
-
-    async def fetch(self, key: ResourceKey, context: FetchContext) -> SourcePayload[Any]:
-        self.calls.append(key)
-        self.contexts.append(context)
-        if key in self.delays:
-            await asyncio.sleep(self.delays[key])
-        if key in self.failing:
-            raise RuntimeError(f"{key} is down")
-        return SourcePayload(copy.deepcopy(self.values[key]), observed_at=self.observed.get(key))
-
-    def count(self, key: ResourceKey) -> int:
-        return self.calls.count(key)
-
-
-def make_builder(clock: VirtualClock, *sources: Any) -> SnapshotBuilder:
-    return SnapshotBuilder(
-        sources,
-        clock=clock,
-        default_policy=LONG,
-        retry_policy=RetryPolicy(max_attempts=1),
-        circuit_breaker=CircuitBreaker(failure_threshold=1000, clock=clock),
-    )
 
 
 @pytest.fixture

@@ -97,7 +97,18 @@ def test_close_drains_accepted_submissions(cache: GatedCache) -> None:
 
 def test_close_cancels_what_does_not_finish_in_time(cache: GatedCache) -> None:
     hold = cache.hold = Hold()
-    builder = SnapshotBuilder([Source()], default_policy=LONG, cache=cache)
+    seen_at_builder_close: list[bool] = []
+
+    class Events:
+        def emit(self, event_type: str, **payload: object) -> None:
+            pass
+
+        def close(self) -> None:  # runs inside builder.aclose() (manage_lifecycle=True)
+            seen_at_builder_close.append(hold.cancelled.is_set())
+
+    builder = SnapshotBuilder(
+        [Source()], default_policy=LONG, cache=cache, events=Events(), manage_lifecycle=True
+    )
     facade = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=0.01)
     future = facade.publisher.submit_publish(key("slow"), 1, source="s")
     hold.wait_entered()
@@ -106,6 +117,7 @@ def test_close_cancels_what_does_not_finish_in_time(cache: GatedCache) -> None:
 
     assert future.cancelled()
     assert hold.cancelled.is_set()  # the coroutine itself was cancelled on the loop
+    assert seen_at_builder_close == [True]  # ... before the builder was closed
     assert builder.closed
     assert facade.pending_submissions == 0
 
@@ -133,40 +145,67 @@ def test_a_caller_blocked_during_close_is_released(
     assert isinstance(outcome[0], (SessionClosedError, SnapshotBuildError))
 
 
-def test_close_waits_for_pending_refreshes() -> None:
-    refreshed = threading.Event()
-    calls: list[ResourceKey] = []
+class Refreshing:
+    """A source whose second and later fetches of a key (background refreshes) take
+    ``refresh_seconds``; ``refreshed`` is set when one completes."""
 
-    class Slow:
-        name = "slow"
-        priority = 10
+    name = "slow"
+    priority = 10
 
-        def supports(self, key: ResourceKey) -> bool:
-            return True
+    def __init__(self, refresh_seconds: float) -> None:
+        self.refresh_seconds = refresh_seconds
+        self.calls: list[ResourceKey] = []
+        self.refreshed = threading.Event()
 
-        async def fetch(self, key: ResourceKey, context: FetchContext) -> int:
-            calls.append(key)
-            if len(calls) > 1:  # the background refresh
-                await asyncio.sleep(0.05)
-                refreshed.set()
-            return len(calls)
+    def supports(self, key: ResourceKey) -> bool:
+        return True
 
-    swr = FreshnessPolicy(
-        ttl_seconds=0.001,
-        max_stale_seconds=3600.0,
-        refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE,
-    )
-    builder = SnapshotBuilder([Slow()], default_policy=swr)
-    facade = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=30.0)
+    async def fetch(self, key: ResourceKey, context: FetchContext) -> int:
+        self.calls.append(key)
+        if len(self.calls) > 1:
+            await asyncio.sleep(self.refresh_seconds)
+            self.refreshed.set()
+        return len(self.calls)
+
+
+SWR = FreshnessPolicy(
+    ttl_seconds=0.001, max_stale_seconds=3600.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+)
+
+
+def start_a_refresh(facade: SyncSnapshotBuilder) -> None:
     facade.build([key("r")])
     threading.Event().wait(0.01)  # past the TTL: the next build serves stale and refreshes
     assert facade.build([key("r")]).value(key("r")) == 1
     assert facade.health_snapshot().background_refreshes == 1
 
+
+@pytest.mark.parametrize("close_builder", [True, False])
+def test_close_waits_for_pending_refreshes(close_builder: bool) -> None:
+    source = Refreshing(refresh_seconds=0.05)
+    builder = SnapshotBuilder([source], default_policy=SWR)
+    facade = SyncSnapshotBuilder(
+        builder, close_builder=close_builder, shutdown_timeout_seconds=30.0
+    )
+    start_a_refresh(facade)
+
     facade.close()
 
-    assert refreshed.is_set()
-    assert len(calls) == 2
+    assert source.refreshed.is_set()
+    assert len(source.calls) == 2
+    assert builder.closed is close_builder
+
+
+def test_close_bounds_the_wait_for_refreshes() -> None:
+    source = Refreshing(refresh_seconds=3600.0)
+    builder = SnapshotBuilder([source], default_policy=SWR)
+    facade = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=0.01)
+    start_a_refresh(facade)
+
+    facade.close()  # returns: the refresh is cancelled after the shutdown timeout
+
+    assert not source.refreshed.is_set()
+    assert builder.closed
 
 
 def test_wait_for_refreshes_blocks_until_done() -> None:

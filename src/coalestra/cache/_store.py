@@ -52,7 +52,10 @@ def decide_write(
 
     ``force`` or nothing cached: stored. A higher cached ``authority_rank``: ignored; a lower
     one: stored (whatever the timestamps). Same rank: a newer ``observed_at`` is stored, an older
-    one ignored, an equal one is a duplicate unless ``replace_equal``.
+    one ignored, an equal one is a duplicate unless ``replace_equal`` -- or unless it is a derived
+    value computed from other dependency versions: a derived value is stamped with its oldest
+    input's ``observed_at``, so a re-derivation after one input changed often carries the same
+    timestamp, yet it is the newer revision.
     """
     if force or existing is None:
         return CacheWriteStatus.STORED
@@ -64,7 +67,11 @@ def decide_write(
         return CacheWriteStatus.STORED
     if offered.observed_at < existing.observed_at:
         return CacheWriteStatus.IGNORED_OLDER
-    return CacheWriteStatus.STORED if replace_equal else CacheWriteStatus.IGNORED_DUPLICATE
+    if replace_equal or (
+        offered.dependency_versions and offered.dependency_versions != existing.dependency_versions
+    ):
+        return CacheWriteStatus.STORED
+    return CacheWriteStatus.IGNORED_DUPLICATE
 
 
 @final

@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, final
 
-from ..core import PayloadIsolator, ResourceKey, SnapshotValue
+from ..core import (
+    DependencyResolutionError,
+    PayloadIsolator,
+    ResourceKey,
+    SnapshotValue,
+    SourceUnavailableError,
+)
 
 DependencyLookup = Callable[[ResourceKey], Collection[ResourceKey]]
 """Declared dependencies of a key the memo has not pinned."""
@@ -36,14 +42,12 @@ class PinnedMemo:
         values: Mapping[ResourceKey, SnapshotValue[Any]],
         errors: Mapping[ResourceKey, Exception],
     ) -> None:
-        """Record a stage's outcomes. A key pinned meanwhile keeps its pinned value: a session
-        never shows two revisions of one key outside :meth:`commit`."""
+        """Record a stage's outcomes: values for keys :meth:`missing` returned (so not pinned
+        yet), errors to remember (replacing an earlier error of a retried key)."""
         for key, value in values.items():
-            self.values.setdefault(key, value)
+            self.values[key] = value
             self.errors.pop(key, None)
-        for key, error in errors.items():
-            if key not in self.values:
-                self.errors[key] = error
+        self.errors.update(errors)
 
     def commit(self, values: Mapping[ResourceKey, SnapshotValue[Any]]) -> None:
         """Replace pinned values all at once (a revalidation); keys keep their pin order."""
@@ -133,3 +137,22 @@ def inconsistent(
 def ordered_union(*groups: Sequence[ResourceKey]) -> list[ResourceKey]:
     """The keys of every group, first occurrence first."""
     return list(dict.fromkeys(key for group in groups for key in group))
+
+
+def mixed_revision_errors(
+    values: Mapping[ResourceKey, SnapshotValue[Any]],
+    state: Mapping[ResourceKey, SnapshotValue[Any]],
+) -> dict[ResourceKey, Exception]:
+    """Errors for derived values whose dependencies kept changing under them."""
+    errors: dict[ResourceKey, Exception] = {}
+    for value in inconsistent(values.values(), state):
+        changed = stale_dependencies((value,), state)
+        errors[value.key] = DependencyResolutionError(
+            value.key,
+            value.source,
+            {
+                dep: SourceUnavailableError(f"{dep} kept changing during revalidation")
+                for dep in changed
+            },
+        )
+    return errors

@@ -59,6 +59,12 @@ class ResolutionRuntime:
         and per-key errors; ``force_refresh`` bypasses the cache for ``keys`` themselves."""
         return await self._builder.resolve_keys(keys, ctx, diag, force_refresh=force_refresh)
 
+    def is_derived(self, key: ResourceKey) -> bool:
+        """True when the highest-priority source supporting ``key`` is a derived source."""
+        engine = self.engine
+        supported, _broken = engine.chains.chain(key)
+        return bool(supported) and engine.sources[min(supported)].kind is SourceKind.DERIVED
+
     def declared_dependencies(self, key: ResourceKey) -> tuple[ResourceKey, ...]:
         """The dependencies every derived source supporting ``key`` declares for it.
 

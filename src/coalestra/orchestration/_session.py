@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 from ..core import (
-    DependencyResolutionError,
     DiagnosticsCollector,
     FetchContext,
     ResourceKey,
@@ -27,12 +26,17 @@ from ..core import (
     SnapshotDeadlineExceededError,
     SnapshotRequest,
     SnapshotValue,
-    SourceUnavailableError,
 )
 from ..core._snapshot import key_tuple
 from ..core._validation import check_bool
 from ._assembly import assemble, check_consistency, raise_for_required
-from ._pinning import PinnedMemo, dependents, inconsistent, ordered_union, stale_dependencies
+from ._pinning import (
+    PinnedMemo,
+    dependents,
+    mixed_revision_errors,
+    ordered_union,
+    stale_dependencies,
+)
 from ._runtime import ResolutionRuntime
 
 if TYPE_CHECKING:
@@ -237,12 +241,13 @@ class SnapshotSession:
 
         By default the newest shared-cache or published revisions are read; with
         ``force_refresh=True`` the selected keys bypass the cache and go through the source
-        chain again (with no fallback to the cached revision if that fails). Pinned derived
-        values depending on them are then re-read: the cache drops a derived revision whose
-        dependency changed, so they are re-derived from the new revisions. Either every
-        affected value is committed, or the session keeps its previous state. A derived value
-        is never committed next to a revision of a dependency other than the one it was
-        computed from (a pinned dependency it was recomputed from a newer revision of is
+        chain again (with no fallback to the cached revision if that fails). Selected derived
+        keys and pinned derived values depending on the selected keys are then re-read: the
+        cache drops a derived revision whose dependency changed, so they are re-derived from
+        the new revisions (a derivation whose dependencies did not change is not re-run).
+        Either every affected value is committed, or the session keeps its previous state. A
+        derived value is never committed next to a revision of a dependency other than the one
+        it was computed from (a pinned dependency it was recomputed from a newer revision of is
         committed with it).
 
         Args:
@@ -317,28 +322,49 @@ class SnapshotSession:
         derived value was computed from a revision other than the one it would be committed
         beside. Returns ``(keys in order, new values, errors)``."""
         pinned, declared = self._memo.values, self._runtime.declared_dependencies
-        order: list[ResourceKey] = []
+        order: list[ResourceKey] = list(selected)
         values: Values = {}
         wanted: Sequence[ResourceKey] = selected
-        force = force_refresh
+        forced, derived = self._split_forced(selected, force_refresh)
         for _ in range(_MAX_ROUNDS):
             following = dependents(wanted, {**pinned, **values}, declared)
-            # Dependencies first, then a normal read of their dependents: the cache drops a
-            # derived entry whose dependency revision changed, so those are re-derived from the
-            # revisions just written (forcing them would also derive the unchanged ones).
-            for batch, forced in ((wanted, force), (following, False)):
+            # Dependencies first, then a normal read of what derives from them: the cache drops
+            # a derived entry whose dependency revision changed, so it is re-derived from the
+            # revisions just written (and one whose dependencies did not change is kept).
+            for batch, force in ((forced, force_refresh), ([*derived, *following], False)):
                 if not batch:
                     continue
                 order = ordered_union(order, batch)
-                got, errors = await self._acquire(batch, diag, force_refresh=forced)
+                got, errors = await self._acquire(batch, diag, force_refresh=force)
                 values.update(got)
                 if errors:
                     return order, values, errors
-            force = False  # later rounds re-read what this one refreshed
             wanted = stale_dependencies(values.values(), {**pinned, **values})
             if not wanted:
                 return order, values, {}
-        return order, values, _mixed_revisions(values, {**pinned, **values})
+            # Later rounds re-read (never force) what changed under a derived value.
+            forced, derived, force_refresh = list(wanted), [], False
+        return order, values, mixed_revision_errors(values, {**pinned, **values})
+
+    def _split_forced(
+        self, selected: Sequence[ResourceKey], force_refresh: bool
+    ) -> tuple[list[ResourceKey], list[ResourceKey]]:
+        """``(keys to acquire with force_refresh, derived keys to re-read after them)``.
+
+        A forced re-derivation is stamped with its oldest dependency's observation time, often
+        the cached revision's own: the cache would keep that revision as an equal-time
+        duplicate even when a dependency changed. Reading the derived key normally, after its
+        dependencies, re-derives exactly when a dependency changed.
+        """
+        if not force_refresh:
+            return list(selected), []
+        pinned, runtime = self._memo.values, self._runtime
+        derived = [
+            key
+            for key in selected
+            if (bool(pinned[key].dependency_versions) if key in pinned else runtime.is_derived(key))
+        ]
+        return [key for key in selected if key not in derived], derived
 
     def snapshot(self) -> Snapshot:
         """Everything pinned so far, plus the remembered errors (isolated copies).
@@ -376,19 +402,3 @@ class SnapshotSession:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._memo.values)} pinned"
         return f"<SnapshotSession {self.snapshot_id!r} {state}>"
-
-
-def _mixed_revisions(values: Values, state: Mapping[ResourceKey, SnapshotValue[Any]]) -> Errors:
-    """Errors for derived values whose dependencies kept changing under them."""
-    errors: Errors = {}
-    for value in inconsistent(values.values(), state):
-        changed = stale_dependencies((value,), state)
-        errors[value.key] = DependencyResolutionError(
-            value.key,
-            value.source,
-            {
-                dep: SourceUnavailableError(f"{dep} kept changing during revalidation")
-                for dep in changed
-            },
-        )
-    return errors

@@ -1,0 +1,226 @@
+"""SnapshotSession.revalidate and derived values: transitive refresh, consistency between a
+derived value and the revisions it was computed from, and failures."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from tests.orchestration.session_support import (
+    ACCOUNT,
+    EXPOSURE,
+    HEADROOM,
+    LIMIT,
+    LONG,
+    OPEN_ORDERS,
+    POSITION,
+    PRICE,
+    Derived,
+    Source,
+    check_consistent,
+    publish,
+    risk_rules,
+)
+
+from coalestra.core import (
+    DependencyResolutionError,
+    FreshnessPolicy,
+    Snapshot,
+    SnapshotConsistencyError,
+    SnapshotConsistencyPolicy,
+)
+from coalestra.orchestration import PolicyResolver, SnapshotBuilder
+from coalestra.resilience import CircuitBreaker, RetryPolicy
+from coalestra.testing import VirtualClock
+
+
+@pytest.fixture
+def source() -> Source:
+    return Source({ACCOUNT: 100, POSITION: {"qty": 1}, OPEN_ORDERS: [], PRICE: 10})
+
+
+@pytest.fixture
+def derived() -> Derived:
+    return risk_rules()
+
+
+@pytest.fixture
+async def builder(clock: VirtualClock, source: Source, derived: Derived) -> Any:
+    built = SnapshotBuilder(
+        [source, derived],
+        clock=clock,
+        default_policy=LONG,
+        retry_policy=RetryPolicy(max_attempts=1),
+        circuit_breaker=CircuitBreaker(failure_threshold=1000, clock=clock),
+    )
+    yield built
+    await built.aclose()
+
+
+# -- derived values ----------------------------------------------------------------------------
+
+
+async def test_the_cache_drops_derived_values_whose_dependency_changed(
+    builder: SnapshotBuilder, derived: Derived
+) -> None:
+    assert (await builder.build([EXPOSURE])).value(EXPOSURE) == 10
+    assert (await builder.build([EXPOSURE])).value(EXPOSURE) == 10
+    assert derived.count(EXPOSURE) == 1
+    await publish(builder, PRICE, 20)
+    assert (await builder.build([EXPOSURE])).value(EXPOSURE) == 20
+    assert derived.count(EXPOSURE) == 2
+
+
+async def test_derived_values_are_refreshed_transitively(
+    builder: SnapshotBuilder, derived: Derived
+) -> None:
+    session = builder.session()
+    await session.resolve([POSITION, PRICE, EXPOSURE, LIMIT, HEADROOM, ACCOUNT])
+    account = session.snapshot()[ACCOUNT]
+    await publish(builder, PRICE, 20)
+
+    updated = await session.revalidate([PRICE])
+
+    assert list(updated) == [PRICE, EXPOSURE, LIMIT, HEADROOM]
+    assert updated.value(EXPOSURE) == 20
+    assert updated.value(LIMIT) == 40
+    assert updated.value(HEADROOM) == 41
+    pinned = session.snapshot()
+    check_consistent(pinned)
+    assert pinned.value(HEADROOM) == 41
+    assert pinned[ACCOUNT].version == account.version
+    assert derived.count(EXPOSURE) == derived.count(HEADROOM) == 2
+
+
+async def test_derived_values_pinned_through_an_unpinned_intermediate(
+    builder: SnapshotBuilder, derived: Derived
+) -> None:
+    session = builder.session()
+    await session.resolve([HEADROOM])  # LIMIT and EXPOSURE are never pinned
+    await publish(builder, POSITION, {"qty": 5})
+
+    updated = await session.revalidate([POSITION])
+
+    assert updated.value(HEADROOM) == 101
+    assert session.snapshot().value(HEADROOM) == 101
+
+
+async def test_force_refresh_rederives_once_from_the_new_revision(
+    builder: SnapshotBuilder, source: Source, derived: Derived
+) -> None:
+    session = builder.session()
+    await session.resolve([PRICE, EXPOSURE])
+    source.values[PRICE] = 30
+    await asyncio.sleep(1)
+
+    updated = await session.revalidate([PRICE], force_refresh=True)
+
+    assert updated.value(PRICE) == 30
+    assert updated.value(EXPOSURE) == 30
+    check_consistent(session.snapshot())
+    assert derived.count(EXPOSURE) == 2
+
+
+async def test_forcing_a_derived_key_rederives_it_from_changed_dependencies(
+    builder: SnapshotBuilder, derived: Derived
+) -> None:
+    session = builder.session()
+    await session.resolve([EXPOSURE])  # its dependencies are not pinned
+    await publish(builder, PRICE, 20)
+
+    updated = await session.revalidate([EXPOSURE], force_refresh=True)
+
+    assert updated.value(EXPOSURE) == 20
+    assert session.snapshot().value(EXPOSURE) == 20
+    again = await session.revalidate([EXPOSURE], force_refresh=True)
+    assert again[EXPOSURE].version == updated[EXPOSURE].version  # nothing changed since
+    assert derived.count(EXPOSURE) == 2
+
+    await publish(builder, PRICE, 30)
+    fresh_session = builder.session()  # never pinned EXPOSURE: its source chain decides
+    assert (await fresh_session.revalidate([EXPOSURE], force_refresh=True)).value(EXPOSURE) == 30
+
+
+async def test_a_pinned_dependency_is_committed_with_its_derived_value(
+    builder: SnapshotBuilder,
+) -> None:
+    session = builder.session()
+    await session.resolve([POSITION, PRICE, EXPOSURE])
+    await publish(builder, PRICE, 7)  # not selected, but EXPOSURE will be computed from it
+    await publish(builder, POSITION, {"qty": 2})
+
+    updated = await session.revalidate([POSITION])
+
+    assert updated.value(EXPOSURE) == 14
+    pinned = session.snapshot()
+    assert pinned.value(PRICE) == 7
+    check_consistent(pinned)
+
+
+async def test_a_derived_value_whose_dependency_keeps_changing_fails(
+    clock: VirtualClock, source: Source, derived: Derived
+) -> None:
+    # PRICE is never fresh (TTL 0) and each fetch observes a later time, so every read of it,
+    # including the one a derivation makes, yields a new revision: EXPOSURE can never be
+    # committed beside the PRICE revision it was computed from.
+    builder = SnapshotBuilder(
+        [source, derived],
+        clock=clock,
+        policy_resolver=PolicyResolver(LONG, overrides={PRICE: FreshnessPolicy(ttl_seconds=0.0)}),
+        retry_policy=RetryPolicy(max_attempts=1),
+    )
+    source.delays[PRICE] = 0.1
+    session = builder.session()
+    before = await session.resolve([PRICE, EXPOSURE])
+
+    result = await session.revalidate([PRICE], strict=False)
+
+    error = result.error_for(EXPOSURE)
+    assert isinstance(error, DependencyResolutionError)
+    assert set(error.errors) == {PRICE}
+    after = session.snapshot()
+    assert after[EXPOSURE].version == before[EXPOSURE].version
+    assert after[PRICE].version == before[PRICE].version
+    check_consistent(after)
+    await builder.aclose()
+
+
+async def test_failed_derived_refresh_keeps_its_dependencies(
+    builder: SnapshotBuilder, derived: Derived
+) -> None:
+    session = builder.session()
+    before = await session.resolve([PRICE, EXPOSURE])
+    await publish(builder, PRICE, 0)
+
+    def broken(snapshot: Snapshot) -> int:
+        raise ZeroDivisionError("no price")
+
+    derived.rules[EXPOSURE] = ((POSITION, PRICE), broken)
+    result = await session.revalidate([PRICE], strict=False)
+
+    assert set(result.errors) == {EXPOSURE}
+    after = session.snapshot()
+    assert after[PRICE].version == before[PRICE].version
+    assert after.value(PRICE) == 10
+    assert after[EXPOSURE].version == before[EXPOSURE].version
+
+
+async def test_consistency_scope_includes_derived_values_only_on_request(
+    builder: SnapshotBuilder, source: Source, clock: VirtualClock
+) -> None:
+    session = builder.session()
+    await session.resolve([POSITION, PRICE, EXPOSURE])
+    await asyncio.sleep(10)  # EXPOSURE is observed as its oldest dependency, PRICE, 10 s ago
+    source.values[POSITION] = {"qty": 3}
+
+    lenient = SnapshotConsistencyPolicy(2.0)
+    updated = await session.revalidate([POSITION], force_refresh=True, consistency_policy=lenient)
+    assert updated.value(EXPOSURE) == 30
+
+    source.values[POSITION] = {"qty": 4}
+    await asyncio.sleep(1)
+    strict_scope = SnapshotConsistencyPolicy(2.0, include_optional_resources=True)
+    with pytest.raises(SnapshotConsistencyError):
+        await session.revalidate([POSITION], force_refresh=True, consistency_policy=strict_scope)
+    assert session.snapshot().value(EXPOSURE) == 30
