@@ -77,7 +77,9 @@ class GroupRun:
         leased: set[ResourceKey] = set()
         try:
             keys = self._prepare()
-            if self.engine.cache.coordinates_fetches:
+            # A forced refresh must reach the sources, not wait for a value another
+            # process is about to write.
+            if self.engine.cache.coordinates_fetches and not self._force:
                 keys = await self._coordinate(keys, leased)
             await self._walk(keys, 0)
             await self._committer.drain()

@@ -1,0 +1,344 @@
+"""A process-local L1 in front of the shared Redis L2: :class:`TieredCache`."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any, final
+
+from ...cache import AsyncMemoryCache
+from ...cache._checks import check_key, check_keys, check_value, check_values
+from ...core import (
+    CacheLookup,
+    CacheWriteResult,
+    CacheWriteStatus,
+    FreshnessPolicy,
+    PayloadCopier,
+    ResourceKey,
+    SnapshotValue,
+)
+from ...core._validation import check_bool
+from ._cache import RedisCache
+from ._layout import key_from_name
+from ._link import RedisUnavailable
+from ._stats import TieredCacheStats
+from ._touchlog import TouchLog
+
+
+@final
+class TieredCache:
+    """An in-process :class:`~coalestra.cache.AsyncMemoryCache` (L1) in front of a
+    :class:`RedisCache` (L2), kept in step through Redis pub/sub.
+
+    Reads try L1 first (no network: an L1 hit costs what a memory-cache hit costs); L1 misses
+    are read from L2 in one round trip and copied into L1. Writes are decided by L2 (atomically,
+    across processes) and L1 then mirrors L2's outcome. Every write or invalidation in L2
+    publishes the changed keys; each other process's L1 drops them on receipt.
+
+    How far L1 may lag behind L2: while the event subscription is up, by the message's delivery
+    time (well under a millisecond on a LAN) — and a read or write that raced with a change
+    never copies the superseded value into L1 (see :class:`TouchLog`). A subscription that
+    breaks is noticed at once if the connection drops, within ``2 * heartbeat_seconds`` if it
+    goes silent; it is retried every ``reconnect_interval_seconds``, and the whole L1 is dropped
+    on every (re)subscription and whenever Redis becomes reachable again, since messages may
+    have been missed. While Redis is unreachable, L1 keeps serving what it holds (degraded
+    mode) and writes go to L1 only.
+
+    L2's lease methods (cross-process single-flight) are used as they are.
+
+    Args:
+        redis: the L2; the tiered cache owns it from now on (:meth:`aclose` closes it).
+        l1_max_entries: the L1's LRU bound.
+        payload_copier / run_payload_copies_in_thread: the L1's payload isolation settings
+            (see :class:`~coalestra.cache.AsyncMemoryCache`).
+
+    Raises:
+        TypeError, ValueError: a malformed argument.
+    """
+
+    validates_source_authority = True
+    """Conditional writes are decided by L2, which compares ``authority_rank`` first."""
+
+    def __init__(
+        self,
+        redis: RedisCache,
+        *,
+        l1_max_entries: int | None = 10000,
+        payload_copier: PayloadCopier | None = None,
+        run_payload_copies_in_thread: bool | None = None,
+    ) -> None:
+        if not isinstance(redis, RedisCache):
+            raise TypeError(f"redis must be a RedisCache, got {type(redis).__name__}")
+        self._l2 = redis
+        self._l1 = AsyncMemoryCache(
+            max_entries=l1_max_entries,
+            payload_copier=payload_copier,
+            run_payload_copies_in_thread=run_payload_copies_in_thread,
+        )
+        self._log = TouchLog()
+        # False until the listener runs, and again after Redis recovered (L1 must be dropped):
+        # the one flag the hit path reads.
+        self._ready = False
+        self._started = False
+        self._drops = self._remote = self._skipped = 0
+        redis._notifier.add_handlers(self._on_message, self._drop_l1)
+        redis._link.on_recovered(self._on_recovered)
+
+    def __repr__(self) -> str:
+        return f"TieredCache({self._l2!r})"
+
+    @property
+    def l2(self) -> RedisCache:
+        """The Redis tier."""
+        return self._l2
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
+        """Look ``key`` up: L1, then L2 (see :meth:`get_many`)."""
+        check_key(key)
+        return (await self.get_many((key,), now=now, policies={key: policy}))[key]
+
+    async def get_many(
+        self,
+        keys: Collection[ResourceKey],
+        *,
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Look every key up in L1; read L1's misses from L2 in one round trip and keep them.
+
+        Raises:
+            TypeError, ValueError: ``keys``, ``now`` or ``policies`` is invalid.
+            PayloadIsolationError: an L1 payload could not be copied.
+        """
+        if not self._ready:
+            await self._prepare()
+        found = await self._l1.get_many(keys, now=now, policies=policies)
+        # A plain loop, no list: the all-hit path is the hot one and must cost next to nothing.
+        for lookup in found.values():
+            if lookup.value is None:
+                return await self._read_through(found, now, policies)
+        return found
+
+    async def _read_through(
+        self,
+        found: Mapping[ResourceKey, CacheLookup],
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Read L1's misses from L2 (one round trip) and keep what came back in L1."""
+        missing = [key for key, lookup in found.items() if lookup.value is None]
+        start = self._log.begin()
+        try:
+            fetched = await self._l2.get_many(missing, now=now, policies=policies)
+            results = dict(found)
+            results.update(fetched)
+            await self._fill(_values(fetched.values()), start)
+        finally:
+            self._log.end(start)
+        return results
+
+    async def _fill(self, values: Sequence[SnapshotValue[Any]], since: int) -> None:
+        """Copy L2 values into L1, except for keys that changed after ``since``."""
+        log = self._log
+        keep = [value for value in values if log.unchanged(value.key, since)]
+        self._skipped += len(values) - len(keep)
+        if not keep:
+            return
+        await self._l1.set_many(keep)
+        # The copy may have awaited a worker thread: a change that came meanwhile wins.
+        late = [value.key for value in keep if not log.unchanged(value.key, since)]
+        if late:
+            await self._l1.invalidate_many(late)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def set(self, value: SnapshotValue[Any]) -> None:
+        """Store ``value`` unconditionally in L2 and L1."""
+        await self.set_many((check_value(value),))
+
+    async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
+        """Store every value unconditionally in L2 (one script), then in L1.
+
+        Raises:
+            TypeError: ``values`` is not a collection of SnapshotValue.
+            PayloadIsolationError: a value cannot be serialized or copied; nothing is stored.
+        """
+        await self.set_many_if_newer(check_values(values), force=True)
+
+    async def set_if_newer(
+        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
+    ) -> CacheWriteResult:
+        """``set_if_newer`` decided atomically by L2; L1 then holds L2's winner."""
+        results = await self.set_many_if_newer(
+            (check_value(value),), force=force, replace_equal=replace_equal
+        )
+        return results[value.key]
+
+    async def set_many_if_newer(
+        self,
+        values: Collection[SnapshotValue[Any]],
+        *,
+        force: bool = False,
+        replace_equal: bool = False,
+    ) -> Mapping[ResourceKey, CacheWriteResult]:
+        """Conditional writes decided by L2 in one script; L1 mirrors each key's winner. With
+        Redis unreachable, L1 decides alone (degraded mode).
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            PayloadIsolationError: a value cannot be serialized or copied; nothing is stored.
+            ValueError: an authority rank is beyond +-2**53.
+        """
+        checked = check_values(values)
+        check_bool("force", force)
+        check_bool("replace_equal", replace_equal)
+        if not self._ready:
+            await self._prepare()
+        start = self._log.begin()
+        try:
+            try:
+                outcome = await self._l2._store.write(
+                    checked, force=force, replace_equal=replace_equal, want_previous=True
+                )
+            except RedisUnavailable:
+                self._l2._store.counters.degraded_calls += 1
+                return await self._l1.set_many_if_newer(
+                    checked, force=force, replace_equal=replace_equal
+                )
+            results = {
+                value.key: CacheWriteResult(status, value, previous)
+                for value, (status, previous) in zip(checked, outcome, strict=True)
+            }
+            await self._mirror(checked, outcome, start)
+        finally:
+            self._log.end(start)
+        return results
+
+    async def _mirror(
+        self,
+        values: Sequence[SnapshotValue[Any]],
+        outcome: Sequence[tuple[CacheWriteStatus, SnapshotValue[Any] | None]],
+        start: int,
+    ) -> None:
+        """Make L1 hold what L2 holds after a write (for keys nobody changed meanwhile)."""
+        log = self._log
+        winners: list[SnapshotValue[Any]] = []
+        unknown: list[ResourceKey] = []
+        for value, (status, previous) in zip(values, outcome, strict=True):
+            winner = value if status is CacheWriteStatus.STORED else previous
+            if winner is None:
+                unknown.append(value.key)  # L2 kept a revision we could not read
+            elif log.unchanged(value.key, start):
+                winners.append(winner)
+        since = log.touch(value.key for value in values)  # older in-flight fills must not win
+        if unknown:
+            await self._l1.invalidate_many(unknown)
+        await self._fill(winners, since)
+
+    # -- removal -------------------------------------------------------------------------------
+
+    async def invalidate(self, key: ResourceKey) -> None:
+        """Drop ``key`` from L1, from L2 and from every other process's L1."""
+        await self.invalidate_many((check_key(key),))
+
+    async def invalidate_many(self, keys: Collection[ResourceKey]) -> None:
+        """Drop every key from L1, L2 and every other L1 (replayed in L2 if Redis is down).
+
+        Raises:
+            TypeError: ``keys`` is not a collection of ResourceKey.
+        """
+        doomed = check_keys(keys)
+        self._log.touch(doomed)
+        await self._l1.invalidate_many(doomed)
+        await self._l2.invalidate_many(doomed)
+
+    async def clear(self) -> None:
+        """Drop everything from L1, L2 and every other L1.
+
+        Raises:
+            RuntimeError: Redis could not be reached (L1 is dropped anyway).
+        """
+        await self._drop_l1()
+        await self._l2.clear()
+
+    # -- cross-process single-flight (L2's) ----------------------------------------------------
+
+    async def lease_many(self, keys: Collection[ResourceKey]) -> Collection[ResourceKey]:
+        """See :meth:`RedisCache.lease_many`."""
+        return await self._l2.lease_many(keys)
+
+    async def release_many(self, keys: Collection[ResourceKey]) -> None:
+        """See :meth:`RedisCache.release_many`."""
+        await self._l2.release_many(keys)
+
+    async def wait_for_many(
+        self,
+        keys: Collection[ResourceKey],
+        *,
+        wait_seconds: float | None,
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """See :meth:`RedisCache.wait_for_many`."""
+        return await self._l2.wait_for_many(
+            keys, wait_seconds=wait_seconds, now=now, policies=policies
+        )
+
+    # -- keeping L1 in step --------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        """Before L1 serves anything: listen for changes; drop L1 if Redis just recovered."""
+        if not self._started:
+            self._started = True
+            await self._l2._notifier.start()
+        else:
+            await self._drop_l1()
+        self._ready = True
+
+    def _on_recovered(self) -> None:
+        # Called inside a Redis call, where L1 cannot be awaited: mark it, drop it before the
+        # next use. Fills that began earlier are refused from now on.
+        self._log.touch_all()
+        self._ready = False
+
+    async def _drop_l1(self) -> None:
+        self._log.touch_all()
+        await self._l1.clear()
+        self._drops += 1
+
+    async def _on_message(self, kind: str, origin: str, names: list[str]) -> None:
+        if kind == "c":
+            await self._drop_l1()
+            return
+        if kind not in ("w", "i") or origin == self._l2._store.token:
+            return  # lease news, or this process's own change (already applied to L1)
+        keys = []
+        for name in names:
+            try:
+                keys.append(key_from_name(name))
+            except ValueError:
+                continue
+        self._log.touch(keys)
+        await self._l1.invalidate_many(keys)
+        self._remote += len(keys)
+
+    # -- introspection and lifecycle ------------------------------------------------------------
+
+    async def stats(self) -> TieredCacheStats:
+        """Statistics of both tiers and of their synchronisation (no Redis call)."""
+        return TieredCacheStats(
+            l1=await self._l1.stats(),
+            l2=await self._l2.stats(),
+            l1_drops=self._drops,
+            remote_invalidations=self._remote,
+            skipped_fills=self._skipped,
+        )
+
+    async def aclose(self) -> None:
+        """Close the Redis tier (its listener and client). Idempotent."""
+        await self._l2.aclose()
+
+
+def _values(lookups: Iterable[CacheLookup]) -> list[SnapshotValue[Any]]:
+    return [lookup.value for lookup in lookups if lookup.value is not None]

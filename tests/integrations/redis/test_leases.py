@@ -1,0 +1,176 @@
+"""Cross-process single-flight: leases, releases, waits and takeovers (two caches stand for two
+processes: each has its own token)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+from tests.integrations.redis.conftest import (
+    LONG,
+    FixedPolicies,
+    eventually,
+    free_port,
+    key,
+    policies,
+    value,
+)
+
+from coalestra.core import FreshnessPolicy, RefreshMode
+from coalestra.integrations.redis import RedisCache
+
+A, B = key("A"), key("B")
+
+
+@pytest.fixture
+async def other(redis_url: str, prefix: str) -> AsyncIterator[RedisCache]:
+    """A second process's cache on the same prefix."""
+    made = RedisCache(redis_url, prefix=prefix, poll_interval_seconds=0.02)
+    yield made
+    await made.aclose()
+
+
+async def test_a_lease_is_held_by_one_process(cache: RedisCache, other: RedisCache) -> None:
+    assert set(await cache.lease_many([A, B])) == {A, B}
+    assert set(await cache.lease_many([A])) == {A}  # re-entrant for its holder
+    assert list(await other.lease_many([A, B])) == []
+    await cache.release_many([A])
+    assert list(await other.lease_many([A, B])) == [A]
+    stats = await other.stats()
+    assert (stats.leases_granted, stats.leases_refused) == (1, 3)
+
+
+async def test_release_deletes_only_our_own_leases(
+    redis_url: str, prefix: str, other: RedisCache, raw: Redis
+) -> None:
+    short = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.05)
+    assert list(await short.lease_many([A])) == [A]
+    lease = f"{prefix}:l:market:price:A"
+    await eventually(lambda: _gone(raw, lease), "our lease to expire")  # our lease expires ...
+    assert list(await other.lease_many([A])) == [A]  # ... and another process takes it
+    await short.release_many([A])
+    assert await raw.get(f"{prefix}:l:market:price:A") is not None
+    await short.aclose()
+
+
+async def _gone(raw: Redis, name: str) -> bool:
+    return not await raw.exists(name)
+
+
+async def test_no_lease_for_a_value_that_needs_no_fetch(redis_url: str, prefix: str) -> None:
+    now = time.time()
+    hourly = RedisCache(redis_url, prefix=prefix, policy_resolver=FixedPolicies(LONG))
+    await hourly.set_many([value(A, 1, observed_at=now), value(B, 2, observed_at=now - 3700)])
+    # Fresh: waiting for it serves it at once. Past its TTL (in the stale window): leased.
+    assert list(await hourly.lease_many([A, B])) == [B]
+    await hourly.aclose()
+    ahead = FreshnessPolicy(
+        ttl_seconds=10.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=5.0
+    )
+    refreshing = RedisCache(redis_url, prefix=prefix, policy_resolver=FixedPolicies(ahead))
+    await refreshing.set(value(A, 1, observed_at=now - 6))  # due for its refresh-ahead
+    assert list(await refreshing.lease_many([A])) == [A]
+    await refreshing.aclose()
+
+
+async def test_a_waiter_is_served_when_the_owner_writes(
+    cache: RedisCache, other: RedisCache
+) -> None:
+    assert set(await cache.lease_many([A, B])) == {A, B}
+    waiting = asyncio.create_task(
+        other.wait_for_many([A, B], wait_seconds=5.0, now=time.time(), policies=policies(A, B))
+    )
+    await asyncio.sleep(0.01)
+    await cache.set_many_if_newer([value(A, "fetched")])
+    arrived = await waiting
+    assert list(arrived) == [A]
+    assert arrived[A].fresh
+    assert arrived[A].value is not None
+    assert arrived[A].value.value == "fetched"
+    assert (await other.stats()).lease_waits == 1
+
+
+async def test_a_released_lease_is_taken_over_by_the_waiter(
+    cache: RedisCache, other: RedisCache
+) -> None:
+    assert list(await cache.lease_many([A])) == [A]
+    waiting = asyncio.create_task(
+        other.wait_for_many([A], wait_seconds=5.0, now=time.time(), policies=policies(A))
+    )
+    await asyncio.sleep(0.01)
+    await cache.release_many([A])  # the owner failed: no value
+    assert await waiting == {}
+    assert list(await other.lease_many([A])) == [A]  # the waiter holds it now
+    assert list(await cache.lease_many([A])) == []
+    assert (await other.stats()).lease_takeovers == 1
+
+
+async def test_a_crashed_owner_s_lease_expires_and_is_taken_over(
+    redis_url: str, prefix: str, other: RedisCache
+) -> None:
+    crashed = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.1)
+    assert list(await crashed.lease_many([A])) == [A]
+    # Only the lease's expiry can end this wait: no message will come.
+    assert (
+        await other.wait_for_many([A], wait_seconds=5.0, now=time.time(), policies=policies(A))
+        == {}
+    )
+    assert list(await other.lease_many([A])) == [A]
+    await crashed.aclose()
+
+
+async def test_a_wait_ends_at_wait_seconds(cache: RedisCache, other: RedisCache) -> None:
+    assert list(await cache.lease_many([A])) == [A]
+    assert (
+        await other.wait_for_many([A], wait_seconds=0.05, now=time.time(), policies=policies(A))
+        == {}
+    )
+    assert list(await other.lease_many([A])) == []  # still the owner's
+
+
+async def test_a_value_already_there_is_served_at_once(
+    cache: RedisCache, other: RedisCache
+) -> None:
+    await cache.set(value(A, 1))
+    found = await other.wait_for_many([A], wait_seconds=None, now=time.time(), policies=policies(A))
+    assert found[A].fresh
+
+
+async def test_a_stale_value_does_not_end_a_wait(cache: RedisCache, other: RedisCache) -> None:
+    assert list(await cache.lease_many([A])) == [A]
+    await cache.set(value(A, 1, observed_at=time.time() - 100))
+    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=1000.0)
+    found = await other.wait_for_many(
+        [A], wait_seconds=0.05, now=time.time(), policies=policies(A, policy=policy)
+    )
+    assert found == {}
+
+
+async def test_without_redis_leases_are_granted_locally_and_waits_end() -> None:
+    down = RedisCache(f"redis://127.0.0.1:{free_port()}/0", connect_timeout_seconds=0.2)
+    assert set(await down.lease_many([A, B])) == {A, B}
+    assert (
+        await down.wait_for_many([A], wait_seconds=None, now=time.time(), policies=policies(A))
+        == {}
+    )
+    await down.release_many([A, B])
+    stats = await down.stats()
+    assert stats.leases_granted_locally == 2
+    assert not stats.available
+    assert stats.degraded_calls >= 3
+    await down.aclose()
+
+
+async def test_lease_arguments_are_checked(cache: RedisCache) -> None:
+    with pytest.raises(TypeError, match="keys"):
+        await cache.lease_many("A")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no FreshnessPolicy"):
+        await cache.wait_for_many([A], wait_seconds=1.0, now=time.time(), policies={})
+    with pytest.raises(ValueError, match="wait_seconds"):
+        await cache.wait_for_many([A], wait_seconds=-1.0, now=time.time(), policies=policies(A))
+    assert list(await cache.lease_many([])) == []
+    assert await cache.wait_for_many([], wait_seconds=1.0, now=time.time(), policies={}) == {}
+    assert LONG.ttl_seconds > 0
