@@ -1,0 +1,153 @@
+"""Observability: metrics and events from builds and publications, buffered sinks, health, and
+a tracer.
+
+See docs/observability.md. Runs on virtual time: ``python examples/observability.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from coalestra import (
+    BufferedEventSink,
+    BufferedMetricsSink,
+    CallableSource,
+    FetchContext,
+    FreshnessPolicy,
+    InMemoryMetrics,
+    LoggingEventSink,
+    RefreshMode,
+    ResourceKey,
+    SnapshotBuilder,
+)
+from coalestra.testing import VirtualClock, VirtualTimeLoop
+
+BTC = ResourceKey("market", "price", "BTCUSDT", {"venue": "spot"})
+ETH = ResourceKey("market", "price", "ETHUSDT", {"venue": "spot"})
+
+
+class Span:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.attributes: dict[str, Any] = {}
+
+    def set_attribute(self, name: str, value: str | bool | int | float) -> None:
+        self.attributes[name] = value
+
+
+class PrintingTracer:
+    """A minimal tracer: one span per build and per source call attempt."""
+
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+
+    @contextmanager
+    def build_span(
+        self, snapshot_id: str, key_count: int, deadline_seconds: float | None
+    ) -> Iterator[Span]:
+        span = Span(f"build of {key_count} keys")
+        self.spans.append(span)
+        yield span
+
+    @contextmanager
+    def source_span(self, source: str, key_count: int, attempt: int) -> Iterator[Span]:
+        span = Span(f"call {source} (attempt {attempt})")
+        self.spans.append(span)
+        yield span
+
+
+class Rest:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, key: ResourceKey, context: FetchContext) -> float:
+        self.calls += 1
+        first = self.calls == 1
+        await asyncio.sleep(0.05)
+        if first:
+            raise ConnectionError("blip")  # the very first call fails: one retry
+        return 65000.0 if key.subject == "BTCUSDT" else 3400.0
+
+
+async def tour(metrics: InMemoryMetrics, events: BufferedEventSink, tracer: PrintingTracer) -> None:
+    rest = Rest()
+    source = CallableSource(name="rest", priority=10, supports=lambda key: True, fetcher=rest.fetch)
+    policy = FreshnessPolicy(
+        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+    )
+    buffered = BufferedMetricsSink(metrics)
+    builder = SnapshotBuilder(
+        [source],
+        clock=VirtualClock(),
+        default_policy=policy,
+        metrics=buffered,
+        events=events,
+        tracer=tracer,
+        manage_lifecycle=True,  # aclose() closes (drains) the sinks too
+    )
+    async with builder:
+        await builder.build([BTC, ETH])
+        await builder.build([BTC, ETH])
+        await asyncio.sleep(8)
+        await builder.build([BTC, ETH])  # stale: served, refreshed in the background
+        await builder.wait_for_refreshes()
+        await asyncio.sleep(1)
+        await builder.publisher.publish(BTC, 65100.0, source="stream")
+        await builder.publisher.invalidate(ETH, reason="stream-gap")
+        health = await builder.health_snapshot()
+        print(
+            f"== health: cache={health.cache}\n   capacity={dict(health.capacity)},"
+            f" refreshes running={health.background_refreshes}"
+        )
+    print(f"== metrics sink: {buffered.stats()}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="   log: %(message)s")
+    metrics, tracer = InMemoryMetrics(), PrintingTracer()
+    events = BufferedEventSink(LoggingEventSink(), max_pending=1000)
+    print("== events, delivered by the buffered sink's worker thread to the logging sink")
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        runner.run(tour(metrics, events, tracer))
+
+    price = {"resource_namespace": "market", "resource_name": "price"}
+    print("== a few metrics (labels are resource types, never symbols)")
+    for name, labels in (
+        ("coalestra_builds_total", {"outcome": "complete"}),
+        ("coalestra_cache_hits_total", price),
+        ("coalestra_cache_misses_total", price),
+        ("coalestra_cache_stale_total", price),
+        ("coalestra_source_calls_total", {"source": "rest", "outcome": "error", **price}),
+        ("coalestra_retries_total", {"source": "rest"}),
+        (
+            "coalestra_refreshes_total",
+            {"outcome": "completed", "resource_namespace": "*", "resource_name": "*"},
+        ),
+        ("coalestra_publications_total", {"source": "stream", "status": "published", **price}),
+        ("coalestra_invalidations_total", price),
+    ):
+        print(f"   {name}{labels} = {metrics.counter(name, **labels)}")
+    duration = metrics.summary("coalestra_build_duration_seconds", outcome="complete")
+    assert duration is not None
+    print(
+        f"   coalestra_build_duration_seconds: {duration.count} builds, mean {duration.mean:.3f} s"
+    )
+    assert metrics.counter("coalestra_retries_total", source="rest") == 1
+    assert (
+        metrics.counter(
+            "coalestra_publications_total", source="stream", status="published", **price
+        )
+        == 1
+    )
+
+    print("== spans")
+    for span in tracer.spans:
+        print(f"   {span.name} {span.attributes}")
+
+
+if __name__ == "__main__":
+    main()
