@@ -28,11 +28,11 @@ from ..core._validation import (
     check_optional_float,
     check_str,
 )
+from ..observability._instrumentation import Instrumentation
 from ._checks import check_collection, check_key, check_keys, require
 from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
 from ._memory import AsyncMemoryCache
-from ._reporting import Invalidated, Published, Reporter
 from ._store import decide_write
 from ._values import PublishResult, PublishStatus, ResourceUpdate
 from ._writers import CacheWriter
@@ -116,7 +116,7 @@ class ResourcePublisher:
             ``payload_copier`` and ``payload_isolator``.
     """
 
-    __slots__ = ("_config", "_copies", "_reporter", "_trusted_cache", "_writer")
+    __slots__ = ("_config", "_copies", "_report", "_trusted_cache", "_writer")
 
     def __init__(
         self,
@@ -157,7 +157,7 @@ class ResourcePublisher:
             lock_stripes=config.lock_stripes,
             max_pending_tasks=config.max_pending_tasks,
         )
-        self._reporter = Reporter(config.metrics, config.events)
+        self._report = Instrumentation(config.metrics, config.events)
         self._copies = PayloadCopies(
             config.isolator, run_in_thread=None, max_concurrency=_COPY_THREADS
         )
@@ -260,7 +260,7 @@ class ResourcePublisher:
         check_key(key)
         check_str("reason", reason, allow_empty=True)
         await self._writer.invalidate(key)
-        self._report(Invalidated(key, reason))
+        self._report.invalidation(key, reason)
 
     async def invalidate_many(self, keys: Collection[ResourceKey], *, reason: str = "") -> None:
         """Drop every key of ``keys`` from the cache.
@@ -273,7 +273,7 @@ class ResourcePublisher:
         check_str("reason", reason, allow_empty=True)
         await self._writer.invalidate_many(checked)
         for key in checked:
-            self._report(Invalidated(key, reason))
+            self._report.invalidation(key, reason)
 
     def _now(self) -> float:
         now = self._config.clock.now()
@@ -376,9 +376,7 @@ class ResourcePublisher:
         previous: SnapshotValue[Any] | None,
     ) -> PublishResult:
         result = PublishResult(_STATUS[status], value, previous)
-        self._report(Published(offered.key, offered.source, result.status, offered.observed_at))
+        self._report.publication(
+            offered.key, offered.source, result.status.value, observed_at=offered.observed_at
+        )
         return result
-
-    def _report(self, fact: Published | Invalidated) -> None:
-        """The one place outcomes leave the publisher for metrics and events."""
-        self._reporter.report(fact)

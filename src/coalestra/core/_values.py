@@ -107,7 +107,8 @@ class SnapshotValue(Generic[T]):
         age_seconds: ``now - observed_at`` when it was put in this snapshot.
         stale: it was past its TTL (served within the stale window or on error).
         from_cache: it came from the cache rather than a source call in this build.
-        latency_ms: how long the source call took (0 for cache hits and publications).
+        latency_ms: how long the source call that produced the value took (kept on cache hits;
+            0 for publications).
         attempts: source attempts made (retries included).
         metadata: read-only source metadata.
         authority_rank: the authority rank the revision was written with.

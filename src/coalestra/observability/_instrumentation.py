@@ -388,8 +388,11 @@ class Instrumentation:
             payload: dict[str, Any] = {"resource": str(key)} if key is not None else {}
             self._safely(self._emit, EVENT_REFRESH, outcome=label, **payload)
 
-    def publication(self, key: ResourceKey, source: str, status: str) -> None:
-        """A value for ``key`` was pushed by ``source`` and ended with ``status``."""
+    def publication(
+        self, key: ResourceKey, source: str, status: str, *, observed_at: float | None = None
+    ) -> None:
+        """A value for ``key`` (observed at ``observed_at``) was pushed by ``source`` and ended
+        with ``status``."""
         if not (self._metrics_on or self._events_on):
             return
         label = _text(status)
@@ -405,7 +408,12 @@ class Instrumentation:
             )
         if self._events_on:
             self._safely(
-                self._emit, EVENT_PUBLICATION, resource=str(key), source=source, status=label
+                self._emit,
+                EVENT_PUBLICATION,
+                resource=str(key),
+                source=source,
+                status=label,
+                **({} if observed_at is None else {"observed_at": observed_at}),
             )
 
     def invalidation(self, key: ResourceKey, reason: str) -> None:

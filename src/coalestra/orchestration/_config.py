@@ -79,12 +79,19 @@ def resilience_provider(
     default_resilience: SourceResiliencePolicy | None,
     source_resilience: Mapping[str, SourceResiliencePolicy] | None,
     resilience_resolver: ResiliencePolicyResolver | None,
+    breaker: CircuitBreaker | None = None,
 ) -> ResiliencePolicyResolver:
-    """One resolver for every source's retry and circuit policy."""
+    """One resolver for every source's retry and circuit policy.
+
+    Without a default policy, a given ``circuit_breaker``'s own default circuit policy applies
+    to sources that declare none (so its ``failure_threshold`` and recovery time are used).
+    """
     if resilience_resolver is not None:
-        if default_resilience is not None or source_resilience is not None:
+        given = (retry_policy, default_resilience, source_resilience)
+        if any(item is not None for item in given):
             raise ValueError(
-                "pass resilience_resolver or default_resilience/source_resilience, not both"
+                "pass resilience_resolver or retry_policy/default_resilience/"
+                "source_resilience, not both"
             )
         if not isinstance(resilience_resolver, ResiliencePolicyResolver):
             raise TypeError("resilience_resolver must be a ResiliencePolicyResolver")
@@ -94,6 +101,12 @@ def resilience_provider(
         if not isinstance(retry_policy, RetryPolicy):
             raise TypeError("retry_policy must be a RetryPolicy")
         default_resilience = SourceResiliencePolicy(retry=retry_policy)
+    if breaker is not None and default_resilience is None:
+        default_resilience = SourceResiliencePolicy(circuit=breaker.default_policy)
+    elif breaker is not None and retry_policy is not None:
+        default_resilience = SourceResiliencePolicy(
+            retry=retry_policy, circuit=breaker.default_policy
+        )
     return ResiliencePolicyResolver(default=default_resilience, overrides=source_resilience)
 
 
@@ -170,8 +183,13 @@ def settle(
     check_int("max_concurrency", max_concurrency, minimum=1)
     pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
     resolved_clock = SystemClock() if clock is None else check_clock(clock)
+    given_breaker = (
+        None
+        if circuit_breaker is None
+        else _checked("circuit_breaker", circuit_breaker, CircuitBreaker)
+    )
     resilience = resilience_provider(
-        retry_policy, default_resilience, source_resilience, resilience_resolver
+        retry_policy, default_resilience, source_resilience, resilience_resolver, given_breaker
     )
     registered = register_sources(sources, resilience)
     check_named_sources("source_resilience", source_resilience, registered)
@@ -199,11 +217,7 @@ def settle(
         ),
         isolator=PayloadIsolator(payload_copier),
         cache=resolved_cache,
-        breaker=_checked(
-            "circuit_breaker",
-            circuit_breaker or CircuitBreaker(clock=resolved_clock),
-            CircuitBreaker,
-        ),
+        breaker=given_breaker or CircuitBreaker(clock=resolved_clock),
         single_flight=None
         if single_flight is None
         else _checked("single_flight", single_flight, SingleFlight),

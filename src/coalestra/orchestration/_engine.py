@@ -155,7 +155,7 @@ class Engine:
         if owned:
             started = flights.start(owned)
             claims.update(started)
-            self._spawn(started, ctx, diag, refresh=False, force=force)
+            self._spawn(started, ctx, diag, force=force)
         return claims
 
     @contextmanager
@@ -207,7 +207,7 @@ class Engine:
         background = FetchContext(
             requested_at=self.clock.now(), metadata=ctx.metadata, snapshot_id=ctx.snapshot_id
         )
-        self._spawn(started, background, DiagnosticsCollector(), refresh=True)
+        self._spawn(started, background, DiagnosticsCollector(), refresh_for=diag)
 
     def _spawn(
         self,
@@ -215,26 +215,31 @@ class Engine:
         ctx: FetchContext,
         diag: DiagnosticsCollector,
         *,
-        refresh: bool,
+        refresh_for: DiagnosticsCollector | None = None,
         force: bool = False,
     ) -> None:
-        run = GroupRun(self, flights, ctx, diag, refresh=refresh, force=force)
+        run = GroupRun(self, flights, ctx, diag, refresh_for=refresh_for, force=force)
         task = asyncio.get_running_loop().create_task(run.run())
         group = next(iter(flights.values())).group
         group.task, group.window = task, run.window
-        owner = self.refresh_tasks if refresh else self.tasks
+        owner = self.refresh_tasks if refresh_for is not None else self.tasks
         owner.add(task)
         task.add_done_callback(owner.discard)
 
-    def count_refreshes(self, flights: Iterable[Flight]) -> None:
-        """Called when a refresh group ends: count each key's outcome."""
+    def count_refreshes(
+        self, flights: Iterable[Flight], scheduled_by: DiagnosticsCollector
+    ) -> None:
+        """Called when a refresh group ends: count each key's outcome, also in the diagnostics
+        of the build that scheduled it (they show there if it ends before that build does)."""
         for flight in flights:
             done = flight.future.done() and isinstance(flight.future.result(), SnapshotValue)
             if done:
                 self.counters.refresh_completed += 1
+                scheduled_by.refresh_completed += 1
             else:
                 self.counters.refresh_failed += 1
-            self.report.refresh("completed" if done else "failed")
+                scheduled_by.refresh_failed += 1
+            self.report.refresh("completed" if done else "failed", flight.key)
 
     # -- results ---------------------------------------------------------------------------
 

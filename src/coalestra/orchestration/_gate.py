@@ -1,6 +1,8 @@
 """The one gate every source call passes through.
 
-Per attempt: capacity (per-source slot, then global) -> circuit -> timeout -> call. Around the
+Per attempt: circuit -> capacity (per-source slot, then global) -> timeout -> call. The
+circuit comes first so that an open circuit fails fast instead of queueing for capacity (a
+half-open probe slot taken here is given back if the capacity wait fails). Around the
 attempts, a deadline-aware retry loop: a retry is started only if its backoff ends before the
 build's deadline, and no capacity slot is held while backing off, so waiting retries never
 starve other calls. Timeouts are ``min(build deadline, now + source timeout)``; which bound fired
@@ -108,11 +110,18 @@ class SourceGate:
         retry = source.resilience.retry
         while True:
             result.attempts += 1
+            previous = result.error
             try:
                 await self._attempt(source, keys, window, diag, invoke, judge, result)
                 return result
             except _AllBlocked:
-                result.error = next(iter(result.blocked.values()))
+                if previous is None:
+                    result.error = next(iter(result.blocked.values()))
+                    return result
+                # Our own last failure opened the circuit: report that failure, not the refusal.
+                for key in keys:
+                    result.blocked.pop(key, None)
+                result.error, result.attempts = previous, result.attempts - 1
                 return result
             except Exception as error:
                 result.error = error
@@ -123,7 +132,7 @@ class SourceGate:
                 if remaining is not None and delay >= remaining:
                     return result  # the retry could not finish before the deadline
                 diag.retries += 1
-                self._report.retry(source.name, result.attempts, delay)
+                self._report.retry(source.name, result.attempts + 1, delay)
                 await asyncio.sleep(delay)
                 keys = tuple(key for key in keys if key not in result.blocked)
 
@@ -137,15 +146,21 @@ class SourceGate:
         judge: Judge[T] | None,
         result: GateResult[T],
     ) -> None:
-        lease = await self._acquire(source, window)
+        # The circuit first: an open circuit fails fast instead of queueing for capacity.
+        circuits = self._admit(source, keys, result.blocked)
+        if len(circuits) == 1 and not result.blocked:
+            called = keys  # the common case: one circuit admitted every key
+        else:
+            called = tuple(key for group in circuits.values() for key in group)
+        if not called:
+            raise _AllBlocked
         try:
-            circuits = self._admit(source, keys, result.blocked)
-            if len(circuits) == 1 and not result.blocked:
-                called = keys  # the common case: one circuit admitted every key
-            else:
-                called = tuple(key for group in circuits.values() for key in group)
-            if not called:
-                raise _AllBlocked
+            lease = await self._acquire(source, window)
+        except BaseException:
+            for identity in circuits:
+                self._breaker.abandon(identity)  # the call was never made
+            raise
+        try:
             started = self._clock.monotonic()
             outcome = "success"
             try:

@@ -52,7 +52,7 @@ class GroupRun:
         ctx: FetchContext,
         diag: DiagnosticsCollector,
         *,
-        refresh: bool,
+        refresh_for: DiagnosticsCollector | None = None,
         force: bool = False,
     ) -> None:
         self.engine = engine
@@ -61,7 +61,7 @@ class GroupRun:
         self.diag = diag
         self.ledger = KeyLedger()
         self._committer = Committer(engine, flights, diag)
-        self._refresh = refresh
+        self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
         self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[set[ResourceKey]]]] = {}
@@ -90,8 +90,8 @@ class GroupRun:
             await self._committer.stop()
             self._abandon(reason)
             await self.engine.cache.release(list(leased))
-            if self._refresh:
-                self.engine.count_refreshes(self.flights.values())
+            if self._refresh_for is not None:
+                self.engine.count_refreshes(self.flights.values(), self._refresh_for)
 
     # -- the chain walk ---------------------------------------------------------------------
 
