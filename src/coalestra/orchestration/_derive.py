@@ -10,7 +10,7 @@ two builds that each own a key the other's derivation needs can never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, final
 
 from ..core import (
@@ -28,8 +28,37 @@ from ._sources import RegisteredSource, normalize_payload
 if TYPE_CHECKING:
     from ._group import GroupRun
 
-FallThrough = Callable[[list[ResourceKey]], None]
-"""Hands keys that failed at a derived source on to their next sources, at once."""
+
+@final
+class Onward:
+    """Sends keys that failed at one source on down their chains as they fail. Keys failing
+    within one turn of the event loop travel on together (one walk, so they can still share a
+    lower batch source's call)."""
+
+    __slots__ = ("_group", "_pending", "_start", "_walk")
+
+    def __init__(
+        self,
+        group: asyncio.TaskGroup,
+        walk: Callable[[list[ResourceKey], int], Awaitable[None]],
+        start: int,
+    ) -> None:
+        self._group = group
+        self._walk = walk
+        self._start = start
+        self._pending: list[ResourceKey] = []
+
+    def __call__(self, keys: list[ResourceKey]) -> None:
+        if not keys:
+            return
+        if not self._pending:
+            self._group.create_task(self._go())
+        self._pending.extend(keys)
+
+    async def _go(self) -> None:
+        keys, self._pending = self._pending, []
+        await self._walk(keys, self._start)
+
 
 Deps = dict[ResourceKey, tuple[ResourceKey, ...]]
 
@@ -40,7 +69,7 @@ class Deriver:
 
     __slots__ = ("_fall_through", "_run", "_source")
 
-    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: FallThrough):
+    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: Onward):
         self._run = run
         self._source = source
         self._fall_through = fall_through

@@ -225,6 +225,7 @@ class Engine:
         owner = self.refresh_tasks if refresh_for is not None else self.tasks
         owner.add(task)
         task.add_done_callback(owner.discard)
+        task.add_done_callback(_observe)
 
     def count_refreshes(
         self, flights: Iterable[Flight], scheduled_by: DiagnosticsCollector
@@ -302,3 +303,10 @@ class Engine:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _observe(task: asyncio.Task[None]) -> None:
+    """Nobody awaits a group's task (callers wait on its flights, which it always resolves):
+    retrieve how it ended, so a BaseException a source raised is not logged as unretrieved."""
+    if not task.cancelled():
+        task.exception()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar, final
+from typing import Generic, NoReturn, TypeVar, final
 
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
@@ -26,6 +26,7 @@ from ..core import (
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
     SourceTimeoutError,
+    SourceUnavailableError,
 )
 from ..observability._instrumentation import Instrumentation, key_type
 from ..observability._tracing import NullTracer, Tracer
@@ -52,6 +53,16 @@ class GateResult(Generic[T]):
     blocked: dict[ResourceKey, Exception] = field(default_factory=dict)
     attempts: int = 0
     latency_ms: float = 0.0
+
+
+def _spurious_cancel(source: RegisteredSource) -> NoReturn:
+    """Re-raise a ``CancelledError`` that came out of a source call. If nobody cancelled us, the
+    source raised it on its own: that is its failure for these keys, not a reason to stop the
+    whole resolution (a timeout's cancellation does count as ours, and becomes its error)."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise  # called from an except block: this re-raises the CancelledError
+    raise SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
 
 
 def _outcome_of(error: BaseException) -> str:
@@ -260,7 +271,10 @@ class SourceGate:
         own = source.timeout_seconds
         budget = self._budget(own, window)
         if budget is None:
-            return await invoke(keys)
+            try:
+                return await invoke(keys)
+            except asyncio.CancelledError:
+                _spurious_cancel(source)
         if budget <= 0.0:
             self._counters.deadline_exceeded += 1
             raise SnapshotDeadlineExceededError(f"deadline passed before calling {source.name}")
@@ -268,7 +282,10 @@ class SourceGate:
         try:
             async with scope:
                 with window.watch(scope, budget, own):
-                    return await invoke(keys)
+                    try:
+                        return await invoke(keys)
+                    except asyncio.CancelledError:
+                        _spurious_cancel(source)
         except TimeoutError:
             if not scope.expired():
                 raise  # the source's own TimeoutError: an ordinary, retryable failure

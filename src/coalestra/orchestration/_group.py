@@ -28,7 +28,7 @@ from ..core import (
 )
 from ..core._policies import FutureObservationError
 from ._committer import Committer
-from ._derive import Deriver
+from ._derive import Deriver, Onward
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._singleflight import Flight, Outcome
@@ -64,7 +64,7 @@ class GroupRun:
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
-        self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[set[ResourceKey]]]] = {}
+        self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[None]]] = {}
 
     @property
     def ctx(self) -> FetchContext:
@@ -169,71 +169,63 @@ class GroupRun:
                 await self._step(*steps[0])
 
     async def _step(self, index: int, keys: list[ResourceKey]) -> None:
-        """Try ``keys`` at source ``index``; failures go on down their own chains."""
+        """Try ``keys`` at source ``index``. A key that fails moves on down its chain at once,
+        not when its siblings' calls are done: it never waits for calls it does not use, and a
+        derived sibling waiting on it cannot deadlock."""
         source = self.engine.sources[index]
-        if source.kind is SourceKind.BATCH:
-            await self._walk(await self._gather_batch(source, keys), index + 1)
-            return
-        if source.kind is SourceKind.SINGLE:
-            await self._walk(await self._dispatch(source, keys), index + 1)
-            return
-        # A derived key may wait on a sibling of this level; a sibling that fails here must
-        # move on (and finish) at once, not when the whole level is done, or the two deadlock.
         async with asyncio.TaskGroup() as group:
-
-            def fall_through(failed: list[ResourceKey]) -> None:
-                if failed:
-                    group.create_task(self._walk(failed, index + 1))
-
-            await Deriver(self, source, fall_through).derive(keys)
+            onward = Onward(group, self._walk, index + 1)
+            if source.kind is SourceKind.DERIVED:
+                await Deriver(self, source, onward).derive(keys)
+            elif source.kind is SourceKind.BATCH:
+                await self._gather_batch(source, keys, onward)
+            else:
+                await self._dispatch(source, keys, onward)
 
     async def _gather_batch(
-        self, source: RegisteredSource, keys: list[ResourceKey]
-    ) -> list[ResourceKey]:
+        self, source: RegisteredSource, keys: list[ResourceKey], onward: Onward
+    ) -> None:
         """Keys reaching one batch source in the same turn of the event loop (say, after
         failing at different higher sources at once) share its calls instead of each making
-        their own. Return the failed ones among ``keys``."""
+        their own; the first arrival dispatches for all and sends every failure onward."""
         gathering = self._batches.get(source.index)
         if gathering is not None:
             gathering[0].extend(keys)
-            failed = await gathering[1]
-            return [key for key in keys if key in failed]
+            await gathering[1]
+            return
         batch: list[ResourceKey] = list(keys)
-        outcome: asyncio.Future[set[ResourceKey]] = asyncio.get_running_loop().create_future()
-        self._batches[source.index] = (batch, outcome)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batches[source.index] = (batch, done)
         try:
             await asyncio.sleep(0)  # one turn for the others to arrive
         finally:
             del self._batches[source.index]
         try:
-            failed = set(await self._dispatch(source, batch))
+            await self._dispatch(source, batch, onward)
         except BaseException:
-            outcome.cancel()  # the gatherers fail with us rather than wait forever
+            done.cancel()  # the gatherers fail with us rather than wait forever
             raise
-        outcome.set_result(failed)
-        return [key for key in keys if key in failed]
+        done.set_result(None)
 
     async def _dispatch(
-        self, source: RegisteredSource, keys: list[ResourceKey]
-    ) -> list[ResourceKey]:
-        failed: list[ResourceKey] = []
+        self, source: RegisteredSource, keys: list[ResourceKey], onward: Onward
+    ) -> None:
         if source.kind is SourceKind.BATCH:
             size = source.max_batch_size or len(keys)
             chunks = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
             self.diag.batch_chunks += len(chunks)
 
             async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
-                failed.extend(await self._fetch_chunk(source, chunk))
+                onward(await self._fetch_chunk(source, chunk))
 
             await self.pool(chunks, fetch_chunk)
         else:
 
             async def fetch_one(key: ResourceKey) -> None:
                 if not await self._fetch_one(source, key):
-                    failed.append(key)
+                    onward([key])
 
             await self.pool(keys, fetch_one)
-        return failed
 
     async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
         """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the

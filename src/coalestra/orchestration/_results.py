@@ -46,10 +46,11 @@ class ValueFactory:
 
     def is_stale_payload(self, key: ResourceKey, payload: SourcePayload[Any], now: float) -> bool:
         """True when a source handed back data already past its TTL (a circuit failure)."""
-        if payload.observed_at is None:
-            return False
+        observed = payload.observed_at
+        if type(observed) is not float and type(observed) is not int:
+            return False  # absent or malformed: make() rejects the malformed ones
         policy = self._policy_for(key)
-        return policy.ttl_seconds > 0.0 and not policy.is_fresh(now - payload.observed_at)
+        return policy.ttl_seconds > 0.0 and not policy.is_fresh(now - observed)
 
     def make(
         self,
