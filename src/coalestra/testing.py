@@ -62,11 +62,13 @@ class _JumpingSelector(selectors.BaseSelector):
         self._real.close()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout == 0:
+            return self._real.select(0)  # callbacks are ready: never block
         if self._loop._busy_threads:
             # Threads are working in real time: wait for them, keep virtual time still.
             return self._real.select(_THREAD_POLL_SECONDS)
         events = self._real.select(0)
-        if events or timeout == 0:
+        if events:
             return events
         if timeout is None:
             # No timer at all: only another thread can wake us. Block for real.

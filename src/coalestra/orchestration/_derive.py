@@ -97,7 +97,7 @@ class Deriver:
         outcomes, claims = await engine.lookup_and_claim(union, run.ctx, run.diag)
         waiting = self._check_cycles(deps_of, claims)
         try:
-            with engine.holding(claims):
+            with engine.holding(claims, run.group):
                 await self._as_ready(waiting, outcomes, claims)
         finally:
             for key in deps_of:

@@ -29,7 +29,7 @@ from ._counters import EngineCounters
 from ._gate import SourceGate
 from ._group import GroupRun
 from ._results import ValueFactory
-from ._singleflight import Flight, Outcome, SingleFlight
+from ._singleflight import Flight, FlightGroup, Outcome, SingleFlight
 from ._sources import RegisteredSource, SourceChains
 
 
@@ -159,16 +159,29 @@ class Engine:
         return claims
 
     @contextmanager
-    def holding(self, claims: Mapping[ResourceKey, Flight]) -> Iterator[None]:
-        """Count the caller as a waiter of the claimed flights' groups while inside."""
+    def holding(
+        self, claims: Mapping[ResourceKey, Flight], holder: FlightGroup | None = None
+    ) -> Iterator[None]:
+        """Count the caller as a waiter of the claimed flights' groups while inside.
+
+        ``holder`` is the group whose work is waiting (a derivation waiting on dependencies);
+        if it is abandoned meanwhile, its holds are released at that moment, not when its task
+        unwinds (see :meth:`SingleFlight.release`).
+        """
         groups = {flight.group for flight in claims.values()}
         for group in groups:
             group.waiters += 1
+            if holder is not None:
+                holder.holds.append(group)
         try:
             yield
         finally:
             for group in groups:
-                self.flights.release(group)
+                if holder is None:
+                    self.flights.release(group)
+                elif group in holder.holds:  # not already released with an abandoned holder
+                    holder.holds.remove(group)
+                    self.flights.release(group)
 
     async def wait(
         self, claims: Mapping[ResourceKey, Flight], ctx: FetchContext

@@ -57,6 +57,7 @@ class GroupRun:
     ) -> None:
         self.engine = engine
         self.flights = flights
+        self.group = next(iter(flights.values())).group
         self.window = FlightWindow(ctx, engine.clock)
         self.diag = diag
         self.ledger = KeyLedger()

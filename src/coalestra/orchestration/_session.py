@@ -26,6 +26,7 @@ from ..core import (
     SnapshotDeadlineExceededError,
     SnapshotRequest,
     SnapshotValue,
+    SourceUnavailableError,
 )
 from ..core._snapshot import key_tuple
 from ..core._validation import check_bool
@@ -305,7 +306,16 @@ class SnapshotSession:
         order, values, errors = await self._refresh(selected, force_refresh, diag)
         self._check_open()
         if errors:
-            retained = self._assemble(order, self._memo.values, errors, diag, started)
+            pinned = self._memo.values
+            # A selected key that resolved but was never pinned is not retained either: say
+            # why it is missing, so every selected key is a value or an error.
+            uncommitted = {
+                key: SourceUnavailableError(f"{key} resolved, but the revalidation failed")
+                for key in selected
+                if key not in pinned and key not in errors
+            }
+            errors = {**errors, **uncommitted}
+            retained = self._assemble(order, pinned, errors, diag, started)
             if strict:
                 raise SnapshotBuildError(dict(retained.errors), snapshot=retained)
             return retained, False

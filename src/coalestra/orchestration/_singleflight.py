@@ -27,12 +27,15 @@ Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
 class FlightGroup:
     """The flights one task resolves; ``waiters`` counts callers still interested."""
 
-    __slots__ = ("flights", "keep_alive", "task", "unresolved", "waiters", "window")
+    __slots__ = ("flights", "holds", "keep_alive", "task", "unresolved", "waiters", "window")
 
     def __init__(self, *, keep_alive: bool) -> None:
         self.task: asyncio.Task[None] | None = None
         self.window: FlightWindow | None = None
         self.flights: list[Flight] = []
+        # Groups this group's derivations wait on (one entry per hold). Abandoning this group
+        # releases them at once: doomed work must not keep them, or start new ones, alive.
+        self.holds: list[FlightGroup] = []
         self.unresolved = 0
         self.waiters = 0
         self.keep_alive = keep_alive  # background refreshes run with nobody waiting
@@ -107,6 +110,9 @@ class SingleFlight:
                 self.resolve(flight, SourceUnavailableError(f"{flight.key}: nobody waits"))
         if group.task is not None:
             group.task.cancel()
+        held, group.holds = group.holds, []
+        for other in held:
+            self.release(other)
 
     def resolve(self, flight: Flight, outcome: Outcome) -> None:
         """Finish ``flight``: leave the table first, so later callers read the cache instead."""
