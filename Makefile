@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+soak: $(STAMP)
+	$(PY) -m tests.reliability.soak --operations 100000
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

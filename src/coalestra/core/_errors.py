@@ -175,8 +175,10 @@ class SourceFailure:
 
     @classmethod
     def from_exception(cls, source: str, error: BaseException, attempts: int = 1) -> SourceFailure:
-        """Describe ``error`` raised by ``source`` after ``attempts`` attempts."""
-        return cls(source, type(error).__name__, str(error), attempts)
+        """Describe ``error`` raised by ``source`` after ``attempts`` attempts (an internal
+        error class is named by the public class it stands for)."""
+        kind = type(error)
+        return cls(source, getattr(kind, "public_name", kind.__name__), str(error), attempts)
 
     def format(self, *, max_message_length: int = 300) -> str:
         """Render as ``source: ErrorType: message (N attempts)``, the message truncated."""

@@ -151,7 +151,10 @@ class ObservationPolicy:
 
 
 class FutureObservationError(SourceProtocolError):
-    """Internal: an ``observed_at`` too far in the future (counted apart in diagnostics)."""
+    """Internal: an ``observed_at`` too far in the future (counted apart in diagnostics).
+    Diagnostics name it by its public class."""
+
+    public_name = "SourceProtocolError"
 
 
 def _check_ranks(value: object) -> Mapping[str, int]:

@@ -181,6 +181,10 @@ def settle(
         TypeError, ValueError: the argument at fault is named.
     """
     check_int("max_concurrency", max_concurrency, minimum=1)
+    # Checked here too, so the error names the builder's argument, not the cache's.
+    check_int("cache_max_copy_concurrency", cache_max_copy_concurrency, minimum=1)
+    if cache_run_payload_copies_in_thread is not None:
+        check_bool("cache_run_payload_copies_in_thread", cache_run_payload_copies_in_thread)
     pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
     resolved_clock = SystemClock() if clock is None else check_clock(clock)
     given_breaker = (
