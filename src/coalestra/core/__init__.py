@@ -2,17 +2,12 @@
 
 from ._clock import Clock, SystemClock
 from ._errors import (
-    ERROR_DIAGNOSTICS_SCHEMA,
-    ERROR_DIAGNOSTICS_SCHEMA_VERSION,
     CircuitOpenError,
     CoalestraError,
     DependencyCycleError,
     DependencyResolutionError,
     PayloadIsolationError,
     ResourceResolutionError,
-    SerializedResourceError,
-    SerializedSnapshotBuildError,
-    SerializedSourceFailure,
     SessionClosedError,
     SnapshotBuildError,
     SnapshotConsistencyError,
@@ -60,6 +55,13 @@ from ._protocols import (
     SnapshotSource,
     Source,
     SourceBase,
+)
+from ._schema import (
+    ERROR_DIAGNOSTICS_SCHEMA,
+    ERROR_DIAGNOSTICS_SCHEMA_VERSION,
+    SerializedResourceError,
+    SerializedSnapshotBuildError,
+    SerializedSourceFailure,
 )
 from ._snapshot import DiagnosticsCollector, Snapshot, SnapshotDiagnostics, SnapshotRequest
 from ._values import (

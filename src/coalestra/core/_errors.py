@@ -20,109 +20,28 @@
 
 ``to_dict()`` on :class:`SourceFailure`, :class:`ResourceResolutionError` and
 :class:`SnapshotBuildError` returns plain dicts of strings, ints, bools, lists and dicts, marked
-with :data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION`. Fields are only
-ever added within one schema version; consumers should ignore fields they do not know.
+with :data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION` (the typed
+shapes live in ``_schema.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypedDict, final
+from typing import Any, final
 
 from ._keys import ResourceKey
+from ._schema import (
+    ERROR_DIAGNOSTICS_SCHEMA,
+    ERROR_DIAGNOSTICS_SCHEMA_VERSION,
+    SerializedResourceError,
+    SerializedSnapshotBuildError,
+    SerializedSourceFailure,
+    check_length,
+    serialize_key,
+    truncate,
+)
 from ._validation import ReadOnlyDict, check_int, check_str
-
-ERROR_DIAGNOSTICS_SCHEMA: Final = "coalestra.error-diagnostics"
-ERROR_DIAGNOSTICS_SCHEMA_VERSION: Final = 1
-
-
-class SerializedResourceKey(TypedDict):
-    """A :class:`ResourceKey` as JSON: its parts, qualifiers as a name -> value object."""
-
-    namespace: str
-    name: str
-    subject: str
-    qualifiers: dict[str, str]
-
-
-class SerializedSourceFailure(TypedDict):
-    """``SourceFailure.to_dict()``: one failed attempt chain at one source."""
-
-    schema: str
-    schema_version: int
-    source: str
-    error_type: str
-    message: str
-    attempts: int
-
-
-class SerializedResourceError(TypedDict):
-    """One key's error: ``ResourceResolutionError.to_dict()`` and each entry of a build error."""
-
-    schema: str
-    schema_version: int
-    error_type: str
-    message: str
-    resource: str
-    resource_key: SerializedResourceKey
-    failures: list[SerializedSourceFailure]
-    failure_count: int
-
-
-class SerializedConsistencyViolation(TypedDict):
-    """The observation-skew violation of a :class:`SnapshotConsistencyError` (times in µs)."""
-
-    resources: list[str]
-    oldest_resource: str
-    oldest_observed_at_us: int
-    newest_resource: str
-    newest_observed_at_us: int
-    observation_skew_us: int
-    max_observation_skew_us: int
-
-
-class _SerializedSnapshotBuildErrorBase(TypedDict):
-    schema: str
-    schema_version: int
-    error_type: str
-    message: str
-    snapshot_id: str
-    partial_snapshot_available: bool
-    has_partial_snapshot: bool  # legacy alias of partial_snapshot_available (0.5.1-0.5.4)
-    resolved_resources: list[str]
-    failed_resources: list[str]
-    errors: list[SerializedResourceError]
-    error_count: int
-
-
-class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=False):
-    """``SnapshotBuildError.to_dict()``; ``consistency`` is present for consistency errors."""
-
-    consistency: SerializedConsistencyViolation
-
-
-def _truncate(message: str, limit: int) -> str:
-    if len(message) <= limit:
-        return message
-    if limit < 3:
-        # No room for the "..." marker: cutting is the only way to honour the limit
-        # (the marker alone used to make 1- and 2-character limits return 3 characters).
-        return message[:limit]
-    return message[: limit - 3] + "..."
-
-
-def _check_length(max_message_length: int) -> int:
-    return check_int("max_message_length", max_message_length, minimum=1)
-
-
-def _serialize_key(key: ResourceKey) -> SerializedResourceKey:
-    return {
-        "namespace": key.namespace,
-        "name": key.name,
-        "subject": key.subject,
-        "qualifiers": dict(key.qualifiers),
-    }
 
 
 class CoalestraError(Exception):
@@ -182,7 +101,7 @@ class SourceFailure:
 
     def format(self, *, max_message_length: int = 300) -> str:
         """Render as ``source: ErrorType: message (N attempts)``, the message truncated."""
-        message = _truncate(self.message, _check_length(max_message_length))
+        message = truncate(self.message, check_length(max_message_length))
         tries = "" if self.attempts == 1 else f" ({self.attempts} attempts)"
         text = f"{self.source}: {self.error_type}"
         return f"{text}: {message}{tries}" if message else f"{text}{tries}"
@@ -194,7 +113,7 @@ class SourceFailure:
             "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
             "source": self.source,
             "error_type": self.error_type,
-            "message": _truncate(self.message, _check_length(max_message_length)),
+            "message": truncate(self.message, check_length(max_message_length)),
             "attempts": self.attempts,
         }
 
@@ -252,15 +171,15 @@ def serialize_resource_error(
     key: ResourceKey, error: BaseException, *, max_message_length: int = 300
 ) -> SerializedResourceError:
     """Serialize any per-key error; only :class:`ResourceResolutionError` carries failures."""
-    limit = _check_length(max_message_length)
+    limit = check_length(max_message_length)
     failures = error.failures if isinstance(error, ResourceResolutionError) else ()
     return {
         "schema": ERROR_DIAGNOSTICS_SCHEMA,
         "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
         "error_type": type(error).__name__,
-        "message": _truncate(str(error), limit),
+        "message": truncate(str(error), limit),
         "resource": str(key),
-        "resource_key": _serialize_key(key),
+        "resource_key": serialize_key(key),
         "failures": [failure.to_dict(max_message_length=limit) for failure in failures],
         "failure_count": len(failures),
     }
@@ -330,14 +249,14 @@ class SnapshotBuildError(CoalestraError):
 
     def to_dict(self, *, max_message_length: int = 300) -> SerializedSnapshotBuildError:
         """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
-        limit = _check_length(max_message_length)
+        limit = check_length(max_message_length)
         snapshot = self.snapshot
         resolved = sorted(str(key) for key in snapshot.resources) if snapshot is not None else []
         result: SerializedSnapshotBuildError = {
             "schema": ERROR_DIAGNOSTICS_SCHEMA,
             "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
             "error_type": type(self).__name__,
-            "message": _truncate(str(self), limit),
+            "message": truncate(str(self), limit),
             "snapshot_id": str(snapshot.snapshot_id) if snapshot is not None else "",
             "partial_snapshot_available": snapshot is not None,
             "has_partial_snapshot": snapshot is not None,
