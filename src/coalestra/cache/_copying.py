@@ -66,11 +66,8 @@ class PayloadCopies:
 
     def is_mutable(self, value: SnapshotValue[Any]) -> bool:
         """True when ``value``'s payload or metadata holds something that must be copied."""
-        needs_copy = self._isolator.needs_copy
-        if needs_copy(value.value):
-            return True
-        metadata = value.metadata
-        return bool(metadata) and any(needs_copy(item) for item in metadata.values())
+        isolator = self._isolator
+        return isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
 
     async def copy_payloads(
         self, jobs: Sequence[tuple[Any, ResourceKey]], *, context: str
@@ -144,8 +141,7 @@ class PayloadCopies:
             payload, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
         )
         metadata = value.metadata
-        needs_copy = self._isolator.needs_copy
-        if metadata and any(needs_copy(item) for item in metadata.values()):
+        if self._isolator.metadata_needs_copy(metadata):
             frozen = self._isolator.freeze_metadata(metadata, context=f"{context} {value.key}")
             # ``clone`` is brand new and not yet shared, so filling in a field is still safe.
             object.__setattr__(clone, "metadata", frozen)

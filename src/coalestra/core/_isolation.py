@@ -80,10 +80,6 @@ def _immutable_items(items: tuple[Any, ...] | frozenset[Any], budget: list[int])
     return True
 
 
-def _all_immutable(metadata: Mapping[str, Any]) -> bool:
-    return all(is_immutable(item) for item in metadata.values())
-
-
 @final
 class PayloadIsolator:
     """Copies payloads and metadata at ownership boundaries.
@@ -109,6 +105,10 @@ class PayloadIsolator:
     def needs_copy(self, value: object) -> bool:
         """True when ``value`` must be copied before it is shared."""
         return not is_immutable(value)
+
+    def metadata_needs_copy(self, metadata: Mapping[str, Any]) -> bool:
+        """True when some value of ``metadata`` must be copied before it is shared."""
+        return bool(metadata) and not all(is_immutable(item) for item in metadata.values())
 
     def copy(self, value: T, *, context: str) -> T:
         """Return ``value`` itself when immutable, else a copy.
@@ -154,7 +154,7 @@ class PayloadIsolator:
         is shared.
         """
         payload = self.copy(value.value, context=context)
-        if metadata is None and value.metadata and not _all_immutable(value.metadata):
+        if metadata is None and self.metadata_needs_copy(value.metadata):
             metadata = value.metadata
         clone = value._evolve(
             payload,

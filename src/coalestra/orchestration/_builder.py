@@ -340,7 +340,7 @@ class SnapshotBuilder:
             raise SessionClosedError("the builder is closed")
         engine = self._engine
         hits, claims = await engine.lookup_and_claim(keys, ctx, diag, force_refresh=force_refresh)
-        values: dict[ResourceKey, SnapshotValue[Any]] = hits  # type: ignore[assignment]
+        values = hits
         errors: dict[ResourceKey, Exception] = {}
         if claims:
             for key, outcome in (await engine.wait(claims, ctx)).items():

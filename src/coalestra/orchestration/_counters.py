@@ -12,8 +12,6 @@ class EngineCounters:
     __slots__ = (
         "deadline_exceeded",
         "queue_timeouts",
-        "refresh_completed",
-        "refresh_failed",
         "revalidation_attempts",
         "revalidation_failures",
         "source_timeouts",
@@ -23,7 +21,5 @@ class EngineCounters:
         self.queue_timeouts = 0
         self.source_timeouts = 0
         self.deadline_exceeded = 0
-        self.refresh_completed = 0
-        self.refresh_failed = 0
         self.revalidation_attempts = 0
         self.revalidation_failures = 0

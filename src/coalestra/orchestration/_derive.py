@@ -19,6 +19,7 @@ from ..core import (
     ResourceKey,
     Snapshot,
     SnapshotDeadlineExceededError,
+    SnapshotValue,
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
@@ -94,7 +95,8 @@ class Deriver:
         run = self._run
         engine = run.engine
         union = list(dict.fromkeys(dep for deps in deps_of.values() for dep in deps))
-        outcomes, claims = await engine.lookup_and_claim(union, run.ctx, run.diag)
+        hits, claims = await engine.lookup_and_claim(union, run.ctx, run.diag)
+        outcomes: dict[ResourceKey, Outcome] = dict(hits)
         waiting = self._check_cycles(deps_of, claims)
         try:
             with engine.holding(claims, run.group):
@@ -184,7 +186,11 @@ class Deriver:
                 run.ledger.fail(key, source.name, failed)
             return False
         ctx = run.ctx
-        values = {dep: run.engine.consume(outcomes[dep], ctx) for dep in deps}  # type: ignore[arg-type]
+        values = {
+            dep: run.engine.consume(value, ctx)
+            for dep in deps
+            if isinstance(value := outcomes[dep], SnapshotValue)  # all are: errors returned above
+        }
         dependencies = Snapshot(ctx.snapshot_id, ctx.requested_at, values)
         derive = source.derive
         assert derive is not None

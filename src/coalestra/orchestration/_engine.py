@@ -77,7 +77,7 @@ class Engine:
         diag: DiagnosticsCollector,
         *,
         force_refresh: bool = False,
-    ) -> tuple[dict[ResourceKey, Outcome], dict[ResourceKey, Flight]]:
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Flight]]:
         """Serve what the cache can; claim flights (own or join) for the rest.
 
         Returns ``(outcomes, claims)``: cache hits (private copies) and the flights to wait on.
@@ -88,7 +88,7 @@ class Engine:
         policies = {key: policy_for(key) for key in keys}
         lookups = await self.cache.read(keys, self.clock.now(), policies)
         diag.cache_batch_reads += 1
-        hits: dict[ResourceKey, Outcome] = {}
+        hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         needed: list[ResourceKey] = []
         refresh: list[ResourceKey] = []
         swr = RefreshMode.STALE_WHILE_REVALIDATE
@@ -117,12 +117,10 @@ class Engine:
         return hits, self.claim(needed, ctx, diag) if needed else {}
 
     def _report_lookups(
-        self, hits: Mapping[ResourceKey, Outcome], needed: Sequence[ResourceKey]
+        self, hits: Mapping[ResourceKey, SnapshotValue[Any]], needed: Sequence[ResourceKey]
     ) -> None:
         count = self.report.count_by_type
-        stale = [
-            key for key, value in hits.items() if isinstance(value, SnapshotValue) and value.stale
-        ]
+        stale = [key for key, value in hits.items() if value.stale]
         self.report.cache_lookups(count(list(hits)), count(needed), count(stale))
 
     def claim(
@@ -243,15 +241,14 @@ class Engine:
     def count_refreshes(
         self, flights: Iterable[Flight], scheduled_by: DiagnosticsCollector
     ) -> None:
-        """Called when a refresh group ends: count each key's outcome, also in the diagnostics
-        of the build that scheduled it (they show there if it ends before that build does)."""
+        """Called when a refresh group ends: count each key's outcome in the diagnostics of the
+        build that scheduled it (they show there if it ends before that build does) and in
+        the refresh metric."""
         for flight in flights:
             done = flight.future.done() and isinstance(flight.future.result(), SnapshotValue)
             if done:
-                self.counters.refresh_completed += 1
                 scheduled_by.refresh_completed += 1
             else:
-                self.counters.refresh_failed += 1
                 scheduled_by.refresh_failed += 1
             self.report.refresh("completed" if done else "failed", flight.key)
 
