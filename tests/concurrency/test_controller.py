@@ -47,7 +47,7 @@ def test_limits_from_constructor_and_registration() -> None:
     assert controller.limit_for("database") == 6
     assert controller.limit_for("local") is None
     assert controller.limit_for("never-registered") is None
-    assert set(controller.snapshot_now()) == {"global", "remote-rest", "database"}
+    assert set(controller.snapshot_now()) == {"__global__", "remote-rest", "database"}
 
 
 async def test_snapshot_keys_are_global_plus_plain_limited_source_names() -> None:
@@ -55,7 +55,7 @@ async def test_snapshot_keys_are_global_plus_plain_limited_source_names() -> Non
     lease = await controller.acquire("a")
     other = await controller.acquire("unlimited")
     assert await controller.snapshot() == {
-        "global": CapacitySnapshot(limit=3, in_use=2, waiting=0),
+        "__global__": CapacitySnapshot(limit=3, in_use=2, waiting=0),
         "a": CapacitySnapshot(limit=2, in_use=1, waiting=0),
     }
     lease.release()
@@ -63,30 +63,19 @@ async def test_snapshot_keys_are_global_plus_plain_limited_source_names() -> Non
     assert_idle(controller)
 
 
-async def test_register_source_replaces_or_removes_an_idle_limit() -> None:
-    controller = CapacityController(global_limit=4, source_limits={"a": 1})
-    controller.register_source("a", 3)
-    leases = [await controller.acquire("a") for _ in range(3)]
-    assert controller.snapshot_now()["a"] == CapacitySnapshot(3, 3, 0)
-    for lease in leases:
-        lease.release()
-    controller.register_source("a", None)
-    assert controller.limit_for("a") is None
-    assert "a" not in controller.snapshot_now()
-
-
-async def test_register_source_refuses_to_change_a_busy_limit() -> None:
+async def test_register_source_keeps_the_first_limit_and_refuses_a_different_one() -> None:
+    # B-CAP-2: a registered limit never changes (so holders can never overlap two limits).
     controller = CapacityController(global_limit=4, source_limits={"a": 1})
     lease = await controller.acquire("a")
     controller.register_source("a", 1)  # unchanged: fine even while busy
-    with pytest.raises(RuntimeError, match="'a'"):
+    controller.register_source("a", None)  # None registers nothing
+    with pytest.raises(ValueError, match=r"^conflicting concurrency limits for source a: 1 and 2$"):
         controller.register_source("a", 2)
-    with pytest.raises(RuntimeError):
-        controller.register_source("a", None)
     assert controller.limit_for("a") == 1
     lease.release()
-    controller.register_source("a", 2)
-    assert controller.limit_for("a") == 2
+    with pytest.raises(ValueError, match="conflicting"):
+        controller.register_source("a", 2)
+    assert controller.snapshot_now()["a"] == CapacitySnapshot(1, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -99,13 +88,12 @@ async def test_register_source_refuses_to_change_a_busy_limit() -> None:
         ({"global_limit": True}, TypeError, "global_limit"),
         ({"global_limit": None}, TypeError, "global_limit"),
         ({"global_limit": 2, "source_limits": [("a", 1)]}, TypeError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {"a": 0}}, ValueError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {"a": 1.5}}, TypeError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {"a": None}}, TypeError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {"a": False}}, TypeError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {1: 1}}, TypeError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {" ": 1}}, ValueError, "source_limits"),
-        ({"global_limit": 2, "source_limits": {"global": 1}}, ValueError, "global"),
+        ({"global_limit": 2, "source_limits": {"a": 0}}, ValueError, "at least 1"),
+        ({"global_limit": 2, "source_limits": {"a": 1.5}}, TypeError, "limit"),
+        ({"global_limit": 2, "source_limits": {"a": False}}, TypeError, "limit"),
+        ({"global_limit": 2, "source_limits": {1: 1}}, TypeError, "source"),
+        ({"global_limit": 2, "source_limits": {" ": 1}}, ValueError, "source"),
+        ({"global_limit": 2, "source_limits": {"__global__": 1}}, ValueError, "global"),
     ],
 )
 def test_bad_constructor_arguments(kwargs: dict[str, object], error: type, match: str) -> None:
@@ -126,7 +114,7 @@ def test_constructor_arguments_are_keyword_only() -> None:
         ("a", 0, ValueError, "limit"),
         ("a", "2", TypeError, "limit"),
         ("a", True, TypeError, "limit"),
-        ("global", 2, ValueError, "reserved"),
+        ("__global__", 2, ValueError, "reserved"),
     ],
 )
 def test_bad_register_source_arguments(
@@ -135,7 +123,7 @@ def test_bad_register_source_arguments(
     controller = CapacityController(global_limit=2)
     with pytest.raises(error, match=match):
         controller.register_source(source, limit)  # type: ignore[arg-type]
-    assert set(controller.snapshot_now()) == {"global"}
+    assert set(controller.snapshot_now()) == {"__global__"}
 
 
 async def test_non_str_source_names_are_type_errors() -> None:
@@ -149,8 +137,8 @@ async def test_non_str_source_names_are_type_errors() -> None:
 
 def test_a_source_named_global_may_still_be_global_only() -> None:
     controller = CapacityController(global_limit=2)
-    controller.register_source("global", None)
-    assert controller.limit_for("global") is None
+    controller.register_source("__global__", None)
+    assert controller.limit_for("__global__") is None
 
 
 # --- leases -----------------------------------------------------------------------------------
@@ -195,7 +183,7 @@ async def test_slot_holds_both_slots_and_releases_on_exception() -> None:
     async def body() -> None:
         async with controller.slot("a"):
             assert controller.snapshot_now() == {
-                "global": CapacitySnapshot(2, 1, 0),
+                "__global__": CapacitySnapshot(2, 1, 0),
                 "a": CapacitySnapshot(1, 1, 0),
             }
             raise KeyError("x")
@@ -212,7 +200,7 @@ async def test_unregistered_source_is_bound_by_the_global_limit_only() -> None:
     third = asyncio.create_task(controller.acquire("mystery"))
     await settle()
     assert not third.done()
-    assert controller.snapshot_now() == {"global": CapacitySnapshot(2, 2, 1)}
+    assert controller.snapshot_now() == {"__global__": CapacitySnapshot(2, 2, 1)}
     first.release()
     (await third).release()
     second.release()
@@ -273,7 +261,7 @@ async def test_calls_queued_behind_a_saturated_source_hold_no_global_slot() -> N
     queued = [asyncio.create_task(controller.acquire("slow")) for _ in range(5)]
     await settle()
     assert controller.snapshot_now() == {
-        "global": CapacitySnapshot(2, 1, 0),
+        "__global__": CapacitySnapshot(2, 1, 0),
         "slow": CapacitySnapshot(1, 1, 5),
     }
     # The one free global slot is still free for another source, without waiting.
@@ -310,7 +298,7 @@ async def _cancel_while_waiting_for_global(controller: CapacityController) -> No
     await settle()
     # It holds its source slot and queues for the global one.
     assert controller.snapshot_now()["a"] == CapacitySnapshot(1, 1, 0)
-    assert controller.snapshot_now()["global"].waiting == 1
+    assert controller.snapshot_now()["__global__"].waiting == 1
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
@@ -392,7 +380,7 @@ async def test_cancelled_global_waiter_lets_the_next_source_waiter_through() -> 
     await settle()
     # The source slot moved on to ``heir``, which now waits for the global slot.
     assert controller.snapshot_now()["a"] == CapacitySnapshot(1, 1, 0)
-    assert controller.snapshot_now()["global"] == CapacitySnapshot(1, 1, 1)
+    assert controller.snapshot_now()["__global__"] == CapacitySnapshot(1, 1, 1)
     blocker.release()
     (await heir).release()
     assert_idle(controller)
@@ -421,7 +409,7 @@ async def test_many_calls_with_random_cancellations_and_timeouts_leak_nothing() 
     async def call(source: str) -> None:
         async with asyncio.timeout(rng.uniform(0.01, 0.2)), controller.slot(source):
             snap = controller.snapshot_now()
-            assert snap["global"].in_use <= 3
+            assert snap["__global__"].in_use <= 3
             assert snap["a"].in_use <= 1
             assert snap["b"].in_use <= 2
             await asyncio.sleep(rng.uniform(0, 0.05))

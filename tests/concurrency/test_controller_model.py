@@ -105,13 +105,13 @@ class ControllerModel(RuleBasedStateMachine):
     def limits_hold_and_books_match(self) -> None:
         snap = self.controller.snapshot_now()
         per_source = Counter(self.holders.values())
-        assert snap["global"].in_use == len(self.holders) <= GLOBAL_LIMIT
+        assert snap["__global__"].in_use == len(self.holders) <= GLOBAL_LIMIT
         for source, limit in SOURCE_LIMITS.items():
             assert per_source[source] <= snap[source].in_use <= limit
         waiting = len(self.calls) - len(self.holders)
         assert self.controller.waiting_total() == waiting
         at_sources = sum(snap[source].waiting for source in SOURCE_LIMITS)
-        assert snap["global"].waiting == waiting - at_sources
+        assert snap["__global__"].waiting == waiting - at_sources
 
     @invariant()
     def no_capacity_idles_while_someone_waits(self) -> None:

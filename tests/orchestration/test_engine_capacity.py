@@ -109,7 +109,7 @@ async def test_source_concurrency_and_a_sources_own_limit(clock: VirtualClock) -
 
     assert (explicit.peak, declared.peak, free.peak) == (3, 2, 9)
     limits = {name: snap.limit for name, snap in (await builder.capacity_snapshot()).items()}
-    assert limits == {"global": 20, "explicit": 3, "declared": 2}
+    assert limits == {"__global__": 20, "explicit": 3, "declared": 2}
     await assert_quiet(builder)
 
 
@@ -249,6 +249,6 @@ async def test_waiting_for_capacity_is_visible_in_health(clock: VirtualClock) ->
     gate.open()
     await build
 
-    assert (capacity["global"].in_use, capacity["global"].waiting) == (1, 2)
+    assert (capacity["__global__"].in_use, capacity["__global__"].waiting) == (1, 2)
     assert health.waiting_for_capacity == 2
     await assert_quiet(builder)

@@ -54,7 +54,7 @@ async def test_deadline_while_queued_for_capacity(clock: VirtualClock) -> None:
     assert other.calls == []
     await settle()
     capacity = await builder.capacity_snapshot()
-    assert (capacity["global"].in_use, capacity["global"].waiting) == (1, 0)
+    assert (capacity["__global__"].in_use, capacity["__global__"].waiting) == (1, 0)
     assert (await builder.health_snapshot()).deadline_exceeded_count >= 1
     gate.open()
     await held

@@ -137,7 +137,7 @@ def queued_for_capacity(clock: VirtualClock) -> Scenario:
         scenario.helpers.append(asyncio.create_task(builder.build([A])))
         await gate.arrived.wait()
         for _ in range(200):
-            if (await builder.capacity_snapshot())["global"].waiting:
+            if (await builder.capacity_snapshot())["__global__"].waiting:
                 return
             await asyncio.sleep(0)
         raise AssertionError("the build never queued for capacity")

@@ -243,7 +243,7 @@ async def test_global_and_per_source_capacity() -> None:
     wanted += [ResourceKey("db", "row", str(i)) for i in range(5)]
     snapshot = await builder.build(wanted)
 
-    assert limits == {"global": 12, "remote-rest": 4, "database": 6}
+    assert limits == {"__global__": 12, "remote-rest": 4, "database": 6}
     assert snapshot.complete
     assert active["peak"] == 4
     await builder.aclose()

@@ -420,7 +420,7 @@ rows(
 rows(
     "CapacityController.source_limits",
     ValueError,
-    "source_limits",
+    "source concurrency limit",  # B-CAP-2's exact message
     {"zero": lambda e: CapacityController(global_limit=1, source_limits={"a": 0})},
 )
 rows(

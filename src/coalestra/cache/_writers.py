@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, cast, final
+from collections.abc import Mapping, Sequence
+from typing import Any, final
 
+from ..concurrency._bounded import run_bounded
 from ..core import (
     AsyncCache,
     AtomicAsyncCache,
@@ -28,40 +29,6 @@ from ..core import (
     SnapshotValue,
 )
 from ._store import decide_write
-
-Item = TypeVar("Item")
-R = TypeVar("R")
-
-
-async def run_pooled(
-    items: Sequence[Item], work: Callable[[Item], Awaitable[R]], limit: int
-) -> list[R]:
-    """Run ``work(item)`` for every item with at most ``limit`` running at once.
-
-    A fixed pool of workers pulls from one shared iterator, so a large batch never makes one
-    task per item. Results are in input order.
-
-    Raises:
-        Exception: the first error a worker raised (the other workers are cancelled).
-    """
-    results: list[R | None] = [None] * len(items)
-    pending = iter(enumerate(items))
-
-    async def worker() -> None:
-        for index, item in pending:
-            results[index] = await work(item)
-
-    workers = min(limit, len(items))
-    if workers <= 1:
-        await worker()  # nothing to overlap: no task needed
-        return cast("list[R]", results)
-    try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
-    except BaseExceptionGroup as errors:
-        raise errors.exceptions[0] from None
-    return cast("list[R]", results)
 
 
 @final
@@ -137,7 +104,7 @@ class CacheWriter:
         async def one(value: SnapshotValue[Any]) -> CacheWriteResult:
             return await self.write(value, force=force, replace_equal=replace_equal)
 
-        results = await run_pooled(values, one, self._limit)
+        results = await run_bounded(values, one, self._limit)
         return {value.key: result for value, result in zip(values, results, strict=True)}
 
     async def invalidate(self, key: ResourceKey) -> None:
@@ -153,7 +120,7 @@ class CacheWriter:
         if self._batch is not None:
             await self._batch.invalidate_many(keys)
             return
-        await run_pooled(keys, self.invalidate, self._limit)
+        await run_bounded(keys, self.invalidate, self._limit)
 
     def _stripe(self, key: ResourceKey) -> asyncio.Lock:
         return self._locks[hash(key) % len(self._locks)]

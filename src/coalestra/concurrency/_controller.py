@@ -7,11 +7,20 @@ from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import final
 
-from ..core._validation import check_int, check_optional_int, check_str
+from ..core._validation import check_int, check_str
 from ._limiter import CapacityLimiter, CapacitySnapshot
 
-GLOBAL_KEY = "global"
+GLOBAL_KEY = "__global__"
 """The :meth:`CapacityController.snapshot` key of the builder-wide limiter (reserved)."""
+
+
+def _check_source_limit(limit: object) -> int:
+    """Return ``limit`` when it is an int >= 1 (the contract's message for per-source limits)."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"source concurrency limit must be an int, got {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError("source concurrency limit must be at least 1")
+    return limit
 
 
 @final
@@ -93,7 +102,8 @@ class CapacityController:
     Raises:
         TypeError: ``global_limit`` is not an int, ``source_limits`` is not a mapping, or one of
             its names or limits has the wrong type.
-        ValueError: a limit < 1, an empty source name, or a limited source named ``"global"``.
+        ValueError: a limit < 1, an empty source name, or a limited source named
+            ``"__global__"``.
     """
 
     __slots__ = ("_global", "_limited")
@@ -111,10 +121,7 @@ class CapacityController:
                 f"got {type(source_limits).__name__}"
             )
         for source, limit in source_limits.items():
-            self._set_limit(
-                check_str("source_limits key", source),
-                check_int(f"source_limits[{source!r}]", limit, minimum=1),
-            )
+            self.register_source(source, limit)
 
     def __repr__(self) -> str:
         return f"CapacityController(global={self._global!r}, sources={len(self._limited)})"
@@ -125,10 +132,10 @@ class CapacityController:
         return self._global.limit
 
     def register_source(self, source: str, limit: int | None) -> None:
-        """Set ``source``'s own limit (``None``: the global limit only), replacing any earlier one.
+        """Give ``source`` its own limit; ``None`` registers nothing (the global limit only).
 
-        Precedence between an explicit builder setting and a limit the source declares is the
-        caller's choice: pass the one that wins.
+        Registering the same limit again does nothing; a source's limit never changes once
+        set, so calls holding its slots can never overlap past either of two limits.
 
         Args:
             source: the source name.
@@ -136,32 +143,29 @@ class CapacityController:
 
         Raises:
             TypeError: ``source`` is not a str or ``limit`` is not an int or ``None``.
-            ValueError: ``source`` is empty, ``limit`` < 1, or ``source`` is ``"global"`` with
-                a limit (that snapshot key is reserved for the builder-wide limiter).
-            RuntimeError: the limit would change while calls hold or wait for the source's slots.
+            ValueError: ``source`` is empty, ``limit`` < 1 (``"source concurrency limit must
+                be at least 1"``), ``source`` already has a different limit
+                (``"conflicting concurrency limits for source <name>: <old> and <new>"``), or
+                ``source`` is ``"__global__"`` (that snapshot key is reserved).
         """
         check_str("source", source)
-        self._set_limit(source, check_optional_int("limit", limit, minimum=1))
-
-    def _set_limit(self, source: str, limit: int | None) -> None:
-        current = self._limited.get(source)
-        if current is not None and current.limit == limit:
-            return
-        if current is not None and (current.in_use or current.waiting):
-            # Swapping a busy limiter would let old and new holders overlap past either limit.
-            raise RuntimeError(
-                f"cannot change the limit of source {source!r} while {current.in_use} calls "
-                f"hold and {current.waiting} wait for its slots"
-            )
         if limit is None:
-            self._limited.pop(source, None)
+            return
+        checked = _check_source_limit(limit)
+        current = self._limited.get(source)
+        if current is not None:
+            if current.limit != checked:
+                raise ValueError(
+                    f"conflicting concurrency limits for source {source}: "
+                    f"{current.limit} and {checked}"
+                )
             return
         if source == GLOBAL_KEY:
             raise ValueError(
                 f"a source named {GLOBAL_KEY!r} cannot have its own limit: that capacity "
                 "snapshot key is reserved for the builder-wide limit"
             )
-        self._limited[source] = CapacityLimiter(limit)
+        self._limited[source] = CapacityLimiter(checked)
 
     def limit_for(self, source: str) -> int | None:
         """Return ``source``'s own limit, or ``None`` when only the global limit applies.
@@ -222,9 +226,9 @@ class CapacityController:
     async def snapshot(self) -> dict[str, CapacitySnapshot]:
         """Return the state of every limiter.
 
-        Keys: ``"global"`` for the builder-wide limiter, then each source that has its own limit
+        Keys: ``"__global__"`` for the builder-wide limiter, then each source that has its own limit
         under its plain source name (as in ``source_concurrency``). Sources bound only by the
-        global limit have no entry; their calls show in ``"global"``.
+        global limit have no entry; their calls show in ``"__global__"``.
         """
         return self.snapshot_now()
 

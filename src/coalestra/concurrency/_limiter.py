@@ -61,7 +61,9 @@ class CapacityLimiter:
     __slots__ = ("_in_use", "_limit", "_waiters")
 
     def __init__(self, limit: int) -> None:
-        self._limit = check_int("limit", limit, minimum=1)
+        if check_int("limit", limit) < 1:
+            raise ValueError("capacity limit must be at least 1")
+        self._limit = limit
         self._in_use = 0
         # Only futures not yet granted live here; a grant pops its future before resolving it.
         self._waiters: deque[asyncio.Future[None]] = deque()

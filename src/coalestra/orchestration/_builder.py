@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, final
 
 from ..cache import ResourcePublisher
-from ..concurrency import CapacitySnapshot
+from ..concurrency import CapacityController, CapacitySnapshot
 from ..core import (
     AsyncCache,
     AuthorityPolicyResolver,
@@ -164,6 +164,15 @@ class SnapshotBuilder:
     def closed(self) -> bool:
         """True once :meth:`aclose` has begun."""
         return self._closed
+
+    @property
+    def capacity(self) -> CapacityController:
+        """The capacity controller shared by every build, session and background refresh.
+
+        Built from ``max_concurrency`` (its ``"__global__"`` limit), ``source_concurrency`` and
+        each source's own ``max_concurrency`` (an explicit ``source_concurrency`` entry wins).
+        """
+        return self._capacity
 
     @property
     def publisher(self) -> ResourcePublisher:
@@ -401,7 +410,7 @@ class SnapshotBuilder:
         self._engine.chains.clear()
 
     async def capacity_snapshot(self) -> dict[str, CapacitySnapshot]:
-        """Current capacity use: ``"global"`` plus one entry per limited source."""
+        """Current capacity use: ``"__global__"`` plus one entry per limited source."""
         return await self._capacity.snapshot()
 
     async def health_snapshot(self) -> BuilderHealth:

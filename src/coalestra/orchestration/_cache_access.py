@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, final
 
+from ..concurrency._bounded import run_bounded
 from ..core import (
     AsyncCache,
     CacheLookup,
@@ -34,7 +35,9 @@ class CacheAccess:
 
     __slots__ = (
         "_get_many",
+        "_invalidate_many",
         "_leases",
+        "_limit",
         "_set_if_newer",
         "_set_many_if_newer",
         "cache",
@@ -43,12 +46,15 @@ class CacheAccess:
         "write_failures",
     )
 
-    def __init__(self, cache: AsyncCache) -> None:
+    def __init__(self, cache: AsyncCache, *, max_pending_tasks: int = 8) -> None:
         for required in ("get", "set", "invalidate", "clear"):
             if _method(cache, required) is None:
                 raise TypeError(f"cache must implement AsyncCache: it has no {required}() method")
         self.cache = cache
         self._get_many = _method(cache, "get_many")
+        self._invalidate_many = _method(cache, "invalidate_many")
+        # Per-key calls on single-key caches run bounded: neither one by one nor unbounded.
+        self._limit = max_pending_tasks
         self._set_many_if_newer = _method(cache, "set_many_if_newer")
         self._set_if_newer = _method(cache, "set_if_newer")
         self.validates_authority = getattr(cache, "validates_source_authority", False) is True
@@ -69,7 +75,12 @@ class CacheAccess:
                     keys, now=now, policies=policies
                 )
                 return found
-            return {key: await self.cache.get(key, now=now, policy=policies[key]) for key in keys}
+            get = self.cache.get
+
+            async def one(key: ResourceKey) -> CacheLookup:
+                return await get(key, now=now, policy=policies[key])
+
+            return dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
         except PayloadIsolationError:
             raise
         except Exception:
@@ -90,16 +101,26 @@ class CacheAccess:
                     values
                 )
                 return written
+            ordered = list(values)
             if self._set_if_newer is not None:
-                return {value.key: await self._set_if_newer(value) for value in values}
-            for value in values:
-                await self.cache.set(value)
-            return dict.fromkeys((value.key for value in values), None)
+                results = await run_bounded(ordered, self._set_if_newer, self._limit)
+                return {value.key: result for value, result in zip(ordered, results, strict=True)}
+            await run_bounded(ordered, self.cache.set, self._limit)
+            return dict.fromkeys((value.key for value in ordered), None)
         except PayloadIsolationError:
             raise
         except Exception:
             self.write_failures += 1
             return dict.fromkeys((value.key for value in values), None)
+
+    async def invalidate(self, keys: Sequence[ResourceKey]) -> None:
+        """Drop ``keys``: one ``invalidate_many`` call, or bounded per-key ``invalidate``."""
+        if not keys:
+            return
+        if self._invalidate_many is not None:
+            await self._invalidate_many(keys)
+            return
+        await run_bounded(keys, self.cache.invalidate, self._limit)
 
     @property
     def coordinates_fetches(self) -> bool:

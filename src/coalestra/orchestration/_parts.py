@@ -36,7 +36,7 @@ def make_engine(
             enabled=settings.cache_source_support,
             max_entries=settings.support_cache_max_entries,
         ),
-        cache=CacheAccess(settings.cache),
+        cache=CacheAccess(settings.cache, max_pending_tasks=settings.max_pending_tasks),
         gate=SourceGate(
             capacity=capacity,
             breaker=settings.breaker,
@@ -75,4 +75,5 @@ def make_publisher(settings: BuilderSettings) -> ResourcePublisher:
         observation_policy=settings.observation,
         payload_isolator=settings.isolator,
         authority_resolver=settings.authority,
+        max_pending_tasks=settings.max_pending_tasks,
     )

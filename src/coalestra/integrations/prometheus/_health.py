@@ -27,7 +27,7 @@ from ...observability._instrumentation import ANY
 from ...resilience import CircuitIdentity, CircuitSnapshot, CircuitState
 from ._names import check_namespace
 
-_GLOBAL_LIMITER: Final = "global"  # the builder-wide entry of BuilderHealth.capacity
+_GLOBAL_LIMITER: Final = "__global__"  # the builder-wide entry of BuilderHealth.capacity
 
 # (metric suffix, BuilderHealth attribute, help); a None attribute value emits no sample.
 _GAUGES: Final = (
