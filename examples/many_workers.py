@@ -124,12 +124,20 @@ async def total_calls(url: str, *, reset: bool = False) -> int:
 
 def run(url: str) -> None:
     asyncio.run(total_calls(url, reset=True))
+    # Each worker writes to a pipe of its own, printed whole once it is done: two processes
+    # sharing one stdout could interleave their lines.
     workers = [
-        subprocess.Popen([sys.executable, __file__, "--worker", name, "--url", url])
+        subprocess.Popen(
+            [sys.executable, __file__, "--worker", name, "--url", url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for name in ("worker-1", "worker-2")
     ]
     for process in workers:
-        if process.wait() != 0:
+        output, _ = process.communicate()
+        print(output, end="")
+        if process.returncode != 0:
             sys.exit(f"a worker failed (exit code {process.returncode})")
     print(f"upstream calls in total: {asyncio.run(total_calls(url))} for {len(KEYS)} keys")
 

@@ -184,7 +184,7 @@ class Notifier:
                 await self._dispatch(message)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
