@@ -17,7 +17,7 @@ from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey
 from coalestra.observability import InMemoryMetrics
 from coalestra.orchestration import SnapshotBuilder
 
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 
 
 class MemorySource:

@@ -16,7 +16,7 @@ from coalestra.cache import AsyncMemoryCache, ResourcePublisher
 from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue, SystemClock
 
 KEYS = [ResourceKey("market", "price", f"SYM{i}") for i in range(1_000)]
-POLICY = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=30.0)
+POLICY = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=90.0)
 POLICIES = dict.fromkeys(KEYS, POLICY)
 REPEATS = 30
 

@@ -37,7 +37,7 @@ except ImportError as missing:  # the dev extra installs both; say so instead of
     print(f"bench_integrations: skipped, {missing.name} is not installed (pip install -e .[dev])")
     sys.exit(1)
 
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 WARM_KEYS = 1_000
 COLD_KEYS = 200
 ROUNDS = 15

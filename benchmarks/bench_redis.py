@@ -22,7 +22,7 @@ from coalestra.cache import AsyncMemoryCache
 from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue
 
 KEYS = [ResourceKey("market", "price", f"SYM{i}") for i in range(1_000)]
-POLICY = FreshnessPolicy(ttl_seconds=600.0, max_stale_seconds=30.0)
+POLICY = FreshnessPolicy(ttl_seconds=600.0, max_stale_seconds=630.0)
 POLICIES = dict.fromkeys(KEYS, POLICY)
 REPEATS = 30
 

@@ -19,7 +19,7 @@ from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.sync import SyncSnapshotBuilder
 
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 KEYS = [ResourceKey("bench", "value", f"k{i}") for i in range(100)]
 REPEATS = 2000
 

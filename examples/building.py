@@ -56,7 +56,7 @@ def make_builder(clock: VirtualClock) -> SnapshotBuilder:
             CallableSource(name="status", priority=10, supports=only(HEALTH), fetcher=read_health),
         ],
         clock=clock,
-        default_policy=FreshnessPolicy(ttl_seconds=10.0),
+        default_policy=FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=120.0),
     )
 
 

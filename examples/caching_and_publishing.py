@@ -52,7 +52,7 @@ def rules_of(key: ResourceKey, deps: Snapshot, context: FetchContext) -> dict[st
     return info[key.subject]
 
 
-REFERENCE_DATA = FreshnessPolicy(ttl_seconds=60.0)
+REFERENCE_DATA = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=3600.0)
 
 
 def is_market(key: ResourceKey) -> bool:
@@ -69,9 +69,7 @@ def make_builder(rest: Rest, clock: VirtualClock, cache: AsyncMemoryCache) -> Sn
                 refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE,
             )
         },
-        dynamic=lambda key: (
-            FreshnessPolicy(ttl_seconds=60.0) if key.namespace == "exchange" else None
-        ),
+        dynamic=lambda key: REFERENCE_DATA if key.namespace == "exchange" else None,
     )
     return SnapshotBuilder(
         [

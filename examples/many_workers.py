@@ -34,7 +34,7 @@ from coalestra import (
 from coalestra.integrations.redis import RedisCache, TieredCache
 
 PREFIX = "many-workers-example"
-POLICY = PolicyResolver(FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0))
+POLICY = PolicyResolver(FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=600.0))
 KEYS = [ResourceKey("market", "price", f"SYM{i}") for i in range(20)]
 
 

@@ -75,7 +75,7 @@ def make_builder(exchange: Exchange) -> SnapshotBuilder:
             ),
         ],
         clock=VirtualClock(),
-        default_policy=FreshnessPolicy(ttl_seconds=30.0),
+        default_policy=FreshnessPolicy(ttl_seconds=30.0, max_stale_seconds=300.0),
     )
 
 

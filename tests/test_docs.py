@@ -49,6 +49,7 @@ EXAMPLE_FOR_PAGE = {
     "errors.md": "errors.py",
     "testing.md": "testing_on_virtual_time.py",
     "how-a-build-works.md": "how_a_build_works.py",
+    "defaults.md": "defaults.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

@@ -13,7 +13,7 @@ from coalestra.cache import AsyncMemoryCache
 from coalestra.core import FreshnessPolicy, PayloadIsolationError, ResourceKey, SnapshotValue
 
 KEY = ResourceKey("market", "book", "BTC")
-POLICY = FreshnessPolicy(ttl_seconds=60.0)
+POLICY = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
 T0 = 1_000.0
 LARGE = 257  # one more than the documented 256-item threshold
 SMALL = 256

@@ -26,7 +26,7 @@ B = ResourceKey("market", "price", "ETH")
 C = ResourceKey("market", "price", "SOL")
 DERIVED = ResourceKey("market", "spread", "BTC-ETH")
 DEEP = ResourceKey("market", "signal", "BTC-ETH")
-POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=5.0)
+POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=15.0)
 T0 = 1_000.0
 
 
@@ -73,7 +73,7 @@ async def test_fresh_hit_carries_read_time_provenance() -> None:
     await cache.set(stored)
     lookup = await cache.get(A, now=T0 + 3.0, policy=POLICY)
     assert lookup.fresh is True
-    assert lookup.usable_stale is False
+    assert lookup.usable_stale is True  # True on fresh hits too
     assert lookup.hit is True
     assert lookup.age_seconds == 3.0
     assert type(lookup) is CacheLookup
@@ -88,43 +88,42 @@ async def test_fresh_hit_carries_read_time_provenance() -> None:
 
 
 @pytest.mark.parametrize(
-    ("age", "fresh", "stale"),
-    [(0.0, True, False), (9.999, True, False), (10.0, False, True), (14.999, False, True)],
+    ("age", "fresh"),
+    [(0.0, True), (9.999, True), (10.0, True), (10.001, False), (15.0, False)],
 )
-async def test_ttl_and_stale_window_boundaries(age: float, fresh: bool, stale: bool) -> None:
+async def test_ttl_and_max_stale_boundaries(age: float, fresh: bool) -> None:
     cache = AsyncMemoryCache()
     await cache.set(value(A))
     lookup = await cache.get(A, now=T0 + age, policy=POLICY)
-    assert (lookup.fresh, lookup.usable_stale) == (fresh, stale)
+    assert (lookup.fresh, lookup.usable_stale) == (fresh, True)
     assert lookup.value is not None
-    assert lookup.value.stale is stale
     assert lookup.fresh == POLICY.is_fresh(age)
-    assert lookup.usable_stale == POLICY.is_usable_stale(age)
+    assert lookup.usable_stale == POLICY.is_usable(age)
 
 
 async def test_expired_entry_is_removed_and_counted() -> None:
     cache = AsyncMemoryCache()
     await cache.set(value(A))
-    lookup = await cache.get(A, now=T0 + 15.0, policy=POLICY)
+    lookup = await cache.get(A, now=T0 + 15.5, policy=POLICY)
     assert lookup.value is None
     assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (False, False, None)
     assert await cache.size() == 0
     counters = await stats(cache)
     assert (counters.expirations, counters.misses, counters.hits) == (1, 1, 0)
     # Gone for good: a later read under a more generous policy does not resurrect it.
-    assert (await cache.get(A, now=T0, policy=FreshnessPolicy(100.0))).value is None
+    assert (await cache.get(A, now=T0, policy=FreshnessPolicy(100.0, 100.0))).value is None
 
 
 async def test_get_many_classifies_each_key_and_counts() -> None:
     cache = AsyncMemoryCache()
     await cache.set_many([value(A, observed_at=T0), value(B, observed_at=T0 - 12.0)])
-    await cache.set(value(C, observed_at=T0 - 30.0))
+    await cache.set(value(C, observed_at=T0 - 30.0))  # older than max_stale (15 s): expired
     missing = ResourceKey("market", "price", "DOGE")
     keys = [A, B, C, missing]
     result = await cache.get_many(keys, now=T0 + 1.0, policies=dict.fromkeys(keys, POLICY))
     assert list(result) == keys
     assert result[A].fresh
-    assert not result[A].usable_stale
+    assert result[A].usable_stale
     assert not result[B].fresh
     assert result[B].usable_stale
     assert result[B].value is not None
@@ -149,7 +148,7 @@ async def test_get_many_classifies_each_key_and_counts() -> None:
 async def test_get_many_uses_each_keys_own_policy() -> None:
     cache = AsyncMemoryCache()
     await cache.set_many([value(A), value(B)])
-    policies = {A: FreshnessPolicy(1.0, 10.0), B: FreshnessPolicy(60.0)}
+    policies = {A: FreshnessPolicy(1.0, 11.0), B: FreshnessPolicy(60.0, 60.0)}
     result = await cache.get_many([A, B], now=T0 + 5.0, policies=policies)
     assert result[A].usable_stale
     assert not result[A].fresh

@@ -23,7 +23,7 @@ A = ResourceKey("market", "price", "BTC")
 B = ResourceKey("market", "price", "ETH")
 C = ResourceKey("market", "depth", "BTC")
 D = ResourceKey("account", "balance", "main")
-POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=5.0)
+POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=15.0)
 T0 = 1_000.0
 
 
@@ -58,7 +58,7 @@ class Uncopyable:
 
 
 async def cached(cache: AsyncMemoryCache, key: ResourceKey, now: float = T0) -> Any:
-    lookup = await cache.get(key, now=now, policy=FreshnessPolicy(1e9))
+    lookup = await cache.get(key, now=now, policy=FreshnessPolicy(1e9, 1e9))
     return None if lookup.value is None else lookup.value.value
 
 
@@ -348,9 +348,9 @@ class Policies:
 
 async def test_prune_removes_only_expired_entries() -> None:
     cache = AsyncMemoryCache()
-    await cache.set_many([value(A, observed_at=T0 - 14), value(B, observed_at=T0 - 15)])
-    await cache.set(value(C, observed_at=T0 - 15))
-    resolver = Policies(POLICY, depth=FreshnessPolicy(100.0))
+    await cache.set_many([value(A, observed_at=T0 - 15), value(B, observed_at=T0 - 15.5)])
+    await cache.set(value(C, observed_at=T0 - 15.5))
+    resolver = Policies(POLICY, depth=FreshnessPolicy(100.0, 100.0))
     assert await cache.prune(now=T0, policy_resolver=resolver) == (B,)
     assert await lru_order(cache) == [A, C]
     assert (await cache.stats()).expirations == 1

@@ -26,8 +26,8 @@ from coalestra.testing import VirtualTimeLoop
 R = TypeVar("R")
 KEYS = [ResourceKey("market", "price", subject) for subject in ("A", "B", "C", "D")]
 MAX_ENTRIES = 3
-POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=5.0)
-FOREVER = FreshnessPolicy(ttl_seconds=1e9)
+POLICY = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=15.0)
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
 
 keys = st.sampled_from(KEYS)
 ages = st.integers(min_value=0, max_value=20).map(float)  # whole seconds: equal stamps happen
@@ -88,7 +88,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
         if value is None:
             return None, False, 0.0
         age = self.now - value.observed_at
-        if age >= POLICY.expires_after_seconds:
+        if not POLICY.is_usable(age):
             del self.model[key]
             return None, False, age
         self.model.move_to_end(key)
@@ -101,7 +101,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
             assert not lookup.hit
             return
         assert lookup.value is not None
-        assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (fresh, not fresh, age)
+        assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (fresh, True, age)
         assert lookup.value.value == expected.value
         assert lookup.value.version == expected.version
         assert (lookup.value.stale, lookup.value.from_cache) == (not fresh, True)
@@ -180,7 +180,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
         expired = [
             key
             for key, value in self.model.items()
-            if self.now - value.observed_at >= POLICY.expires_after_seconds
+            if not POLICY.is_usable(self.now - value.observed_at)
         ]
         assert list(removed) == expired
         for key in expired:

@@ -34,7 +34,7 @@ PRICE_BTC = PRICE
 PRICE_ETH = ResourceKey("market", "price", "ETHUSDT")
 POSITION_BTC = ResourceKey("account", "position", "BTC")
 CANDLES = ResourceKey("market", "candles", "BTCUSDT", {"interval": "1m", "venue": "spot"})
-FOREVER = FreshnessPolicy(ttl_seconds=1e9)
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
 
 
 # -- fakes ------------------------------------------------------------------------------------

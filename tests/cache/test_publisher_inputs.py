@@ -22,7 +22,7 @@ from coalestra.testing import VirtualClock
 
 KEY = ResourceKey("market", "price", "BTC")
 OTHER = ResourceKey("market", "price", "ETH")
-FOREVER = FreshnessPolicy(ttl_seconds=1e9)
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
 
 
 class Sink:

@@ -28,11 +28,16 @@ OTHER = ResourceKey("market", "price", "ETHUSDT")
 
 
 def test_freshness_defaults() -> None:
-    policy = FreshnessPolicy(5.0)
+    policy = FreshnessPolicy(0.0)
     assert policy.max_stale_seconds == 0.0
     assert policy.allow_stale_on_error is True
     assert policy.refresh_mode is RefreshMode.BLOCKING
     assert policy.refresh_ahead_seconds == 0.0
+
+
+def test_ttl_alone_raises_because_max_stale_defaults_to_zero() -> None:
+    with pytest.raises(ValueError, match="max_stale_seconds must be greater than or equal to"):
+        FreshnessPolicy(5.0)
 
 
 def test_product_page_policy() -> None:
@@ -43,73 +48,94 @@ def test_product_page_policy() -> None:
 
 
 @pytest.mark.parametrize(
-    ("age", "fresh", "usable_stale"),
+    ("age", "fresh", "usable"),
     [
-        (0.0, True, False),
-        (4.999, True, False),
-        (5.0, False, True),  # TTL boundary: no longer fresh
-        (34.999, False, True),
-        (35.0, False, False),  # stale window boundary: expired
+        (0.0, True, True),
+        (5.0, True, True),  # TTL boundary: still fresh
+        (5.001, False, True),
+        (30.0, False, True),  # max_stale boundary: still usable
+        (30.001, False, False),
         (100.0, False, False),
     ],
 )
-def test_fresh_and_usable_stale_boundaries(age: float, fresh: bool, usable_stale: bool) -> None:
+def test_fresh_and_usable_boundaries(age: float, fresh: bool, usable: bool) -> None:
     policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
     assert policy.is_fresh(age) is fresh
-    assert policy.is_usable_stale(age) is usable_stale
+    assert policy.is_usable(age) is usable
 
 
-def test_no_stale_window_means_never_usable_stale() -> None:
-    policy = FreshnessPolicy(ttl_seconds=5.0)
-    assert not policy.is_usable_stale(5.0)
-    assert not policy.is_usable_stale(4.0)
-
-
-def test_zero_ttl_is_never_fresh() -> None:
+def test_zero_ttl_is_fresh_only_at_age_zero() -> None:
     policy = FreshnessPolicy(ttl_seconds=0.0, max_stale_seconds=10.0)
-    assert not policy.is_fresh(0.0)
-    assert policy.is_usable_stale(0.0)
+    assert policy.is_fresh(0.0)
+    assert not policy.is_fresh(0.001)
+    assert policy.is_usable(10.0)
+
+
+def test_infinite_windows_never_expire() -> None:
+    policy = FreshnessPolicy(math.inf, math.inf)
+    assert policy.is_fresh(1e300)
+    assert policy.is_usable(1e300)
 
 
 @pytest.mark.parametrize(
     ("age", "expected"),
-    [(0.0, False), (7.999, False), (8.0, True), (9.999, True), (10.0, False), (12.0, False)],
+    [(0.0, False), (7.999, False), (8.0, True), (9.999, True), (10.0, True), (12.0, True)],
 )
 def test_should_refresh_ahead_window(age: float, expected: bool) -> None:
     policy = FreshnessPolicy(
-        ttl_seconds=10.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=2.0
+        ttl_seconds=10.0,
+        max_stale_seconds=10.0,
+        refresh_mode=RefreshMode.REFRESH_AHEAD,
+        refresh_ahead_seconds=2.0,
     )
     assert policy.should_refresh_ahead(age) is expected
 
 
 @pytest.mark.parametrize("mode", [RefreshMode.BLOCKING, RefreshMode.STALE_WHILE_REVALIDATE])
 def test_refresh_ahead_only_in_refresh_ahead_mode(mode: RefreshMode) -> None:
-    policy = FreshnessPolicy(ttl_seconds=10.0, refresh_mode=mode, refresh_ahead_seconds=2.0)
+    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0, refresh_mode=mode)
     assert not policy.should_refresh_ahead(9.0)
+    with pytest.raises(ValueError, match=r"only valid with RefreshMode\.REFRESH_AHEAD"):
+        FreshnessPolicy(10.0, 10.0, refresh_mode=mode, refresh_ahead_seconds=2.0)
+
+
+def test_refresh_ahead_never_with_an_infinite_ttl() -> None:
+    policy = FreshnessPolicy(
+        math.inf, math.inf, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=5.0
+    )
+    assert not policy.should_refresh_ahead(1e300)
 
 
 def test_refresh_ahead_equal_to_ttl_is_allowed() -> None:
     policy = FreshnessPolicy(
-        ttl_seconds=3.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=3.0
+        ttl_seconds=3.0,
+        max_stale_seconds=3.0,
+        refresh_mode=RefreshMode.REFRESH_AHEAD,
+        refresh_ahead_seconds=3.0,
     )
     assert policy.should_refresh_ahead(0.0)
 
 
 def test_refresh_ahead_longer_than_ttl_is_rejected() -> None:
-    with pytest.raises(ValueError, match="refresh_ahead_seconds"):
-        FreshnessPolicy(ttl_seconds=3.0, refresh_ahead_seconds=3.5)
+    with pytest.raises(ValueError, match="refresh_ahead_seconds cannot exceed ttl_seconds"):
+        FreshnessPolicy(
+            ttl_seconds=3.0,
+            max_stale_seconds=3.0,
+            refresh_mode=RefreshMode.REFRESH_AHEAD,
+            refresh_ahead_seconds=3.5,
+        )
 
 
 @pytest.mark.parametrize("mode", ["blocking", "stale_while_revalidate", "refresh_ahead"])
 def test_refresh_mode_given_as_string(mode: str) -> None:
-    policy = FreshnessPolicy(5.0, refresh_mode=mode)  # type: ignore[arg-type]
+    policy = FreshnessPolicy(5.0, 5.0, refresh_mode=mode)  # type: ignore[arg-type]
     assert policy.refresh_mode is RefreshMode(mode)
     assert isinstance(policy.refresh_mode, RefreshMode)
 
 
 def test_unknown_refresh_mode() -> None:
     with pytest.raises(ValueError, match=r"refresh_mode.*'blocking'"):
-        FreshnessPolicy(5.0, refresh_mode="sometimes")  # type: ignore[arg-type]
+        FreshnessPolicy(5.0, 5.0, refresh_mode="sometimes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("field", ["ttl_seconds", "max_stale_seconds", "refresh_ahead_seconds"])
@@ -117,7 +143,6 @@ def test_unknown_refresh_mode() -> None:
     ("bad", "error"),
     [
         (math.nan, ValueError),
-        (math.inf, ValueError),
         (-math.inf, ValueError),
         (-1.0, ValueError),
         ("5", TypeError),
@@ -126,27 +151,32 @@ def test_unknown_refresh_mode() -> None:
     ],
 )
 def test_freshness_rejects_bad_durations(field: str, bad: Any, error: type[Exception]) -> None:
-    arguments: dict[str, Any] = {"ttl_seconds": 10.0, field: bad}
+    arguments: dict[str, Any] = {
+        "ttl_seconds": 10.0,
+        "max_stale_seconds": 20.0,
+        "refresh_mode": RefreshMode.REFRESH_AHEAD,
+        field: bad,
+    }
     with pytest.raises(error, match=field):
         FreshnessPolicy(**arguments)
 
 
 def test_freshness_rejects_non_bool_flag() -> None:
     with pytest.raises(TypeError, match="allow_stale_on_error"):
-        FreshnessPolicy(5.0, allow_stale_on_error=1)  # type: ignore[arg-type]
+        FreshnessPolicy(5.0, 5.0, allow_stale_on_error=1)  # type: ignore[arg-type]
 
 
 def test_freshness_integers_become_floats() -> None:
-    policy = FreshnessPolicy(5, max_stale_seconds=2)
+    policy = FreshnessPolicy(5, max_stale_seconds=7)
     assert policy.ttl_seconds == 5.0
     assert isinstance(policy.ttl_seconds, float)
     assert isinstance(policy.max_stale_seconds, float)
 
 
 def test_freshness_is_a_hashable_frozen_value() -> None:
-    policy = FreshnessPolicy(5.0)
-    assert policy == FreshnessPolicy(5.0)
-    assert hash(policy) == hash(FreshnessPolicy(5.0))
+    policy = FreshnessPolicy(5.0, 5.0)
+    assert policy == FreshnessPolicy(5.0, 5.0)
+    assert hash(policy) == hash(FreshnessPolicy(5.0, 5.0))
     assert pickle.loads(pickle.dumps(policy)) == policy
     with pytest.raises(dataclasses.FrozenInstanceError):
         policy.ttl_seconds = 1.0  # type: ignore[misc]

@@ -24,7 +24,7 @@ MARKET_HEALTH = ResourceKey("market", "health")
 EXPOSURE = ResourceKey("risk", "exposure", "BTCUSDT")  # POSITION x PRICE
 LIMIT = ResourceKey("risk", "limit", "BTCUSDT")  # from EXPOSURE
 HEADROOM = ResourceKey("risk", "headroom", "BTCUSDT")  # from LIMIT (so EXPOSURE, transitively)
-LONG = FreshnessPolicy(ttl_seconds=600.0)
+LONG = FreshnessPolicy(ttl_seconds=600.0, max_stale_seconds=600.0)
 
 
 class Source:

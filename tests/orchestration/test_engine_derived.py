@@ -29,7 +29,7 @@ from coalestra.core import (
 from coalestra.testing import VirtualClock
 
 X, Y, Z = key("X", "raw"), key("Y", "raw"), key("Z", "raw")
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 
 
 def graph(edges: Mapping[ResourceKey, Collection[ResourceKey]]) -> Derived:

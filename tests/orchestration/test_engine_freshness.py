@@ -21,7 +21,7 @@ from coalestra.orchestration import PolicyResolver
 from coalestra.testing import VirtualClock
 
 A, B = keys("A", "B")
-ANY_AGE = FreshnessPolicy(ttl_seconds=1e9)
+ANY_AGE = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
 # Never fresh (every build calls a source) but never expired (the cache keeps every revision).
 ALWAYS_FETCH = FreshnessPolicy(ttl_seconds=0.0, max_stale_seconds=1e9, allow_stale_on_error=False)
 
@@ -52,7 +52,9 @@ async def test_a_fresh_value_is_served_from_the_cache_without_a_source_call(
     clock: VirtualClock,
 ) -> None:
     source, _ = counting()
-    builder = make_builder([source], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0))
+    builder = make_builder(
+        [source], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0)
+    )
     await builder.build([A])
     await asyncio.sleep(9.9)
 
@@ -71,9 +73,11 @@ async def test_a_value_past_its_ttl_without_a_stale_window_is_refetched(
     clock: VirtualClock,
 ) -> None:
     source, _ = counting()
-    builder = make_builder([source], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0))
+    builder = make_builder(
+        [source], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0)
+    )
     await builder.build([A])
-    await asyncio.sleep(10.0)
+    await asyncio.sleep(10.5)  # age 10 would still be fresh: both bounds are inclusive
 
     snapshot = await builder.build([A])
 
@@ -84,7 +88,7 @@ async def test_a_value_past_its_ttl_without_a_stale_window_is_refetched(
 
 async def test_blocking_mode_refetches_a_stale_value(clock: VirtualClock) -> None:
     source, _ = counting(delay=2.0)
-    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
+    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=35.0)
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
     await asyncio.sleep(10.0)
@@ -104,7 +108,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_in_background(
 ) -> None:
     source, _ = counting(delay=2.0)
     policy = FreshnessPolicy(
-        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=5.0, max_stale_seconds=35.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
@@ -136,7 +140,7 @@ async def test_stale_while_revalidate_serves_stale_and_refreshes_in_background(
 async def test_concurrent_stale_reads_schedule_one_refresh(clock: VirtualClock) -> None:
     source, _ = counting(delay=2.0)
     policy = FreshnessPolicy(
-        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=5.0, max_stale_seconds=35.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
@@ -152,7 +156,7 @@ async def test_concurrent_stale_reads_schedule_one_refresh(clock: VirtualClock) 
 async def test_stale_while_revalidate_beyond_the_stale_window_blocks(clock: VirtualClock) -> None:
     source, _ = counting(delay=2.0)
     policy = FreshnessPolicy(
-        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=5.0, max_stale_seconds=35.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
@@ -168,7 +172,7 @@ async def test_stale_while_revalidate_beyond_the_stale_window_blocks(clock: Virt
 async def test_a_failed_background_refresh_keeps_the_stale_value(clock: VirtualClock) -> None:
     source, handler = counting()
     policy = FreshnessPolicy(
-        ttl_seconds=5.0, max_stale_seconds=30.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=5.0, max_stale_seconds=35.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
@@ -192,7 +196,10 @@ async def test_refresh_ahead_refreshes_a_fresh_value_before_it_expires(
 ) -> None:
     source, _ = counting(delay=1.0)
     policy = FreshnessPolicy(
-        ttl_seconds=10.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=3.0
+        ttl_seconds=10.0,
+        max_stale_seconds=10.0,
+        refresh_mode=RefreshMode.REFRESH_AHEAD,
+        refresh_ahead_seconds=3.0,
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])  # observed at t=1
@@ -225,7 +232,7 @@ async def test_stale_on_error_serves_the_stale_value_when_every_source_fails(
 ) -> None:
     source, handler = counting()
     backup = Single("backup", 0, lambda _k, _c: (_ for _ in ()).throw(RuntimeError("also down")))
-    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
+    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=35.0)
     builder = make_builder([source, backup], clock, default_policy=policy)
     await builder.build([A])
     await asyncio.sleep(10.0)
@@ -243,7 +250,7 @@ async def test_stale_on_error_serves_the_stale_value_when_every_source_fails(
 
 async def test_no_stale_on_error_when_the_policy_forbids_it(clock: VirtualClock) -> None:
     source, handler = counting()
-    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0, allow_stale_on_error=False)
+    policy = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=35.0, allow_stale_on_error=False)
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
     await asyncio.sleep(10.0)
@@ -258,7 +265,7 @@ async def test_no_stale_on_error_when_the_policy_forbids_it(clock: VirtualClock)
 async def test_no_stale_on_error_beyond_the_stale_window(clock: VirtualClock) -> None:
     source, handler = counting()
     builder = make_builder(
-        [source], clock, default_policy=FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
+        [source], clock, default_policy=FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=35.0)
     )
     await builder.build([A])
     await asyncio.sleep(40.0)
@@ -276,9 +283,13 @@ async def test_policy_resolver_overrides_and_dynamic_rules(clock: VirtualClock) 
     c = ResourceKey("account", "balance", "C")
     source, _ = counting()
     resolver = PolicyResolver(
-        FreshnessPolicy(ttl_seconds=1.0),
-        overrides={A: FreshnessPolicy(ttl_seconds=100.0)},
-        dynamic=lambda k: FreshnessPolicy(ttl_seconds=50.0) if k.namespace == "account" else None,
+        FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=1.0),
+        overrides={A: FreshnessPolicy(ttl_seconds=100.0, max_stale_seconds=100.0)},
+        dynamic=lambda k: (
+            FreshnessPolicy(ttl_seconds=50.0, max_stale_seconds=50.0)
+            if k.namespace == "account"
+            else None
+        ),
     )
     builder = make_builder([source], clock, policy_resolver=resolver)
     first = await builder.build([A, B, c])
@@ -369,7 +380,9 @@ async def test_future_observations_can_be_clamped_instead_of_rejected(
 async def test_a_source_returning_already_expired_data_falls_through(clock: VirtualClock) -> None:
     old = Single("old", 5, lambda _k, _c: payload("old", observed_at=clock.now() - 100.0))
     new = Single("new", 1, lambda _k, _c: "new")
-    builder = make_builder([old, new], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0))
+    builder = make_builder(
+        [old, new], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0)
+    )
 
     snapshot = await builder.build([A])
 
@@ -382,7 +395,7 @@ async def test_stale_source_data_within_the_stale_window_is_the_last_resort(
     clock: VirtualClock,
 ) -> None:
     old = Single("old", 5, lambda _k, _c: payload("old", observed_at=clock.now() - 50.0))
-    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=100.0)
+    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=110.0)
     builder = make_builder([old], clock, default_policy=policy)
 
     snapshot = await builder.build([A])
@@ -395,9 +408,9 @@ async def test_stale_source_data_within_the_stale_window_is_the_last_resort(
 @pytest.mark.parametrize(
     "policy",
     [
-        pytest.param(FreshnessPolicy(ttl_seconds=10.0), id="expired"),
+        pytest.param(FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0), id="expired"),
         pytest.param(
-            FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=100.0, allow_stale_on_error=False),
+            FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=110.0, allow_stale_on_error=False),
             id="stale-on-error-off",
         ),
     ],
@@ -455,6 +468,7 @@ async def test_a_higher_authority_fetch_replaces_a_newer_lower_authority_revisio
     builder = make_builder([local], clock, default_policy=ALWAYS_FETCH, authority_policy=AUTHORITY)
     await asyncio.sleep(5.0)
     await builder.publisher.publish(A, "rest", source="binance-rest", observed_at=clock.now())
+    await asyncio.sleep(0.1)  # with TTL 0 a value is fresh at age 0 only
 
     snapshot = await builder.build([A])
 
@@ -477,7 +491,7 @@ async def test_a_higher_authority_publication_during_a_flight_is_what_readers_ge
     builder = make_builder(
         [Single("binance-rest", 1, rest_value)],
         clock,
-        default_policy=FreshnessPolicy(ttl_seconds=60.0),
+        default_policy=FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0),
         authority_policy=AUTHORITY,
     )
     build = asyncio.create_task(builder.build([A]))

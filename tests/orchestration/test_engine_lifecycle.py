@@ -321,7 +321,7 @@ async def test_building_after_close_is_a_session_closed_error(clock: VirtualCloc
 async def test_aclose_waits_for_background_refreshes(clock: VirtualClock) -> None:
     source = Single("rest", 1, delay=5.0)
     policy = FreshnessPolicy(
-        ttl_seconds=1.0, max_stale_seconds=60.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=1.0, max_stale_seconds=61.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])
@@ -350,7 +350,7 @@ async def test_aclose_can_cancel_a_hung_background_refresh(clock: VirtualClock) 
 
     source = Single("rest", 1, first_then_hang)
     policy = FreshnessPolicy(
-        ttl_seconds=1.0, max_stale_seconds=60.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+        ttl_seconds=1.0, max_stale_seconds=61.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = make_builder([source], clock, default_policy=policy)
     await builder.build([A])

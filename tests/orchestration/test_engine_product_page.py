@@ -320,7 +320,7 @@ request = SnapshotRequest(
 async def test_temporal_consistency(clock: VirtualClock) -> None:
     namespace = await run_snippet(TEMPORAL_CONSISTENCY, dict(PAGE_KEYS))
     request = namespace["request"]
-    coherent = account_builder(clock, ages={MARKET_HEALTH: 30.0})  # within the stale window
+    coherent = account_builder(clock, ages={MARKET_HEALTH: 5.0})  # within max_stale (10 s)
     skewed = account_builder(clock, ages={POSITION: 3.0})
 
     snapshot = await coherent.build_request(request)

@@ -25,7 +25,7 @@ from coalestra.resilience import RetryPolicy
 from coalestra.testing import VirtualClock
 
 A, B, C, D = keys("A", "B", "C", "D")
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 
 
 def failing_for(*bad: ResourceKey, name: str = "primary", priority: int = 10) -> Single:

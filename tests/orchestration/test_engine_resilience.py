@@ -116,6 +116,7 @@ async def test_subject_scope_isolates_one_subject(clock: VirtualClock) -> None:
 
     for _ in range(3):
         await builder.build([A, B], strict=False)
+        await asyncio.sleep(0.01)  # with TTL 0 a value is fresh at age 0 only
 
     assert source.calls.count(A) == 2  # refused after the circuit opened
     assert source.calls.count(B) == 3
@@ -150,7 +151,11 @@ async def test_stale_payloads_count_as_circuit_failures(clock: VirtualClock) -> 
         resilience_policy=circuit(),
     )
     fresh = Single("fresh", 1, lambda _k, _c: "fresh")
-    builder = make_builder([old, fresh], clock, default_policy=FreshnessPolicy(ttl_seconds=10.0))
+    builder = make_builder(
+        [old, fresh],
+        clock,
+        default_policy=FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0),
+    )
 
     for k in (A, B):
         assert (await builder.build([k])).value(k) == "fresh"

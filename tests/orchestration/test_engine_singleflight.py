@@ -29,7 +29,7 @@ from coalestra.core import (
 from coalestra.testing import VirtualClock
 
 A, B, C = keys("A", "B", "C")
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 
 
 async def test_a_hundred_builds_of_the_same_missing_keys_call_each_key_once(

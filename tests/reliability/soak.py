@@ -104,22 +104,20 @@ DEPENDENCIES: dict[ResourceKey, tuple[ResourceKey, ...]] = {
 RANKS = {"admin": 3, "stream": 2, "stream-hi": 1}
 AUTHORITY = SourceAuthorityPolicy(source_ranks=RANKS)
 POLICIES = {
-    "single": FreshnessPolicy(ttl_seconds=2.0, max_stale_seconds=20.0),
+    "single": FreshnessPolicy(ttl_seconds=2.0, max_stale_seconds=22.0),
     "batch": FreshnessPolicy(
-        ttl_seconds=3.0,
-        max_stale_seconds=10.0,
-        refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE,
+        ttl_seconds=3.0, max_stale_seconds=13.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     ),
     "derived": FreshnessPolicy(
         ttl_seconds=4.0,
-        max_stale_seconds=10.0,
+        max_stale_seconds=14.0,
         refresh_mode=RefreshMode.REFRESH_AHEAD,
         refresh_ahead_seconds=1.0,
     ),
     "chain": FreshnessPolicy(ttl_seconds=0.0, max_stale_seconds=5.0),
 }
-DEFAULT_POLICY = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=30.0)
-READ_ALL = FreshnessPolicy(ttl_seconds=1e9, allow_stale_on_error=False)
+DEFAULT_POLICY = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=35.0)
+READ_ALL = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9, allow_stale_on_error=False)
 SOURCE_TIMEOUT = 1.5
 MAX_RUNNING = 48
 LARGE_FIELDS = 300  # more top-level items than the cache copies inline
@@ -658,7 +656,7 @@ class Soak:
                 if key.name in {"derived", "chain"}:
                     comparable = removals == self.last_removals  # derived values are dropped
                 else:  # nothing removed it unless it could expire (or we removed it ourselves)
-                    comparable = now < previous.observed_at + policy_of(key).expires_after_seconds
+                    comparable = policy_of(key).is_usable(now - previous.observed_at)
                 if comparable:
                     self.check(
                         value.authority_rank > previous.rank

@@ -31,6 +31,7 @@ from coalestra.core import (
     FreshnessPolicy,
     ObservationPolicy,
     PayloadIsolationError,
+    RefreshMode,
     ResourceKey,
     SessionClosedError,
     SnapshotConsistencyPolicy,
@@ -60,7 +61,7 @@ from coalestra.testing import VirtualClock
 
 A, B = keys("A", "B")
 NAN, INF = math.nan, math.inf
-POLICY = FreshnessPolicy(ttl_seconds=60.0)
+POLICY = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
 
 
 class Uncopyable:
@@ -179,37 +180,43 @@ rows(
     ValueError,
     "ttl_seconds",
     {
-        "nan": lambda e: FreshnessPolicy(NAN),
-        "inf": lambda e: FreshnessPolicy(INF),
-        "negative": lambda e: FreshnessPolicy(-1.0),
+        "nan": lambda e: FreshnessPolicy(NAN, INF),
+        "negative": lambda e: FreshnessPolicy(-1.0, 1.0),
     },
 )
 rows(
-    "FreshnessPolicy.ttl_seconds", TypeError, "ttl_seconds", {"str": lambda e: FreshnessPolicy("5")}
+    "FreshnessPolicy.ttl_seconds",
+    TypeError,
+    "ttl_seconds",
+    {"str": lambda e: FreshnessPolicy("5", 5.0)},
 )
 rows(
     "FreshnessPolicy.max_stale_seconds",
     ValueError,
     "max_stale_seconds",
-    {"negative": lambda e: FreshnessPolicy(1.0, max_stale_seconds=-1.0)},
+    {"negative": lambda e: FreshnessPolicy(0.0, max_stale_seconds=-1.0)},
 )
 rows(
     "FreshnessPolicy.refresh_mode",
     ValueError,
     "refresh_mode",
-    {"unknown": lambda e: FreshnessPolicy(1.0, refresh_mode="sometimes")},
+    {"unknown": lambda e: FreshnessPolicy(1.0, 1.0, refresh_mode="sometimes")},
 )
 rows(
     "FreshnessPolicy.allow_stale_on_error",
     TypeError,
     "allow_stale_on_error",
-    {"str": lambda e: FreshnessPolicy(1.0, allow_stale_on_error="yes")},
+    {"str": lambda e: FreshnessPolicy(1.0, 1.0, allow_stale_on_error="yes")},
 )
 rows(
     "FreshnessPolicy.refresh_ahead_seconds",
     ValueError,
     "refresh_ahead_seconds",
-    {"above-ttl": lambda e: FreshnessPolicy(1.0, refresh_ahead_seconds=2.0)},
+    {
+        "above-ttl": lambda e: FreshnessPolicy(
+            1.0, 1.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=2.0
+        )
+    },
 )
 rows(
     "ObservationPolicy.future_tolerance_seconds",
@@ -1120,7 +1127,7 @@ HUGE: list[tuple[str, Call]] = [
     ("cache-max-entries", lambda e: AsyncMemoryCache(max_entries=10**12)),
     ("limiter", lambda e: CapacityLimiter(10**12)),
     ("retry-attempts", lambda e: RetryPolicy(max_attempts=10**9)),
-    ("ttl", lambda e: FreshnessPolicy(ttl_seconds=1e300)),
+    ("ttl", lambda e: FreshnessPolicy(ttl_seconds=1e300, max_stale_seconds=1e300)),
     ("builder-concurrency", _builder(max_concurrency=10**9, max_pending_tasks=10**9)),
     (
         "batch-size",

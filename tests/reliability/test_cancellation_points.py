@@ -54,12 +54,10 @@ SWR = key("S", name="swr")
 MAIN = [A, B, X1, X2, X3, DER, SWR]
 JOINER = [B, X1, DER]
 POLICIES = PolicyResolver(
-    FreshnessPolicy(ttl_seconds=60.0),
+    FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0),
     overrides={
         SWR: FreshnessPolicy(
-            ttl_seconds=5.0,
-            max_stale_seconds=60.0,
-            refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE,
+            ttl_seconds=5.0, max_stale_seconds=65.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
         )
     },
 )
@@ -233,7 +231,7 @@ async def check_aftermath(run: Run, action: str, baseline: set[asyncio.Task[Any]
         run.problems.extend(f"before aclose: {p}" for p in await leftovers(builder, baseline))
     memory: Any = getattr(builder.cache, "inner", builder.cache)
     found = await memory.get_many(
-        MAIN, now=builder.clock.now(), policies=dict.fromkeys(MAIN, FreshnessPolicy(1e9))
+        MAIN, now=builder.clock.now(), policies=dict.fromkeys(MAIN, FreshnessPolicy(1e9, 1e9))
     )
     for wanted, lookup in found.items():
         if lookup.value is not None and not good(lookup.value.value, wanted):

@@ -45,8 +45,8 @@ from coalestra.testing import VirtualClock, VirtualTimeLoop
 
 A, B, C = keys("A", "B", "C")
 D = key("D", name="derived")
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
-FOREVER = FreshnessPolicy(ttl_seconds=1e9)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
 
 
 class Uncopyable:

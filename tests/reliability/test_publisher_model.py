@@ -48,7 +48,7 @@ R = TypeVar("R")
 KEYS = [ResourceKey("pub", "item", subject) for subject in ("A", "B", "C")]
 SOURCES = {"r0": 0, "r1": 1, "r2": 2}
 TOLERANCE = 1.0
-FOREVER = FreshnessPolicy(ttl_seconds=1e9, allow_stale_on_error=False)
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9, allow_stale_on_error=False)
 # Offsets from "now": whole seconds so equal stamps are common; +0.5 is accepted clock skew,
 # +5 is refused.
 OFFSETS = [-3.0, -2.0, -1.0, 0.0, 0.0, 0.5, 5.0]

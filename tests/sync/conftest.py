@@ -27,7 +27,7 @@ from coalestra.core import (
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.sync import SyncSnapshotBuilder
 
-LONG = FreshnessPolicy(ttl_seconds=3600.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
 PRICE = ResourceKey("market", "price", "BTCUSDT")
 POSITION = ResourceKey("account", "position", "BTCUSDT")
 OPEN_ORDERS = ResourceKey("account", "orders", "BTCUSDT")

@@ -159,7 +159,7 @@ class AsyncMemoryCache:
             [value for _key, value, _fresh, _age in pending], context=_READ
         )
         for (key, _value, fresh, age), copied in zip(pending, copies, strict=True):
-            results[key] = CacheLookup(copied, fresh, not fresh, age)
+            results[key] = CacheLookup(copied, fresh, True, age)
 
     # -- writes --------------------------------------------------------------------------------
 

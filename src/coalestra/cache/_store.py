@@ -139,12 +139,11 @@ class MemoryStore:
             stored, flags = entry
             age = now - stored.observed_at
             policy = policies[key]
-            # FreshnessPolicy.is_fresh / is_usable_stale, inlined: two method calls per key
-            # would cost a fifth of the loop body (FreshnessPolicy is final, so this is exact).
-            ttl = policy.ttl_seconds
-            if age < ttl:
+            # FreshnessPolicy.is_fresh / is_usable, inlined: two method calls per key would
+            # cost a fifth of the loop body (FreshnessPolicy is final, so this is exact).
+            if age <= policy.ttl_seconds:
                 fresh = True
-            elif age < ttl + policy.max_stale_seconds:
+            elif age <= policy.max_stale_seconds:
                 fresh = False
             else:
                 self._expire(key)
@@ -167,7 +166,7 @@ class MemoryStore:
                 results[key] = MISS  # placeholder keeping key order; filled after the copy
                 pending.append((key, value, fresh, age))
             else:
-                results[key] = make_lookup(value, fresh, not fresh, age)
+                results[key] = make_lookup(value, fresh, True, age)
         self.fresh_hits += fresh_hits
         self.stale_hits += hits - fresh_hits
         self.misses += misses
@@ -255,7 +254,7 @@ class MemoryStore:
         return doomed
 
     def prune(self, now: float, resolver: FreshnessPolicyProvider) -> tuple[ResourceKey, ...]:
-        """Drop every entry past its policy's TTL plus stale window at ``now``.
+        """Drop every entry older than its policy's ``max_stale_seconds`` at ``now``.
 
         Raises:
             TypeError: the resolver returned something other than a FreshnessPolicy; nothing
@@ -269,7 +268,7 @@ class MemoryStore:
                     f"policy_resolver.resolve({key}) must return a FreshnessPolicy, "
                     f"got {type(policy).__name__}"
                 )
-            if now - value.observed_at >= policy.expires_after_seconds:
+            if not policy.is_usable(now - value.observed_at):
                 doomed.append(key)
         for key in doomed:
             del self._entries[key]

@@ -39,20 +39,30 @@ class RefreshMode(str, Enum):
 @final
 @dataclass(frozen=True, slots=True)
 class FreshnessPolicy:
-    """How long a value stays fresh and how long after that it may still be used.
+    """How long a value stays fresh and how old it may get before it is unusable.
+
+    Both bounds are total ages measured from ``observed_at`` and both are inclusive: a value is
+    fresh while ``age <= ttl_seconds``, usable (as stale) while ``age <= max_stale_seconds`` and
+    expired after that. ``max_stale_seconds`` is NOT added to the TTL, so it must be at least
+    ``ttl_seconds``; ``FreshnessPolicy(5.0)`` raises because ``max_stale_seconds`` defaults to 0.
+    ``math.inf`` is accepted for both (``FreshnessPolicy(math.inf, math.inf)`` never expires).
 
     Args:
-        ttl_seconds: a value younger than this (by ``observed_at``) is fresh. ``0`` disables
-            freshness: every read goes to a source.
-        max_stale_seconds: after TTL, the value stays usable as stale for this long (for
-            stale-while-revalidate and stale-on-error); after that the entry is expired.
-        allow_stale_on_error: when every source fails, serve a usable stale value instead.
-        refresh_mode: see :class:`RefreshMode`.
-        refresh_ahead_seconds: for ``REFRESH_AHEAD``, how long before TTL to refresh; must not
-            exceed ``ttl_seconds``.
+        ttl_seconds: the age up to which a value is fresh. ``0`` means every read goes to a
+            source (a value observed this very instant still counts as fresh).
+        max_stale_seconds: the age up to which a value may still be served stale (by
+            stale-while-revalidate and stale-on-error); older entries are expired. Default 0:
+            equal to a zero TTL, it disables stale serving.
+        allow_stale_on_error: when every source fails, serve a usable stale value instead
+            (default True; needs ``max_stale_seconds > ttl_seconds`` to have any effect).
+        refresh_mode: see :class:`RefreshMode` (default ``BLOCKING``).
+        refresh_ahead_seconds: for ``REFRESH_AHEAD`` only, how long before the TTL a fresh value
+            is refreshed in the background; must not exceed a finite ``ttl_seconds``.
 
     Raises:
-        TypeError, ValueError: for non-numbers, NaN, infinite or negative durations.
+        TypeError: a duration is not a number, or a flag is not a bool.
+        ValueError: NaN, a negative duration, ``max_stale_seconds < ttl_seconds``, or a
+            ``refresh_ahead_seconds`` that the mode or the TTL does not allow.
     """
 
     ttl_seconds: float
@@ -63,38 +73,49 @@ class FreshnessPolicy:
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
-        setattr_(self, "ttl_seconds", check_float("ttl_seconds", self.ttl_seconds))
-        setattr_(
-            self, "max_stale_seconds", check_float("max_stale_seconds", self.max_stale_seconds)
-        )
+        ttl = _duration("ttl_seconds", self.ttl_seconds)
+        if ttl < 0.0:
+            raise ValueError("ttl_seconds cannot be negative")
+        max_stale = _duration("max_stale_seconds", self.max_stale_seconds)
+        if max_stale < ttl:
+            raise ValueError("max_stale_seconds must be greater than or equal to ttl_seconds")
         check_bool("allow_stale_on_error", self.allow_stale_on_error)
-        setattr_(self, "refresh_mode", check_enum("refresh_mode", self.refresh_mode, RefreshMode))
-        ahead = check_float("refresh_ahead_seconds", self.refresh_ahead_seconds)
-        if ahead > self.ttl_seconds:
-            raise ValueError(
-                f"refresh_ahead_seconds must be <= ttl_seconds ({self.ttl_seconds}), got {ahead}"
-            )
+        mode = check_enum("refresh_mode", self.refresh_mode, RefreshMode)
+        ahead = _duration("refresh_ahead_seconds", self.refresh_ahead_seconds)
+        if ahead < 0.0:
+            raise ValueError("refresh_ahead_seconds cannot be negative")
+        if ahead != 0.0 and mode is not RefreshMode.REFRESH_AHEAD:
+            raise ValueError("refresh_ahead_seconds is only valid with RefreshMode.REFRESH_AHEAD")
+        if ahead > ttl and math.isfinite(ttl):
+            raise ValueError("refresh_ahead_seconds cannot exceed ttl_seconds")
+        setattr_(self, "ttl_seconds", ttl)
+        setattr_(self, "max_stale_seconds", max_stale)
+        setattr_(self, "refresh_mode", mode)
         setattr_(self, "refresh_ahead_seconds", ahead)
 
-    @property
-    def expires_after_seconds(self) -> float:
-        """Age after which the value is unusable: ``ttl_seconds + max_stale_seconds``."""
-        return self.ttl_seconds + self.max_stale_seconds
-
     def is_fresh(self, age_seconds: float) -> bool:
-        """True when a value of this age is within TTL."""
-        return age_seconds < self.ttl_seconds
+        """True when a value of this age is within its TTL (``age <= ttl_seconds``)."""
+        return age_seconds <= self.ttl_seconds
 
-    def is_usable_stale(self, age_seconds: float) -> bool:
-        """True when a value of this age is past TTL but within the stale window."""
-        return self.ttl_seconds <= age_seconds < self.ttl_seconds + self.max_stale_seconds
+    def is_usable(self, age_seconds: float) -> bool:
+        """True when a value of this age may still be served, fresh or stale
+        (``age <= max_stale_seconds``)."""
+        return age_seconds <= self.max_stale_seconds
 
     def should_refresh_ahead(self, age_seconds: float) -> bool:
-        """True when a fresh value of this age should be refreshed ahead of its expiry."""
+        """True when the mode is ``REFRESH_AHEAD``, the TTL is finite and
+        ``age >= max(0, ttl_seconds - refresh_ahead_seconds)``; there is no upper bound."""
+        ttl = self.ttl_seconds
         return (
             self.refresh_mode is RefreshMode.REFRESH_AHEAD
-            and self.ttl_seconds - self.refresh_ahead_seconds <= age_seconds < self.ttl_seconds
+            and ttl != math.inf
+            and age_seconds >= max(0.0, ttl - self.refresh_ahead_seconds)
         )
+
+
+def _duration(name: str, value: object) -> float:
+    # Range checks are the caller's: the contract words each one, and inf is a valid window.
+    return check_float(name, value, minimum=None, allow_inf=True)
 
 
 @runtime_checkable

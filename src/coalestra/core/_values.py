@@ -251,8 +251,10 @@ class _SnapshotValueDraft(Generic[T]):
 class CacheLookup:
     """The answer of a cache read for one key.
 
-    ``value`` is ``None`` on a miss. ``fresh`` means within TTL; ``usable_stale`` means past TTL
-    but within the stale window. ``age_seconds`` is the value's age at the read.
+    ``value`` is ``None`` on a miss. ``fresh`` means within TTL (``age <= ttl_seconds``);
+    ``usable_stale`` means the value may be served at all (``age <= max_stale_seconds``), so it
+    is True on fresh hits too. ``age_seconds`` is the value's age at the read (also given on a
+    miss that dropped an expired or invalid entry).
     """
 
     value: SnapshotValue[Any] | None

@@ -92,6 +92,7 @@ class Engine:
         needed: list[ResourceKey] = []
         refresh: list[ResourceKey] = []
         swr = RefreshMode.STALE_WHILE_REVALIDATE
+        ahead = RefreshMode.REFRESH_AHEAD
         for key in keys:
             lookup = lookups.get(key)
             value = None if lookup is None else lookup.value
@@ -101,7 +102,7 @@ class Engine:
             policy = policies[key]
             if lookup.fresh:
                 hits[key] = value
-                if policy.refresh_ahead_seconds and policy.should_refresh_ahead(value.age_seconds):
+                if policy.refresh_mode is ahead and policy.should_refresh_ahead(value.age_seconds):
                     refresh.append(key)
             elif lookup.usable_stale and policy.refresh_mode is swr:
                 hits[key] = value

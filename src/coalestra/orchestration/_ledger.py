@@ -79,7 +79,7 @@ class KeyLedger:
             if held is None:
                 continue
             policy = policy_for(key)
-            if policy.allow_stale_on_error and policy.is_usable_stale(now - held.observed_at):
+            if policy.allow_stale_on_error and policy.is_usable(now - held.observed_at):
                 usable.append(held)
         return usable
 

@@ -11,11 +11,9 @@ from ..core._validation import check_callable, frozen_mapping
 FreshnessResolver: TypeAlias = Callable[[ResourceKey], FreshnessPolicy | None]
 """A function giving a key's policy, or ``None`` to use the default."""
 
-DEFAULT_FRESHNESS = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=55.0)
-"""The builder's policy when none is given: a value observed in the last 5 s is fresh; up to
-60 s old it may still be served when every source fails. Sources often stamp ``observed_at``
-with upstream time a few seconds back, and data older than the TTL counts as a stale payload
-(a failed circuit outcome), so a shorter default would punish ordinary timestamped sources."""
+DEFAULT_FRESHNESS = FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=10.0)
+"""The builder's policy when none is given (the 0.5.7 contract): a value observed in the last
+second is fresh; up to 10 s old it may still be served when every source fails."""
 
 
 @final

@@ -36,7 +36,7 @@ from coalestra.sync import SyncSnapshotBuilder
 from coalestra.testing import VirtualClock
 
 NO_RETRY = RetryPolicy(max_attempts=1)
-LONG = FreshnessPolicy(ttl_seconds=60.0)
+LONG = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
 
 
 def price(subject: str) -> ResourceKey:
@@ -276,9 +276,7 @@ async def test_a_background_refresh_is_a_child_of_the_build_that_scheduled_it(
     clock: VirtualClock, provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     policy = FreshnessPolicy(
-        ttl_seconds=1.0,
-        max_stale_seconds=60.0,
-        refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE,
+        ttl_seconds=1.0, max_stale_seconds=61.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
     )
     builder = traced([single("rest", delay=0.05)], clock, provider, default_policy=policy)
     await builder.build([price("BTC")], snapshot_id="cold")

@@ -35,7 +35,7 @@ from coalestra.observability._instrumentation import ALLOWED_LABELS
 from coalestra.testing import VirtualClock
 
 PRICE = {"resource_namespace": "market", "resource_name": "price"}
-LONG = FreshnessPolicy(ttl_seconds=60.0)
+LONG = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 

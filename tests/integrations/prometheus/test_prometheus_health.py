@@ -209,7 +209,9 @@ async def test_bad_arguments_are_refused(clock: VirtualClock) -> None:
     with pytest.raises(TypeError, match="BuilderHealth"):
         collector.update({"closed": False})  # type: ignore[arg-type]
     builder = SnapshotBuilder(
-        [single("rest", 10)], clock=clock, default_policy=FreshnessPolicy(ttl_seconds=1.0)
+        [single("rest", 10)],
+        clock=clock,
+        default_policy=FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=1.0),
     )
     for interval in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="interval_seconds"):

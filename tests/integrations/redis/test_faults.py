@@ -23,7 +23,9 @@ from coalestra.core import FreshnessPolicy, ResourceKey
 from coalestra.integrations.redis import RedisCache, TieredCache
 
 KEYS = [key(f"K{i}") for i in range(5)]
-SHORT = FreshnessPolicy(ttl_seconds=0.03)  # builds keep refetching, so writes keep coming
+SHORT = FreshnessPolicy(
+    ttl_seconds=0.03, max_stale_seconds=0.03
+)  # builds keep refetching, so writes keep coming
 
 
 def redis_cache(url: str, prefix: str, policy: FreshnessPolicy = SHORT) -> RedisCache:
@@ -85,7 +87,7 @@ async def test_builds_survive_a_redis_restart_and_never_go_back(
 async def test_an_invalidation_redis_missed_is_replayed_when_it_is_back(
     proxy: Proxy, prefix: str, raw: Redis
 ) -> None:
-    cut_off = redis_cache(proxy.url, prefix, FreshnessPolicy(60.0))
+    cut_off = redis_cache(proxy.url, prefix, FreshnessPolicy(60.0, 60.0))
     await cut_off.set(value(key("A"), 1))
     await proxy.cut()
     await cut_off.invalidate(key("A"))  # skipped for now, remembered
@@ -93,7 +95,7 @@ async def test_an_invalidation_redis_missed_is_replayed_when_it_is_back(
     await proxy.restore()
 
     async def replayed() -> bool:
-        await cut_off.get(key("B"), now=time.time(), policy=FreshnessPolicy(60.0))  # any call
+        await cut_off.get(key("B"), now=time.time(), policy=FreshnessPolicy(60.0, 60.0))  # any call
         return not await raw.exists(f"{prefix}:v:market:price:A")
 
     await eventually(replayed, "the replayed invalidation")
@@ -103,12 +105,12 @@ async def test_an_invalidation_redis_missed_is_replayed_when_it_is_back(
 async def test_writes_and_reads_degrade_while_redis_is_unreachable(
     proxy: Proxy, prefix: str
 ) -> None:
-    cut_off = redis_cache(proxy.url, prefix, FreshnessPolicy(60.0))
+    cut_off = redis_cache(proxy.url, prefix, FreshnessPolicy(60.0, 60.0))
     await proxy.cut()
     offered = value(key("A"), 1)
     assert (await cut_off.set_if_newer(offered)).stored  # skipped, reported as stored
     await cut_off.set_many([offered])
-    lookup = await cut_off.get(key("A"), now=time.time(), policy=FreshnessPolicy(60.0))
+    lookup = await cut_off.get(key("A"), now=time.time(), policy=FreshnessPolicy(60.0, 60.0))
     assert lookup.value is None
     stats = await cut_off.stats()
     assert not stats.available

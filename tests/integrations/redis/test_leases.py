@@ -68,7 +68,10 @@ async def test_no_lease_for_a_value_that_needs_no_fetch(redis_url: str, prefix: 
     assert list(await hourly.lease_many([A, B])) == [B]
     await hourly.aclose()
     ahead = FreshnessPolicy(
-        ttl_seconds=10.0, refresh_mode=RefreshMode.REFRESH_AHEAD, refresh_ahead_seconds=5.0
+        ttl_seconds=10.0,
+        max_stale_seconds=10.0,
+        refresh_mode=RefreshMode.REFRESH_AHEAD,
+        refresh_ahead_seconds=5.0,
     )
     refreshing = RedisCache(redis_url, prefix=prefix, policy_resolver=FixedPolicies(ahead))
     await refreshing.set(value(A, 1, observed_at=now - 6))  # due for its refresh-ahead
@@ -142,7 +145,7 @@ async def test_a_value_already_there_is_served_at_once(
 async def test_a_stale_value_does_not_end_a_wait(cache: RedisCache, other: RedisCache) -> None:
     assert list(await cache.lease_many([A])) == [A]
     await cache.set(value(A, 1, observed_at=time.time() - 100))
-    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=1000.0)
+    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=1010.0)
     found = await other.wait_for_many(
         [A], wait_seconds=0.05, now=time.time(), policies=policies(A, policy=policy)
     )

@@ -105,7 +105,7 @@ async def test_racing_conditional_writers_keep_the_newest_value(
             newest[subject] = max(newest.get(subject, observed), observed)
     reader = RedisCache(redis_url, prefix=prefix)
     keys = [key(subject) for subject in newest]
-    policy = FreshnessPolicy(ttl_seconds=3600.0)
+    policy = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
     found = await reader.get_many(keys, now=time.time(), policies=dict.fromkeys(keys, policy))
     await reader.aclose()
     for k in keys:

@@ -53,7 +53,7 @@ async def test_freshness_is_judged_by_observed_at_under_the_callers_policy(
             value(expired, 3, observed_at=now - 25),
         ]
     )
-    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=10.0)
+    policy = FreshnessPolicy(ttl_seconds=10.0, max_stale_seconds=20.0)
     found = await cache.get_many(
         [fresh, stale, expired, absent],
         now=now,
@@ -72,7 +72,7 @@ async def test_freshness_is_judged_by_observed_at_under_the_callers_policy(
 async def test_entries_expire_in_redis_after_ttl_plus_stale_window(
     redis_url: str, prefix: str, raw: Redis
 ) -> None:
-    policy = FreshnessPolicy(ttl_seconds=100.0, max_stale_seconds=50.0)
+    policy = FreshnessPolicy(ttl_seconds=100.0, max_stale_seconds=150.0)
     cache = RedisCache(redis_url, prefix=prefix, policy_resolver=FixedPolicies(policy))
     now = time.time()
     await cache.set(value(key("BTC"), 1, observed_at=now - 30))

@@ -31,7 +31,7 @@ from coalestra import (
 )
 from coalestra.integrations.redis import RedisCache, TieredCache
 
-POLICY = FreshnessPolicy(ttl_seconds=600.0)
+POLICY = FreshnessPolicy(ttl_seconds=600.0, max_stale_seconds=600.0)
 
 
 def keys(count: int) -> list[ResourceKey]:

@@ -18,7 +18,7 @@ from ._layout import check_prefix
 from ._serializers import JsonSerializer, Serializer
 
 DEFAULT_URL = "redis://localhost:6379/0"
-DEFAULT_RETENTION = FreshnessPolicy(ttl_seconds=86400.0)
+DEFAULT_RETENTION = FreshnessPolicy(ttl_seconds=86400.0, max_stale_seconds=86400.0)
 """Without a ``policy_resolver``, entries stay in Redis for a day after ``observed_at``."""
 
 

@@ -103,17 +103,15 @@ class Reader:
             headers[key_name(key)] = header
             policy = policies[key]
             age = now - header.observed_at
-            if age < policy.ttl_seconds + policy.max_stale_seconds:
-                fresh = age < policy.ttl_seconds
+            if age <= policy.max_stale_seconds:
+                fresh = age <= policy.ttl_seconds
                 candidates.append(Candidate(key, value_key, raw, header, age, fresh))
         if any(c.header.dependencies for c in candidates):
             candidates = await self._valid(candidates, headers)
         for candidate in candidates:
             value = self._decode(candidate)
             if value is not None:
-                results[candidate.key] = CacheLookup(
-                    value, candidate.fresh, not candidate.fresh, candidate.age
-                )
+                results[candidate.key] = CacheLookup(value, candidate.fresh, True, candidate.age)
         self._count(results.values())
         return results
 

@@ -38,6 +38,13 @@ _STATUS = {
 }
 _MAX_EXPIRY_MS = 100 * 365 * 86400 * 1000  # Redis refuses expiries that overflow its clock
 _NEVER = "1e308"  # a threshold no observed_at passes: "never fresh"
+
+
+def _threshold(now: float, window: float) -> str:
+    # An infinite window (FreshnessPolicy accepts inf) must still reach Lua as a plain number.
+    return repr(max(now - window, -1e308))
+
+
 _SCAN_BATCH = 1000
 
 Arg = bytes | str | int | float
@@ -142,11 +149,11 @@ class RedisStore:
         return outcome
 
     def _expiry_ms(self, value: SnapshotValue[Any], now: float) -> int:
-        # Freshness runs from observed_at, so the entry is useless once TTL plus stale window
-        # have passed since then; Redis drops it at that moment.
+        # Ages run from observed_at, so the entry is useless once it is older than max_stale
+        # (a total age, possibly infinite); Redis drops it at that moment.
         policy = self.config.policy_resolver.resolve(value.key)
-        left = value.observed_at + policy.expires_after_seconds - now
-        return max(1, min(_MAX_EXPIRY_MS, math.ceil(left * 1000.0)))
+        left = value.observed_at + policy.max_stale_seconds - now
+        return max(1, math.ceil(min(float(_MAX_EXPIRY_MS), left * 1000.0)))
 
     async def invalidate(self, keys: Sequence[ResourceKey]) -> None:
         """Delete the values of ``keys`` and tell every listener.
@@ -194,7 +201,7 @@ class RedisStore:
         """
         now = self.config.clock.now()
         resolve = self.config.policy_resolver.resolve
-        thresholds = [repr(now - no_fetch_window(resolve(key))) for key in keys]
+        thresholds = [_threshold(now, no_fetch_window(resolve(key))) for key in keys]
         names = [key_name(key) for key in keys]
         layout = self.layout
         script_keys = [layout.lease_key(n) for n in names] + [layout.value_key(n) for n in names]
@@ -233,7 +240,7 @@ class RedisStore:
         if never_fresh:
             thresholds = [_NEVER] * len(keys)
         else:
-            thresholds = [repr(now - policies[key].ttl_seconds) for key in keys]
+            thresholds = [_threshold(now, policies[key].ttl_seconds) for key in keys]
         names = [key_name(key) for key in keys]
         layout = self.layout
         values = [layout.value_key(n) for n in names]
