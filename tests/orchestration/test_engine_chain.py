@@ -274,7 +274,7 @@ async def test_a_value_observed_now_by_default_and_bare_values_are_wrapped(
 
 
 async def test_attempts_and_latency_after_a_retry(clock: VirtualClock) -> None:
-    outcomes = iter([RuntimeError("once"), "ok"])
+    outcomes = iter([ConnectionError("once"), "ok"])
 
     def flaky(_k: ResourceKey, _c: Any) -> Any:
         outcome = next(outcomes)
@@ -299,14 +299,17 @@ async def test_attempts_and_latency_after_a_retry(clock: VirtualClock) -> None:
 
 
 async def test_failure_attempts_are_recorded(clock: VirtualClock) -> None:
+    def reset(_k: ResourceKey, _c: Any) -> Any:
+        raise ConnectionError("boom")
+
     retry = RetryPolicy(max_attempts=3, base_delay_seconds=0.01, jitter_ratio=0.0)
-    builder = make_builder([Single("down", 1, boom())], clock, retry_policy=retry)
+    builder = make_builder([Single("down", 1, reset)], clock, retry_policy=retry)
 
     snapshot = await builder.build([A], strict=False)
 
     error = snapshot.errors[A]
     assert isinstance(error, ResourceResolutionError)
-    assert error.failures == (SourceFailure("down", "RuntimeError", "boom", 3),)
+    assert error.failures == (SourceFailure("down", "ConnectionError", "boom", 3),)
 
 
 # --- batch sources ----------------------------------------------------------------------------

@@ -188,7 +188,11 @@ async def test_retries_stop_when_the_next_backoff_would_pass_the_deadline(
     retry = RetryPolicy(
         max_attempts=10, base_delay_seconds=1.0, max_delay_seconds=8.0, jitter_ratio=0
     )
-    source = Single("flaky", 1, down, delay=0.5)
+
+    def unreachable(_k: ResourceKey, _c: Any) -> Any:
+        raise ConnectionError("down")  # retryable, unlike a RuntimeError
+
+    source = Single("flaky", 1, unreachable, delay=0.5)
     builder = make_builder([source], clock, retry_policy=retry)
     start = clock.monotonic()
 
@@ -207,7 +211,7 @@ async def test_deadline_cuts_a_retry_that_started_in_time(clock: VirtualClock) -
     async def slower_each_time(_k: ResourceKey, _c: Any) -> Any:
         attempts.append(clock.monotonic())
         if len(attempts) == 1:
-            raise RuntimeError("first attempt fails fast")
+            raise ConnectionError("first attempt fails fast")
         await asyncio.sleep(100.0)
 
     retry = RetryPolicy(max_attempts=3, base_delay_seconds=1.0, jitter_ratio=0)

@@ -91,10 +91,11 @@ async def test_every_source_failure_is_kept(clock: VirtualClock) -> None:
 
     error = caught.value.errors[A]
     assert isinstance(error, ResourceResolutionError)
+    # A RuntimeError is not retried (B-RES-1): one attempt per source.
     assert error.failures == (
-        SourceFailure("one", "RuntimeError", "one cannot serve A", 2),
-        SourceFailure("two", "RuntimeError", "two cannot serve A", 2),
-        SourceFailure("three", "RuntimeError", "three cannot serve A", 2),
+        SourceFailure("one", "RuntimeError", "one cannot serve A", 1),
+        SourceFailure("two", "RuntimeError", "two cannot serve A", 1),
+        SourceFailure("three", "RuntimeError", "three cannot serve A", 1),
     )
     assert caught.value.snapshot is not None
     assert caught.value.snapshot.value(B) == "one:B"

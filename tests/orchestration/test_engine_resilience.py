@@ -57,7 +57,7 @@ class Switch:
 
     def __call__(self, key: ResourceKey, _ctx: Any) -> str:
         if key in self.bad:
-            raise RuntimeError(f"cannot serve {key.subject}")
+            raise ConnectionError(f"cannot serve {key.subject}")
         return key.subject
 
 

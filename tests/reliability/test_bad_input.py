@@ -258,9 +258,9 @@ rows(
 )
 rows(
     "RetryPolicy.delay_for_attempt",
-    ValueError,
+    TypeError,
     "attempt",
-    {"zero": lambda e: RetryPolicy().delay_for_attempt(0)},
+    {"float": lambda e: RetryPolicy().delay_for_attempt(1.0)},  # type: ignore[arg-type]
 )
 rows(
     "CircuitBreakerPolicy.scope",

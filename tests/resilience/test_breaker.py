@@ -155,16 +155,25 @@ async def test_probe_failure_reopens_with_a_new_opened_at(manual_clock: Advancin
     await b.before_call(SRC)
 
 
-@pytest.mark.parametrize("outcome", ["record_abandoned", "record_skipped"])
-async def test_abandoned_or_skipped_probe_frees_the_slot_and_counts_nothing(
-    manual_clock: AdvancingClock, outcome: str
+async def test_skipped_probe_frees_the_slot_and_counts_nothing(
+    manual_clock: AdvancingClock,
 ) -> None:
     b = breaker(manual_clock, failure_threshold=1, recovery_timeout_seconds=5.0)
     await open_and_probe(b, manual_clock)
-    await getattr(b, outcome)(SRC)
+    await b.record_skipped(SRC)
     assert await entry(b, SOURCE_ID) == CircuitSnapshot(CircuitState.HALF_OPEN, 1, 100.0, False)
     await b.before_call(SRC)  # the next caller becomes the probe
     assert (await entry(b, SOURCE_ID)) == CircuitSnapshot(CircuitState.HALF_OPEN, 1, 100.0, True)
+
+
+async def test_abandoned_probe_reopens_the_circuit_now(manual_clock: AdvancingClock) -> None:
+    b = breaker(manual_clock, failure_threshold=1, recovery_timeout_seconds=5.0)
+    await open_and_probe(b, manual_clock)
+    now = manual_clock.monotonic()
+    await b.record_abandoned(SRC)
+    assert await entry(b, SOURCE_ID) == CircuitSnapshot(CircuitState.OPEN, 1, now, False)
+    with pytest.raises(CircuitOpenError):
+        await b.before_call(SRC)
 
 
 async def test_abandoning_a_closed_call_changes_nothing(manual_clock: AdvancingClock) -> None:
@@ -472,7 +481,12 @@ def test_sync_twins_drive_the_same_state(manual_clock: AdvancingClock) -> None:
         b.enter(SRC, BTC)
     manual_clock.advance(10.0)
     probe = b.enter(SRC, BTC)
-    b.abandon(probe)
+    b.skip(probe)
+    probe = b.enter(SRC, BTC)
+    b.abandon(probe)  # an abandoned probe re-opens the circuit
+    with pytest.raises(CircuitOpenError):
+        b.enter(SRC, BTC)
+    manual_clock.advance(10.0)
     probe = b.enter(SRC, BTC)
     b.succeed(probe)
     assert b.open_circuit_count() == 0

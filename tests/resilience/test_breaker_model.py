@@ -89,7 +89,12 @@ class ModelCircuit:
         elif self.probe:
             self.state, self.opened_at, self.probe = CircuitState.OPEN, now, False
 
-    def abandon(self) -> None:
+    def abandon(self, now: float) -> None:
+        """A given-up probe re-opens its circuit; any other given-up call counts nothing."""
+        if self.probe:
+            self.state, self.opened_at, self.probe = CircuitState.OPEN, now, False
+
+    def skip(self) -> None:
         self.probe = False
 
 
@@ -127,14 +132,18 @@ class BreakerMachine(RuleBasedStateMachine):
                 run(self.breaker.record_failure(SOURCE, key=key))
             else:
                 self.breaker.fail(identity, self.policy)
-        else:
-            model.abandon()
-            if not use_async:
-                self.breaker.abandon(identity)
-            elif outcome == "abandon":
+        elif outcome == "abandon":
+            model.abandon(now)
+            if use_async:
                 run(self.breaker.record_abandoned(SOURCE, key=key))
             else:
+                self.breaker.abandon(identity, self.policy)
+        else:
+            model.skip()
+            if use_async:
                 run(self.breaker.record_skipped(SOURCE, key=key))
+            else:
+                self.breaker.skip(identity)
 
     def admit(self, subject: str, use_async: bool) -> bool:
         """Pass the gate in both the model and the breaker; they must agree."""

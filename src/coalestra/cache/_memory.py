@@ -99,6 +99,11 @@ class AsyncMemoryCache:
     def __repr__(self) -> str:
         return f"AsyncMemoryCache(max_entries={self._config.max_entries}, size={len(self._store)})"
 
+    @property
+    def max_copy_concurrency(self) -> int:
+        """The most payload copies running in worker threads at once."""
+        return self._config.max_copy_concurrency
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:

@@ -190,6 +190,86 @@ class SnapshotBuilder:
         return self._clock
 
     @property
+    def policy_resolver(self) -> PolicyResolver:
+        """Each key's freshness policy (built from ``default_policy`` when none was given)."""
+        return self._settings.policies  # type: ignore[return-value]  # duck-typed resolvers
+
+    @property
+    def authority_resolver(self) -> AuthorityPolicyResolver:
+        """Which source's revision may replace which (no rules: every source ranks 0)."""
+        return self._settings.authority_resolver
+
+    @property
+    def single_flight(self) -> SingleFlight:
+        """The table of keys being resolved right now, shared by every build and session."""
+        return self._engine.flights
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of sources no other policy covers (default ``RetryPolicy()``)."""
+        return self._settings.retry_policy
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker:
+        """The circuits of every source (default: one on this builder's clock)."""
+        return self._settings.breaker
+
+    @property
+    def resilience_resolver(self) -> ResiliencePolicyResolver:
+        """Each source's retry and circuit policy."""
+        return self._settings.resilience
+
+    @property
+    def metrics(self) -> MetricsSink:
+        """The metrics sink (a null sink by default)."""
+        return self._settings.metrics
+
+    @property
+    def events(self) -> EventSink:
+        """The event sink (a null sink by default)."""
+        return self._settings.events
+
+    @property
+    def observation_policy(self) -> ObservationPolicy:
+        """How ``observed_at`` stamps in the future are treated."""
+        return self._settings.observation
+
+    @property
+    def cache_source_support(self) -> bool:
+        """True when ``supports()`` answers are cached."""
+        return self._settings.cache_source_support
+
+    @property
+    def source_support_cache_max_entries(self) -> int | None:
+        """The most keys whose ``supports()`` answers are kept (``None``: no limit)."""
+        return self._settings.support_cache_max_entries
+
+    @property
+    def manage_lifecycle(self) -> bool:
+        """True when :meth:`aclose` also closes the sinks and the cache."""
+        return self._settings.manage_lifecycle
+
+    @property
+    def max_concurrency(self) -> int:
+        """Source calls running at once across all builds, sessions and refreshes."""
+        return self._settings.max_concurrency
+
+    @property
+    def max_pending_tasks(self) -> int:
+        """Workers per dispatch (default: ``max_concurrency``)."""
+        return self._settings.max_pending_tasks
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The sources as given, highest priority first."""
+        return tuple(entry.origin for entry in self._settings.sources)  # type: ignore[misc]
+
+    @property
+    def capacity(self) -> CapacityController:
+        """The capacity limits shared by every build, session and refresh."""
+        return self._capacity
+
+    @property
     def payload_isolator(self) -> PayloadIsolator:
         """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
         return self._settings.isolator

@@ -23,7 +23,7 @@ from ..core import (
     SystemClock,
 )
 from ..core._clock import check_clock
-from ..core._validation import check_bool, check_int, check_optional_int
+from ..core._validation import check_bool
 from ..observability import NullEventSink, NullMetrics
 from ..observability._tracing import NullTracer, Tracer, check_tracer
 from ..resilience import (
@@ -59,19 +59,18 @@ def freshness_provider(
 def authority_provider(
     authority_policy: SourceAuthorityPolicy | None,
     authority_resolver: AuthorityPolicyResolver | None,
-) -> AuthorityPolicyResolver | None:
-    """The authority rules in force, or ``None`` when every source ranks the same."""
-    _exclusive("authority_policy", authority_policy, "authority_resolver", authority_resolver)
+) -> AuthorityPolicyResolver:
+    """The authority rules: the resolver given, or one made of ``authority_policy`` (an empty
+    one when neither is given, so every source ranks the same)."""
+    if authority_policy is not None and authority_resolver is not None:
+        raise ValueError("authority_policy and authority_resolver cannot be provided together")
     if authority_resolver is not None:
         if not isinstance(authority_resolver, AuthorityPolicyResolver):
             raise TypeError("authority_resolver must be an AuthorityPolicyResolver")
-        return authority_resolver if authority_resolver.has_rules else None
-    if authority_policy is None:
-        return None
-    if not isinstance(authority_policy, SourceAuthorityPolicy):
+        return authority_resolver
+    if authority_policy is not None and not isinstance(authority_policy, SourceAuthorityPolicy):
         raise TypeError("authority_policy must be a SourceAuthorityPolicy")
-    resolver = AuthorityPolicyResolver(default=authority_policy)
-    return resolver if resolver.has_rules else None
+    return AuthorityPolicyResolver(default=authority_policy)
 
 
 def resilience_provider(
@@ -133,7 +132,10 @@ class BuilderSettings:
     events: EventSink
     tracer: Tracer
     policies: FreshnessPolicyProvider
-    authority: AuthorityPolicyResolver | None
+    authority_resolver: AuthorityPolicyResolver
+    authority: AuthorityPolicyResolver | None  # None when there are no rules: skip ranking
+    resilience: ResiliencePolicyResolver
+    retry_policy: RetryPolicy
     observation: ObservationPolicy
     isolator: PayloadIsolator
     cache: AsyncCache
@@ -180,12 +182,12 @@ def settle(
     Raises:
         TypeError, ValueError: the argument at fault is named.
     """
-    check_int("max_concurrency", max_concurrency, minimum=1)
-    # Checked here too, so the error names the builder's argument, not the cache's.
-    check_int("cache_max_copy_concurrency", cache_max_copy_concurrency, minimum=1)
-    if cache_run_payload_copies_in_thread is not None:
-        check_bool("cache_run_payload_copies_in_thread", cache_run_payload_copies_in_thread)
-    pending = check_optional_int("max_pending_tasks", max_pending_tasks, minimum=1)
+    _limit("max_concurrency", max_concurrency, optional=False)
+    pending = _limit("max_pending_tasks", max_pending_tasks, optional=True)
+    support_entries = _limit(
+        "source_support_cache_max_entries", source_support_cache_max_entries, optional=True
+    )
+    _check_copy_settings(cache, cache_run_payload_copies_in_thread, cache_max_copy_concurrency)
     resolved_clock = SystemClock() if clock is None else check_clock(clock)
     given_breaker = (
         None
@@ -198,6 +200,7 @@ def settle(
     registered = register_sources(sources, resilience)
     check_named_sources("source_resilience", source_resilience, registered)
     authority = authority_provider(authority_policy, authority_resolver)
+    ranked = authority if authority.has_rules else None
     resolved_cache = (
         cache
         if cache is not None
@@ -215,7 +218,10 @@ def settle(
         events=NullEventSink() if events is None else events,
         tracer=NullTracer() if tracer is None else check_tracer(tracer),
         policies=freshness_provider(default_policy, policy_resolver),
-        authority=_check_authority_cache(authority, resolved_cache),
+        authority_resolver=authority,
+        authority=_check_authority_cache(ranked, resolved_cache),
+        resilience=resilience,
+        retry_policy=resilience.default.retry if retry_policy is None else retry_policy,
         observation=_checked(
             "observation_policy", observation_policy or ObservationPolicy(), ObservationPolicy
         ),
@@ -228,14 +234,41 @@ def settle(
         max_concurrency=max_concurrency,
         max_pending_tasks=max_concurrency if pending is None else pending,
         cache_source_support=check_bool("cache_source_support", cache_source_support),
-        support_cache_max_entries=check_optional_int(
-            "source_support_cache_max_entries", source_support_cache_max_entries, minimum=1
-        ),
+        support_cache_max_entries=support_entries,
         manage_lifecycle=check_bool("manage_lifecycle", manage_lifecycle),
     )
 
 
 _T = TypeVar("_T")
+
+_DEFAULT_COPY_CONCURRENCY = 4  # AsyncMemoryCache's own default for max_copy_concurrency
+
+
+def _limit(name: str, value: object, *, optional: bool) -> int | None:
+    """A limit of at least 1 (or ``None`` when ``optional``)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        accepted = "an integer or None" if optional else "an integer"
+        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1" + (" or None" if optional else ""))
+    return value
+
+
+def _check_copy_settings(
+    cache: AsyncCache | None, in_thread: object, max_copy_concurrency: object
+) -> None:
+    """The ``cache_*`` copy settings configure the default cache; a custom cache has its own."""
+    if in_thread is not None and not isinstance(in_thread, bool):
+        raise TypeError("cache_run_payload_copies_in_thread must be a boolean or None")
+    if isinstance(max_copy_concurrency, bool) or not isinstance(max_copy_concurrency, int):
+        raise TypeError("cache_max_copy_concurrency must be an integer")
+    _limit("cache_max_copy_concurrency", max_copy_concurrency, optional=False)
+    if cache is not None and (
+        in_thread is not None or max_copy_concurrency != _DEFAULT_COPY_CONCURRENCY
+    ):
+        raise ValueError("cache payload copy settings apply only to the default AsyncMemoryCache")
 
 
 def _checked(name: str, value: object, kind: type[_T]) -> _T:

@@ -74,6 +74,10 @@ def _outcome_of(error: BaseException) -> str:
     return "error"
 
 
+# The build's own limits ran out: the source was not (or not yet) at fault.
+_NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
+
+
 class _AllBlocked(Exception):
     """Internal: every key of the call is behind an open circuit."""
 
@@ -167,9 +171,8 @@ class SourceGate:
             raise _AllBlocked
         try:
             lease = await self._acquire(source, window)
-        except BaseException:
-            for identity in circuits:
-                self._breaker.abandon(identity)  # the call was never made
+        except BaseException as error:
+            self._release_probes(source, circuits, error, window)  # the call was never made
             raise
         try:
             started = self._clock.monotonic()
@@ -182,7 +185,7 @@ class SourceGate:
                     value = await self._invoke(source, window, invoke, called)
             except BaseException as error:
                 outcome = _outcome_of(error)
-                self._settle(source, circuits, error)
+                self._settle(source, circuits, error, window)
                 raise
             finally:
                 latency_ms = (self._clock.monotonic() - started) * 1000.0
@@ -304,20 +307,38 @@ class SourceGate:
         source: RegisteredSource,
         circuits: dict[CircuitIdentity, list[ResourceKey]],
         error: BaseException,
+        window: FlightWindow,
     ) -> None:
-        """Record a failed attempt; cancellations and our own deadline are not the source's
-        fault, so they only give a half-open probe back."""
-        policy = source.resilience.circuit
-        blameless = not isinstance(error, Exception) or isinstance(
-            error, SnapshotDeadlineExceededError
-        )
+        """Record a failed attempt: a failure, unless it is not the source's fault (see
+        :meth:`_release_probes`)."""
         opened = self._breaker.open_circuit_count()
-        for identity in circuits:
-            if blameless:
-                self._breaker.abandon(identity)
-            else:
+        if isinstance(error, Exception) and not isinstance(error, _NOT_THE_SOURCES_FAULT):
+            policy = source.resilience.circuit
+            for identity in circuits:
                 self._breaker.fail(identity, policy)
+        else:
+            self._release_probes(source, circuits, error, window)
         self._report_transition(source, opened)
+
+    def _release_probes(
+        self,
+        source: RegisteredSource,
+        circuits: dict[CircuitIdentity, list[ResourceKey]],
+        error: BaseException,
+        window: FlightWindow,
+    ) -> None:
+        """An attempt ended for reasons that are not the source's: a cancellation abandons
+        the call (a half-open probe re-opens its circuit); our own deadline or capacity wait
+        skips it (the probe slot is only given back). Work cancelled because its deadline
+        passed (its last waiter gave up at that moment) counts as the deadline."""
+        breaker = self._breaker
+        if isinstance(error, Exception) or window.expired():
+            for identity in circuits:
+                breaker.skip(identity)
+        else:
+            policy = source.resilience.circuit
+            for identity in circuits:
+                breaker.abandon(identity, policy)
 
     def _settle_success(
         self,

@@ -294,12 +294,13 @@ class GroupRun:
         return failed
 
     def judge(self, called: tuple[ResourceKey, ...], result: object) -> Collection[ResourceKey]:
-        """Keys whose payload came back already past TTL: a failed circuit outcome."""
+        """Keys whose payload counts as a failed circuit outcome: data already past TTL, or
+        a rejected timestamp."""
         factory, now = self.engine.factory, self.engine.clock.now()
         if isinstance(result, SourcePayload):
-            return called if factory.is_stale_payload(called[0], result, now) else ()
+            return called if factory.fails_circuit(called[0], result, now) else ()
         assert isinstance(result, Mapping)
-        return [key for key, item in result.items() if factory.is_stale_payload(key, item, now)]
+        return [key for key, item in result.items() if factory.fails_circuit(key, item, now)]
 
     # -- results ---------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
     SourcePayload,
+    SourceProtocolError,
 )
 from ..core._validation import EMPTY_MAPPING, frozen_mapping
 from ._sources import RegisteredSource
@@ -44,13 +45,18 @@ class ValueFactory:
         self._authority = authority
         self._isolator = isolator
 
-    def is_stale_payload(self, key: ResourceKey, payload: SourcePayload[Any], now: float) -> bool:
-        """True when a source handed back data already past its TTL (a circuit failure)."""
+    def fails_circuit(self, key: ResourceKey, payload: SourcePayload[Any], now: float) -> bool:
+        """True when a payload counts as a failed call on the source's circuit: its data is
+        already past the key's TTL (a success needs ``age <= ttl``), or its ``observed_at`` is
+        one :meth:`make` rejects."""
         observed = payload.observed_at
-        if type(observed) is not float and type(observed) is not int:
-            return False  # absent or malformed: make() rejects the malformed ones
-        policy = self._policy_for(key)
-        return policy.ttl_seconds > 0.0 and not policy.is_fresh(now - observed)
+        if observed is None:
+            return False  # stamped with the time of arrival: age 0
+        try:
+            observed, _ = self._observation.accept(observed, now, context=str(key))
+        except SourceProtocolError:
+            return True
+        return max(0.0, now - observed) > self._policy_for(key).ttl_seconds
 
     def make(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, final
 
@@ -48,6 +48,7 @@ class RegisteredSource:
     max_batch_size: int | None
     cache_supports: bool
     resilience: SourceResiliencePolicy
+    origin: object = field(default=None, compare=False)  # the source object as given
 
 
 def _is_async(function: object) -> bool:
@@ -144,6 +145,7 @@ def register_source(
         ),
         cache_supports=check_bool(f"{label} cache_supports", attribute("cache_supports", True)),
         resilience=resilience.resolve(name, declared=declared),
+        origin=source,
     )
 
 

@@ -5,8 +5,8 @@ Life of a circuit (one per :class:`CircuitIdentity`)::
     CLOSED --(failure_threshold consecutive failures)--> OPEN
     OPEN   --(recovery_timeout_seconds pass)-----------> HALF_OPEN  (derived from time)
     HALF_OPEN: the first caller becomes the probe; others fail fast while it runs
-        probe success -> CLOSED          probe failure -> OPEN (new opened_at)
-        probe abandoned / skipped -> HALF_OPEN with the probe slot free again
+        probe success -> CLOSED          probe failure or abandoned -> OPEN (new opened_at)
+        probe skipped (deadline, queue timeout) -> HALF_OPEN with the probe slot free again
 
 An outcome recorded while an open circuit has no probe out comes from a call admitted before
 the circuit opened. It never moves the circuit: only time leads from OPEN to HALF_OPEN (a late
@@ -157,9 +157,9 @@ class CircuitBreaker:
         """Pass the circuit gate for one call, or raise; the non-async twin of
         :meth:`before_call`.
 
-        Returns the identity to hand to :meth:`succeed`, :meth:`fail` or :meth:`abandon`
-        once the call's outcome is known. Exactly one of them must follow an admitted call,
-        or a half-open circuit's probe slot stays taken.
+        Returns the identity to hand to :meth:`succeed`, :meth:`fail`, :meth:`abandon` or
+        :meth:`skip` once the call's outcome is known. Exactly one of them must follow an
+        admitted call, or a half-open circuit's probe slot stays taken.
 
         Raises:
             CircuitOpenError: the circuit is open, or half-open with its probe still out.
@@ -176,12 +176,9 @@ class CircuitBreaker:
     def _admit_while_open(self, identity: CircuitIdentity, record: CircuitRecord) -> None:
         now = self._clock.monotonic()
         if now < record.recovers_at:
-            raise CircuitOpenError(
-                f"circuit {identity} is open after {record.failures} consecutive failures; "
-                f"next probe allowed in {record.recovers_at - now:.3f}s"
-            )
+            raise CircuitOpenError(f"circuit is open for {identity}")
         if record.probe_active:
-            raise CircuitOpenError(f"circuit {identity} is half-open and its probe is running")
+            raise CircuitOpenError(f"half-open probe already active for {identity}")
         record.probe_active = True
 
     def succeed(
@@ -225,11 +222,28 @@ class CircuitBreaker:
             record.open(self._clock.monotonic(), active.recovery_timeout_seconds)
             self._open_count += 1
 
-    def abandon(self, identity: CircuitIdentity) -> None:
-        """Record that an admitted call's outcome does not count: it was cancelled, its result
-        discarded, or it was never made. Frees a half-open circuit's probe slot; counts
-        neither success nor failure. The non-async twin of :meth:`record_abandoned` and
-        :meth:`record_skipped`.
+    def abandon(
+        self, identity: CircuitIdentity, policy: CircuitBreakerPolicy | None = None
+    ) -> None:
+        """Record that an admitted call was given up (cancelled, its result discarded); the
+        non-async twin of :meth:`record_abandoned`.
+
+        A half-open circuit whose probe this was re-opens (``opened_at`` = now): nobody learnt
+        that the source recovered, so the next probe waits a full recovery timeout. Otherwise
+        nothing is counted.
+
+        Raises:
+            TypeError: ``identity`` or ``policy`` has the wrong type.
+        """
+        active = self._policy(policy)
+        record = self._circuits.get(_check_identity(identity))
+        if record is not None and record.opened and record.probe_active:
+            record.open(self._clock.monotonic(), active.recovery_timeout_seconds)
+
+    def skip(self, identity: CircuitIdentity) -> None:
+        """Record that an admitted call was not made, or ended for reasons that are not the
+        source's (the build's deadline, a capacity queue timeout); the non-async twin of
+        :meth:`record_skipped`. Frees a half-open circuit's probe slot; counts nothing.
 
         Raises:
             TypeError: ``identity`` is not a CircuitIdentity.
@@ -310,13 +324,15 @@ class CircuitBreaker:
         key: ResourceKey | None = None,
         policy: CircuitBreakerPolicy | None = None,
     ) -> None:
-        """Record that an admitted call was cancelled or its result discarded: frees the
-        half-open probe slot without counting a success or a failure.
+        """Record that an admitted call was cancelled or its result discarded. A half-open
+        circuit whose probe this was re-opens, with ``opened_at`` set to now; otherwise nothing
+        is counted.
 
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        self.abandon(self._identity(source, key, self._policy(policy).scope))
+        active = self._policy(policy)
+        self.abandon(self._identity(source, key, active.scope), active)
 
     async def record_skipped(
         self,
@@ -331,7 +347,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        self.abandon(self._identity(source, key, self._policy(policy).scope))
+        self.skip(self._identity(source, key, self._policy(policy).scope))
 
     async def reset(
         self,

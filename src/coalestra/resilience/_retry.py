@@ -3,7 +3,6 @@ errors are worth another attempt at all."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,25 +11,24 @@ from typing import Final, final
 
 from ..core import (
     CircuitOpenError,
-    DependencyCycleError,
-    PayloadIsolationError,
     SnapshotDeadlineExceededError,
-    SourceProtocolError,
     SourceQueueTimeoutError,
+    SourceUnavailableError,
 )
 from ..core._validation import check_float, check_int
 
-# Errors another attempt cannot fix: the source broke its contract, the payload cannot be
-# copied, the circuit refused the call, the build's own deadline or capacity wait ran out, or
-# the dependency graph loops. Retrying these only burns the deadline (and, for an open
-# circuit, hammers a source the breaker is protecting).
-_NOT_RETRYABLE: Final[tuple[type[BaseException], ...]] = (
-    SourceProtocolError,
-    PayloadIsolationError,
+# Errors that say "the source is unavailable right now": another attempt may succeed.
+# (TimeoutError and ConnectionError are OSError subclasses.) Anything else -- a ValueError, a
+# broken source contract -- would fail the same way again, so it gets one attempt.
+_TRANSIENT: Final[tuple[type[BaseException], ...]] = (SourceUnavailableError, OSError)
+
+# Transient-looking errors another attempt cannot fix: the circuit refused the call, or the
+# build's own deadline or capacity wait ran out. Retrying these only burns the deadline (and,
+# for an open circuit, hammers a source the breaker is protecting).
+_NEVER_RETRIED: Final[tuple[type[BaseException], ...]] = (
     CircuitOpenError,
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
-    DependencyCycleError,
 )
 
 
@@ -95,47 +93,43 @@ class RetryPolicy:
         """Return the seconds to wait before retry number ``attempt`` (1 = the first retry).
 
         The un-jittered delay is ``min(max_delay_seconds, base_delay_seconds * 2 **
-        (attempt - 1))``; jitter then scales it by a factor in ``[1 - jitter_ratio,
-        1 + jitter_ratio]`` (``random() == 0.5`` means no jitter).
+        max(0, attempt - 1))``, so ``attempt`` 0 (or below) gives the base delay; jitter then
+        scales it by a factor in ``[1 - jitter_ratio, 1 + jitter_ratio]`` (``random() == 0.5``
+        means no jitter), and the result is never negative.
 
         Args:
-            attempt: the retry number, ``>= 1``.
+            attempt: the retry number.
             random: a source of floats in ``[0, 1)``; ``random.random`` by default. Inject
                 one for reproducible schedules.
 
         Raises:
             TypeError: ``attempt`` is not an int, or ``random`` is not callable.
-            ValueError: ``attempt < 1``, or ``random()`` returned a value outside ``[0, 1]``.
+            ValueError: ``random()`` returned a value outside ``[0, 1]``.
         """
-        check_int("attempt", attempt, minimum=1)
+        check_int("attempt", attempt)
         draw = _default_random if random is None else random
         if not callable(draw):
             raise TypeError(f"random must be callable, got {type(draw).__name__}")
-        delay = min(self.max_delay_seconds, _doubled(self.base_delay_seconds, attempt - 1))
+        delay = min(self.max_delay_seconds, _doubled(self.base_delay_seconds, max(0, attempt - 1)))
         if self.jitter_ratio == 0.0 or delay == 0.0:
             return delay
         sample = draw()
         if not 0.0 <= sample <= 1.0:
             raise ValueError(f"random() must return a value in [0, 1], got {sample!r}")
-        return delay * (1.0 + self.jitter_ratio * (2.0 * sample - 1.0))
+        return max(0.0, delay * (1.0 + self.jitter_ratio * (2.0 * sample - 1.0)))
 
     def is_retryable(self, error: BaseException) -> bool:
         """Return True when another attempt could succeed where ``error`` failed.
 
-        False for cancellation and other non-``Exception`` exits (they must propagate), and for
-        errors a retry cannot fix: :class:`~coalestra.SourceProtocolError`,
-        :class:`~coalestra.PayloadIsolationError`, :class:`~coalestra.CircuitOpenError`,
-        :class:`~coalestra.SnapshotDeadlineExceededError`,
-        :class:`~coalestra.SourceQueueTimeoutError` and
-        :class:`~coalestra.DependencyCycleError` (and their subclasses). True otherwise,
-        including ordinary source timeouts and unavailability.
+        True for :class:`~coalestra.SourceUnavailableError` (source timeouts included),
+        ``TimeoutError``, ``ConnectionError`` and ``OSError`` (and their subclasses), except
+        :class:`~coalestra.CircuitOpenError`, :class:`~coalestra.SnapshotDeadlineExceededError`
+        and :class:`~coalestra.SourceQueueTimeoutError`. False for everything else: a
+        ``ValueError``, a :class:`~coalestra.SourceProtocolError`, cancellation.
 
         Raises:
             TypeError: ``error`` is not an exception.
         """
         if not isinstance(error, BaseException):
             raise TypeError(f"error must be an exception, got {type(error).__name__}")
-        # CancelledError is a BaseException since 3.8; named for readers who expect it here.
-        if isinstance(error, asyncio.CancelledError) or not isinstance(error, Exception):
-            return False
-        return not isinstance(error, _NOT_RETRYABLE)
+        return isinstance(error, _TRANSIENT) and not isinstance(error, _NEVER_RETRIED)

@@ -32,8 +32,10 @@ class CircuitIdentity:
     """The name of one circuit: a source, a scope, and the part of the key that scope keeps.
 
     ``discriminator`` is ``''`` for ``SOURCE``, the key's namespace for ``NAMESPACE``, its
-    subject for ``SUBJECT`` and ``str(key)`` for ``RESOURCE``. Identities are hashable and are
-    the keys of :meth:`CircuitBreaker.snapshot`.
+    subject (or ``"<namespace>:<name>"`` when the subject is empty) for ``SUBJECT`` and
+    ``str(key)`` for ``RESOURCE``. Identities are hashable and are the keys of
+    :meth:`CircuitBreaker.snapshot`. ``str(identity)`` is ``"<source>[<scope>]"``, followed by
+    ``":<discriminator>"`` when the discriminator is not empty: ``"rest[subject]:BTC"``.
 
     Args:
         source: the source name; must not be empty.
@@ -60,9 +62,8 @@ class CircuitIdentity:
             check_str("discriminator", self.discriminator, allow_empty=True)
 
     def __str__(self) -> str:
-        if self.scope is CircuitScope.SOURCE:
-            return self.source
-        return f"{self.source}[{self.scope.value}={self.discriminator}]"
+        text = f"{self.source}[{self.scope.value}]"
+        return f"{text}:{self.discriminator}" if self.discriminator else text
 
 
 def make_identity(source: str, key: ResourceKey | None, scope: CircuitScope) -> CircuitIdentity:
@@ -78,9 +79,10 @@ def make_identity(source: str, key: ResourceKey | None, scope: CircuitScope) -> 
     if key is None:
         # Mapping a missing key to '' would silently share the circuit of keys whose subject
         # (say) is empty, so a keyless call under a keyed scope is refused.
-        raise ValueError(f"key is required for circuit scope {scope.value!r}")
+        raise ValueError(f"resource key is required for circuit scope {scope.value}")
     if scope is CircuitScope.SUBJECT:
-        return CircuitIdentity(source, scope, key.subject)
+        # Keys without a subject share a circuit per resource type, not one for all of them.
+        return CircuitIdentity(source, scope, key.subject or f"{key.namespace}:{key.name}")
     if scope is CircuitScope.NAMESPACE:
         return CircuitIdentity(source, scope, key.namespace)
     return CircuitIdentity(source, scope, str(key))
