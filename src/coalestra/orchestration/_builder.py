@@ -265,11 +265,6 @@ class SnapshotBuilder:
         return tuple(entry.origin for entry in self._settings.sources)  # type: ignore[misc]
 
     @property
-    def capacity(self) -> CapacityController:
-        """The capacity limits shared by every build, session and refresh."""
-        return self._capacity
-
-    @property
     def payload_isolator(self) -> PayloadIsolator:
         """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
         return self._settings.isolator
