@@ -134,7 +134,8 @@ def main() -> None:
     duration = metrics.summary("coalestra_build_duration_seconds", outcome="complete")
     assert duration is not None
     print(
-        f"   coalestra_build_duration_seconds: {duration.count} builds, mean {duration.mean:.3f} s"
+        f"   coalestra_build_duration_seconds: {duration.count} builds, "
+        f"mean {duration.average:.3f} s"
     )
     assert metrics.counter("coalestra_retries_total", source="rest") == 1
     assert (

@@ -155,12 +155,16 @@ async def test_get_many_uses_each_keys_own_policy() -> None:
     assert result[B].fresh
 
 
-async def test_future_observation_reads_as_fresh_with_negative_age() -> None:
+async def test_future_observation_reads_as_fresh_with_age_zero() -> None:
+    # age = max(0, now - observed_at): a future stamp is kept as given, never a negative age.
     cache = AsyncMemoryCache()
     await cache.set(value(A, observed_at=T0 + 2.0))
     lookup = await cache.get(A, now=T0, policy=POLICY)
     assert lookup.fresh
-    assert lookup.age_seconds == -2.0
+    assert lookup.age_seconds == 0.0
+    assert lookup.value is not None
+    assert lookup.value.age_seconds == 0.0
+    assert lookup.value.observed_at == T0 + 2.0
 
 
 async def test_hit_refreshes_lru_position() -> None:

@@ -396,19 +396,19 @@ async def test_small_future_skew_is_accepted_and_recorded(clock: VirtualClock) -
         PRICE, 1, source="stream", observed_at=now + 0.25, metadata={"seq": 3}
     )
     assert result.published
-    assert result.value.observed_at == now
+    assert result.value.observed_at == now + 0.25  # kept as given, never clamped
     assert result.value.metadata == {"seq": 3, "clock_skew_seconds": 0.25}
     stored = await h.cached(PRICE)
     assert stored is not None
     assert stored.metadata["clock_skew_seconds"] == 0.25
 
 
-async def test_custom_observation_policy_can_clamp_instead_of_reject(clock: VirtualClock) -> None:
+async def test_custom_observation_policy_can_keep_instead_of_reject(clock: VirtualClock) -> None:
     policy = ObservationPolicy(future_tolerance_seconds=0.1, reject_future_observations=False)
     h = harness(clock, observation_policy=policy)
     now = clock.now()
     result = await h.publisher.publish(PRICE, 1, source="stream", observed_at=now + 60)
-    assert result.value.observed_at == now
+    assert result.value.observed_at == now + 60
     assert result.value.metadata["clock_skew_seconds"] == 60.0
 
 

@@ -152,7 +152,8 @@ SIGNATURES: list[tuple[str, str | None, str]] = [
     (
         "ResourceResolutionError",
         "to_dict",
-        "(self, *, max_message_length: 'int' = 300) -> 'SerializedResourceError'",
+        # ``extended`` is the B-ERR-5 opt-in for fields beyond the contract's envelope.
+        "(self, *, max_message_length: 'int' = 300, extended: 'bool' = False) -> 'SerializedResourceError'",
     ),
     (
         "Snapshot",
@@ -178,7 +179,8 @@ SIGNATURES: list[tuple[str, str | None, str]] = [
     (
         "SnapshotBuildError",
         "to_dict",
-        "(self, *, max_message_length: 'int' = 300) -> 'SerializedSnapshotBuildError'",
+        # ``extended`` is the B-ERR-5 opt-in for fields beyond the contract's envelope.
+        "(self, *, max_message_length: 'int' = 300, extended: 'bool' = False) -> 'SerializedSnapshotBuildError'",
     ),
     (
         "SnapshotConsistencyError",

@@ -155,9 +155,14 @@ def test_consistency_error_is_a_build_error() -> None:
 def test_source_failure_from_exception_and_format() -> None:
     failure = SourceFailure.from_exception("rest", TimeoutError("took too long"), attempts=3)
     assert failure == SourceFailure("rest", "TimeoutError", "took too long", 3)
-    assert failure.format() == "rest: TimeoutError: took too long (3 attempts)"
-    assert SourceFailure("rest", "ValueError", "bad").format() == "rest: ValueError: bad"
-    assert SourceFailure("rest", "ValueError", "").format() == "rest: ValueError"
+    assert failure.format() == "rest: TimeoutError(took too long; attempts=3)"
+    assert (
+        SourceFailure("rest", "ValueError", "bad").format() == "rest: ValueError(bad; attempts=1)"
+    )
+    assert (
+        SourceFailure("rest", "ValueError", "").format()
+        == "rest: ValueError(<no message>; attempts=1)"
+    )
 
 
 def test_source_failure_to_dict() -> None:
@@ -175,22 +180,31 @@ def test_source_failure_to_dict() -> None:
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(300, "abcdefghij"), (10, "abcdefghij"), (9, "abcdef..."), (4, "a..."), (3, "..."), (1, "a")],
+    [(300, "abcdefghij"), (10, "abcdefghij"), (9, "abcdef..."), (4, "a..."), (3, "abc"), (1, "a")],
 )
 def test_message_truncation(limit: int, expected: str) -> None:
     failure = SourceFailure("rest", "E", "abcdefghij")
     assert failure.to_dict(max_message_length=limit)["message"] == expected
     assert len(expected) <= limit
-    assert failure.format(max_message_length=limit) == f"rest: E: {expected}"
+    assert failure.format(max_message_length=limit) == f"rest: E({expected}; attempts=1)"
 
 
-@pytest.mark.parametrize(("bad", "error"), [(0, ValueError), (-5, ValueError), (2.5, TypeError)])
-def test_max_message_length_is_validated(bad: Any, error: type[Exception]) -> None:
-    with pytest.raises(error, match="max_message_length"):
+def test_messages_are_compacted() -> None:
+    failure = SourceFailure("rest", "E", "  line one\n\tline   two  ")
+    assert failure.to_dict()["message"] == "line one line two"
+    assert SourceFailure("rest", "E", " \n ").to_dict()["message"] == "<no message>"
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "match"),
+    [(0, ValueError, "max_length"), (-5, ValueError, "max_length"), (2.5, TypeError, "max_length")],
+)
+def test_max_message_length_is_validated(bad: Any, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
         SourceFailure("rest", "E", "m").to_dict(max_message_length=bad)
-    with pytest.raises(error, match="max_message_length"):
+    with pytest.raises(error, match=match):
         resolution_error().to_dict(max_message_length=bad)
-    with pytest.raises(error, match="max_message_length"):
+    with pytest.raises(error, match=match):
         SnapshotBuildError({POSITION: resolution_error()}).to_dict(max_message_length=bad)
 
 
@@ -218,8 +232,8 @@ def test_resolution_error_message_lists_failures() -> None:
     assert error.key == POSITION
     assert len(error.failures) == 2
     assert str(error) == (
-        "could not resolve account:position:BTCUSDT: stream: CircuitOpenError: circuit open; "
-        "rest: TimeoutError: took too long (3 attempts)"
+        "Unable to resolve account:position:BTCUSDT: stream: CircuitOpenError(circuit open; "
+        "attempts=1); rest: TimeoutError(took too long; attempts=3)"
     )
 
 
@@ -227,35 +241,29 @@ def test_resolution_error_formatting_limits() -> None:
     failures = tuple(SourceFailure(f"s{index}", "E", "x" * 50) for index in range(5))
     error = ResourceResolutionError(ACCOUNT, failures)
     text = error.format_failures(max_failures=2, max_message_length=10)
-    assert (
-        text
-        == "could not resolve account:balance: s0: E: xxxxxxx...; s1: E: xxxxxxx...; and 3 more"
+    assert text == (
+        "s0: E(xxxxxxx...; attempts=1); s1: E(xxxxxxx...; attempts=1); +3 more failure(s)"
     )
-    with pytest.raises(ValueError, match="max_failures"):
+    with pytest.raises(ValueError, match="max_failures must be positive"):
         error.format_failures(max_failures=0)
 
 
 def test_resolution_error_without_failures() -> None:
     error = ResourceResolutionError(ACCOUNT, ())
-    assert str(error) == "could not resolve account:balance: no source supports it"
+    assert str(error) == "Unable to resolve account:balance: no compatible source"
     assert error.to_dict()["failures"] == []
-    assert error.to_dict()["failure_count"] == 0
+    assert error.to_dict(extended=True)["failure_count"] == 0
 
 
 def test_resolution_error_to_dict() -> None:
-    data = ResourceResolutionError(PRICE, (SourceFailure("rest", "E", "boom", 2),)).to_dict()
+    error = ResourceResolutionError(PRICE, (SourceFailure("rest", "E", "boom", 2),))
+    data = error.to_dict()
     assert data == {
         "schema": ERROR_DIAGNOSTICS_SCHEMA,
         "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
         "error_type": "ResourceResolutionError",
-        "message": "could not resolve market:price:BTCUSDT?venue=spot: rest: E: boom (2 attempts)",
+        "message": "Unable to resolve market:price:BTCUSDT?venue=spot: rest: E(boom; attempts=2)",
         "resource": "market:price:BTCUSDT?venue=spot",
-        "resource_key": {
-            "namespace": "market",
-            "name": "price",
-            "subject": "BTCUSDT",
-            "qualifiers": {"venue": "spot"},
-        },
         "failures": [
             {
                 "schema": ERROR_DIAGNOSTICS_SCHEMA,
@@ -266,9 +274,20 @@ def test_resolution_error_to_dict() -> None:
                 "attempts": 2,
             }
         ],
-        "failure_count": 1,
     }
     assert_round_trips(data)
+    extended = error.to_dict(extended=True)
+    assert extended == {
+        **data,
+        "resource_key": {
+            "namespace": "market",
+            "name": "price",
+            "subject": "BTCUSDT",
+            "qualifiers": {"venue": "spot"},
+        },
+        "failure_count": 1,
+    }
+    assert_round_trips(extended)
 
 
 def test_resolution_error_to_dict_truncates_every_message() -> None:
@@ -315,13 +334,15 @@ def test_payload_isolation_error() -> None:
     error = PayloadIsolationError(context="source 'rest' market:price", value_type="Socket")
     assert error.context == "source 'rest' market:price"
     assert error.value_type == "Socket"
-    assert str(error) == "cannot isolate payload of type Socket for source 'rest' market:price"
+    assert str(error) == (
+        "Unable to isolate source 'rest' market:price; payload type Socket does not support copying"
+    )
 
 
 def test_submission_backlog_full_error() -> None:
     error = SubmissionBacklogFullError(limit=256, pending=256)
     assert (error.limit, error.pending) == (256, 256)
-    assert str(error) == "submission backlog is full: 256 pending, limit 256"
+    assert str(error) == "Non-blocking submission backlog is full (pending=256, limit=256)"
 
 
 # --- SnapshotBuildError ------------------------------------------------------------------------
@@ -342,15 +363,19 @@ def test_build_error_exposes_errors_and_partial_snapshot() -> None:
     snapshot = error.snapshot
     assert isinstance(snapshot, Snapshot)
     assert snapshot.value(ACCOUNT) == 1
-    assert str(error).startswith("2 required resource(s) failed: account:position:BTCUSDT: ")
-    assert str(error).endswith("(and 1 more failed resources)")
+    assert str(error) == (
+        "Snapshot build failed: account:position:BTCUSDT=ResourceResolutionError["
+        "stream: CircuitOpenError(circuit open; attempts=1); "
+        "rest: TimeoutError(took too long; attempts=3)], "
+        "market:health=SnapshotDeadlineExceededError(deadline passed)"
+    )
 
 
 def test_build_error_without_snapshot_or_errors() -> None:
-    assert str(SnapshotBuildError({})) == "snapshot build failed"
+    assert str(SnapshotBuildError({})) == "Snapshot build failed: no resource details"
     error = SnapshotBuildError({ACCOUNT: ValueError("bad")})
     assert error.snapshot is None
-    assert str(error) == "1 required resource(s) failed: account:balance: bad"
+    assert str(error) == "Snapshot build failed: account:balance=ValueError(bad)"
 
 
 def test_build_error_errors_are_a_read_only_copy() -> None:
@@ -367,15 +392,12 @@ def test_build_error_to_dict() -> None:
     assert data["schema"] == ERROR_DIAGNOSTICS_SCHEMA
     assert data["schema_version"] == ERROR_DIAGNOSTICS_SCHEMA_VERSION == 1
     assert data["error_type"] == "SnapshotBuildError"
-    assert data["snapshot_id"] == "cycle-42"
     assert data["partial_snapshot_available"] is True
     assert data["has_partial_snapshot"] is True
-    assert data["resolved_resources"] == ["account:balance", "market:price:BTCUSDT?venue=spot"]
-    assert data["failed_resources"] == ["account:position:BTCUSDT", "market:health"]
-    assert data["error_count"] == 2
+    assert "snapshot_id" not in data
     first, second = data["errors"]
     assert first["error_type"] == "ResourceResolutionError"
-    assert first["failure_count"] == 2
+    assert "failure_count" not in first
     assert [failure["source"] for failure in first["failures"]] == ["stream", "rest"]
     assert second["error_type"] == "SnapshotDeadlineExceededError"
     assert second["message"] == "deadline passed"
@@ -385,13 +407,25 @@ def test_build_error_to_dict() -> None:
     assert_round_trips(data)
 
 
+def test_build_error_extended_to_dict() -> None:
+    data = build_error().to_dict(extended=True)
+    assert data["snapshot_id"] == "cycle-42"
+    assert data["resolved_resources"] == ["account:balance", "market:price:BTCUSDT?venue=spot"]
+    assert data["failed_resources"] == ["account:position:BTCUSDT", "market:health"]
+    assert data["error_count"] == 2
+    assert data["errors"][0]["failure_count"] == 2
+    assert_round_trips(data)
+
+
 def test_build_error_to_dict_without_snapshot() -> None:
-    data = SnapshotBuildError({ACCOUNT: KeyError("gone")}).to_dict()
+    error = SnapshotBuildError({ACCOUNT: KeyError("gone")})
+    data = error.to_dict()
     assert data["partial_snapshot_available"] is False
     assert data["has_partial_snapshot"] is False
-    assert data["snapshot_id"] == ""
-    assert data["resolved_resources"] == []
     assert_round_trips(data)
+    extended = error.to_dict(extended=True)
+    assert extended["snapshot_id"] == ""
+    assert extended["resolved_resources"] == []
 
 
 def test_build_error_to_dict_never_contains_exception_objects() -> None:
@@ -462,14 +496,17 @@ def test_consistency_error_identifies_the_extremes() -> None:
     assert error.observation_skew_seconds == 3.25
     assert error.snapshot is not None
     assert error.snapshot.value(PRICE) == 1  # the complete partial snapshot
+    assert error.errors == {}  # the snapshot's optional failure is not the violation
     assert str(error) == (
-        "observation skew 3.250s exceeds 2.000s: oldest account:balance at 1000.250, "
-        "newest market:price:BTCUSDT?venue=spot at 1003.500"
+        "Snapshot observation skew 3.250000s exceeds the allowed 2.000000s across 2 resource(s); "
+        "oldest=account:balance@1000.250000, newest=market:price:BTCUSDT?venue=spot@1003.500000"
     )
 
 
 def test_consistency_error_to_dict() -> None:
-    data = consistency_error().to_dict()
+    assert "consistency" not in consistency_error().to_dict()
+    assert consistency_error().to_dict()["errors"] == []
+    data = consistency_error().to_dict(extended=True)
     assert data["error_type"] == "SnapshotConsistencyError"
     assert data["schema_version"] == ERROR_DIAGNOSTICS_SCHEMA_VERSION
     assert data["partial_snapshot_available"] is True
@@ -487,7 +524,7 @@ def test_consistency_error_to_dict() -> None:
 
 
 def test_consistency_error_without_snapshot() -> None:
-    data = consistency_error(with_snapshot=False).to_dict()
+    data = consistency_error(with_snapshot=False).to_dict(extended=True)
     assert data["partial_snapshot_available"] is False
     assert data["error_count"] == 0
     assert_round_trips(data)

@@ -200,66 +200,56 @@ def test_observation_defaults() -> None:
 
 
 @pytest.mark.parametrize("observed_at", [0.0, 500.0, 999.999, 1000.0])
-def test_past_and_present_observations_are_kept(observed_at: float) -> None:
-    assert ObservationPolicy().accept(observed_at, 1000.0, context="ctx") == (observed_at, 0.0)
-
-
-def test_integer_observation_becomes_float() -> None:
-    stored, skew = ObservationPolicy().accept(990, 1000.0, context="ctx")
-    assert stored == 990.0
-    assert isinstance(stored, float)
-    assert skew == 0.0
+def test_past_and_present_observations_have_no_skew(observed_at: float) -> None:
+    assert ObservationPolicy().future_skew(observed_at, 1000.0, what="ctx") == 0.0
 
 
 @pytest.mark.parametrize("ahead", [0.25, 0.5, 1.0])
-def test_future_within_tolerance_is_clamped_to_now_with_skew(ahead: float) -> None:
-    stored, skew = ObservationPolicy(future_tolerance_seconds=1.0).accept(
-        1000.0 + ahead, 1000.0, context="ctx"
+def test_future_within_tolerance_reports_its_skew(ahead: float) -> None:
+    skew = ObservationPolicy(future_tolerance_seconds=1.0).future_skew(
+        1000.0 + ahead, 1000.0, what="ctx"
     )
-    assert stored == 1000.0
     assert skew == pytest.approx(ahead)
 
 
 def test_future_beyond_tolerance_is_rejected() -> None:
-    with pytest.raises(SourceProtocolError, match=r"rest market:price.*future") as caught:
-        ObservationPolicy(future_tolerance_seconds=1.0).accept(
-            1001.5, 1000.0, context="rest market:price"
+    with pytest.raises(SourceProtocolError) as caught:
+        ObservationPolicy(future_tolerance_seconds=1.0).future_skew(
+            1001.5, 1000.0, what="source observation for market:price"
         )
-    assert "1.500s" in str(caught.value)
+    assert str(caught.value) == "source observation for market:price is 1.500000s in the future"
 
 
 def test_zero_tolerance_rejects_any_future() -> None:
     with pytest.raises(SourceProtocolError):
-        ObservationPolicy(future_tolerance_seconds=0.0).accept(1000.001, 1000.0, context="c")
+        ObservationPolicy(future_tolerance_seconds=0.0).future_skew(1000.001, 1000.0, what="c")
 
 
-def test_future_beyond_tolerance_is_clamped_when_not_rejected() -> None:
+def test_future_beyond_tolerance_is_kept_when_not_rejected() -> None:
     policy = ObservationPolicy(future_tolerance_seconds=1.0, reject_future_observations=False)
-    stored, skew = policy.accept(1060.0, 1000.0, context="ctx")
-    assert stored == 1000.0
-    assert skew == pytest.approx(60.0)
+    assert policy.future_skew(1060.0, 1000.0, what="ctx") == pytest.approx(60.0)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, "1000", None, True])
 def test_non_finite_or_non_number_observations_are_rejected(bad: Any) -> None:
     for policy in (ObservationPolicy(), ObservationPolicy(reject_future_observations=False)):
         with pytest.raises(SourceProtocolError, match="ctx: observed_at"):
-            policy.accept(bad, 1000.0, context="ctx")
+            policy.future_skew(bad, 1000.0, what="ctx")
 
 
 @pytest.mark.parametrize(
-    ("arguments", "error", "field"),
+    ("arguments", "error", "message"),
     [
-        ({"future_tolerance_seconds": -1.0}, ValueError, "future_tolerance_seconds"),
-        ({"future_tolerance_seconds": math.nan}, ValueError, "future_tolerance_seconds"),
-        ({"future_tolerance_seconds": "1"}, TypeError, "future_tolerance_seconds"),
+        ({"future_tolerance_seconds": -1.0}, ValueError, "cannot be negative"),
+        ({"future_tolerance_seconds": math.nan}, ValueError, "must be finite"),
+        ({"future_tolerance_seconds": "soon"}, ValueError, "must be a finite number"),
         ({"reject_future_observations": "yes"}, TypeError, "reject_future_observations"),
     ],
 )
 def test_observation_policy_validation(
-    arguments: dict[str, Any], error: type[Exception], field: str
+    arguments: dict[str, Any], error: type[Exception], message: str
 ) -> None:
-    with pytest.raises(error, match=field):
+    with pytest.raises(error, match=message):
         ObservationPolicy(**arguments)
 
 

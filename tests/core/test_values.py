@@ -84,9 +84,9 @@ def test_source_payload_metadata_is_a_read_only_copy() -> None:
     assert isinstance(payload.observed_at, float)
 
 
-@pytest.mark.parametrize("observed_at", [math.nan, math.inf, "1", True])
+@pytest.mark.parametrize("observed_at", [math.nan, math.inf, "soon", object()])
 def test_source_payload_rejects_bad_observed_at(observed_at: Any) -> None:
-    with pytest.raises((TypeError, ValueError), match="observed_at"):
+    with pytest.raises(ValueError, match="observed_at"):
         SourcePayload("v", observed_at=observed_at)
 
 
@@ -195,9 +195,9 @@ def test_snapshot_value_is_frozen() -> None:
         ("source", 5, TypeError),
         ("observed_at", math.nan, ValueError),
         ("observed_at", math.inf, ValueError),
-        ("observed_at", "now", TypeError),
+        ("observed_at", "now", ValueError),
         ("fetched_at", math.nan, ValueError),
-        ("fetched_at", None, TypeError),
+        ("fetched_at", None, ValueError),
         ("age_seconds", math.nan, ValueError),
         ("stale", 1, TypeError),
         ("from_cache", "yes", TypeError),
@@ -389,9 +389,9 @@ def test_fetch_context_metadata_is_a_read_only_copy() -> None:
     ("field", "bad", "error"),
     [
         ("requested_at", math.nan, ValueError),
-        ("requested_at", None, TypeError),
+        ("requested_at", None, ValueError),
         ("deadline_at", math.inf, ValueError),
-        ("deadline_monotonic", "soon", TypeError),
+        ("deadline_monotonic", "soon", ValueError),
         ("snapshot_id", 5, TypeError),
         ("metadata", "tenant", TypeError),
     ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import queue
 import subprocess
 import sys
 import threading
@@ -128,20 +129,22 @@ def test_drop_newest_discards_the_new_records(gated: GatedEvents) -> None:
     assert sink.stats() == BufferedSinkStats(4, 4, 2, 0, 0, True)
 
 
-def test_raise_refuses_the_new_record_with_overflow_error(gated: GatedEvents) -> None:
+def test_raise_refuses_the_new_record_with_queue_full(gated: GatedEvents) -> None:
     sink = BufferedEventSink(gated, max_pending=2, overflow=BufferOverflowPolicy.RAISE)
     _start_blocked(gated, sink)
     sink.emit("e1")
     sink.emit("e2")
-    with pytest.raises(OverflowError, match="2 records pending"):
+    with pytest.raises(queue.Full, match="2 records pending"):
         sink.emit("e3")
-    assert sink.stats().dropped == 1
+    with pytest.raises(OverflowError):  # also what our 0.x raised
+        sink.emit("e3")
+    assert sink.stats().dropped == 0  # refused to the caller, not dropped
     gated.release()
     assert sink.flush(timeout=WAIT) is True
     sink.emit("e4")  # room again: accepted
     assert sink.close() is True
     assert gated.delivered == ["first", "e1", "e2", "e4"]
-    assert sink.stats() == BufferedSinkStats(4, 4, 1, 0, 0, True)
+    assert sink.stats() == BufferedSinkStats(4, 4, 0, 0, 0, True)
 
 
 def test_overflow_accepts_the_policy_string_value(gated: GatedEvents) -> None:
@@ -335,13 +338,14 @@ def test_close_is_idempotent() -> None:
     assert sink.stats() == BufferedSinkStats(1, 1, 0, 0, 0, True)
 
 
-def test_records_after_close_are_dropped_and_counted() -> None:
+def test_records_after_close_raise_runtime_error() -> None:
     downstream = GatedEvents()
-    sink = BufferedEventSink(downstream, overflow=BufferOverflowPolicy.RAISE)
+    sink = BufferedEventSink(downstream)
     assert sink.close() is True
-    sink.emit("late")  # no error, even under RAISE: shutdown order must not fail callers
+    with pytest.raises(RuntimeError, match=r"^buffered sink is closed$"):
+        sink.emit("late")
     assert downstream.delivered == []
-    assert sink.stats() == BufferedSinkStats(0, 0, 1, 0, 0, True)
+    assert sink.stats() == BufferedSinkStats(0, 0, 0, 0, 0, True)
 
 
 def test_close_ends_the_worker_thread() -> None:

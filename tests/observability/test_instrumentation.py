@@ -245,7 +245,7 @@ def test_cancellation_is_never_swallowed() -> None:
         helper.retry("rest", 2, 0.1)
 
 
-def test_overflow_error_from_a_full_buffered_sink_is_counted_not_raised() -> None:
+def test_queue_full_from_a_full_buffered_sink_is_counted_not_raised() -> None:
     gate, entered = threading.Event(), threading.Event()
 
     class Blocking:
@@ -259,22 +259,22 @@ def test_overflow_error_from_a_full_buffered_sink_is_counted_not_raised() -> Non
         helper.build_started("a", 1)  # in flight, held by the downstream
         assert entered.wait(10.0)
         helper.build_started("b", 1)  # queued: the queue is now full
-        helper.build_started("c", 1)  # OverflowError inside the sink: swallowed, counted
+        helper.build_started("c", 1)  # queue.Full inside the sink: swallowed, counted
         assert helper.sink_failures == 1
-        assert events.stats().dropped == 1
+        assert events.stats().dropped == 0  # refused (raised), not dropped
     finally:
         gate.set()
     assert events.close() is True
     assert events.stats().delivered == 2
 
 
-def test_records_after_a_buffered_sink_closed_are_dropped_quietly() -> None:
+def test_records_after_a_buffered_sink_closed_are_counted_not_raised() -> None:
     metrics = BufferedMetricsSink(NullMetrics(), overflow=BufferOverflowPolicy.RAISE)
     assert metrics.close() is True
     helper = Instrumentation(metrics, NullEventSink())
-    helper.build_finished("s", 0.1, 1, 1, 0, "complete")
-    assert helper.sink_failures == 0
-    assert metrics.stats().dropped == 2
+    helper.build_finished("s", 0.1, 1, 1, 0, "complete")  # RuntimeError in the sink: swallowed
+    assert helper.sink_failures == 2
+    assert metrics.stats().enqueued == 0
 
 
 def test_enabled_reflects_the_sinks() -> None:

@@ -94,7 +94,7 @@ def test_event_record_validates(args: tuple[Any, ...], error: type[Exception]) -
 
 def test_observation_summary_mean_and_validation() -> None:
     summary = ObservationSummary(count=4, total=10, minimum=1, maximum=4)
-    assert summary.mean == 2.5
+    assert summary.average == 2.5
     assert isinstance(summary.total, float)
     with pytest.raises(ValueError, match="count"):
         ObservationSummary(count=0, total=0.0, minimum=0.0, maximum=0.0)

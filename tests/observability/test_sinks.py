@@ -136,7 +136,7 @@ def test_summaries_aggregate_observations_per_label_set() -> None:
     )
     ws = metrics.summary("latency_seconds", source="ws")
     assert ws is not None
-    assert (ws.count, ws.total, ws.minimum, ws.maximum, ws.mean) == (1, 7.0, 7.0, 7.0, 7.0)
+    assert (ws.count, ws.total, ws.minimum, ws.maximum, ws.average) == (1, 7.0, 7.0, 7.0, 7.0)
     assert metrics.summary("latency_seconds") is None
 
 

@@ -360,9 +360,8 @@ async def test_versioned_error_diagnostics(clock: VirtualClock) -> None:
 
     (diagnostic,) = sent
     assert json.loads(json.dumps(diagnostic)) == diagnostic
-    assert diagnostic["failed_resources"] == [str(ALL_POSITIONS)]
+    assert [entry["resource"] for entry in diagnostic["errors"]] == [str(ALL_POSITIONS)]
     assert diagnostic["partial_snapshot_available"] is True
-    assert str(ACCOUNT) in diagnostic["resolved_resources"]
 
 
 SNAPSHOT_DIAGNOSTICS = """

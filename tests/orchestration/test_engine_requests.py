@@ -75,7 +75,7 @@ async def test_non_strict_build_returns_errors_in_the_snapshot(clock: VirtualClo
     assert snapshot.value(A) == "primary:A"
     assert not snapshot.complete
     assert isinstance(snapshot.error_for(B), ResourceResolutionError)
-    with pytest.raises(ResourceResolutionError):
+    with pytest.raises(KeyError):
         snapshot.value(B)
 
 
@@ -112,17 +112,19 @@ async def test_build_error_diagnostics_round_trip_through_json(clock: VirtualClo
     assert diagnostic["schema"] == ERROR_DIAGNOSTICS_SCHEMA
     assert diagnostic["schema_version"] == ERROR_DIAGNOSTICS_SCHEMA_VERSION
     assert diagnostic["error_type"] == "SnapshotBuildError"
-    assert diagnostic["snapshot_id"] == "cycle-42"
     assert diagnostic["partial_snapshot_available"] is True
     assert diagnostic["has_partial_snapshot"] is True
-    assert diagnostic["resolved_resources"] == [str(A)]
-    assert diagnostic["failed_resources"] == [str(B), str(C)]
-    assert diagnostic["error_count"] == 2
+    assert [entry["resource"] for entry in diagnostic["errors"]] == [str(B), str(C)]
     first = diagnostic["errors"][0]
     assert first["resource"] == str(B)
     assert first["error_type"] == "ResourceResolutionError"
-    assert first["failure_count"] == 1
     assert first["failures"][0]["source"] == "primary"
+    extended = caught.value.to_dict(extended=True)
+    assert extended["snapshot_id"] == "cycle-42"
+    assert extended["resolved_resources"] == [str(A)]
+    assert extended["failed_resources"] == [str(B), str(C)]
+    assert extended["error_count"] == 2
+    assert extended["errors"][0]["failure_count"] == 1
     assert first["failures"][0]["error_type"] == "RuntimeError"
     failure = caught.value.errors[B]
     assert isinstance(failure, ResourceResolutionError)
@@ -238,11 +240,13 @@ async def test_observation_skew_beyond_the_limit_raises_a_consistency_error(
     assert error.newest_observed_at == pytest.approx(start)
     assert error.observation_skew_seconds == pytest.approx(5.0)
     assert error.max_observation_skew_seconds == 2.0
-    assert set(error.keys) == {A, B, C}
+    assert error.keys == (A, B, C)
+    assert error.errors == {}
     assert error.snapshot is not None
     assert {k: v.value for k, v in error.snapshot.items()} == {A: "A", B: "B", C: "C"}
     assert error.snapshot.diagnostics.observation_skew_ms == pytest.approx(5000.0)
-    diagnostic = error.to_dict()
+    assert error.to_dict()["errors"] == []
+    diagnostic = error.to_dict(extended=True)
     assert json.loads(json.dumps(diagnostic)) == diagnostic
     assert diagnostic["consistency"]["oldest_resource"] == str(A)
     assert diagnostic["consistency"]["observation_skew_us"] == 5_000_000

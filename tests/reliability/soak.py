@@ -57,6 +57,7 @@ from coalestra.cache import PublishStatus, ResourceUpdate
 from coalestra.core import (
     CoalestraError,
     FreshnessPolicy,
+    ObservationPolicy,
     RefreshMode,
     ResourceKey,
     SessionClosedError,
@@ -80,6 +81,9 @@ from coalestra.resilience import (
 from coalestra.testing import VirtualClock, VirtualTimeLoop
 
 __all__ = ["SoakSummary", "run_soak"]
+
+# The builders use the default observation policy: stamps up to this far ahead are kept.
+_FUTURE_TOLERANCE = ObservationPolicy().future_tolerance_seconds
 
 
 def _keys(name: str, count: int, prefix: str) -> list[ResourceKey]:
@@ -528,10 +532,12 @@ class Soak:
             f"{where}: {key} token {token} seen as versions {version} and {value.version}",
         )
         now = self.clock.now()
+        # Future stamps within the tolerance are kept as given (B-VAL-4), never clamped to now.
         self.check(
-            math.isfinite(value.observed_at) and value.observed_at <= now,
+            math.isfinite(value.observed_at) and value.observed_at <= now + _FUTURE_TOLERANCE,
             f"{where}: {key} observed at {value.observed_at} (now {now})",
         )
+        self.check(value.age_seconds >= 0.0, f"{where}: {key} age {value.age_seconds} < 0")
         if value.source in {"derived-main", "derived-chain"}:
             self.check(
                 set(value.dependency_versions) == set(DEPENDENCIES[key]),

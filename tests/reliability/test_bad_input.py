@@ -733,7 +733,7 @@ rows(
     "observed_at",
     {"nan": _publish(observed_at=NAN), "inf": _publish(observed_at=INF)},
 )
-rows("publish", TypeError, "observed_at", {"str": _publish(observed_at="now")})
+rows("publish", ValueError, "observed_at", {"str": _publish(observed_at="now")})
 rows("publish", TypeError, "metadata", {"list": _publish(metadata=[1])})
 rows("publish", TypeError, "force", {"int": _publish(force=1)})
 rows("publish", TypeError, "replace_equal", {"str": _publish(replace_equal="y")})
@@ -741,7 +741,7 @@ rows("publish", PayloadIsolationError, "payload", {"uncopyable": _publish(value=
 rows(
     "publish",
     SourceProtocolError,
-    "observed_at",
+    "in the future",
     {"far-future": lambda e: _publish(observed_at=e.clock.now() + 1000)(e)},
 )
 rows(
@@ -762,7 +762,7 @@ rows(
 rows(
     "publish_many",
     SourceProtocolError,
-    "observed_at",
+    "in the future",
     {
         "one-future": lambda e: e.builder.publisher.publish_many(
             [ResourceUpdate(B, 1, "s"), ResourceUpdate(A, 2, "s", e.clock.now() + 1000)]

@@ -215,7 +215,7 @@ async def test_an_impossible_observed_at_is_a_protocol_error_and_never_cached(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_a_slightly_future_observed_at_is_clamped_to_now_and_recorded(
+async def test_a_slightly_future_observed_at_is_kept_with_age_zero_and_recorded(
     clock: VirtualClock, kind: str
 ) -> None:
     builder = make_builder(
@@ -225,11 +225,13 @@ async def test_a_slightly_future_observed_at_is_clamped_to_now_and_recorded(
     snapshot = await builder.build([wanted])
 
     value = snapshot[wanted]
-    assert value.observed_at == clock.now()
+    assert value.observed_at == clock.now() + 0.5  # never clamped to now
+    assert value.age_seconds == 0.0
     assert value.metadata["clock_skew_seconds"] == pytest.approx(0.5)
     lookup = await builder.cache.get(wanted, now=clock.now(), policy=FOREVER)
     assert lookup.value is not None
-    assert lookup.value.observed_at <= clock.now()
+    assert lookup.value.observed_at == clock.now() + 0.5
+    assert lookup.value.age_seconds == 0.0
     await builder.aclose()
 
 

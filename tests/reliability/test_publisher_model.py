@@ -14,7 +14,8 @@ The model is written from the product page and the publisher's docstrings, not f
   a duplicate unless ``replace_equal``;
 * a batch is first reduced per key as if applied in order (rank, then newer stamp, equal stamps
   keep the earlier update unless ``replace_equal``); only the winner meets the cache;
-* a stamp up to the tolerance ahead of the clock is stored as "now" with ``clock_skew_seconds``;
+* a stamp up to the tolerance ahead of the clock is stored as given (never clamped to now), with
+  ``clock_skew_seconds``;
   further ahead the whole call fails with ``SourceProtocolError`` and nothing is written.
 """
 
@@ -152,7 +153,7 @@ class PublisherMachine(RuleBasedStateMachine):
                 replace_equal=equal,
             )
         )
-        stamp, skew = (now, offset) if offset > 0 else (now + offset, 0.0)
+        stamp, skew = now + offset, max(offset, 0.0)
         self.apply(key, source, stamp, skew, expected, result, force=force, equal=equal)
         self.inputs.append(value)
 
@@ -178,7 +179,7 @@ class PublisherMachine(RuleBasedStateMachine):
         results = self.run(publisher.publish_many(updates, force=force, replace_equal=equal))
         winners: dict[ResourceKey, tuple[int, float, float]] = {}
         for index, (key, source, offset) in enumerate(batch):
-            stamp = now if offset > 0 else now + offset
+            stamp = now + offset
             held = winners.get(key)
             if held is None:
                 winners[key] = (index, stamp, offset)

@@ -110,8 +110,8 @@ class AsyncMemoryCache:
         """Look ``key`` up at wall-clock ``now`` under ``policy``.
 
         Returns:
-            A hit (``from_cache=True``, ``age_seconds = now - observed_at``, ``stale`` past TTL,
-            isolated payload) or a miss (``value=None``).
+            A hit (``from_cache=True``, ``age_seconds = max(0, now - observed_at)``, ``stale``
+            past TTL, isolated payload) or a miss (``value=None``).
 
         Raises:
             TypeError, ValueError: ``key``, ``now`` or ``policy`` is invalid.

@@ -25,7 +25,8 @@ from ..core._validation import (
     check_bool,
     check_float,
     check_int,
-    check_optional_float,
+    check_optional_timestamp,
+    check_source_name,
     check_str,
 )
 from ..observability._instrumentation import Instrumentation
@@ -183,7 +184,7 @@ class ResourcePublisher:
             value: the payload; the cache and the result get their own copies.
             source: the producer's stable name (a metric label).
             observed_at: wall-clock observation time; ``None`` means now. A timestamp slightly
-                ahead of the clock is accepted as now and the skew recorded as
+                ahead of the clock is kept as given (never clamped) and the skew recorded as
                 ``clock_skew_seconds`` metadata.
             metadata: extra provenance (copied).
             force: replace whatever is cached, ignoring timestamps and authority.
@@ -293,8 +294,8 @@ class ResourcePublisher:
     ) -> SnapshotValue[Any]:
         """Validate one publication and build the revision to offer (holding ``value`` as is)."""
         key = check_key(key)
-        source = check_str("source", source)
-        stamp = check_optional_float("observed_at", observed_at, minimum=None)
+        source = check_source_name(source)
+        stamp = check_optional_timestamp("observed_at", observed_at)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
         config = self._config
@@ -302,8 +303,10 @@ class ResourcePublisher:
         if stamp is None:
             stamp = now
         else:
-            context = f"{_INGRESS} {key} from {source!r}"
-            stamp, skew = config.observation_policy.accept(stamp, now, context=context)
+            # Kept as given, never clamped to now; too far ahead raises and writes nothing.
+            skew = config.observation_policy.future_skew(
+                stamp, now, what=f"published observation for {key}"
+            )
         frozen: Mapping[str, Any] = EMPTY_MAPPING
         if metadata or skew > 0.0:
             context = f"{_INGRESS} {key} from {source!r}"

@@ -138,6 +138,8 @@ class MemoryStore:
                 continue
             stored, flags = entry
             age = now - stored.observed_at
+            if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
+                age = 0.0
             policy = policies[key]
             # FreshnessPolicy.is_fresh / is_usable, inlined: two method calls per key would
             # cost a fifth of the loop body (FreshnessPolicy is final, so this is exact).

@@ -12,9 +12,9 @@ from ..core._validation import (
     EMPTY_MAPPING,
     check_enum,
     check_int,
-    check_optional_float,
     check_optional_int,
-    check_str,
+    check_optional_timestamp,
+    check_source_name,
     frozen_mapping,
 )
 
@@ -100,8 +100,8 @@ class ResourceUpdate(Generic[T]):
     def __post_init__(self) -> None:
         if not isinstance(self.key, ResourceKey):
             raise TypeError(f"key must be a ResourceKey, got {type(self.key).__name__}")
-        check_str("source", self.source)
-        observed_at = check_optional_float("observed_at", self.observed_at, minimum=None)
+        object.__setattr__(self, "source", check_source_name(self.source))
+        observed_at = check_optional_timestamp("observed_at", self.observed_at)
         object.__setattr__(self, "observed_at", observed_at)
         object.__setattr__(self, "metadata", frozen_mapping("metadata", self.metadata))
 

@@ -21,7 +21,8 @@
 ``to_dict()`` on :class:`SourceFailure`, :class:`ResourceResolutionError` and
 :class:`SnapshotBuildError` returns plain dicts of strings, ints, bools, lists and dicts, marked
 with :data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION` (the typed
-shapes live in ``_schema.py``).
+shapes live in ``_schema.py``). Every rendered message is compacted (whitespace collapsed, cut
+to a length limit), so errors stay bounded however long the upstream messages are.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from ._schema import (
     SerializedSnapshotBuildError,
     SerializedSourceFailure,
     check_length,
+    compact,
     serialize_key,
-    truncate,
 )
 from ._validation import ReadOnlyDict, check_int, check_str
 
@@ -100,11 +101,9 @@ class SourceFailure:
         return cls(source, getattr(kind, "public_name", kind.__name__), str(error), attempts)
 
     def format(self, *, max_message_length: int = 300) -> str:
-        """Render as ``source: ErrorType: message (N attempts)``, the message truncated."""
-        message = truncate(self.message, check_length(max_message_length))
-        tries = "" if self.attempts == 1 else f" ({self.attempts} attempts)"
-        text = f"{self.source}: {self.error_type}"
-        return f"{text}: {message}{tries}" if message else f"{text}{tries}"
+        """Render as ``source: ErrorType(message; attempts=N)``, the message compacted."""
+        message = compact(self.message, check_length(max_message_length))
+        return f"{self.source}: {self.error_type}({message}; attempts={self.attempts})"
 
     def to_dict(self, *, max_message_length: int = 300) -> SerializedSourceFailure:
         """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
@@ -113,7 +112,7 @@ class SourceFailure:
             "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
             "source": self.source,
             "error_type": self.error_type,
-            "message": truncate(self.message, check_length(max_message_length)),
+            "message": compact(self.message, check_length(max_message_length)),
             "attempts": self.attempts,
         }
 
@@ -142,47 +141,88 @@ class ResourceResolutionError(CoalestraError):
         super().__init__(key, self.failures)
 
     def __str__(self) -> str:
-        return self.format_failures()
+        return f"Unable to resolve {self.key}: {self.format_failures()}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The third item restores the rest of __dict__ (``__notes__``, attributes set later).
         return (type(self), (self.key, self.failures), self.__dict__)
 
     def format_failures(self, *, max_failures: int = 3, max_message_length: int = 300) -> str:
-        """Summarize: ``could not resolve KEY: src: Err: msg; ...`` (at most ``max_failures``)."""
-        check_int("max_failures", max_failures, minimum=1)
+        """Join the first ``max_failures`` failures with ``"; "``, then ``+K more failure(s)``.
+
+        Each message is compacted to ``max_message_length``; with no failures at all the text
+        is ``"no compatible source"``.
+
+        Raises:
+            ValueError: ``max_failures`` or ``max_message_length`` is below 1.
+        """
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int):
+            raise TypeError(f"max_failures must be an int, got {type(max_failures).__name__}")
+        if max_failures < 1:
+            raise ValueError("max_failures must be positive")
+        limit = check_length(max_message_length)
         if not self.failures:
-            return f"could not resolve {self.key}: no source supports it"
+            return "no compatible source"
         shown = [
-            failure.format(max_message_length=max_message_length)
-            for failure in self.failures[:max_failures]
+            failure.format(max_message_length=limit) for failure in self.failures[:max_failures]
         ]
         more = len(self.failures) - len(shown)
         if more:
-            shown.append(f"and {more} more")
-        return f"could not resolve {self.key}: " + "; ".join(shown)
+            shown.append(f"+{more} more failure(s)")
+        return "; ".join(shown)
 
-    def to_dict(self, *, max_message_length: int = 300) -> SerializedResourceError:
-        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
-        return serialize_resource_error(self.key, self, max_message_length=max_message_length)
+    def to_dict(
+        self, *, max_message_length: int = 300, extended: bool = False
+    ) -> SerializedResourceError:
+        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`).
+
+        Exactly ``schema``, ``schema_version``, ``resource``, ``error_type``, ``message`` and
+        ``failures``; ``extended=True`` adds ``resource_key`` and ``failure_count``.
+        """
+        return serialize_resource_error(
+            self.key, self, max_message_length=max_message_length, extended=extended
+        )
+
+
+def error_type_name(error: BaseException) -> str:
+    """The class name shown for ``error`` (an internal class is named by its public base)."""
+    kind = type(error)
+    return str(getattr(kind, "public_name", kind.__name__))
 
 
 def serialize_resource_error(
-    key: ResourceKey, error: BaseException, *, max_message_length: int = 300
+    key: object, error: BaseException, *, max_message_length: int = 300, extended: bool = False
 ) -> SerializedResourceError:
-    """Serialize any per-key error; only :class:`ResourceResolutionError` carries failures."""
+    """Serialize any per-key error; only :class:`ResourceResolutionError` carries failures
+    (and is serialized as its own ``to_dict()``, naming its own key)."""
     limit = check_length(max_message_length)
-    failures = error.failures if isinstance(error, ResourceResolutionError) else ()
-    return {
+    failures: tuple[SourceFailure, ...] = ()
+    if isinstance(error, ResourceResolutionError):
+        key, failures = error.key, error.failures
+    result: SerializedResourceError = {
         "schema": ERROR_DIAGNOSTICS_SCHEMA,
         "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
-        "error_type": type(error).__name__,
-        "message": truncate(str(error), limit),
         "resource": str(key),
-        "resource_key": serialize_key(key),
+        "error_type": error_type_name(error),
+        "message": compact(str(error), limit),
         "failures": [failure.to_dict(max_message_length=limit) for failure in failures],
-        "failure_count": len(failures),
     }
+    if extended:
+        if isinstance(key, ResourceKey):
+            result["resource_key"] = serialize_key(key)
+        result["failure_count"] = len(failures)
+    return result
+
+
+def _render_resource_error(key: object, error: BaseException) -> str:
+    """One entry of ``str(SnapshotBuildError)``."""
+    if isinstance(error, ResourceResolutionError):
+        return f"{key}=ResourceResolutionError[{error.format_failures()}]"
+    return f"{key}={error_type_name(error)}({compact(str(error), _MESSAGE_LIMIT)})"
+
+
+_MESSAGE_LIMIT = 300
+_SHOWN_RESOURCE_ERRORS = 5
 
 
 class DependencyCycleError(CoalestraError):
@@ -237,38 +277,60 @@ class SnapshotBuildError(CoalestraError):
         return self.snapshot
 
     def __str__(self) -> str:
-        if not self.errors:
-            return "snapshot build failed"
-        first_key, first_error = next(iter(self.errors.items()))
-        more = len(self.errors) - 1
-        tail = f" (and {more} more failed resources)" if more else ""
-        return f"{len(self.errors)} required resource(s) failed: {first_key}: {first_error}{tail}"
+        # Bounded whatever the number of keys and the length of their messages.
+        items = list(self.errors.items())
+        if not items:
+            return "Snapshot build failed: no resource details"
+        parts = [
+            _render_resource_error(key, error) for key, error in items[:_SHOWN_RESOURCE_ERRORS]
+        ]
+        more = len(items) - len(parts)
+        if more:
+            parts.append(f"+{more} more resource error(s)")
+        return "Snapshot build failed: " + ", ".join(parts)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_build_error, (type(self), self.__dict__.copy()))
 
-    def to_dict(self, *, max_message_length: int = 300) -> SerializedSnapshotBuildError:
-        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`)."""
+    def to_dict(
+        self, *, max_message_length: int = 300, extended: bool = False
+    ) -> SerializedSnapshotBuildError:
+        """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`).
+
+        Exactly ``schema``, ``schema_version``, ``error_type``, ``message``,
+        ``partial_snapshot_available``, ``has_partial_snapshot`` and ``errors`` (one entry per
+        key, in order). ``extended=True`` adds ``snapshot_id``, ``resolved_resources``,
+        ``failed_resources`` and ``error_count`` (and ``consistency`` for consistency errors).
+        """
         limit = check_length(max_message_length)
-        snapshot = self.snapshot
-        resolved = sorted(str(key) for key in snapshot.resources) if snapshot is not None else []
+        has_snapshot = self.snapshot is not None
         result: SerializedSnapshotBuildError = {
             "schema": ERROR_DIAGNOSTICS_SCHEMA,
             "schema_version": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
             "error_type": type(self).__name__,
-            "message": truncate(str(self), limit),
-            "snapshot_id": str(snapshot.snapshot_id) if snapshot is not None else "",
-            "partial_snapshot_available": snapshot is not None,
-            "has_partial_snapshot": snapshot is not None,
-            "resolved_resources": resolved,
-            "failed_resources": [str(key) for key in self.errors],
+            "message": compact(str(self), limit),
+            "partial_snapshot_available": has_snapshot,
+            "has_partial_snapshot": has_snapshot,
             "errors": [
-                serialize_resource_error(key, error, max_message_length=limit)
+                serialize_resource_error(key, error, max_message_length=limit, extended=extended)
                 for key, error in self.errors.items()
             ],
-            "error_count": len(self.errors),
         }
+        if extended:
+            self._add_extended(result)
         return result
+
+    def _add_extended(self, result: SerializedSnapshotBuildError) -> None:
+        # ``snapshot`` may be any object (it is never required to be a Snapshot): read it
+        # defensively, and only when the caller opted in.
+        snapshot = self.snapshot
+        resources = getattr(snapshot, "resources", None)
+        result["snapshot_id"] = str(getattr(snapshot, "snapshot_id", ""))
+        result["resolved_resources"] = (
+            sorted(str(key) for key in resources) if isinstance(resources, Mapping) else []
+        )
+        result["failed_resources"] = [str(key) for key in self.errors]
+        result["error_count"] = len(self.errors)
 
 
 def _rebuild_build_error(cls: type[SnapshotBuildError], state: dict[str, Any]) -> Any:
@@ -301,27 +363,26 @@ class SnapshotConsistencyError(SnapshotBuildError):
         max_observation_skew_seconds: float,
         snapshot: Any | None = None,
     ) -> None:
-        errors = dict(snapshot.errors) if snapshot is not None else {}
-        super().__init__(errors, snapshot=snapshot)
+        # No per-key errors: every checked key resolved; the violation is the group's skew.
+        super().__init__({}, snapshot=snapshot)
         self.keys = tuple(keys)
         self.oldest_key = oldest_key
-        self.oldest_observed_at = oldest_observed_at
+        self.oldest_observed_at = float(oldest_observed_at)
         self.newest_key = newest_key
-        self.newest_observed_at = newest_observed_at
-        self.observation_skew_seconds = observation_skew_seconds
-        self.max_observation_skew_seconds = max_observation_skew_seconds
+        self.newest_observed_at = float(newest_observed_at)
+        self.observation_skew_seconds = float(observation_skew_seconds)
+        self.max_observation_skew_seconds = float(max_observation_skew_seconds)
 
     def __str__(self) -> str:
         return (
-            f"observation skew {self.observation_skew_seconds:.3f}s exceeds "
-            f"{self.max_observation_skew_seconds:.3f}s: oldest {self.oldest_key} at "
-            f"{self.oldest_observed_at:.3f}, newest {self.newest_key} at "
-            f"{self.newest_observed_at:.3f}"
+            f"Snapshot observation skew {self.observation_skew_seconds:.6f}s exceeds the "
+            f"allowed {self.max_observation_skew_seconds:.6f}s across {len(self.keys)} "
+            f"resource(s); oldest={self.oldest_key}@{self.oldest_observed_at:.6f}, "
+            f"newest={self.newest_key}@{self.newest_observed_at:.6f}"
         )
 
-    def to_dict(self, *, max_message_length: int = 300) -> SerializedSnapshotBuildError:
-        """Like :meth:`SnapshotBuildError.to_dict`, plus the ``consistency`` violation."""
-        result = super().to_dict(max_message_length=max_message_length)
+    def _add_extended(self, result: SerializedSnapshotBuildError) -> None:
+        super()._add_extended(result)
         result["consistency"] = {
             "resources": [str(key) for key in self.keys],
             "oldest_resource": str(self.oldest_key),
@@ -331,7 +392,6 @@ class SnapshotConsistencyError(SnapshotBuildError):
             "observation_skew_us": _micros(self.observation_skew_seconds),
             "max_observation_skew_us": _micros(self.max_observation_skew_seconds),
         }
-        return result
 
 
 class PayloadIsolationError(CoalestraError):
@@ -343,7 +403,9 @@ class PayloadIsolationError(CoalestraError):
     def __init__(self, *, context: str, value_type: str) -> None:
         self.context = context
         self.value_type = value_type
-        super().__init__(f"cannot isolate payload of type {value_type} for {context}")
+        super().__init__(
+            f"Unable to isolate {context}; payload type {value_type} does not support copying"
+        )
 
     def _init_kwargs(self) -> dict[str, Any]:
         return {"context": self.context, "value_type": self.value_type}
@@ -361,7 +423,9 @@ class SubmissionBacklogFullError(CoalestraError):
     def __init__(self, *, limit: int, pending: int) -> None:
         self.limit = limit
         self.pending = pending
-        super().__init__(f"submission backlog is full: {pending} pending, limit {limit}")
+        super().__init__(
+            f"Non-blocking submission backlog is full (pending={pending}, limit={limit})"
+        )
 
     def _init_kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "pending": self.pending}

@@ -127,7 +127,7 @@ class KeyNormalizer:
                 )
             name, value = self.normalize_qualifier(item[0], item[1])
             if name in pairs:
-                raise ValueError(f"qualifier {name!r} is given more than once")
+                raise ValueError(f"duplicate qualifier name: {name}")
             pairs[name] = value
         return tuple(sorted(pairs.items()))
 
@@ -136,7 +136,7 @@ class KeyNormalizer:
         if not isinstance(value, str):
             raise TypeError(f"normalizer for {part} must return a str, got {type(value).__name__}")
         if not value:
-            raise ValueError(f"ResourceKey {part} must be a non-empty string")
+            raise ValueError(f"{part} cannot be empty")
         return value
 
 

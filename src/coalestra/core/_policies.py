@@ -18,6 +18,7 @@ from ._validation import (
     check_float,
     check_int,
     check_str,
+    check_timestamp,
     frozen_mapping,
 )
 
@@ -132,43 +133,49 @@ class FreshnessPolicyProvider(Protocol):
 class ObservationPolicy:
     """What to do with ``observed_at`` timestamps in the future.
 
-    A timestamp up to ``future_tolerance_seconds`` ahead of the clock is accepted as clock skew:
-    the value is treated as observed now and the skew is recorded as ``clock_skew_seconds``
-    metadata. Further ahead, it is rejected (``reject_future_observations=True``, the default) so
-    clock errors cannot make values artificially fresh, or clamped to now with the same metadata.
+    A timestamp is always kept as given, never clamped to now. Up to
+    ``future_tolerance_seconds`` ahead of the clock it is accepted as clock skew: the value is
+    served with ``age_seconds`` 0 and ``metadata["clock_skew_seconds"] = observed_at - now``.
+    Further ahead it is rejected when ``reject_future_observations`` is true (the default), so
+    clock errors cannot make values look fresh for long: a source attempt fails with
+    :class:`SourceProtocolError` and the next source is tried; a publication raises it and
+    writes nothing. With ``reject_future_observations=False`` every timestamp is kept.
+
+    Raises:
+        ValueError: ``future_tolerance_seconds`` is negative, NaN or infinite.
     """
 
     future_tolerance_seconds: float = 1.0
     reject_future_observations: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "future_tolerance_seconds",
-            check_float("future_tolerance_seconds", self.future_tolerance_seconds),
-        )
+        tolerance = check_timestamp("future_tolerance_seconds", self.future_tolerance_seconds)
+        if tolerance < 0.0:
+            raise ValueError("future_tolerance_seconds cannot be negative")
+        object.__setattr__(self, "future_tolerance_seconds", tolerance)
         check_bool("reject_future_observations", self.reject_future_observations)
 
-    def accept(self, observed_at: float, now: float, *, context: str) -> tuple[float, float]:
-        """Return ``(observed_at to store, clock skew in seconds)`` for a source timestamp.
+    def future_skew(self, observed_at: float, now: float, *, what: str) -> float:
+        """Return how far ``observed_at`` lies ahead of ``now`` (0.0 when it does not).
+
+        ``what`` names the observation in the error, e.g. ``"source observation for <key>"``.
 
         Raises:
             SourceProtocolError: the timestamp is not a finite number, or lies further in the
                 future than the tolerance and future observations are rejected.
         """
-        if isinstance(observed_at, bool) or not isinstance(observed_at, (int, float)):
-            raise SourceProtocolError(f"{context}: observed_at must be a number")
+        if observed_at.__class__ is not float and (
+            isinstance(observed_at, bool) or not isinstance(observed_at, (int, float))
+        ):
+            raise SourceProtocolError(f"{what}: observed_at must be a number")
         if not math.isfinite(observed_at):
-            raise SourceProtocolError(f"{context}: observed_at must be finite, got {observed_at}")
+            raise SourceProtocolError(f"{what}: observed_at must be finite")
         skew = observed_at - now
         if skew <= 0.0:
-            return float(observed_at), 0.0
+            return 0.0
         if skew > self.future_tolerance_seconds and self.reject_future_observations:
-            raise FutureObservationError(
-                f"{context}: observed_at is {skew:.3f}s in the future "
-                f"(tolerance {self.future_tolerance_seconds}s)"
-            )
-        return now, skew
+            raise FutureObservationError(f"{what} is {skew:.6f}s in the future")
+        return skew
 
 
 class FutureObservationError(SourceProtocolError):
@@ -295,9 +302,13 @@ class SnapshotConsistencyPolicy:
     include_optional_resources: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "max_observation_skew_seconds",
-            check_float("max_observation_skew_seconds", self.max_observation_skew_seconds),
-        )
-        check_bool("include_optional_resources", self.include_optional_resources)
+        skew = self.max_observation_skew_seconds
+        if isinstance(skew, bool) or not isinstance(skew, (int, float)):
+            raise TypeError("max_observation_skew_seconds must be a number")
+        if not math.isfinite(skew):
+            raise ValueError("max_observation_skew_seconds must be finite")
+        if skew < 0:
+            raise ValueError("max_observation_skew_seconds cannot be negative")
+        object.__setattr__(self, "max_observation_skew_seconds", float(skew))
+        if not isinstance(self.include_optional_resources, bool):
+            raise TypeError("include_optional_resources must be a boolean")

@@ -1,8 +1,8 @@
 """The versioned, JSON-safe schema of error diagnostics (what ``to_dict()`` returns).
 
 Every serialized form is made of strings, ints, bools, lists and dicts only, and carries
-:data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION`. Fields are only
-ever added within one schema version; consumers should ignore fields they do not know.
+:data:`ERROR_DIAGNOSTICS_SCHEMA` and :data:`ERROR_DIAGNOSTICS_SCHEMA_VERSION`. By default each
+form holds exactly its listed keys; ``to_dict(extended=True)`` adds the optional ones.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Final, TypedDict
 
 from ._keys import ResourceKey
-from ._validation import check_int
 
 ERROR_DIAGNOSTICS_SCHEMA: Final = "coalestra.error-diagnostics"
 ERROR_DIAGNOSTICS_SCHEMA_VERSION: Final = 1
@@ -36,16 +35,22 @@ class SerializedSourceFailure(TypedDict):
     attempts: int
 
 
-class SerializedResourceError(TypedDict):
-    """One key's error: ``ResourceResolutionError.to_dict()`` and each entry of a build error."""
-
+class _SerializedResourceErrorBase(TypedDict):
     schema: str
     schema_version: int
+    resource: str
     error_type: str
     message: str
-    resource: str
-    resource_key: SerializedResourceKey
     failures: list[SerializedSourceFailure]
+
+
+class SerializedResourceError(_SerializedResourceErrorBase, total=False):
+    """One key's error: ``ResourceResolutionError.to_dict()`` and each entry of a build error.
+
+    ``resource_key`` and ``failure_count`` are present only with ``to_dict(extended=True)``.
+    """
+
+    resource_key: SerializedResourceKey
     failure_count: int
 
 
@@ -66,33 +71,50 @@ class _SerializedSnapshotBuildErrorBase(TypedDict):
     schema_version: int
     error_type: str
     message: str
-    snapshot_id: str
     partial_snapshot_available: bool
-    has_partial_snapshot: bool  # legacy alias of partial_snapshot_available (0.5.1-0.5.4)
-    resolved_resources: list[str]
-    failed_resources: list[str]
+    has_partial_snapshot: bool  # the same flag under its 0.5.1-0.5.4 name
     errors: list[SerializedResourceError]
-    error_count: int
 
 
 class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=False):
-    """``SnapshotBuildError.to_dict()``; ``consistency`` is present for consistency errors."""
+    """``SnapshotBuildError.to_dict()``.
 
+    ``snapshot_id``, ``resolved_resources``, ``failed_resources``, ``error_count`` and (for
+    consistency errors) ``consistency`` are present only with ``to_dict(extended=True)``.
+    """
+
+    snapshot_id: str
+    resolved_resources: list[str]
+    failed_resources: list[str]
+    error_count: int
     consistency: SerializedConsistencyViolation
 
 
-def truncate(message: str, limit: int) -> str:
-    if len(message) <= limit:
-        return message
-    if limit < 3:
-        # No room for the "..." marker: cutting is the only way to honour the limit
-        # (the marker alone used to make 1- and 2-character limits return 3 characters).
-        return message[:limit]
-    return message[: limit - 3] + "..."
+NO_MESSAGE: Final = "<no message>"
 
 
-def check_length(max_message_length: int) -> int:
-    return check_int("max_message_length", max_message_length, minimum=1)
+def compact(message: str, limit: int) -> str:
+    """Collapse whitespace runs to one space, name an empty message, and cut to ``limit``.
+
+    Every rendering and every ``to_dict`` passes messages through here, so one huge or
+    multi-line upstream message cannot blow up a log line or a diagnostics payload.
+    """
+    text = " ".join(message.split()) or NO_MESSAGE
+    if len(text) <= limit:
+        return text
+    if limit <= 3:
+        # No room for the "..." marker: a hard cut is the only way to honour the limit.
+        return text[:limit]
+    return text[: limit - 3] + "..."
+
+
+def check_length(max_length: object) -> int:
+    """Return a message length limit; it must be a positive int."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int):
+        raise TypeError(f"max_length must be an int, got {type(max_length).__name__}")
+    if max_length < 1:
+        raise ValueError("max_length must be positive")
+    return max_length
 
 
 def serialize_key(key: ResourceKey) -> SerializedResourceKey:

@@ -8,7 +8,14 @@ from typing import Any, TypeVar, cast, final, overload
 
 from ._keys import ResourceKey
 from ._policies import SnapshotConsistencyPolicy
-from ._validation import EMPTY_MAPPING, check_float, check_int, check_str, frozen_mapping
+from ._validation import (
+    EMPTY_MAPPING,
+    check_float,
+    check_int,
+    check_str,
+    check_timestamp,
+    frozen_mapping,
+)
 from ._values import SnapshotValue
 
 T = TypeVar("T")
@@ -150,8 +157,8 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
 
     def __post_init__(self) -> None:
         check_str("snapshot_id", self.snapshot_id, allow_empty=True)
-        check_float("created_at", self.created_at, minimum=None)
         setattr_ = object.__setattr__
+        setattr_(self, "created_at", check_timestamp("created_at", self.created_at))
         setattr_(self, "resources", frozen_mapping("resources", self.resources))
         setattr_(self, "errors", frozen_mapping("errors", self.errors))
         if not isinstance(self.diagnostics, SnapshotDiagnostics):
@@ -186,9 +193,9 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
         return not self.errors
 
     @property
-    def stale_keys(self) -> frozenset[ResourceKey]:
-        """The keys whose values are stale."""
-        return frozenset(key for key, value in self.resources.items() if value.stale)
+    def stale_keys(self) -> tuple[ResourceKey, ...]:
+        """The keys whose values are stale, in ``resources`` order."""
+        return tuple(key for key, value in self.resources.items() if value.stale)
 
     def error_for(self, key: ResourceKey) -> Exception | None:
         """Return why ``key`` failed, or ``None``."""
@@ -204,16 +211,14 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
         """Return the payload of ``key``.
 
         Raises:
-            Exception: the key's own error, when it failed in this build.
-            KeyError: the key was not requested.
+            KeyError: ``key`` is not in ``resources`` (not requested, or failed: a failed key's
+                error is in ``errors[key]`` and ``error_for(key)``, and is chained as the
+                ``KeyError``'s cause).
             TypeError: the payload is not an instance of ``expected_type``.
         """
         resolved = self.resources.get(key)
         if resolved is None:
-            error = self.errors.get(key)
-            if error is not None:
-                raise error
-            raise KeyError(key)
+            raise KeyError(key) from self.errors.get(key)
         return _typed(key, resolved.value, expected_type)
 
     @overload
@@ -235,7 +240,9 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
 
 def _typed(key: ResourceKey, value: Any, expected_type: type[T] | None) -> T | Any:
     if expected_type is not None and not isinstance(value, expected_type):
-        raise TypeError(f"{key} holds {type(value).__name__}, expected {expected_type.__name__}")
+        raise TypeError(
+            f"Resource {key} contains {type(value).__name__}, expected {expected_type.__name__}"
+        )
     return cast("T", value) if expected_type is not None else value
 
 

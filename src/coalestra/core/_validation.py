@@ -75,6 +75,39 @@ def check_optional_float(
     return check_float(name, value, minimum=minimum, positive=positive)
 
 
+def check_timestamp(name: str, value: object) -> float:
+    """Return ``value`` converted with ``float()``; it must be finite (so ``123`` -> ``123.0``).
+
+    Timestamps and time spans accept whatever ``float()`` accepts (ints, Decimals, numpy
+    scalars), as the 0.5 API did, so only unconvertible and non-finite values are refused.
+    """
+    # ``x - x == 0.0`` holds only for a finite float: one cheap test covers the common case.
+    if value.__class__ is float and value - value == 0.0:
+        return value
+    try:
+        result = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a finite number") from None
+    if not math.isfinite(result):
+        raise ValueError(f"{name} must be finite")
+    return result
+
+
+def check_optional_timestamp(name: str, value: object) -> float | None:
+    """Like :func:`check_timestamp`, letting ``None`` through."""
+    return None if value is None else check_timestamp(name, value)
+
+
+def check_source_name(value: object) -> str:
+    """Return a source name stripped of surrounding whitespace; blank names are refused."""
+    if not isinstance(value, str):
+        raise TypeError(f"source name must be a str, got {_type_name(value)}")
+    name = value.strip()
+    if not name:
+        raise ValueError("source name cannot be empty")
+    return name
+
+
 def check_str(name: str, value: object, *, allow_empty: bool = False) -> str:
     """Return ``value`` when it is a string (non-blank unless ``allow_empty``)."""
     if not isinstance(value, str):

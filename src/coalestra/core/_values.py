@@ -18,7 +18,9 @@ from ._validation import (
     check_float,
     check_int,
     check_optional_float,
+    check_optional_timestamp,
     check_str,
+    check_timestamp,
     frozen_generic,
     frozen_mapping,
 )
@@ -55,8 +57,12 @@ def _check_key(value: object) -> ResourceKey:
     return value
 
 
-def _check_timestamp(name: str, value: object) -> float:
-    return check_float(name, value, minimum=None)
+def _check_version(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"version must be a str, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("version cannot be empty")
+    return value
 
 
 @final
@@ -76,7 +82,7 @@ class SourcePayload(Generic[T]):
     def __post_init__(self) -> None:
         if self.observed_at is not None:
             object.__setattr__(
-                self, "observed_at", _check_timestamp("observed_at", self.observed_at)
+                self, "observed_at", check_timestamp("observed_at", self.observed_at)
             )
         object.__setattr__(self, "metadata", frozen_mapping("metadata", self.metadata))
 
@@ -127,23 +133,26 @@ class SnapshotValue(Generic[T]):
     latency_ms: float
     attempts: int = 1
     metadata: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
-    authority_rank: int = 0
-    version: str = field(default_factory=new_version)
-    dependency_versions: Mapping[ResourceKey, str] = field(default_factory=lambda: EMPTY_MAPPING)
+    # Revision bookkeeping, not content: two values that differ only here compare equal.
+    authority_rank: int = field(default=0, compare=False)
+    version: str = field(default_factory=new_version, compare=False)
+    dependency_versions: Mapping[ResourceKey, str] = field(
+        default_factory=lambda: EMPTY_MAPPING, compare=False
+    )
 
     def __post_init__(self) -> None:
         _check_key(self.key)
         check_str("source", self.source)
-        _check_timestamp("observed_at", self.observed_at)
-        _check_timestamp("fetched_at", self.fetched_at)
+        setattr_ = object.__setattr__
+        setattr_(self, "observed_at", check_timestamp("observed_at", self.observed_at))
+        setattr_(self, "fetched_at", check_timestamp("fetched_at", self.fetched_at))
         check_float("age_seconds", self.age_seconds, minimum=None)
         check_bool("stale", self.stale)
         check_bool("from_cache", self.from_cache)
         check_float("latency_ms", self.latency_ms)
         check_int("attempts", self.attempts, minimum=0)
         check_int("authority_rank", self.authority_rank, minimum=None)
-        check_str("version", self.version)
-        setattr_ = object.__setattr__
+        _check_version(self.version)
         setattr_(self, "metadata", frozen_mapping("metadata", self.metadata))
         versions = frozen_mapping("dependency_versions", self.dependency_versions)
         for dep, version in versions.items():
@@ -356,9 +365,14 @@ class FetchContext:
     snapshot_id: str = ""
 
     def __post_init__(self) -> None:
-        _check_timestamp("requested_at", self.requested_at)
-        check_optional_float("deadline_at", self.deadline_at, minimum=None)
-        check_optional_float("deadline_monotonic", self.deadline_monotonic, minimum=None)
+        setattr_ = object.__setattr__
+        setattr_(self, "requested_at", check_timestamp("requested_at", self.requested_at))
+        setattr_(self, "deadline_at", check_optional_timestamp("deadline_at", self.deadline_at))
+        setattr_(
+            self,
+            "deadline_monotonic",
+            check_optional_timestamp("deadline_monotonic", self.deadline_monotonic),
+        )
         check_str("snapshot_id", self.snapshot_id, allow_empty=True)
         object.__setattr__(self, "metadata", frozen_mapping("metadata", self.metadata))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import threading
 import weakref
 from collections import deque
@@ -32,6 +33,15 @@ _log = logging.getLogger("coalestra.observability")
 
 # Buffers whose worker runs and which were not closed yet: closed at interpreter exit.
 _LIVE: weakref.WeakSet[RecordBuffer[Any]] = weakref.WeakSet()
+
+
+@final
+class BufferFullError(queue.Full, OverflowError):
+    """A buffer under ``BufferOverflowPolicy.RAISE`` is full: the record was refused.
+
+    A :class:`queue.Full`, as the 0.5 API raised; also an ``OverflowError`` (what our 0.x
+    raised), so handlers written for either keep working.
+    """
 
 
 @final
@@ -101,25 +111,26 @@ class RecordBuffer(Generic[R]):
         """Queue ``record``; never blocks on the downstream.
 
         Raises:
-            OverflowError: the queue is full and the policy is ``RAISE`` (the record is dropped).
+            RuntimeError: the buffer is closed.
+            BufferFullError: the queue is full and the policy is ``RAISE``; the record is
+                refused, not counted as dropped (the caller got it back as an error).
         """
         with self._lock:
             if self._closed:
-                self._dropped += 1
-                return
-            queue = self._queue
-            if len(queue) >= self._max_pending:
+                raise RuntimeError("buffered sink is closed")
+            pending = self._queue
+            if len(pending) >= self._max_pending:
+                if self._raise_when_full:
+                    raise BufferFullError(
+                        f"{self._name} is full ({self._max_pending} records pending); "
+                        "the record was refused"
+                    )
                 self._dropped += 1
                 if self._drop_newest:
                     return
-                if self._raise_when_full:
-                    raise OverflowError(
-                        f"{self._name} is full ({self._max_pending} records pending); "
-                        "the record was dropped"
-                    )
-                queue.popleft()
+                pending.popleft()
             self._enqueued += 1
-            queue.append((self._enqueued, record))
+            pending.append((self._enqueued, record))
             if self._idle:
                 self._wakeup.notify()
             elif self._thread is None:

@@ -19,7 +19,6 @@ from ..core._validation import (
     check_enum,
     check_float,
     check_int,
-    check_optional_float,
     check_str,
 )
 from ._buffer import RecordBuffer
@@ -34,6 +33,16 @@ from ._records import (
 )
 
 R = TypeVar("R", EventRecord, MetricRecord)
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """A wait bound in seconds (``None``: no bound); negative waits are refused."""
+    if timeout is None:
+        return None
+    seconds = check_float("timeout", timeout, minimum=None)
+    if seconds < 0.0:
+        raise ValueError("timeout cannot be negative")
+    return seconds
 
 
 class _BufferedSink(Generic[R]):
@@ -72,14 +81,15 @@ class _BufferedSink(Generic[R]):
             True when everything was handed over, False when ``timeout`` passed first.
 
         Raises:
-            TypeError, ValueError: ``timeout`` is not a finite number >= 0 or ``None``.
+            TypeError, ValueError: ``timeout`` is not a finite number >= 0 or ``None``
+                (``ValueError("timeout cannot be negative")`` for a negative one).
         """
-        return self._buffer.flush(check_optional_float("timeout", timeout))
+        return self._buffer.flush(_check_timeout(timeout))
 
     def close(self, *, timeout: float | None = 5.0, drain: bool = True) -> bool:
         """Stop accepting records, deliver or discard what is queued, and end the worker thread.
 
-        Records offered after ``close`` are dropped and counted. Idempotent: a later call waits
+        Records offered after ``close`` raise ``RuntimeError``. Idempotent: a later call waits
         for the worker again and reports the same way.
 
         Args:
@@ -95,7 +105,7 @@ class _BufferedSink(Generic[R]):
         Raises:
             TypeError, ValueError: ``timeout`` or ``drain`` is invalid.
         """
-        checked_timeout = check_optional_float("timeout", timeout)
+        checked_timeout = _check_timeout(timeout)
         return self._buffer.close(checked_timeout, check_bool("drain", drain))
 
     # The timeout bounds the wait inside the worker thread (mirroring close), so ASYNC109's
@@ -111,7 +121,7 @@ class _BufferedSink(Generic[R]):
         Raises:
             TypeError, ValueError: ``timeout`` or ``drain`` is invalid.
         """
-        checked_timeout = check_optional_float("timeout", timeout)
+        checked_timeout = _check_timeout(timeout)
         checked_drain = check_bool("drain", drain)
         return await asyncio.to_thread(self._buffer.close, checked_timeout, checked_drain)
 
@@ -195,7 +205,9 @@ class BufferedEventSink(_BufferedSink[EventRecord]):
 
         Raises:
             TypeError, ValueError: ``event_type`` is not a non-blank string.
-            OverflowError: the queue is full under ``BufferOverflowPolicy.RAISE``.
+            RuntimeError: the sink is closed (``"buffered sink is closed"``).
+            queue.Full: the queue is full under ``BufferOverflowPolicy.RAISE`` (the error is
+                also an ``OverflowError``); the record is refused, not counted as dropped.
         """
         check_str("event_type", event_type)
         self._put(EventRecord._trusted(event_type, payload))
@@ -245,7 +257,9 @@ class BufferedMetricsSink(_BufferedSink[MetricRecord]):
 
         Raises:
             TypeError, ValueError: blank ``metric``, ``value`` not an int >= 0, non-str label.
-            OverflowError: the queue is full under ``BufferOverflowPolicy.RAISE``.
+            RuntimeError: the sink is closed (``"buffered sink is closed"``).
+            queue.Full: the queue is full under ``BufferOverflowPolicy.RAISE`` (the error is
+                also an ``OverflowError``); the record is refused, not counted as dropped.
         """
         check_str("metric", metric)
         check_int("value", value, minimum=0)
@@ -257,7 +271,9 @@ class BufferedMetricsSink(_BufferedSink[MetricRecord]):
 
         Raises:
             TypeError, ValueError: blank ``metric``, ``value`` not a finite number, non-str label.
-            OverflowError: the queue is full under ``BufferOverflowPolicy.RAISE``.
+            RuntimeError: the sink is closed (``"buffered sink is closed"``).
+            queue.Full: the queue is full under ``BufferOverflowPolicy.RAISE`` (the error is
+                also an ``OverflowError``); the record is refused, not counted as dropped.
         """
         check_str("metric", metric)
         number = check_float("value", value, minimum=None)

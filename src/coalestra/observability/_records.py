@@ -169,9 +169,14 @@ class ObservationSummary:
             )
 
     @property
-    def mean(self) -> float:
+    def average(self) -> float:
         """The average observed value, ``total / count``."""
         return self.total / self.count
+
+    @property
+    def mean(self) -> float:
+        """The same as :attr:`average` (the name our 0.x releases used)."""
+        return self.average
 
 
 @final

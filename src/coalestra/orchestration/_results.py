@@ -53,7 +53,7 @@ class ValueFactory:
         if observed is None:
             return False  # stamped with the time of arrival: age 0
         try:
-            observed, _ = self._observation.accept(observed, now, context=str(key))
+            self._observation.future_skew(observed, now, what=str(key))
         except SourceProtocolError:
             return True
         return max(0.0, now - observed) > self._policy_for(key).ttl_seconds
@@ -80,7 +80,8 @@ class ValueFactory:
         observed = payload.observed_at
         if observed is None:
             observed = now if default_observed_at is None else default_observed_at
-        observed, skew = self._observation.accept(observed, now, context=context)
+        # Kept as given, never clamped to now (a future stamp is served with age 0 and its skew).
+        skew = self._observation.future_skew(observed, now, what=f"source observation for {key}")
         metadata: Mapping[str, Any] = self._isolator.freeze_metadata(
             payload.metadata, context=context
         )

@@ -102,7 +102,8 @@ class Reader:
                 continue
             headers[key_name(key)] = header
             policy = policies[key]
-            age = now - header.observed_at
+            # A future stamp (clock skew) is kept as given and reads as age 0, never negative.
+            age = max(0.0, now - header.observed_at)
             if age <= policy.max_stale_seconds:
                 fresh = age <= policy.ttl_seconds
                 candidates.append(Candidate(key, value_key, raw, header, age, fresh))
@@ -138,7 +139,7 @@ class Reader:
             header = parse_header(raw)
         except ValueError:
             return None
-        age = now - header.observed_at
+        age = max(0.0, now - header.observed_at)
         return self._decode(Candidate(key, value_key, raw, header, age, True))
 
     def _reject(self, key: ResourceKey, reason: str) -> None:
