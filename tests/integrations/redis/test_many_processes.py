@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,31 @@ from coalestra.core import FreshnessPolicy
 from coalestra.integrations.redis import RedisCache
 
 WORKERS = Path(__file__).with_name("workers.py")
-RUN_TIMEOUT = 40.0
+# Generous: a worker takes a few seconds, many times that on a loaded two-core machine.
+RUN_TIMEOUT = 90.0
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def reap_workers() -> Iterator[None]:
+    """Kill and reap what a failed test left running: no process or pipe leaks into later tests."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
 
 
 def start(mode: str, url: str, prefix: str, *options: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, str(WORKERS), mode, url, prefix, *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    STARTED.append(process)
+    return process
 
 
 def result(process: subprocess.Popen[str]) -> dict[str, Any]:

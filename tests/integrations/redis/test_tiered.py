@@ -131,16 +131,17 @@ async def test_a_read_that_raced_with_a_change_does_not_fill_l1(
     await second.set(value(A, "v1"))
     l2 = first.l2
     original = l2.get_many
-    gate = asyncio.Event()
+    read_v1, gate = asyncio.Event(), asyncio.Event()
 
     async def slow_read(*args: Any, **kwargs: Any) -> Any:
         found = await original(*args, **kwargs)  # reads v1 ...
+        read_v1.set()
         await gate.wait()  # ... and is overtaken by a change before it fills L1
         return found
 
     l2.get_many = slow_read  # type: ignore[method-assign]
     reading = asyncio.create_task(read(first))
-    await asyncio.sleep(0.01)
+    await read_v1.wait()  # not a sleep: on a loaded machine the read could start after the write
     await second.set_if_newer(value(A, "v2"))
     await eventually(lambda: _remote(first, 1), "the write message")
     gate.set()
