@@ -142,15 +142,15 @@ async def _main() -> None:
 
 def _sink_calls() -> None:
     sink = PrometheusMetricsSink(CollectorRegistry())
-    labels = {"source": "rest", "outcome": "success"}
+    labels = {"source": "rest", "status": "success"}
     calls = 100_000
     started = time.perf_counter()
     for _ in range(calls):
-        sink.increment("coalestra_source_calls_total", 1, **labels)
+        sink.increment("source_fetch_total", 1, **labels)
     print(f"prometheus_sink_increment: {(time.perf_counter() - started) / calls * 1e6:.2f} us/call")
     started = time.perf_counter()
     for _ in range(calls):
-        sink.observe("coalestra_source_call_duration_seconds", 0.01, **labels)
+        sink.observe("source_fetch_latency_ms", 10.0, source="rest")
     print(f"prometheus_sink_observe: {(time.perf_counter() - started) / calls * 1e6:.2f} us/call")
 
 

@@ -39,18 +39,17 @@ class Trace:
         self.clock = clock
 
     def emit(self, event_type: str, **payload: Any) -> None:
-        if event_type == "source_call":
-            what = payload.get("resource", f"{payload['key_count']} keys")
-            detail = f"{payload['source']} <- {what}: {payload['outcome']}"
-        elif event_type == "build_finished":
-            detail = f"{payload['resolved']}/{payload['requested']} resolved, {payload['outcome']}"
-        elif event_type == "circuit_transition":
-            detail = f"{payload['source']}: {payload['state']}"
-        elif event_type == "retry_scheduled":
-            detail = f"{payload['source']} after attempt {payload['attempt']}"
+        if event_type == "resource_resolved":
+            detail = f"{payload['resource']} from {payload['source']} ({payload['source_kind']})"
+        elif event_type in ("source_failed", "source_circuit_open"):
+            detail = f"{payload['source']} -> {payload['resource']}: {payload['error']}"
+        elif event_type == "snapshot_built":
+            detail = f"{payload['resolved']}/{payload['resources']} resolved"
+        elif event_type == "cache_hit":
+            return  # one per key served from the cache: too chatty for this tour
         else:
-            detail = ""
-        print(f"   t={self.clock.monotonic():5.2f}  {event_type:<18} {detail}")
+            detail = payload.get("resource", "")
+        print(f"   t={self.clock.monotonic():5.2f}  {event_type:<20} {detail}")
 
 
 async def stream(key: ResourceKey, context: FetchContext) -> float:

@@ -117,32 +117,26 @@ def main() -> None:
     price = {"resource_namespace": "market", "resource_name": "price"}
     print("== a few metrics (labels are resource types, never symbols)")
     for name, labels in (
-        ("coalestra_builds_total", {"outcome": "complete"}),
-        ("coalestra_cache_hits_total", price),
-        ("coalestra_cache_misses_total", price),
-        ("coalestra_cache_stale_total", price),
-        ("coalestra_source_calls_total", {"source": "rest", "outcome": "error", **price}),
-        ("coalestra_retries_total", {"source": "rest"}),
-        (
-            "coalestra_refreshes_total",
-            {"outcome": "completed", "resource_namespace": "*", "resource_name": "*"},
-        ),
-        ("coalestra_publications_total", {"source": "stream", "status": "published", **price}),
-        ("coalestra_invalidations_total", price),
+        ("snapshot_build_total", {"status": "success"}),
+        ("cache_access_total", {"status": "fresh", **price}),
+        ("cache_access_total", {"status": "miss", **price}),
+        ("cache_access_total", {"status": "stale_while_revalidate", **price}),
+        ("source_fetch_total", {"source": "rest", "status": "success"}),
+        ("resource_refresh_total", {"status": "success", **price}),
+        ("resource_publish_total", {"source": "stream", "status": "published", **price}),
+        ("resource_invalidation_total", price),
     ):
         print(f"   {name}{labels} = {metrics.counter(name, **labels)}")
-    duration = metrics.summary("coalestra_build_duration_seconds", outcome="complete")
-    assert duration is not None
+    latency = metrics.summary("source_fetch_latency_ms", source="rest")
+    assert latency is not None
     print(
-        f"   coalestra_build_duration_seconds: {duration.count} builds, "
-        f"mean {duration.average:.3f} s"
+        f"   source_fetch_latency_ms: {latency.count} call attempts, "
+        f"average {latency.average:.0f} ms"
     )
-    assert metrics.counter("coalestra_retries_total", source="rest") == 1
+    assert latency.count == 5  # a failed attempt and its retry, one more call, two refreshes
+    assert metrics.counter("resource_refresh_total", status="success", **price) == 2
     assert (
-        metrics.counter(
-            "coalestra_publications_total", source="stream", status="published", **price
-        )
-        == 1
+        metrics.counter("resource_publish_total", source="stream", status="published", **price) == 1
     )
 
     print("== spans")

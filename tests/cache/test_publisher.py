@@ -291,7 +291,7 @@ async def test_invalidate_with_reason(clock: VirtualClock) -> None:
     await h.publisher.invalidate(POSITION_BTC, reason="stream-gap")
     assert await h.cached(POSITION_BTC) is None
     assert h.metrics.increments[-1] == (
-        "coalestra_invalidations_total",
+        "resource_invalidation_total",
         1,
         {"resource_namespace": "account", "resource_name": "position"},
     )
@@ -559,27 +559,43 @@ async def test_metrics_labels_are_low_cardinality_and_events_carry_identity(
     await h.publisher.publish(CANDLES, [0], source="kline-stream", observed_at=observed - 1)
     assert h.metrics.increments == [
         (
-            "coalestra_publications_total",
+            "resource_publish_total",
             1,
             {
+                "status": status,
+                "source": "kline-stream",
                 "resource_namespace": "market",
                 "resource_name": "candles",
-                "source": "kline-stream",
-                "status": status,
             },
         )
         for status in ("published", "ignored_older")
     ]
-    assert h.events.events[0] == (
-        "resource_published",
-        {
-            "resource": "market:candles:BTCUSDT?interval=1m&venue=spot",
-            "source": "kline-stream",
-            "status": "published",
-            "observed_at": observed,
-        },
-    )
-    assert h.events.events[1][1]["status"] == "ignored_older"
+    resource = "market:candles:BTCUSDT?interval=1m&venue=spot"
+    assert h.events.events == [
+        (
+            "resource_published",
+            {
+                "resource": resource,
+                "source": "kline-stream",
+                "observed_at": observed,
+                "replaced": False,
+                "forced": False,
+                "authority_rank": 0,
+            },
+        ),
+        (
+            "resource_publish_ignored",
+            {
+                "resource": resource,
+                "source": "kline-stream",
+                "status": "ignored_older",
+                "observed_at": observed - 1,
+                "cached_observed_at": observed,
+                "candidate_authority_rank": 0,
+                "cached_authority_rank": 0,
+            },
+        ),
+    ]
 
 
 async def test_failing_sinks_never_fail_publication(clock: VirtualClock) -> None:

@@ -126,5 +126,5 @@ async def test_metric_labels_never_carry_subjects_or_qualifiers(clock: VirtualCl
     assert "spot" not in rendered
     assert "venue" not in rendered
     assert metrics.counter(
-        "coalestra_cache_hits_total", resource_namespace="market", resource_name="price"
+        "cache_access_total", status="fresh", resource_namespace="market", resource_name="price"
     ) == len(KEYS)

@@ -1,18 +1,18 @@
-"""The internal Instrumentation helper: low-cardinality labels, safe sinks, full-identity events."""
+"""The internal Instrumentation helper: the published names, low-cardinality labels, safe sinks,
+full-identity events."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import threading
-from enum import Enum
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coalestra.core import ResourceKey
+from coalestra.core import ResourceKey, Snapshot, SnapshotValue
 from coalestra.observability import (
     BufferedEventSink,
     BufferedMetricsSink,
@@ -28,24 +28,32 @@ from coalestra.observability._instrumentation import Instrumentation, key_type
 NAMESPACES = ("market", "account")
 NAMES = ("price", "book", "balance")
 SOURCES = ("rest", "ws", "local")
-OUTCOMES = ("success", "error", "timeout", "complete", "partial")
 STATUSES = ("published", "ignored_older")
-STATES = ("open", "closed", "half_open")
-SCOPES = ("source", "subject")
 REASONS = ("manual", "dependency")
 # Every value a label may take when the helper is driven by ``_drive``.
 ALLOWED_VALUES = {
     *NAMESPACES,
     *NAMES,
     *SOURCES,
-    *OUTCOMES,
     *STATUSES,
-    *STATES,
-    *SCOPES,
-    *REASONS,
-    "*",
-    "completed",
+    "success",
+    "error",
+    "failure",
+    "stale",
+    "circuit_open",
+    "invalid_timestamp",
+    "fresh",
+    "miss",
+    "stale_while_revalidate",
+    "stale_fallback",
+    "revalidation_bypass",
+    "scheduled",
+    "cancelled",
+    "queue_timeout",
+    "snapshot_deadline",
+    "observation_skew",
 }
+SNAPSHOT = Snapshot("snap-1", 0.0, {})
 
 
 class RecordingMetrics:
@@ -89,10 +97,6 @@ class RaisingSink:
         raise self.error
 
 
-class State(str, Enum):
-    OPEN = "open"
-
-
 def _keys(subjects: list[str]) -> list[ResourceKey]:
     return [
         ResourceKey(
@@ -104,23 +108,40 @@ def _keys(subjects: list[str]) -> list[ResourceKey]:
 
 def _drive(helper: Instrumentation, keys: list[ResourceKey]) -> None:
     """Report every kind of fact the engine reports, for ``keys``."""
-    helper.build_started("snap-1", len(keys))
     counts = helper.count_by_type(keys)
-    helper.cache_lookups(counts, {key_type(keys[0]): 1}, {})
+    helper.cache_accesses("fresh", counts)
+    helper.cache_accesses("miss", {key_type(keys[0]): 1})
+    helper.cache_hits((key, "fresh") for key in keys)
+    helper.cache_bypassed(keys)
     for i, key in enumerate(keys):
         source = SOURCES[i % 3]
-        helper.source_call(source, key_type(key), "success", 0.01, 1, 1, resource=key)
-        helper.publication(key, source, STATUSES[i % 2])
+        helper.fetched(source, "success")
+        helper.resolved(
+            key, source, latency_ms=1.0, attempts=1, source_kind="single", authority_rank=0
+        )
+        helper.source_failed(key, source, ValueError("x"))
+        helper.payload_rejected(key, source, ValueError("x"))
+        helper.circuit_open(source, key, ValueError("x"))
+        helper.stale_fallback(key, "ValueError")
+        helper.published(_value(key, source), None, status=STATUSES[i % 2], forced=False)
         helper.invalidation(key, REASONS[i % 2])
-        helper.refresh("completed", key)
-    helper.source_call("rest", None, "timeout", 0.2, len(keys), 2)
-    helper.retry("rest", 2, 0.05)
-    helper.circuit_transition("ws", "subject", State.OPEN, discriminator=keys[0].subject)
-    helper.single_flight_joined(3)
-    helper.capacity_wait("rest", 0.002)
-    helper.capacity_wait(None, 0.001)
-    helper.refresh("completed")
-    helper.build_finished("snap-1", 0.5, len(keys), len(keys), 0, "complete")
+        helper.refresh_scheduled(key, "stale_while_revalidate", "snap-1")
+        helper.refresh_completed(key, source, "stale_while_revalidate")
+        helper.refresh_failed(key, "refresh_ahead", ValueError("x"))
+        helper.refresh_cancelled(key)
+    helper.fetch_latency("rest", 200.0)
+    helper.batch_call("rest", "success", len(keys))
+    helper.single_flight_joined(keys[:3])
+    helper.capacity_wait("rest", 2.0)
+    helper.capacity_timeout("rest", "queue_timeout")
+    helper.build_finished(SNAPSHOT, build_failed=False, strict=True, resources=len(keys))
+    helper.session_resolved(
+        SNAPSHOT, requested=1, stage_failed=False, strict=True, retry_errors=False
+    )
+
+
+def _value(key: ResourceKey, source: str) -> SnapshotValue[int]:
+    return SnapshotValue(key, 1, source, 0.0, 0.0, 0.0, False, False, 0.0)
 
 
 def _assert_low_cardinality(records: list[MetricRecord], keys: list[ResourceKey]) -> None:
@@ -145,7 +166,7 @@ def test_metric_labels_never_carry_subjects_qualifiers_or_keys() -> None:
     assert all(len(sets) == 1 for sets in label_names.values()), label_names
     # Bounded: the series count depends on resource types and sources, not on 200 subjects.
     series = {(r.metric, tuple(sorted(r.labels.items()))) for r in metrics.records}
-    assert len(series) < 60
+    assert len(series) < 100
 
 
 @settings(max_examples=25, deadline=None)
@@ -161,17 +182,17 @@ def test_events_carry_the_full_resource_identity() -> None:
     events = RecordingEvents()
     key = ResourceKey("market", "price", "BTCUSDT", {"venue": "spot"})
     helper = Instrumentation(NullMetrics(), events)
-    helper.publication(key, "ws", "published")
+    helper.published(_value(key, "ws"), None, status="published", forced=False)
     helper.invalidation(key, "manual")
-    helper.refresh("failed", key)
-    helper.source_call("rest", key_type(key), "success", 0.1, 1, 1, resource=key)
+    helper.refresh_failed(key, "refresh_ahead", ValueError("x"))
+    helper.source_failed(key, "rest", ValueError("x"))
     resources = [payload.get("resource") for _, payload in events.events]
     assert resources == ["market:price:BTCUSDT?venue=spot"] * 4
     assert [event_type for event_type, _ in events.events] == [
-        inst.EVENT_PUBLICATION,
-        inst.EVENT_INVALIDATION,
-        inst.EVENT_REFRESH,
-        inst.EVENT_SOURCE_CALL,
+        inst.EVENT_PUBLISHED,
+        inst.EVENT_INVALIDATED,
+        inst.EVENT_REFRESH_FAILED,
+        inst.EVENT_SOURCE_FAILED,
     ]
 
 
@@ -179,51 +200,51 @@ def test_metrics_land_under_the_documented_names_and_labels() -> None:
     metrics = InMemoryMetrics()
     helper = Instrumentation(metrics, NullEventSink())
     price = ("market", "price")
-    helper.cache_lookups({price: 998, ("market", "book"): 0}, {price: 2}, {price: 1})
-    helper.build_finished("s", 0.25, 1000, 1000, 0, "complete")
-    helper.source_call("rest", None, "success", 0.5, 10, 1)
-    helper.circuit_transition("ws", "source", State.OPEN)
-    helper.single_flight_joined(0)
-    helper.single_flight_joined(4)
-    helper.capacity_wait(None, 0.125)
+    helper.cache_accesses("fresh", {price: 998, ("market", "book"): 0})
+    helper.cache_accesses("miss", {price: 2})
+    helper.build_finished(SNAPSHOT, build_failed=False, strict=True, resources=1)
+    helper.fetch_latency("rest", 500.0)
+    helper.single_flight_joined([])
+    helper.single_flight_joined(_keys(["A", "B", "C", "D", "E", "F"])[::3])
+    helper.capacity_wait("rest", 125.0)
     type_labels = {"resource_namespace": "market", "resource_name": "price"}
-    assert metrics.counter(inst.CACHE_HITS_TOTAL, **type_labels) == 998
-    assert metrics.counter(inst.CACHE_MISSES_TOTAL, **type_labels) == 2
-    assert metrics.counter(inst.CACHE_STALE_TOTAL, **type_labels) == 1
-    assert (
-        metrics.counter(inst.CACHE_HITS_TOTAL, resource_namespace="market", resource_name="book")
-        == 0
-    )
-    assert metrics.counter(inst.BUILDS_TOTAL, outcome="complete") == 1
-    duration = metrics.summary(inst.BUILD_DURATION_SECONDS, outcome="complete")
-    assert duration is not None
-    assert duration.total == 0.25
-    assert (
-        metrics.counter(
-            inst.SOURCE_CALLS_TOTAL,
-            source="rest",
-            outcome="success",
-            resource_namespace="*",
-            resource_name="*",
-        )
-        == 1
-    )
-    assert (
-        metrics.counter(inst.CIRCUIT_TRANSITIONS_TOTAL, source="ws", scope="source", state="open")
-        == 1
-    )
-    assert metrics.counter(inst.SINGLEFLIGHT_JOINS_TOTAL) == 4
-    wait = metrics.summary(inst.CAPACITY_WAIT_SECONDS, source="*")
+    assert metrics.counter(inst.CACHE_ACCESS_TOTAL, status="fresh", **type_labels) == 998
+    assert metrics.counter(inst.CACHE_ACCESS_TOTAL, status="miss", **type_labels) == 2
+    book = {"resource_namespace": "market", "resource_name": "book"}
+    assert metrics.counter(inst.CACHE_ACCESS_TOTAL, status="fresh", **book) == 0
+    assert metrics.counter(inst.SNAPSHOT_BUILD_TOTAL, status="success") == 1
+    assert metrics.counter(inst.SESSION_RESOLVE_TOTAL, status="success") == 1
+    latency = metrics.summary(inst.SOURCE_FETCH_LATENCY_MS, source="rest")
+    assert latency is not None
+    assert latency.total == 500.0
+    assert metrics.counter(inst.SINGLEFLIGHT_JOIN_TOTAL, **type_labels) == 1
+    wait = metrics.summary(inst.SOURCE_CAPACITY_WAIT_MS, source="rest")
     assert wait is not None
     assert wait.count == 1
 
 
-def test_metric_names_follow_the_convention() -> None:
-    names = [value for name, value in vars(inst).items() if name.endswith(("_TOTAL", "_SECONDS"))]
-    assert len(names) == 14
-    for name in names:
-        assert re.fullmatch(r"coalestra_[a-z_]+_(total|seconds)", name), name
-        assert name.endswith("_total") == (name.split("_")[-1] == "total")
+def test_metric_names_are_the_published_ones() -> None:
+    assert set(inst.COUNTERS) == {
+        "snapshot_build_total",
+        "snapshot_session_resolve_total",
+        "snapshot_session_revalidate_total",
+        "snapshot_consistency_total",
+        "cache_access_total",
+        "source_fetch_total",
+        "source_batch_call_total",
+        "source_capacity_timeout_total",
+        "singleflight_join_total",
+        "resource_refresh_total",
+        "resource_publish_total",
+        "resource_invalidation_total",
+    }
+    assert set(inst.OBSERVATIONS) == {
+        "source_fetch_latency_ms",
+        "source_capacity_wait_ms",
+        "source_batch_size",
+    }
+    for name in inst.COUNTERS:
+        assert re.fullmatch(r"[a-z_]+_total", name), name
 
 
 def test_a_raising_sink_never_fails_the_caller_and_is_counted(
@@ -242,7 +263,7 @@ def test_cancellation_is_never_swallowed() -> None:
     sink = RaisingSink(asyncio.CancelledError())
     helper = Instrumentation(sink, NullEventSink())
     with pytest.raises(asyncio.CancelledError):
-        helper.retry("rest", 2, 0.1)
+        helper.fetch_latency("rest", 0.1)
 
 
 def test_queue_full_from_a_full_buffered_sink_is_counted_not_raised() -> None:
@@ -256,10 +277,11 @@ def test_queue_full_from_a_full_buffered_sink_is_counted_not_raised() -> None:
     events = BufferedEventSink(Blocking(), max_pending=1, overflow=BufferOverflowPolicy.RAISE)
     helper = Instrumentation(NullMetrics(), events)
     try:
-        helper.build_started("a", 1)  # in flight, held by the downstream
+        key = ResourceKey("market", "price", "A")
+        helper.invalidation(key, "a")  # in flight, held by the downstream
         assert entered.wait(10.0)
-        helper.build_started("b", 1)  # queued: the queue is now full
-        helper.build_started("c", 1)  # queue.Full inside the sink: swallowed, counted
+        helper.invalidation(key, "b")  # queued: the queue is now full
+        helper.invalidation(key, "c")  # queue.Full inside the sink: swallowed, counted
         assert helper.sink_failures == 1
         assert events.stats().dropped == 0  # refused (raised), not dropped
     finally:
@@ -272,7 +294,8 @@ def test_records_after_a_buffered_sink_closed_are_counted_not_raised() -> None:
     metrics = BufferedMetricsSink(NullMetrics(), overflow=BufferOverflowPolicy.RAISE)
     assert metrics.close() is True
     helper = Instrumentation(metrics, NullEventSink())
-    helper.build_finished("s", 0.1, 1, 1, 0, "complete")  # RuntimeError in the sink: swallowed
+    # RuntimeError in the sink: swallowed
+    helper.build_finished(SNAPSHOT, build_failed=False, strict=True, resources=1)
     assert helper.sink_failures == 2
     assert metrics.stats().enqueued == 0
 
@@ -286,22 +309,22 @@ def test_enabled_reflects_the_sinks() -> None:
 def test_disabled_half_is_not_called() -> None:
     events = RecordingEvents()
     helper = Instrumentation(NullMetrics(), events)
-    helper.cache_lookups({("market", "price"): 5}, {}, {})  # metrics only
-    helper.single_flight_joined(2)
+    helper.cache_accesses("fresh", {("market", "price"): 5})  # metrics only
+    helper.single_flight_joined(_keys(["A", "B"]))
     helper.capacity_wait("rest", 0.1)
     assert events.events == []
     metrics = RecordingMetrics()
     helper = Instrumentation(metrics, NullEventSink())
-    helper.build_started("s", 10)  # event only
+    helper.cache_hits([(ResourceKey("market", "price", "A"), "fresh")])  # event only
+    helper.resolved(
+        ResourceKey("market", "price", "A"),
+        "rest",
+        latency_ms=1.0,
+        attempts=1,
+        source_kind="single",
+        authority_rank=0,
+    )
     assert metrics.records == []
-
-
-def test_enum_values_become_plain_label_text() -> None:
-    metrics = RecordingMetrics()
-    Instrumentation(metrics, NullEventSink()).circuit_transition("ws", "source", State.OPEN)
-    (record,) = metrics.records
-    assert record.labels["state"] == "open"
-    assert type(record.labels["state"]) is str
 
 
 def test_constructor_checks_the_sinks() -> None:
@@ -358,7 +381,7 @@ async def test_buffered_sinks_behind_instrumentation_on_the_event_loop() -> None
     events = BufferedEventSink(downstream_events)
     helper = Instrumentation(metrics, events)
     key = ResourceKey("market", "price", "BTCUSDT", {"venue": "spot"})
-    helper.publication(key, "ws", "published")
+    helper.published(_value(key, "ws"), None, status="published", forced=True)
     assert await metrics.aclose() is True
     assert await events.aclose() is True
     labels = {
@@ -367,11 +390,18 @@ async def test_buffered_sinks_behind_instrumentation_on_the_event_loop() -> None
         "resource_namespace": "market",
         "resource_name": "price",
     }
-    assert downstream_metrics.counter(inst.PUBLICATIONS_TOTAL, **labels) == 1
+    assert downstream_metrics.counter(inst.RESOURCE_PUBLISH_TOTAL, **labels) == 1
     assert downstream_events.events == [
         (
-            inst.EVENT_PUBLICATION,
-            {"resource": "market:price:BTCUSDT?venue=spot", "source": "ws", "status": "published"},
+            inst.EVENT_PUBLISHED,
+            {
+                "resource": "market:price:BTCUSDT?venue=spot",
+                "source": "ws",
+                "observed_at": 0.0,
+                "replaced": False,
+                "forced": True,
+                "authority_rank": 0,
+            },
         )
     ]
 
@@ -379,12 +409,12 @@ async def test_buffered_sinks_behind_instrumentation_on_the_event_loop() -> None
 def test_cache_lookups_report_one_increment_per_nonzero_type() -> None:
     metrics = RecordingMetrics()
     helper = Instrumentation(metrics, NullEventSink())
-    helper.cache_lookups({("market", "price"): 5, ("market", "book"): 0}, {}, {})
+    helper.cache_accesses("fresh", {("market", "price"): 5, ("market", "book"): 0})
     assert metrics.records == [
         MetricRecord(
             "increment",
-            inst.CACHE_HITS_TOTAL,
+            inst.CACHE_ACCESS_TOTAL,
             5,
-            {"resource_namespace": "market", "resource_name": "price"},
+            {"status": "fresh", "resource_namespace": "market", "resource_name": "price"},
         )
     ]

@@ -101,7 +101,7 @@ class ResourcePublisher:
         clock: gives "now" (``observed_at=None`` and the observation check).
         policy_resolver: gives the freshness policy used to read the current revision when
             compare-and-write is emulated.
-        metrics: receives ``coalestra_publications_total`` / ``coalestra_invalidations_total``.
+        metrics: receives ``resource_publish_total`` / ``resource_invalidation_total``.
         events: receives ``resource_published`` / ``resource_invalidated``.
         observation_policy: how future ``observed_at`` values are treated (default
             ``ObservationPolicy()``).
@@ -335,7 +335,7 @@ class ResourcePublisher:
         if previous is not None and not trusted:
             previous = await self._copy_one(previous, _EGRESS)
         value = await self._copy_one(offered, _EGRESS)
-        return self._outcome(offered, written.status, value, previous)
+        return self._outcome(offered, written.status, value, previous, force)
 
     async def _commit(
         self, offered: list[SnapshotValue[Any]], *, force: bool, replace_equal: bool
@@ -361,7 +361,7 @@ class ResourcePublisher:
         if not trusted:
             previous = [None if value is None else next(isolated) for value in previous]
         return [
-            self._outcome(offer, result.status, value, before)
+            self._outcome(offer, result.status, value, before, force)
             for offer, result, value, before in zip(offered, written, values, previous, strict=True)
         ]
 
@@ -377,9 +377,9 @@ class ResourcePublisher:
         status: CacheWriteStatus,
         value: SnapshotValue[Any],
         previous: SnapshotValue[Any] | None,
+        force: bool,
     ) -> PublishResult:
         result = PublishResult(_STATUS[status], value, previous)
-        self._report.publication(
-            offered.key, offered.source, result.status.value, observed_at=offered.observed_at
-        )
+        if self._report.enabled:
+            self._report.published(offered, previous, status=result.status.value, forced=force)
         return result

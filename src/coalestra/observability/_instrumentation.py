@@ -4,45 +4,48 @@ The engine reports typed facts (a build finished, a source call returned, ...) t
 :class:`Instrumentation`; nothing else in the library calls a sink. That keeps three promises in
 one module:
 
+* **Names are the published ones.** Metric names, label keys, event names and payload keys are
+  those of coalestra 0.5.7 (the tables below), so dashboards and alerts carry over.
 * **Labels stay low-cardinality.** Metric labels are only resource types (``resource_namespace``,
-  ``resource_name``), configured source names and small enumerations (outcome, status, state,
-  scope, reason); never a subject, a qualifier or ``str(key)``. Full identity goes to events as
-  ``resource="market:price:BTCUSDT?venue=spot"``.
+  ``resource_name``), configured source names and small enumerations; never a subject, a
+  qualifier or ``str(key)``. Full identity goes to events as ``resource="market:price:BTC"``.
 * **Sinks never fail a build.** Every sink call goes through :meth:`Instrumentation._safely`,
   which counts and swallows ``Exception`` (``CancelledError`` is a ``BaseException`` and passes).
 * **Observability costs nothing when off and little when on.** With the null sinks every method
-  returns after one or two attribute tests; per build the work is O(resource types), not O(keys).
+  returns after one or two attribute tests; with metrics only, a warm build's work is
+  O(resource types), not O(keys). Per-key events are made only when an event sink listens.
 
-Each metric always carries the same label names, as Prometheus-style exporters require:
+Counters (``R`` = ``resource_namespace``, ``resource_name``):
 
-======================================= ====================================================
-metric                                  labels
-======================================= ====================================================
-coalestra_builds_total                  outcome
-coalestra_build_duration_seconds        outcome
-coalestra_cache_hits_total              resource_namespace, resource_name
-coalestra_cache_misses_total            resource_namespace, resource_name
-coalestra_cache_stale_total             resource_namespace, resource_name
-coalestra_source_calls_total            source, outcome, resource_namespace, resource_name
-coalestra_source_call_duration_seconds  source, outcome
-coalestra_retries_total                 source
-coalestra_circuit_transitions_total     source, scope, state
-coalestra_singleflight_joins_total      (none)
-coalestra_capacity_wait_seconds         source
-coalestra_refreshes_total               outcome, resource_namespace, resource_name
-coalestra_publications_total            source, status, resource_namespace, resource_name
-coalestra_invalidations_total           resource_namespace, resource_name
-======================================= ====================================================
+=================================== ==============================================================
+metric                              labels
+=================================== ==============================================================
+snapshot_build_total                status (success, error)
+snapshot_session_resolve_total      status (every session stage, builds included)
+snapshot_session_revalidate_total   status
+snapshot_consistency_total          status="error", rule="observation_skew"
+cache_access_total                  status (fresh, stale_while_revalidate, miss, stale_fallback,
+                                    revalidation_bypass), R
+source_fetch_total                  status (success, failure, invalid_timestamp, stale,
+                                    circuit_open), source
+source_batch_call_total             status (success, failure, queue_timeout, deadline_exceeded),
+                                    source
+source_capacity_timeout_total       source, reason (queue_timeout, snapshot_deadline)
+singleflight_join_total             R
+resource_refresh_total              status (scheduled, success, failure, cancelled), R
+resource_publish_total              status (a PublishStatus value), source, R
+resource_invalidation_total         R
+=================================== ==============================================================
 
-``*`` (:data:`ANY`) stands for "several resource types" (a batch call) or "builder-wide".
+Observations, each labelled ``source``: ``source_fetch_latency_ms``, ``source_capacity_wait_ms``,
+``source_batch_size``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
-from enum import Enum
+from collections.abc import Callable, Collection, Iterable, Mapping
 from operator import attrgetter
 from typing import Any, Final, TypeAlias, final
 
@@ -54,55 +57,78 @@ from ._sinks import NullEventSink, NullMetrics
 KeyType: TypeAlias = tuple[str, str]
 """A resource type: ``(namespace, name)`` of a key."""
 
-# Metric names: counters end in _total, durations in _seconds.
-BUILDS_TOTAL: Final = "coalestra_builds_total"
-BUILD_DURATION_SECONDS: Final = "coalestra_build_duration_seconds"
-CACHE_HITS_TOTAL: Final = "coalestra_cache_hits_total"
-CACHE_MISSES_TOTAL: Final = "coalestra_cache_misses_total"
-CACHE_STALE_TOTAL: Final = "coalestra_cache_stale_total"
-SOURCE_CALLS_TOTAL: Final = "coalestra_source_calls_total"
-SOURCE_CALL_DURATION_SECONDS: Final = "coalestra_source_call_duration_seconds"
-RETRIES_TOTAL: Final = "coalestra_retries_total"
-CIRCUIT_TRANSITIONS_TOTAL: Final = "coalestra_circuit_transitions_total"
-SINGLEFLIGHT_JOINS_TOTAL: Final = "coalestra_singleflight_joins_total"
-CAPACITY_WAIT_SECONDS: Final = "coalestra_capacity_wait_seconds"
-REFRESHES_TOTAL: Final = "coalestra_refreshes_total"
-PUBLICATIONS_TOTAL: Final = "coalestra_publications_total"
-INVALIDATIONS_TOTAL: Final = "coalestra_invalidations_total"
+# Counters.
+SNAPSHOT_BUILD_TOTAL: Final = "snapshot_build_total"
+SESSION_RESOLVE_TOTAL: Final = "snapshot_session_resolve_total"
+SESSION_REVALIDATE_TOTAL: Final = "snapshot_session_revalidate_total"
+CONSISTENCY_TOTAL: Final = "snapshot_consistency_total"
+CACHE_ACCESS_TOTAL: Final = "cache_access_total"
+SOURCE_FETCH_TOTAL: Final = "source_fetch_total"
+SOURCE_BATCH_CALL_TOTAL: Final = "source_batch_call_total"
+SOURCE_CAPACITY_TIMEOUT_TOTAL: Final = "source_capacity_timeout_total"
+SINGLEFLIGHT_JOIN_TOTAL: Final = "singleflight_join_total"
+RESOURCE_REFRESH_TOTAL: Final = "resource_refresh_total"
+RESOURCE_PUBLISH_TOTAL: Final = "resource_publish_total"
+RESOURCE_INVALIDATION_TOTAL: Final = "resource_invalidation_total"
+# Observations.
+SOURCE_FETCH_LATENCY_MS: Final = "source_fetch_latency_ms"
+SOURCE_CAPACITY_WAIT_MS: Final = "source_capacity_wait_ms"
+SOURCE_BATCH_SIZE: Final = "source_batch_size"
+
+COUNTERS: Final = (
+    SNAPSHOT_BUILD_TOTAL,
+    SESSION_RESOLVE_TOTAL,
+    SESSION_REVALIDATE_TOTAL,
+    CONSISTENCY_TOTAL,
+    CACHE_ACCESS_TOTAL,
+    SOURCE_FETCH_TOTAL,
+    SOURCE_BATCH_CALL_TOTAL,
+    SOURCE_CAPACITY_TIMEOUT_TOTAL,
+    SINGLEFLIGHT_JOIN_TOTAL,
+    RESOURCE_REFRESH_TOTAL,
+    RESOURCE_PUBLISH_TOTAL,
+    RESOURCE_INVALIDATION_TOTAL,
+)
+OBSERVATIONS: Final = (SOURCE_FETCH_LATENCY_MS, SOURCE_CAPACITY_WAIT_MS, SOURCE_BATCH_SIZE)
 
 # Label names: the complete list; nothing else ever becomes a label.
 LABEL_NAMESPACE: Final = "resource_namespace"
 LABEL_NAME: Final = "resource_name"
 LABEL_SOURCE: Final = "source"
-LABEL_OUTCOME: Final = "outcome"
 LABEL_STATUS: Final = "status"
-LABEL_STATE: Final = "state"
-LABEL_SCOPE: Final = "scope"
 LABEL_REASON: Final = "reason"
+LABEL_RULE: Final = "rule"
 ALLOWED_LABELS: Final = frozenset(
-    {
-        LABEL_NAMESPACE,
-        LABEL_NAME,
-        LABEL_SOURCE,
-        LABEL_OUTCOME,
-        LABEL_STATUS,
-        LABEL_STATE,
-        LABEL_SCOPE,
-        LABEL_REASON,
-    }
+    {LABEL_NAMESPACE, LABEL_NAME, LABEL_SOURCE, LABEL_STATUS, LABEL_REASON, LABEL_RULE}
 )
 ANY: Final = "*"
-"""Label value for "several resource types" (batch calls) or "builder-wide" (capacity)."""
+"""Label value for "builder-wide" (used by the Prometheus health collector)."""
 
-# Event types.
-EVENT_BUILD_STARTED: Final = "build_started"
-EVENT_BUILD_FINISHED: Final = "build_finished"
-EVENT_SOURCE_CALL: Final = "source_call"
-EVENT_RETRY: Final = "retry_scheduled"
-EVENT_CIRCUIT_TRANSITION: Final = "circuit_transition"
-EVENT_REFRESH: Final = "refresh"
-EVENT_PUBLICATION: Final = "resource_published"
-EVENT_INVALIDATION: Final = "resource_invalidated"
+# Statuses of cache_access_total.
+FRESH: Final = "fresh"
+STALE_WHILE_REVALIDATE: Final = "stale_while_revalidate"
+MISS: Final = "miss"
+STALE_FALLBACK: Final = "stale_fallback"
+REVALIDATION_BYPASS: Final = "revalidation_bypass"
+
+# Events.
+EVENT_SNAPSHOT_BUILT: Final = "snapshot_built"
+EVENT_SESSION_RESOLVED: Final = "snapshot_session_resolved"
+EVENT_SESSION_REVALIDATED: Final = "snapshot_session_revalidated"
+EVENT_CONSISTENCY_FAILED: Final = "snapshot_consistency_failed"
+EVENT_CACHE_HIT: Final = "cache_hit"
+EVENT_CACHE_BYPASSED: Final = "cache_bypassed"
+EVENT_STALE_FALLBACK: Final = "stale_fallback_used"
+EVENT_RESOLVED: Final = "resource_resolved"
+EVENT_SOURCE_FAILED: Final = "source_failed"
+EVENT_PAYLOAD_REJECTED: Final = "source_payload_rejected"
+EVENT_CIRCUIT_OPEN: Final = "source_circuit_open"
+EVENT_REFRESH_SCHEDULED: Final = "resource_refresh_scheduled"
+EVENT_REFRESH_COMPLETED: Final = "resource_refresh_completed"
+EVENT_REFRESH_FAILED: Final = "resource_refresh_failed"
+EVENT_PUBLISHED: Final = "resource_published"
+EVENT_PUBLISH_IGNORED: Final = "resource_publish_ignored"
+EVENT_INVALIDATED: Final = "resource_invalidated"
 
 _log = logging.getLogger("coalestra.observability")
 _key_type_of = attrgetter("namespace", "name")
@@ -129,17 +155,8 @@ def _count_types(keys: Collection[ResourceKey]) -> dict[KeyType, int]:
     return dict(Counter(map(_key_type_of, keys)))
 
 
-def _type_labels(key_type: KeyType | None) -> dict[str, str]:
-    """The resource-type labels; ``None`` (several types) becomes :data:`ANY`."""
-    namespace, name = (ANY, ANY) if key_type is None else key_type
-    return {LABEL_NAMESPACE: namespace, LABEL_NAME: name}
-
-
-def _text(value: object) -> str:
-    """A label value as plain text: enums by value (``"open"``, not ``"CircuitState.OPEN"``)."""
-    if isinstance(value, Enum):
-        value = value.value
-    return value if type(value) is str else str(value)
+def _status(failed: bool) -> str:
+    return "error" if failed else "success"
 
 
 @final
@@ -156,12 +173,12 @@ class Instrumentation:
 
     __slots__ = (
         "_emit",
-        "_events_on",
         "_increment",
-        "_metrics_on",
         "_observe",
         "_sink_failures",
         "_type_counts",
+        "events_on",
+        "metrics_on",
     )
 
     def __init__(self, metrics: MetricsSink, events: EventSink) -> None:
@@ -173,8 +190,8 @@ class Instrumentation:
         self._observe = metrics.observe
         self._emit = events.emit
         # The null sinks are final, so these tests are exact; they make a disabled call free.
-        self._metrics_on = not isinstance(metrics, NullMetrics)
-        self._events_on = not isinstance(events, NullEventSink)
+        self.metrics_on = not isinstance(metrics, NullMetrics)
+        self.events_on = not isinstance(events, NullEventSink)
         self._sink_failures = 0
         # id(tuple) -> (the tuple itself, its counts). Holding the tuple keeps its id unique.
         self._type_counts: dict[int, tuple[tuple[ResourceKey, ...], Mapping[KeyType, int]]] = {}
@@ -182,7 +199,7 @@ class Instrumentation:
     @property
     def enabled(self) -> bool:
         """False when both sinks are the null ones: the engine may skip gathering facts."""
-        return self._metrics_on or self._events_on
+        return self.metrics_on or self.events_on
 
     @property
     def sink_failures(self) -> int:
@@ -198,14 +215,44 @@ class Instrumentation:
             if self._sink_failures == 1:  # once: a broken sink must not flood the log
                 _log.warning("an observability sink raised; counting, not raising", exc_info=True)
 
-    def count_by_type(self, keys: Collection[ResourceKey]) -> Mapping[KeyType, int]:
-        """Count ``keys`` per resource type ``(namespace, name)``, for :meth:`cache_lookups`.
+    def _count(self, metric: str, value: int = 1, **labels: str) -> None:
+        if self.metrics_on and value:
+            self._safely(self._increment, metric, value, **labels)
 
-        This is the one O(keys) step of reporting a build, so call it only when
-        :attr:`enabled`. Keys are counted as given: pass distinct keys. Results for a ``tuple``
-        are remembered by identity (tuples and keys are immutable), so a build loop that passes
-        the same request tuple pays O(1); count the usually few misses and stale keys separately
-        and subtract them to get the hits.
+    def _event(self, event_type: str, **payload: Any) -> None:
+        if self.events_on:
+            self._safely(self._emit, event_type, **payload)
+
+    def _count_resource(self, metric: str, key: ResourceKey, **labels: str) -> None:
+        if self.metrics_on:
+            self._safely(
+                self._increment,
+                metric,
+                1,
+                **labels,
+                resource_namespace=key.namespace,
+                resource_name=key.name,
+            )
+
+    def _count_types(self, metric: str, counts: Mapping[KeyType, int], **labels: str) -> None:
+        for (namespace, name), count in counts.items():
+            if count:
+                self._safely(
+                    self._increment,
+                    metric,
+                    count,
+                    **labels,
+                    resource_namespace=namespace,
+                    resource_name=name,
+                )
+
+    def count_by_type(self, keys: Collection[ResourceKey]) -> Mapping[KeyType, int]:
+        """Count ``keys`` per resource type ``(namespace, name)``.
+
+        This is the one O(keys) step of reporting a warm build, so call it only when
+        :attr:`metrics_on`. Keys are counted as given: pass distinct keys. Results for a
+        ``tuple`` are remembered by identity (tuples and keys are immutable), so a build loop
+        that passes the same request tuple pays O(1).
         """
         if type(keys) is not tuple:
             return _count_types(keys)
@@ -218,217 +265,272 @@ class Instrumentation:
         self._type_counts[id(keys)] = (keys, counts)
         return counts
 
-    def build_started(self, snapshot_id: str, key_count: int) -> None:
-        """A build of ``key_count`` keys began (event only)."""
-        if self._events_on:
-            self._safely(
-                self._emit, EVENT_BUILD_STARTED, snapshot_id=snapshot_id, key_count=key_count
-            )
+    # -- builds and sessions ------------------------------------------------------------------
 
     def build_finished(
+        self, snapshot: Any, *, build_failed: bool, strict: bool, resources: int
+    ) -> None:
+        """A build ended; ``build_failed``: it raised (a required key failed, or consistency)."""
+        if self.metrics_on:
+            status = _status(build_failed)
+            self._safely(self._increment, SNAPSHOT_BUILD_TOTAL, 1, status=status)
+            self._safely(self._increment, SESSION_RESOLVE_TOTAL, 1, status=status)
+        if self.events_on:
+            self._safely(
+                self._emit,
+                EVENT_SNAPSHOT_BUILT,
+                snapshot_id=snapshot.snapshot_id,
+                resources=resources,
+                resolved=len(snapshot.resources),
+                failed=len(snapshot.errors),
+                build_failed=build_failed,
+                strict=strict,
+                diagnostics=snapshot.diagnostics,
+            )
+
+    def session_resolved(
+        self,
+        snapshot: Any,
+        *,
+        requested: int,
+        stage_failed: bool,
+        strict: bool,
+        retry_errors: bool,
+    ) -> None:
+        """A session stage (``resolve`` / ``resolve_request``) ended."""
+        self._count(SESSION_RESOLVE_TOTAL, status=_status(stage_failed))
+        self._event(
+            EVENT_SESSION_RESOLVED,
+            snapshot_id=snapshot.snapshot_id,
+            requested=requested,
+            resolved=len(snapshot.resources),
+            failed=len(snapshot.errors),
+            total_resources=len(snapshot.resources) + len(snapshot.errors),
+            strict=strict,
+            retry_errors=retry_errors,
+        )
+
+    def session_revalidated(
         self,
         snapshot_id: str,
-        duration_s: float,
+        *,
         requested: int,
-        resolved: int,
+        affected: int,
+        refreshed: int,
         failed: int,
-        outcome: str,
+        committed: bool,
+        strict: bool,
+        force_refresh: bool,
+        consistency_failed: bool,
     ) -> None:
-        """A build ended with ``outcome`` (e.g. ``"complete"``, ``"partial"``, ``"failed"``)."""
-        if not (self._metrics_on or self._events_on):
-            return
-        label = _text(outcome)
-        if self._metrics_on:
-            self._safely(self._increment, BUILDS_TOTAL, 1, outcome=label)
-            self._safely(self._observe, BUILD_DURATION_SECONDS, duration_s, outcome=label)
-        if self._events_on:
-            self._safely(
-                self._emit,
-                EVENT_BUILD_FINISHED,
-                snapshot_id=snapshot_id,
-                duration_s=duration_s,
-                requested=requested,
-                resolved=resolved,
-                failed=failed,
-                outcome=label,
-            )
+        """A session revalidation ended, committed or not."""
+        self._count(SESSION_REVALIDATE_TOTAL, status=_status(not committed))
+        self._event(
+            EVENT_SESSION_REVALIDATED,
+            snapshot_id=snapshot_id,
+            requested=requested,
+            affected=affected,
+            refreshed=refreshed,
+            failed=failed,
+            committed=committed,
+            retained_previous=not committed,
+            strict=strict,
+            force_refresh=force_refresh,
+            consistency_failed=consistency_failed,
+        )
 
-    def cache_lookups(
-        self,
-        hits_by_type: Mapping[KeyType, int],
-        misses_by_type: Mapping[KeyType, int],
-        stale_by_type: Mapping[KeyType, int],
-    ) -> None:
-        """One build's cache read, as counts per resource type (see :meth:`count_by_type`).
+    def consistency_failed(self, snapshot_id: str, error: Any) -> None:
+        """A :class:`~coalestra.SnapshotConsistencyError` was raised."""
+        self._count(CONSISTENCY_TOTAL, status="error", rule="observation_skew")
+        self._event(
+            EVENT_CONSISTENCY_FAILED,
+            snapshot_id=snapshot_id,
+            resources=tuple(str(key) for key in error.keys),
+            oldest_resource=str(error.oldest_key),
+            newest_resource=str(error.newest_key),
+            observation_skew_ms=error.observation_skew_seconds * 1000.0,
+            max_observation_skew_ms=error.max_observation_skew_seconds * 1000.0,
+        )
 
-        Report once per build; zero counts are skipped. Metrics only: per-key events would make
-        a warm build O(keys).
-        """
-        if self._metrics_on:
-            self._count_types(CACHE_HITS_TOTAL, hits_by_type)
-            self._count_types(CACHE_MISSES_TOTAL, misses_by_type)
-            self._count_types(CACHE_STALE_TOTAL, stale_by_type)
+    # -- the cache ----------------------------------------------------------------------------
 
-    def _count_types(self, metric: str, counts: Mapping[KeyType, int]) -> None:
-        for (namespace, name), count in counts.items():
-            if count:
+    def cache_accesses(self, status: str, counts: Mapping[KeyType, int]) -> None:
+        """Keys of one build read from the cache with ``status``, counted per resource type
+        (see :meth:`count_by_type`). Report once per build and status."""
+        if self.metrics_on:
+            self._count_types(CACHE_ACCESS_TOTAL, counts, status=status)
+
+    def cache_hits(self, hits: Iterable[tuple[ResourceKey, str]]) -> None:
+        """One ``cache_hit`` event per key served from the cache, with its freshness."""
+        if self.events_on:
+            for key, freshness in hits:
+                self._safely(self._emit, EVENT_CACHE_HIT, resource=str(key), freshness=freshness)
+
+    def cache_bypassed(self, keys: Collection[ResourceKey]) -> None:
+        """A forced session revalidation skipped the cache for ``keys``."""
+        if self.metrics_on:
+            self._count_types(CACHE_ACCESS_TOTAL, _count_types(keys), status=REVALIDATION_BYPASS)
+        if self.events_on:
+            for key in keys:
                 self._safely(
-                    self._increment, metric, count, resource_namespace=namespace, resource_name=name
+                    self._emit,
+                    EVENT_CACHE_BYPASSED,
+                    resource=str(key),
+                    reason="session_revalidation",
                 )
 
-    def source_call(
+    def stale_fallback(self, key: ResourceKey, error_type: str) -> None:
+        """Every source failed for ``key``; a stale value was served instead."""
+        self._count_resource(CACHE_ACCESS_TOTAL, key, status=STALE_FALLBACK)
+        self._event(EVENT_STALE_FALLBACK, resource=str(key), error_type=error_type)
+
+    def single_flight_joined(self, keys: Collection[ResourceKey]) -> None:
+        """A build joined flights another build owns for ``keys``."""
+        if self.metrics_on and keys:
+            self._count_types(SINGLEFLIGHT_JOIN_TOTAL, _count_types(keys))
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def fetched(self, source: str, status: str, count: int = 1) -> None:
+        """``count`` keys came back from ``source`` with ``status``."""
+        self._count(SOURCE_FETCH_TOTAL, count, status=status, source=source)
+
+    def resolved(
         self,
+        key: ResourceKey,
         source: str,
-        key_type: KeyType | None,
-        outcome: str,
-        duration_s: float,
-        key_count: int,
-        attempt: int,
         *,
-        resource: ResourceKey | None = None,
+        latency_ms: float,
+        attempts: int,
+        source_kind: str,
+        authority_rank: int,
     ) -> None:
-        """One call (one attempt) to ``source`` returned with ``outcome``.
+        """``source`` produced the value of ``key`` (event only: see :meth:`fetched`)."""
+        self._event(
+            EVENT_RESOLVED,
+            resource=str(key),
+            source=source,
+            latency_ms=latency_ms,
+            attempts=attempts,
+            source_kind=source_kind,
+            authority_rank=authority_rank,
+        )
 
-        Args:
-            source: the configured source name.
-            key_type: the resource type served, or ``None`` for a batch of several types.
-            outcome: e.g. ``"success"``, ``"error"``, ``"timeout"``, ``"circuit_open"``.
-            duration_s: how long the call took.
-            key_count: keys in the call (1 for single sources).
-            attempt: 1 for the first attempt, 2 for the first retry, ...
-            resource: the key of a single-key call, for the event only.
-        """
-        if not (self._metrics_on or self._events_on):
+    def source_failed(self, key: ResourceKey, source: str, error: BaseException) -> None:
+        """``source`` failed for ``key`` (event only: see :meth:`fetched`)."""
+        self._event(
+            EVENT_SOURCE_FAILED,
+            resource=str(key),
+            source=source,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def payload_rejected(self, key: ResourceKey, source: str, error: BaseException) -> None:
+        """A payload of ``source`` for ``key`` was refused (e.g. its ``observed_at``)."""
+        self._event(EVENT_PAYLOAD_REJECTED, resource=str(key), source=source, error=str(error))
+
+    def circuit_open(self, source: str, key: ResourceKey, error: BaseException) -> None:
+        """An open circuit kept ``key`` from ``source`` (event only: see :meth:`fetched`)."""
+        self._event(EVENT_CIRCUIT_OPEN, source=source, resource=str(key), error=str(error))
+
+    def fetch_latency(self, source: str, latency_ms: float) -> None:
+        """One call (one attempt) to ``source`` took ``latency_ms``."""
+        if self.metrics_on:
+            self._safely(self._observe, SOURCE_FETCH_LATENCY_MS, latency_ms, source=source)
+
+    def batch_call(self, source: str, status: str, size: int) -> None:
+        """One batch call (one attempt) of ``size`` keys to ``source`` ended with ``status``."""
+        if self.metrics_on:
+            self._safely(self._increment, SOURCE_BATCH_CALL_TOTAL, 1, status=status, source=source)
+            self._safely(self._observe, SOURCE_BATCH_SIZE, float(size), source=source)
+
+    def capacity_wait(self, source: str, waited_ms: float) -> None:
+        """A call to ``source`` waited ``waited_ms`` for a capacity slot."""
+        if self.metrics_on:
+            self._safely(self._observe, SOURCE_CAPACITY_WAIT_MS, waited_ms, source=source)
+
+    def capacity_timeout(self, source: str, reason: str) -> None:
+        """A call to ``source`` got no capacity slot (``queue_timeout`` or
+        ``snapshot_deadline``)."""
+        self._count(SOURCE_CAPACITY_TIMEOUT_TOTAL, source=source, reason=reason)
+
+    # -- background refreshes -----------------------------------------------------------------
+
+    def refresh_scheduled(self, key: ResourceKey, reason: str, snapshot_id: str) -> None:
+        """A background refresh of ``key`` was started (``reason``: the refresh mode)."""
+        self._count_resource(RESOURCE_REFRESH_TOTAL, key, status="scheduled")
+        self._event(
+            EVENT_REFRESH_SCHEDULED, resource=str(key), reason=reason, snapshot_id=snapshot_id
+        )
+
+    def refresh_completed(self, key: ResourceKey, source: str, reason: str) -> None:
+        """A background refresh of ``key`` stored a new value from ``source``."""
+        self._count_resource(RESOURCE_REFRESH_TOTAL, key, status="success")
+        self._event(EVENT_REFRESH_COMPLETED, resource=str(key), source=source, reason=reason)
+
+    def refresh_failed(self, key: ResourceKey, reason: str, error: BaseException) -> None:
+        """A background refresh of ``key`` failed."""
+        self._count_resource(RESOURCE_REFRESH_TOTAL, key, status="failure")
+        self._event(
+            EVENT_REFRESH_FAILED,
+            resource=str(key),
+            reason=reason,
+            error_type=type(error).__name__,
+            error=str(error),
+        )
+
+    def refresh_cancelled(self, key: ResourceKey) -> None:
+        """A background refresh of ``key`` was cancelled (metric only)."""
+        self._count_resource(RESOURCE_REFRESH_TOTAL, key, status="cancelled")
+
+    # -- the publisher ------------------------------------------------------------------------
+
+    def published(
+        self,
+        candidate: Any,
+        previous: Any | None,
+        *,
+        status: str,
+        forced: bool,
+    ) -> None:
+        """A pushed value (``candidate``, a SnapshotValue) ended with ``status``; ``previous``
+        is the value the cache held."""
+        if self.metrics_on:
+            self._count_resource(
+                RESOURCE_PUBLISH_TOTAL, candidate.key, status=status, source=candidate.source
+            )
+        if not self.events_on:
             return
-        labels = {
-            LABEL_SOURCE: source,
-            LABEL_OUTCOME: _text(outcome),
-        }
-        type_labels = _type_labels(key_type)
-        if self._metrics_on:
-            self._safely(self._increment, SOURCE_CALLS_TOTAL, 1, **labels, **type_labels)
-            self._safely(self._observe, SOURCE_CALL_DURATION_SECONDS, duration_s, **labels)
-        if self._events_on:
-            details: dict[str, Any] = {"resource": str(resource)} if resource is not None else {}
+        if status == "published":
             self._safely(
                 self._emit,
-                EVENT_SOURCE_CALL,
-                duration_s=duration_s,
-                key_count=key_count,
-                attempt=attempt,
-                **labels,
-                **type_labels,
-                **details,
+                EVENT_PUBLISHED,
+                resource=str(candidate.key),
+                source=candidate.source,
+                observed_at=candidate.observed_at,
+                replaced=previous is not None,
+                forced=forced,
+                authority_rank=candidate.authority_rank,
             )
-
-    def retry(self, source: str, attempt: int, delay_s: float) -> None:
-        """``source`` will be retried after ``delay_s``; ``attempt`` is the attempt about to run."""
-        if self._metrics_on:
-            self._safely(self._increment, RETRIES_TOTAL, 1, source=source)
-        if self._events_on:
-            self._safely(self._emit, EVENT_RETRY, source=source, attempt=attempt, delay_s=delay_s)
-
-    def circuit_transition(
-        self, source: str, scope: str, state: str, *, discriminator: str = ""
-    ) -> None:
-        """A circuit of ``source`` with ``scope`` moved to ``state``.
-
-        ``discriminator`` (the namespace, subject or key the circuit covers) may be
-        high-cardinality, so it goes to the event only.
-        """
-        if not (self._metrics_on or self._events_on):
             return
-        scope_label, state_label = _text(scope), _text(state)
-        if self._metrics_on:
-            self._safely(
-                self._increment,
-                CIRCUIT_TRANSITIONS_TOTAL,
-                1,
-                source=source,
-                scope=scope_label,
-                state=state_label,
-            )
-        if self._events_on:
-            self._safely(
-                self._emit,
-                EVENT_CIRCUIT_TRANSITION,
-                source=source,
-                scope=scope_label,
-                state=state_label,
-                discriminator=discriminator,
-            )
-
-    def single_flight_joined(self, count: int) -> None:
-        """A build joined ``count`` flights owned by other builds (report once per build)."""
-        if self._metrics_on and count:
-            self._safely(self._increment, SINGLEFLIGHT_JOINS_TOTAL, count)
-
-    def capacity_wait(self, source: str | None, waited_s: float) -> None:
-        """A call waited ``waited_s`` for a capacity slot of ``source`` (``None``: builder-wide)."""
-        if self._metrics_on:
-            label = ANY if source is None else source
-            self._safely(self._observe, CAPACITY_WAIT_SECONDS, waited_s, source=label)
-
-    def refresh(self, outcome: str, key: ResourceKey | None = None) -> None:
-        """A background refresh was ``"scheduled"``, ``"completed"`` or ``"failed"``."""
-        if not (self._metrics_on or self._events_on):
-            return
-        label = _text(outcome)
-        namespace, name = (ANY, ANY) if key is None else (key.namespace, key.name)
-        if self._metrics_on:
-            self._safely(
-                self._increment,
-                REFRESHES_TOTAL,
-                1,
-                outcome=label,
-                resource_namespace=namespace,
-                resource_name=name,
-            )
-        if self._events_on:
-            payload: dict[str, Any] = {"resource": str(key)} if key is not None else {}
-            self._safely(self._emit, EVENT_REFRESH, outcome=label, **payload)
-
-    def publication(
-        self, key: ResourceKey, source: str, status: str, *, observed_at: float | None = None
-    ) -> None:
-        """A value for ``key`` (observed at ``observed_at``) was pushed by ``source`` and ended
-        with ``status``."""
-        if not (self._metrics_on or self._events_on):
-            return
-        label = _text(status)
-        if self._metrics_on:
-            self._safely(
-                self._increment,
-                PUBLICATIONS_TOTAL,
-                1,
-                source=source,
-                status=label,
-                resource_namespace=key.namespace,
-                resource_name=key.name,
-            )
-        if self._events_on:
-            self._safely(
-                self._emit,
-                EVENT_PUBLICATION,
-                resource=str(key),
-                source=source,
-                status=label,
-                **({} if observed_at is None else {"observed_at": observed_at}),
-            )
+        self._safely(
+            self._emit,
+            EVENT_PUBLISH_IGNORED,
+            resource=str(candidate.key),
+            source=candidate.source,
+            status=status,
+            observed_at=candidate.observed_at,
+            cached_observed_at=None if previous is None else previous.observed_at,
+            candidate_authority_rank=candidate.authority_rank,
+            cached_authority_rank=None if previous is None else previous.authority_rank,
+        )
 
     def invalidation(self, key: ResourceKey, reason: str) -> None:
         """``key`` was invalidated. ``reason`` is the caller's free text (``"stream-gap"``), so
         it goes to the event only: as a metric label it would make series unbounded."""
-        if self._metrics_on:
-            self._safely(
-                self._increment,
-                INVALIDATIONS_TOTAL,
-                1,
-                resource_namespace=key.namespace,
-                resource_name=key.name,
-            )
-        if self._events_on:
-            self._safely(self._emit, EVENT_INVALIDATION, resource=str(key), reason=_text(reason))
+        self._count_resource(RESOURCE_INVALIDATION_TOTAL, key)
+        self._event(EVENT_INVALIDATED, resource=str(key), reason=reason)
 
     def __repr__(self) -> str:
         return f"Instrumentation(enabled={self.enabled}, sink_failures={self._sink_failures})"

@@ -300,7 +300,14 @@ class SnapshotBuilder:
             raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
         ordered = key_tuple("keys", keys)
         return await self._build(
-            ordered, ordered if strict else (), (), None, deadline_seconds, metadata, snapshot_id
+            ordered,
+            ordered if strict else (),
+            (),
+            None,
+            deadline_seconds,
+            metadata,
+            snapshot_id,
+            strict=strict,
         )
 
     async def build_request(
@@ -331,6 +338,7 @@ class SnapshotBuilder:
             deadline_seconds,
             metadata,
             snapshot_id,
+            strict=True,
         )
 
     async def _build(
@@ -342,18 +350,20 @@ class SnapshotBuilder:
         deadline_seconds: float | None,
         metadata: Mapping[str, Any] | None,
         snapshot_id: str | None,
+        *,
+        strict: bool,
     ) -> Snapshot:
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
         with self._settings.tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
-            self._report.build_started(ctx.snapshot_id, len(keys))
             snapshot = await self._resolve_snapshot(keys, ctx)
             try:
                 check_consistency(snapshot, consistency, required, optional)
-            except SnapshotConsistencyError:
-                self._finish(snapshot, span, "inconsistent")
+            except SnapshotConsistencyError as error:
+                self._report.consistency_failed(snapshot.snapshot_id, error)
+                self._finish(snapshot, span, "inconsistent", strict)
                 raise
             failed = any(key in snapshot.errors for key in required)
-            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot))
+            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
             raise_for_required(snapshot, required)
         return snapshot
 
@@ -371,17 +381,16 @@ class SnapshotBuilder:
             duration_ms=(self._clock.monotonic() - started) * 1000.0,
         )
 
-    def _finish(self, snapshot: Snapshot, span: Span, outcome: str) -> None:
+    def _finish(self, snapshot: Snapshot, span: Span, outcome: str, strict: bool) -> None:
         """Report a finished build (outcome: complete, partial, failed or inconsistent)."""
         d = snapshot.diagnostics
-        self._report.build_finished(
-            snapshot.snapshot_id,
-            d.duration_ms / 1000.0,
-            d.requested_resources,
-            d.resolved_resources,
-            d.failed_resources,
-            outcome,
-        )
+        if self._report.enabled:
+            self._report.build_finished(
+                snapshot,
+                build_failed=outcome in ("failed", "inconsistent"),
+                strict=strict,
+                resources=d.requested_resources,
+            )
         describe_build(span, d, outcome)
 
     def new_context(

@@ -22,6 +22,16 @@ from ..core import (
     ResourceKey,
     SnapshotDeadlineExceededError,
     SnapshotValue,
+    SourceUnavailableError,
+)
+from ..observability._instrumentation import (
+    FRESH as _FRESH,
+)
+from ..observability._instrumentation import (
+    MISS as _MISS,
+)
+from ..observability._instrumentation import (
+    STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE,
 )
 from ..observability._instrumentation import Instrumentation
 from ._cache_access import CacheAccess
@@ -31,6 +41,12 @@ from ._group import GroupRun
 from ._results import ValueFactory
 from ._singleflight import Flight, FlightGroup, Outcome, SingleFlight
 from ._sources import RegisteredSource, SourceChains
+
+Refresh = tuple[DiagnosticsCollector, Mapping[ResourceKey, str]]
+"""A background refresh: the diagnostics of the build that scheduled it, and why each key is
+refreshed (``"stale_while_revalidate"`` or ``"refresh_ahead"``)."""
+
+_REFRESH_AHEAD = RefreshMode.REFRESH_AHEAD.value
 
 
 @final
@@ -83,6 +99,8 @@ class Engine:
         Returns ``(outcomes, claims)``: cache hits (private copies) and the flights to wait on.
         """
         if force_refresh:
+            if self.report.enabled:
+                self.report.cache_bypassed(keys)
             return {}, self.claim(keys, ctx, diag, force=True)
         policy_for = self.policy_for
         policies = {key: policy_for(key) for key in keys}
@@ -90,7 +108,7 @@ class Engine:
         diag.cache_batch_reads += 1
         hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         needed: list[ResourceKey] = []
-        refresh: list[ResourceKey] = []
+        refresh: dict[ResourceKey, str] = {}  # key -> why: the policy's refresh mode
         swr = RefreshMode.STALE_WHILE_REVALIDATE
         ahead = RefreshMode.REFRESH_AHEAD
         for key in keys:
@@ -103,26 +121,44 @@ class Engine:
             if lookup.fresh:
                 hits[key] = value
                 if policy.refresh_mode is ahead and policy.should_refresh_ahead(value.age_seconds):
-                    refresh.append(key)
+                    refresh[key] = _REFRESH_AHEAD
             elif lookup.usable_stale and policy.refresh_mode is swr:
                 hits[key] = value
-                refresh.append(key)
+                refresh[key] = _STALE_WHILE_REVALIDATE
             else:
                 needed.append(key)
         diag.cache_hits += len(hits)
         diag.cache_misses += len(needed)
         if self.report.enabled:
-            self._report_lookups(hits, needed)
+            self._report_lookups(keys, hits, needed, refresh)
         if refresh:
             self.refresh(refresh, ctx, diag)
         return hits, self.claim(needed, ctx, diag) if needed else {}
 
     def _report_lookups(
-        self, hits: Mapping[ResourceKey, SnapshotValue[Any]], needed: Sequence[ResourceKey]
+        self,
+        keys: Sequence[ResourceKey],
+        hits: Mapping[ResourceKey, SnapshotValue[Any]],
+        needed: Sequence[ResourceKey],
+        refresh: Mapping[ResourceKey, str],
     ) -> None:
-        count = self.report.count_by_type
-        stale = [key for key, value in hits.items() if value.stale]
-        self.report.cache_lookups(count(list(hits)), count(needed), count(stale))
+        report = self.report
+        swr = [key for key, why in refresh.items() if why == _STALE_WHILE_REVALIDATE]
+        if report.metrics_on:
+            count = report.count_by_type
+            if needed or swr:
+                swr_keys = set(swr)
+                fresh = [key for key in hits if key not in swr_keys]
+                report.cache_accesses(_FRESH, count(fresh))
+                report.cache_accesses(_STALE_WHILE_REVALIDATE, count(swr))
+                report.cache_accesses(_MISS, count(needed))
+            else:  # every key was a fresh hit: the request's own (memoized) counts
+                report.cache_accesses(_FRESH, count(keys))
+        if report.events_on:
+            swr_keys = set(swr)
+            report.cache_hits(
+                (key, _STALE_WHILE_REVALIDATE if key in swr_keys else _FRESH) for key in hits
+            )
 
     def claim(
         self,
@@ -150,7 +186,8 @@ class Engine:
         joined = len(claims)
         if joined:
             diag.coalesced_requests += joined
-            self.report.single_flight_joined(joined)
+            if self.report.metrics_on:
+                self.report.single_flight_joined(list(claims))
         if owned:
             started = flights.start(owned)
             claims.update(started)
@@ -208,18 +245,22 @@ class Engine:
     # -- background work ---------------------------------------------------------------------
 
     def refresh(
-        self, keys: Iterable[ResourceKey], ctx: FetchContext, diag: DiagnosticsCollector
+        self, reasons: Mapping[ResourceKey, str], ctx: FetchContext, diag: DiagnosticsCollector
     ) -> None:
-        """Refresh ``keys`` in an owned background task (keys already in flight are skipped)."""
-        wanted = [key for key in keys if key not in self.flights]
+        """Refresh the keys of ``reasons`` (key -> the refresh mode that asked) in an owned
+        background task (keys already in flight are skipped)."""
+        wanted = {key: why for key, why in reasons.items() if key not in self.flights}
         if not wanted:
             return
         diag.refresh_scheduled += len(wanted)
-        started = self.flights.start(wanted, keep_alive=True)
+        if self.report.enabled:
+            for key, why in wanted.items():
+                self.report.refresh_scheduled(key, why, ctx.snapshot_id)
+        started = self.flights.start(list(wanted), keep_alive=True)
         background = FetchContext(
             requested_at=self.clock.now(), metadata=ctx.metadata, snapshot_id=ctx.snapshot_id
         )
-        self._spawn(started, background, DiagnosticsCollector(), refresh_for=diag)
+        self._spawn(started, background, DiagnosticsCollector(), refresh_for=(diag, wanted))
 
     def _spawn(
         self,
@@ -227,7 +268,7 @@ class Engine:
         ctx: FetchContext,
         diag: DiagnosticsCollector,
         *,
-        refresh_for: DiagnosticsCollector | None = None,
+        refresh_for: Refresh | None = None,
         force: bool = False,
     ) -> None:
         run = GroupRun(self, flights, ctx, diag, refresh_for=refresh_for, force=force)
@@ -240,18 +281,29 @@ class Engine:
         task.add_done_callback(_observe)
 
     def count_refreshes(
-        self, flights: Iterable[Flight], scheduled_by: DiagnosticsCollector
+        self, flights: Iterable[Flight], refresh: Refresh, *, cancelled: bool
     ) -> None:
         """Called when a refresh group ends: count each key's outcome in the diagnostics of the
-        build that scheduled it (they show there if it ends before that build does) and in
-        the refresh metric."""
+        build that scheduled it (they show there if it ends before that build does), and
+        report it."""
+        scheduled_by, reasons = refresh
+        report = self.report
         for flight in flights:
-            done = flight.future.done() and isinstance(flight.future.result(), SnapshotValue)
-            if done:
+            outcome = flight.future.result() if flight.future.done() else None
+            if isinstance(outcome, SnapshotValue):
                 scheduled_by.refresh_completed += 1
             else:
                 scheduled_by.refresh_failed += 1
-            self.report.refresh("completed" if done else "failed", flight.key)
+            if not report.enabled:
+                continue
+            why = reasons.get(flight.key, _STALE_WHILE_REVALIDATE)
+            if isinstance(outcome, SnapshotValue):
+                report.refresh_completed(flight.key, outcome.source, why)
+            elif cancelled:
+                report.refresh_cancelled(flight.key)
+            else:
+                error = outcome if isinstance(outcome, Exception) else None
+                report.refresh_failed(flight.key, why, error or SourceUnavailableError("no value"))
 
     # -- results ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from ..core import (
     SourceTimeoutError,
     SourceUnavailableError,
 )
-from ..observability._instrumentation import Instrumentation, key_type
+from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Tracer
 from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
 from ._counters import EngineCounters
@@ -65,13 +65,13 @@ def _spurious_cancel(source: RegisteredSource) -> NoReturn:
     raise SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
 
 
-def _outcome_of(error: BaseException) -> str:
-    """A low-cardinality label for a failed call."""
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    return "error"
+def _batch_status(error: BaseException) -> str:
+    """The ``source_batch_call_total`` status of a failed batch call."""
+    if isinstance(error, SourceQueueTimeoutError):
+        return "queue_timeout"
+    if isinstance(error, SnapshotDeadlineExceededError):
+        return "deadline_exceeded"
+    return "failure"
 
 
 # The build's own limits ran out: the source was not (or not yet) at fault.
@@ -147,7 +147,6 @@ class SourceGate:
                 if remaining is not None and delay >= remaining:
                     return result  # the retry could not finish before the deadline
                 diag.retries += 1
-                self._report.retry(source.name, result.attempts + 1, delay)
                 await asyncio.sleep(delay)
                 keys = tuple(key for key in keys if key not in result.blocked)
 
@@ -173,10 +172,12 @@ class SourceGate:
             lease = await self._acquire(source, window)
         except BaseException as error:
             self._release_probes(source, circuits, error, window)  # the call was never made
+            if source.kind is SourceKind.BATCH and self._report.metrics_on:
+                self._report.batch_call(source.name, _batch_status(error), len(called))
             raise
         try:
             started = self._clock.monotonic()
-            outcome = "success"
+            outcome: BaseException | None = None
             try:
                 if self._traced:
                     with self._tracer.source_span(source.name, len(called), result.attempts):
@@ -184,14 +185,14 @@ class SourceGate:
                 else:
                     value = await self._invoke(source, window, invoke, called)
             except BaseException as error:
-                outcome = _outcome_of(error)
+                outcome = error
                 self._settle(source, circuits, error, window)
                 raise
             finally:
                 latency_ms = (self._clock.monotonic() - started) * 1000.0
                 self._count_call(source, diag, latency_ms)
-                if self._report.enabled:
-                    self._report_call(source, called, outcome, latency_ms, result.attempts)
+                if self._report.metrics_on:
+                    self._report_call(source, called, outcome, latency_ms)
             failed = judge(called, value) if judge is not None else ()
             self._settle_success(source, circuits, failed)
             result.value, result.called, result.latency_ms = value, called, latency_ms
@@ -216,16 +217,18 @@ class SourceGate:
         except TimeoutError:
             if not window.expired():
                 self._counters.queue_timeouts += 1
+                self._report.capacity_timeout(source.name, "queue_timeout")
                 raise SourceQueueTimeoutError(
                     f"{source.name}: no capacity slot within {own:.3f}s"
                 ) from None
             self._counters.deadline_exceeded += 1
+            self._report.capacity_timeout(source.name, "snapshot_deadline")
             raise SnapshotDeadlineExceededError(
                 f"deadline passed while waiting for capacity for {source.name}"
             ) from None
         waited = self._clock.monotonic() - waiting_from
         if waited > 0.0:
-            self._report.capacity_wait(source.name, waited)
+            self._report.capacity_wait(source.name, waited * 1000.0)
         return lease
 
     @staticmethod
@@ -311,14 +314,12 @@ class SourceGate:
     ) -> None:
         """Record a failed attempt: a failure, unless it is not the source's fault (see
         :meth:`_release_probes`)."""
-        opened = self._breaker.open_circuit_count()
         if isinstance(error, Exception) and not isinstance(error, _NOT_THE_SOURCES_FAULT):
             policy = source.resilience.circuit
             for identity in circuits:
                 self._breaker.fail(identity, policy)
         else:
             self._release_probes(source, circuits, error, window)
-        self._report_transition(source, opened)
 
     def _release_probes(
         self,
@@ -347,40 +348,23 @@ class SourceGate:
         failed: Collection[ResourceKey],
     ) -> None:
         policy = source.resilience.circuit
-        opened = self._breaker.open_circuit_count()
         for identity, members in circuits.items():
             if failed and any(key in failed for key in members):
                 self._breaker.fail(identity, policy)
             else:
                 self._breaker.succeed(identity, policy)
-        self._report_transition(source, opened)
-
-    def _report_transition(self, source: RegisteredSource, opened_before: int) -> None:
-        """Report circuits of ``source`` that opened or closed in the last settlement."""
-        opened_now = self._breaker.open_circuit_count()
-        if opened_now != opened_before and self._report.enabled:
-            state = "open" if opened_now > opened_before else "closed"
-            scope = source.resilience.circuit.scope.value
-            self._report.circuit_transition(source.name, scope, state)
 
     def _report_call(
         self,
         source: RegisteredSource,
         called: tuple[ResourceKey, ...],
-        outcome: str,
+        outcome: BaseException | None,
         latency_ms: float,
-        attempt: int,
     ) -> None:
-        single = called[0] if len(called) == 1 else None
-        self._report.source_call(
-            source.name,
-            None if single is None else key_type(single),
-            outcome,
-            latency_ms / 1000.0,
-            len(called),
-            attempt,
-            resource=single,
-        )
+        self._report.fetch_latency(source.name, latency_ms)
+        if source.kind is SourceKind.BATCH:
+            status = "success" if outcome is None else _batch_status(outcome)
+            self._report.batch_call(source.name, status, len(called))
 
     @staticmethod
     def _count_call(

@@ -36,7 +36,7 @@ from ._sources import RegisteredSource, SourceKind, normalize_payload
 from ._window import FlightWindow
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from ._engine import Engine, Refresh
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ class GroupRun:
         ctx: FetchContext,
         diag: DiagnosticsCollector,
         *,
-        refresh_for: DiagnosticsCollector | None = None,
+        refresh_for: Refresh | None = None,
         force: bool = False,
     ) -> None:
         self.engine = engine
@@ -60,7 +60,7 @@ class GroupRun:
         self.group = next(iter(flights.values())).group
         self.window = FlightWindow(ctx, engine.clock)
         self.diag = diag
-        self.ledger = KeyLedger()
+        self.ledger = KeyLedger(engine.report)
         self._committer = Committer(engine, flights, diag)
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
@@ -92,7 +92,10 @@ class GroupRun:
             self._abandon(reason)
             await self.engine.cache.release(list(leased))
             if self._refresh_for is not None:
-                self.engine.count_refreshes(self.flights.values(), self._refresh_for)
+                cancelled = isinstance(reason, asyncio.CancelledError)
+                self.engine.count_refreshes(
+                    self.flights.values(), self._refresh_for, cancelled=cancelled
+                )
 
     # -- the chain walk ---------------------------------------------------------------------
 
@@ -287,7 +290,7 @@ class GroupRun:
         for key in result.called:
             if key not in payloads:
                 missing = SourceUnavailableError(f"{source.name} omitted {key} from its batch")
-                self.ledger.fail(key, source.name, missing, result.attempts)
+                self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
         accepted = self.accept(source, payloads, result)
         failed.extend(key for key in payloads if key not in accepted)
@@ -325,8 +328,25 @@ class GroupRun:
                 self.ledger.keep_stale(source, value)
                 continue
             made.append(value)
+        if made and self.engine.report.enabled:
+            self._report_resolved(source, made)
         self._committer.enqueue(made)
         return {value.key for value in made}
+
+    def _report_resolved(self, source: RegisteredSource, made: list[SnapshotValue[Any]]) -> None:
+        report = self.engine.report
+        report.fetched(source.name, "success", len(made))
+        if report.events_on:
+            kind = source.kind.value
+            for value in made:
+                report.resolved(
+                    value.key,
+                    source.name,
+                    latency_ms=value.latency_ms,
+                    attempts=value.attempts,
+                    source_kind=kind,
+                    authority_rank=value.authority_rank,
+                )
 
     def _make(
         self,
@@ -350,7 +370,10 @@ class GroupRun:
         except (SourceProtocolError, PayloadIsolationError) as error:
             if isinstance(error, FutureObservationError):
                 self.diag.future_timestamp_rejections += 1
-            self.ledger.fail(key, source.name, error, result.attempts)
+            if isinstance(error, SourceProtocolError):
+                self.ledger.reject(key, source.name, error, result.attempts)
+            else:
+                self.ledger.fail_fetch(key, source.name, error, result.attempts)
             return None
 
     async def _finish_failed(self, keys: list[ResourceKey]) -> None:
@@ -359,11 +382,17 @@ class GroupRun:
             return
         engine = self.engine
         now = engine.clock.now()
-        await self._committer.commit(self.ledger.take_usable_stale(keys, engine.policy_for, now))
+        usable = self.ledger.take_usable_stale(keys, engine.policy_for, now)
+        await self._committer.commit(usable)
         rest = [key for key in keys if not self.flights[key].future.done()]
+        fallback = {} if self._force or not rest else await engine.stale_on_error(rest)
+        if engine.report.enabled:
+            served = [*usable, *(v for v in fallback.values() if isinstance(v, SnapshotValue))]
+            served = [value for value in served if value.stale]
+            for value in served:
+                engine.report.stale_fallback(value.key, self.ledger.last_error_type(value.key))
         if not rest:
             return
-        fallback = {} if self._force else await engine.stale_on_error(rest)
         expired = self.window.expired()
         for key in rest:
             outcome: Outcome = fallback.get(key) or self.ledger.error_for(

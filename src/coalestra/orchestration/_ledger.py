@@ -15,6 +15,7 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ..observability._instrumentation import Instrumentation
 from ._gate import GateResult
 from ._sources import RegisteredSource
 
@@ -23,9 +24,10 @@ from ._sources import RegisteredSource
 class KeyLedger:
     """What went wrong for each key of one flight group, source by source."""
 
-    __slots__ = ("_cycles", "_failures", "_stale")
+    __slots__ = ("_cycles", "_failures", "_report", "_stale")
 
-    def __init__(self) -> None:
+    def __init__(self, report: Instrumentation) -> None:
+        self._report = report  # source outcomes are reported as they are recorded
         self._failures: dict[ResourceKey, list[SourceFailure]] = {}
         self._stale: dict[ResourceKey, SnapshotValue[Any]] = {}
         self._cycles: dict[ResourceKey, DependencyCycleError] = {}
@@ -34,6 +36,29 @@ class KeyLedger:
         """Record that ``source`` failed for ``key``."""
         failure = SourceFailure.from_exception(source, error, attempts)
         self._failures.setdefault(key, []).append(failure)
+
+    def fail_fetch(
+        self, key: ResourceKey, source: str, error: BaseException, attempts: int = 1
+    ) -> None:
+        """``source`` was asked for ``key`` and failed: record and report it."""
+        self.fail(key, source, error, attempts)
+        report = self._report
+        if report.enabled:
+            report.fetched(source, "failure")
+            report.source_failed(key, source, error)
+
+    def reject(self, key: ResourceKey, source: str, error: BaseException, attempts: int) -> None:
+        """``source`` answered for ``key`` with a timestamp that is refused."""
+        self.fail(key, source, error, attempts)
+        report = self._report
+        if report.enabled:
+            report.fetched(source, "invalid_timestamp")
+            report.payload_rejected(key, source, error)
+
+    def last_error_type(self, key: ResourceKey) -> str:
+        """The error type of the last failure recorded for ``key`` (``""``: none)."""
+        failures = self._failures.get(key)
+        return failures[-1].error_type if failures else ""
 
     def fail_cycle(self, key: ResourceKey, source: str, cycle: DependencyCycleError) -> None:
         """``key`` sits on a dependency cycle: that, not the failures, is its error."""
@@ -46,16 +71,28 @@ class KeyLedger:
         """A gated call failed: every key of it failed at ``source``; return them."""
         failed = self.fail_blocked(source, result)
         error = result.error or SourceUnavailableError(f"{source.name} returned nothing")
+        blocked = len(failed)
         for key in keys:
             if key not in result.blocked:
                 self.fail(key, source.name, error, result.attempts)
                 failed.append(key)
+        report = self._report
+        if report.enabled and len(failed) > blocked:
+            report.fetched(source.name, "failure", len(failed) - blocked)
+            if report.events_on:
+                for key in failed[blocked:]:
+                    report.source_failed(key, source.name, error)
         return failed
 
     def fail_blocked(self, source: RegisteredSource, result: GateResult[Any]) -> list[ResourceKey]:
         """Keys an open circuit kept from the call; return them."""
+        report = self._report
         for key, error in result.blocked.items():
             self.fail(key, source.name, error, 0)
+            if report.events_on:
+                report.circuit_open(source.name, key, error)
+        if result.blocked and report.metrics_on:
+            report.fetched(source.name, "circuit_open", len(result.blocked))
         return list(result.blocked)
 
     def keep_stale(self, source: RegisteredSource, value: SnapshotValue[Any]) -> None:
@@ -65,6 +102,10 @@ class KeyLedger:
             self._stale[value.key] = value
         stale = SourceUnavailableError(f"{source.name} returned data {value.age_seconds:.3f}s old")
         self.fail(value.key, source.name, stale, value.attempts)
+        report = self._report
+        if report.enabled:
+            report.fetched(source.name, "stale")
+            report.source_failed(value.key, source.name, stale)
 
     def take_usable_stale(
         self,

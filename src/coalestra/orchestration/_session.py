@@ -22,6 +22,7 @@ from ..core import (
     SessionClosedError,
     Snapshot,
     SnapshotBuildError,
+    SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotDeadlineExceededError,
     SnapshotRequest,
@@ -140,7 +141,9 @@ class SnapshotSession:
         check_bool("strict", strict)
         check_bool("retry_errors", retry_errors)
         ordered = key_tuple("keys", keys)
-        return await self._stage(ordered, ordered if strict else (), (), None, retry_errors)
+        return await self._stage(
+            ordered, ordered if strict else (), (), None, retry_errors, strict=strict
+        )
 
     async def resolve_request(
         self, request: SnapshotRequest, *, retry_errors: bool = False
@@ -168,6 +171,7 @@ class SnapshotSession:
             request.optional,
             request.consistency_policy,
             retry_errors,
+            strict=True,
         )
 
     async def _stage(
@@ -177,6 +181,8 @@ class SnapshotSession:
         optional: Sequence[ResourceKey],
         consistency: SnapshotConsistencyPolicy | None,
         retry_errors: bool,
+        *,
+        strict: bool,
     ) -> Snapshot:
         async with self._lock:
             self._check_open()
@@ -189,7 +195,27 @@ class SnapshotSession:
                 self._check_open()  # closed meanwhile: pin nothing
                 memo.pin(values, errors)
             snapshot = self._assemble(keys, memo.values, memo.errors, diag, started)
-        check_consistency(snapshot, consistency, required, optional)
+        report = self._runtime.engine.report
+        try:
+            check_consistency(snapshot, consistency, required, optional)
+        except SnapshotConsistencyError as error:
+            report.consistency_failed(snapshot.snapshot_id, error)
+            report.session_resolved(
+                snapshot,
+                requested=len(keys),
+                stage_failed=True,
+                strict=strict,
+                retry_errors=retry_errors,
+            )
+            raise
+        failed = any(key in snapshot.errors for key in required)
+        report.session_resolved(
+            snapshot,
+            requested=len(keys),
+            stage_failed=failed,
+            strict=strict,
+            retry_errors=retry_errors,
+        )
         raise_for_required(snapshot, required)
         return snapshot
 
@@ -284,14 +310,53 @@ class SnapshotSession:
             counters = self._runtime.counters
             counters.revalidation_attempts += 1
             committed = False
+            outcome: Snapshot | None = None
+            inconsistent = False
             try:
-                snapshot, committed = await self._transact(
+                outcome, committed = await self._transact(
                     selected, strict, force_refresh, consistency_policy
                 )
+            except SnapshotConsistencyError as error:
+                inconsistent = True
+                self._runtime.engine.report.consistency_failed(self.snapshot_id, error)
+                outcome = error.snapshot
+                raise
+            except SnapshotBuildError as error:
+                outcome = error.snapshot
+                raise
             finally:
                 if not committed:
                     counters.revalidation_failures += 1
-        return snapshot
+                self._report_revalidation(
+                    selected, outcome, committed, strict, force_refresh, inconsistent
+                )
+        return outcome
+
+    def _report_revalidation(
+        self,
+        selected: Sequence[ResourceKey],
+        outcome: Snapshot | None,
+        committed: bool,
+        strict: bool,
+        force_refresh: bool,
+        inconsistent: bool,
+    ) -> None:
+        report = self._runtime.engine.report
+        if not report.enabled:
+            return
+        resolved = 0 if outcome is None else len(outcome.resources)
+        failed = 0 if outcome is None else len(outcome.errors)
+        report.session_revalidated(
+            self.snapshot_id,
+            requested=len(selected),
+            affected=resolved + failed,
+            refreshed=resolved if committed else 0,
+            failed=failed,
+            committed=committed,
+            strict=strict,
+            force_refresh=force_refresh,
+            consistency_failed=inconsistent,
+        )
 
     async def _transact(
         self,

@@ -62,26 +62,23 @@ async def test_a_known_sequence_of_builds_scrapes_to_exact_figures(clock: Virtua
     await builder.build(wanted[:1])  # warm: one hit
     samples = scrape(registry)
 
-    assert value(samples, "coalestra_builds_total", outcome="complete") == 3
-    assert value(samples, "coalestra_cache_misses_total", **PRICE) == 3
-    assert value(samples, "coalestra_cache_hits_total", **PRICE) == 4
-    calls = {"source": "rest", "outcome": "success"}
-    assert value(samples, "coalestra_source_calls_total", **calls, **PRICE) == 3
-    assert value(samples, "coalestra_source_call_duration_seconds_count", **calls) == 3
-    assert value(samples, "coalestra_source_call_duration_seconds_sum", **calls) == (
-        pytest.approx(0.15)
+    assert value(samples, "coalestra_snapshot_build_total", status="success") == 3
+    assert value(samples, "coalestra_cache_access_total", status="miss", **PRICE) == 3
+    assert value(samples, "coalestra_cache_access_total", status="fresh", **PRICE) == 4
+    fetched = {"source": "rest", "status": "success"}
+    assert value(samples, "coalestra_source_fetch_total", **fetched) == 3
+    assert value(samples, "coalestra_source_fetch_latency_ms_count", source="rest") == 3
+    assert value(samples, "coalestra_source_fetch_latency_ms_sum", source="rest") == (
+        pytest.approx(150.0)
     )
-    build = {"outcome": "complete"}
-    assert value(samples, "coalestra_build_duration_seconds_count", **build) == 3
-    assert value(samples, "coalestra_build_duration_seconds_sum", **build) == pytest.approx(0.05)
-    # The warm builds take no virtual time: they fall in the smallest bucket, the cold one not.
-    assert value(samples, "coalestra_build_duration_seconds_bucket", le="0.005", **build) == 2
-    assert value(samples, "coalestra_build_duration_seconds_bucket", le="0.05", **build) == 3
+    # Latencies are in milliseconds, and so are the default buckets.
+    assert value(samples, "coalestra_source_fetch_latency_ms_bucket", le="25.0", source="rest") == 0
+    assert value(samples, "coalestra_source_fetch_latency_ms_bucket", le="50.0", source="rest") == 3
     assert value(samples, "coalestra_metrics_sink_failures_total") == 0
     await builder.aclose()
 
 
-async def test_failed_calls_and_retries_are_counted(clock: VirtualClock) -> None:
+async def test_failed_calls_are_counted(clock: VirtualClock) -> None:
     registry = CollectorRegistry()
     stream = single(
         "stream",
@@ -99,16 +96,17 @@ async def test_failed_calls_and_retries_are_counted(clock: VirtualClock) -> None
     await builder.build([price("ETHUSDT")])  # two failures opened the circuit: not called
     samples = scrape(registry)
 
-    failed = {"source": "stream", "outcome": "error"}
-    assert value(samples, "coalestra_source_calls_total", **failed, **PRICE) == 2
-    assert value(samples, "coalestra_retries_total", source="stream") == 1
-    # A batch call is labelled with the resource type of its keys, or "*" for several types.
-    assert value(samples, "coalestra_source_calls_total", source="rest", outcome="success", **PRICE)
-    assert value(samples, "coalestra_builds_total", outcome="complete") == 2
+    assert value(samples, "coalestra_source_fetch_total", source="stream", status="failure") == 1
+    blocked = {"source": "stream", "status": "circuit_open"}
+    assert value(samples, "coalestra_source_fetch_total", **blocked) == 1
+    assert value(samples, "coalestra_source_fetch_latency_ms_count", source="stream") == 2
+    assert value(samples, "coalestra_source_batch_call_total", source="rest", status="success") == 2
+    assert value(samples, "coalestra_source_batch_size_count", source="rest") == 2
+    assert value(samples, "coalestra_snapshot_build_total", status="success") == 2
     await builder.aclose()
 
 
-async def test_partial_and_failed_builds_are_labelled_by_outcome(clock: VirtualClock) -> None:
+async def test_failed_builds_are_labelled_error(clock: VirtualClock) -> None:
     registry = CollectorRegistry()
     builder = builder_with([single("rest", 10)], clock, registry)
     unsupported = ResourceKey("market", "book", "BTCUSDT")
@@ -118,9 +116,8 @@ async def test_partial_and_failed_builds_are_labelled_by_outcome(clock: VirtualC
         await builder.build([price("ETHUSDT"), unsupported])
     samples = scrape(registry)
 
-    assert value(samples, "coalestra_builds_total", outcome="partial") == 1
-    assert value(samples, "coalestra_builds_total", outcome="failed") == 1
-    assert value(samples, "coalestra_builds_total", outcome="complete") is None
+    assert value(samples, "coalestra_snapshot_build_total", status="success") == 1
+    assert value(samples, "coalestra_snapshot_build_total", status="error") == 1
     await builder.aclose()
 
 
@@ -151,13 +148,13 @@ async def test_labels_never_name_subjects_or_qualifiers(clock: VirtualClock) -> 
     label_values = {label for _, labels in samples for _, label in labels}
     assert not label_values & identities
     # 300 cold misses, then the invalidated key once more; per type, never per subject.
-    assert value(samples, "coalestra_cache_misses_total", **PRICE) == 301
+    assert value(samples, "coalestra_cache_access_total", status="miss", **PRICE) == 301
     account = {"resource_namespace": "account", "resource_name": "balance"}
-    assert value(samples, "coalestra_cache_misses_total", **account) == 300
+    assert value(samples, "coalestra_cache_access_total", status="miss", **account) == 300
     assert (
         value(
             samples,
-            "coalestra_publications_total",
+            "coalestra_resource_publish_total",
             source="stream-push",
             status="published",
             **PRICE,
@@ -181,8 +178,8 @@ async def test_the_namespace_replaces_the_coalestra_prefix(clock: VirtualClock) 
     await builder.build([price("BTCUSDT")])
     samples = scrape(registry)
 
-    assert value(samples, "shop_builds_total", outcome="complete") == 1
-    assert value(samples, "shop_cache_misses_total", **PRICE) == 1
+    assert value(samples, "shop_snapshot_build_total", status="success") == 1
+    assert value(samples, "shop_cache_access_total", status="miss", **PRICE) == 1
     assert not {name for name in names(samples) if name.startswith("coalestra_")}
     await builder.aclose()
 
@@ -194,23 +191,23 @@ async def test_an_empty_namespace_exposes_bare_names(clock: VirtualClock) -> Non
     )
     await builder.build([price("BTCUSDT")])
 
-    assert value(scrape(registry), "builds_total", outcome="complete") == 1
+    assert value(scrape(registry), "snapshot_build_total", status="success") == 1
     await builder.aclose()
 
 
 async def test_a_misused_metric_never_fails_a_build(clock: VirtualClock) -> None:
     registry = CollectorRegistry()
     sink = PrometheusMetricsSink(registry)
-    sink.increment("coalestra_builds_total", 1, kind="manual")  # claims the name, other labels
+    sink.increment("snapshot_build_total", 1, kind="manual")  # claims the name, other labels
     builder = SnapshotBuilder([single("rest", 10)], clock=clock, metrics=sink)
 
     snapshot = await builder.build([price("BTCUSDT")])
 
     assert snapshot.value(price("BTCUSDT")) == "BTCUSDT"
-    assert sink.failures == 1  # the build's builds_total increment, refused
+    assert sink.failures == 1  # the build's snapshot_build_total increment, refused
     samples = scrape(registry)
     assert value(samples, "coalestra_metrics_sink_failures_total") == 1
-    assert value(samples, "coalestra_cache_misses_total", **PRICE) == 1
+    assert value(samples, "coalestra_cache_access_total", status="miss", **PRICE) == 1
     await builder.aclose()
 
 
@@ -225,5 +222,5 @@ async def test_the_sink_works_behind_a_buffered_sink(clock: VirtualClock) -> Non
         assert buffered.close()  # delivers what is queued on the worker thread, then ends it
 
     samples = scrape(registry)
-    assert value(samples, "coalestra_builds_total", outcome="complete") == 1
-    assert value(samples, "coalestra_cache_misses_total", **PRICE) == 2
+    assert value(samples, "coalestra_snapshot_build_total", status="success") == 1
+    assert value(samples, "coalestra_cache_access_total", status="miss", **PRICE) == 2

@@ -43,7 +43,7 @@ _AttributeValue = str | bool | int | float
 
 
 def _outcome_of(error: BaseException | None) -> str:
-    """The source-call outcome, in the vocabulary of ``coalestra_source_calls_total``."""
+    """The source-call outcome of a span: success, error, timeout or cancelled."""
     if error is None:
         return "success"
     if isinstance(error, asyncio.CancelledError):

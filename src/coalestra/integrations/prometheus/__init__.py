@@ -1,9 +1,9 @@
 """Prometheus metrics for Coalestra (``pip install "coalestra[prometheus]"``).
 
 * :class:`PrometheusMetricsSink`: a ``MetricsSink`` that turns the builder's metrics into
-  Prometheus counters and histograms (``coalestra_builds_total``,
-  ``coalestra_build_duration_seconds``, ``coalestra_source_calls_total``, ...), with the same
-  low-cardinality labels (resource type, source name, outcome; never a subject).
+  Prometheus counters and histograms (``coalestra_snapshot_build_total``,
+  ``coalestra_cache_access_total``, ``coalestra_source_fetch_latency_ms``, ...), with the same
+  low-cardinality labels (resource type, source name, status; never a subject).
 * :class:`HealthCollector`: gauges of the builder's health (open circuits, capacity in use and
   waiting, flights, background refreshes, timeout counters), pushed from the event loop and read
   by scrapes without touching the loop.

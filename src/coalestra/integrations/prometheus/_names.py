@@ -10,7 +10,7 @@ from ...core._validation import ReadOnlyDict
 from ...observability import _instrumentation as names
 
 CORE_PREFIX: Final = "coalestra_"
-"""The prefix of every metric name the engine emits; replaced by the sink's namespace."""
+"""A prefix replaced by the sink's namespace (the sink's own metric carries it)."""
 FAILURES_METRIC: Final = "coalestra_metrics_sink_failures_total"
 """The sink's own counter of calls it could not record (exposed under its namespace)."""
 
@@ -19,23 +19,36 @@ _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
 
 HELP: Final[Mapping[str, str]] = ReadOnlyDict(
     {
-        names.BUILDS_TOTAL: "Builds finished, by outcome (complete, partial, failed).",
-        names.BUILD_DURATION_SECONDS: "Duration of builds in seconds, by outcome.",
-        names.CACHE_HITS_TOTAL: "Keys served from the cache, by resource type.",
-        names.CACHE_MISSES_TOTAL: "Keys the cache could not serve, by resource type.",
-        names.CACHE_STALE_TOTAL: "Stale keys served from the cache, by resource type.",
-        names.SOURCE_CALLS_TOTAL: "Source call attempts, by source, outcome and resource type.",
-        names.SOURCE_CALL_DURATION_SECONDS: "Duration of source call attempts in seconds.",
-        names.RETRIES_TOTAL: "Source call retries scheduled, by source.",
-        names.CIRCUIT_TRANSITIONS_TOTAL: "Circuit breaker state changes, by source and scope.",
-        names.SINGLEFLIGHT_JOINS_TOTAL: "Keys a build joined from another build's flight.",
-        names.CAPACITY_WAIT_SECONDS: "Time source calls waited for a capacity slot, in seconds.",
-        names.REFRESHES_TOTAL: "Background refreshes, by outcome and resource type.",
-        names.PUBLICATIONS_TOTAL: "Pushed values, by source, status and resource type.",
-        names.INVALIDATIONS_TOTAL: "Cache invalidations, by resource type.",
+        names.SNAPSHOT_BUILD_TOTAL: "Builds finished, by status (success, error).",
+        names.SESSION_RESOLVE_TOTAL: "Session stages (builds included), by status.",
+        names.SESSION_REVALIDATE_TOTAL: "Session revalidations, by status.",
+        names.CONSISTENCY_TOTAL: "Snapshot consistency checks that failed, by rule.",
+        names.CACHE_ACCESS_TOTAL: "Keys looked up in the cache, by status and resource type.",
+        names.SOURCE_FETCH_TOTAL: "Keys fetched from sources, by source and status.",
+        names.SOURCE_BATCH_CALL_TOTAL: "Batch source calls, by source and status.",
+        names.SOURCE_CAPACITY_TIMEOUT_TOTAL: "Source calls that got no capacity slot, by reason.",
+        names.SINGLEFLIGHT_JOIN_TOTAL: "Keys a build joined from another build's flight.",
+        names.RESOURCE_REFRESH_TOTAL: "Background refreshes, by status and resource type.",
+        names.RESOURCE_PUBLISH_TOTAL: "Pushed values, by source, status and resource type.",
+        names.RESOURCE_INVALIDATION_TOTAL: "Cache invalidations, by resource type.",
+        names.SOURCE_FETCH_LATENCY_MS: "Duration of source call attempts in milliseconds.",
+        names.SOURCE_CAPACITY_WAIT_MS: "Time source calls waited for a capacity slot, in ms.",
+        names.SOURCE_BATCH_SIZE: "Keys per batch source call.",
         FAILURES_METRIC: "Metric calls the Prometheus sink could not record (see its log).",
     }
 )
+
+_MILLISECONDS: Final = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
+_MILLISECONDS_LONG: Final = (*_MILLISECONDS, 5000.0, 10000.0)
+_SIZES: Final = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+DEFAULT_BUCKETS: Final[Mapping[str, tuple[float, ...]]] = ReadOnlyDict(
+    {
+        names.SOURCE_FETCH_LATENCY_MS: _MILLISECONDS_LONG,
+        names.SOURCE_CAPACITY_WAIT_MS: _MILLISECONDS_LONG,
+        names.SOURCE_BATCH_SIZE: _SIZES,
+    }
+)
+"""Histogram bounds of the engine's observations, in their own units (ms, keys)."""
 
 
 def check_namespace(namespace: object) -> str:
@@ -55,10 +68,11 @@ def check_namespace(namespace: object) -> str:
 
 
 def prometheus_name(metric: str, namespace: str) -> str:
-    """The exposed name of an engine metric: ``coalestra_`` becomes ``<namespace>_``.
+    """The exposed name of a metric: ``<namespace>_<metric>`` (``snapshot_build_total`` becomes
+    ``coalestra_snapshot_build_total``); a leading ``coalestra_`` is replaced by the namespace.
 
-    Names from other callers get the namespace prepended; characters Prometheus rejects become
-    ``_``, so a sloppy name still yields a metric rather than a failure.
+    Characters Prometheus rejects become ``_``, so a sloppy name still yields a metric rather
+    than a failure.
     """
     base = metric.removeprefix(CORE_PREFIX)
     base = _INVALID.sub("_", base)

@@ -13,7 +13,13 @@ from typing import TypeVar, final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
-from ._names import FAILURES_METRIC, check_namespace, help_text, prometheus_name
+from ._names import (
+    DEFAULT_BUCKETS,
+    FAILURES_METRIC,
+    check_namespace,
+    help_text,
+    prometheus_name,
+)
 
 _log = logging.getLogger("coalestra.integrations.prometheus")
 
@@ -91,10 +97,10 @@ def _families_of(registry: CollectorRegistry) -> _Families:
         return families
 
 
-def _check_buckets(buckets: Iterable[float] | None) -> tuple[float, ...]:
+def _check_buckets(buckets: Iterable[float] | None) -> tuple[float, ...] | None:
     """Validate histogram bounds now, so a bad value fails the constructor, not every observe."""
     if buckets is None:
-        return tuple(Histogram.DEFAULT_BUCKETS)
+        return None
     if isinstance(buckets, str | bytes):
         raise TypeError("buckets must be a sequence of numbers")
     bounds = tuple(buckets)
@@ -110,8 +116,8 @@ class PrometheusMetricsSink:
     """Records the builder's metrics as Prometheus counters (``increment``) and histograms
     (``observe``), with the same low-cardinality labels the engine gives.
 
-    Names: the engine's ``coalestra_`` prefix is replaced by ``namespace`` (so the default
-    exposes ``coalestra_builds_total``, ``coalestra_build_duration_seconds``, ...). Each metric
+    Names: each metric name gets the ``namespace`` prefix (so the default exposes
+    ``coalestra_snapshot_build_total``, ``coalestra_source_fetch_latency_ms``, ...). Each metric
     is created on first use with the label names of that call. A later call with other label
     names (or using a counter as a histogram) is not recorded: it is counted in
     ``<namespace>_metrics_sink_failures_total`` and :attr:`failures`, and logged once per metric.
@@ -125,7 +131,8 @@ class PrometheusMetricsSink:
     Args:
         registry: where the metrics are registered (default: ``prometheus_client.REGISTRY``).
         namespace: the metric name prefix replacing ``coalestra`` (``""``: none).
-        buckets: histogram bucket upper bounds in seconds (default: Prometheus' defaults).
+        buckets: histogram bucket upper bounds for every observation (default: per metric, in
+            its own unit: milliseconds for ``*_ms``, keys for ``source_batch_size``).
 
     Raises:
         TypeError: ``registry`` is not a ``CollectorRegistry``, or a bad ``namespace``/``buckets``
@@ -222,9 +229,10 @@ class PrometheusMetricsSink:
         documentation = help_text(metric)
         if kind is _Kind.COUNTER:
             return Counter(name, documentation, label_names, registry=self._registry)
-        return Histogram(
-            name, documentation, label_names, registry=self._registry, buckets=self._buckets
-        )
+        buckets = self._buckets
+        if buckets is None:
+            buckets = DEFAULT_BUCKETS.get(metric, tuple(Histogram.DEFAULT_BUCKETS))
+        return Histogram(name, documentation, label_names, registry=self._registry, buckets=buckets)
 
     def _fail(self, metric: str, error: Exception) -> None:
         with self._lock:
