@@ -81,8 +81,9 @@ class GroupRun:
             # A forced refresh must reach the sources, not wait for a value another
             # process is about to write.
             if self.engine.cache.coordinates_fetches and not self._force:
-                keys = await self._coordinate(keys, leased)
-            await self._walk(keys, 0)
+                await self._coordinate(keys, leased)
+            else:
+                await self._walk(keys, 0)
             await self._committer.drain()
         except BaseException as error:
             reason = error
@@ -113,32 +114,51 @@ class GroupRun:
         self.diag.support_cache_misses += chains.misses - misses
         return list(self.flights)
 
-    async def _coordinate(
-        self, keys: list[ResourceKey], leased: set[ResourceKey]
-    ) -> list[ResourceKey]:
-        """With a shared cache tier: lease ``keys``; wait for keys other processes are fetching
-        and serve them from the cache; take over leases that expire. Return the keys this
-        process must fetch itself (``leased`` collects the leases to give back)."""
+    async def _coordinate(self, keys: list[ResourceKey], leased: set[ResourceKey]) -> None:
+        """With a shared cache tier: lease ``keys`` in one call, fetch the leased ones at once,
+        and meanwhile wait for the keys other processes are fetching, serving them from the
+        cache as they arrive. A lease taken over while waiting is fetched at once too, and each
+        lease is given back as soon as its value is written: this build never waits while it
+        holds a lease it is not using, so two processes cannot each hold what the other waits
+        for. Keys still missing when the tier stops making progress (its holder is slow and
+        our deadline is near, or the tier failed) are fetched here without a lease."""
         engine, clock = self.engine, self.engine.clock
-        leased |= await engine.cache.lease(keys)
-        waiting = [key for key in keys if key not in leased]
-        while waiting and not self.ctx.expired(clock):
-            arrived = await engine.cache.wait_for(
-                waiting,
-                wait_seconds=self.ctx.remaining_seconds(clock),
-                now=clock.now(),
-                policies={key: engine.policy_for(key) for key in waiting},
-            )
-            for key, lookup in arrived.items():
-                if lookup.value is not None and lookup.fresh and key in self.flights:
-                    engine.flights.resolve(self.flights[key], lookup.value)
-            waiting = [key for key in waiting if not self.flights[key].future.done()]
-            taken = await engine.cache.lease(waiting) if waiting else set()
+        async with asyncio.TaskGroup() as group:
+
+            def fetch(owned: list[ResourceKey]) -> None:
+                if owned:
+                    group.create_task(self._fetch_leased(owned, leased))
+
+            taken = await engine.cache.lease(keys)
             leased |= taken
-            if not arrived and not taken:
-                break  # no progress: fetch them here rather than spin
-            waiting = [key for key in waiting if key not in taken]
-        return [key for key in keys if not self.flights[key].future.done()]
+            fetch([key for key in keys if key in taken])
+            waiting = [key for key in keys if key not in taken]
+            while waiting and not self.ctx.expired(clock):
+                arrived = await engine.cache.wait_for(
+                    waiting,
+                    wait_seconds=self.ctx.remaining_seconds(clock),
+                    now=clock.now(),
+                    policies={key: engine.policy_for(key) for key in waiting},
+                )
+                for key, lookup in arrived.items():
+                    if lookup.value is not None and lookup.fresh and key in self.flights:
+                        engine.flights.resolve(self.flights[key], lookup.value)
+                waiting = [key for key in waiting if not self.flights[key].future.done()]
+                taken = await engine.cache.lease(waiting) if waiting else set()
+                leased |= taken
+                fetch([key for key in waiting if key in taken])
+                if not arrived and not taken:
+                    break  # no progress: fetch them here rather than spin
+                waiting = [key for key in waiting if key not in taken]
+            await self._walk([key for key in waiting if not self.flights[key].future.done()], 0)
+
+    async def _fetch_leased(self, keys: list[ResourceKey], leased: set[ResourceKey]) -> None:
+        """Fetch keys this process leased, write them, then give their leases back at once
+        (waiters elsewhere are woken by the write, or take the lease over after a failure)."""
+        await self._walk(keys, 0)
+        await self._committer.drain()
+        leased.difference_update(keys)
+        await self.engine.cache.release(keys)
 
     async def _walk(self, keys: list[ResourceKey], start: int) -> None:
         """Try ``keys`` at sources ``start..``; a key no source could resolve is finished at

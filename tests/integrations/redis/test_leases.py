@@ -49,10 +49,14 @@ async def test_release_deletes_only_our_own_leases(
     short = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.05)
     assert list(await short.lease_many([A])) == [A]
     lease = f"{prefix}:l:market:price:A"
-    await eventually(lambda: _gone(raw, lease), "our lease to expire")  # our lease expires ...
+    await asyncio.sleep(0.2)
+    assert await raw.exists(lease)  # renewed while held: it outlives its TTL
+    await short.aclose()  # a holder that stops renewing (frozen, or dead) ...
+    await eventually(lambda: _gone(raw, lease), "our lease to expire")  # ... loses it
     assert list(await other.lease_many([A])) == [A]  # ... and another process takes it
     await short.release_many([A])
     assert await raw.get(f"{prefix}:l:market:price:A") is not None
+    assert (await short.stats()).lease_renewals >= 1
     await short.aclose()
 
 
@@ -116,13 +120,13 @@ async def test_a_crashed_owner_s_lease_expires_and_is_taken_over(
 ) -> None:
     crashed = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.1)
     assert list(await crashed.lease_many([A])) == [A]
+    await crashed.aclose()  # no renewals from now on, as after a crash
     # Only the lease's expiry can end this wait: no message will come.
     assert (
         await other.wait_for_many([A], wait_seconds=5.0, now=time.time(), policies=policies(A))
         == {}
     )
     assert list(await other.lease_many([A])) == [A]
-    await crashed.aclose()
 
 
 async def test_a_wait_ends_at_wait_seconds(cache: RedisCache, other: RedisCache) -> None:
@@ -163,7 +167,7 @@ async def test_without_redis_leases_are_granted_locally_and_waits_end() -> None:
     stats = await down.stats()
     assert stats.leases_granted_locally == 2
     assert not stats.available
-    assert stats.degraded_calls >= 3
+    assert stats.degraded_calls >= 2
     await down.aclose()
 
 

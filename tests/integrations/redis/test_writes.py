@@ -67,17 +67,26 @@ async def test_a_batch_applies_in_order_and_reports_the_last_result_per_key(
     assert (stats.sets, stats.ignored_writes) == (2, 1)
 
 
-async def test_a_payload_the_serializer_refuses_writes_nothing_of_the_batch(
-    cache: RedisCache,
+async def test_a_value_the_serializer_refuses_is_skipped_and_the_batch_written(
+    cache: RedisCache, caplog: pytest.LogCaptureFixture
 ) -> None:
-    good, bad = key("good"), key("bad")
-    with pytest.raises(PayloadIsolationError, match="market:price:bad") as caught:
-        await cache.set_many_if_newer([value(good, [1]), value(bad, {"at": (1, 2)})])
-    assert "tuple" in str(caught.value)
-    assert "$['v']['at']" in str(caught.value)
-    found = await cache.get_many([good, bad], now=time.time(), policies=policies(good, bad))
-    assert found[good].value is None
+    good, bad, worse = key("good"), key("bad"), key("worse")
+    results = await cache.set_many_if_newer(
+        [value(good, (1, 2)), value(bad, {"at": object()}), value(worse, object())]
+    )
+    assert results[bad].status is CacheWriteStatus.STORED  # reported as if Redis were down
+    assert results[bad].previous is None
+    assert "$['v']['at'] is a object" in caplog.text
+    await cache.set_many([value(worse, object())])
+    assert caplog.text.count("not caching") == 2  # once per payload type (dict, object)
+    keys = (good, bad, worse)
+    found = await cache.get_many(keys, now=time.time(), policies=policies(*keys))
+    assert found[good].value is not None
+    assert found[good].value.value == (1, 2)
     assert found[bad].value is None
+    assert (await cache.stats()).refused_values == 3
+    with pytest.raises(PayloadIsolationError, match="market:price:bad"):
+        await cache.set_if_newer(value(bad, object()))  # one value: the caller hears of it
 
 
 _write = st.tuples(

@@ -24,11 +24,13 @@ from ._cache import RedisCache
 from ._config import DEFAULT_RETENTION
 from ._serializers import JsonSerializer, PickleSerializer, Serializer
 from ._stats import RedisCacheStats, TieredCacheStats
+from ._store import LeaseInfo
 from ._tiered import TieredCache
 
 __all__ = [
     "DEFAULT_RETENTION",
     "JsonSerializer",
+    "LeaseInfo",
     "PickleSerializer",
     "RedisCache",
     "RedisCacheStats",

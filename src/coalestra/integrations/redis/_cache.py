@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping
-from typing import Any, final
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Any, TypeVar, final
 
 from redis.asyncio import Redis
 
-from ...cache._checks import check_collection, check_key, check_keys, check_value, check_values
+from ...cache._checks import (
+    check_collection,
+    check_key,
+    check_keys,
+    check_value,
+    check_values,
+)
 from ...core import (
     CacheLookup,
     CacheWriteResult,
@@ -20,15 +26,18 @@ from ...core import (
     ResourceKey,
     SnapshotValue,
 )
-from ...core._validation import check_bool, check_float
+from ...core._validation import check_bool, check_callable, check_float, check_str
 from ...core._values import MISS
 from ._config import RedisCacheConfig, make_client
 from ._coordination import Coordinator
+from ._layout import escape, glob_escape
 from ._link import Link, RedisUnavailable
 from ._notifier import Notifier
 from ._serializers import Serializer
 from ._stats import RedisCacheStats, snapshot
-from ._store import RedisStore
+from ._store import LeaseInfo, RedisStore
+
+T = TypeVar("T")
 
 
 def _checked_read(
@@ -67,8 +76,17 @@ class RedisCache:
     Failures never fail a build: while Redis is unreachable, reads are misses, writes and
     invalidations are skipped (conditional writes report ``STORED`` with no previous value;
     invalidations are replayed once Redis is back), leases are granted locally and waits return
-    at once. After a failure, Redis is retried every ``reconnect_interval_seconds``. Failures
-    are counted in :meth:`stats`.
+    at once. A command waits at most ``socket_timeout_seconds`` in all (a free pooled connection
+    included; a timed-out command is not retried), so a paused Redis holds a caller that long,
+    once: after a failure, Redis is retried every ``reconnect_interval_seconds`` and calls in
+    between degrade at once. Failures are counted in :meth:`stats`.
+
+    Entries that cannot be trusted are absent: one that fails to decode, is stored under another
+    key, has a timestamp that is not finite or lies more than ``future_tolerance_seconds``
+    ahead, or a rank out of range, is read as a miss, deleted (unless rewritten meanwhile) and
+    counted; writes replace it. A value the serializer refuses is skipped by the batch writes
+    (``set_many``, ``set_many_if_newer``: the builder's path) and counted in ``refused_values``,
+    while the other values of the batch are written; ``set`` and ``set_if_newer`` raise instead.
 
     Args:
         url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
@@ -79,15 +97,20 @@ class RedisCache:
         serializer: encodes entry bodies; default :class:`JsonSerializer`.
         policy_resolver: the freshness policy per key, for Redis expiry and lease decisions.
         clock: the clock for expiries, lease decisions and waits (default: system clock).
-        lease_ttl_seconds: how long a fetch lease lives (30 s); a fetch that takes longer may
-            be repeated by another process, a crashed owner delays others by at most this.
-        poll_interval_seconds: the longest a lease waiter sleeps between looks (0.1 s) when no
-            message wakes it.
+        lease_ttl_seconds: how long a fetch lease lives unless renewed (1.5 s). Its holder renews
+            it every third of that while it fetches, so a holder that died or froze is noticed,
+            and its keys fetched by a waiter, within this.
+        poll_interval_seconds: the first pause between a lease waiter's looks while the event
+            subscription is down (0.1 s, doubling up to 1 s); while it is up, waiters sleep
+            until a message or the lease's expiry.
         reconnect_interval_seconds: how long to fail fast after Redis could not be reached.
         heartbeat_seconds: silence on the event subscription before it is checked with PING.
-        connect_timeout_seconds / socket_timeout_seconds: per connection and per command.
-        max_connections: the connection pool's size, the event listener's connection included
-            (callers wait for a free connection up to the socket timeout, then degrade).
+        connect_timeout_seconds: the most a new connection may take.
+        socket_timeout_seconds: the most one command may take, waiting for a free pooled
+            connection included (2 s); then it degrades.
+        future_tolerance_seconds: how far ahead of this clock a stored ``observed_at`` may lie
+            (clock skew between hosts, 60 s); entries beyond it are refused and replaced.
+        max_connections: the connection pool's size, the event listener's connection included.
 
     Raises:
         TypeError, ValueError: a malformed argument (names it).
@@ -105,12 +128,13 @@ class RedisCache:
         serializer: Serializer | None = None,
         policy_resolver: FreshnessPolicyProvider | None = None,
         clock: Clock | None = None,
-        lease_ttl_seconds: float = 30.0,
+        lease_ttl_seconds: float = 1.5,
         poll_interval_seconds: float = 0.1,
         reconnect_interval_seconds: float = 1.0,
         heartbeat_seconds: float = 1.0,
         connect_timeout_seconds: float = 2.0,
         socket_timeout_seconds: float = 2.0,
+        future_tolerance_seconds: float = 60.0,
         max_connections: int = 32,
     ) -> None:
         config = RedisCacheConfig.make(
@@ -124,11 +148,14 @@ class RedisCache:
             heartbeat_seconds=heartbeat_seconds,
             connect_timeout_seconds=connect_timeout_seconds,
             socket_timeout_seconds=socket_timeout_seconds,
+            future_tolerance_seconds=future_tolerance_seconds,
             max_connections=max_connections,
         )
         self._owns_client = client is None
         self._client = make_client(url, client, config)
-        self._link = Link(config.clock, config.reconnect_interval_seconds)
+        self._link = Link(
+            config.clock, config.reconnect_interval_seconds, config.socket_timeout_seconds
+        )
         self._store = RedisStore(self._client, self._link, config)
         self._notifier = Notifier(
             self._client,
@@ -205,14 +232,16 @@ class RedisCache:
             TypeError: ``value`` is not a SnapshotValue.
             PayloadIsolationError: the serializer refused it (nothing is stored).
         """
-        await self.set_many((check_value(value),))
+        await self._write(
+            (check_value(value),), force=True, replace_equal=False, previous=False, strict=True
+        )
 
     async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        """Store every value unconditionally, in one script (skipped if Redis is down).
+        """Store every value unconditionally, in one script (skipped if Redis is down). A value
+        the serializer refuses is skipped, counted and logged; the others are stored.
 
         Raises:
             TypeError: ``values`` is not a collection of SnapshotValue.
-            PayloadIsolationError: a value was refused by the serializer; nothing is stored.
         """
         await self._write(check_values(values), force=True, replace_equal=False, previous=False)
 
@@ -230,10 +259,13 @@ class RedisCache:
             PayloadIsolationError: the serializer refused the value (nothing is stored).
             ValueError: its authority rank is beyond +-2**53.
         """
-        results = await self.set_many_if_newer(
-            (check_value(value),), force=force, replace_equal=replace_equal
+        check_value(value)
+        check_bool("force", force)
+        check_bool("replace_equal", replace_equal)
+        ((status, previous),) = await self._write(
+            (value,), force=force, replace_equal=replace_equal, strict=True
         )
-        return results[value.key]
+        return CacheWriteResult(status, value, previous)
 
     async def set_many_if_newer(
         self,
@@ -245,12 +277,14 @@ class RedisCache:
         """``set_if_newer`` for every value, in order, in one atomic script.
 
         A later value for the same key is compared with an earlier one of the batch; the
-        mapping holds the last result per key.
+        mapping holds the last result per key. A value that cannot be stored (refused by the
+        serializer, or an authority rank beyond +-2**53) is skipped, counted in
+        ``refused_values`` and logged, and reported ``STORED`` with no previous revision (as
+        while Redis is down: the builder serves it, and a tiered cache keeps it in L1); the
+        other values are written.
 
         Raises:
             TypeError: an argument has the wrong type.
-            PayloadIsolationError: a value was refused by the serializer; nothing is stored.
-            ValueError: an authority rank is beyond +-2**53.
         """
         checked = check_values(values)
         check_bool("force", force)
@@ -268,10 +302,15 @@ class RedisCache:
         force: bool,
         replace_equal: bool,
         previous: bool = True,
+        strict: bool = False,
     ) -> list[tuple[CacheWriteStatus, SnapshotValue[Any] | None]]:
         try:
             return await self._store.write(
-                values, force=force, replace_equal=replace_equal, want_previous=previous
+                values,
+                force=force,
+                replace_equal=replace_equal,
+                want_previous=previous,
+                strict=strict,
             )
         except RedisUnavailable:
             self._store.counters.degraded_calls += 1
@@ -308,16 +347,97 @@ class RedisCache:
             self._replay = asyncio.get_running_loop().create_task(self.invalidate_many(()))
 
     async def clear(self) -> None:
-        """Drop every value under this cache's prefix (leases are kept), and every L1.
+        """Drop every value and every fetch lease under this cache's prefix, and every L1
+        (their waiters wake, and fetch for themselves).
 
         Raises:
             RuntimeError: Redis could not be reached (a clear is an explicit administrative
                 act: it is not silently skipped).
         """
+        await self._admin("clear", self._store.clear())
+
+    async def _admin(self, what: str, operation: Awaitable[T]) -> T:
+        """Run an administrative operation, which fails loudly rather than degrade."""
         try:
-            await self._store.clear()
+            return await operation
         except RedisUnavailable as error:
-            raise RuntimeError(f"Redis cache clear failed: {error}") from error
+            raise RuntimeError(f"Redis cache {what} failed: {error}") from error
+
+    async def invalidate_matching(
+        self, predicate: Callable[[ResourceKey], bool]
+    ) -> tuple[ResourceKey, ...]:
+        """Drop, fleet-wide, every key stored under this prefix for which ``predicate(key)`` is
+        true (a ``SCAN`` of the prefix; each batch of matches is one invalidation, announced to
+        every tiered cache's L1).
+
+        Returns:
+            The keys dropped.
+
+        Raises:
+            TypeError: ``predicate`` is not callable.
+            RuntimeError: Redis could not be reached (keys matched before are dropped).
+            Exception: whatever ``predicate`` raises (keys matched before are dropped).
+        """
+        check_callable("predicate", predicate)
+        dropped = await self._admin("invalidation", self._store.invalidate_matching("*", predicate))
+        return tuple(dropped)
+
+    async def invalidate_namespace(
+        self, namespace: str, *, name: str | None = None, subject: str | None = None
+    ) -> tuple[ResourceKey, ...]:
+        """Drop, fleet-wide, every key in ``namespace`` (narrowed to ``name`` and/or ``subject``
+        if given), as :meth:`invalidate_matching` does. Parts are compared as stored: pass them
+        normalized the way your keys are.
+
+        Returns:
+            The keys dropped.
+
+        Raises:
+            TypeError, ValueError: ``namespace`` or ``name`` is not a non-empty string, or
+                ``subject`` is not a string.
+            RuntimeError: Redis could not be reached.
+        """
+        check_str("namespace", namespace)
+        if name is not None:
+            check_str("name", name)
+        if subject is not None:
+            check_str("subject", subject, allow_empty=True)
+
+        def matches(key: ResourceKey) -> bool:
+            return (
+                key.namespace == namespace
+                and (name is None or key.name == name)
+                and (subject is None or key.subject == subject)
+            )
+
+        pattern = glob_escape(escape(namespace)) + ":*"
+        dropped = await self._admin(
+            "invalidation", self._store.invalidate_matching(pattern, matches)
+        )
+        return tuple(dropped)
+
+    async def leases(self) -> tuple[LeaseInfo, ...]:
+        """Every fetch lease under this prefix now, whoever holds it (a ``SCAN``): its key, its
+        holder's token (``"<pid>-<random>.<serial>"``) and the seconds it has left unless
+        renewed (``None``: no expiry, a foreign or corrupt lease that is treated as absent).
+
+        Raises:
+            RuntimeError: Redis could not be reached.
+        """
+        return tuple(await self._admin("lease listing", self._coordinator.leases()))
+
+    async def clear_leases(self, keys: Collection[ResourceKey] | None = None) -> int:
+        """Delete the fetch leases of ``keys`` (every lease under this prefix if ``None``),
+        whoever holds them; their waiters wake and fetch for themselves.
+
+        Returns:
+            How many leases existed.
+
+        Raises:
+            TypeError: ``keys`` is not a collection of ResourceKey.
+            RuntimeError: Redis could not be reached.
+        """
+        return await self._admin("lease clearing", self._coordinator.clear_leases(keys))
 
     # -- cross-process single-flight -----------------------------------------------------------
 
@@ -372,10 +492,12 @@ class RedisCache:
 
     async def stats(self) -> RedisCacheStats:
         """The current statistics and health (a cheap read of counters; no Redis call)."""
-        return snapshot(self._store.counters, self._link, self._notifier)
+        return snapshot(self._store.counters, self._link, self._notifier, self._coordinator.held)
 
     async def aclose(self) -> None:
-        """Stop the event listener and close the client this cache made. Idempotent."""
+        """Stop renewing leases (they expire on their own), stop the event listener and close
+        the client this cache made. Idempotent."""
+        await self._coordinator.aclose()
         await self._notifier.aclose()
         replay, self._replay = self._replay, None
         if replay is not None and not replay.done():

@@ -9,6 +9,7 @@ from typing import final
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ...cache._checks import require
 from ...core import Clock, FreshnessPolicy, FreshnessPolicyProvider, ResourceKey, SystemClock
@@ -51,6 +52,7 @@ class RedisCacheConfig:
     heartbeat_seconds: float
     connect_timeout_seconds: float
     socket_timeout_seconds: float
+    future_tolerance_seconds: float
     max_connections: int
 
     def __post_init__(self) -> None:
@@ -70,6 +72,7 @@ class RedisCacheConfig:
             "heartbeat_seconds",
             "connect_timeout_seconds",
             "socket_timeout_seconds",
+            "future_tolerance_seconds",
         ):
             check_float(name, getattr(self, name), positive=True)
         if self.lease_ttl_seconds < 0.01:
@@ -101,8 +104,10 @@ class RedisCacheConfig:
 def make_client(url: str | None, client: Redis | None, config: RedisCacheConfig) -> Redis:
     """The client to use: ``client`` as given, or a new one on its own pool for ``url``.
 
-    The new client retries a failed command once at once (a pooled connection may have been
-    closed by a server restart), never with backoff: a cache must degrade fast, not wait.
+    The new client retries a command once at once when its connection was found closed (a
+    pooled connection may have been closed by a server restart), never after a timeout (that
+    would double the time a paused Redis holds a caller) and never with backoff: a cache must
+    degrade fast, not wait.
 
     Raises:
         TypeError, ValueError: both or a malformed ``url``, or ``client`` is not a Redis client.
@@ -124,6 +129,6 @@ def make_client(url: str | None, client: Redis | None, config: RedisCacheConfig)
         timeout=config.socket_timeout_seconds,
         socket_timeout=config.socket_timeout_seconds,
         socket_connect_timeout=config.connect_timeout_seconds,
-        retry=Retry(NoBackoff(), 1),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     return Redis.from_pool(pool)

@@ -1,13 +1,29 @@
 """Cross-process single-flight: the lease protocol behind ``RedisCache``'s ``LeasingCache``
 methods.
 
-A builder leases the keys it is about to fetch (``SET NX PX`` with this process's token, inside
-one script for the whole batch). Keys leased elsewhere are waited for: each wait is one poll
-script (value arrived? lease gone, so take it? else how long is left on it), then a sleep until
-a write or release message names one of the keys, the soonest lease expiry, or the polling
-interval, whichever comes first. A crashed owner's lease expires and the next poll takes it
-over, so the waiter fetches instead. The owner releases with a compare-and-delete, so a lease
-that expired and was taken over is never deleted by its former holder.
+* **One atomic step per request.** ``lease_many`` takes the leases of all the keys it is given in
+  one script call, with a token new to that request (``"<process token>.<serial>"``). The
+  builder fetches what it got at once and waits for the rest meanwhile, giving each lease back
+  as soon as its value is written: a build never waits while holding a lease it is not using,
+  so no two processes can each hold what the other waits for.
+* **Short leases, renewed.** A lease lives ``lease_ttl_seconds`` (1.5 s by default); while its
+  holder is alive a keeper task renews every lease it holds every third of that, in one script
+  call, comparing tokens (a lease that expired and was taken over is not renewed, and counts as
+  lost). A holder that died, or froze, stops renewing, and its waiters take over within a lease
+  lifetime.
+* **Waiting.** Each look is one poll script (value arrived? lease gone, so take it? else how long
+  is left on it). Between looks a waiter sleeps until a write or release message names one of
+  its keys, or the lease it waits on would expire; only while the event subscription is down
+  does it fall back to polling with a backoff (``poll_interval_seconds``, doubling up to a
+  second). A waiter stops waiting after three quarters of its remaining deadline, so that it
+  can still fetch for itself in the last quarter: duplicate work is bounded, and a build never
+  fails because of a lease.
+* **No ghost leases.** A lease request (or a release) that timed out may still be applied by
+  Redis later, for example when a paused server resumes. Its token is remembered, and released
+  with a compare-and-delete once Redis answers again; until then such a lease dies on its own
+  after one lifetime, since nobody renews it.
+* **Bad leases.** A lease with no expiry, or not a string, is foreign or corrupt: it is deleted
+  and treated as absent by the next script that looks at it.
 
 When Redis is unreachable every lease is granted locally (each process fetches for itself) and
 waits return at once: coordination is an optimisation, never a reason for a build to fail.
@@ -17,7 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping
+import itertools
+from collections.abc import Collection, Mapping, Sequence
 from typing import final
 
 from ...cache._checks import check_keys
@@ -26,9 +43,14 @@ from ...core._validation import check_float, check_optional_float
 from ._layout import key_name
 from ._link import RedisUnavailable
 from ._notifier import Notifier
-from ._store import RedisStore
+from ._store import LeaseInfo, RedisStore
 
-_MIN_PAUSE = 0.001  # a lease about to expire must not make the wait spin
+WAIT_SHARE = 0.75
+"""The share of its remaining deadline a waiter may spend waiting; it fetches for itself in the
+rest."""
+_EXPIRY_MARGIN = 0.002  # look again just after the lease we wait on would expire
+_MAX_BACKOFF = 1.0  # the longest pause between polls while pub/sub is down
+_MAX_DOUBTFUL = 10_000  # remembered possible ghosts, beyond which the oldest are left to expire
 
 
 def _check_policies(
@@ -52,31 +74,129 @@ class Coordinator:
         self._counters = store.counters
         self._clock = store.config.clock
         self._poll_interval = store.config.poll_interval_seconds
+        self._renew_every = store.config.lease_ttl_seconds / 3.0
+        self._serial = itertools.count(1)
+        self._held: dict[ResourceKey, str] = {}  # our live leases: key -> token
+        self._doubtful: dict[str, list[tuple[ResourceKey, str]]] = {}  # possible ghosts
+        self._keeper: asyncio.Task[None] | None = None
+
+    def _token(self) -> str:
+        return f"{self._store.token}.{next(self._serial)}"
+
+    @property
+    def held(self) -> int:
+        """How many leases this process holds (and renews) now."""
+        return len(self._held)
+
+    # -- taking and giving back ---------------------------------------------------------------
 
     async def lease_many(self, keys: Collection[ResourceKey]) -> list[ResourceKey]:
         """See ``RedisCache.lease_many``."""
-        wanted = check_keys(keys)
-        if not wanted:
-            return []
+        wanted = tuple(dict.fromkeys(check_keys(keys)))
+        # Keys already ours (taken over by a wait) need no Redis call: the keeper renews them.
+        mine = [key for key in wanted if key in self._held]
+        rest = [key for key in wanted if key not in self._held]
+        if not rest:
+            return mine
+        token = self._token()
         try:
-            held = await self._store.lease(wanted)
-        except RedisUnavailable:
+            held, bad = await self._store.lease(rest, token)
+        except RedisUnavailable as error:
+            self._doubt(error, [(key, token) for key in rest])
             self._counters.degraded_calls += 1
-            self._counters.leases_granted_locally += len(wanted)
-            return list(wanted)
+            self._counters.leases_granted_locally += len(rest)
+            return mine + rest
+        self._counters.bad_leases += bad
         self._counters.leases_granted += len(held)
-        self._counters.leases_refused += len(wanted) - len(held)
-        return held
+        self._counters.leases_refused += len(rest) - len(held)
+        self._hold(held, token)
+        return mine + held
 
     async def release_many(self, keys: Collection[ResourceKey]) -> None:
         """See ``RedisCache.release_many``."""
-        held = check_keys(keys)
-        if not held:
+        mine = [(key, self._held.pop(key)) for key in check_keys(keys) if key in self._held]
+        if not mine:
             return
         try:
-            await self._store.release(held)
-        except RedisUnavailable:
-            self._counters.degraded_calls += 1  # the leases expire on their own
+            await self._store.release(mine)
+        except RedisUnavailable as error:
+            self._counters.degraded_calls += 1
+            self._doubt(error, mine)  # not renewed any more: gone within a lease lifetime
+
+    def _hold(self, keys: Sequence[ResourceKey], token: str) -> None:
+        for key in keys:
+            self._held[key] = token
+        if keys:
+            self._keep()
+
+    def _doubt(self, error: RedisUnavailable, leases: list[tuple[ResourceKey, str]]) -> None:
+        """Remember leases a failed request may still create (or a failed release leave)."""
+        if not error.sent or not leases:
+            return
+        self._doubtful[leases[0][1]] = leases
+        while len(self._doubtful) > _MAX_DOUBTFUL:
+            del self._doubtful[next(iter(self._doubtful))]
+        self._keep()
+
+    # -- the keeper: renewals and ghost releases ----------------------------------------------
+
+    def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        keeper = self._keeper
+        if keeper is None or keeper.done() or keeper.get_loop() is not loop:
+            self._keeper = loop.create_task(self._keep_leases())
+
+    async def _keep_leases(self) -> None:
+        while self._held or self._doubtful:
+            await asyncio.sleep(self._renew_every)
+            with contextlib.suppress(RedisUnavailable):
+                await self._renew()
+            with contextlib.suppress(RedisUnavailable):
+                await self._release_doubtful()
+
+    async def _renew(self) -> None:
+        leases = list(self._held.items())
+        if not leases:
+            return
+        lost = await self._store.renew(leases)
+        self._counters.lease_renewals += len(leases) - len(lost)
+        tokens = dict(leases)
+        for key in lost:
+            if self._held.get(key) == tokens[key]:  # not released and re-taken meanwhile
+                del self._held[key]
+                self._counters.leases_lost += 1
+
+    async def _release_doubtful(self) -> None:
+        batch = list(self._doubtful.items())
+        if not batch:
+            return
+        released = await self._store.release([lease for _, leases in batch for lease in leases])
+        for token, _ in batch:
+            self._doubtful.pop(token, None)
+        self._counters.ghost_releases += released
+
+    async def aclose(self) -> None:
+        """Stop renewing (the leases then expire on their own)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and not keeper.done():
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    async def leases(self) -> list[LeaseInfo]:
+        """See ``RedisCache.leases``."""
+        return await self._store.leases()
+
+    async def clear_leases(self, keys: Collection[ResourceKey] | None) -> int:
+        """See ``RedisCache.clear_leases``."""
+        chosen = None if keys is None else tuple(dict.fromkeys(check_keys(keys)))
+        for key in chosen if chosen is not None else tuple(self._held):
+            self._held.pop(key, None)
+        return await self._store.drop_leases(chosen)
+
+    # -- waiting -------------------------------------------------------------------------------
 
     async def wait_for_many(
         self,
@@ -87,7 +207,7 @@ class Coordinator:
         policies: Mapping[ResourceKey, FreshnessPolicy],
     ) -> dict[ResourceKey, CacheLookup]:
         """See ``RedisCache.wait_for_many``."""
-        pending = check_keys(keys)
+        pending = tuple(dict.fromkeys(check_keys(keys)))
         limit = check_optional_float("wait_seconds", wait_seconds)
         now = check_float("now", now, minimum=None)
         checked = _check_policies(pending, policies)
@@ -97,40 +217,54 @@ class Coordinator:
         await self._notifier.start()  # so that write and release messages wake this wait
         names = [key_name(key) for key in pending]
         event = self._notifier.waiters.register(names)
+        budget = None if limit is None else limit * WAIT_SHARE
         try:
-            return await self._wait(pending, limit, now, checked, event)
+            return await self._wait(pending, budget, now, checked, event)
         finally:
             self._notifier.waiters.unregister(names, event)
 
     async def _wait(
         self,
         keys: tuple[ResourceKey, ...],
-        limit: float | None,
+        budget: float | None,
         now: float,
         policies: Mapping[ResourceKey, FreshnessPolicy],
         event: asyncio.Event,
     ) -> dict[ResourceKey, CacheLookup]:
         clock = self._clock
         started = clock.monotonic()
+        backoff = self._poll_interval
         while True:
             event.clear()  # before the poll: news arriving during it must not be lost
             elapsed = clock.monotonic() - started
+            token = self._token()
             try:
-                arrived, taken, lease_left = await self._store.poll(keys, now + elapsed, policies)
-            except RedisUnavailable:
+                arrived, taken, lease_left = await self._store.poll(
+                    keys, now + elapsed, policies, token
+                )
+            except RedisUnavailable as error:
+                self._doubt(error, [(key, token) for key in keys])
                 self._counters.degraded_calls += 1
                 return {}  # the caller leases again, which is granted locally now
             if arrived or taken:
                 self._counters.lease_takeovers += len(taken)
+                self._hold(taken, token)
                 return arrived
-            pause = self._poll_interval
-            if lease_left is not None:  # wake when the lease expires, to take it over at once
-                pause = max(_MIN_PAUSE, min(pause, lease_left))
-            if limit is not None:
-                left = limit - (clock.monotonic() - started)
+            pause, backoff = self._pause(lease_left, backoff)
+            if budget is not None:
+                left = budget - (clock.monotonic() - started)
                 if left <= 0.0:
+                    self._counters.lease_waits_abandoned += 1
                     return {}
                 pause = min(pause, left)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await event.wait()
+
+    def _pause(self, lease_left: float | None, backoff: float) -> tuple[float, float]:
+        """How long to sleep before the next look (unless woken), and the next backoff."""
+        expiry = None if lease_left is None else lease_left + _EXPIRY_MARGIN
+        if self._notifier.subscribed and expiry is not None:
+            return expiry, backoff  # messages wake us; the expiry is when a takeover is due
+        pause = backoff if expiry is None else min(backoff, expiry)
+        return pause, min(backoff * 2.0, max(_MAX_BACKOFF, self._poll_interval))

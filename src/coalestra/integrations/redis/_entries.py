@@ -16,6 +16,7 @@ serializer signs the header together with the body (see
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from ...core import PayloadIsolationError, ResourceKey, SnapshotValue
@@ -66,6 +67,7 @@ def encode(value: SnapshotValue[Any], serializer: Serializer, value_key: str) ->
     """
     header = _header(value)
     record = {
+        "k": key_name(value.key),  # so that a body copied under another key is refused
         "s": value.source,
         "f": value.fetched_at,
         "l": value.latency_ms,
@@ -93,12 +95,17 @@ def parse_header(raw: bytes) -> Header:
         raise ValueError("not a coalestra cache entry")
     end = raw.index(b"\n")
     _tag, rank, observed, version, count = raw[:end].decode().split(" ")
+    rank_number, observed_at = int(rank), float(observed)
+    if not math.isfinite(observed_at):
+        raise ValueError(f"observed_at is {observed_at}")
+    if not -MAX_SAFE_RANK <= rank_number <= MAX_SAFE_RANK:
+        raise ValueError(f"authority rank {rank_number} is out of range")
     deps: list[tuple[str, str]] = []
     for _ in range(int(count)):
         start, end = end + 1, raw.index(b"\n", end + 1)
         name, dep_version = raw[start:end].decode().split(" ")
         deps.append((name, unescape(dep_version)))
-    return Header(int(rank), float(observed), unescape(version), tuple(deps), end + 1)
+    return Header(rank_number, observed_at, unescape(version), tuple(deps), end + 1)
 
 
 def decode(
@@ -114,11 +121,14 @@ def decode(
     """Rebuild the cached value of ``key`` as read at ``age`` (``fresh`` or stale).
 
     Raises:
-        ValueError: the body was refused by the serializer (unsigned, tampered) or is malformed.
+        ValueError: the body was refused by the serializer (unsigned, tampered), is malformed, or
+            belongs to another key.
     """
     record = serializer.loads(
         raw[header.body_at :], context=associated_data(value_key, raw, header.body_at)
     )
+    if record.get("k") != key_name(key):
+        raise ValueError(f"entry stored under {key} belongs to key {record.get('k')!r}")
     try:
         return SnapshotValue(
             key=key,

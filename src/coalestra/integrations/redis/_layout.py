@@ -74,6 +74,11 @@ def key_from_name(name: str) -> ResourceKey:
     )
 
 
+def glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (``SCAN MATCH``)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def check_prefix(prefix: object) -> str:
     """Return ``prefix`` if it is a usable key prefix.
 
@@ -98,7 +103,7 @@ class KeyLayout:
         prefix: isolates applications sharing a Redis database (see :func:`check_prefix`).
     """
 
-    __slots__ = ("_lease", "_value", "channel", "prefix", "value_pattern")
+    __slots__ = ("_lease", "_value", "any_pattern", "channel", "prefix", "value_pattern")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = check_prefix(prefix)
@@ -106,6 +111,7 @@ class KeyLayout:
         self._lease = f"{prefix}:l:"
         self.channel = f"{prefix}:events"
         self.value_pattern = f"{prefix}:v:*"
+        self.any_pattern = f"{prefix}:[vl]:*"
 
     def value_key(self, name: str) -> str:
         """The Redis key of the cached value named ``name``."""

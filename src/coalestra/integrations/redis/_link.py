@@ -10,6 +10,7 @@ tiered cache drops its L1 there, since invalidations may have been missed meanwh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, final
@@ -37,7 +38,15 @@ def _pool_exhausted(error: BaseException) -> bool:
 
 
 class RedisUnavailable(Exception):
-    """Internal: this call did not reach Redis (or Redis refused it); degrade instead."""
+    """Internal: this call did not reach Redis (or Redis refused it); degrade instead.
+
+    ``sent`` is true when the command may have reached Redis (a timeout, a lost connection):
+    Redis may still apply it later, which is what makes a lease request a possible ghost.
+    """
+
+    def __init__(self, message: str, *, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 @final
@@ -47,6 +56,8 @@ class Link:
     Args:
         clock: measures the reconnect interval (monotonic).
         reconnect_interval: seconds to fail fast after a connection failure.
+        command_timeout: the most one command may take, waiting for a pooled connection
+            included (``None``: no limit but the client's own).
     """
 
     __slots__ = (
@@ -54,6 +65,7 @@ class Link:
         "_reconnect",
         "_recovered",
         "_retry_at",
+        "_timeout",
         "available",
         "errors",
         "last_error",
@@ -61,9 +73,12 @@ class Link:
         "skipped",
     )
 
-    def __init__(self, clock: Clock, reconnect_interval: float) -> None:
+    def __init__(
+        self, clock: Clock, reconnect_interval: float, command_timeout: float | None = None
+    ) -> None:
         self._clock = clock
         self._reconnect = reconnect_interval
+        self._timeout = command_timeout
         self._recovered: list[Callable[[], None]] = []
         self._retry_at = 0.0
         self.available = True
@@ -76,8 +91,9 @@ class Link:
         """Call ``callback()`` each time Redis answers again after being down."""
         self._recovered.append(callback)
 
-    async def call(self, command: Callable[[], Awaitable[T]]) -> T:
-        """Run ``command()`` against Redis.
+    async def call(self, command: Callable[[], Awaitable[T]], *, bounded: bool = True) -> T:
+        """Run ``command()`` against Redis, within the command timeout when ``bounded`` (a
+        long administrative walk such as ``clear()`` is not).
 
         Raises:
             RedisUnavailable: Redis is down (and still within the reconnect interval), could
@@ -87,13 +103,17 @@ class Link:
             self.skipped += 1
             raise RedisUnavailable("Redis is down; retrying later")
         try:
-            result = await command()
+            if bounded and self._timeout is not None:
+                async with asyncio.timeout(self._timeout):
+                    result = await command()
+            else:
+                result = await command()
         except CONNECTION_ERRORS as error:
             if _pool_exhausted(error):
                 self._record(error)  # busy, not down: only this call degrades
-            else:
-                self._down(error)
-            raise RedisUnavailable(str(error)) from error
+                raise RedisUnavailable(str(error)) from error
+            self._down(error)
+            raise RedisUnavailable(str(error) or type(error).__name__, sent=True) from error
         except RedisError as error:
             # Reachable, but the command failed (out of memory, a busy script...): degrade
             # this call without declaring Redis down.

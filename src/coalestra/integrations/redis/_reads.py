@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from ...core import CacheLookup, FreshnessPolicy, ResourceKey, SnapshotValue
 from ...core._values import MISS
-from ._entries import Header, decode, parse_header
+from ._entries import HEADER_PEEK_BYTES, Header, decode, parse_header
 from ._layout import KeyLayout, escape, key_name
 from ._link import Link, RedisUnavailable
 from ._scripts import Scripts
@@ -51,7 +51,9 @@ class Reader:
         layout: KeyLayout,
         serializer: Serializer,
         counters: Counters,
+        future_tolerance: float,
     ) -> None:
+        self._future_tolerance = future_tolerance
         self._client = client
         self._link = link
         self._scripts = scripts
@@ -91,14 +93,19 @@ class Reader:
         results: dict[ResourceKey, CacheLookup] = {}
         headers: dict[str, Header] = {}
         candidates: list[Candidate] = []
+        bad: list[tuple[str, bytes]] = []
+        latest = now + self._future_tolerance
         for key, value_key, raw in zip(keys, value_keys, raws, strict=True):
             results[key] = MISS
             if raw is None:
                 continue
             try:
                 header = parse_header(raw)
-            except ValueError:
-                self._reject(key, "malformed header")
+                if header.observed_at > latest:
+                    raise ValueError(f"observed_at {header.observed_at} is in the future")
+            except ValueError as error:
+                self._reject(key, f"malformed header: {error}")
+                bad.append((value_key, raw))
                 continue
             headers[key_name(key)] = header
             policy = policies[key]
@@ -111,10 +118,27 @@ class Reader:
             candidates = await self._valid(candidates, headers)
         for candidate in candidates:
             value = self._decode(candidate)
-            if value is not None:
+            if value is None:
+                bad.append((candidate.value_key, candidate.raw))
+            else:
                 results[candidate.key] = CacheLookup(value, candidate.fresh, True, candidate.age)
+        if bad:
+            await self._drop_bad(bad)
         self._count(results.values())
         return results
+
+    async def _drop_bad(self, bad: list[tuple[str, bytes]]) -> None:
+        """Delete entries refused on read, unless rewritten meanwhile: a refused entry is an
+        absent one, and must not sit there (with a high rank or a future date) refusing the
+        writes that would replace it."""
+        keys = [value_key for value_key, _ in bad]
+        heads = [raw[:HEADER_PEEK_BYTES] for _, raw in bad]
+        # If Redis fails here the entry was still read as a miss; the next reader drops it.
+        with contextlib.suppress(RedisUnavailable):
+            dropped = await self._link.call(
+                lambda: self._scripts.drop_if_head(keys=keys, args=heads)
+            )
+            self._counters.dropped_bad_entries += int(dropped)
 
     def _decode(self, candidate: Candidate) -> SnapshotValue[Any] | None:
         try:

@@ -8,12 +8,16 @@ to unpickle anything whose signature does not check out.
 
 from __future__ import annotations
 
+import base64
+import datetime
+import decimal
 import hashlib
 import hmac
 import json
 import math
 import pickle
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, final, runtime_checkable
 
 Record = dict[str, Any]
@@ -48,46 +52,122 @@ class Serializer(Protocol):
         ...
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_TAG = "$t"
+"""A JSON object with this key is a tagged value: ``{"$t": kind, "v": encoded}``."""
 
 
-def _json_path_error(path: str, value: object) -> TypeError:
+def _refuse(path: str, value: object, why: str = "") -> TypeError:
     kind = type(value).__name__
-    hint = " (JSON has no tuples: use a list)" if isinstance(value, tuple) else ""
-    return TypeError(f"{path} is a {kind}, which is not JSON-compatible{hint}")
+    return TypeError(f"{path} is a {kind}, which the JSON serializer cannot encode{why}")
 
 
-def check_json(value: object, path: str = "$") -> None:
-    """Raise ``TypeError`` naming the first part of ``value`` that would not survive a JSON round
-    trip unchanged: only ``dict`` (with ``str`` keys), ``list``, ``str``, ``int``, finite
-    ``float``, ``bool`` and ``None`` do (exact types: a tuple would come back as a list)."""
-    stack: list[tuple[object, str]] = [(value, path)]
-    while stack:
-        item, where = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if not math.isfinite(item):  # type: ignore[arg-type]
-                raise TypeError(f"{where} is {item!r}, which JSON cannot represent")
-        elif kind in _SCALARS:
-            continue
-        elif kind is list and isinstance(item, list):
-            stack.extend((element, f"{where}[{i}]") for i, element in enumerate(item))
-        elif kind is dict and isinstance(item, dict):
-            for name, element in item.items():
-                if type(name) is not str:
-                    raise TypeError(f"{where} has a {type(name).__name__} key; JSON keys are str")
-                stack.append((element, f"{where}[{name!r}]"))
-        else:
-            raise _json_path_error(where, item)
+def _encode_float(value: float) -> object:
+    return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
+
+
+def _encode_dict(value: dict[Any, Any], path: str) -> object:
+    if all(type(name) is str for name in value) and _TAG not in value:
+        return {name: to_json(item, f"{path}[{name!r}]") for name, item in value.items()}
+    # Keys that are not strings (or a key that looks like a tag): a list of pairs.
+    pairs = [
+        [to_json(name, f"{path}.keys()"), to_json(item, f"{path}[{name!r}]")]
+        for name, item in value.items()
+    ]
+    return {_TAG: "dict", "v": pairs}
+
+
+def _encode_datetime(value: datetime.datetime, path: str) -> object:
+    if value.tzinfo is not None and not isinstance(value.tzinfo, datetime.timezone):
+        raise _refuse(path, value, " (only fixed-offset time zones round-trip)")
+    return {_TAG: "datetime", "v": value.isoformat()}
+
+
+def to_json(value: object, path: str = "$") -> object:
+    """``value`` as plain JSON data, with tagged objects for the other supported types.
+
+    Supported, by exact type: ``None``, ``bool``, ``int``, ``float`` (NaN and infinities
+    included), ``str``, ``list``, ``dict`` (any supported keys), ``tuple``, ``set``,
+    ``frozenset``, ``datetime.datetime`` (naive or fixed-offset), ``datetime.date``,
+    ``decimal.Decimal``, ``bytes`` and ``uuid.UUID``.
+
+    Raises:
+        TypeError: naming where the first unsupported value is (a subclass counts as
+            unsupported: it would come back as its base type).
+    """
+    kind = type(value)
+    if kind in (str, int, bool) or value is None:
+        return value
+    if isinstance(value, float) and kind is float:
+        return _encode_float(value)
+    if isinstance(value, list) and kind is list:
+        return [to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict) and kind is dict:
+        return _encode_dict(value, path)
+    if isinstance(value, (tuple, set, frozenset)) and kind in (tuple, set, frozenset):
+        items = [to_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return {_TAG: kind.__name__, "v": items}
+    return _encode_other(value, path)
+
+
+def _encode_other(value: object, path: str) -> object:
+    kind = type(value)
+    if isinstance(value, datetime.datetime) and kind is datetime.datetime:
+        return _encode_datetime(value, path)
+    if isinstance(value, datetime.date) and kind is datetime.date:
+        return {_TAG: "date", "v": value.isoformat()}
+    if kind is decimal.Decimal or kind is uuid.UUID:
+        return {_TAG: kind.__name__.lower(), "v": str(value)}
+    if isinstance(value, bytes) and kind is bytes:
+        return {_TAG: "bytes", "v": base64.b64encode(value).decode()}
+    raise _refuse(path, value)
+
+
+_DECODERS: dict[str, Callable[[Any], object]] = {
+    "float": float,
+    "tuple": lambda items: tuple(from_json(item) for item in items),
+    "set": lambda items: {from_json(item) for item in items},
+    "frozenset": lambda items: frozenset(from_json(item) for item in items),
+    "dict": lambda pairs: {from_json(name): from_json(item) for name, item in pairs},
+    "datetime": datetime.datetime.fromisoformat,
+    "date": datetime.date.fromisoformat,
+    "decimal": decimal.Decimal,
+    "bytes": base64.b64decode,
+    "uuid": uuid.UUID,
+}
+
+
+def from_json(data: object) -> object:
+    """Undo :func:`to_json`.
+
+    Raises:
+        ValueError: an unknown or malformed tag.
+    """
+    if type(data) is list:
+        return [from_json(item) for item in data]
+    if type(data) is not dict:
+        return data
+    if _TAG not in data:
+        return {name: from_json(item) for name, item in data.items()}
+    decoder = _DECODERS.get(data[_TAG])
+    if decoder is None or set(data) != {_TAG, "v"}:
+        raise ValueError(f"unknown tagged value {data.get(_TAG)!r}")
+    try:
+        return decoder(data["v"])
+    except (TypeError, ValueError, ArithmeticError) as error:
+        raise ValueError(f"malformed tagged {data[_TAG]}: {error}") from error
 
 
 @final
 class JsonSerializer:
-    """The default: JSON-compatible payloads and metadata only, decoded as plain data.
+    """The default: JSON, with tagged objects for common non-JSON types, decoded as plain data.
 
-    A payload that would not come back unchanged (a tuple, a set, a datetime, a NaN, a dict with
-    int keys, an object) is refused at write time with a ``TypeError`` naming where it is; the
-    cache reports it as a :class:`~coalestra.core.PayloadIsolationError` naming the key.
+    Round-trips exactly (type included) ``dict``, ``list``, ``str``, ``int``, ``float`` (NaN and
+    infinities too), ``bool``, ``None``, ``tuple``, ``set``, ``frozenset``, ``datetime``
+    (naive or fixed-offset), ``date``, ``Decimal``, ``bytes``, ``UUID``, and dicts with keys of
+    those types; see :func:`to_json`. Anything else (an object, a subclass such as a named tuple
+    or an enum) is refused at write time with a ``TypeError`` naming where it is; the Redis cache
+    then skips that value (it is still served, and still kept in a tiered cache's L1) and counts
+    it in ``refused_values``. Decoding never builds anything but these types.
     """
 
     __slots__ = ()
@@ -96,18 +176,22 @@ class JsonSerializer:
         """Encode ``record`` as compact UTF-8 JSON.
 
         Raises:
-            TypeError: a value is not JSON-compatible (see :func:`check_json`).
+            TypeError: a value is of an unsupported type (see :func:`to_json`).
         """
-        check_json(record)
-        return json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(
+            to_json(record), ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
 
     def loads(self, data: bytes, *, context: bytes) -> Record:
         """Decode JSON written by :meth:`dumps`.
 
         Raises:
-            ValueError: not a JSON object.
+            ValueError: not a JSON object, or a malformed tagged value.
         """
-        record = json.loads(data)
+        try:
+            record = from_json(json.loads(data))
+        except RecursionError as error:
+            raise ValueError("entry body is nested too deeply") from error
         if type(record) is not dict:
             raise ValueError("entry body is not a JSON object")
         return record

@@ -15,17 +15,24 @@ class Counters:
     """What a :class:`~coalestra.integrations.redis.RedisCache` counts (cumulative)."""
 
     __slots__ = (
+        "bad_leases",
         "degraded_calls",
+        "dropped_bad_entries",
         "dropped_derived",
         "fresh_hits",
+        "ghost_releases",
         "ignored_writes",
         "invalidations",
+        "lease_renewals",
         "lease_takeovers",
         "lease_waits",
+        "lease_waits_abandoned",
         "leases_granted",
         "leases_granted_locally",
+        "leases_lost",
         "leases_refused",
         "misses",
+        "refused_values",
         "rejected_entries",
         "sets",
         "stale_hits",
@@ -49,6 +56,13 @@ class Counters:
     lease_takeovers: int
     lease_waits: int
     degraded_calls: int
+    bad_leases: int
+    dropped_bad_entries: int
+    ghost_releases: int
+    lease_renewals: int
+    lease_waits_abandoned: int
+    leases_lost: int
+    refused_values: int
 
 
 @final
@@ -63,13 +77,27 @@ class RedisCacheStats:
         sets: values written (unconditional writes and stored conditional writes).
         ignored_writes: conditional writes that lost to the stored revision.
         invalidations: keys invalidated through this cache.
-        rejected_entries: entries read but refused: unsigned or tampered (signed
-            serializers), malformed, or of another format. Each was read as a miss.
+        rejected_entries: entries read but refused (decode refusals): unsigned or tampered
+            (signed serializers), malformed, stored under another key, of another format, or
+            with a timestamp that is not finite or lies beyond ``future_tolerance_seconds``.
+            Each was read as a miss.
+        dropped_bad_entries: refused entries deleted from Redis, so the next write replaces
+            them.
+        refused_values: values not written because the serializer refused them (each was
+            still served, and kept in a tiered cache's L1); the first of each payload type is
+            logged with the reason.
         dropped_derived: derived values dropped because a dependency changed.
         leases_granted / leases_refused: fetch leases taken / left to another process.
         leases_granted_locally: leases granted without Redis (it was unreachable).
+        leases_held: leases this process holds (and renews) right now.
+        lease_renewals: lease renewals that succeeded (one per lease per renewal).
+        leases_lost: leases found expired or taken over at renewal (the holder was too slow).
         lease_takeovers: leases taken while waiting, from a holder that released or died.
         lease_waits: calls that waited for another process's fetch.
+        lease_waits_abandoned: waits that gave up to leave the caller time to fetch itself.
+        ghost_releases: leases deleted after Redis applied a request this process had given
+            up on (a timed-out lease request, or release).
+        bad_leases: leases without expiry (foreign or corrupt) deleted and treated as absent.
         available: Redis answered the last command.
         errors: failed commands (connection failures, timeouts, refused commands).
         degraded_calls: operations that degraded (miss, skipped write, local lease).
@@ -100,6 +128,14 @@ class RedisCacheStats:
     last_error: str | None
     subscribed: bool
     subscriptions: int
+    dropped_bad_entries: int = 0
+    refused_values: int = 0
+    leases_held: int = 0
+    lease_renewals: int = 0
+    leases_lost: int = 0
+    lease_waits_abandoned: int = 0
+    ghost_releases: int = 0
+    bad_leases: int = 0
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -128,7 +164,7 @@ class TieredCacheStats:
     skipped_fills: int
 
 
-def snapshot(counters: Counters, link: Link, notifier: Notifier) -> RedisCacheStats:
+def snapshot(counters: Counters, link: Link, notifier: Notifier, held: int) -> RedisCacheStats:
     """The statistics of a cache made of these parts, as of now."""
     return RedisCacheStats(
         hits=counters.fresh_hits + counters.stale_hits,
@@ -152,4 +188,12 @@ def snapshot(counters: Counters, link: Link, notifier: Notifier) -> RedisCacheSt
         last_error=link.last_error,
         subscribed=notifier.subscribed,
         subscriptions=notifier.subscriptions,
+        dropped_bad_entries=counters.dropped_bad_entries,
+        refused_values=counters.refused_values,
+        leases_held=held,
+        lease_renewals=counters.lease_renewals,
+        leases_lost=counters.leases_lost,
+        lease_waits_abandoned=counters.lease_waits_abandoned,
+        ghost_releases=counters.ghost_releases,
+        bad_leases=counters.bad_leases,
     )

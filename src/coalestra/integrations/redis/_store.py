@@ -7,10 +7,11 @@ fails the whole call and writes nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any, final
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, final
 
 from redis.asyncio import Redis
 
@@ -18,13 +19,14 @@ from ...core import (
     CacheLookup,
     CacheWriteStatus,
     FreshnessPolicy,
+    PayloadIsolationError,
     RefreshMode,
     ResourceKey,
     SnapshotValue,
 )
 from ._config import RedisCacheConfig
 from ._entries import encode
-from ._layout import KeyLayout, key_name
+from ._layout import KeyLayout, key_from_name, key_name
 from ._link import Link
 from ._reads import Reader
 from ._scripts import Scripts
@@ -47,8 +49,24 @@ def _threshold(now: float, window: float) -> str:
 
 _SCAN_BATCH = 1000
 
+_log = logging.getLogger("coalestra.integrations.redis")
+
 Arg = bytes | str | int | float
 """A script argument."""
+
+Held = Sequence[tuple[ResourceKey, str]]
+"""Leases as ``(key, token it was taken with)``."""
+
+
+class LeaseInfo(NamedTuple):
+    """A fetch lease found in Redis."""
+
+    key: ResourceKey
+    holder: str | None
+    """The token of the lease: ``"<pid>-<random>.<serial>"`` of the process holding it."""
+    seconds_left: float | None
+    """Until it expires unless renewed (``None``: it has no expiry, and is treated as absent)."""
+
 
 WriteOutcome = list[tuple[CacheWriteStatus, SnapshotValue[Any] | None]]
 """Per value, in order: what the write did and the revision it was compared with."""
@@ -78,10 +96,17 @@ class RedisStore:
         self.counters = Counters()
         self.scripts = Scripts(client)
         self.reader = Reader(
-            client, link, self.scripts, self.layout, config.serializer, self.counters
+            client,
+            link,
+            self.scripts,
+            self.layout,
+            config.serializer,
+            self.counters,
+            config.future_tolerance_seconds,
         )
         self._pid = os.getpid()
         self._token = _new_token()
+        self._refused_kinds: set[str] = set()
 
     @property
     def token(self) -> str:
@@ -109,18 +134,26 @@ class RedisStore:
         force: bool,
         replace_equal: bool,
         want_previous: bool,
+        strict: bool,
     ) -> WriteOutcome:
         """Apply the write rules to every value in one script (in order).
 
+        A value that cannot be encoded is refused on its own: with ``strict`` the call raises
+        before any I/O; otherwise it is skipped (counted in ``refused_values``, logged, reported
+        ``STORED`` with no previous revision, as a write skipped while Redis is down is) and the
+        other values are written.
+
         Raises:
-            PayloadIsolationError, ValueError: a value cannot be encoded (nothing is written).
+            PayloadIsolationError, ValueError: ``strict`` and a value cannot be encoded.
             RedisUnavailable: Redis could not run the script.
         """
         if not values:
             return []
         now = self.config.clock.now()
         layout = self.layout
-        keys = [layout.value_key(key_name(value.key)) for value in values]
+        encoded = self._encode_all(values, strict)
+        writing = [i for i, entry in enumerate(encoded) if entry is not None]
+        keys = [layout.value_key(key_name(values[i].key)) for i in writing]
         args: list[Arg] = [
             _bit(force),
             _bit(replace_equal),
@@ -128,25 +161,59 @@ class RedisStore:
             layout.channel,
             self.token,
             len(layout.value_key("")),
+            repr(self.bound(now)),
         ]
-        for value, value_key in zip(values, keys, strict=True):
+        for i in writing:
+            value = values[i]
             args += (
                 value.authority_rank,
                 repr(float(value.observed_at)),
                 self._expiry_ms(value, now),
-                encode(value, self.config.serializer, value_key),
+                encoded[i] or b"",
             )
-        replies = await self.link.call(lambda: self.scripts.write(keys=keys, args=args))
-        outcome: WriteOutcome = []
-        for value, value_key, (status, previous) in zip(values, keys, replies, strict=True):
+        replies: list[Any] = []
+        if writing:
+            replies = await self.link.call(lambda: self.scripts.write(keys=keys, args=args))
+        outcome: WriteOutcome = [(CacheWriteStatus.STORED, None)] * len(values)
+        for i, value_key, (status, previous) in zip(writing, keys, replies, strict=True):
             before = None
-            if previous is not None:
-                before = self.reader.decode_previous(value.key, value_key, previous, now)
-            outcome.append((_STATUS[status], before))
-        stored = sum(1 for status, _ in outcome if status is CacheWriteStatus.STORED)
+            if previous:
+                before = self.reader.decode_previous(values[i].key, value_key, previous, now)
+            outcome[i] = (_STATUS[status], before)
+        stored = sum(1 for _, reply in zip(writing, replies, strict=True) if reply[0] == b"S")
         self.counters.sets += stored
-        self.counters.ignored_writes += len(outcome) - stored
+        self.counters.ignored_writes += len(writing) - stored
         return outcome
+
+    def _encode_all(self, values: Sequence[SnapshotValue[Any]], strict: bool) -> list[bytes | None]:
+        """Each value's entry bytes, or ``None`` for a value refused (when not ``strict``)."""
+        layout, serializer = self.layout, self.config.serializer
+        entries: list[bytes | None] = []
+        for value in values:
+            try:
+                entries.append(encode(value, serializer, layout.value_key(key_name(value.key))))
+            except (PayloadIsolationError, ValueError) as error:
+                if strict:
+                    raise
+                self._refused(value, error)
+                entries.append(None)
+        return entries
+
+    def _refused(self, value: SnapshotValue[Any], error: Exception) -> None:
+        counters = self.counters
+        counters.refused_values += 1
+        kind = type(value.value).__name__
+        if kind not in self._refused_kinds:  # once per payload type: no flood of logs
+            self._refused_kinds.add(kind)
+            _log.warning(
+                "coalestra: not caching %s in Redis (served and kept in process): %s",
+                value.key,
+                error,
+            )
+
+    def bound(self, now: float) -> float:
+        """The latest ``observed_at`` an entry may have at ``now`` (later ones are absurd)."""
+        return now + self.config.future_tolerance_seconds
 
     def _expiry_ms(self, value: SnapshotValue[Any], now: float) -> int:
         # Ages run from observed_at, so the entry is useless once it is older than max_stale
@@ -170,31 +237,65 @@ class RedisStore:
         self.counters.invalidations += len(keys)
 
     async def clear(self) -> None:
-        """Delete every value under the prefix (``SCAN`` + ``UNLINK``), then tell listeners.
+        """Delete every value and lease under the prefix (``SCAN`` + ``UNLINK``), then tell
+        listeners (which wakes every waiter).
 
         Raises:
             RedisUnavailable: Redis could not be reached.
         """
 
         async def run() -> None:
-            batch: list[bytes] = []
-            async for found in self.client.scan_iter(
-                match=self.layout.value_pattern, count=_SCAN_BATCH
-            ):
-                batch.append(found)
-                if len(batch) >= _SCAN_BATCH:
-                    await self.client.unlink(*batch)
-                    batch = []
-            if batch:
+            async for batch in self._scan(self.layout.any_pattern):
                 await self.client.unlink(*batch)
             await self.client.publish(self.layout.channel, f"c {self.token}\n")
 
-        await self.link.call(run)
+        await self.link.call(run, bounded=False)
+
+    async def _scan(self, pattern: str) -> AsyncIterator[list[bytes]]:
+        """The Redis keys matching ``pattern``, in batches."""
+        batch: list[bytes] = []
+        async for found in self.client.scan_iter(match=pattern, count=_SCAN_BATCH):
+            batch.append(found)
+            if len(batch) >= _SCAN_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def invalidate_matching(
+        self, pattern: str, predicate: Callable[[ResourceKey], bool]
+    ) -> list[ResourceKey]:
+        """Delete (and announce) every value whose key matches the glob ``pattern`` (of key
+        names) and ``predicate``; return their keys.
+
+        Raises:
+            RedisUnavailable: Redis could not be reached.
+            Exception: whatever ``predicate`` raises (the keys matched so far are dropped).
+        """
+        start = len(self.layout.value_key(""))
+        dropped: list[ResourceKey] = []
+
+        async def run() -> None:
+            async for batch in self._scan(self.layout.value_key(pattern)):
+                keys: list[ResourceKey] = []
+                for found in batch:
+                    try:
+                        keys.append(key_from_name(found[start:].decode()))
+                    except ValueError:
+                        continue  # not a key name of ours
+                doomed = list(dict.fromkeys(k for k in keys if predicate(k)))
+                if doomed:
+                    await self.invalidate(doomed)
+                    dropped.extend(doomed)
+
+        await self.link.call(run, bounded=False)
+        return dropped
 
     # -- leases -----------------------------------------------------------------------------
 
-    async def lease(self, keys: Sequence[ResourceKey]) -> list[ResourceKey]:
-        """Take the fetch lease of every key nobody holds and no value makes needless.
+    async def lease(self, keys: Sequence[ResourceKey], token: str) -> tuple[list[ResourceKey], int]:
+        """Take, with ``token``, the fetch lease of every key nobody holds and no value makes
+        needless; return the keys leased and how many bad leases (no expiry) were replaced.
 
         Raises:
             RedisUnavailable: Redis could not run the script.
@@ -205,34 +306,98 @@ class RedisStore:
         names = [key_name(key) for key in keys]
         layout = self.layout
         script_keys = [layout.lease_key(n) for n in names] + [layout.value_key(n) for n in names]
-        args: list[Arg] = [self.token, self._lease_ms(), *thresholds]
-        held = await self.link.call(lambda: self.scripts.lease(keys=script_keys, args=args))
-        return [keys[int(index) - 1] for index in held]
+        args: list[Arg] = [token, self.lease_ms, repr(self.bound(now)), *thresholds]
+        held, bad = await self.link.call(lambda: self.scripts.lease(keys=script_keys, args=args))
+        return [keys[int(index) - 1] for index in held], int(bad)
 
-    async def release(self, keys: Sequence[ResourceKey]) -> None:
-        """Delete the leases of ``keys`` that hold this process's token; wake their waiters.
+    async def renew(self, leases: Held) -> list[ResourceKey]:
+        """Extend every lease still holding its token; return the keys of the others (lost).
+
+        Raises:
+            RedisUnavailable: Redis could not run the script.
+        """
+        names = [self.layout.lease_key(key_name(key)) for key, _ in leases]
+        args: list[Arg] = [self.lease_ms, *(token for _, token in leases)]
+        lost = await self.link.call(lambda: self.scripts.renew(keys=names, args=args))
+        return [leases[int(index) - 1][0] for index in lost]
+
+    async def release(self, leases: Held) -> int:
+        """Delete every lease still holding its token and wake its waiters; return how many.
 
         Raises:
             RedisUnavailable: Redis could not run the script.
         """
         layout = self.layout
-        leases = [layout.lease_key(key_name(key)) for key in keys]
-        args: list[Arg] = [self.token, layout.channel, len(layout.lease_key(""))]
-        await self.link.call(lambda: self.scripts.release(keys=leases, args=args))
+        names = [layout.lease_key(key_name(key)) for key, _ in leases]
+        args: list[Arg] = [layout.channel, self.token, len(layout.lease_key(""))]
+        args += (token for _, token in leases)
+        released = await self.link.call(lambda: self.scripts.release(keys=names, args=args))
+        return int(released)
+
+    async def leases(self) -> list[LeaseInfo]:
+        """Every fetch lease under the prefix, whoever holds it.
+
+        Raises:
+            RedisUnavailable: Redis could not be reached.
+        """
+        start = len(self.layout.lease_key(""))
+        found: list[LeaseInfo] = []
+
+        async def run() -> None:
+            async for batch in self._scan(self.layout.lease_key("*")):
+                replies = await self.scripts.lease_info(keys=batch)
+                for name, (holder, left) in zip(batch, replies, strict=True):
+                    try:
+                        key = key_from_name(name[start:].decode())
+                    except ValueError:
+                        continue
+                    if int(left) == -2:
+                        continue  # expired meanwhile
+                    seconds = None if int(left) < 0 else int(left) / 1000.0
+                    found.append(LeaseInfo(key, holder.decode() if holder else None, seconds))
+
+        await self.link.call(run, bounded=False)
+        return found
+
+    async def drop_leases(self, keys: Sequence[ResourceKey] | None) -> int:
+        """Delete the leases of ``keys`` (all under the prefix if ``None``), whoever holds them,
+        and wake their waiters; return how many existed.
+
+        Raises:
+            RedisUnavailable: Redis could not be reached.
+        """
+        layout = self.layout
+        args: list[Arg] = [layout.channel, self.token, len(layout.lease_key(""))]
+        dropped = 0
+
+        async def drop(names: Sequence[str | bytes]) -> None:
+            nonlocal dropped
+            dropped += int(await self.scripts.drop_leases(keys=names, args=args))
+
+        async def run() -> None:
+            if keys is not None:
+                await drop([layout.lease_key(key_name(key)) for key in keys])
+                return
+            async for batch in self._scan(layout.lease_key("*")):
+                await drop(batch)
+
+        await self.link.call(run, bounded=keys is not None)
+        return dropped
 
     async def poll(
         self,
         keys: Sequence[ResourceKey],
         now: float,
         policies: Mapping[ResourceKey, FreshnessPolicy],
+        token: str,
         *,
         never_fresh: bool = False,
     ) -> tuple[dict[ResourceKey, CacheLookup], list[ResourceKey], float | None]:
         """One look at keys another process is fetching.
 
         Returns ``(arrived, taken, wait)``: fresh lookups of values that arrived; keys whose
-        lease nobody held (now taken for this process); seconds until the soonest other lease
-        expires (``None`` if none is held).
+        lease nobody held (now taken for this process with ``token``); seconds until the
+        soonest other lease expires (``None`` if none is held).
 
         Raises:
             RedisUnavailable: Redis could not run the script.
@@ -245,15 +410,17 @@ class RedisStore:
         layout = self.layout
         values = [layout.value_key(n) for n in names]
         script_keys = values + [layout.lease_key(n) for n in names]
-        args: list[Arg] = [self.token, self._lease_ms(), *thresholds]
-        replies = await self.link.call(lambda: self.scripts.poll(keys=script_keys, args=args))
+        args: list[Arg] = [token, self.lease_ms, repr(self.bound(now)), *thresholds]
+        replies, bad = await self.link.call(lambda: self.scripts.poll(keys=script_keys, args=args))
+        self.counters.bad_leases += int(bad)
         found, taken, wait = _sort_poll(keys, values, replies)
         arrived = await self._arrived(found, now, policies)
-        if len(arrived) < len(found):
-            # Fresh by age but refused (an invalid derived value, a rejected entry): nobody is
-            # fetching it, so look again treating it as absent, which takes or waits its lease.
-            bad = [key for key, _, _ in found if key not in arrived]
-            _, more, later = await self.poll(bad, now, policies, never_fresh=True)
+        if len(arrived) < len(found) and not never_fresh:
+            # Fresh by age but refused (and dropped: a corrupt or foreign entry, an invalid
+            # derived value): nobody is fetching it, so look again treating it as absent,
+            # which takes or waits its lease. Never more than once: that look finds no value.
+            bad_keys = [key for key, _, _ in found if key not in arrived]
+            _, more, later = await self.poll(bad_keys, now, policies, token, never_fresh=True)
             taken += more
             wait = _sooner(wait, later)
         return arrived, taken, wait
@@ -272,7 +439,9 @@ class RedisStore:
         )
         return {key: lookup for key, lookup in lookups.items() if lookup.fresh}
 
-    def _lease_ms(self) -> int:
+    @property
+    def lease_ms(self) -> int:
+        """How long a lease lives unless renewed, in milliseconds."""
         return max(1, round(self.config.lease_ttl_seconds * 1000.0))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, final
 
 from ...cache import AsyncMemoryCache
@@ -21,6 +21,7 @@ from ._cache import RedisCache
 from ._layout import key_from_name
 from ._link import RedisUnavailable
 from ._stats import TieredCacheStats
+from ._store import LeaseInfo
 from ._touchlog import TouchLog
 
 
@@ -154,24 +155,39 @@ class TieredCache:
     # -- writes --------------------------------------------------------------------------------
 
     async def set(self, value: SnapshotValue[Any]) -> None:
-        """Store ``value`` unconditionally in L2 and L1."""
-        await self.set_many((check_value(value),))
+        """Store ``value`` unconditionally in L2 and L1.
+
+        Raises:
+            TypeError: ``value`` is not a SnapshotValue.
+            PayloadIsolationError: the serializer refused it, or it cannot be copied (nothing
+                is stored).
+        """
+        await self._write((check_value(value),), force=True, replace_equal=False, strict=True)
 
     async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        """Store every value unconditionally in L2 (one script), then in L1.
+        """Store every value unconditionally in L2 (one script), then in L1. A value the
+        serializer refuses is kept in L1 only (counted in L2's ``refused_values``).
 
         Raises:
             TypeError: ``values`` is not a collection of SnapshotValue.
-            PayloadIsolationError: a value cannot be serialized or copied; nothing is stored.
+            PayloadIsolationError: a value cannot be copied; nothing is stored.
         """
         await self.set_many_if_newer(check_values(values), force=True)
 
     async def set_if_newer(
         self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
     ) -> CacheWriteResult:
-        """``set_if_newer`` decided atomically by L2; L1 then holds L2's winner."""
-        results = await self.set_many_if_newer(
-            (check_value(value),), force=force, replace_equal=replace_equal
+        """``set_if_newer`` decided atomically by L2; L1 then holds L2's winner.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            PayloadIsolationError: the serializer refused the value, or it cannot be copied.
+            ValueError: its authority rank is beyond +-2**53.
+        """
+        check_bool("force", force)
+        check_bool("replace_equal", replace_equal)
+        results = await self._write(
+            (check_value(value),), force=force, replace_equal=replace_equal, strict=True
         )
         return results[value.key]
 
@@ -185,21 +201,37 @@ class TieredCache:
         """Conditional writes decided by L2 in one script; L1 mirrors each key's winner. With
         Redis unreachable, L1 decides alone (degraded mode).
 
+        A value L2 cannot store (refused by the serializer, or a rank beyond +-2**53) is kept
+        in L1 only, and counted in L2's ``refused_values``; the others are written to both.
+
         Raises:
             TypeError: an argument has the wrong type.
-            PayloadIsolationError: a value cannot be serialized or copied; nothing is stored.
-            ValueError: an authority rank is beyond +-2**53.
+            PayloadIsolationError: a value cannot be copied into L1.
         """
         checked = check_values(values)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
+        return await self._write(checked, force=force, replace_equal=replace_equal)
+
+    async def _write(
+        self,
+        checked: tuple[SnapshotValue[Any], ...],
+        *,
+        force: bool,
+        replace_equal: bool,
+        strict: bool = False,
+    ) -> Mapping[ResourceKey, CacheWriteResult]:
         if not self._ready:
             await self._prepare()
         start = self._log.begin()
         try:
             try:
                 outcome = await self._l2._store.write(
-                    checked, force=force, replace_equal=replace_equal, want_previous=True
+                    checked,
+                    force=force,
+                    replace_equal=replace_equal,
+                    want_previous=True,
+                    strict=strict,
                 )
             except RedisUnavailable:
                 self._l2._store.counters.degraded_calls += 1
@@ -261,6 +293,59 @@ class TieredCache:
         """
         await self._drop_l1()
         await self._l2.clear()
+
+    async def invalidate_matching(
+        self, predicate: Callable[[ResourceKey], bool]
+    ) -> tuple[ResourceKey, ...]:
+        """Drop every key for which ``predicate(key)`` is true from L1, from L2 and from every
+        other process's L1 (see :meth:`RedisCache.invalidate_matching`).
+
+        Returns:
+            The keys dropped from either tier.
+
+        Raises:
+            TypeError: ``predicate`` is not callable.
+            RuntimeError: Redis could not be reached (L1 is dropped anyway).
+            Exception: whatever ``predicate`` raises.
+        """
+        local = await self._l1.invalidate_matching(predicate)
+        self._log.touch(local)
+        shared = await self._l2.invalidate_matching(predicate)
+        return await self._forget(local, shared)
+
+    async def invalidate_namespace(
+        self, namespace: str, *, name: str | None = None, subject: str | None = None
+    ) -> tuple[ResourceKey, ...]:
+        """Drop every key in ``namespace`` (narrowed to ``name`` and/or ``subject``) from L1,
+        L2 and every other process's L1 (see :meth:`RedisCache.invalidate_namespace`).
+
+        Returns:
+            The keys dropped from either tier.
+
+        Raises:
+            TypeError, ValueError: a malformed part.
+            RuntimeError: Redis could not be reached (L1 is dropped anyway).
+        """
+        local = await self._l1.invalidate_namespace(namespace, name=name, subject=subject)
+        self._log.touch(local)
+        shared = await self._l2.invalidate_namespace(namespace, name=name, subject=subject)
+        return await self._forget(local, shared)
+
+    async def _forget(
+        self, local: tuple[ResourceKey, ...], shared: tuple[ResourceKey, ...]
+    ) -> tuple[ResourceKey, ...]:
+        """L2 dropped ``shared``: make sure L1 holds none of them (a fill may have raced)."""
+        self._log.touch(shared)
+        await self._l1.invalidate_many(shared)
+        return tuple(dict.fromkeys(local + shared))
+
+    async def leases(self) -> tuple[LeaseInfo, ...]:
+        """See :meth:`RedisCache.leases`."""
+        return await self._l2.leases()
+
+    async def clear_leases(self, keys: Collection[ResourceKey] | None = None) -> int:
+        """See :meth:`RedisCache.clear_leases`."""
+        return await self._l2.clear_leases(keys)
 
     # -- cross-process single-flight (L2's) ----------------------------------------------------
 
