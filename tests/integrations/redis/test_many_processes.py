@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from tests.integrations.redis.conftest import key
+from tests.integrations.redis.conftest import RedisServer, key
 
 from coalestra.core import FreshnessPolicy
 from coalestra.integrations.redis import RedisCache
@@ -88,23 +88,98 @@ async def test_four_processes_make_one_source_call_per_key(
     assert len({json.dumps(s["by"], sort_keys=True) for s in summaries}) == 1
 
 
-async def test_a_killed_owner_s_keys_are_fetched_by_another_process(
+async def test_a_killed_lease_holder_s_keys_are_served_by_another_process_within_2_s(
     redis_url: str, prefix: str, raw: Redis
 ) -> None:
-    # The owner fetches 5 keys; its first call hangs, the other 4 are written at once.
-    options = ("--keys", "5", "--lease-ttl", "0.5")
+    # Default settings. The owner fetches 5 keys; its first call hangs, the other 4 are
+    # written at once. It is killed mid-fetch, holding the lease of the hanging key.
+    options = ("--keys", "5")
     owner = start("build", redis_url, prefix, *options, "--sleep-first", "60")
     await go(raw, prefix, 1, 1)
     await until(lambda: raw.exists(f"{prefix}:fetching"), "the owner to start fetching")
     waiters = [start("build", redis_url, prefix, *options) for _ in range(2)]
     await go(raw, prefix, 3, 2)
-    os.kill(owner.pid, signal.SIGKILL)  # mid-fetch: its leases stay until they expire
+    await asyncio.sleep(0.5)  # the waiters are waiting on the owner's renewed lease
+    killed_at = time.time()
+    os.kill(owner.pid, signal.SIGKILL)
     owner.communicate(timeout=RUN_TIMEOUT)  # reaps it and closes its pipes
     summaries = [result(waiter) for waiter in waiters]
     assert summaries[0]["by"] == summaries[1]["by"]  # both served the same revisions
     by = summaries[0]["by"]
     assert sorted(by.values()).count(owner.pid) == 4  # what the owner wrote before dying
     assert int(await raw.get(f"{prefix}:calls")) == 6  # its 5 calls and one takeover
+    for summary in summaries:
+        ((_started, ended, outcome),) = summary["builds"]
+        assert outcome == "ok"
+        assert ended - killed_at < 2.0, f"served {ended - killed_at:.2f} s after the kill"
+
+
+async def test_four_workers_with_a_failing_source_never_deadlock(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    # 200 keys, a source failing 30 % of its calls, 4 processes building all keys each round:
+    # every lease holder either writes or gives up, so nobody waits forever on anybody.
+    deadline = 10.0
+    options = ("--keys", "200", "--rounds", "12", "--fail-rate", "0.3")
+    options += ("--deadline", str(deadline), "--not-same")
+    workers = [start("build", redis_url, prefix, *options) for _ in range(4)]
+    await go(raw, prefix, 4, 4)
+    summaries = [result(worker) for worker in workers]
+    builds = [build for summary in summaries for build in summary["builds"]]
+    assert len(builds) == 48
+    slowest = max(ended - started for started, ended, _ in builds)
+    assert slowest < deadline + 1.0, f"a build took {slowest:.1f} s"
+    assert any(outcome == "ok" for _, _, outcome in builds)
+    # One successful call per key (the TTL is 10 minutes): failures are retried, by the
+    # holder or by a waiter that took its lease over, but never fetched twice.
+    successes = {k.decode(): int(n) for k, n in (await raw.hgetall(f"{prefix}:ok")).items()}
+    assert len(successes) == 200
+    assert max(successes.values()) == 1, sorted(successes.items(), key=lambda kv: -kv[1])[:5]
+
+
+async def test_eight_workers_ride_out_a_five_second_redis_pause(
+    own_server: RedisServer, prefix: str
+) -> None:
+    # Default settings, a 1 s TTL so that leases are taken all the time. Redis is paused (as
+    # by a long fork, a VM stall or a debugger) for 5 s: builds during the pause wait at most
+    # the socket timeout per command, then work alone. After the resume, the requests Redis
+    # applies late are leases nobody renews: they die within a lease lifetime (and their
+    # requesters delete them once Redis answers), so builds started 2 s after it all succeed.
+    raw = Redis.from_url(own_server.url)
+    options = ("--keys", "40", "--ttl", "1", "--rounds", "0", "--duration", "10.5")
+    options += ("--deadline", "5", "--local-count", "--not-same", "--gap", "0.1")
+    workers = [
+        start("build", own_server.url, prefix, *options, "--cache", cache)
+        for cache in ("redis", "tiered") * 4
+    ]
+    await go(raw, prefix, 8, 8)
+    await raw.aclose()
+    await asyncio.sleep(1.0)
+    assert own_server.process is not None
+    os.kill(own_server.process.pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(5.0)
+    finally:
+        os.kill(own_server.process.pid, signal.SIGCONT)
+    resumed = time.time()
+    summaries = [result(worker) for worker in workers]
+    after = [b for s in summaries for b in s["builds"] if b[0] >= resumed + 2.0]
+    failed = [b for b in after if b[2] != "ok"]
+    assert not failed, failed[:3]
+    assert all(any(b[0] >= resumed + 2.0 for b in s["builds"]) for s in summaries)
+    report(summaries, resumed)
+
+
+def report(summaries: list[dict[str, Any]], resumed: float) -> None:
+    """Print what the pause did (``pytest -s`` shows it; docs/running-many-workers.md quotes
+    it)."""
+    builds = [b for s in summaries for b in s["builds"]]
+    paused = [b for b in builds if resumed - 5.0 <= b[0] < resumed]
+    soon = [b for b in builds if resumed <= b[0] < resumed + 2.0]
+    for name, part in (("during", paused), ("first 2 s after", soon)):
+        failed = sum(1 for b in part if b[2] != "ok")
+        longest = max((b[1] - b[0] for b in part), default=0.0)
+        print(f"pause: {name}: {len(part)} builds, {failed} failed, longest {longest:.2f} s")
 
 
 async def test_racing_conditional_writers_keep_the_newest_value(

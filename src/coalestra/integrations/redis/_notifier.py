@@ -30,6 +30,7 @@ ResyncHandler = Callable[[], Awaitable[None]]
 """Called after each (re)subscription."""
 
 _log = logging.getLogger("coalestra.integrations.redis")
+_CLOSE_TIMEOUT = 1.0  # the longest closing the listener may take
 
 
 @final
@@ -145,8 +146,9 @@ class Notifier:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # redis-py can swallow a cancellation that lands while it closes the subscription
+            # connection: never let that hang the caller's shutdown.
+            await asyncio.wait({task}, timeout=_CLOSE_TIMEOUT)
         self.subscribed = False
 
     async def _run(self) -> None:
@@ -184,7 +186,8 @@ class Notifier:
                 await self._dispatch(message)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                    await pubsub.aclose()
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
