@@ -57,6 +57,7 @@ def test_the_page_has_its_diagram_and_documents_every_setting() -> None:
         "heartbeat_seconds",
         "connect_timeout_seconds",
         "socket_timeout_seconds",
+        "future_tolerance_seconds",
         "max_connections",
     ):
         assert f"`{setting}`" in text, setting
