@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from tests.integrations.redis.conftest import command_calls, key
+from tests.integrations.redis.conftest import command_calls, key, value
 
 from coalestra import (
     CallableSource,
@@ -125,3 +125,17 @@ async def test_a_lease_that_is_not_a_string_is_treated_as_absent(
     await _build_once(builder, raw, A)
     assert (await _cache(builder).stats()).bad_leases == 1
     assert (await _stored(raw, prefix, A)).startswith(b"c1 ")
+
+
+async def test_a_write_is_never_refused_by_an_entry_nobody_can_read(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    cache = RedisCache(redis_url, prefix=prefix)
+    top = _header(2**53, repr(time.time())) + b"\x00garbage"
+    await raw.set(f"{prefix}:v:market:price:A", top)
+    result = await cache.set_if_newer(value(A, "good"))  # no read before: the write meets it
+    assert result.stored
+    assert result.previous is None
+    assert (await cache.stats()).dropped_bad_entries == 1
+    assert await _stored(raw, prefix, A) != top
+    await cache.aclose()

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from tests.integrations.redis.conftest import (
     LONG,
     FixedPolicies,
+    command_calls,
     eventually,
     free_port,
     key,
@@ -19,7 +20,8 @@ from tests.integrations.redis.conftest import (
     value,
 )
 
-from coalestra.core import FreshnessPolicy, RefreshMode
+from coalestra import CallableSource, FetchContext, SnapshotBuilder, SystemClock
+from coalestra.core import FreshnessPolicy, RefreshMode, ResourceKey
 from coalestra.integrations.redis import RedisCache
 
 A, B = key("A"), key("B")
@@ -181,3 +183,41 @@ async def test_lease_arguments_are_checked(cache: RedisCache) -> None:
     assert list(await cache.lease_many([])) == []
     assert await cache.wait_for_many([], wait_seconds=1.0, now=time.time(), policies={}) == {}
     assert LONG.ttl_seconds > 0
+
+
+async def test_a_waiter_sleeps_until_news_or_the_lease_s_expiry(
+    cache: RedisCache, redis_url: str, prefix: str, raw: Redis
+) -> None:
+    holder = RedisCache(redis_url, prefix=prefix)  # default 1.5 s leases, renewed
+    assert list(await holder.lease_many([A])) == [A]
+    before = (await command_calls(raw)).get("pttl", 0)
+    found = await cache.wait_for_many(
+        [A], wait_seconds=1.2, now=time.time(), policies=policies(A)
+    )  # gives up after 3/4 of it: 0.9 s
+    assert found == {}
+    looks = ((await command_calls(raw)).get("pttl", 0) - before) // 2  # 2 PTTL per look
+    assert 1 <= looks <= 3  # woken by the lease's expiry (renewed), not by a 0.02 s poll
+    assert (await cache.stats()).lease_waits_abandoned == 1
+    await holder.aclose()
+
+
+async def test_a_build_never_fails_because_of_a_lease(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    # Another process holds the lease of A, alive (renewing) but never writing: the build
+    # waits for 3/4 of its deadline, then fetches A itself.
+    holder = RedisCache(redis_url, prefix=prefix)
+    assert list(await holder.lease_many([A])) == [A]
+
+    async def fetch(k: ResourceKey, _context: FetchContext) -> str:
+        return "fetched here"
+
+    source = CallableSource(name="s", priority=1, supports=lambda _k: True, fetcher=fetch)
+    cache = RedisCache(redis_url, prefix=prefix, policy_resolver=FixedPolicies(LONG))
+    builder = SnapshotBuilder([source], default_policy=LONG, cache=cache, clock=SystemClock())
+    snapshot = await builder.build([A], deadline_seconds=1.0)
+    assert snapshot.value(A, str) == "fetched here"
+    assert (await cache.stats()).lease_waits_abandoned == 1
+    await builder.aclose()
+    await cache.aclose()
+    await holder.aclose()

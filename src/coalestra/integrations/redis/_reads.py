@@ -123,11 +123,11 @@ class Reader:
             else:
                 results[candidate.key] = CacheLookup(value, candidate.fresh, True, candidate.age)
         if bad:
-            await self._drop_bad(bad)
+            await self.drop_bad(bad)
         self._count(results.values())
         return results
 
-    async def _drop_bad(self, bad: list[tuple[str, bytes]]) -> None:
+    async def drop_bad(self, bad: list[tuple[str, bytes]]) -> None:
         """Delete entries refused on read, unless rewritten meanwhile: a refused entry is an
         absent one, and must not sit there (with a high rank or a future date) refusing the
         writes that would replace it."""

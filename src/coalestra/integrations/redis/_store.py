@@ -135,6 +135,7 @@ class RedisStore:
         replace_equal: bool,
         want_previous: bool,
         strict: bool,
+        again: bool = True,
     ) -> WriteOutcome:
         """Apply the write rules to every value in one script (in order).
 
@@ -175,15 +176,43 @@ class RedisStore:
         if writing:
             replies = await self.link.call(lambda: self.scripts.write(keys=keys, args=args))
         outcome: WriteOutcome = [(CacheWriteStatus.STORED, None)] * len(values)
+        blocked: list[tuple[int, str, bytes]] = []  # refused by an entry nobody can read
         for i, value_key, (status, previous) in zip(writing, keys, replies, strict=True):
             before = None
             if previous:
                 before = self.reader.decode_previous(values[i].key, value_key, previous, now)
+                if before is None and status != b"S":
+                    blocked.append((i, value_key, previous))
             outcome[i] = (_STATUS[status], before)
         stored = sum(1 for _, reply in zip(writing, replies, strict=True) if reply[0] == b"S")
         self.counters.sets += stored
-        self.counters.ignored_writes += len(writing) - stored
+        self.counters.ignored_writes += len(writing) - stored - len(blocked)
+        if blocked and again:
+            await self._write_over(values, blocked, outcome, force, replace_equal, strict)
         return outcome
+
+    async def _write_over(
+        self,
+        values: Sequence[SnapshotValue[Any]],
+        blocked: list[tuple[int, str, bytes]],
+        outcome: WriteOutcome,
+        force: bool,
+        replace_equal: bool,
+        strict: bool,
+    ) -> None:
+        """A bad entry (say a forged top rank over an unreadable body) is an absent one: drop
+        it and write again, once, instead of letting it refuse every write."""
+        await self.reader.drop_bad([(value_key, raw) for _, value_key, raw in blocked])
+        again = await self.write(
+            [values[i] for i, _, _ in blocked],
+            force=force,
+            replace_equal=replace_equal,
+            want_previous=True,
+            strict=strict,
+            again=False,
+        )
+        for (i, _, _), result in zip(blocked, again, strict=True):
+            outcome[i] = result
 
     def _encode_all(self, values: Sequence[SnapshotValue[Any]], strict: bool) -> list[bytes | None]:
         """Each value's entry bytes, or ``None`` for a value refused (when not ``strict``)."""
