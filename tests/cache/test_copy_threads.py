@@ -57,36 +57,45 @@ async def test_default_copier_offloads_large_copies_only() -> None:
     loop_thread = threading.get_ident()
     large, small = tracked(LARGE), tracked(SMALL)
     await cache.set_many([value(KEY, large), value(ResourceKey("m", "n", "small"), small)])
-    assert len(large.threads) == 1
-    assert large.threads[0] != loop_thread
-    assert small.threads == [loop_thread]
-    await cache.get(KEY, now=T0, policy=POLICY)  # the read copy is offloaded too
+    # Each stored value is copied twice: the cache's copy and the write result's copy.
     assert len(large.threads) == 2
-    assert large.threads[1] != loop_thread
+    assert loop_thread not in large.threads
+    assert small.threads == [loop_thread] * 2
+    await cache.get(KEY, now=T0, policy=POLICY)  # the read copy is offloaded too
+    assert len(large.threads) == 3
+    assert large.threads[2] != loop_thread
+
+
+async def test_large_is_judged_inside_nested_containers() -> None:
+    cache = AsyncMemoryCache()
+    table = tracked(SMALL)
+    await cache.set(value(KEY, {"rows": [[i, str(i)] for i in range(LARGE)], "probe": table}))
+    assert len(table.threads) == 2
+    assert threading.get_ident() not in table.threads
 
 
 async def test_default_copier_stays_inline_when_disabled() -> None:
     cache = AsyncMemoryCache(run_payload_copies_in_thread=False)
     large = tracked(LARGE)
     await cache.set(value(KEY, large))
-    assert large.threads == [threading.get_ident()]
+    assert large.threads == [threading.get_ident()] * 2
 
 
 async def test_custom_copier_is_inline_by_default() -> None:
     copier = ThreadRecorder()
     cache = AsyncMemoryCache(payload_copier=copier)
     await cache.set(value(KEY, list(range(LARGE))))
-    assert copier.threads == [threading.get_ident()]
+    assert copier.threads == [threading.get_ident()] * 2
 
 
-async def test_custom_copier_opts_in_to_threads_for_large_copies() -> None:
+async def test_explicit_threads_offload_every_copy_whatever_its_size() -> None:
     copier = ThreadRecorder()
     cache = AsyncMemoryCache(payload_copier=copier, run_payload_copies_in_thread=True)
     await cache.set(value(KEY, list(range(LARGE))))
     await cache.set(value(ResourceKey("m", "n", "small"), [1, 2]))
-    loop_thread = threading.get_ident()
-    assert copier.threads[0] != loop_thread
-    assert copier.threads[1] == loop_thread
+    await cache.set(value(ResourceKey("m", "n", "text"), "immutable, still copied"))
+    assert len(copier.threads) == 6
+    assert threading.get_ident() not in copier.threads
 
 
 async def test_thread_copy_failure_is_a_payload_isolation_error_naming_the_key() -> None:
@@ -133,12 +142,12 @@ async def test_thread_copies_are_bounded_by_max_copy_concurrency() -> None:
     )
     values = [value(ResourceKey("m", "book", str(i)), list(range(LARGE))) for i in range(6)]
     await cache.set_many(values)
-    assert probe.calls == 6
+    assert probe.calls == 12  # the stored copy and the result's copy of each
     assert probe.peak == 2
     assert await cache.size() == 6
     keys = [v.key for v in values]
     result = await cache.get_many(keys, now=T0, policies=dict.fromkeys(keys, POLICY))
-    assert probe.calls == 12
+    assert probe.calls == 18
     assert probe.peak == 2
     assert all(lookup.fresh for lookup in result.values())
 
@@ -181,5 +190,5 @@ async def test_cancelled_copy_keeps_its_slot_until_the_thread_finishes() -> None
 
     copier.release.set()
     await second
-    assert copier.calls == 2
+    assert copier.calls == 3  # the cancelled write's first copy, then both of the second
     assert await cache.size() == 1

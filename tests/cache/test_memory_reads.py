@@ -78,8 +78,8 @@ async def test_fresh_hit_carries_read_time_provenance() -> None:
     assert lookup.age_seconds == 3.0
     assert type(lookup) is CacheLookup
     assert type(lookup.value) is SnapshotValue
-    expected = dataclasses.replace(stored, age_seconds=3.0, stale=False, from_cache=True)
-    assert lookup.value == expected
+    assert lookup.value == stored  # every stored field as is: only builds restamp (B-CACHE-4)
+    assert (lookup.value.age_seconds, lookup.value.from_cache) == (0.0, False)
     assert lookup.value.version == stored.version
     with pytest.raises(dataclasses.FrozenInstanceError):
         lookup.value.stale = True  # type: ignore[misc]
@@ -106,7 +106,7 @@ async def test_expired_entry_is_removed_and_counted() -> None:
     await cache.set(value(A))
     lookup = await cache.get(A, now=T0 + 15.5, policy=POLICY)
     assert lookup.value is None
-    assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (False, False, None)
+    assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (False, False, 15.5)
     assert await cache.size() == 0
     counters = await stats(cache)
     assert (counters.expirations, counters.misses, counters.hits) == (1, 1, 0)
@@ -127,7 +127,7 @@ async def test_get_many_classifies_each_key_and_counts() -> None:
     assert not result[B].fresh
     assert result[B].usable_stale
     assert result[B].value is not None
-    assert result[B].value.stale
+    assert result[B].age_seconds == 13.0
     assert result[C].value is None
     assert result[missing].value is None
     counters = await stats(cache)
@@ -192,10 +192,19 @@ async def test_mutable_payload_read_is_a_private_copy() -> None:
     assert again.metadata == {"tags": ["a"]}
     assert again.value is not first.value.value
     assert second[A].age_seconds == 1.0
-    assert again.from_cache
+    assert not again.from_cache  # as stored
 
 
-async def test_immutable_payload_is_shared_not_copied() -> None:
+async def test_immutable_payload_is_shared_by_the_builtin_copier() -> None:
+    cache = AsyncMemoryCache()
+    payload = ("BTC", 65000.5, frozenset({1, 2}))
+    await cache.set(value(A, payload))
+    lookup = await cache.get(A, now=T0, policy=POLICY)
+    assert lookup.value is not None
+    assert lookup.value.value is payload
+
+
+async def test_a_custom_copier_sees_immutable_payloads_too() -> None:
     calls: list[object] = []
 
     def copier(payload: object) -> object:
@@ -205,10 +214,8 @@ async def test_immutable_payload_is_shared_not_copied() -> None:
     cache = AsyncMemoryCache(payload_copier=copier)
     payload = ("BTC", 65000.5, frozenset({1, 2}))
     await cache.set(value(A, payload))
-    lookup = await cache.get(A, now=T0, policy=POLICY)
-    assert lookup.value is not None
-    assert lookup.value.value is payload
-    assert calls == []
+    await cache.get(A, now=T0, policy=POLICY)
+    assert calls == [payload] * 3  # stored copy, write result, read
 
 
 async def test_custom_copier_is_used_for_mutable_payloads_both_ways() -> None:
@@ -220,9 +227,9 @@ async def test_custom_copier_is_used_for_mutable_payloads_both_ways() -> None:
 
     cache = AsyncMemoryCache(payload_copier=copier)
     await cache.set(value(A, {"x": 1}))
-    assert calls == ["copy"]
+    assert calls == ["copy", "copy"]  # the stored copy and the write result's copy
     await cache.get(A, now=T0, policy=POLICY)
-    assert calls == ["copy", "copy"]
+    assert calls == ["copy"] * 3
 
 
 # -- derived values ---------------------------------------------------------------------------
@@ -322,9 +329,9 @@ async def test_get_many_rejects_bad_arguments() -> None:
         await cache.get_many([["unhashable"]], now=T0, policies={})  # type: ignore[list-item]
     with pytest.raises(TypeError, match="policies"):
         await cache.get_many([A], now=T0, policies=[POLICY])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="policies"):
+    with pytest.raises(KeyError, match="missing freshness policies for"):
         await cache.get_many([A], now=T0, policies={})
-    with pytest.raises(ValueError, match="policies"):
+    with pytest.raises(KeyError, match="missing freshness policies for"):
         await cache.get_many([B], now=T0, policies={})  # required even for a missing key
     with pytest.raises(TypeError, match=r"policies\["):
         await cache.get_many([A], now=T0, policies={A: 5})  # type: ignore[dict-item]
@@ -340,7 +347,7 @@ async def test_failed_read_copy_names_the_key() -> None:
 
     def copier(payload: object) -> object:
         calls.append(payload)
-        if len(calls) > 1:
+        if len(calls) > 2:  # the write's two copies work, the read's fails
             raise RuntimeError("copier broke")
         return list(payload)  # type: ignore[call-overload]
 

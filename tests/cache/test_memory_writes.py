@@ -90,20 +90,23 @@ async def test_set_stores_a_private_copy() -> None:
     assert (await cache.stats()).sets == 1
 
 
-async def test_set_replaces_unconditionally_even_with_older_values() -> None:
+async def test_set_is_monotonic_like_set_if_newer() -> None:
     cache = AsyncMemoryCache()
     await cache.set(value(A, "new", observed_at=T0, rank=5))
     await cache.set(value(A, "old", observed_at=T0 - 100, rank=0))
-    assert await cached(cache, A) == "old"
+    assert await cached(cache, A) == "new"
+    await cache.set(value(A, "newer", observed_at=T0 + 1, rank=5))
+    assert await cached(cache, A) == "newer"
 
 
 async def test_set_many_stores_in_order_and_evicts_lru() -> None:
     cache = AsyncMemoryCache(max_entries=2)
     await cache.set_many([value(A, 1), value(B, 2), value(C, 3), value(B, 4)])
-    assert await lru_order(cache) == [C, B]
+    # B's two values reduce to the later one (equal rank and timestamp) at B's first position.
+    assert await lru_order(cache) == [B, C]
     assert await cached(cache, B) == 4
     counters = await cache.stats()
-    assert (counters.size, counters.sets, counters.evictions) == (2, 4, 1)
+    assert (counters.size, counters.sets, counters.evictions) == (2, 3, 1)
 
 
 async def test_unbounded_cache_never_evicts() -> None:
@@ -118,7 +121,7 @@ async def test_uncopyable_payload_raises_naming_the_key_and_stores_nothing() -> 
     cache = AsyncMemoryCache()
     await cache.set(value(A, "kept"))
     with pytest.raises(PayloadIsolationError, match="market:price:BTC") as caught:
-        await cache.set(value(A, Uncopyable()))
+        await cache.set(value(A, Uncopyable(), observed_at=T0 + 1))
     assert caught.value.value_type == "Uncopyable"
     assert await cached(cache, A) == "kept"
     assert (await cache.stats()).sets == 1
@@ -173,8 +176,12 @@ async def test_set_if_newer_rules(
     result = await cache.set_if_newer(attempt, **flags)
     assert result.status is status
     assert result.stored is (status is CacheWriteStatus.STORED)
-    assert result.value is attempt
-    assert result.previous == before
+    if result.stored:
+        assert result.value is attempt  # an immutable payload: its copy may be itself
+        assert result.previous == before
+    else:  # B-CACHE-7: an ignored write returns the revision the cache keeps, twice
+        assert result.value == before
+        assert result.previous == before
     assert await cached(cache, A) == ("offered" if result.stored else "before")
 
 
@@ -222,8 +229,8 @@ async def test_set_many_if_newer_applies_in_order_atomically() -> None:
     )
     assert results[A].status is CacheWriteStatus.IGNORED_OLDER
     assert results[B].status is CacheWriteStatus.STORED
-    assert results[B].previous is not None
-    assert results[B].previous.value == "first"
+    assert results[B].value.value == "second"  # reduced to the newest value first
+    assert results[B].previous is None
     assert results[C].status is CacheWriteStatus.STORED
     assert [await cached(cache, key) for key in (A, B, C)] == ["cached", "second", "dup-a"]
 

@@ -104,7 +104,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
         assert (lookup.fresh, lookup.usable_stale, lookup.age_seconds) == (fresh, True, age)
         assert lookup.value.value == expected.value
         assert lookup.value.version == expected.version
-        assert (lookup.value.stale, lookup.value.from_cache) == (not fresh, True)
+        assert (lookup.value.stale, lookup.value.from_cache) == (False, False)  # as stored
         if isinstance(expected.value, list):
             assert lookup.value.value is not expected.value
 
@@ -115,8 +115,13 @@ class MemoryCacheMachine(RuleBasedStateMachine):
     @rule(key=keys, age=ages, rank=ranks, mutable=st.booleans())
     def set(self, key: ResourceKey, age: float, rank: int, mutable: bool) -> None:
         value = self.make(key, age, rank, mutable)
-        self.run(self.cache.set(value))
-        self.model_put(value)
+        existing = self.model.get(key)
+        self.run(self.cache.set(value))  # monotonic: set is set_if_newer without the result
+        status = expected_status(
+            existing, value.observed_at, rank, force=False, replace_equal=False
+        )
+        if status is CacheWriteStatus.STORED:
+            self.model_put(value)
 
     @rule(
         key=keys,
@@ -142,7 +147,11 @@ class MemoryCacheMachine(RuleBasedStateMachine):
             existing, value.observed_at, rank, force=force, replace_equal=replace_equal
         )
         assert result.status is status
-        assert result.value is value
+        if status is CacheWriteStatus.STORED:
+            assert result.value == value
+        else:
+            assert existing is not None
+            assert result.value.version == existing.version
         if existing is None:
             assert result.previous is None
         else:

@@ -82,13 +82,16 @@ IMMUTABLES: list[Any] = [
 
 
 @pytest.mark.parametrize("payload", IMMUTABLES, ids=repr)
-def test_immutables_are_returned_as_the_same_object(payload: Any) -> None:
-    copier = Recorder()
-    isolator = PayloadIsolator(copier)
-    assert isolator.copy(payload, context="ctx") is payload
+def test_immutables_are_shared_by_the_builtin_copier_and_given_to_a_custom_one(
+    payload: Any,
+) -> None:
     assert PayloadIsolator().copy(payload, context="ctx") is payload
-    assert copier.calls == []
-    assert not isolator.needs_copy(payload)
+    assert not PayloadIsolator().needs_copy(payload)
+    copier = Recorder()  # B-CACHE-11: a custom copier sees every payload, immutable ones too
+    isolator = PayloadIsolator(copier)
+    isolator.copy(payload, context="ctx")
+    assert copier.calls == [payload]
+    assert isolator.needs_copy(payload)
 
 
 MUTABLES: list[Any] = [
@@ -293,8 +296,10 @@ def test_clone_copies_given_metadata() -> None:
 def test_clone_with_a_custom_copier() -> None:
     copier = Recorder()
     value = make_value([1], {"tags": ["x"]})
-    PayloadIsolator(copier).clone_snapshot_value(value, context="ctx")
-    assert copier.calls == [[1], ["x"]]
+    clone = PayloadIsolator(copier).clone_snapshot_value(value, context="ctx")
+    assert copier.calls == [[1]]  # metadata is deep-copied with copy.deepcopy, never the copier
+    assert clone.metadata == {"tags": ["x"]}
+    assert clone.metadata["tags"] is not value.metadata["tags"]
 
 
 def test_clone_of_an_uncopyable_payload() -> None:

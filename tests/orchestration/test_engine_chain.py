@@ -254,7 +254,8 @@ async def test_provenance_of_a_cache_hit(clock: VirtualClock) -> None:
     assert hit.from_cache is True
     assert hit.source == "rest"
     assert hit.observed_at == first.observed_at
-    assert hit.fetched_at == first.fetched_at
+    assert hit.fetched_at == clock.now()  # restamped when served (B-DIAG-1)
+    assert hit.latency_ms == 0.0
     assert hit.age_seconds == pytest.approx(10.0)
     assert hit.version == first.version
     assert hit.stale is False

@@ -92,6 +92,11 @@ class Env:
     def cache(self) -> Any:
         return self.builder.cache
 
+    @property
+    def later(self) -> float:
+        """A timestamp newer than anything the environment cached."""
+        return self.clock.now() + 0.5
+
     def value(self, **changes: Any) -> SnapshotValue[Any]:
         now = self.clock.now()
         fields: dict[str, Any] = {
@@ -635,8 +640,8 @@ rows(
 )
 rows(
     "cache.get_many",
-    ValueError,
-    "policies",
+    KeyError,
+    "missing freshness policies",
     {"missing": lambda e: e.cache.get_many([A], now=e.clock.now(), policies={})},
 )
 rows("cache.set", TypeError, "value", {"str": lambda e: e.cache.set("x")})
@@ -644,7 +649,8 @@ rows(
     "cache.set",
     PayloadIsolationError,
     "payload",
-    {"uncopyable": lambda e: e.cache.set(e.value(value=Uncopyable()))},
+    # Only a winning candidate is copied (B-CACHE-12), so this one is newer than A's.
+    {"uncopyable": lambda e: e.cache.set(e.value(value=Uncopyable(), observed_at=e.later))},
 )
 rows("cache.set_many", TypeError, "values", {"ints": lambda e: e.cache.set_many([1])})
 rows(
@@ -665,7 +671,7 @@ rows(
     "payload",
     {
         "one-uncopyable": lambda e: e.cache.set_many_if_newer(
-            [e.value(key=B), e.value(value=Uncopyable())]
+            [e.value(key=B), e.value(value=Uncopyable(), observed_at=e.later)]
         )
     },
 )
@@ -775,7 +781,7 @@ rows(
     "payload",
     {
         "one-uncopyable": lambda e: e.builder.publisher.publish_many(
-            [ResourceUpdate(B, 1, "s"), ResourceUpdate(A, Uncopyable(), "s")]
+            [ResourceUpdate(B, 1, "s"), ResourceUpdate(A, Uncopyable(), "s")], force=True
         )
     },
 )
@@ -1160,7 +1166,7 @@ async def test_a_refused_batch_publication_writes_nothing_of_the_batch(clock: Vi
     updates = [ResourceUpdate(B, 1, "s"), ResourceUpdate(A, Uncopyable(), "s")]
 
     with pytest.raises(PayloadIsolationError):
-        await publisher.publish_many(updates)
+        await publisher.publish_many(updates, force=True)  # only winners are copied
 
     assert (await env.cache.get(B, now=clock.now(), policy=POLICY)).value is None
     await env.builder.aclose()

@@ -21,7 +21,7 @@ from ..core import (
     PayloadIsolator,
 )
 from ..core._clock import check_clock
-from ..core._validation import check_bool, check_callable, check_int, check_optional_int
+from ..core._validation import check_bool, check_callable, check_int
 from ._checks import require
 
 
@@ -36,7 +36,8 @@ class CacheConfig:
     max_copy_concurrency: int
 
     def __post_init__(self) -> None:
-        check_optional_int("max_entries", self.max_entries, minimum=1)
+        if self.max_entries is not None and check_int("max_entries", self.max_entries) < 1:
+            raise ValueError("max_entries must be at least 1 or None")
         if self.payload_copier is not None:
             check_callable("payload_copier", self.payload_copier)
         if self.run_payload_copies_in_thread is not None:

@@ -1,18 +1,19 @@
-"""Payload copies at ownership boundaries, with large copies offloaded to bounded worker threads.
+"""Value copies at ownership boundaries, with copies offloaded to bounded worker threads.
 
-Which copies go to a thread:
+One copy is one :class:`SnapshotValue`: its payload (with the configured copier) and its
+metadata (always ``copy.deepcopy``). Which copies go to a worker thread:
 
 * ``run_in_thread=False``: none; every copy runs inline on the event loop.
-* ``run_in_thread=None`` (default): large copies, and only with the default ``copy.deepcopy``
+* ``run_in_thread=None`` (default): large copies, and only with the built-in ``copy.deepcopy``
   copier (known to be thread-safe). Custom copiers stay inline: they may depend on thread
-  affinity.
-* ``run_in_thread=True``: large copies, whatever the copier (the caller vouches it is
-  thread-safe).
+  affinity. A thread hop costs tens of microseconds, far more than copying a small dict, so
+  small copies stay inline and the hit path stays fast.
+* ``run_in_thread=True``: every copy, whatever its size and whatever the copier (the caller
+  vouches it is thread-safe).
 
-"Large" is a deliberately cheap estimate, one ``len()`` call that never walks the payload: a sized
-container with more than :data:`LARGE_PAYLOAD_ITEMS` top-level items. A thread hop costs tens of
-microseconds, so offloading pays only for copies at least that slow; small payloads (and objects
-without a length) are copied inline. Metadata is copied inline: it is small by nature.
+"Large" is a deliberately cheap estimate (:func:`is_large`): the item count of the payload plus
+that of a few of the containers inside it, never a full walk. A dict holding a 60,000-row list
+is large; a flat 10-key dict is not.
 
 At most ``max_concurrency`` copies run in threads at once. Cancelling a waiting caller does not
 stop a running thread, so its slot stays reserved until the thread really finishes.
@@ -21,23 +22,49 @@ stop a running thread, so its slot stays reserved until the thread really finish
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any, final
 
-from ..core import PayloadIsolator, ResourceKey, SnapshotValue
+from ..core import PayloadIsolator, SnapshotValue
 
 LARGE_PAYLOAD_ITEMS = 256
-"""A container with more top-level items than this is copied in a worker thread (if allowed)."""
+"""A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
+
+_SAMPLED_CHILDREN = 8
+"""How many of a container's items :func:`is_large` looks into (one level down)."""
+
+
+def _size(value: object) -> int:
+    if not isinstance(value, Sized) or isinstance(value, (str, bytes, bytearray)):
+        return 0
+    try:
+        return len(value)
+    except Exception:  # a broken __len__ only means "not known to be large"
+        return 0
 
 
 def is_large(value: object) -> bool:
-    """True when ``value`` is a sized container with more than :data:`LARGE_PAYLOAD_ITEMS` items."""
-    if not isinstance(value, Sized):
-        return False
+    """True when ``value`` is estimated to hold more than :data:`LARGE_PAYLOAD_ITEMS` items.
+
+    Counts the top-level items plus the items of the first few containers inside (values of a
+    mapping, items of a sequence): cheap, bounded, and enough to see a table nested in a dict.
+    """
+    total = _size(value)
+    if total > LARGE_PAYLOAD_ITEMS or total == 0:
+        return total > LARGE_PAYLOAD_ITEMS
+    children: Iterable[object] = (
+        value.values() if isinstance(value, Mapping) else value  # type: ignore[assignment]
+    )
     try:
-        return len(value) > LARGE_PAYLOAD_ITEMS
-    except Exception:  # a broken __len__ only means "not known to be large"
+        for index, child in enumerate(children):
+            if index >= _SAMPLED_CHILDREN:
+                break
+            total += _size(child)
+            if total > LARGE_PAYLOAD_ITEMS:
+                return True
+    except Exception:  # an odd container only means "not known to be large"
         return False
+    return False
 
 
 @final
@@ -50,13 +77,14 @@ class PayloadCopies:
         max_concurrency: the most copies running in worker threads at once (>= 1).
     """
 
-    __slots__ = ("_isolator", "_offload", "_slots")
+    __slots__ = ("_isolator", "_offload_all", "_offload_large", "_slots")
 
     def __init__(
         self, isolator: PayloadIsolator, *, run_in_thread: bool | None, max_concurrency: int
     ) -> None:
         self._isolator = isolator
-        self._offload = isolator.uses_default_copier if run_in_thread is None else run_in_thread
+        self._offload_all = run_in_thread is True
+        self._offload_large = run_in_thread is None and isolator.uses_default_copier
         self._slots = asyncio.Semaphore(max_concurrency)
 
     @property
@@ -65,68 +93,47 @@ class PayloadCopies:
         return self._isolator
 
     def is_mutable(self, value: SnapshotValue[Any]) -> bool:
-        """True when ``value``'s payload or metadata holds something that must be copied."""
+        """True when ``value``'s payload or metadata must go through a copy before sharing."""
         isolator = self._isolator
         return isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
 
-    async def copy_payloads(
-        self, jobs: Sequence[tuple[Any, ResourceKey]], *, context: str
-    ) -> list[Any]:
-        """Return an isolated copy of each ``(payload, key)`` (immutables shared as they are).
+    async def isolate(
+        self, values: Sequence[SnapshotValue[Any]], *, context: str
+    ) -> list[tuple[SnapshotValue[Any], bool]]:
+        """Return, for each value, a copy sharing no mutable payload or metadata with it, and
+        whether it needed a copy at all.
 
-        Small copies run inline first, then large ones run concurrently in threads (bounded).
+        A value whose payload and metadata are all immutable (with the built-in copier) is
+        returned as it is: the common case costs one type check per value. ``context`` says
+        which boundary this is; error messages add the key.
 
         Raises:
-            PayloadIsolationError: a payload could not be copied (the message names ``context``
-                and the key); the first failing job in input order is reported, after every
-                started thread copy has finished.
+            PayloadIsolationError: a payload or metadata value could not be copied; the first
+                failing value in input order is reported, after every started thread copy has
+                finished.
         """
-        isolator = self._isolator
-        results: list[Any] = [None] * len(jobs)
+        flags = [self.is_mutable(value) for value in values]
+        if not any(flags):
+            return [(value, False) for value in values]
+        results: list[SnapshotValue[Any]] = list(values)
         offloaded: list[int] = []
-        for index, (payload, key) in enumerate(jobs):
-            if not isolator.needs_copy(payload):
-                results[index] = payload
-            elif self._offload and is_large(payload):
+        for index, (value, flag) in enumerate(zip(values, flags, strict=True)):
+            if not flag:
+                continue
+            if self._offload_all or (self._offload_large and is_large(value.value)):
                 offloaded.append(index)
             else:
-                results[index] = isolator.copy(payload, context=f"{context} {key}")
+                results[index] = self._copy(value, context)
         if offloaded:
             copies = await asyncio.gather(
-                *(self._copy_in_thread(jobs[i][0], f"{context} {jobs[i][1]}") for i in offloaded),
+                *(self._copy_in_thread(values[index], context) for index in offloaded),
                 return_exceptions=True,
             )
             for index, copied in zip(offloaded, copies, strict=True):
                 if isinstance(copied, BaseException):
                     raise copied
                 results[index] = copied
-        return results
-
-    async def isolate(
-        self, values: Sequence[SnapshotValue[Any]], *, context: str
-    ) -> list[tuple[SnapshotValue[Any], bool]]:
-        """Return, for each value, a copy sharing no mutable payload or metadata with it, and
-        whether it holds mutable data at all.
-
-        A value whose payload and metadata are all immutable is returned as it is (the common
-        case costs one type check per value). ``context`` says which boundary this is; error
-        messages add the key.
-
-        Raises:
-            PayloadIsolationError: a payload or metadata value could not be copied.
-        """
-        flags = [self.is_mutable(value) for value in values]
-        if not any(flags):
-            return [(value, False) for value in values]
-        mutable = [value for value, flag in zip(values, flags, strict=True) if flag]
-        payloads = iter(
-            await self.copy_payloads([(v.value, v.key) for v in mutable], context=context)
-        )
-        rebuild = self._rebuild
-        return [
-            (rebuild(value, next(payloads), context=context), True) if flag else (value, False)
-            for value, flag in zip(values, flags, strict=True)
-        ]
+        return list(zip(results, flags, strict=True))
 
     async def isolate_values(
         self, values: Sequence[SnapshotValue[Any]], *, context: str
@@ -134,25 +141,27 @@ class PayloadCopies:
         """Like :meth:`isolate`, without the flags."""
         return [value for value, _mutable in await self.isolate(values, context=context)]
 
-    def _rebuild(
-        self, value: SnapshotValue[Any], payload: Any, *, context: str
-    ) -> SnapshotValue[Any]:
+    def _copy(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
+        """One copy: the payload and the metadata of ``value``, every other field unchanged."""
+        isolator = self._isolator
+        where = f"{context} {value.key}"
         clone = value._evolve(
-            payload, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
+            isolator.copy(value.value, context=where),
+            age_seconds=value.age_seconds,
+            stale=value.stale,
+            from_cache=value.from_cache,
         )
         metadata = value.metadata
-        if self._isolator.metadata_needs_copy(metadata):
-            frozen = self._isolator.freeze_metadata(metadata, context=f"{context} {value.key}")
+        if isolator.metadata_needs_copy(metadata):
+            frozen = isolator.freeze_metadata(metadata, context=where)
             # ``clone`` is brand new and not yet shared, so filling in a field is still safe.
             object.__setattr__(clone, "metadata", frozen)
         return clone
 
-    async def _copy_in_thread(self, payload: Any, context: str) -> Any:
+    async def _copy_in_thread(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
         await self._slots.acquire()
         try:
-            task = asyncio.ensure_future(
-                asyncio.to_thread(self._isolator.copy, payload, context=context)
-            )
+            task = asyncio.ensure_future(asyncio.to_thread(self._copy, value, context))
         except BaseException:
             self._slots.release()
             raise

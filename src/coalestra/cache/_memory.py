@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, final
 
 from ..core import (
@@ -25,7 +25,7 @@ from ..core._validation import (
 from ._checks import check_collection, check_key, check_keys, check_value, check_values
 from ._config import CacheConfig
 from ._copying import PayloadCopies
-from ._store import MUTABLE, Entry, MemoryStore, PendingRead
+from ._store import MUTABLE, Entry, MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
 
 _WRITE = "cache write of"
@@ -34,38 +34,48 @@ _READ = "cache read of"
 
 def _explain_bad_read(keys: Collection[Any], policies: Mapping[Any, Any]) -> None:
     """Raise the precise error for the keys/policies that made a batch read fail."""
+    missing: list[ResourceKey] = []
     for key in keys:
         check_key(key, "keys item")
         if key not in policies:
-            raise ValueError(f"policies has no FreshnessPolicy for key {key}")
-        if not isinstance(policies[key], FreshnessPolicy):
+            missing.append(key)
+        elif not isinstance(policies[key], FreshnessPolicy):
             raise TypeError(
                 f"policies[{key}] must be a FreshnessPolicy, got {type(policies[key]).__name__}"
             )
+    if missing:
+        raise KeyError("missing freshness policies for: " + ", ".join(map(str, missing)))
 
 
 @final
 class AsyncMemoryCache:
-    """A bounded in-process LRU cache of snapshot values, with monotonic conditional writes.
+    """A bounded in-process LRU cache of snapshot values; every write is monotonic.
 
-    Reads judge freshness by ``observed_at`` under the caller's policy: within TTL a hit is fresh,
-    within the stale window it is a stale hit, beyond that the entry is removed (an expiration).
-    A derived value (non-empty ``dependency_versions``) is served only while every dependency is
+    Reads judge a value's age (from ``observed_at``) under the caller's policy: up to the TTL a
+    hit is fresh, up to ``max_stale_seconds`` it is a stale hit, beyond that the entry is removed
+    (an expiration). A hit returns a copy of the stored revision with every field unchanged
+    (``age_seconds``, ``stale``, ``from_cache`` ...); the builder restamps what it serves. A
+    derived value (non-empty ``dependency_versions``) is served only while every dependency is
     cached at the recorded version, transitively; otherwise it is dropped and read as a miss.
 
-    Payloads are isolated both ways: writes store a private copy, reads return a copy (deeply
-    immutable payloads are shared, never copied). Large default copies run in worker threads
-    (see ``run_payload_copies_in_thread``); such a payload is read by that thread while the
-    write awaits, so other tasks must not mutate it until the call returns. All bookkeeping
-    runs synchronously between awaits, so each operation is atomic on its event loop.
+    Writes follow the monotonic rules (see :meth:`set_if_newer`); ``set`` and ``set_many`` are
+    ``set_if_newer`` and ``set_many_if_newer`` without the result. Decisions are made
+    synchronously (atomically on the event loop) and copies outside them: only a candidate
+    that currently wins is copied, and the decision is checked again after the copy.
+
+    Payloads are isolated both ways: writes store a private copy, results and reads return
+    copies (with the built-in copier deeply immutable payloads are shared; a custom copier is
+    called for every payload). Metadata is always copied with ``copy.deepcopy``. Copies in
+    worker threads read the caller's payload while the write awaits, so other tasks must not
+    mutate it until the call returns.
 
     Args:
         max_entries: the LRU bound (>= 1), or ``None`` for no bound.
-        payload_copier: copies mutable payloads; ``None`` means ``copy.deepcopy``.
-        run_payload_copies_in_thread: ``None`` offloads large copies made by the default copier
-            only; ``True`` offloads large copies whatever the copier (it must be thread-safe);
-            ``False`` copies inline always. "Large" is a container with more than 256
-            top-level items.
+        payload_copier: copies payloads; ``None`` means ``copy.deepcopy``.
+        run_payload_copies_in_thread: ``None`` (reads ``True`` without a custom copier, else
+            ``False``) offloads large copies made by the built-in copier only; ``True`` offloads
+            every copy whatever its size and whatever the copier (it must be thread-safe);
+            ``False`` copies inline always.
         max_copy_concurrency: the most copies running in threads at once (>= 1).
 
     Raises:
@@ -74,6 +84,9 @@ class AsyncMemoryCache:
 
     validates_source_authority = True
     """Conditional writes compare ``authority_rank`` before ``observed_at``."""
+
+    validates_dependency_versions = True
+    """Reads check derived values' ``dependency_versions`` themselves, transitively."""
 
     __slots__ = ("_config", "_copies", "_store")
 
@@ -100,8 +113,20 @@ class AsyncMemoryCache:
         return f"AsyncMemoryCache(max_entries={self._config.max_entries}, size={len(self._store)})"
 
     @property
+    def max_entries(self) -> int | None:
+        """The LRU bound, or ``None``."""
+        return self._config.max_entries
+
+    @property
+    def run_payload_copies_in_thread(self) -> bool:
+        """Whether copies may run in worker threads (as given; ``None`` was resolved to True
+        without a custom copier and to False with one)."""
+        given = self._config.run_payload_copies_in_thread
+        return self._config.payload_copier is None if given is None else given
+
+    @property
     def max_copy_concurrency(self) -> int:
-        """The most payload copies running in worker threads at once."""
+        """The most copies running in worker threads at once."""
         return self._config.max_copy_concurrency
 
     # -- reads ---------------------------------------------------------------------------------
@@ -110,8 +135,8 @@ class AsyncMemoryCache:
         """Look ``key`` up at wall-clock ``now`` under ``policy``.
 
         Returns:
-            A hit (``from_cache=True``, ``age_seconds = max(0, now - observed_at)``, ``stale``
-            past TTL, isolated payload) or a miss (``value=None``).
+            A hit (a copy of the stored revision, every field unchanged; the lookup's
+            ``age_seconds`` is ``max(0, now - observed_at)``) or a miss (``value=None``).
 
         Raises:
             TypeError, ValueError: ``key``, ``now`` or ``policy`` is invalid.
@@ -169,59 +194,47 @@ class AsyncMemoryCache:
     # -- writes --------------------------------------------------------------------------------
 
     async def set(self, value: SnapshotValue[Any]) -> None:
-        """Store a private copy of ``value`` unconditionally.
+        """Store a private copy of ``value`` unless the cache holds a revision that wins
+        (exactly :meth:`set_if_newer`, without the result).
 
         Raises:
             TypeError: ``value`` is not a SnapshotValue.
             PayloadIsolationError: its payload or metadata cannot be copied (nothing is stored).
         """
-        await self.set_many((check_value(value),))
+        await self.set_if_newer(check_value(value))
 
     async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        """Store private copies of every value unconditionally, in order, in one atomic step.
+        """:meth:`set_many_if_newer`, without the results.
 
         Raises:
             TypeError: ``values`` is not a collection of SnapshotValue.
-            PayloadIsolationError: a payload cannot be copied; nothing of the batch is stored.
+            PayloadIsolationError: a winning payload cannot be copied; nothing is stored.
         """
-        privates = await self._copies.isolate(check_values(values), context=_WRITE)
-        for private, mutable in privates:
-            self._store.put(private, mutable)
+        await self.set_many_if_newer(values)
 
     async def set_if_newer(
         self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
     ) -> CacheWriteResult:
         """Store a private copy of ``value`` unless the cache holds a revision that wins.
 
-        Rules, in order: ``force`` stores; a cached higher ``authority_rank`` wins
-        (``IGNORED_LOWER_AUTHORITY``); a lower one loses (stored, even if observed later); with
-        equal ranks a newer ``observed_at`` is stored, an older one is ``IGNORED_OLDER``, an equal
-        one is ``IGNORED_DUPLICATE`` unless ``replace_equal``.
+        Rules, in order: nothing cached or ``force``: stored; a cached higher ``authority_rank``
+        wins (``IGNORED_LOWER_AUTHORITY``); a lower one loses (stored, even if observed later);
+        with equal ranks an older ``observed_at`` is ``IGNORED_OLDER``, an equal one is
+        ``IGNORED_DUPLICATE`` unless ``replace_equal``, a newer one is stored.
 
         Returns:
-            The status, the offered ``value`` and an isolated copy of the revision held before.
+            Stored: a copy of the stored value and the replaced revision (or ``None``).
+            Ignored: the revision the cache keeps, as both ``value`` and ``previous``.
 
         Raises:
             TypeError: an argument has the wrong type.
-            PayloadIsolationError: the payload cannot be copied (nothing is stored).
+            PayloadIsolationError: a winning payload cannot be copied (nothing is stored).
         """
         check_value(value)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
-        copies = self._copies
-        if copies.is_mutable(value):
-            ((private, mutable),) = await copies.isolate((value,), context=_WRITE)
-        else:
-            private, mutable = value, False  # immutable all through: sharing it is safe
-        status, entry = self._store.put_if_newer(
-            private, mutable, force=force, replace_equal=replace_equal
-        )
-        previous = None
-        if entry is not None:
-            previous = entry[0]
-            if entry[1] & MUTABLE:
-                (previous,) = await copies.isolate_values((previous,), context=_READ)
-        return CacheWriteResult(status, value, previous)
+        results = await self._write((value,), force=force, replace_equal=replace_equal)
+        return results[value.key]
 
     async def set_many_if_newer(
         self,
@@ -230,42 +243,79 @@ class AsyncMemoryCache:
         force: bool = False,
         replace_equal: bool = False,
     ) -> Mapping[ResourceKey, CacheWriteResult]:
-        """``set_if_newer`` for every value, decided and committed in one atomic step.
+        """``set_if_newer`` for every value, decided and committed together.
 
-        Values are applied in order, so a later value for the same key is compared with an
-        earlier one of the batch; the mapping holds the last result per key. Every payload is
-        copied before anything is decided, so a copy failure writes nothing.
+        Several values for one key are first reduced to one: the highest ``authority_rank``,
+        then the newest ``observed_at``, then the later value. Winning payloads are all copied
+        before anything is committed, so a copy failure writes nothing.
+
+        Returns:
+            One result per distinct key, in order of first appearance.
 
         Raises:
             TypeError: an argument has the wrong type.
-            PayloadIsolationError: a payload cannot be copied; nothing of the batch is stored.
+            PayloadIsolationError: a winning payload cannot be copied; nothing is stored.
         """
         checked = check_values(values)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
-        privates = await self._copies.isolate(checked, context=_WRITE)
-        decisions: list[tuple[CacheWriteStatus, Entry | None]] = [
-            self._store.put_if_newer(private, mutable, force=force, replace_equal=replace_equal)
-            for private, mutable in privates
-        ]
-        previous = await self._isolate_previous([entry for _status, entry in decisions])
-        return {
-            offered.key: CacheWriteResult(status, offered, before)
-            for offered, (status, _entry), before in zip(checked, decisions, previous, strict=True)
-        }
+        return await self._write(reduce_batch(checked), force=force, replace_equal=replace_equal)
 
-    async def _isolate_previous(
-        self, entries: list[Entry | None]
-    ) -> list[SnapshotValue[Any] | None]:
-        """Copy the revisions that writes replaced or kept, so no caller shares cache objects."""
-        mutable = [entry[0] for entry in entries if entry is not None and entry[1] & MUTABLE]
-        if not mutable:
-            return [None if entry is None else entry[0] for entry in entries]
-        copies = iter(await self._copies.isolate_values(mutable, context=_READ))
-        return [
-            None if entry is None else next(copies) if entry[1] & MUTABLE else entry[0]
-            for entry in entries
-        ]
+    async def _write(
+        self, candidates: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
+    ) -> dict[ResourceKey, CacheWriteResult]:
+        """Decide, copy the winners (outside the decision), decide again and commit."""
+        store = self._store
+        copies = self._copies
+        ignored: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
+        winners: list[SnapshotValue[Any]] = []
+        for candidate in candidates:
+            status, held = store.decide(candidate, force=force, replace_equal=replace_equal)
+            if status is CacheWriteStatus.STORED:
+                winners.append(candidate)
+            else:
+                assert held is not None  # only a held revision can make a write lose
+                ignored[candidate.key] = (status, held)
+        # The stored copy and the result's copy of each winner, in one batch of copies.
+        mutable = [winner for winner in winners if copies.is_mutable(winner)]
+        copied = iter(await copies.isolate_values(mutable + mutable, context=_WRITE))
+        private = {id(winner): next(copied) for winner in mutable}
+        for_result = {id(winner): next(copied) for winner in mutable}
+        stored: dict[ResourceKey, CacheWriteResult] = {}
+        for winner in winners:
+            mine = private.get(id(winner), winner)
+            status, held = store.put_if_newer(
+                mine, id(winner) in private, force=force, replace_equal=replace_equal
+            )
+            if status is CacheWriteStatus.STORED:
+                # The replaced revision left the cache, so nobody shares it: no copy needed.
+                before = None if held is None else held[0]
+                stored[winner.key] = CacheWriteResult(
+                    status, for_result.get(id(winner), winner), before
+                )
+            else:  # another write won while this one was being copied
+                assert held is not None
+                ignored[winner.key] = (status, held)
+        kept = await self._isolate_entries([entry for _status, entry in ignored.values()])
+        results: dict[ResourceKey, CacheWriteResult] = {}
+        for candidate in candidates:
+            key = candidate.key
+            if key in stored:
+                results[key] = stored[key]
+            else:
+                results[key] = CacheWriteResult(ignored[key][0], kept[key], kept[key])
+        return results
+
+    async def _isolate_entries(self, entries: list[Entry]) -> dict[ResourceKey, SnapshotValue[Any]]:
+        """Copies of the revisions the cache keeps (entries of immutable values are shared)."""
+        mutable = [entry[0] for entry in entries if entry[1] & MUTABLE]
+        copies = (
+            iter(await self._copies.isolate_values(mutable, context=_READ)) if mutable else None
+        )
+        kept: dict[ResourceKey, SnapshotValue[Any]] = {}
+        for value, flags in entries:
+            kept[value.key] = next(copies) if copies is not None and flags & MUTABLE else value
+        return kept
 
     # -- removal and housekeeping --------------------------------------------------------------
 

@@ -38,8 +38,6 @@ DERIVED = 2
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
 """A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
 
-_evolve = SnapshotValue._evolve
-
 
 def decide_write(
     existing: SnapshotValue[Any] | None,
@@ -72,6 +70,24 @@ def decide_write(
     ):
         return CacheWriteStatus.STORED
     return CacheWriteStatus.IGNORED_DUPLICATE
+
+
+def _beats(offered: SnapshotValue[Any], holder: SnapshotValue[Any]) -> bool:
+    """Within one batch: a higher rank wins, then the newer ``observed_at``, then the later."""
+    if offered.authority_rank != holder.authority_rank:
+        return offered.authority_rank > holder.authority_rank
+    return offered.observed_at >= holder.observed_at
+
+
+def reduce_batch(values: Iterable[SnapshotValue[Any]]) -> list[SnapshotValue[Any]]:
+    """One value per key, in order of first appearance: the highest ``authority_rank``, then
+    the newest ``observed_at``, then the later value in the batch."""
+    winners: dict[ResourceKey, SnapshotValue[Any]] = {}
+    for value in values:
+        holder = winners.get(value.key)
+        if holder is None or _beats(value, holder):
+            winners[value.key] = value
+    return list(winners.values())
 
 
 @final
@@ -150,7 +166,7 @@ class MemoryStore:
             else:
                 self._expire(key)
                 misses += 1
-                results[key] = MISS
+                results[key] = CacheLookup(None, False, False, age)
                 continue
             if flags & DERIVED:
                 if memo is None:
@@ -158,17 +174,18 @@ class MemoryStore:
                 if not self._dependencies_current(key, memo):
                     self._drop(key)
                     misses += 1
-                    results[key] = MISS
+                    results[key] = CacheLookup(None, False, False, age)
                     continue
             touch(key)
             hits += 1
             fresh_hits += fresh
-            value = _evolve(stored, stored.value, age_seconds=age, stale=not fresh, from_cache=True)
+            # The stored revision as is: only the builder restamps age, staleness and
+            # provenance when it serves a value.
             if flags & MUTABLE:
                 results[key] = MISS  # placeholder keeping key order; filled after the copy
-                pending.append((key, value, fresh, age))
+                pending.append((key, stored, fresh, age))
             else:
-                results[key] = make_lookup(value, fresh, True, age)
+                results[key] = make_lookup(stored, fresh, True, age)
         self.fresh_hits += fresh_hits
         self.stale_hits += hits - fresh_hits
         self.misses += misses
@@ -219,6 +236,17 @@ class MemoryStore:
             while len(entries) > limit:
                 entries.popitem(last=False)
                 self.evictions += 1
+
+    def decide(
+        self, value: SnapshotValue[Any], *, force: bool, replace_equal: bool
+    ) -> tuple[CacheWriteStatus, Entry | None]:
+        """What :meth:`put_if_newer` would do now, without storing: the decision and the entry
+        held (``None`` if there is none)."""
+        held = self._entries.get(value.key)
+        status = decide_write(
+            None if held is None else held[0], value, force=force, replace_equal=replace_equal
+        )
+        return status, held
 
     def put_if_newer(
         self, value: SnapshotValue[Any], mutable: bool, *, force: bool, replace_equal: bool
@@ -278,7 +306,8 @@ class MemoryStore:
         return tuple(doomed)
 
     def clear(self) -> None:
-        """Drop every entry (statistics are kept)."""
+        """Drop every entry, each counted as an invalidation (statistics are kept)."""
+        self.invalidations += len(self._entries)
         self._entries.clear()
 
     def __len__(self) -> int:

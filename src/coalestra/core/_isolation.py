@@ -80,13 +80,26 @@ def _immutable_items(items: tuple[Any, ...] | frozenset[Any], budget: list[int])
     return True
 
 
+def _deepcopy_item(value: T, context: str) -> T:
+    if type(value) in _ATOMS or is_immutable(value):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception as error:
+        raise PayloadIsolationError(context=context, value_type=type(value).__name__) from error
+
+
 @final
 class PayloadIsolator:
     """Copies payloads and metadata at ownership boundaries.
 
+    With the built-in copier (``copy.deepcopy``) deeply immutable payloads are shared, since no
+    one can tell. A custom copier is called for every payload, immutable ones included: it may
+    convert as well as copy. Metadata is always copied with ``copy.deepcopy``, never with a
+    custom copier (which is written for payloads, e.g. ``lambda v: v.model_copy(deep=True)``).
+
     Args:
-        copier: the copy function for mutable payloads; ``None`` means ``copy.deepcopy``.
-            Returning the original object is safe only for deeply immutable payloads.
+        copier: the copy function for payloads; ``None`` means ``copy.deepcopy``.
     """
 
     __slots__ = ("_copier", "uses_default_copier")
@@ -103,20 +116,20 @@ class PayloadIsolator:
         return self._copier
 
     def needs_copy(self, value: object) -> bool:
-        """True when ``value`` must be copied before it is shared."""
-        return not is_immutable(value)
+        """True when ``value`` must go through the copier before it is shared."""
+        return not self.uses_default_copier or not is_immutable(value)
 
     def metadata_needs_copy(self, metadata: Mapping[str, Any]) -> bool:
         """True when some value of ``metadata`` must be copied before it is shared."""
         return bool(metadata) and not all(is_immutable(item) for item in metadata.values())
 
     def copy(self, value: T, *, context: str) -> T:
-        """Return ``value`` itself when immutable, else a copy.
+        """Return a copy of ``value`` (with the built-in copier, immutable values as they are).
 
         Raises:
             PayloadIsolationError: the copier failed; ``context`` says where (and which key).
         """
-        if type(value) in _ATOMS or is_immutable(value):
+        if self.uses_default_copier and (type(value) in _ATOMS or is_immutable(value)):
             return value
         try:
             return self._copier(value)  # type: ignore[no-any-return]
@@ -124,9 +137,10 @@ class PayloadIsolator:
             raise PayloadIsolationError(context=context, value_type=type(value).__name__) from error
 
     def copy_metadata(self, metadata: Mapping[str, Any], *, context: str) -> dict[str, Any]:
-        """Return a new dict whose values are isolated copies of ``metadata``'s."""
+        """Return a new dict whose values are ``copy.deepcopy`` copies of ``metadata``'s
+        (immutable ones shared); the payload copier is never used for metadata."""
         return {
-            name: self.copy(item, context=f"{context} metadata {name!r}")
+            name: _deepcopy_item(item, f"{context} metadata {name!r}")
             for name, item in metadata.items()
         }
 

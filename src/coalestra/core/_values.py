@@ -226,6 +226,28 @@ class SnapshotValue(Generic[T]):
         new.__class__ = SnapshotValue  # type: ignore[assignment]
         return new  # type: ignore[return-value]
 
+    def _served(self, now: float, age_seconds: float, stale: bool) -> SnapshotValue[Any]:
+        """This cached revision as a build serves it at ``now``: ``from_cache=True``,
+        ``fetched_at=now``, the given age and staleness, ``latency_ms=0.0``; payload and every
+        other field shared unchanged (hot path: no validation, see :meth:`_evolve`)."""
+        new = _new(_SnapshotValueDraft)
+        new.key = self.key
+        new.value = self.value
+        new.source = self.source
+        new.observed_at = self.observed_at
+        new.fetched_at = now
+        new.age_seconds = age_seconds
+        new.stale = stale
+        new.from_cache = True
+        new.latency_ms = 0.0
+        new.attempts = self.attempts
+        new.metadata = self.metadata
+        new.authority_rank = self.authority_rank
+        new.version = self.version
+        new.dependency_versions = self.dependency_versions
+        new.__class__ = SnapshotValue  # type: ignore[assignment]
+        return new  # type: ignore[return-value]
+
 
 _new = object.__new__
 

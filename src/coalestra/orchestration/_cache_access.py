@@ -7,6 +7,7 @@ a failed write leaves the value served but uncached; both are counted for health
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, final
 
@@ -22,6 +23,9 @@ from ..core import (
 )
 from ..core._protocols import LeasingCache
 from ..core._values import MISS
+
+_ANY_AGE = FreshnessPolicy(math.inf, math.inf)
+"""Dependency checks read whatever revision is held, however old."""
 
 
 def _method(cache: object, name: str) -> Callable[..., Any] | None:
@@ -40,6 +44,7 @@ class CacheAccess:
         "_limit",
         "_set_if_newer",
         "_set_many_if_newer",
+        "_validates_dependencies",
         "cache",
         "read_failures",
         "validates_authority",
@@ -58,6 +63,9 @@ class CacheAccess:
         self._set_many_if_newer = _method(cache, "set_many_if_newer")
         self._set_if_newer = _method(cache, "set_if_newer")
         self.validates_authority = getattr(cache, "validates_source_authority", False) is True
+        self._validates_dependencies = (
+            getattr(cache, "validates_dependency_versions", False) is True
+        )
         self._leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
         self.read_failures = 0
         self.write_failures = 0
@@ -68,24 +76,81 @@ class CacheAccess:
         now: float,
         policies: Mapping[ResourceKey, FreshnessPolicy],
     ) -> Mapping[ResourceKey, CacheLookup]:
-        """Look every key up (one batched call when the cache supports it)."""
+        """Look every key up (one batched call when the cache supports it).
+
+        A cache that does not declare ``validates_dependency_versions = True`` gets its derived
+        hits checked here (see :meth:`_drop_outdated`).
+        """
         try:
             if self._get_many is not None:
                 found: Mapping[ResourceKey, CacheLookup] = await self._get_many(
                     keys, now=now, policies=policies
                 )
-                return found
-            get = self.cache.get
+            else:
+                get = self.cache.get
 
-            async def one(key: ResourceKey) -> CacheLookup:
-                return await get(key, now=now, policy=policies[key])
+                async def one(key: ResourceKey) -> CacheLookup:
+                    return await get(key, now=now, policy=policies[key])
 
-            return dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
+                found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
         except PayloadIsolationError:
             raise
         except Exception:
             self.read_failures += 1
             return dict.fromkeys(keys, MISS)
+        if self._validates_dependencies:
+            return found
+        return await self._drop_outdated(found, now)
+
+    async def _drop_outdated(
+        self, found: Mapping[ResourceKey, CacheLookup], now: float
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        """Treat derived hits whose dependencies are missing or at another version as misses,
+        and invalidate them (one ``invalidate_many`` call, or bounded per-key ``invalidate``).
+
+        Each dependency is read once with ``get`` under an infinite policy, transitively.
+        """
+        derived = [
+            key
+            for key, lookup in found.items()
+            if lookup.value is not None and lookup.value.dependency_versions
+        ]
+        if not derived:
+            return found
+        memo: dict[ResourceKey, SnapshotValue[Any] | None] = {}
+        current: dict[ResourceKey, bool] = {}
+        outdated = [
+            key
+            for key in derived
+            if not await self._current(found[key].value, now, memo, current)  # type: ignore[arg-type]
+        ]
+        if not outdated:
+            return found
+        await self.invalidate(outdated)
+        return {**found, **dict.fromkeys(outdated, MISS)}
+
+    async def _current(
+        self,
+        value: SnapshotValue[Any],
+        now: float,
+        memo: dict[ResourceKey, SnapshotValue[Any] | None],
+        current: dict[ResourceKey, bool],
+    ) -> bool:
+        known = current.get(value.key)
+        if known is not None:
+            return known
+        current[value.key] = False  # while in progress: a dependency cycle is not current
+        for dependency, version in value.dependency_versions.items():
+            if dependency not in memo:
+                lookup = await self.cache.get(dependency, now=now, policy=_ANY_AGE)
+                memo[dependency] = lookup.value
+            held = memo[dependency]
+            if held is None or held.version != version:
+                return False
+            if held.dependency_versions and not await self._current(held, now, memo, current):
+                return False
+        current[value.key] = True
+        return True
 
     async def write(
         self, values: Collection[SnapshotValue[Any]]

@@ -104,7 +104,8 @@ class Engine:
             return {}, self.claim(keys, ctx, diag, force=True)
         policy_for = self.policy_for
         policies = {key: policy_for(key) for key in keys}
-        lookups = await self.cache.read(keys, self.clock.now(), policies)
+        now = self.clock.now()
+        lookups = await self.cache.read(keys, now, policies)
         diag.cache_batch_reads += 1
         hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         needed: list[ResourceKey] = []
@@ -118,12 +119,16 @@ class Engine:
                 needed.append(key)
                 continue
             policy = policies[key]
+            # Caches return revisions as stored; the build restamps what it serves.
+            age = now - value.observed_at
+            if age < 0.0:
+                age = 0.0
             if lookup.fresh:
-                hits[key] = value
-                if policy.refresh_mode is ahead and policy.should_refresh_ahead(value.age_seconds):
+                hits[key] = value._served(now, age, False)
+                if policy.refresh_mode is ahead and policy.should_refresh_ahead(age):
                     refresh[key] = _REFRESH_AHEAD
             elif lookup.usable_stale and policy.refresh_mode is swr:
-                hits[key] = value
+                hits[key] = value._served(now, age, True)
                 refresh[key] = _STALE_WHILE_REVALIDATE
             else:
                 needed.append(key)
@@ -327,14 +332,16 @@ class Engine:
         """For keys every source failed: a cached value that is fresh (published meanwhile) or
         usable-stale under ``allow_stale_on_error``."""
         policies = {key: self.policy_for(key) for key in keys}
-        lookups = await self.cache.read(keys, self.clock.now(), policies)
+        now = self.clock.now()
+        lookups = await self.cache.read(keys, now, policies)
         served: dict[ResourceKey, Outcome] = {}
         for key in keys:
             lookup = lookups.get(key)
             if lookup is None or lookup.value is None:
                 continue
             if lookup.fresh or (lookup.usable_stale and policies[key].allow_stale_on_error):
-                served[key] = lookup.value
+                age = max(0.0, now - lookup.value.observed_at)
+                served[key] = lookup.value._served(now, age, not lookup.fresh)
         return served
 
     def consume(self, outcome: SnapshotValue[Any], ctx: FetchContext) -> SnapshotValue[Any]:

@@ -119,6 +119,9 @@ class RedisCache:
     validates_source_authority = True
     """Conditional writes compare ``authority_rank`` before ``observed_at``, inside Redis."""
 
+    validates_dependency_versions = True
+    """Reads check derived values' ``dependency_versions`` against Redis, transitively."""
+
     def __init__(
         self,
         url: str | None = None,

@@ -59,6 +59,9 @@ class TieredCache:
     validates_source_authority = True
     """Conditional writes are decided by L2, which compares ``authority_rank`` first."""
 
+    validates_dependency_versions = True
+    """Both tiers check derived values' ``dependency_versions`` on every read."""
+
     def __init__(
         self,
         redis: RedisCache,
@@ -146,7 +149,7 @@ class TieredCache:
         self._skipped += len(values) - len(keep)
         if not keep:
             return
-        await self._l1.set_many(keep)
+        await self._l1.set_many_if_newer(keep, force=True)  # mirror L2 as it is
         # The copy may have awaited a worker thread: a change that came meanwhile wins.
         late = [value.key for value in keep if not log.unchanged(value.key, since)]
         if late:
