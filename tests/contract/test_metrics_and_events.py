@@ -410,3 +410,42 @@ async def test_b_obs_5_waiters_and_workers_while_busy(clock: VirtualClock) -> No
         assert health.active_dispatch_workers == 3
         release.set()
         await task
+
+
+async def test_b_obs_4_refresh_ahead_that_fails(clock: VirtualClock) -> None:
+    metrics, events = Recorder(), Events()
+    calls = 0
+
+    async def fetch(key: ResourceKey, _ctx: object) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise ValueError("refresh broke")
+        return 1
+
+    ahead = FreshnessPolicy(
+        ttl_seconds=5.0,
+        max_stale_seconds=60.0,
+        refresh_mode=RefreshMode.REFRESH_AHEAD,
+        refresh_ahead_seconds=2.0,
+    )
+    b = SnapshotBuilder(
+        [single(fetch)], default_policy=ahead, clock=clock, metrics=metrics, events=events
+    )
+    async with b:
+        await b.build([BTC])
+        await asyncio.sleep(4.0)  # fresh, but within the refresh-ahead window
+        built = await b.build([BTC], snapshot_id="ahead")
+        await b.wait_for_refreshes()
+    assert built[BTC].value == 1
+    assert events.named("resource_refresh_scheduled") == [
+        {"resource": str(BTC), "reason": "refresh_ahead", "snapshot_id": "ahead"}
+    ]
+    (failed,) = events.named("resource_refresh_failed")
+    assert set(failed) == {"resource", "reason", "error_type", "error"}
+    assert (failed["resource"], failed["reason"]) == (str(BTC), "refresh_ahead")
+    assert failed["error_type"] == "ResourceResolutionError"
+    assert "refresh broke" in failed["error"]
+    assert not events.named("resource_refresh_completed")  # the cached value was kept instead
+    assert metrics.counter("resource_refresh_total", status="scheduled", **PRICE) == 1
+    assert metrics.counter("resource_refresh_total", status="failure", **PRICE) == 1

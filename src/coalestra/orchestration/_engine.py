@@ -286,15 +286,22 @@ class Engine:
         task.add_done_callback(_observe)
 
     def count_refreshes(
-        self, flights: Iterable[Flight], refresh: Refresh, *, cancelled: bool
+        self,
+        flights: Iterable[Flight],
+        refresh: Refresh,
+        *,
+        cancelled: bool,
+        failed: Mapping[ResourceKey, Exception],
     ) -> None:
         """Called when a refresh group ends: count each key's outcome in the diagnostics of the
         build that scheduled it (they show there if it ends before that build does), and
-        report it."""
+        report it. ``failed``: keys whose sources all failed, served from the cache instead."""
         scheduled_by, reasons = refresh
         report = self.report
         for flight in flights:
             outcome = flight.future.result() if flight.future.done() else None
+            if flight.key in failed:
+                outcome = failed[flight.key]
             if isinstance(outcome, SnapshotValue):
                 scheduled_by.refresh_completed += 1
             else:

@@ -64,6 +64,9 @@ class GroupRun:
         self._committer = Committer(engine, flights, diag)
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
+        # Keys every source failed for that were served stale or cached instead, with their
+        # error: for a background refresh, that is a failed refresh.
+        self._served_instead: dict[ResourceKey, Exception] = {}
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
         self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[None]]] = {}
 
@@ -95,7 +98,10 @@ class GroupRun:
             if self._refresh_for is not None:
                 cancelled = isinstance(reason, asyncio.CancelledError)
                 self.engine.count_refreshes(
-                    self.flights.values(), self._refresh_for, cancelled=cancelled
+                    self.flights.values(),
+                    self._refresh_for,
+                    cancelled=cancelled,
+                    failed=self._served_instead,
                 )
 
     # -- the chain walk ---------------------------------------------------------------------
@@ -406,14 +412,18 @@ class GroupRun:
         await self._committer.commit(usable)
         rest = [key for key in keys if not self.flights[key].future.done()]
         fallback = {} if self._force or not rest else await engine.stale_on_error(rest)
-        if engine.report.enabled:
-            served = [*usable, *(v for v in fallback.values() if isinstance(v, SnapshotValue))]
-            served = [value for value in served if value.stale]
+        expired = self.window.expired()
+        served = [*usable, *(v for v in fallback.values() if isinstance(v, SnapshotValue))]
+        if self._refresh_for is not None:
             for value in served:
-                engine.report.stale_fallback(value.key, self.ledger.last_error_type(value.key))
+                error = self.ledger.error_for(value.key, deadline_passed=expired)
+                self._served_instead[value.key] = error
+        if engine.report.enabled:
+            for value in served:
+                if value.stale:
+                    engine.report.stale_fallback(value.key, self.ledger.last_error_type(value.key))
         if not rest:
             return
-        expired = self.window.expired()
         for key in rest:
             outcome: Outcome = fallback.get(key) or self.ledger.error_for(
                 key, deadline_passed=expired
