@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from coalestra import (
     CacheLookup,
+    CallableBatchSource,
     CallableDerivedSource,
     CallableSource,
     CapacityController,
     CapacityLimiter,
+    CircuitBreaker,
+    CircuitBreakerPolicy,
+    CircuitState,
     FetchContext,
     FreshnessPolicy,
     ResourceKey,
@@ -22,7 +27,9 @@ from coalestra import (
     RetryPolicy,
     Snapshot,
     SnapshotBuilder,
+    SnapshotBuildError,
     SnapshotValue,
+    SourceResiliencePolicy,
 )
 from coalestra.testing import VirtualClock
 
@@ -294,4 +301,282 @@ async def test_b_cap_4_publisher_per_key_cache_calls_are_bounded_and_concurrent(
     await builder.publisher.invalidate_many(wanted)
     assert cache.invalidations.calls == 45
     assert cache.invalidations.peak == 5
+    await builder.aclose()
+
+
+# -- B-TIME-1 ----------------------------------------------------------------------------------
+
+
+async def test_b_time_1_deadline_errors_are_resolution_errors(clock: VirtualClock) -> None:
+    builder = builder_of(single("slow", delay=0.2), clock=clock)
+    snapshot = await builder.build([k("a")], strict=False, deadline_seconds=0.02)
+    assert only_failure(snapshot, k("a")).error_type == "SnapshotDeadlineExceededError"
+    with pytest.raises(SnapshotBuildError) as caught:
+        await builder.build([k("b")], deadline_seconds=0.02)
+    error = caught.value.errors[k("b")]
+    assert isinstance(error, ResourceResolutionError)
+    assert error.failures[0].error_type == "SnapshotDeadlineExceededError"
+    await builder.aclose()
+
+
+async def test_b_time_1_a_joiner_past_its_deadline_gets_a_resolution_error(
+    clock: VirtualClock,
+) -> None:
+    builder = builder_of(single("slow", delay=0.2), clock=clock)
+    owner = asyncio.create_task(builder.build([k("a")]))
+    await asyncio.sleep(0)
+    joined = await builder.build([k("a")], strict=False, deadline_seconds=0.02)
+    error = joined.errors[k("a")]
+    assert isinstance(error, ResourceResolutionError)
+    assert error.failures[0].error_type == "SnapshotDeadlineExceededError"
+    assert (await owner).value(k("a")) == "v"
+    await builder.aclose()
+
+
+async def test_b_time_1_a_batch_deadline_is_a_resolution_error(clock: VirtualClock) -> None:
+    async def slow(keys: Sequence[ResourceKey], _ctx: FetchContext) -> dict[ResourceKey, str]:
+        await asyncio.sleep(0.2)
+        return dict.fromkeys(keys, "v")
+
+    batch = CallableBatchSource(name="b", priority=1, supports=yes, fetcher=slow)
+    builder = builder_of(batch, clock=clock)
+    snapshot = await builder.build([k("a"), k("b")], strict=False, deadline_seconds=0.02)
+    for key in (k("a"), k("b")):
+        assert only_failure(snapshot, key).error_type == "SnapshotDeadlineExceededError"
+    await builder.aclose()
+
+
+# -- B-TIME-2 ----------------------------------------------------------------------------------
+
+
+async def test_b_time_2_the_call_timeout_starts_once_capacity_is_held(
+    clock: VirtualClock,
+) -> None:
+    source = single("s", delay=0.03, timeout_seconds=0.04, queue_timeout_seconds=0.2)
+    builder = builder_of(source, clock=clock, max_concurrency=1)
+    lease = await builder.capacity.acquire("s")
+    asyncio.get_running_loop().call_later(0.06, lease.release)
+    snapshot = await builder.build([k("a")])
+    assert snapshot.value(k("a")) == "v"
+    await builder.aclose()
+
+
+async def test_b_time_2_which_limit_binds_decides_the_error(clock: VirtualClock) -> None:
+    builder = builder_of(
+        single("s", delay=1.0, timeout_seconds=0.05, queue_timeout_seconds=0.1),
+        clock=clock,
+        max_concurrency=1,
+    )
+    snapshot = await builder.build([k("a")], strict=False)
+    assert only_failure(snapshot, k("a")).error_type == "SourceTimeoutError"
+    snapshot = await builder.build([k("a")], strict=False, deadline_seconds=0.01)
+    assert only_failure(snapshot, k("a")).error_type == "SnapshotDeadlineExceededError"
+    lease = await builder.capacity.acquire("s")
+    snapshot = await builder.build([k("a")], strict=False)
+    assert only_failure(snapshot, k("a")).error_type == "SourceQueueTimeoutError"
+    snapshot = await builder.build([k("a")], strict=False, deadline_seconds=0.01)
+    assert only_failure(snapshot, k("a")).error_type == "SnapshotDeadlineExceededError"
+    lease.release()
+    await builder.aclose()
+
+
+async def test_b_time_2_a_passed_deadline_fails_the_next_phase_at_once(
+    clock: VirtualClock,
+) -> None:
+    first = single("first", delay=1.0, priority=2)
+    second = single("second", priority=1)
+    builder = builder_of(first, second, clock=clock)
+    snapshot = await builder.build([k("a")], strict=False, deadline_seconds=0.05)
+    error = snapshot.errors[k("a")]
+    assert isinstance(error, ResourceResolutionError)
+    assert [f.source for f in error.failures] == ["first", "second"]
+    assert error.failures[1].error_type == "SnapshotDeadlineExceededError"
+    assert error.failures[1].message == (
+        "snapshot deadline exceeded before waiting for capacity for source second "
+        f"while resolving {k('a')}"
+    )
+    await builder.aclose()
+
+
+# -- B-TIME-3 ----------------------------------------------------------------------------------
+
+
+async def test_b_time_3_single_source_messages(clock: VirtualClock) -> None:
+    key = k("a")
+    builder = builder_of(
+        single("s", delay=1.0, timeout_seconds=0.01, queue_timeout_seconds=0.05),
+        clock=clock,
+        max_concurrency=1,
+    )
+    messages = []
+    messages.append(only_failure(await builder.build([key], strict=False), key).message)
+    messages.append(
+        only_failure(await builder.build([key], strict=False, deadline_seconds=0.005), key).message
+    )
+    lease = await builder.capacity.acquire("s")
+    messages.append(only_failure(await builder.build([key], strict=False), key).message)
+    messages.append(
+        only_failure(await builder.build([key], strict=False, deadline_seconds=0.005), key).message
+    )
+    lease.release()
+    assert messages == [
+        f"source s timed out after 0.010s while resolving {key}",
+        f"snapshot deadline exceeded while calling source s while resolving {key}",
+        f"source s waited more than 0.050s for capacity while resolving {key}",
+        f"snapshot deadline exceeded while waiting for capacity for source s while resolving {key}",
+    ]
+    await builder.aclose()
+
+
+async def test_b_time_3_batch_messages_have_no_key_suffix(clock: VirtualClock) -> None:
+    async def slow(keys: Sequence[ResourceKey], _ctx: FetchContext) -> dict[ResourceKey, str]:
+        await asyncio.sleep(1.0)
+        return dict.fromkeys(keys, "v")
+
+    batch = CallableBatchSource(
+        name="b",
+        priority=1,
+        supports=yes,
+        fetcher=slow,
+        timeout_seconds=0.01,
+        queue_timeout_seconds=0.05,
+    )
+    builder = builder_of(batch, clock=clock, max_concurrency=1)
+    key = k("a")
+    timed_out = only_failure(await builder.build([key], strict=False), key)
+    assert timed_out.message == "source b timed out after 0.010s"
+    lease = await builder.capacity.acquire("b")
+    queued = only_failure(await builder.build([key], strict=False), key)
+    assert queued.message == "source b waited more than 0.050s for capacity"
+    lease.release()
+    await builder.aclose()
+
+
+# -- B-TIME-4 ----------------------------------------------------------------------------------
+
+
+async def test_b_time_4_deadline_and_queue_timeouts_are_not_retried_nor_circuit_failures(
+    clock: VirtualClock,
+) -> None:
+    circuit = CircuitBreakerPolicy(failure_threshold=1)
+    source = single(
+        "s",
+        delay=1.0,
+        queue_timeout_seconds=0.05,
+        resilience_policy=SourceResiliencePolicy(
+            retry=RetryPolicy(max_attempts=3, base_delay_seconds=0.0, jitter_ratio=0.0),
+            circuit=circuit,
+        ),
+    )
+    breaker = CircuitBreaker(clock=clock)
+    builder = builder_of(source, clock=clock, max_concurrency=1, circuit_breaker=breaker)
+    key = k("a")
+    deadline = only_failure(await builder.build([key], strict=False, deadline_seconds=0.03), key)
+    assert (deadline.error_type, deadline.attempts) == ("SnapshotDeadlineExceededError", 1)
+    lease = await builder.capacity.acquire("s")
+    queued = only_failure(await builder.build([key], strict=False), key)
+    assert (queued.error_type, queued.attempts) == ("SourceQueueTimeoutError", 1)
+    lease.release()
+    state = await breaker.state_for("s", policy=circuit)
+    assert state is CircuitState.CLOSED
+    health = await builder.health_snapshot()
+    assert health.deadline_exceeded_count == 1
+    assert health.queue_timeout_count == 1
+    await builder.aclose()
+
+
+async def test_b_time_4_counts_per_key_for_single_and_per_call_for_batch(
+    clock: VirtualClock,
+) -> None:
+    async def slow(keys: Sequence[ResourceKey], _ctx: FetchContext) -> dict[ResourceKey, str]:
+        await asyncio.sleep(1.0)
+        return dict.fromkeys(keys, "v")
+
+    batch = CallableBatchSource(
+        name="b", priority=1, supports=lambda key: key.name == "b", fetcher=slow
+    )
+    hanging = CallableSource(
+        name="s", priority=1, supports=lambda key: key.name == "s", fetcher=sleeper(1.0)
+    )
+    builder = builder_of(batch, hanging, clock=clock)
+    await builder.build(ks(3, "b"), strict=False, deadline_seconds=0.03)
+    assert (await builder.health_snapshot()).deadline_exceeded_count == 1
+    await builder.build(ks(3, "s"), strict=False, deadline_seconds=0.03)
+    assert (await builder.health_snapshot()).deadline_exceeded_count == 4
+    await builder.aclose()
+
+
+async def test_b_time_4_source_timeouts_are_retried_counted_and_circuit_failures(
+    clock: VirtualClock,
+) -> None:
+    calls: list[int] = []
+
+    async def raises_timeout(_key: ResourceKey, _ctx: FetchContext) -> str:
+        calls.append(1)
+        raise TimeoutError("upstream timed out")
+
+    circuit = CircuitBreakerPolicy(failure_threshold=2)
+    source = CallableSource(
+        name="s",
+        priority=1,
+        supports=yes,
+        fetcher=raises_timeout,
+        resilience_policy=SourceResiliencePolicy(
+            retry=RetryPolicy(max_attempts=2, base_delay_seconds=0.0, jitter_ratio=0.0),
+            circuit=circuit,
+        ),
+    )
+    breaker = CircuitBreaker(clock=clock)
+    builder = builder_of(source, clock=clock, circuit_breaker=breaker)
+    failure = only_failure(await builder.build([k("a")], strict=False), k("a"))
+    assert (failure.error_type, failure.attempts) == ("TimeoutError", 2)
+    assert len(calls) == 2
+    assert (await builder.health_snapshot()).source_timeout_count == 2
+    state = await breaker.state_for("s", policy=circuit)
+    assert state is CircuitState.OPEN
+    await builder.aclose()
+
+
+async def test_b_time_4_gate_timeouts_count_as_source_timeouts(clock: VirtualClock) -> None:
+    circuit = CircuitBreakerPolicy(failure_threshold=1)
+    source = single(
+        "s",
+        delay=1.0,
+        timeout_seconds=0.01,
+        resilience_policy=SourceResiliencePolicy(retry=NO_RETRY, circuit=circuit),
+    )
+    breaker = CircuitBreaker(clock=clock)
+    builder = builder_of(source, clock=clock, circuit_breaker=breaker)
+    failure = only_failure(await builder.build([k("a")], strict=False), k("a"))
+    assert failure.error_type == "SourceTimeoutError"
+    assert (await builder.health_snapshot()).source_timeout_count == 1
+    state = await breaker.state_for("s", policy=circuit)
+    assert state is CircuitState.OPEN
+    await builder.aclose()
+
+
+# -- B-TIME-5 ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deadline", [0, 0.0, -1.0])
+async def test_b_time_5_deadline_must_be_positive(clock: VirtualClock, deadline: float) -> None:
+    builder = builder_of(single("s"), clock=clock)
+    with pytest.raises(ValueError, match=r"^deadline_seconds must be positive$"):
+        await builder.build([k("a")], deadline_seconds=deadline)
+    with pytest.raises(ValueError, match=r"^deadline_seconds must be positive$"):
+        builder.session(deadline_seconds=deadline)
+    await builder.aclose()
+
+
+async def test_b_time_5_an_empty_key_list_is_refused(clock: VirtualClock) -> None:
+    builder = builder_of(single("s"), clock=clock)
+    message = r"^at least one resource key is required$"
+    with pytest.raises(ValueError, match=message):
+        await builder.build([])
+    session = builder.session()
+    with pytest.raises(ValueError, match=message):
+        await session.resolve([])
+    await session.resolve([k("a")])
+    with pytest.raises(ValueError, match=message):
+        await session.revalidate([])
     await builder.aclose()

@@ -306,3 +306,15 @@ def make_builder(sources: list[Any], clock: VirtualClock, **options: Any) -> Sna
     ):
         options["retry_policy"] = NO_RETRY
     return SnapshotBuilder(sources, clock=clock, **options)
+
+
+def timed_out(error: object) -> bool:
+    """True for a key's error that says the deadline ended it: a ResourceResolutionError whose
+    last failure is a SnapshotDeadlineExceededError (B-TIME-1: never a bare deadline error)."""
+    from coalestra.core import ResourceResolutionError
+
+    return (
+        isinstance(error, ResourceResolutionError)
+        and bool(error.failures)
+        and error.failures[-1].error_type == "SnapshotDeadlineExceededError"
+    )

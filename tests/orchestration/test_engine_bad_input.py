@@ -85,7 +85,7 @@ class NoName(AsyncFetch):
 
 
 def test_duplicate_source_names_are_refused(clock: VirtualClock) -> None:
-    with pytest.raises(ValueError, match="rest"):
+    with pytest.raises(ValueError, match=r"^source names must be unique$"):  # B-SRC-1
         SnapshotBuilder([Single("rest", 1), Single("rest", 2)], clock=clock)
 
 
@@ -248,14 +248,13 @@ async def test_a_non_request_is_refused(clock: VirtualClock) -> None:
         await builder.build_request([A])  # type: ignore[arg-type]
 
 
-async def test_an_empty_key_list_is_an_empty_snapshot(clock: VirtualClock) -> None:
+async def test_an_empty_key_list_is_refused(clock: VirtualClock) -> None:
     source = Single("rest", 1)
     builder = make_builder([source], clock)
 
-    snapshot = await builder.build([])
+    with pytest.raises(ValueError, match=r"^at least one resource key is required$"):  # B-TIME-5
+        await builder.build([])
 
-    assert len(snapshot) == 0
-    assert snapshot.complete
     assert source.calls == []
 
 

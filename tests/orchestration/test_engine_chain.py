@@ -137,9 +137,10 @@ async def test_supports_that_raises_is_recorded_as_a_source_failure(clock: Virtu
 
     error = caught.value.errors[A]
     assert isinstance(error, ResourceResolutionError)
-    assert [(f.source, f.error_type) for f in error.failures] == [
-        ("broken", "SourceProtocolError"),
-        ("down", "RuntimeError"),
+    # B-SRC-3: the error supports() raised, with no attempt, then the chain goes on.
+    assert [(f.source, f.error_type, f.message, f.attempts) for f in error.failures] == [
+        ("broken", "ValueError", "cannot tell", 0),
+        ("down", "RuntimeError", "boom", 1),
     ]
 
 

@@ -819,7 +819,7 @@ rows(
 rows(
     "SnapshotBuilder.sources",
     ValueError,
-    "duplicate",
+    "source names must be unique",  # B-SRC-1's exact message
     {"duplicate": _builder(sources=[Single("x", 1), Single("x", 2)])},
 )
 rows(

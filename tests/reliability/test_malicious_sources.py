@@ -35,9 +35,7 @@ from coalestra.core import (
     ResourceResolutionError,
     Snapshot,
     SnapshotBuildError,
-    SnapshotDeadlineExceededError,
     SourcePayload,
-    SourceUnavailableError,
 )
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.resilience import CircuitBreakerPolicy, RetryPolicy, SourceResiliencePolicy
@@ -308,7 +306,9 @@ async def test_a_broken_supports_is_a_protocol_failure_and_the_chain_goes_on(
 
     assert snapshot[A].source == "backup"
     lonely = make_builder([Single("evil", 5, supports=supports)], clock)
-    assert failure_types(await lonely.build([A], strict=False), A) == ["SourceProtocolError"]
+    # B-SRC-3: a supports() that raised is recorded with the error it raised.
+    expected = "RuntimeError" if supports is _raise else "SourceProtocolError"
+    assert failure_types(await lonely.build([A], strict=False), A) == [expected]
     await builder.aclose()
     await lonely.aclose()
 
@@ -358,12 +358,23 @@ async def test_a_source_that_never_returns_is_ended_by_the_deadline(
         await builder.build([wanted], deadline_seconds=2.0)
 
     assert clock.monotonic() - start == pytest.approx(2.0)
-    assert isinstance(caught.value.errors[wanted], SnapshotDeadlineExceededError)
+    # B-TIME-1: a resolution error whose failure names the deadline.
+    error = caught.value.errors[wanted]
+    assert isinstance(error, ResourceResolutionError)
+    assert error.failures[-1].error_type == "SnapshotDeadlineExceededError"
     await settle()  # the flight's own timeout fires in the same instant, one turn later
     assert hung[0].cancelled == 1  # the call itself was cancelled, not left running
     assert await cached(builder, wanted) is None
     await builder.aclose()
     assert await leftovers(builder, baseline) == []
+
+
+def _unavailable(error: Exception) -> bool:
+    """A key's error (always a ResourceResolutionError, B-TIME-1) ending in unavailability."""
+    return (
+        isinstance(error, ResourceResolutionError)
+        and error.failures[-1].error_type == "SourceUnavailableError"
+    )
 
 
 async def test_a_source_that_never_returns_is_ended_by_aclose(clock: VirtualClock) -> None:
@@ -377,7 +388,7 @@ async def test_a_source_that_never_returns_is_ended_by_aclose(clock: VirtualCloc
 
     with pytest.raises(SnapshotBuildError) as caught:
         await build
-    assert all(isinstance(e, SourceUnavailableError) for e in caught.value.errors.values())
+    assert all(_unavailable(e) for e in caught.value.errors.values())
     assert source.cancelled == 2
     assert await leftovers(builder, baseline) == []
 
@@ -486,7 +497,7 @@ async def test_another_base_exception_fails_that_resolution_only(
     snapshot = await builder.build([A, B, C], strict=False)
 
     assert set(snapshot.resources) | set(snapshot.errors) == {A, B, C}
-    assert all(isinstance(e, SourceUnavailableError) for e in snapshot.errors.values())
+    assert all(_unavailable(e) for e in snapshot.errors.values())
     assert (await builder.build([B, C])).complete
     await builder.aclose()
     assert await leftovers(builder, baseline) == []

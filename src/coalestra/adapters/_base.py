@@ -9,14 +9,7 @@ from typing import TYPE_CHECKING, final
 
 from ..core._errors import SourceProtocolError
 from ..core._keys import ResourceKey
-from ..core._validation import (
-    check_bool,
-    check_callable,
-    check_int,
-    check_optional_float,
-    check_optional_int,
-    check_str,
-)
+from ..core._validation import check_bool, check_callable, check_float, check_int
 from ._invoke import discard_awaitable, is_async_callable
 
 if TYPE_CHECKING:
@@ -66,7 +59,9 @@ class SourceSettings:
 
     Raises:
         TypeError: a field has the wrong type.
-        ValueError: an empty ``name``, a timeout that is not a finite number > 0, or a limit < 1.
+        ValueError: a blank ``name`` (``"source name cannot be empty"``), a timeout <= 0
+            (``"<field> must be positive"``) or not finite, or a limit < 1
+            (``"<field> must be at least 1 or None"``).
     """
 
     name: str
@@ -81,16 +76,54 @@ class SourceSettings:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        check_str("name", self.name)
+        set_(self, "name", check_source_name(self.name))
         check_int("priority", self.priority, minimum=None)
-        for field_name in ("timeout_seconds", "queue_timeout_seconds"):
-            value = check_optional_float(field_name, getattr(self, field_name), positive=True)
-            set_(self, field_name, value)
-        check_optional_int("max_concurrency", self.max_concurrency, minimum=1)
-        check_optional_int("max_batch_size", self.max_batch_size, minimum=1)
+        timeout = _check_timeout("timeout_seconds", self.timeout_seconds)
+        set_(self, "timeout_seconds", timeout)
+        queued = _check_timeout("queue_timeout_seconds", self.queue_timeout_seconds)
+        # B-SRC-2: the capacity wait defaults to the call's own timeout.
+        set_(self, "queue_timeout_seconds", timeout if queued is None else queued)
+        _check_limit("max_concurrency", self.max_concurrency)
+        _check_limit("max_batch_size", self.max_batch_size)
         check_resilience_policy(self.resilience_policy)
         check_bool("cache_supports", self.cache_supports)
         check_bool("run_sync_in_thread", self.run_sync_in_thread)
+
+
+def check_source_name(name: object) -> str:
+    """Return ``name`` stripped.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: ``name`` is blank (``"source name cannot be empty"``).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"source name must be a str, got {type(name).__name__}")
+    stripped = name.strip()
+    if not stripped:
+        raise ValueError("source name cannot be empty")
+    return stripped
+
+
+def _check_timeout(name: str, value: object) -> float | None:
+    """``None``, or a finite number > 0 as a float (``"<name> must be positive"``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return check_float(name, value, positive=True)
+
+
+def _check_limit(name: str, value: object) -> None:
+    """``None``, or an int >= 1 (``"<name> must be at least 1 or None"``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1 or None")
 
 
 class CallableSourceBase:
@@ -125,7 +158,8 @@ class CallableSourceBase:
 
     @property
     def queue_timeout_seconds(self) -> float | None:
-        """Longest one call may wait for a capacity slot, or ``None``."""
+        """Longest one call may wait for a capacity slot (default: ``timeout_seconds``), or
+        ``None``."""
         return self._settings.queue_timeout_seconds
 
     @property

@@ -46,7 +46,8 @@ class CallableSource(CallableSourceBase):
         supports: synchronous ``supports(key) -> bool``.
         fetcher: ``fetcher(key, context)``.
         timeout_seconds: longest one call may run (finite, > 0), or ``None``.
-        queue_timeout_seconds: longest one call may wait for capacity (finite, > 0), or ``None``.
+        queue_timeout_seconds: longest one call may wait for capacity (finite, > 0); defaults to
+            ``timeout_seconds``.
         max_concurrency: the source's own concurrency limit (>= 1), or ``None``.
         resilience_policy: the source's retry and circuit policy, or ``None``.
         cache_supports: let the builder cache ``supports`` answers.
@@ -190,23 +191,35 @@ class CallableBatchSource(CallableSourceBase):
         context: FetchContext,
     ) -> dict[ResourceKey, SourcePayload[Any]]:
         raw = await self._fetcher(chunk, context)
-        if not isinstance(raw, Mapping):
-            raise SourceProtocolError(
-                f"batch source {self.name!r} must return a mapping of keys to values, "
-                f"got {type(raw).__name__}"
-            )
-        results: dict[ResourceKey, SourcePayload[Any]] = {}
-        for key, value in raw.items():
-            if key not in requested:
-                raise SourceProtocolError(
-                    f"batch source {self.name!r} returned key {_describe(key)} it was not asked for"
-                )
+        return check_batch_result(self.name, requested, raw)
+
+
+def check_batch_result(
+    name: str, requested: Collection[ResourceKey], raw: object
+) -> dict[ResourceKey, SourcePayload[Any]]:
+    """Return a batch source's result as payloads, or raise as B-SRC-4 says: the whole call
+    fails on a non-mapping or on keys that were not asked for. Omitted keys are simply absent.
+
+    Raises:
+        SourceProtocolError: ``"batch source <name> must return a mapping, got <type>"`` or
+            ``"batch source <name> returned unrequested resources: <keys>"``.
+    """
+    if not isinstance(raw, Mapping):
+        raise SourceProtocolError(
+            f"batch source {name} must return a mapping, got {type(raw).__name__}"
+        )
+    results: dict[ResourceKey, SourcePayload[Any]] = {}
+    unrequested: list[str] = []
+    for key, value in raw.items():
+        if key in requested:
             results[key] = to_payload(value)
-        return results
-
-
-def _describe(key: object) -> str:
-    return str(key) if isinstance(key, ResourceKey) else repr(key)
+        else:
+            unrequested.append(str(key))
+    if unrequested:
+        raise SourceProtocolError(
+            f"batch source {name} returned unrequested resources: {', '.join(unrequested)}"
+        )
+    return results
 
 
 def _unique_keys(keys: object) -> dict[ResourceKey, None]:

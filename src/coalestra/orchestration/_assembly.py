@@ -3,7 +3,7 @@ required failures (carrying the partial snapshot, so nothing resolved is lost)."
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..core import (
@@ -15,6 +15,20 @@ from ..core import (
     SnapshotConsistencyPolicy,
     SnapshotValue,
 )
+from ..core._snapshot import key_tuple
+
+
+def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
+    """The keys a build, resolve or revalidate was asked for: validated, de-duplicated.
+
+    Raises:
+        TypeError: ``keys`` is not an iterable of :class:`ResourceKey`.
+        ValueError: no key (``"at least one resource key is required"``, B-TIME-5).
+    """
+    ordered = key_tuple("keys", keys)
+    if not ordered:
+        raise ValueError("at least one resource key is required")
+    return ordered
 
 
 def assemble(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
@@ -32,8 +35,7 @@ from ..core import (
     Source,
     SourceAuthorityPolicy,
 )
-from ..core._snapshot import key_tuple
-from ..core._validation import check_optional_float, frozen_mapping
+from ..core._validation import frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import Span, Tracer, describe_build
 from ..resilience import (
@@ -42,9 +44,10 @@ from ..resilience import (
     RetryPolicy,
     SourceResiliencePolicy,
 )
-from ._assembly import assemble, check_consistency, raise_for_required
+from ._assembly import assemble, check_consistency, raise_for_required, requested_keys
 from ._config import settle
 from ._counters import EngineCounters
+from ._ledger import as_resolution_error
 from ._parts import make_capacity, make_engine, make_publisher
 from ._policy import PolicyResolver
 from ._runtime import ResolutionRuntime
@@ -77,8 +80,8 @@ class SnapshotBuilder:
         source_concurrency: per-source call limits; overrides a source's own ``max_concurrency``.
         observation_policy: how future ``observed_at`` stamps are treated.
         cache_source_support / source_support_cache_max_entries: cache ``supports()`` answers.
-        manage_lifecycle: ``aclose()`` also closes the sinks and the cache (their ``aclose()``
-            or ``close()``).
+        manage_lifecycle: ``aclose()`` also closes the sources, the cache and the sinks (their
+            ``aclose()`` or ``close()``), each distinct one once.
         payload_copier / cache_run_payload_copies_in_thread / cache_max_copy_concurrency:
             payload isolation settings; the ``cache_*`` ones apply only to the default cache.
         tracer: spans around builds and source calls (e.g. the OpenTelemetry integration).
@@ -157,6 +160,7 @@ class SnapshotBuilder:
         self._publisher = make_publisher(settings)
         self._runtime = ResolutionRuntime(self, self._engine, self._counters)
         self._closed = False
+        self._components_closed = False
 
     # -- properties -------------------------------------------------------------------------
 
@@ -298,7 +302,7 @@ class SnapshotBuilder:
         """
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
-        ordered = key_tuple("keys", keys)
+        ordered = requested_keys(keys)
         return await self._build(
             ordered,
             ordered if strict else (),
@@ -407,7 +411,7 @@ class SnapshotBuilder:
         """
         if self._closed:
             raise SessionClosedError("the builder is closed")
-        budget = check_optional_float("deadline_seconds", deadline_seconds, positive=True)
+        budget = _check_deadline(deadline_seconds)
         if snapshot_id is not None and not isinstance(snapshot_id, str):
             raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
         now, monotonic = self._clock.now(), self._clock.monotonic()
@@ -438,7 +442,7 @@ class SnapshotBuilder:
         if claims:
             for key, outcome in (await engine.wait(claims, ctx)).items():
                 if isinstance(outcome, Exception):
-                    errors[key] = outcome
+                    errors[key] = as_resolution_error(key, outcome)
                 else:
                     values[key] = engine.consume(outcome, ctx)
         return values, errors
@@ -469,13 +473,16 @@ class SnapshotBuilder:
         """Close the builder: no new builds; background refreshes are awaited (or cancelled with
         ``cancel_refreshes=True``); in-flight resolutions are cancelled. Idempotent.
 
-        With ``manage_lifecycle=True`` the sinks and the cache are closed too.
+        With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
+        in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
+        awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
+        returns is awaited).
         """
         self._closed = True
         await self._engine.shutdown(cancel_refreshes=cancel_refreshes)
-        if self._settings.manage_lifecycle:
-            settings = self._settings
-            for owned in (settings.events, settings.metrics, settings.cache):
+        if self._settings.manage_lifecycle and not self._components_closed:
+            self._components_closed = True
+            for owned in self._settings.components:
                 await _close(owned)
 
     async def __aenter__(self) -> SnapshotBuilder:
@@ -519,6 +526,24 @@ class SnapshotBuilder:
         )
 
 
+def _check_deadline(deadline_seconds: object) -> float | None:
+    """``None``, or the budget in seconds: a finite number > 0 (B-TIME-5).
+
+    Raises:
+        TypeError: not a number.
+        ValueError: ``"deadline_seconds must be positive"`` (NaN included), or not finite.
+    """
+    if deadline_seconds is None:
+        return None
+    if isinstance(deadline_seconds, bool) or not isinstance(deadline_seconds, (int, float)):
+        raise TypeError(f"deadline_seconds must be a number, got {type(deadline_seconds).__name__}")
+    if not deadline_seconds > 0:  # written so that NaN fails too
+        raise ValueError("deadline_seconds must be positive")
+    if math.isinf(deadline_seconds):
+        raise ValueError("deadline_seconds must be finite")
+    return float(deadline_seconds)
+
+
 def _completeness(snapshot: Snapshot) -> str:
     return "partial" if snapshot.errors else "complete"
 
@@ -530,6 +555,13 @@ async def _close(owned: object) -> None:
         return
     closer = getattr(owned, "close", None)
     if callable(closer):
-        result = closer()
-        if hasattr(result, "__await__"):
+        # A synchronous close may block (files, sockets): keep it off the event loop. At
+        # interpreter exit no worker thread can start any more; close inline then.
+        try:
+            result = await asyncio.to_thread(closer)
+        except RuntimeError as error:
+            if "shutdown" not in str(error):
+                raise
+            result = closer()
+        if inspect.isawaitable(result):
             await result

@@ -146,6 +146,9 @@ class BuilderSettings:
     cache_source_support: bool
     support_cache_max_entries: int | None
     manage_lifecycle: bool
+    components: tuple[object, ...]
+    """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
+    cache, events, metrics; each distinct object once."""
 
 
 def settle(
@@ -210,12 +213,14 @@ def settle(
             max_copy_concurrency=cache_max_copy_concurrency,
         )
     )
+    resolved_metrics = NullMetrics() if metrics is None else metrics
+    resolved_events = NullEventSink() if events is None else events
     return BuilderSettings(
         sources=registered,
         source_limits=check_limits(source_concurrency, registered),
         clock=resolved_clock,
-        metrics=NullMetrics() if metrics is None else metrics,
-        events=NullEventSink() if events is None else events,
+        metrics=resolved_metrics,
+        events=resolved_events,
         tracer=NullTracer() if tracer is None else check_tracer(tracer),
         policies=freshness_provider(default_policy, policy_resolver),
         authority_resolver=authority,
@@ -236,7 +241,22 @@ def settle(
         cache_source_support=check_bool("cache_source_support", cache_source_support),
         support_cache_max_entries=support_entries,
         manage_lifecycle=check_bool("manage_lifecycle", manage_lifecycle),
+        components=_distinct(
+            *(source.origin for source in registered),
+            resolved_cache,
+            resolved_events,
+            resolved_metrics,
+        ),
     )
+
+
+def _distinct(*components: object) -> tuple[object, ...]:
+    """``components`` without repeats (by identity), in order: one object in two roles (one
+    sink for events and metrics, say) is closed once."""
+    unique: dict[int, object] = {}
+    for component in components:
+        unique.setdefault(id(component), component)
+    return tuple(unique.values())
 
 
 _T = TypeVar("_T")

@@ -155,11 +155,16 @@ class Deriver:
                 return
 
     def _give_up(self, keys: list[ResourceKey]) -> None:
+        """The deadline passed while ``keys`` waited for dependencies: their derivation was
+        never called, which is the deadline's doing (B-TIME-3's "before" case)."""
+        name = self._source.name
         for key in keys:
             late = SnapshotDeadlineExceededError(
-                f"deadline passed waiting for {key}'s dependencies"
+                f"snapshot deadline exceeded before calling the source for source {name} "
+                f"while resolving {key}"
             )
-            self._run.ledger.fail(key, self._source.name, late)
+            self._run.engine.counters.deadline_exceeded += 1
+            self._run.ledger.fail(key, name, late)
         self._fall_through(keys)
 
     async def _derive_ready(self, ready: Deps, outcomes: Mapping[ResourceKey, Outcome]) -> None:

@@ -20,8 +20,9 @@ from ..core import (
     PayloadIsolator,
     RefreshMode,
     ResourceKey,
-    SnapshotDeadlineExceededError,
+    ResourceResolutionError,
     SnapshotValue,
+    SourceFailure,
     SourceUnavailableError,
 )
 from ..observability._instrumentation import (
@@ -38,6 +39,7 @@ from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._gate import SourceGate
 from ._group import GroupRun
+from ._ledger import JOINED_SOURCE
 from ._results import ValueFactory
 from ._singleflight import Flight, FlightGroup, Outcome, SingleFlight
 from ._sources import RegisteredSource, SourceChains
@@ -69,6 +71,7 @@ class Engine:
         max_pending_tasks: int,
     ) -> None:
         self.sources = sources
+        self.source_order = {source.name: source.index for source in sources}
         self.chains = chains
         self.cache = cache
         self.gate = gate
@@ -228,11 +231,20 @@ class Engine:
         self, claims: Mapping[ResourceKey, Flight], ctx: FetchContext
     ) -> dict[ResourceKey, Outcome]:
         """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
-        then goes on for others, and this caller gets ``SnapshotDeadlineExceededError``."""
+        then goes on for others, and this caller gets a deadline failure for its key."""
         with self.holding(claims):
             pending = {flight.future for flight in claims.values() if not flight.future.done()}
             if pending:
                 await asyncio.wait(pending, timeout=ctx.remaining_seconds(self.clock))
+                # A flight running under this very deadline is cut at it on its own: give it
+                # the moment it needs to settle, so the caller sees where time ran out.
+                bound = {
+                    flight.future
+                    for flight in claims.values()
+                    if not flight.future.done() and _ends_by(flight, ctx)
+                }
+                if bound:
+                    await asyncio.wait(bound, timeout=_SETTLE_SECONDS)
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             outcomes: dict[ResourceKey, Outcome] = {}
             late = 0
@@ -241,9 +253,7 @@ class Engine:
                     outcomes[key] = flight.future.result()
                 else:
                     late += 1
-                    outcomes[key] = SnapshotDeadlineExceededError(
-                        f"deadline passed while waiting for {key}"
-                    )
+                    outcomes[key] = _joined_too_long(key)
         self.counters.deadline_exceeded += late
         return outcomes
 
@@ -380,6 +390,32 @@ class Engine:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+_SETTLE_SECONDS = 0.01
+"""How long past its deadline a caller waits for a flight cut at that same deadline to record
+its failure (it takes a few loop turns, no real time); bounded so no wait outlives it long."""
+
+
+def _ends_by(flight: Flight, ctx: FetchContext) -> bool:
+    """True when ``flight`` runs under a deadline no later than ``ctx``'s."""
+    window = flight.group.window
+    ours = ctx.deadline_monotonic
+    if window is None or ours is None:
+        return False
+    theirs = window.ctx.deadline_monotonic
+    return theirs is not None and theirs <= ours
+
+
+def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
+    """A caller's deadline passed while another build's flight still resolved ``key``."""
+    failure = SourceFailure(
+        JOINED_SOURCE,
+        "SnapshotDeadlineExceededError",
+        f"snapshot deadline exceeded while waiting for the in-flight resolution of {key}",
+        0,
+    )
+    return ResourceResolutionError(key, (failure,))
 
 
 def _observe(task: asyncio.Task[None]) -> None:

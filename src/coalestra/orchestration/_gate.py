@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 Invoke = Callable[[tuple[ResourceKey, ...]], Awaitable[T]]
 Judge = Callable[[tuple[ResourceKey, ...], T], Collection[ResourceKey]]
+"""Names the keys of a call that got a valid, fresh payload: their circuits record a success."""
 
 
 @final
@@ -76,6 +77,13 @@ def _batch_status(error: BaseException) -> str:
 
 # The build's own limits ran out: the source was not (or not yet) at fault.
 _NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
+
+
+def _where(source: RegisteredSource, keys: tuple[ResourceKey, ...]) -> str:
+    """The key a timeout message names; batch calls name none (B-TIME-3)."""
+    if source.kind is SourceKind.BATCH or len(keys) != 1:
+        return ""
+    return f" while resolving {keys[0]}"
 
 
 class _AllBlocked(Exception):
@@ -117,7 +125,8 @@ class SourceGate:
     ) -> GateResult[T]:
         """Call ``invoke`` with the admitted subset of ``keys`` until it succeeds or gives up.
 
-        ``judge`` names keys whose result counts as a failed circuit outcome (stale payloads).
+        ``judge`` names the keys whose result counts as a success for their circuits (a valid,
+        fresh payload); without it every called key does.
         Never raises for source failures (they are in ``GateResult.error``); cancellation
         propagates after every slot and probe is given back.
         """
@@ -168,8 +177,9 @@ class SourceGate:
             called = tuple(key for group in circuits.values() for key in group)
         if not called:
             raise _AllBlocked
+        where = _where(source, called)
         try:
-            lease = await self._acquire(source, window)
+            lease = await self._acquire(source, window, where)
         except BaseException as error:
             self._release_probes(source, circuits, error, window)  # the call was never made
             if source.kind is SourceKind.BATCH and self._report.metrics_on:
@@ -181,11 +191,15 @@ class SourceGate:
             try:
                 if self._traced:
                     with self._tracer.source_span(source.name, len(called), result.attempts):
-                        value = await self._invoke(source, window, invoke, called)
+                        value = await self._invoke(source, window, invoke, called, where)
                 else:
-                    value = await self._invoke(source, window, invoke, called)
+                    value = await self._invoke(source, window, invoke, called, where)
             except BaseException as error:
                 outcome = error
+                if isinstance(error, TimeoutError) and not isinstance(
+                    error, _NOT_THE_SOURCES_FAULT
+                ):
+                    self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
                 self._settle(source, circuits, error, window)
                 raise
             finally:
@@ -193,19 +207,25 @@ class SourceGate:
                 self._count_call(source, diag, latency_ms)
                 if self._report.metrics_on:
                     self._report_call(source, called, outcome, latency_ms)
-            failed = judge(called, value) if judge is not None else ()
-            self._settle_success(source, circuits, failed)
+            good = judge(called, value) if judge is not None else called
+            self._settle_success(source, circuits, good)
             result.value, result.called, result.latency_ms = value, called, latency_ms
             result.error = None
         finally:
             lease.release()
 
-    async def _acquire(self, source: RegisteredSource, window: FlightWindow) -> CapacityLease:
+    async def _acquire(
+        self, source: RegisteredSource, window: FlightWindow, where: str
+    ) -> CapacityLease:
+        """Wait for capacity, for at most the queue timeout capped by the deadline (B-TIME-2)."""
         own = source.queue_timeout_seconds
         budget = self._budget(own, window)
         if budget is not None and budget <= 0.0:
             self._counters.deadline_exceeded += 1
-            raise SnapshotDeadlineExceededError(f"deadline passed before calling {source.name}")
+            raise SnapshotDeadlineExceededError(
+                f"snapshot deadline exceeded before waiting for capacity for source "
+                f"{source.name}{where}"
+            )
         waiting_from = self._clock.monotonic()
         try:
             if budget is None:
@@ -215,16 +235,17 @@ class SourceGate:
                     with window.watch(scope, budget, own):
                         lease = await self._capacity.acquire(source.name)
         except TimeoutError:
-            if not window.expired():
-                self._counters.queue_timeouts += 1
-                self._report.capacity_timeout(source.name, "queue_timeout")
-                raise SourceQueueTimeoutError(
-                    f"{source.name}: no capacity slot within {own:.3f}s"
+            if window.expired() or own is None:
+                self._counters.deadline_exceeded += 1
+                self._report.capacity_timeout(source.name, "snapshot_deadline")
+                raise SnapshotDeadlineExceededError(
+                    f"snapshot deadline exceeded while waiting for capacity for source "
+                    f"{source.name}{where}"
                 ) from None
-            self._counters.deadline_exceeded += 1
-            self._report.capacity_timeout(source.name, "snapshot_deadline")
-            raise SnapshotDeadlineExceededError(
-                f"deadline passed while waiting for capacity for {source.name}"
+            self._counters.queue_timeouts += 1
+            self._report.capacity_timeout(source.name, "queue_timeout")
+            raise SourceQueueTimeoutError(
+                f"source {source.name} waited more than {own:.3f}s for capacity{where}"
             ) from None
         waited = self._clock.monotonic() - waiting_from
         if waited > 0.0:
@@ -273,7 +294,10 @@ class SourceGate:
         window: FlightWindow,
         invoke: Invoke[T],
         keys: tuple[ResourceKey, ...],
+        where: str,
     ) -> T:
+        """Make the call, for at most ``timeout_seconds`` (counted from now, with capacity
+        held) capped by the deadline (B-TIME-2)."""
         own = source.timeout_seconds
         budget = self._budget(own, window)
         if budget is None:
@@ -283,7 +307,10 @@ class SourceGate:
                 _spurious_cancel(source)
         if budget <= 0.0:
             self._counters.deadline_exceeded += 1
-            raise SnapshotDeadlineExceededError(f"deadline passed before calling {source.name}")
+            raise SnapshotDeadlineExceededError(
+                f"snapshot deadline exceeded before calling the source for source "
+                f"{source.name}{where}"
+            )
         scope = asyncio.timeout(budget)
         try:
             async with scope:
@@ -295,14 +322,13 @@ class SourceGate:
         except TimeoutError:
             if not scope.expired():
                 raise  # the source's own TimeoutError: an ordinary, retryable failure
-            if not window.expired():
-                self._counters.source_timeouts += 1
-                raise SourceTimeoutError(
-                    f"{source.name} did not answer within {own:.3f}s"
+            if window.expired() or own is None:
+                self._counters.deadline_exceeded += 1
+                raise SnapshotDeadlineExceededError(
+                    f"snapshot deadline exceeded while calling source {source.name}{where}"
                 ) from None
-            self._counters.deadline_exceeded += 1
-            raise SnapshotDeadlineExceededError(
-                f"deadline passed while calling {source.name}"
+            raise SourceTimeoutError(
+                f"source {source.name} timed out after {own:.3f}s{where}"
             ) from None
 
     def _settle(
@@ -345,14 +371,16 @@ class SourceGate:
         self,
         source: RegisteredSource,
         circuits: dict[CircuitIdentity, list[ResourceKey]],
-        failed: Collection[ResourceKey],
+        good: Collection[ResourceKey],
     ) -> None:
+        """A call returned: a circuit group succeeds if and only if one of its keys got a
+        valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5)."""
         policy = source.resilience.circuit
         for identity, members in circuits.items():
-            if failed and any(key in failed for key in members):
-                self._breaker.fail(identity, policy)
-            else:
+            if any(key in good for key in members):
                 self._breaker.succeed(identity, policy)
+            else:
+                self._breaker.fail(identity, policy)
 
     def _report_call(
         self,

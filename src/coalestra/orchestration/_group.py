@@ -16,6 +16,7 @@ import bisect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+from ..adapters._sources import check_batch_result
 from ..core import (
     DiagnosticsCollector,
     FetchContext,
@@ -30,7 +31,7 @@ from ..core._policies import FutureObservationError
 from ._committer import Committer
 from ._derive import Deriver, Onward
 from ._gate import GateResult
-from ._ledger import KeyLedger
+from ._ledger import KeyLedger, as_resolution_error
 from ._singleflight import Flight, Outcome
 from ._sources import RegisteredSource, SourceKind, normalize_payload
 from ._window import FlightWindow
@@ -60,7 +61,7 @@ class GroupRun:
         self.group = next(iter(flights.values())).group
         self.window = FlightWindow(ctx, engine.clock)
         self.diag = diag
-        self.ledger = KeyLedger(engine.report)
+        self.ledger = KeyLedger(engine.report, engine.source_order)
         self._committer = Committer(engine, flights, diag)
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
@@ -112,10 +113,9 @@ class GroupRun:
         for key in self.flights:
             supported, broken = chains.chain(key)
             self._chains[key] = tuple(sorted(supported))
-            for name in broken:
-                self.ledger.fail(
-                    key, name, SourceProtocolError(f"{name}: supports() failed for {key}")
-                )
+            for name, error in broken:
+                # B-SRC-3: no call was made, so no attempt; the chain goes on without it.
+                self.ledger.fail(key, name, error, 0)
         self.diag.support_cache_hits += chains.hits - hits
         self.diag.support_cache_misses += chains.misses - misses
         return list(self.flights)
@@ -176,9 +176,8 @@ class GroupRun:
         """
         if not keys:
             return
-        if self.ctx.expired(self.engine.clock):
-            await self._finish_failed(keys)
-            return
+        # No shortcut once the deadline has passed: each source the key reaches fails at once
+        # with its own deadline error (B-TIME-2), so the key's failures say where time ran out.
         bound: dict[int, list[ResourceKey]] = {}
         exhausted: list[ResourceKey] = []
         for key in keys:
@@ -304,7 +303,8 @@ class GroupRun:
         assert fetch_many is not None
 
         async def invoke(called: tuple[ResourceKey, ...]) -> dict[ResourceKey, SourcePayload[Any]]:
-            return _check_batch(source, called, await fetch_many(called, ctx))
+            raw = await fetch_many(called, ctx)
+            return check_batch_result(source.name, set(called), raw)
 
         result = await self.engine.gate.call(
             source, chunk, self.window, self.diag, invoke, self.judge
@@ -315,7 +315,9 @@ class GroupRun:
         payloads = result.value
         for key in result.called:
             if key not in payloads:
-                missing = SourceUnavailableError(f"{source.name} omitted {key} from its batch")
+                missing = SourceUnavailableError(
+                    f"batch source {source.name} omitted resource {key}"
+                )
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
         accepted = self.accept(source, payloads, result)
@@ -323,13 +325,12 @@ class GroupRun:
         return failed
 
     def judge(self, called: tuple[ResourceKey, ...], result: object) -> Collection[ResourceKey]:
-        """Keys whose payload counts as a failed circuit outcome: data already past TTL, or
-        a rejected timestamp."""
+        """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
         factory, now = self.engine.factory, self.engine.clock.now()
         if isinstance(result, SourcePayload):
-            return called if factory.fails_circuit(called[0], result, now) else ()
+            return () if factory.fails_circuit(called[0], result, now) else called
         assert isinstance(result, Mapping)
-        return [key for key, item in result.items() if factory.fails_circuit(key, item, now)]
+        return [key for key, item in result.items() if not factory.fails_circuit(key, item, now)]
 
     # -- results ---------------------------------------------------------------------------
 
@@ -350,9 +351,11 @@ class GroupRun:
                 continue
             # A derived value is as old as its oldest input; that is not the deriver's fault.
             derived = source.kind is SourceKind.DERIVED
-            if value.stale and not derived and self.engine.policy_for(key).ttl_seconds > 0.0:
-                self.ledger.keep_stale(source, value)
-                continue
+            if value.stale and not derived:
+                policy = self.engine.policy_for(key)
+                if policy.ttl_seconds > 0.0:
+                    self.ledger.keep_stale(source, value, policy)
+                    continue
             made.append(value)
         if made and self.engine.report.enabled:
             self._report_resolved(source, made)
@@ -425,9 +428,7 @@ class GroupRun:
         if not rest:
             return
         for key in rest:
-            outcome: Outcome = fallback.get(key) or self.ledger.error_for(
-                key, deadline_passed=expired
-            )
+            outcome: Outcome = fallback.get(key) or self.ledger.error_for(key)
             engine.flights.resolve(self.flights[key], outcome)
 
     def _abandon(self, reason: BaseException | None) -> None:
@@ -439,23 +440,5 @@ class GroupRun:
                     if reason is None or isinstance(reason, asyncio.CancelledError)
                     else repr(reason)
                 )
-                flights.resolve(
-                    flight, SourceUnavailableError(f"resolution of {key} stopped: {why}")
-                )
-
-
-def _check_batch(
-    source: RegisteredSource, asked: tuple[ResourceKey, ...], result: object
-) -> dict[ResourceKey, SourcePayload[Any]]:
-    """A batch result must map asked keys to payloads (or bare values)."""
-    if not isinstance(result, Mapping):
-        raise SourceProtocolError(
-            f"{source.name}: fetch_many must return a mapping, got {type(result).__name__}"
-        )
-    wanted = set(asked)
-    payloads: dict[ResourceKey, SourcePayload[Any]] = {}
-    for key, item in result.items():
-        if key not in wanted:
-            raise SourceProtocolError(f"{source.name}: fetch_many returned unrequested key {key!r}")
-        payloads[key] = normalize_payload(item)
-    return payloads
+                stopped = SourceUnavailableError(f"resolution of {key} stopped: {why}")
+                flights.resolve(flight, as_resolution_error(key, stopped))

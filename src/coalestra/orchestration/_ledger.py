@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
 from ..core import (
@@ -10,7 +10,6 @@ from ..core import (
     FreshnessPolicy,
     ResourceKey,
     ResourceResolutionError,
-    SnapshotDeadlineExceededError,
     SnapshotValue,
     SourceFailure,
     SourceUnavailableError,
@@ -20,14 +19,19 @@ from ._gate import GateResult
 from ._sources import RegisteredSource
 
 
+class StaleSourceData(SourceUnavailableError):
+    """Internal: a source returned data already past its TTL (B-SRC-3 names it so)."""
+
+
 @final
 class KeyLedger:
     """What went wrong for each key of one flight group, source by source."""
 
-    __slots__ = ("_cycles", "_failures", "_report", "_stale")
+    __slots__ = ("_cycles", "_failures", "_order", "_report", "_stale")
 
-    def __init__(self, report: Instrumentation) -> None:
+    def __init__(self, report: Instrumentation, order: Mapping[str, int]) -> None:
         self._report = report  # source outcomes are reported as they are recorded
+        self._order = order  # source name -> position in the priority chain
         self._failures: dict[ResourceKey, list[SourceFailure]] = {}
         self._stale: dict[ResourceKey, SnapshotValue[Any]] = {}
         self._cycles: dict[ResourceKey, DependencyCycleError] = {}
@@ -95,12 +99,15 @@ class KeyLedger:
             report.fetched(source.name, "circuit_open", len(result.blocked))
         return list(result.blocked)
 
-    def keep_stale(self, source: RegisteredSource, value: SnapshotValue[Any]) -> None:
+    def keep_stale(
+        self, source: RegisteredSource, value: SnapshotValue[Any], policy: FreshnessPolicy
+    ) -> None:
         """A stale payload fails this source for the key but stays the fallback of last resort."""
         held = self._stale.get(value.key)
         if held is None or value.observed_at > held.observed_at:
             self._stale[value.key] = value
-        stale = SourceUnavailableError(f"{source.name} returned data {value.age_seconds:.3f}s old")
+        ttl = policy.ttl_seconds
+        stale = StaleSourceData(f"age {value.age_seconds:.3f}s exceeds ttl {ttl:.3f}s")
         self.fail(value.key, source.name, stale, value.attempts)
         report = self._report
         if report.enabled:
@@ -124,16 +131,32 @@ class KeyLedger:
                 usable.append(held)
         return usable
 
-    def error_for(self, key: ResourceKey, *, deadline_passed: bool) -> Exception:
-        """The error to report for ``key`` once no source is left to try."""
+    def error_for(self, key: ResourceKey) -> Exception:
+        """The error to report for ``key`` once no source is left to try: always a
+        :class:`ResourceResolutionError` listing every failure (B-TIME-1), deadline ones
+        included, except a dependency cycle."""
         cycle = self._cycles.get(key)
         if cycle is not None:
             return cycle
-        failures = tuple(self._failures.get(key, ()))
-        if deadline_passed:
-            tried = "; ".join(failure.format(max_message_length=120) for failure in failures[:3])
-            detail = f" ({tried})" if tried else ""
-            return SnapshotDeadlineExceededError(
-                f"deadline passed before {key} was resolved{detail}"
-            )
+        # In the order tried (B-SRC-3): a supports() failure is found before any call is made,
+        # and keys fork down their chains concurrently, so record order is not chain order.
+        order = self._order
+        failures = tuple(
+            sorted(self._failures.get(key, ()), key=lambda failure: order.get(failure.source, -1))
+        )
         return ResourceResolutionError(key, failures)
+
+
+INTERNAL_SOURCE = "snapshot-builder"
+"""The ``source`` of a failure no source call made (a resolution stopped or out of time)."""
+
+JOINED_SOURCE = "single-flight"
+"""The ``source`` of a joiner's failure: its deadline passed while another build's flight ran."""
+
+
+def as_resolution_error(key: ResourceKey, error: Exception) -> Exception:
+    """``error`` as a :class:`ResourceResolutionError` for ``key`` (B-TIME-1): a bare error
+    becomes its single failure, under :data:`INTERNAL_SOURCE`, with no attempt."""
+    if isinstance(error, (ResourceResolutionError, DependencyCycleError)):
+        return error
+    return ResourceResolutionError(key, (SourceFailure.from_exception(INTERNAL_SOURCE, error, 0),))

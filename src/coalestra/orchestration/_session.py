@@ -29,9 +29,9 @@ from ..core import (
     SnapshotValue,
     SourceUnavailableError,
 )
-from ..core._snapshot import key_tuple
 from ..core._validation import check_bool
-from ._assembly import assemble, check_consistency, raise_for_required
+from ._assembly import assemble, check_consistency, raise_for_required, requested_keys
+from ._ledger import as_resolution_error
 from ._pinning import (
     PinnedMemo,
     dependents,
@@ -140,7 +140,7 @@ class SnapshotSession:
         self._check_open()
         check_bool("strict", strict)
         check_bool("retry_errors", retry_errors)
-        ordered = key_tuple("keys", keys)
+        ordered = requested_keys(keys)
         return await self._stage(
             ordered, ordered if strict else (), (), None, retry_errors, strict=strict
         )
@@ -227,8 +227,11 @@ class SnapshotSession:
             # The session's budget is spent: start no work that could only time out.
             runtime.counters.deadline_exceeded += len(keys)
             return {}, {
-                key: SnapshotDeadlineExceededError(
-                    f"deadline of session {ctx.snapshot_id!r} passed before {key} was resolved"
+                key: as_resolution_error(
+                    key,
+                    SnapshotDeadlineExceededError(
+                        f"deadline of session {ctx.snapshot_id!r} passed before {key} was resolved"
+                    ),
                 )
                 for key in keys
             }
@@ -304,7 +307,7 @@ class SnapshotSession:
             consistency_policy, SnapshotConsistencyPolicy
         ):
             raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
-        selected = key_tuple("keys", keys)
+        selected = requested_keys(keys)
         async with self._lock:
             self._check_open()
             counters = self._runtime.counters

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, final
 
-from ..core import FetchContext, ResourceKey, Snapshot, SourcePayload
+from ..core import FetchContext, ResourceKey, Snapshot, SourcePayload, SourceProtocolError
 from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
 from ..core._values import wrap_payload
 from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
@@ -118,6 +118,17 @@ def register_source(
         return getattr(source, attr, default)
 
     label = f"source {name!r}"
+    timeout = check_optional_float(
+        f"{label} timeout_seconds", attribute("timeout_seconds"), positive=True
+    )
+    # B-SRC-2: a source without the attribute queues for as long as it may run.
+    queue_timeout = (
+        check_optional_float(
+            f"{label} queue_timeout_seconds", attribute("queue_timeout_seconds"), positive=True
+        )
+        if hasattr(source, "queue_timeout_seconds")
+        else timeout
+    )
     declared = attribute("resilience_policy")
     if declared is not None and not isinstance(declared, SourceResiliencePolicy):
         raise TypeError(f"{label}: resilience_policy must be a SourceResiliencePolicy or None")
@@ -131,12 +142,8 @@ def register_source(
         fetch_many=methods.get("fetch_many"),
         dependencies=methods.get("dependencies"),
         derive=methods.get("derive"),
-        timeout_seconds=check_optional_float(
-            f"{label} timeout_seconds", attribute("timeout_seconds"), positive=True
-        ),
-        queue_timeout_seconds=check_optional_float(
-            f"{label} queue_timeout_seconds", attribute("queue_timeout_seconds"), positive=True
-        ),
+        timeout_seconds=timeout,
+        queue_timeout_seconds=queue_timeout,
         max_concurrency=check_optional_int(
             f"{label} max_concurrency", attribute("max_concurrency"), minimum=1
         ),
@@ -156,18 +163,21 @@ def register_sources(
 
     Raises:
         TypeError: ``sources`` is not iterable, or a source is malformed.
-        ValueError: two sources share a name.
+        ValueError: no source (``"at least one source is required"``), or two sources share a
+            name (``"source names must be unique"``).
     """
     if isinstance(sources, (str, bytes, Mapping)) or not isinstance(sources, Iterable):
         raise TypeError("sources must be an iterable of sources")
     given = list(sources)
+    if not given:
+        raise ValueError("at least one source is required")
     ordered = sorted(enumerate(given), key=lambda item: -_priority_of(item[1]))
     registered: list[RegisteredSource] = []
     seen: set[str] = set()
     for position, (_, source) in enumerate(ordered):
         entry = register_source(source, position, resilience)
         if entry.name in seen:
-            raise ValueError(f"duplicate source name {entry.name!r}: source names must be unique")
+            raise ValueError("source names must be unique")
         seen.add(entry.name)
         registered.append(entry)
     return tuple(registered)
@@ -183,6 +193,10 @@ def normalize_payload(result: object) -> SourcePayload[Any]:
     if type(result) is SourcePayload:
         return result
     return wrap_payload(result)
+
+
+Broken = tuple[tuple[str, Exception], ...]
+"""``(source name, error)`` for each source whose ``supports()`` failed for a key."""
 
 
 @final
@@ -208,7 +222,7 @@ class SourceChains:
             "source_support_cache_max_entries", max_entries, minimum=1
         )
         self._dynamic = any(not source.cache_supports for source in sources)
-        self._cache: dict[ResourceKey, tuple[frozenset[int], tuple[str, ...]]] = {}
+        self._cache: dict[ResourceKey, tuple[frozenset[int], Broken]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -219,8 +233,9 @@ class SourceChains:
         """Forget every cached answer."""
         self._cache.clear()
 
-    def chain(self, key: ResourceKey) -> tuple[frozenset[int], tuple[str, ...]]:
-        """Return ``(indices of supporting sources, names of sources whose supports() raised)``."""
+    def chain(self, key: ResourceKey) -> tuple[frozenset[int], Broken]:
+        """Return ``(indices of supporting sources, (name, error) of each source whose
+        supports() raised or answered something other than a bool)``."""
         if not self._enabled:
             self.misses += 1
             return self._ask(key, self._sources)
@@ -236,7 +251,7 @@ class SourceChains:
         live = self._ask(key, [s for s in self._sources if not s.cache_supports])
         return cached[0] | live[0], cached[1] + live[1]
 
-    def _store(self, key: ResourceKey, answer: tuple[frozenset[int], tuple[str, ...]]) -> None:
+    def _store(self, key: ResourceKey, answer: tuple[frozenset[int], Broken]) -> None:
         if answer[1]:
             return  # a supports() that raised may succeed next time: do not remember it
         cache = self._cache
@@ -247,19 +262,23 @@ class SourceChains:
     @staticmethod
     def _ask(
         key: ResourceKey, sources: Iterable[RegisteredSource]
-    ) -> tuple[frozenset[int], tuple[str, ...]]:
+    ) -> tuple[frozenset[int], Broken]:
         supported: list[int] = []
-        broken: list[str] = []
+        broken: list[tuple[str, Exception]] = []
         for source in sources:
             try:
                 answer: object = source.supports(key)
-            except Exception:
-                broken.append(source.name)
+            except Exception as error:
+                broken.append((source.name, error))
                 continue
             if answer is True:
                 supported.append(source.index)
             elif answer is not False:
-                broken.append(source.name)
+                wrong = SourceProtocolError(
+                    f"source {source.name}: supports({key}) must return a bool, "
+                    f"got {type(answer).__name__}"
+                )
+                broken.append((source.name, wrong))
         return frozenset(supported), tuple(broken)
 
 
