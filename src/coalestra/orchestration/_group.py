@@ -415,11 +415,10 @@ class GroupRun:
         await self._committer.commit(usable)
         rest = [key for key in keys if not self.flights[key].future.done()]
         fallback = {} if self._force or not rest else await engine.stale_on_error(rest)
-        expired = self.window.expired()
         served = [*usable, *(v for v in fallback.values() if isinstance(v, SnapshotValue))]
         if self._refresh_for is not None:
             for value in served:
-                error = self.ledger.error_for(value.key, deadline_passed=expired)
+                error = self.ledger.error_for(value.key)
                 self._served_instead[value.key] = error
         if engine.report.enabled:
             for value in served:
