@@ -445,11 +445,15 @@ class RedisCache:
     # -- cross-process single-flight -----------------------------------------------------------
 
     async def lease_many(self, keys: Collection[ResourceKey]) -> Collection[ResourceKey]:
-        """Take the fetch lease of each key nobody else holds; return the keys now held.
+        """Take the fetch lease of each key nobody else holds, all in one script call with a
+        token new to this call; return the keys now held.
 
         A key whose stored value needs no fetch (fresh under ``policy_resolver``, not due for a
-        refresh-ahead) is not leased: the caller waits for it and gets it at once. Leases this
-        process already holds are extended. Redis down: every key is granted (fetch locally).
+        refresh-ahead) is not leased: the caller waits for it and gets it at once. A lease this
+        process already holds is returned as held. Held leases are renewed every third of
+        ``lease_ttl_seconds`` until :meth:`release_many` (or :meth:`aclose`): fetch the keys at
+        once, and release them as soon as they are written. Redis down: every key is granted
+        (fetch locally); a request that timed out is released once Redis answers again.
 
         Raises:
             TypeError: ``keys`` is not a collection of ResourceKey.
@@ -477,9 +481,11 @@ class RedisCache:
 
         Returns as soon as a fresh value of one of them arrived, or a lease of one of them was
         released or expired (that lease is then taken for this process, so the caller's next
-        ``lease_many`` gets it), or ``wait_seconds`` passed (``None``: no limit; leases expire,
-        so the wait ends). Woken by write and release messages, and polls at least every
-        ``poll_interval_seconds``.
+        ``lease_many`` gets it), or three quarters of ``wait_seconds`` passed (the caller keeps
+        the rest to fetch for itself; ``None``: no limit, the wait ends when a holder writes,
+        gives up or stops renewing). Woken by write and release messages and at the expiry of
+        the lease it waits on; polls (from ``poll_interval_seconds``, doubling up to 1 s) only
+        while the event subscription is down.
 
         Returns:
             Fresh lookups of the keys whose values arrived (empty if none, or Redis is down).
