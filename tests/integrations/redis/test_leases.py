@@ -221,3 +221,31 @@ async def test_a_build_never_fails_because_of_a_lease(
     await builder.aclose()
     await cache.aclose()
     await holder.aclose()
+
+
+async def test_without_pub_sub_a_waiter_falls_back_to_polling_with_a_backoff(
+    redis_url: str, prefix: str, raw: Redis, cache: RedisCache
+) -> None:
+    # A user that may run every command but subscribe to no channel: its event subscription
+    # never comes up, so only polling can tell its waiter that the value arrived.
+    user = f"u{prefix}"
+    await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "+@all", "resetchannels")
+    deaf = RedisCache(
+        redis_url.replace("redis://", f"redis://{user}:pw@"),
+        prefix=prefix,
+        poll_interval_seconds=0.05,
+        connect_timeout_seconds=0.2,
+    )
+    assert list(await cache.lease_many([A])) == [A]
+    waiting = asyncio.create_task(
+        deaf.wait_for_many([A], wait_seconds=10.0, now=time.time(), policies=policies(A))
+    )
+    await asyncio.sleep(0.5)
+    written = time.monotonic()
+    await cache.set_many_if_newer([value(A, "fetched")])
+    found = await waiting
+    assert time.monotonic() - written < 1.2  # the backoff is bounded (1 s at most)
+    assert found[A].value is not None
+    assert not (await deaf.stats()).subscribed
+    await deaf.aclose()
+    await raw.execute_command("ACL", "DELUSER", user)
