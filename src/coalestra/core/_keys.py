@@ -194,6 +194,7 @@ class ResourceKey:
     _normalizer: KeyNormalizer
     if TYPE_CHECKING:  # cached state, deliberately not a dataclass field
         _hash: int
+        _text: str
 
     def __init__(
         self,
@@ -339,11 +340,16 @@ class ResourceKey:
         return (self.namespace, self.name, self.subject, self.qualifiers)
 
     def __str__(self) -> str:
+        try:
+            return self._text  # rendered once: events name every key they report
+        except AttributeError:
+            pass
         text = f"{self.namespace}:{self.name}"
         if self.subject:
             text = f"{text}:{self.subject}"
         if self.qualifiers:
             text += "?" + "&".join(f"{name}={value}" for name, value in self.qualifiers)
+        object.__setattr__(self, "_text", text)
         return text
 
     def __repr__(self) -> str:

@@ -211,9 +211,13 @@ class Instrumentation:
         try:
             call(*args, **kwargs)
         except Exception:
-            self._sink_failures += 1
-            if self._sink_failures == 1:  # once: a broken sink must not flood the log
-                _log.warning("an observability sink raised; counting, not raising", exc_info=True)
+            self._failed()
+
+    def _failed(self) -> None:
+        """Count a sink call that raised; call it from the ``except`` block."""
+        self._sink_failures += 1
+        if self._sink_failures == 1:  # once: a broken sink must not flood the log
+            _log.warning("an observability sink raised; counting, not raising", exc_info=True)
 
     def _count(self, metric: str, value: int = 1, **labels: str) -> None:
         if self.metrics_on and value:
@@ -363,8 +367,12 @@ class Instrumentation:
     def cache_hits(self, hits: Iterable[tuple[ResourceKey, str]]) -> None:
         """One ``cache_hit`` event per key served from the cache, with its freshness."""
         if self.events_on:
-            for key, freshness in hits:
-                self._safely(self._emit, EVENT_CACHE_HIT, resource=str(key), freshness=freshness)
+            emit = self._emit
+            for key, freshness in hits:  # per key: the guard is inlined, not a call
+                try:
+                    emit(EVENT_CACHE_HIT, resource=str(key), freshness=freshness)
+                except Exception:
+                    self._failed()
 
     def cache_bypassed(self, keys: Collection[ResourceKey]) -> None:
         """A forced session revalidation skipped the cache for ``keys``."""
