@@ -97,7 +97,11 @@ async def tour() -> None:
     slow = failure.errors[SLOW]
     assert isinstance(slow, ResourceResolutionError)
     assert slow.failures[0].error_type == "SnapshotDeadlineExceededError"
-    assert isinstance(failure.errors[LOOP_A], DependencyCycleError)
+    # LOOP_B closed the loop (its failure is the DependencyCycleError); LOOP_A failed on it
+    loop = failure.errors[LOOP_A]
+    assert isinstance(loop, ResourceResolutionError)
+    assert loop.failures[0].error_type == "DependencyResolutionError"
+    assert DependencyCycleError.__name__ in loop.failures[0].message
     assert failure.errors[UNKNOWN].failures == ()  # no source supports it
     assert all(isinstance(error, CoalestraError) for error in failure.errors.values())
 

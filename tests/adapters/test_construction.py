@@ -79,6 +79,7 @@ SIGNATURES = {
         ("deriver", REQUIRED),
         *COMMON_TAIL,
         *FLAGS,
+        ("observed_at_from_dependencies", False),  # B-SRC-6's opt-in
     ],
 }
 

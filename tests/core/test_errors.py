@@ -312,19 +312,22 @@ def test_dependency_cycle_error_message() -> None:
     error = DependencyCycleError((ACCOUNT, POSITION, ACCOUNT))
     assert error.path == (ACCOUNT, POSITION, ACCOUNT)
     assert str(error) == (
-        "dependency cycle: account:balance -> account:position:BTCUSDT -> account:balance"
+        "Derived resource dependency cycle detected: "
+        "account:balance -> account:position:BTCUSDT -> account:balance"
     )
 
 
 def test_dependency_resolution_error() -> None:
     errors: dict[ResourceKey, Exception] = {ACCOUNT: resolution_error(ACCOUNT)}
+    errors_text = str(errors[ACCOUNT])  # nested texts appear in the message (B-SRC-7)
     error = DependencyResolutionError(POSITION, "rules", errors)
     errors.clear()
     assert error.key == POSITION
     assert error.source == "rules"
     assert list(error.errors) == [ACCOUNT]
     assert str(error) == (
-        "rules could not derive account:position:BTCUSDT: dependencies failed: account:balance"
+        "Unable to derive account:position:BTCUSDT with source rules; dependency failures: "
+        f"account:balance=ResourceResolutionError({errors_text})"
     )
     with pytest.raises(TypeError):
         error.errors[POSITION] = ValueError()  # type: ignore[index]

@@ -204,8 +204,18 @@ async def test_failed_derived_refresh_keeps_its_dependencies(
 
 
 async def test_consistency_scope_includes_derived_values_only_on_request(
-    builder: SnapshotBuilder, source: Source, clock: VirtualClock
+    source: Source, clock: VirtualClock
 ) -> None:
+    derived = risk_rules()
+    # B-SRC-6's opt-in: a derived value is stamped with its oldest dependency's observed_at
+    derived.observed_at_from_dependencies = True  # type: ignore[attr-defined]
+    builder = SnapshotBuilder(
+        [source, derived],
+        clock=clock,
+        default_policy=LONG,
+        retry_policy=RetryPolicy(max_attempts=1),
+        circuit_breaker=CircuitBreaker(failure_threshold=1000, clock=clock),
+    )
     session = builder.session()
     await session.resolve([POSITION, PRICE, EXPOSURE])
     await asyncio.sleep(10)  # EXPOSURE is observed as its oldest dependency, PRICE, 10 s ago

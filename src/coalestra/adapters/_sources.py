@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, final
 from ..core._errors import SourceProtocolError
 from ..core._keys import ResourceKey
 from ..core._snapshot import Snapshot
-from ..core._validation import check_callable
+from ..core._validation import check_bool, check_callable
 from ..core._values import FetchContext, SourcePayload
 from ._base import CallableSourceBase, SourceSettings, check_key, check_sync_callable
 from ._invoke import Invoker, discard_awaitable, to_payload
@@ -246,13 +246,16 @@ class CallableDerivedSource(CallableSourceBase):
         resilience_policy, cache_supports, run_sync_in_thread: as for :class:`CallableSource`.
         dependencies: synchronous ``dependencies(key) -> Iterable[ResourceKey]``.
         deriver: ``deriver(key, dependencies_snapshot, context)``.
+        observed_at_from_dependencies: opt-in: stamp a derived value that has no
+            ``observed_at`` of its own with its oldest dependency's ``observed_at`` (our 0.x
+            behaviour) instead of the derivation time (the default).
 
     Raises:
         TypeError: an argument has the wrong type (``dependencies`` asynchronous, ...).
         ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
     """
 
-    __slots__ = ("_dependencies", "_deriver")
+    __slots__ = ("_dependencies", "_deriver", "observed_at_from_dependencies")
 
     def __init__(
         self,
@@ -268,6 +271,7 @@ class CallableDerivedSource(CallableSourceBase):
         resilience_policy: SourceResiliencePolicy | None = None,
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
+        observed_at_from_dependencies: bool = False,
     ) -> None:
         settings = SourceSettings(
             name=name,
@@ -280,6 +284,9 @@ class CallableDerivedSource(CallableSourceBase):
             run_sync_in_thread=run_sync_in_thread,
         )
         super().__init__(settings, supports)
+        self.observed_at_from_dependencies = check_bool(
+            "observed_at_from_dependencies", observed_at_from_dependencies
+        )
         self._dependencies = check_sync_callable("dependencies", dependencies)
         self._deriver = Invoker(
             check_callable("deriver", deriver), run_sync_in_thread=run_sync_in_thread

@@ -234,7 +234,9 @@ class DependencyCycleError(CoalestraError):
         super().__init__(self.path)
 
     def __str__(self) -> str:
-        return "dependency cycle: " + " -> ".join(str(key) for key in self.path)
+        return "Derived resource dependency cycle detected: " + " -> ".join(
+            str(key) for key in self.path
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path,), self.__dict__)
@@ -252,8 +254,12 @@ class DependencyResolutionError(CoalestraError):
         super().__init__(key, source, dict(errors))
 
     def __str__(self) -> str:
-        failed = ", ".join(str(key) for key in self.errors)
-        return f"{self.source} could not derive {self.key}: dependencies failed: {failed}"
+        failed = ", ".join(
+            f"{key}={type(error).__name__}({error})" for key, error in self.errors.items()
+        )
+        return (
+            f"Unable to derive {self.key} with source {self.source}; dependency failures: {failed}"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.key, self.source, dict(self.errors)), self.__dict__)

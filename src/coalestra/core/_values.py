@@ -226,10 +226,17 @@ class SnapshotValue(Generic[T]):
         new.__class__ = SnapshotValue  # type: ignore[assignment]
         return new  # type: ignore[return-value]
 
-    def _served(self, now: float, age_seconds: float, stale: bool) -> SnapshotValue[Any]:
+    def _served(
+        self,
+        now: float,
+        age_seconds: float,
+        stale: bool,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SnapshotValue[Any]:
         """This cached revision as a build serves it at ``now``: ``from_cache=True``,
-        ``fetched_at=now``, the given age and staleness, ``latency_ms=0.0``; payload and every
-        other field shared unchanged (hot path: no validation, see :meth:`_evolve`)."""
+        ``fetched_at=now``, the given age and staleness, ``latency_ms=0.0``, and ``metadata``
+        (already read-only) when given; payload and every other field shared unchanged (hot
+        path: no validation, see :meth:`_evolve`)."""
         new = _new(_SnapshotValueDraft)
         new.key = self.key
         new.value = self.value
@@ -241,12 +248,19 @@ class SnapshotValue(Generic[T]):
         new.from_cache = True
         new.latency_ms = 0.0
         new.attempts = self.attempts
-        new.metadata = self.metadata
+        new.metadata = self.metadata if metadata is None else metadata
         new.authority_rank = self.authority_rank
         new.version = self.version
         new.dependency_versions = self.dependency_versions
         new.__class__ = SnapshotValue  # type: ignore[assignment]
         return new  # type: ignore[return-value]
+
+    @staticmethod
+    def _draft_type() -> type[Any]:
+        """The mutable twin of this class (same slots), for restamping a private copy in place
+        on the hot cache-hit path: retype it with ``object.__setattr__(v, "__class__", twin)``,
+        store the fields, then set ``__class__`` back. Only for a copy nobody else holds yet."""
+        return _SnapshotValueDraft
 
 
 _new = object.__new__

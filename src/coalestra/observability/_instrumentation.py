@@ -17,26 +17,7 @@ one module:
 
 Counters (``R`` = ``resource_namespace``, ``resource_name``):
 
-=================================== ==============================================================
-metric                              labels
-=================================== ==============================================================
-snapshot_build_total                status (success, error)
-snapshot_session_resolve_total      status (every session stage, builds included)
-snapshot_session_revalidate_total   status
-snapshot_consistency_total          status="error", rule="observation_skew"
-cache_access_total                  status (fresh, stale_while_revalidate, miss, stale_fallback,
-                                    revalidation_bypass), R
-source_fetch_total                  status (success, failure, invalid_timestamp, stale,
-                                    circuit_open), source
-source_batch_call_total             status (success, failure, queue_timeout, deadline_exceeded),
-                                    source
-source_capacity_timeout_total       source, reason (queue_timeout, snapshot_deadline)
-singleflight_join_total             R
-resource_refresh_total              status (scheduled, success, failure, cancelled), R
-resource_publish_total              status (a PublishStatus value), source, R
-resource_invalidation_total         R
-=================================== ==============================================================
-
+=================================== =======================================================
 Observations, each labelled ``source``: ``source_fetch_latency_ms``, ``source_capacity_wait_ms``,
 ``source_batch_size``.
 """

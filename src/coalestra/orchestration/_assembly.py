@@ -16,6 +16,7 @@ from ..core import (
     SnapshotValue,
 )
 from ..core._snapshot import key_tuple
+from ..core._validation import ReadOnlyDict
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -42,7 +43,11 @@ def assemble(
     duration_ms: float,
 ) -> Snapshot:
     """Build the snapshot in request order, with frozen diagnostics."""
-    resources = {key: values[key] for key in keys if key in values}
+    if not errors and len(values) == len(keys) and list(values) == list(keys):
+        # Every key resolved, already in request order (a warm build): no re-keying needed.
+        resources: Mapping[ResourceKey, SnapshotValue[Any]] = ReadOnlyDict(values)
+    else:
+        resources = {key: values[key] for key in keys if key in values}
     failed = {key: errors[key] for key in keys if key in errors}
     diag.requested_resources += len(keys)
     diag.resolved_resources += len(resources)

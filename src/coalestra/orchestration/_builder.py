@@ -47,12 +47,12 @@ from ..resilience import (
 from ._assembly import assemble, check_consistency, raise_for_required, requested_keys
 from ._config import settle
 from ._counters import EngineCounters
-from ._ledger import as_resolution_error
 from ._parts import make_capacity, make_engine, make_publisher
 from ._policy import PolicyResolver
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._singleflight import SingleFlight
+from ._view import BuildView
 
 
 @final
@@ -430,22 +430,20 @@ class SnapshotBuilder:
         diag: DiagnosticsCollector,
         *,
         force_refresh: bool = False,
+        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
     ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
         """Resolve ``keys`` under ``ctx`` into private values and per-key errors (internal:
-        shared by builds and sessions)."""
+        shared by builds and sessions). ``pinned``: values the caller already shows (a
+        session's), which derivations then take as their dependencies.
+
+        Raises:
+            Exception: whatever the cache raised, as it is.
+        """
         if self._closed:
             raise SessionClosedError("the builder is closed")
-        engine = self._engine
-        hits, claims = await engine.lookup_and_claim(keys, ctx, diag, force_refresh=force_refresh)
-        values = hits
-        errors: dict[ResourceKey, Exception] = {}
-        if claims:
-            for key, outcome in (await engine.wait(claims, ctx)).items():
-                if isinstance(outcome, Exception):
-                    errors[key] = as_resolution_error(key, outcome)
-                else:
-                    values[key] = engine.consume(outcome, ctx)
-        return values, errors
+        return await self._engine.resolve(
+            keys, ctx, diag, BuildView(pinned), force_refresh=force_refresh
+        )
 
     def session(
         self,

@@ -1,23 +1,28 @@
 """How the engine talks to whatever cache it was given.
 
-The cache's capabilities (batch reads, atomic conditional writes, authority validation) are read
-once here. A cache that raises degrades the build instead of failing it: a failed read is a miss,
-a failed write leaves the value served but uncached; both are counted for health.
+The cache's capabilities (batch reads and writes, atomic conditional writes, authority and
+dependency validation) are read once here. Reads use ``get_many`` when the cache has it, else one
+``get`` per key; writes use the first of ``set_many_if_newer``, ``set_many``, ``set_if_newer`` and
+``set`` the cache has. Per-key calls run in ``min(max_pending_tasks, n)`` concurrent workers, in
+input order. An exception the cache raises is not wrapped or swallowed: it propagates to the
+caller (the first failure of per-key calls cancels the calls in flight and starts no more).
+Only the cross-process lease calls degrade: without them, this process fetches itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
+from ..cache import AsyncMemoryCache
 from ..concurrency._bounded import run_bounded
 from ..core import (
     AsyncCache,
     CacheLookup,
     CacheWriteResult,
     FreshnessPolicy,
-    PayloadIsolationError,
     ResourceKey,
     SnapshotValue,
 )
@@ -43,12 +48,14 @@ class CacheAccess:
         "_leases",
         "_limit",
         "_set_if_newer",
+        "_set_many",
         "_set_many_if_newer",
-        "_validates_dependencies",
+        "batch_reads",
+        "batch_writes",
         "cache",
-        "read_failures",
+        "private_copies",
         "validates_authority",
-        "write_failures",
+        "validates_dependencies",
     )
 
     def __init__(self, cache: AsyncCache, *, max_pending_tasks: int = 8) -> None:
@@ -61,14 +68,21 @@ class CacheAccess:
         # Per-key calls on single-key caches run bounded: neither one by one nor unbounded.
         self._limit = max_pending_tasks
         self._set_many_if_newer = _method(cache, "set_many_if_newer")
+        self._set_many = _method(cache, "set_many")
         self._set_if_newer = _method(cache, "set_if_newer")
-        self.validates_authority = getattr(cache, "validates_source_authority", False) is True
-        self._validates_dependencies = (
-            getattr(cache, "validates_dependency_versions", False) is True
+        # Batch-capable caches (get_many, set_many and invalidate_many): only their batch calls
+        # count in the diagnostics' cache_batch_reads / cache_batch_writes.
+        batch = all(_method(cache, n) for n in ("get_many", "set_many", "invalidate_many"))
+        self.batch_reads = batch and self._get_many is not None
+        self.batch_writes = batch and (
+            self._set_many_if_newer is not None or self._set_many is not None
         )
+        self.validates_authority = getattr(cache, "validates_source_authority", False) is True
+        self.validates_dependencies = getattr(cache, "validates_dependency_versions", False) is True
         self._leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
-        self.read_failures = 0
-        self.write_failures = 0
+        # The built-in cache hands out a fresh private copy per read: the engine may restamp it
+        # in place instead of copying it again.
+        self.private_copies = isinstance(cache, AsyncMemoryCache)
 
     async def read(
         self,
@@ -80,25 +94,22 @@ class CacheAccess:
 
         A cache that does not declare ``validates_dependency_versions = True`` gets its derived
         hits checked here (see :meth:`_drop_outdated`).
+
+        Raises:
+            Exception: whatever the cache raised, as it is.
         """
-        try:
-            if self._get_many is not None:
-                found: Mapping[ResourceKey, CacheLookup] = await self._get_many(
-                    keys, now=now, policies=policies
-                )
-            else:
-                get = self.cache.get
+        if self._get_many is not None:
+            found: Mapping[ResourceKey, CacheLookup] = await self._get_many(
+                keys, now=now, policies=policies
+            )
+        else:
+            get = self.cache.get
 
-                async def one(key: ResourceKey) -> CacheLookup:
-                    return await get(key, now=now, policy=policies[key])
+            async def one(key: ResourceKey) -> CacheLookup:
+                return await get(key, now=now, policy=policies[key])
 
-                found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
-        except PayloadIsolationError:
-            raise
-        except Exception:
-            self.read_failures += 1
-            return dict.fromkeys(keys, MISS)
-        if self._validates_dependencies:
+            found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
+        if self.validates_dependencies:
             return found
         return await self._drop_outdated(found, now)
 
@@ -153,30 +164,25 @@ class CacheAccess:
         return True
 
     async def write(
-        self, values: Collection[SnapshotValue[Any]]
+        self, values: Sequence[SnapshotValue[Any]]
     ) -> Mapping[ResourceKey, CacheWriteResult | None]:
-        """Store ``values`` monotonically; ``None`` results mean "stored, no comparison made".
+        """Store ``values`` with the first write method the cache has; ``None`` results mean
+        "stored, no comparison made" (a plain ``set``/``set_many``).
 
         Raises:
-            PayloadIsolationError: a payload could not be copied (nothing of the batch stored).
+            Exception: whatever the cache raised (``PayloadIsolationError`` included).
         """
-        try:
-            if self._set_many_if_newer is not None:
-                written: Mapping[ResourceKey, CacheWriteResult] = await self._set_many_if_newer(
-                    values
-                )
-                return written
-            ordered = list(values)
-            if self._set_if_newer is not None:
-                results = await run_bounded(ordered, self._set_if_newer, self._limit)
-                return {value.key: result for value, result in zip(ordered, results, strict=True)}
-            await run_bounded(ordered, self.cache.set, self._limit)
-            return dict.fromkeys((value.key for value in ordered), None)
-        except PayloadIsolationError:
-            raise
-        except Exception:
-            self.write_failures += 1
-            return dict.fromkeys((value.key for value in values), None)
+        if self._set_many_if_newer is not None:
+            written: Mapping[ResourceKey, CacheWriteResult] = await self._set_many_if_newer(values)
+            return written
+        if self._set_many is not None:
+            await self._set_many(values)
+        elif self._set_if_newer is not None:
+            results = await run_bounded(values, self._set_if_newer, self._limit)
+            return {value.key: result for value, result in zip(values, results, strict=True)}
+        else:
+            await run_bounded(values, self.cache.set, self._limit)
+        return dict.fromkeys((value.key for value in values), None)
 
     async def invalidate(self, keys: Sequence[ResourceKey]) -> None:
         """Drop ``keys``: one ``invalidate_many`` call, or bounded per-key ``invalidate``."""
@@ -198,18 +204,15 @@ class CacheAccess:
             return set(keys)
         try:
             return set(await self._leases.lease_many(keys))
-        except Exception:
-            self.read_failures += 1
+        except Exception:  # coordination only: without it, this process fetches itself
             return set(keys)
 
     async def release(self, keys: Sequence[ResourceKey]) -> None:
-        """Give leases back; failures are counted (the leases expire on their own)."""
+        """Give leases back; a failure is ignored (the leases expire on their own)."""
         if self._leases is None or not keys:
             return
-        try:
+        with contextlib.suppress(Exception):
             await self._leases.release_many(keys)
-        except Exception:
-            self.write_failures += 1
 
     async def wait_for(
         self,
@@ -226,6 +229,5 @@ class CacheAccess:
             return await self._leases.wait_for_many(
                 keys, wait_seconds=wait_seconds, now=now, policies=policies
             )
-        except Exception:
-            self.read_failures += 1
+        except Exception:  # coordination only: fetch here instead
             return {}

@@ -45,8 +45,8 @@ def _exclusive(first: str, first_value: object, second: str, second_value: objec
 def freshness_provider(
     default_policy: FreshnessPolicy | None, policy_resolver: FreshnessPolicyProvider | None
 ) -> FreshnessPolicyProvider:
-    """The key -> policy function: the resolver, a default policy, or one second of TTL."""
-    _exclusive("default_policy", default_policy, "policy_resolver", policy_resolver)
+    """The key -> policy function: the resolver (it wins when both are given), a default
+    policy, or the builder's default (1 s TTL, usable on error up to 10 s)."""
     if policy_resolver is not None:
         if not callable(getattr(policy_resolver, "resolve", None)):
             raise TypeError("policy_resolver must have a resolve(key) method")

@@ -10,7 +10,7 @@ two builds that each own a key the other's derivation needs can never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, final
 
 from ..core import (
@@ -23,7 +23,7 @@ from ..core import (
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
-from ._singleflight import Flight, Outcome
+from ._singleflight import Flight, Outcome, Raised
 from ._sources import RegisteredSource, normalize_payload
 
 if TYPE_CHECKING:
@@ -95,7 +95,9 @@ class Deriver:
         run = self._run
         engine = run.engine
         union = list(dict.fromkeys(dep for deps in deps_of.values() for dep in deps))
-        hits, claims = await engine.lookup_and_claim(union, run.ctx, run.diag)
+        # The build's own reading of each dependency (read or claimed now if it has none).
+        async with run.view.lock():
+            hits, claims = await engine.lookup_and_claim(union, run.ctx, run.diag, run.view)
         outcomes: dict[ResourceKey, Outcome] = dict(hits)
         waiting = self._check_cycles(deps_of, claims)
         try:
@@ -117,7 +119,9 @@ class Deriver:
                 None,
             )
             if path is not None:
-                run.ledger.fail_cycle(key, name, DependencyCycleError(path))
+                # Waiting would close the loop: this key closes it, and records the cycle as a
+                # derivation path, from the key already on it to its repeat (A -> B -> A).
+                run.ledger.fail_cycle(key, name, DependencyCycleError((*path[1:], path[1])))
                 cycled.append(key)
                 continue
             run.flights[key].waiting_on = frozenset(dep for dep in deps if dep in claims)
@@ -168,27 +172,33 @@ class Deriver:
         self._fall_through(keys)
 
     async def _derive_ready(self, ready: Deps, outcomes: Mapping[ResourceKey, Outcome]) -> None:
+        """Derive the keys whose dependencies are done, then write them in one call (now, not
+        with the whole level: another key of the level may be waiting on one of them)."""
+        made: list[SnapshotValue[Any]] = []
+
         async def derive_one(key: ResourceKey) -> None:
-            if not await self._try(key, ready[key], outcomes):
+            if not await self._try(key, ready[key], outcomes, made):
                 self._fall_through([key])
 
         await self._run.pool(list(ready), derive_one)
+        await self._run.commit(made)
 
     async def _try(
         self,
         key: ResourceKey,
         deps: tuple[ResourceKey, ...],
         outcomes: Mapping[ResourceKey, Outcome],
+        made: list[SnapshotValue[Any]],
     ) -> bool:
         run, source = self._run, self._source
         errors = {dep: o for dep in deps if isinstance(o := outcomes[dep], Exception)}
+        raised = next((e for e in errors.values() if type(e) is Raised), None)
+        if raised is not None:
+            raise raised.error  # the cache failed under a dependency: this group fails too
         if errors:
-            cycle = _cycle_through(key, errors.values())
-            if cycle is not None:
-                run.ledger.fail_cycle(key, source.name, cycle)
-            else:
-                failed = DependencyResolutionError(key, source.name, errors)
-                run.ledger.fail(key, source.name, failed)
+            # No call was made: attempts 0, and the circuit does not hear of it.
+            failed = DependencyResolutionError(key, source.name, errors)
+            run.ledger.fail(key, source.name, failed, 0)
             return False
         ctx = run.ctx
         values = {
@@ -208,17 +218,14 @@ class Deriver:
             run.ledger.fail_all(source, (key,), result)
             return False
         versions = {dep: value.version for dep, value in values.items()}
-        oldest = min((value.observed_at for value in values.values()), default=None)
-        accepted = run.accept(source, {key: result.value}, result, versions=versions, oldest=oldest)
+        # A plain derived value is stamped with its derivation time, unless the source opted
+        # in to its oldest dependency's observation time.
+        oldest = (
+            min((value.observed_at for value in values.values()), default=None)
+            if source.inherit_observed_at
+            else None
+        )
+        accepted = run.accept(
+            source, {key: result.value}, result, made, versions=versions, oldest=oldest
+        )
         return key in accepted
-
-
-def _cycle_through(key: ResourceKey, errors: Iterable[Exception]) -> DependencyCycleError | None:
-    """If a dependency failed on a cycle that passes through ``key``, the same cycle, seen from
-    ``key`` (so every member of a cycle reports the loop, not a dependency failure)."""
-    for error in errors:
-        if isinstance(error, DependencyCycleError) and key in error.path:
-            loop = error.path[:-1] if error.path[0] == error.path[-1] else error.path
-            at = loop.index(key)
-            return DependencyCycleError((*loop[at:], *loop[:at], key))
-    return None

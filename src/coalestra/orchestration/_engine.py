@@ -5,6 +5,7 @@ batched cache read, single-flight claims and waits), background refreshes, and o
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, final
@@ -25,6 +26,8 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ..core._validation import ReadOnlyDict
+from ..core._values import MISS
 from ..observability._instrumentation import (
     FRESH as _FRESH,
 )
@@ -39,10 +42,17 @@ from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._gate import SourceGate
 from ._group import GroupRun
-from ._ledger import JOINED_SOURCE
+from ._ledger import JOINED_SOURCE, as_resolution_error
+from ._reconcile import Reconciler
 from ._results import ValueFactory
-from ._singleflight import Flight, FlightGroup, Outcome, SingleFlight
+from ._singleflight import Flight, FlightGroup, Outcome, Raised, SingleFlight
 from ._sources import RegisteredSource, SourceChains
+from ._view import BuildView
+
+_Draft = SnapshotValue._draft_type()
+_retype = object.__setattr__
+_AHEAD = RefreshMode.REFRESH_AHEAD
+_SWR = RefreshMode.STALE_WHILE_REVALIDATE
 
 Refresh = tuple[DiagnosticsCollector, Mapping[ResourceKey, str]]
 """A background refresh: the diagnostics of the build that scheduled it, and why each key is
@@ -86,62 +96,164 @@ class Engine:
         self.active_workers = 0
         self.tasks: set[asyncio.Task[None]] = set()
         self.refresh_tasks: set[asyncio.Task[None]] = set()
+        self.closed = False  # set by shutdown(): no background refresh starts after it
 
     # -- steps 2 and 3: one cache read, then single-flight ----------------------------------
+
+    async def resolve(
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        view: BuildView,
+        *,
+        force_refresh: bool = False,
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
+        """Resolve ``keys`` for one build (or session stage) into private values and per-key
+        errors, consistent with ``view`` (see :mod:`._view`).
+
+        Raises:
+            Exception: whatever the cache raised, as it is.
+        """
+        values, claims = await self.lookup_and_claim(
+            keys, ctx, diag, view, force_refresh=force_refresh
+        )
+        errors: dict[ResourceKey, Exception] = {}
+        check = claims or not self.cache.validates_dependencies
+        if check:
+            values = dict(values)  # the build's first reading stays as it was read
+        if claims:
+            joined = view.joined
+            for key, outcome in (await self.wait(claims, ctx)).items():
+                if isinstance(outcome, Exception):
+                    if type(outcome) is Raised:
+                        raise outcome.error
+                    errors[key] = as_resolution_error(key, outcome)
+                else:
+                    values[key] = self.consume(outcome, ctx, coalesced=key in joined)
+        if check:
+            await Reconciler(self, ctx, diag, view).reconcile(values, errors)
+        return values, errors
 
     async def lookup_and_claim(
         self,
         keys: Sequence[ResourceKey],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
+        view: BuildView,
         *,
         force_refresh: bool = False,
     ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Flight]]:
-        """Serve what the cache can; claim flights (own or join) for the rest.
+        """Serve what ``view`` or the cache holds; claim flights (own or join) for the rest.
 
-        Returns ``(outcomes, claims)``: cache hits (private copies) and the flights to wait on.
+        Keys ``view`` already holds are not read again. Returns ``(values, claims)``: values
+        served from the cache (private copies) and the flights to wait on.
         """
-        if force_refresh:
-            if self.report.enabled:
-                self.report.cache_bypassed(keys)
-            return {}, self.claim(keys, ctx, diag, force=True)
+        if view.empty:
+            if force_refresh:
+                self._bypass(keys, diag)
+                return {}, self.claim(keys, ctx, diag, view, force=True)
+            return await self._read(keys, ctx, diag, view)
+        unknown = [key for key in keys if view.get(key) is None]
+        if unknown:
+            if force_refresh:
+                self._bypass(unknown, diag)
+                self.claim(unknown, ctx, diag, view, force=True)
+            else:
+                await self._read(unknown, ctx, diag, view)
+        values: dict[ResourceKey, SnapshotValue[Any]] = {}
+        claims: dict[ResourceKey, Flight] = {}
+        for key in keys:
+            entry = view.get(key)
+            if type(entry) is Flight:
+                claims[key] = entry
+            else:
+                assert isinstance(entry, SnapshotValue)
+                values[key] = entry
+        return values, claims
+
+    def _bypass(self, keys: Sequence[ResourceKey], diag: DiagnosticsCollector) -> None:
+        """A revalidation bypasses the cache for ``keys``: each counts as a miss."""
+        diag.cache_misses += len(keys)
+        if self.report.enabled:
+            self.report.cache_bypassed(keys)
+
+    async def _read(
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        view: BuildView,
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Flight]]:
+        """One cache read of ``keys``: fresh hits are served (a refresh-ahead may be scheduled),
+        usable values of STALE_WHILE_REVALIDATE keys are served stale (a refresh scheduled),
+        anything else is claimed, its usable value kept as the stale-on-error candidate."""
         policy_for = self.policy_for
         policies = {key: policy_for(key) for key in keys}
         now = self.clock.now()
         lookups = await self.cache.read(keys, now, policies)
-        diag.cache_batch_reads += 1
+        if self.cache.batch_reads:
+            diag.cache_batch_reads += 1
+        owns_copies = self.cache.private_copies
         hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         needed: list[ResourceKey] = []
-        refresh: dict[ResourceKey, str] = {}  # key -> why: the policy's refresh mode
-        swr = RefreshMode.STALE_WHILE_REVALIDATE
-        ahead = RefreshMode.REFRESH_AHEAD
+        candidates: dict[ResourceKey, SnapshotValue[Any]] = {}
+        ahead: list[ResourceKey] = []
+        swr: list[ResourceKey] = []
         for key in keys:
-            lookup = lookups.get(key)
-            value = None if lookup is None else lookup.value
-            if value is None or lookup is None:
+            lookup = lookups.get(key, MISS)
+            value = lookup.value
+            if value is None:
                 needed.append(key)
                 continue
             policy = policies[key]
-            # Caches return revisions as stored; the build restamps what it serves.
-            age = now - value.observed_at
-            if age < 0.0:
-                age = 0.0
+            age = lookup.age_seconds
+            if age is None:  # a custom cache need not say
+                age = max(0.0, now - value.observed_at)
             if lookup.fresh:
-                hits[key] = value._served(now, age, False)
-                if policy.refresh_mode is ahead and policy.should_refresh_ahead(age):
-                    refresh[key] = _REFRESH_AHEAD
-            elif lookup.usable_stale and policy.refresh_mode is swr:
+                if owns_copies:  # restamped in place (inlined: the hot path, once per key)
+                    _retype(value, "__class__", _Draft)
+                    draft: Any = value
+                    draft.fetched_at = now
+                    draft.age_seconds = age
+                    draft.stale = False
+                    draft.from_cache = True
+                    draft.latency_ms = 0.0
+                    draft.__class__ = SnapshotValue
+                    hits[key] = value
+                else:
+                    hits[key] = value._served(now, age, False)
+                if policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
+                    ahead.append(key)
+            elif lookup.usable_stale and policy.refresh_mode is _SWR:
                 hits[key] = value._served(now, age, True)
-                refresh[key] = _STALE_WHILE_REVALIDATE
+                swr.append(key)
             else:
                 needed.append(key)
+                if lookup.usable_stale and policy.allow_stale_on_error:
+                    candidates[key] = value
         diag.cache_hits += len(hits)
         diag.cache_misses += len(needed)
         if self.report.enabled:
-            self._report_lookups(keys, hits, needed, refresh)
-        if refresh:
-            self.refresh(refresh, ctx, diag)
-        return hits, self.claim(needed, ctx, diag) if needed else {}
+            reasons = {
+                **dict.fromkeys(ahead, _REFRESH_AHEAD),
+                **dict.fromkeys(swr, _STALE_WHILE_REVALIDATE),
+            }
+            self._report_lookups(keys, hits, needed, reasons)
+        if ahead and self.refresh(ahead, ctx, diag, "refresh_ahead"):
+            for key in ahead:
+                hits[key] = _with_metadata(hits[key], refresh_scheduled=True)
+        if swr:
+            scheduled = self.refresh(swr, ctx, diag, "stale_while_revalidate")
+            for key in swr:
+                hits[key] = _with_metadata(
+                    hits[key], refresh_mode="stale_while_revalidate", refresh_scheduled=scheduled
+                )
+        if view.empty:
+            view.first_read = hits
+        else:
+            view.entries.update(hits)
+        return hits, self.claim(needed, ctx, diag, view, candidates=candidates) if needed else {}
 
     def _report_lookups(
         self,
@@ -173,33 +285,42 @@ class Engine:
         keys: Iterable[ResourceKey],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
+        view: BuildView,
         *,
         force: bool = False,
+        candidates: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
     ) -> dict[ResourceKey, Flight]:
         """Join each key's flight, or own a new one; owned keys start resolving in one task.
 
+        Only a flight another build (or refresh) started counts as a join: keys this build
+        already claimed are in ``view`` and never come here.
         ``force``: owned keys bypass the cache entirely, so they fail rather than fall back to
         the cached revision when every source fails (a session's forced revalidation).
+        ``candidates``: usable cached values to serve if every source fails.
         """
         flights = self.flights
+        entries = view.entries
         claims: dict[ResourceKey, Flight] = {}
         owned: list[ResourceKey] = []
+        joined: list[ResourceKey] = []
         for key in keys:
             flight = flights.get(key)
             if flight is None:
                 owned.append(key)
             else:
                 claims[key] = flight
+                joined.append(key)
                 flight.group.extend(ctx.deadline_monotonic)
-        joined = len(claims)
         if joined:
-            diag.coalesced_requests += joined
+            view.joined.update(joined)
+            diag.coalesced_requests += len(joined)
             if self.report.metrics_on:
-                self.report.single_flight_joined(list(claims))
+                self.report.single_flight_joined(joined)
         if owned:
             started = flights.start(owned)
             claims.update(started)
-            self._spawn(started, ctx, diag, force=force)
+            self._spawn(started, ctx, diag, view, force=force, candidates=candidates)
+        entries.update(claims)
         return claims
 
     @contextmanager
@@ -236,15 +357,7 @@ class Engine:
             pending = {flight.future for flight in claims.values() if not flight.future.done()}
             if pending:
                 await asyncio.wait(pending, timeout=ctx.remaining_seconds(self.clock))
-                # A flight running under this very deadline is cut at it on its own: give it
-                # the moment it needs to settle, so the caller sees where time ran out.
-                bound = {
-                    flight.future
-                    for flight in claims.values()
-                    if not flight.future.done() and _ends_by(flight, ctx)
-                }
-                if bound:
-                    await asyncio.wait(bound, timeout=_SETTLE_SECONDS)
+                await self._let_ending_groups_finish(claims)
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             outcomes: dict[ResourceKey, Outcome] = {}
             late = 0
@@ -257,36 +370,96 @@ class Engine:
         self.counters.deadline_exceeded += late
         return outcomes
 
+    async def _let_ending_groups_finish(self, claims: Mapping[ResourceKey, Flight]) -> None:
+        """At the deadline, a group whose own deadline has passed too is ending right now: its
+        calls are failing, and it writes the values its level made before it resolves them.
+        Wait for that end, so a value resolved before the deadline is not lost to it. A group
+        whose deadline a joiner extended goes on for that joiner; it is not waited for."""
+        ending = {
+            group.task
+            for flight in claims.values()
+            if not flight.future.done()
+            and (group := flight.group).task is not None
+            and not group.task.done()
+            and group.window is not None
+            and group.window.expired()
+        }
+        if ending:
+            await asyncio.wait(ending)
+
     # -- background work ---------------------------------------------------------------------
 
     def refresh(
-        self, reasons: Mapping[ResourceKey, str], ctx: FetchContext, diag: DiagnosticsCollector
-    ) -> None:
-        """Refresh the keys of ``reasons`` (key -> the refresh mode that asked) in an owned
-        background task (keys already in flight are skipped)."""
-        wanted = {key: why for key, why in reasons.items() if key not in self.flights}
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        reason: str,
+    ) -> bool:
+        """Refresh ``keys`` in an owned background task; return whether refreshes are scheduled.
+
+        At most one refresh runs per key: a key already in flight is not started or counted
+        again (but counts as scheduled). Nothing is scheduled once the builder is closed.
+        """
+        if self.closed:
+            return False
+        wanted = [key for key in keys if key not in self.flights]
         if not wanted:
-            return
+            return True
         diag.refresh_scheduled += len(wanted)
         if self.report.enabled:
-            for key, why in wanted.items():
-                self.report.refresh_scheduled(key, why, ctx.snapshot_id)
-        started = self.flights.start(list(wanted), keep_alive=True)
+            for key in wanted:
+                self.report.refresh_scheduled(key, reason, ctx.snapshot_id)
+        started = self.flights.start(wanted, keep_alive=True)
         background = FetchContext(
-            requested_at=self.clock.now(), metadata=ctx.metadata, snapshot_id=ctx.snapshot_id
+            requested_at=self.clock.now(),
+            metadata={
+                **ctx.metadata,
+                "background_refresh": True,
+                "refresh_reason": reason,
+                "parent_snapshot_id": ctx.snapshot_id,
+            },
+            snapshot_id=f"{ctx.snapshot_id}:refresh:{uuid.uuid4().hex[:8]}",
         )
-        self._spawn(started, background, DiagnosticsCollector(), refresh_for=(diag, wanted))
+        refresh_for = (diag, dict.fromkeys(wanted, reason))
+        self._spawn(
+            started, background, DiagnosticsCollector(), BuildView(), refresh_for=refresh_for
+        )
+        return True
+
+    def spawn_private(
+        self,
+        flights: dict[ResourceKey, Flight],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        view: BuildView,
+    ) -> None:
+        """Resolve flights nobody else can join (a build re-deriving a mixed-revision value)."""
+        self._spawn(flights, ctx, diag, view, private=True)
 
     def _spawn(
         self,
         flights: dict[ResourceKey, Flight],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
+        view: BuildView,
         *,
         refresh_for: Refresh | None = None,
         force: bool = False,
+        candidates: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        private: bool = False,
     ) -> None:
-        run = GroupRun(self, flights, ctx, diag, refresh_for=refresh_for, force=force)
+        run = GroupRun(
+            self,
+            flights,
+            ctx,
+            diag,
+            view,
+            refresh_for=refresh_for,
+            force=force,
+            candidates=candidates,
+            private=private,
+        )
         task = asyncio.get_running_loop().create_task(run.run())
         group = next(iter(flights.values())).group
         group.task, group.window = task, run.window
@@ -304,22 +477,24 @@ class Engine:
         failed: Mapping[ResourceKey, Exception],
     ) -> None:
         """Called when a refresh group ends: count each key's outcome in the diagnostics of the
-        build that scheduled it (they show there if it ends before that build does), and
-        report it. ``failed``: keys whose sources all failed, served from the cache instead."""
+        build that scheduled it (they show there if it ends before that build does) and in
+        the refresh metric. Only a fresh value from a source completes a refresh; ``failed``:
+        keys whose sources all failed, served stale instead."""
         scheduled_by, reasons = refresh
         report = self.report
         for flight in flights:
             outcome = flight.future.result() if flight.future.done() else None
             if flight.key in failed:
                 outcome = failed[flight.key]
-            if isinstance(outcome, SnapshotValue):
+            done = isinstance(outcome, SnapshotValue) and not outcome.stale
+            if done:
                 scheduled_by.refresh_completed += 1
             else:
                 scheduled_by.refresh_failed += 1
             if not report.enabled:
                 continue
             why = reasons.get(flight.key, _STALE_WHILE_REVALIDATE)
-            if isinstance(outcome, SnapshotValue):
+            if isinstance(outcome, SnapshotValue) and done:
                 report.refresh_completed(flight.key, outcome.source, why)
             elif cancelled:
                 report.refresh_cancelled(flight.key)
@@ -329,47 +504,37 @@ class Engine:
 
     # -- results ---------------------------------------------------------------------------
 
-    def prefer_cached(
-        self, ours: SnapshotValue[Any], written: CacheWriteResult | None
+    def served(
+        self, ours: SnapshotValue[Any], written: CacheWriteResult | None, source: str
     ) -> SnapshotValue[Any]:
-        """After a conditional write: keep the cache's revision when it won (it is newer, a
-        duplicate, or of higher authority and still fresh), so every reader sees one version."""
-        if written is None or written.stored or written.previous is None:
+        """What a build serves after writing ``ours``: its own value, unless the cache kept a
+        fresh revision of higher authority; that winner is served instead, marked with the
+        source whose fetch it superseded. An older or duplicate write still serves ours."""
+        if written is None or written.status is not CacheWriteStatus.IGNORED_LOWER_AUTHORITY:
             return ours
-        held = written.previous
-        age = max(0.0, self.clock.now() - held.observed_at)
-        policy = self.policy_for(ours.key)
-        if written.status is CacheWriteStatus.IGNORED_LOWER_AUTHORITY and not policy.is_fresh(age):
+        # The kept revision (older caches report it as ``previous`` only).
+        held = written.previous if written.previous is not None else written.value
+        now = self.clock.now()
+        age = max(0.0, now - held.observed_at)
+        if not self.policy_for(ours.key).is_fresh(age):
             return ours
-        return held._evolve(
-            held.value, age_seconds=age, stale=not policy.is_fresh(age), from_cache=True
+        return held._served(
+            now, age, False, ReadOnlyDict({**held.metadata, "superseded_source": source})
         )
 
-    async def stale_on_error(self, keys: Sequence[ResourceKey]) -> dict[ResourceKey, Outcome]:
-        """For keys every source failed: a cached value that is fresh (published meanwhile) or
-        usable-stale under ``allow_stale_on_error``."""
-        policies = {key: self.policy_for(key) for key in keys}
-        now = self.clock.now()
-        lookups = await self.cache.read(keys, now, policies)
-        served: dict[ResourceKey, Outcome] = {}
-        for key in keys:
-            lookup = lookups.get(key)
-            if lookup is None or lookup.value is None:
-                continue
-            if lookup.fresh or (lookup.usable_stale and policies[key].allow_stale_on_error):
-                age = max(0.0, now - lookup.value.observed_at)
-                served[key] = lookup.value._served(now, age, not lookup.fresh)
-        return served
-
-    def consume(self, outcome: SnapshotValue[Any], ctx: FetchContext) -> SnapshotValue[Any]:
-        """A private copy of a flight's value for one reader, with its age as of now."""
+    def consume(
+        self, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
+    ) -> SnapshotValue[Any]:
+        """A private copy of a flight's value for one reader, with its age as of now;
+        ``coalesced``: the reader joined another build's flight (so the metadata says)."""
         age = max(0.0, self.clock.now() - outcome.observed_at)
         policy: FreshnessPolicy = self.policy_for(outcome.key)
         return self.isolator.clone_snapshot_value(
             outcome,
             context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
             age_seconds=age,
-            stale=not policy.is_fresh(age),
+            stale=outcome.stale or not policy.is_fresh(age),
+            metadata={**outcome.metadata, "coalesced_request": True} if coalesced else None,
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -381,6 +546,7 @@ class Engine:
 
     async def shutdown(self, *, cancel_refreshes: bool) -> None:
         """End every owned task: refreshes are awaited (or cancelled), flights cancelled."""
+        self.closed = True
         if cancel_refreshes:
             for task in self.refresh_tasks:
                 task.cancel()
@@ -390,21 +556,6 @@ class Engine:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-
-_SETTLE_SECONDS = 0.01
-"""How long past its deadline a caller waits for a flight cut at that same deadline to record
-its failure (it takes a few loop turns, no real time); bounded so no wait outlives it long."""
-
-
-def _ends_by(flight: Flight, ctx: FetchContext) -> bool:
-    """True when ``flight`` runs under a deadline no later than ``ctx``'s."""
-    window = flight.group.window
-    ours = ctx.deadline_monotonic
-    if window is None or ours is None:
-        return False
-    theirs = window.ctx.deadline_monotonic
-    return theirs is not None and theirs <= ours
 
 
 def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
@@ -423,3 +574,10 @@ def _observe(task: asyncio.Task[None]) -> None:
     retrieve how it ended, so a BaseException a source raised is not logged as unretrieved."""
     if not task.cancelled():
         task.exception()
+
+
+def _with_metadata(value: SnapshotValue[Any], **extra: Any) -> SnapshotValue[Any]:
+    """``value`` (a private copy) with ``extra`` added to its metadata."""
+    return value._served(
+        value.fetched_at, value.age_seconds, value.stale, ReadOnlyDict({**value.metadata, **extra})
+    )

@@ -20,6 +20,7 @@ from ..adapters._sources import check_batch_result
 from ..core import (
     DiagnosticsCollector,
     FetchContext,
+    FreshnessPolicy,
     PayloadIsolationError,
     ResourceKey,
     SnapshotValue,
@@ -28,12 +29,14 @@ from ..core import (
     SourceUnavailableError,
 )
 from ..core._policies import FutureObservationError
+from ..core._validation import ReadOnlyDict
 from ._committer import Committer
 from ._derive import Deriver, Onward
 from ._gate import GateResult
 from ._ledger import KeyLedger, as_resolution_error
-from ._singleflight import Flight, Outcome
+from ._singleflight import Flight, Outcome, Raised
 from ._sources import RegisteredSource, SourceKind, normalize_payload
+from ._view import BuildView
 from ._window import FlightWindow
 
 if TYPE_CHECKING:
@@ -52,21 +55,27 @@ class GroupRun:
         flights: dict[ResourceKey, Flight],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
+        view: BuildView,
         *,
         refresh_for: Refresh | None = None,
         force: bool = False,
+        candidates: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        private: bool = False,
     ) -> None:
         self.engine = engine
         self.flights = flights
         self.group = next(iter(flights.values())).group
         self.window = FlightWindow(ctx, engine.clock)
         self.diag = diag
+        self.view = view  # the owning build's reading: derivations take dependencies from it
         self.ledger = KeyLedger(engine.report, engine.source_order)
         self._committer = Committer(engine, flights, diag)
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
-        # Keys every source failed for that were served stale or cached instead, with their
-        # error: for a background refresh, that is a failed refresh.
+        self._private = private  # a build's own re-derivation: nobody else waits for it
+        self._candidates = candidates or {}  # usable cached values, served if all sources fail
+        # Keys every source failed for that were served stale instead, with their error: for a
+        # background refresh, that is a failed refresh.
         self._served_instead: dict[ResourceKey, Exception] = {}
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
         self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[None]]] = {}
@@ -84,16 +93,14 @@ class GroupRun:
             keys = self._prepare()
             # A forced refresh must reach the sources, not wait for a value another
             # process is about to write.
-            if self.engine.cache.coordinates_fetches and not self._force:
+            if self.engine.cache.coordinates_fetches and not (self._force or self._private):
                 await self._coordinate(keys, leased)
             else:
                 await self._walk(keys, 0)
-            await self._committer.drain()
         except BaseException as error:
             reason = error
             raise
         finally:
-            await self._committer.stop()
             self._abandon(reason)
             await self.engine.cache.release(list(leased))
             if self._refresh_for is not None:
@@ -161,8 +168,7 @@ class GroupRun:
     async def _fetch_leased(self, keys: list[ResourceKey], leased: set[ResourceKey]) -> None:
         """Fetch keys this process leased, write them, then give their leases back at once
         (waiters elsewhere are woken by the write, or take the lease over after a failure)."""
-        await self._walk(keys, 0)
-        await self._committer.drain()
+        await self._walk(keys, 0)  # each priority level is written as it ends
         leased.difference_update(keys)
         await self.engine.cache.release(keys)
 
@@ -206,13 +212,21 @@ class GroupRun:
             onward = Onward(group, self._walk, index + 1)
             if source.kind is SourceKind.DERIVED:
                 await Deriver(self, source, onward).derive(keys)
-            elif source.kind is SourceKind.BATCH:
-                await self._gather_batch(source, keys, onward)
+                return
+            made: list[SnapshotValue[Any]] = []
+            if source.kind is SourceKind.BATCH:
+                await self._gather_batch(source, keys, onward, made)
             else:
-                await self._dispatch(source, keys, onward)
+                await self._dispatch(source, keys, onward, made)
+            # The level is done (its failures already went on): one write for all it made.
+            await self.commit(made)
 
     async def _gather_batch(
-        self, source: RegisteredSource, keys: list[ResourceKey], onward: Onward
+        self,
+        source: RegisteredSource,
+        keys: list[ResourceKey],
+        onward: Onward,
+        made: list[SnapshotValue[Any]],
     ) -> None:
         """Keys reaching one batch source in the same turn of the event loop (say, after
         failing at different higher sources at once) share its calls instead of each making
@@ -230,14 +244,18 @@ class GroupRun:
         finally:
             del self._batches[source.index]
         try:
-            await self._dispatch(source, batch, onward)
+            await self._dispatch(source, batch, onward, made)
         except BaseException:
             done.cancel()  # the gatherers fail with us rather than wait forever
             raise
         done.set_result(None)
 
     async def _dispatch(
-        self, source: RegisteredSource, keys: list[ResourceKey], onward: Onward
+        self,
+        source: RegisteredSource,
+        keys: list[ResourceKey],
+        onward: Onward,
+        made: list[SnapshotValue[Any]],
     ) -> None:
         if source.kind is SourceKind.BATCH:
             size = source.max_batch_size or len(keys)
@@ -245,13 +263,13 @@ class GroupRun:
             self.diag.batch_chunks += len(chunks)
 
             async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
-                onward(await self._fetch_chunk(source, chunk))
+                onward(await self._fetch_chunk(source, chunk, made))
 
             await self.pool(chunks, fetch_chunk)
         else:
 
             async def fetch_one(key: ResourceKey) -> None:
-                if not await self._fetch_one(source, key):
+                if not await self._fetch_one(source, key, made):
                     onward([key])
 
             await self.pool(keys, fetch_one)
@@ -281,7 +299,9 @@ class GroupRun:
 
     # -- single and batch sources -----------------------------------------------------------
 
-    async def _fetch_one(self, source: RegisteredSource, key: ResourceKey) -> bool:
+    async def _fetch_one(
+        self, source: RegisteredSource, key: ResourceKey, made: list[SnapshotValue[Any]]
+    ) -> bool:
         fetch, ctx = source.fetch, self.ctx
         assert fetch is not None
 
@@ -294,10 +314,13 @@ class GroupRun:
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, (key,), result)
             return False
-        return key in self.accept(source, {key: result.value}, result)
+        return key in self.accept(source, {key: result.value}, result, made)
 
     async def _fetch_chunk(
-        self, source: RegisteredSource, chunk: tuple[ResourceKey, ...]
+        self,
+        source: RegisteredSource,
+        chunk: tuple[ResourceKey, ...],
+        made: list[SnapshotValue[Any]],
     ) -> list[ResourceKey]:
         fetch_many, ctx = source.fetch_many, self.ctx
         assert fetch_many is not None
@@ -320,7 +343,7 @@ class GroupRun:
                 )
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
-        accepted = self.accept(source, payloads, result)
+        accepted = self.accept(source, payloads, result, made)
         failed.extend(key for key in payloads if key not in accepted)
         return failed
 
@@ -339,28 +362,35 @@ class GroupRun:
         source: RegisteredSource,
         payloads: Mapping[ResourceKey, SourcePayload[Any]],
         result: GateResult[Any],
+        made: list[SnapshotValue[Any]],
         *,
         versions: Mapping[ResourceKey, str] | None = None,
         oldest: float | None = None,
     ) -> set[ResourceKey]:
-        """Make values of ``payloads``, commit the good ones; return the keys resolved."""
-        made: list[SnapshotValue[Any]] = []
+        """Make values of ``payloads``; add the good ones to ``made`` (to commit with their
+        level) and return their keys. A stale payload is kept as a last resort instead."""
+        accepted: set[ResourceKey] = set()
         for key, payload in payloads.items():
             value = self._make(source, key, payload, result, versions, oldest)
             if value is None:
                 continue
-            # A derived value is as old as its oldest input; that is not the deriver's fault.
-            derived = source.kind is SourceKind.DERIVED
-            if value.stale and not derived:
+            # A value stamped with its oldest input's time (opt-in) is as old as that input;
+            # that is not the deriver's fault.
+            inherited = oldest is not None and payload.observed_at is None
+            if value.stale and not inherited:
                 policy = self.engine.policy_for(key)
                 if policy.ttl_seconds > 0.0:
                     self.ledger.keep_stale(source, value, policy)
                     continue
             made.append(value)
+            accepted.add(key)
         if made and self.engine.report.enabled:
-            self._report_resolved(source, made)
-        self._committer.enqueue(made)
-        return {value.key for value in made}
+            self._report_resolved(source, [value for value in made if value.key in accepted])
+        return accepted
+
+    async def commit(self, values: list[SnapshotValue[Any]]) -> None:
+        """Write ``values`` (one call) and resolve their flights."""
+        await self._committer.commit(values)
 
     def _report_resolved(self, source: RegisteredSource, made: list[SnapshotValue[Any]]) -> None:
         report = self.engine.report
@@ -406,38 +436,70 @@ class GroupRun:
             return None
 
     async def _finish_failed(self, keys: list[ResourceKey]) -> None:
-        """No source is left for ``keys``: serve allowed stale data, else their errors."""
+        """No source is left for ``keys``: serve allowed stale data, else their errors.
+
+        A stale source payload kept as a last resort is served first (and written, except by a
+        background refresh or a forced revalidation); else the usable cached value the build
+        read (its candidate), marked with why it is served."""
         if not keys:
             return
         engine = self.engine
         now = engine.clock.now()
-        usable = self.ledger.take_usable_stale(keys, engine.policy_for, now)
-        await self._committer.commit(usable)
+        last_resort = self.ledger.take_usable_stale(keys, engine.policy_for, now)
+        bypass = self._force or self._refresh_for is not None
+        await self._committer.commit(last_resort, write=not bypass)
+        served: list[SnapshotValue[Any]] = list(last_resort)
         rest = [key for key in keys if not self.flights[key].future.done()]
-        fallback = {} if self._force or not rest else await engine.stale_on_error(rest)
-        served = [*usable, *(v for v in fallback.values() if isinstance(v, SnapshotValue))]
+        for key in rest:
+            error = self.ledger.error_for(key)
+            outcome: Outcome = error
+            candidate = None if bypass else self._candidates.get(key)
+            if candidate is not None:
+                fallback = _fallback(candidate, error, now, engine.policy_for(key))
+                if fallback is not None:
+                    served.append(fallback)
+                    outcome = fallback
+            engine.flights.resolve(self.flights[key], outcome)
         if self._refresh_for is not None:
             for value in served:
-                error = self.ledger.error_for(value.key)
-                self._served_instead[value.key] = error
+                self._served_instead[value.key] = self.ledger.error_for(value.key)
         if engine.report.enabled:
             for value in served:
-                if value.stale:
-                    engine.report.stale_fallback(value.key, self.ledger.last_error_type(value.key))
-        if not rest:
-            return
-        for key in rest:
-            outcome: Outcome = fallback.get(key) or self.ledger.error_for(key)
-            engine.flights.resolve(self.flights[key], outcome)
+                engine.report.stale_fallback(value.key, self.ledger.last_error_type(value.key))
 
     def _abandon(self, reason: BaseException | None) -> None:
+        """Resolve what is left: with the error the work raised (a cache call failed, say),
+        which its waiters re-raise, or as stopped when it was cancelled."""
         flights = self.engine.flights
+        raised = _raised(reason)
         for key, flight in self.flights.items():
             if not flight.future.done():
-                why = (
-                    "cancelled"
-                    if reason is None or isinstance(reason, asyncio.CancelledError)
-                    else repr(reason)
-                )
+                if raised is not None:
+                    flights.resolve(flight, Raised(raised))
+                    continue
+                why = "cancelled" if reason is None else repr(reason)
                 stopped = SourceUnavailableError(f"resolution of {key} stopped: {why}")
                 flights.resolve(flight, as_resolution_error(key, stopped))
+
+
+def _raised(reason: BaseException | None) -> Exception | None:
+    """The error a group's work raised, out of its task groups (None: cancelled or ended)."""
+    while isinstance(reason, BaseExceptionGroup):
+        inner = [e for e in reason.exceptions if not isinstance(e, asyncio.CancelledError)]
+        reason = inner[0] if inner else None
+    return reason if isinstance(reason, Exception) else None
+
+
+def _fallback(
+    candidate: SnapshotValue[Any], error: Exception, now: float, policy: FreshnessPolicy
+) -> SnapshotValue[Any] | None:
+    """``candidate`` served on error (B-CACHE-16), if it is still within its stale window."""
+    age = max(0.0, now - candidate.observed_at)
+    if age > policy.max_stale_seconds:
+        return None
+    metadata = {
+        **candidate.metadata,
+        "fallback_error_type": type(error).__name__,
+        "fallback_error": str(error),
+    }
+    return candidate._served(now, age, True, ReadOnlyDict(metadata))

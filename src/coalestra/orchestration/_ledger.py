@@ -27,14 +27,13 @@ class StaleSourceData(SourceUnavailableError):
 class KeyLedger:
     """What went wrong for each key of one flight group, source by source."""
 
-    __slots__ = ("_cycles", "_failures", "_order", "_report", "_stale")
+    __slots__ = ("_failures", "_order", "_report", "_stale")
 
     def __init__(self, report: Instrumentation, order: Mapping[str, int]) -> None:
         self._report = report  # source outcomes are reported as they are recorded
         self._order = order  # source name -> position in the priority chain
         self._failures: dict[ResourceKey, list[SourceFailure]] = {}
         self._stale: dict[ResourceKey, SnapshotValue[Any]] = {}
-        self._cycles: dict[ResourceKey, DependencyCycleError] = {}
 
     def fail(self, key: ResourceKey, source: str, error: BaseException, attempts: int = 1) -> None:
         """Record that ``source`` failed for ``key``."""
@@ -65,9 +64,8 @@ class KeyLedger:
         return failures[-1].error_type if failures else ""
 
     def fail_cycle(self, key: ResourceKey, source: str, cycle: DependencyCycleError) -> None:
-        """``key`` sits on a dependency cycle: that, not the failures, is its error."""
-        self._cycles[key] = cycle
-        self.fail(key, source, cycle)
+        """``key`` closed a dependency cycle at ``source`` (no call was made: attempts 0)."""
+        self.fail(key, source, cycle, 0)
 
     def fail_all(
         self, source: RegisteredSource, keys: Iterable[ResourceKey], result: GateResult[Any]
@@ -133,11 +131,8 @@ class KeyLedger:
 
     def error_for(self, key: ResourceKey) -> Exception:
         """The error to report for ``key`` once no source is left to try: always a
-        :class:`ResourceResolutionError` listing every failure (B-TIME-1), deadline ones
-        included, except a dependency cycle."""
-        cycle = self._cycles.get(key)
-        if cycle is not None:
-            return cycle
+        :class:`ResourceResolutionError` listing every failure (B-TIME-1), deadline ones and
+        a dependency cycle the key closed (B-SRC-8) included."""
         # In the order tried (B-SRC-3): a supports() failure is found before any call is made,
         # and keys fork down their chains concurrently, so record order is not chain order.
         order = self._order
@@ -157,6 +152,6 @@ JOINED_SOURCE = "single-flight"
 def as_resolution_error(key: ResourceKey, error: Exception) -> Exception:
     """``error`` as a :class:`ResourceResolutionError` for ``key`` (B-TIME-1): a bare error
     becomes its single failure, under :data:`INTERNAL_SOURCE`, with no attempt."""
-    if isinstance(error, (ResourceResolutionError, DependencyCycleError)):
+    if isinstance(error, ResourceResolutionError):
         return error
     return ResourceResolutionError(key, (SourceFailure.from_exception(INTERNAL_SOURCE, error, 0),))

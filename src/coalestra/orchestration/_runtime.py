@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 from ..core import (
@@ -54,10 +54,15 @@ class ResolutionRuntime:
         diag: DiagnosticsCollector,
         *,
         force_refresh: bool = False,
+        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
     ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
         """Resolve ``keys`` under ``ctx`` (cache, single-flight, sources) into private values
-        and per-key errors; ``force_refresh`` bypasses the cache for ``keys`` themselves."""
-        return await self._builder.resolve_keys(keys, ctx, diag, force_refresh=force_refresh)
+        and per-key errors; ``force_refresh`` bypasses the cache for ``keys`` themselves;
+        derivations take their dependencies from ``pinned`` first (the session's values), so
+        a stage never derives from a revision other than the one the session shows."""
+        return await self._builder.resolve_keys(
+            keys, ctx, diag, force_refresh=force_refresh, pinned=pinned
+        )
 
     def is_derived(self, key: ResourceKey) -> bool:
         """True when the highest-priority source supporting ``key`` is a derived source."""

@@ -191,7 +191,11 @@ class SnapshotSession:
             memo = self._memo
             missing = memo.missing(keys, retry_errors=retry_errors)
             if missing:
-                values, errors = await self._acquire(missing, diag, force_refresh=False)
+                # Derivations take their dependencies from the pinned values first, so the
+                # session never shows a derived value next to another revision of its input.
+                values, errors = await self._acquire(
+                    missing, diag, force_refresh=False, pinned=memo.values
+                )
                 self._check_open()  # closed meanwhile: pin nothing
                 memo.pin(values, errors)
             snapshot = self._assemble(keys, memo.values, memo.errors, diag, started)
@@ -220,7 +224,12 @@ class SnapshotSession:
         return snapshot
 
     async def _acquire(
-        self, keys: Sequence[ResourceKey], diag: DiagnosticsCollector, *, force_refresh: bool
+        self,
+        keys: Sequence[ResourceKey],
+        diag: DiagnosticsCollector,
+        *,
+        force_refresh: bool,
+        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
     ) -> tuple[Values, Errors]:
         ctx, runtime = self._context, self._runtime
         if ctx.expired(runtime.clock):
@@ -235,7 +244,7 @@ class SnapshotSession:
                 )
                 for key in keys
             }
-        return await runtime.resolve(keys, ctx, diag, force_refresh=force_refresh)
+        return await runtime.resolve(keys, ctx, diag, force_refresh=force_refresh, pinned=pinned)
 
     def _assemble(
         self,

@@ -24,6 +24,16 @@ Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
 
 
 @final
+class Raised(Exception):
+    """The outcome of a flight whose work raised (a cache call failed, say): every caller
+    waiting on it re-raises ``error`` as it is, instead of listing a per-key error."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@final
 class FlightGroup:
     """The flights one task resolves; ``waiters`` counts callers still interested."""
 
@@ -84,15 +94,17 @@ class SingleFlight:
         return self._flights.get(key)
 
     def start(
-        self, keys: Iterable[ResourceKey], *, keep_alive: bool = False
+        self, keys: Iterable[ResourceKey], *, keep_alive: bool = False, register: bool = True
     ) -> dict[ResourceKey, Flight]:
-        """Create flights for ``keys`` (none may be in flight) in one new group."""
+        """Create flights for ``keys`` in one new group; ``register``: enter them in the table
+        (none may be in flight), else they are private to their caller (nobody can join)."""
         loop = asyncio.get_running_loop()
         group = FlightGroup(keep_alive=keep_alive)
         started: dict[ResourceKey, Flight] = {}
         for key in keys:
             flight = Flight(key, loop.create_future(), group)
-            self._flights[key] = flight
+            if register:
+                self._flights[key] = flight
             started[key] = flight
         group.unresolved = len(started)
         group.flights = list(started.values())

@@ -49,6 +49,9 @@ class RegisteredSource:
     cache_supports: bool
     resilience: SourceResiliencePolicy
     origin: object = field(default=None, compare=False)  # the source object as given
+    # Derived sources only: stamp a value without observed_at with the oldest dependency's
+    # observed_at (opt-in ``observed_at_from_dependencies``) instead of the derivation time.
+    inherit_observed_at: bool = False
 
 
 def _is_async(function: object) -> bool:
@@ -153,6 +156,11 @@ def register_source(
         cache_supports=check_bool(f"{label} cache_supports", attribute("cache_supports", True)),
         resilience=resilience.resolve(name, declared=declared),
         origin=source,
+        inherit_observed_at=kind is SourceKind.DERIVED
+        and check_bool(
+            f"{label} observed_at_from_dependencies",
+            attribute("observed_at_from_dependencies", False),
+        ),
     )
 
 
