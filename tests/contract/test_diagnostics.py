@@ -372,3 +372,42 @@ async def test_b_diag_5_stale_values_and_observation_skew(clock: VirtualClock) -
     assert snapshot.diagnostics.stale_values == 1
     assert snapshot.diagnostics.observation_skew_ms == 2000.0
     await builder.aclose()
+
+
+class SlowReads(AsyncMemoryCache):
+    """get_many takes a second: long enough to close the builder meanwhile."""
+
+    async def get_many(self, keys: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(1.0)
+        return await super().get_many(keys, **kwargs)
+
+
+async def test_b_diag_3_nothing_is_scheduled_after_aclose(clock: VirtualClock) -> None:
+    feed = Feed(clock)
+    builder = SnapshotBuilder([feed.source()], clock=clock, cache=SlowReads(), default_policy=SWR)
+    await builder.build([A])
+    await asyncio.sleep(1.5)  # A is past its TTL, usable under SWR
+    build = asyncio.ensure_future(builder.build([A]))
+    await asyncio.sleep(0.5)  # the build is reading the cache
+
+    await builder.aclose()
+    snapshot = await build
+
+    assert snapshot[A].stale is True
+    assert snapshot[A].metadata["refresh_scheduled"] is False
+    assert snapshot.diagnostics.refresh_scheduled == 0
+    assert feed.counter == 1
+
+
+async def test_b_diag_5_a_revalidation_bypass_counts_as_a_miss(clock: VirtualClock) -> None:
+    policy = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
+    builder = SnapshotBuilder([Feed(clock).source()], clock=clock, default_policy=policy)
+    session = builder.session()
+    await session.resolve([A])
+
+    snapshot = await session.revalidate([A], force_refresh=True)
+
+    assert snapshot.diagnostics.cache_misses == 1
+    assert snapshot.diagnostics.cache_hits == 0
+    assert snapshot.diagnostics.source_calls == 1
+    await builder.aclose()
