@@ -287,6 +287,45 @@ async def test_b_cap_4_builder_per_key_cache_calls_are_bounded_and_concurrent(
     await builder.aclose()
 
 
+async def test_b_cap_4_builder_invalidations_are_bounded_and_concurrent(
+    clock: VirtualClock,
+) -> None:
+    cache = SingleKeyCache()
+    version = [1]
+
+    async def raw(_key: ResourceKey, _ctx: FetchContext) -> int:
+        return version[0]
+
+    async def derive(key: ResourceKey, deps: Snapshot, _ctx: FetchContext) -> int:
+        return 2 * deps.value(k(key.subject, "raw"))
+
+    sources = [
+        CallableSource(name="raw", priority=1, supports=lambda key: key.name == "raw", fetcher=raw),
+        CallableDerivedSource(
+            name="derived",
+            priority=2,
+            supports=lambda key: key.name == "d",
+            dependencies=lambda key: [k(key.subject, "raw")],
+            deriver=derive,
+        ),
+    ]
+    builder = builder_of(*sources, clock=clock, cache=cache, max_pending_tasks=4)
+    derived = ks(20, "d")
+    await builder.build(derived)
+    await builder.publisher.publish_many(
+        [
+            ResourceUpdate(k(key.subject, "raw"), 5, source="push", observed_at=clock.now())
+            for key in derived
+        ],
+        force=True,
+    )
+    snapshot = await builder.build(derived)  # every derived entry is outdated: re-derived
+    assert all(snapshot.value(key) == 10 for key in derived)
+    assert cache.invalidations.calls == 20
+    assert cache.invalidations.peak == 4
+    await builder.aclose()
+
+
 async def test_b_cap_4_publisher_per_key_cache_calls_are_bounded_and_concurrent(
     clock: VirtualClock,
 ) -> None:

@@ -177,9 +177,8 @@ class SourceGate:
             called = tuple(key for group in circuits.values() for key in group)
         if not called:
             raise _AllBlocked
-        where = _where(source, called)
         try:
-            lease = await self._acquire(source, window, where)
+            lease = await self._acquire(source, window, called)
         except BaseException as error:
             self._release_probes(source, circuits, error, window)  # the call was never made
             if source.kind is SourceKind.BATCH and self._report.metrics_on:
@@ -191,9 +190,9 @@ class SourceGate:
             try:
                 if self._traced:
                     with self._tracer.source_span(source.name, len(called), result.attempts):
-                        value = await self._invoke(source, window, invoke, called, where)
+                        value = await self._invoke(source, window, invoke, called)
                 else:
-                    value = await self._invoke(source, window, invoke, called, where)
+                    value = await self._invoke(source, window, invoke, called)
             except BaseException as error:
                 outcome = error
                 if isinstance(error, TimeoutError) and not isinstance(
@@ -215,7 +214,7 @@ class SourceGate:
             lease.release()
 
     async def _acquire(
-        self, source: RegisteredSource, window: FlightWindow, where: str
+        self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
     ) -> CapacityLease:
         """Wait for capacity, for at most the queue timeout capped by the deadline (B-TIME-2)."""
         own = source.queue_timeout_seconds
@@ -224,7 +223,7 @@ class SourceGate:
             self._counters.deadline_exceeded += 1
             raise SnapshotDeadlineExceededError(
                 f"snapshot deadline exceeded before waiting for capacity for source "
-                f"{source.name}{where}"
+                f"{source.name}{_where(source, keys)}"
             )
         waiting_from = self._clock.monotonic()
         try:
@@ -240,12 +239,13 @@ class SourceGate:
                 self._report.capacity_timeout(source.name, "snapshot_deadline")
                 raise SnapshotDeadlineExceededError(
                     f"snapshot deadline exceeded while waiting for capacity for source "
-                    f"{source.name}{where}"
+                    f"{source.name}{_where(source, keys)}"
                 ) from None
             self._counters.queue_timeouts += 1
             self._report.capacity_timeout(source.name, "queue_timeout")
             raise SourceQueueTimeoutError(
-                f"source {source.name} waited more than {own:.3f}s for capacity{where}"
+                f"source {source.name} waited more than {own:.3f}s for capacity"
+                f"{_where(source, keys)}"
             ) from None
         waited = self._clock.monotonic() - waiting_from
         if waited > 0.0:
@@ -294,7 +294,6 @@ class SourceGate:
         window: FlightWindow,
         invoke: Invoke[T],
         keys: tuple[ResourceKey, ...],
-        where: str,
     ) -> T:
         """Make the call, for at most ``timeout_seconds`` (counted from now, with capacity
         held) capped by the deadline (B-TIME-2)."""
@@ -309,7 +308,7 @@ class SourceGate:
             self._counters.deadline_exceeded += 1
             raise SnapshotDeadlineExceededError(
                 f"snapshot deadline exceeded before calling the source for source "
-                f"{source.name}{where}"
+                f"{source.name}{_where(source, keys)}"
             )
         scope = asyncio.timeout(budget)
         try:
@@ -325,10 +324,11 @@ class SourceGate:
             if window.expired() or own is None:
                 self._counters.deadline_exceeded += 1
                 raise SnapshotDeadlineExceededError(
-                    f"snapshot deadline exceeded while calling source {source.name}{where}"
+                    f"snapshot deadline exceeded while calling source {source.name}"
+                    f"{_where(source, keys)}"
                 ) from None
             raise SourceTimeoutError(
-                f"source {source.name} timed out after {own:.3f}s{where}"
+                f"source {source.name} timed out after {own:.3f}s{_where(source, keys)}"
             ) from None
 
     def _settle(
