@@ -249,14 +249,15 @@ async def test_publish_with_metadata(clock: VirtualClock) -> None:
         event_timestamp,
         clock.now(),
     )
-    assert (offered.age_seconds, offered.stale, offered.from_cache) == (0.0, False, False)
-    assert (offered.latency_ms, offered.attempts, offered.authority_rank) == (0.0, 1, 0)
-    assert offered.metadata == {"sequence": 41}
+    age = clock.now() - event_timestamp  # as a build would serve it now (B-PUB-4)
+    assert (offered.age_seconds, offered.stale, offered.from_cache) == (age, False, False)
+    assert (offered.latency_ms, offered.attempts, offered.authority_rank) == (0.0, 0, 0)
+    assert offered.metadata == {"sequence": 41, "published": True}
     stored = await h.cached(PRICE)
     assert stored is not None
     assert stored.value == {"price": "65001.25"}
     assert stored.version == offered.version
-    assert stored.metadata == {"sequence": 41}
+    assert stored.metadata == {"sequence": 41, "published": True}
 
 
 async def test_publish_without_observed_at_uses_the_clock(clock: VirtualClock) -> None:
@@ -306,7 +307,7 @@ async def test_publish_update_publishes_one_update(clock: VirtualClock) -> None:
     update = ResourceUpdate(PRICE, 7.5, source="stream", metadata={"seq": 1})
     result = await h.publisher.publish_update(update)
     assert result.published
-    assert result.value.metadata == {"seq": 1}
+    assert result.value.metadata == {"seq": 1, "published": True}
     older = ResourceUpdate(PRICE, 7.0, source="stream", observed_at=clock.now() - 1)
     assert (await h.publisher.publish_update(older)).status is PublishStatus.IGNORED_OLDER
     forced = await h.publisher.publish_update(older, force=True)
@@ -369,7 +370,7 @@ async def test_authority_ranks_decide_before_timestamps(clock: VirtualClock) -> 
     assert newer_rest.status is PublishStatus.IGNORED_LOWER_AUTHORITY
     unknown = await pub.publish(PRICE, "x", source="someone", observed_at=now)
     assert unknown.status is PublishStatus.IGNORED_LOWER_AUTHORITY
-    assert unknown.value.authority_rank == 0
+    assert unknown.value.authority_rank == 300  # the kept revision (B-PUB-1)
     forced = await pub.publish(PRICE, "admin", source="binance-rest", observed_at=now, force=True)
     assert forced.published
     stored = await h.cached(PRICE)
@@ -397,7 +398,7 @@ async def test_small_future_skew_is_accepted_and_recorded(clock: VirtualClock) -
     )
     assert result.published
     assert result.value.observed_at == now + 0.25  # kept as given, never clamped
-    assert result.value.metadata == {"seq": 3, "clock_skew_seconds": 0.25}
+    assert result.value.metadata == {"seq": 3, "clock_skew_seconds": 0.25, "published": True}
     stored = await h.cached(PRICE)
     assert stored is not None
     assert stored.metadata["clock_skew_seconds"] == 0.25
@@ -439,7 +440,7 @@ async def test_publish_many_same_key_newest_wins_in_any_order(
     assert h.statuses() == ["published", "published"]  # only the winner is reported
 
 
-async def test_publish_many_equal_timestamps_keep_first_unless_replace_equal(
+async def test_publish_many_equal_timestamps_go_to_the_later_update(
     clock: VirtualClock,
 ) -> None:
     h = harness(clock)
@@ -448,7 +449,7 @@ async def test_publish_many_equal_timestamps_keep_first_unless_replace_equal(
         ResourceUpdate(PRICE, "first", source="s", observed_at=now),
         ResourceUpdate(PRICE, "second", source="s", observed_at=now),
     ]
-    assert (await h.publisher.publish_many(batch))[PRICE].value.value == "first"
+    assert (await h.publisher.publish_many(batch))[PRICE].value.value == "second"  # B-PUB-5
     other = ResourceKey("market", "price", "X")
     batch = [ResourceUpdate(other, v.value, source="s", observed_at=now) for v in batch]
     assert (await h.publisher.publish_many(batch, replace_equal=True))[other].value.value == (

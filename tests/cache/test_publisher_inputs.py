@@ -107,7 +107,7 @@ async def test_mutating_the_input_after_publishing_changes_nothing(
     assert await read(cache, KEY, clock) == {"levels": [[1, 2]]}
     assert result.value.value == {"levels": [[1, 2]]}
     assert result.value.value is not payload
-    assert result.value.metadata == {"trace": ["a"]}
+    assert result.value.metadata == {"trace": ["a"], "published": True}
 
 
 @pytest.mark.parametrize("cache_type", CACHES)
@@ -126,7 +126,7 @@ async def test_mutating_results_changes_nothing_cached(
     second.value.value["n"].append(6)
     assert await read(cache, KEY, clock) == {"n": [1]}
     stored = (await cache.get(KEY, now=clock.now(), policy=FOREVER)).value
-    assert stored.metadata == {"m": [1]}
+    assert stored.metadata == {"m": [1], "published": True}
 
 
 @pytest.mark.parametrize("cache_type", CACHES)

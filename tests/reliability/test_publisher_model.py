@@ -186,7 +186,8 @@ class PublisherMachine(RuleBasedStateMachine):
                 continue
             first, first_stamp, _ = held
             rival = Held("", first_stamp, SOURCES[batch[first][1]], "", None, 0.0)
-            if decide(rival, stamp, SOURCES[source], force=False, equal=equal) == "published":
+            # Within a batch, ties go to the later update whatever ``equal`` says (B-PUB-5).
+            if decide(rival, stamp, SOURCES[source], force=False, equal=True) == "published":
                 winners[key] = (index, stamp, offset)
         assert list(results) == list(winners), "one result per distinct key, in first order"
         for key, (index, stamp, offset) in winners.items():
@@ -213,6 +214,13 @@ class PublisherMachine(RuleBasedStateMachine):
         status = decide(held, stamp, SOURCES[source], force=force, equal=equal)
         assert result.status is PublishStatus(status), (key, held, stamp, source)
         offered = result.value
+        if status != "published":  # B-PUB-1: an ignored result carries the kept revision
+            assert held is not None
+            assert result.previous is not None
+            assert (offered.version, result.previous.version) == (held.version, held.version)
+            assert offered.value == held.payload
+            self.results.append(result)
+            return
         assert (offered.key, offered.source, offered.value) == (key, source, payload)
         assert offered.observed_at == stamp
         assert offered.authority_rank == SOURCES[source]

@@ -80,7 +80,7 @@ def test_published_values_and_metadata_are_captured(
     assert result.status is PublishStatus.PUBLISHED
     snapshot = facade.build([key("p")])
     assert snapshot.value(key("p")) == {"price": "1.00", "levels": [1, 2]}
-    assert snapshot[key("p")].metadata == {"sequence": {"id": 1}}
+    assert snapshot[key("p")].metadata == {"sequence": {"id": 1}, "published": True}
 
 
 def test_update_collections_are_captured(facade: SyncSnapshotBuilder, source: Source) -> None:
@@ -99,7 +99,7 @@ def test_update_collections_are_captured(facade: SyncSnapshotBuilder, source: So
     assert single.result(timeout=10).published
     snapshot = facade.build([key("u1"), key("u2")])
     assert snapshot.value(key("u1")) == snapshot.value(key("u2")) == {"qty": 1}
-    assert snapshot[key("u1")].metadata == {"m": [1]}
+    assert snapshot[key("u1")].metadata == {"m": [1], "published": True}
     assert facade.build([key("u3")]).value(key("u3")) == "value-u3"  # never published
 
 

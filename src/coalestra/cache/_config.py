@@ -69,7 +69,8 @@ class PublisherConfig:
         require("metrics", self.metrics, MetricsSink, "a MetricsSink")
         require("events", self.events, EventSink, "an EventSink")
         require("observation_policy", self.observation_policy, ObservationPolicy, "a policy")
-        check_int("lock_stripes", self.lock_stripes, minimum=1)
+        if check_int("lock_stripes", self.lock_stripes) < 1:
+            raise ValueError("lock_stripes must be at least 1")
         if self.authority_resolver is not None:
             require(
                 "authority_resolver",
@@ -77,7 +78,8 @@ class PublisherConfig:
                 AuthorityPolicyProvider,
                 "an AuthorityPolicyResolver or None",
             )
-        check_int("max_pending_tasks", self.max_pending_tasks, minimum=1)
+        if check_int("max_pending_tasks", self.max_pending_tasks) < 1:
+            raise ValueError("max_pending_tasks must be at least 1")
 
 
 def make_isolator(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any, final
 
 from ..core import (
@@ -34,7 +34,7 @@ from ._checks import check_collection, check_key, check_keys, require
 from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
 from ._memory import AsyncMemoryCache
-from ._store import decide_write
+from ._store import reduce_batch
 from ._values import PublishResult, PublishStatus, ResourceUpdate
 from ._writers import CacheWriter
 
@@ -64,43 +64,28 @@ def _check_updates(updates: object) -> tuple[ResourceUpdate[Any], ...]:
     return checked
 
 
-def _winners(values: Sequence[SnapshotValue[Any]], replace_equal: bool) -> list[SnapshotValue[Any]]:
-    """Reduce a batch to one value per key, as if its updates were applied one by one.
-
-    The monotonic rules decide within the batch: a higher authority rank wins, then the newer
-    ``observed_at``; at an equal timestamp the earlier update stays unless ``replace_equal``.
-    (``force`` overrides what the cache holds, not the order within the batch.)
-    """
-    winners: dict[ResourceKey, SnapshotValue[Any]] = {}
-    for value in values:
-        holder = winners.get(value.key)
-        if holder is None:
-            winners[value.key] = value
-            continue
-        status = decide_write(holder, value, force=False, replace_equal=replace_equal)
-        if status is CacheWriteStatus.STORED:
-            winners[value.key] = value
-    return list(winners.values())
-
-
 @final
 class ResourcePublisher:
     """Publishes pushed events straight into a cache, monotonically.
 
-    A publication is written with compare-and-write: an older ``observed_at`` is ignored, an
-    equal one is a duplicate, a lower-authority source never replaces a higher one;
-    ``force=True`` overrides all of that, ``replace_equal=True`` lets an equal timestamp replace.
-    Results carry isolated copies: they share no mutable object with the cache or the input.
-    With an :class:`AsyncMemoryCache` the cache makes the stored copy (in a worker thread when
-    large); any other cache is handed a copy made by this publisher, and what it returns as the
-    previous revision is copied again, since its isolation is unknown.
+    A publication is compared with whatever the cache holds at write time (fetched values, stale
+    fallbacks, refreshes, publications alike; the publisher keeps no record of its own): an
+    older ``observed_at`` is ignored, an equal one is a duplicate, a lower-authority source never
+    replaces a higher one; ``force=True`` overrides all of that, ``replace_equal=True`` lets an
+    equal timestamp replace. An ignored publication's result carries the revision the cache
+    keeps, as ``value`` and ``previous``. Results carry isolated copies: they share no mutable
+    object with the cache or the input.
+
+    ``publish`` calls ``self.publish_update``, which calls ``self.publish_many``; every public
+    attribute, methods included, may be reassigned on an instance (the sync facade drives the
+    same instance).
 
     Args:
-        cache: where to publish. An ``AtomicAsyncCache`` compares and writes itself; for a plain
-            ``AsyncCache`` (get/set only) compare-and-write is emulated under per-key locks.
-        clock: gives "now" (``observed_at=None`` and the observation check).
-        policy_resolver: gives the freshness policy used to read the current revision when
-            compare-and-write is emulated.
+        cache: where to publish (see ``coalestra.cache._writers`` for how each kind of cache is
+            written).
+        clock: gives "now" (``observed_at=None``, ``fetched_at`` and the observation check).
+        policy_resolver: gives each key's policy, which decides whether a published value is
+            ``stale`` (``age > ttl_seconds``).
         metrics: receives ``resource_publish_total`` / ``resource_invalidation_total``.
         events: receives ``resource_published`` / ``resource_invalidated``.
         observation_policy: how future ``observed_at`` values are treated (default
@@ -109,15 +94,17 @@ class ResourcePublisher:
         payload_copier: copies mutable payloads (default ``copy.deepcopy``).
         payload_isolator: a ready isolator, instead of ``payload_copier``.
         authority_resolver: gives each (key, source) its authority rank (default: rank 0).
-        max_pending_tasks: the most per-key writes of one batch in flight (>= 1).
+        max_pending_tasks: the most per-key cache calls of one batch in flight (>= 1).
         health_tracker: reserved; accepted and currently unused.
 
     Raises:
         TypeError, ValueError: for an argument of the wrong type or out of range, or both
-            ``payload_copier`` and ``payload_isolator``.
+            ``payload_copier`` and ``payload_isolator``; ``lock_stripes < 1`` and
+            ``max_pending_tasks < 1`` say "must be at least 1"; authority rules on a cache that
+            does not declare ``validates_source_authority = True``.
     """
 
-    __slots__ = ("_config", "_copies", "_report", "_trusted_cache", "_writer")
+    # No __slots__: users reassign attributes, methods included, on an instance (0.5.7).
 
     def __init__(
         self,
@@ -150,11 +137,25 @@ class ResourcePublisher:
             max_pending_tasks=max_pending_tasks,
             health_tracker=health_tracker,
         )
+        resolver = config.authority_resolver
+        if getattr(resolver, "has_rules", resolver is not None) and (
+            getattr(config.cache, "validates_source_authority", False) is not True
+        ):
+            raise ValueError(
+                "authority policies require a cache that declares validates_source_authority = True"
+            )
         self._config = config
+        self.cache = config.cache
+        self.clock = config.clock
+        self.policy_resolver = config.policy_resolver
+        self.metrics = config.metrics
+        self.events = config.events
+        self.observation_policy = config.observation_policy
+        self.authority_resolver = authority_resolver
+        self.max_pending_tasks = config.max_pending_tasks
         self._writer = CacheWriter(
             config.cache,
             clock=config.clock,
-            policy_resolver=config.policy_resolver,
             lock_stripes=config.lock_stripes,
             max_pending_tasks=config.max_pending_tasks,
         )
@@ -199,8 +200,13 @@ class ResourcePublisher:
             PayloadIsolationError: the payload or metadata cannot be copied (nothing is written).
         """
         _check_flags(force, replace_equal)
-        offered = self._offer(key, value, source, observed_at, metadata, self._now())
-        return await self._commit_one(offered, force=force, replace_equal=replace_equal)
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
+        update = ResourceUpdate(key, value, source, observed_at, EMPTY_MAPPING)
+        if metadata:
+            # The update holds the caller's mapping as is; the publisher copies it deeply.
+            object.__setattr__(update, "metadata", metadata)
+        return await self.publish_update(update, force=force, replace_equal=replace_equal)
 
     async def publish_update(
         self, update: ResourceUpdate[Any], *, force: bool = False, replace_equal: bool = False
@@ -211,15 +217,8 @@ class ResourcePublisher:
             TypeError: ``update`` is not a ResourceUpdate; otherwise as :meth:`publish`.
         """
         require("update", update, ResourceUpdate, "a ResourceUpdate")
-        return await self.publish(
-            update.key,
-            update.value,
-            source=update.source,
-            observed_at=update.observed_at,
-            metadata=update.metadata,
-            force=force,
-            replace_equal=replace_equal,
-        )
+        results = await self.publish_many((update,), force=force, replace_equal=replace_equal)
+        return results[update.key]
 
     async def publish_many(
         self,
@@ -231,9 +230,8 @@ class ResourcePublisher:
         """Publish several updates together (one batch write when the cache supports it).
 
         Every update is validated before anything is written. Updates for the same key are
-        reduced to one first, as if applied in order: the higher authority rank wins, then the
-        newest ``observed_at``; at an equal timestamp the earlier update stays unless
-        ``replace_equal``. Only that winner is written, reported and returned.
+        reduced to one first: the highest ``(authority rank, observed_at)`` wins, ties go to the
+        later update. Only that winner is written, reported and returned.
 
         Returns:
             One result per distinct key, in the order keys first appear.
@@ -248,7 +246,9 @@ class ResourcePublisher:
         offered = [
             self._offer(u.key, u.value, u.source, u.observed_at, u.metadata, now) for u in checked
         ]
-        winners = _winners(offered, replace_equal)
+        winners = reduce_batch(offered)
+        if not winners:
+            return {}
         results = await self._commit(winners, force=force, replace_equal=replace_equal)
         return {value.key: result for value, result in zip(winners, results, strict=True)}
 
@@ -307,69 +307,75 @@ class ResourcePublisher:
             skew = config.observation_policy.future_skew(
                 stamp, now, what=f"published observation for {key}"
             )
-        frozen: Mapping[str, Any] = EMPTY_MAPPING
-        if metadata or skew > 0.0:
-            context = f"{_INGRESS} {key} from {source!r}"
-            extra = config.isolator.copy_metadata(metadata, context=context) if metadata else {}
-            if skew > 0.0:
-                extra["clock_skew_seconds"] = skew
-            frozen = ReadOnlyDict(extra)
+        context = f"{_INGRESS} {key} from {source!r}"
+        extra = config.isolator.copy_metadata(metadata, context=context) if metadata else {}
+        extra["published"] = True
+        if skew > 0.0:
+            extra["clock_skew_seconds"] = skew
         authority = config.authority_resolver
         rank = 0
         if authority is not None:
             rank = check_int("authority rank", authority.rank_for(key, source))
+        # As a build would serve it now: its age, and stale once past the key's TTL.
+        age = now - stamp if now > stamp else 0.0
+        stale = age > config.policy_resolver.resolve(key).ttl_seconds
         # Every part is validated above, so the unvalidated constructor is safe (and ~5x cheaper).
         return SnapshotValue._trusted(
-            key, value, source, stamp, now, 0.0, False, 0.0, 1, frozen, rank, EMPTY_MAPPING
+            key,
+            value,
+            source,
+            stamp,
+            now,
+            age,
+            stale,
+            0.0,
+            0,
+            ReadOnlyDict(extra),
+            rank,
+            EMPTY_MAPPING,
         )
-
-    async def _commit_one(
-        self, offered: SnapshotValue[Any], *, force: bool, replace_equal: bool
-    ) -> PublishResult:
-        """Write one revision, then isolate, report and return the outcome."""
-        trusted = self._trusted_cache
-        # AsyncMemoryCache copies on write itself; other caches get a copy of their own.
-        stored = offered if trusted else await self._copy_one(offered, _INGRESS)
-        written = await self._writer.write(stored, force=force, replace_equal=replace_equal)
-        previous = written.previous
-        if previous is not None and not trusted:
-            previous = await self._copy_one(previous, _EGRESS)
-        value = await self._copy_one(offered, _EGRESS)
-        return self._outcome(offered, written.status, value, previous, force)
 
     async def _commit(
         self, offered: list[SnapshotValue[Any]], *, force: bool, replace_equal: bool
     ) -> list[PublishResult]:
-        """Write revisions for distinct keys in one go, then isolate, report and return them."""
-        if len(offered) <= 1:
-            return [
-                await self._commit_one(value, force=force, replace_equal=replace_equal)
-                for value in offered
-            ]
+        """Offer revisions of distinct keys to the cache, then isolate, report and return."""
         trusted = self._trusted_cache
         copies = self._copies
+        # AsyncMemoryCache copies what it stores and what it returns; other caches get a
+        # copy of their own, and what they return is copied again (their isolation is unknown).
         stored = offered if trusted else await copies.isolate_values(offered, context=_INGRESS)
-        batch = await self._writer.write_many(stored, force=force, replace_equal=replace_equal)
-        written = [batch[value.key] for value in stored]
-        previous = [result.previous for result in written]
-        # One isolation call for everything, so large copies run in threads side by side.
-        to_copy = list(offered)
+        written, held = await self._writer.write_many(
+            stored, force=force, replace_equal=replace_equal
+        )
+        statuses: list[CacheWriteStatus] = []
+        values: list[SnapshotValue[Any]] = []
+        previous: list[SnapshotValue[Any] | None] = []
+        for offer in offered:
+            result = written[offer.key]
+            statuses.append(result.status)
+            if result.status is CacheWriteStatus.STORED:
+                values.append(result.value if trusted else offer)
+                previous.append(result.previous)
+                continue
+            # Ignored: the result describes the revision the cache keeps.
+            kept = result.value if trusted else result.previous or held.get(offer.key)
+            values.append(offer if kept is None else kept)
+            previous.append(kept)
         if not trusted:
-            to_copy.extend(value for value in previous if value is not None)
-        isolated = iter(await copies.isolate_values(to_copy, context=_EGRESS))
-        values = [next(isolated) for _ in offered]
-        if not trusted:
+            # One isolation call for everything, so large copies run in threads side by side.
+            extra = [value for value in previous if value is not None]
+            isolated = iter(await copies.isolate_values(values + extra, context=_EGRESS))
+            values = [next(isolated) for _ in values]
             previous = [None if value is None else next(isolated) for value in previous]
+            for index, status in enumerate(statuses):
+                if status is not CacheWriteStatus.STORED:
+                    values[index] = previous[index] or values[index]
         return [
-            self._outcome(offer, result.status, value, before, force)
-            for offer, result, value, before in zip(offered, written, values, previous, strict=True)
+            self._outcome(offer, status, value, before, force)
+            for offer, status, value, before in zip(
+                offered, statuses, values, previous, strict=True
+            )
         ]
-
-    async def _copy_one(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
-        if not self._copies.is_mutable(value):
-            return value
-        (isolated,) = await self._copies.isolate_values((value,), context=context)
-        return isolated
 
     def _outcome(
         self,
