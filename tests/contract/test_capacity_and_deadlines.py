@@ -184,6 +184,12 @@ def test_b_cap_2_errors() -> None:
         CapacityLimiter(1).release()
 
 
+def test_b_cap_2_a_builder_source_limit_below_one() -> None:
+    source = CallableSource(name="s", priority=1, supports=yes, fetcher=sleeper(0.0))
+    with pytest.raises(ValueError, match=r"^source concurrency limit must be at least 1$"):
+        SnapshotBuilder([source], source_concurrency={"s": 0})
+
+
 # -- B-CAP-3 -----------------------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def test_unknown_source_in_source_resilience(clock: VirtualClock) -> None:
         ({"max_concurrency": -3}, ValueError, "max_concurrency"),
         ({"max_concurrency": 2.5}, TypeError, "max_concurrency"),
         ({"max_pending_tasks": 0}, ValueError, "max_pending_tasks"),
-        ({"source_concurrency": {"rest": 0}}, ValueError, "source_concurrency"),
+        ({"source_concurrency": {"rest": 0}}, ValueError, "source concurrency limit"),
     ],
 )
 def test_limits_below_one_are_refused(

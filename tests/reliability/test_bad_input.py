@@ -849,10 +849,13 @@ rows(
     "SnapshotBuilder.source_concurrency",
     ValueError,
     "source_concurrency",
-    {
-        "unknown": _builder(source_concurrency={"nope": 1}),
-        "zero": _builder(source_concurrency={"rest": 0}),
-    },
+    {"unknown": _builder(source_concurrency={"nope": 1})},
+)
+rows(
+    "SnapshotBuilder.source_concurrency",
+    ValueError,
+    "source concurrency limit",  # B-CAP-2's exact message
+    {"zero": _builder(source_concurrency={"rest": 0})},
 )
 rows(
     "SnapshotBuilder.source_resilience",

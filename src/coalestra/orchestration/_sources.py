@@ -307,5 +307,6 @@ def check_limits(
             raise ValueError(
                 f"source_concurrency names unknown source {name!r} (known sources: {known})"
             )
-        check_int(f"source_concurrency[{name!r}]", limit, minimum=1)
+        if check_int(f"source_concurrency[{name!r}]", limit) < 1:
+            raise ValueError("source concurrency limit must be at least 1")  # as B-CAP-2 says
     return {source.name: explicit.get(source.name, source.max_concurrency) for source in sources}
