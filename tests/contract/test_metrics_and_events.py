@@ -449,3 +449,28 @@ async def test_b_obs_4_refresh_ahead_that_fails(clock: VirtualClock) -> None:
     assert not events.named("resource_refresh_completed")  # the cached value was kept instead
     assert metrics.counter("resource_refresh_total", status="scheduled", **PRICE) == 1
     assert metrics.counter("resource_refresh_total", status="failure", **PRICE) == 1
+
+
+async def test_b_obs_3_cancelled_refresh(clock: VirtualClock) -> None:
+    metrics = Recorder()
+    calls = 0
+
+    async def fetch(key: ResourceKey, _ctx: object) -> int:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            await asyncio.sleep(100.0)  # the refresh hangs until the builder closes
+        return 1
+
+    swr = FreshnessPolicy(
+        ttl_seconds=5.0, max_stale_seconds=60.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+    )
+    b = SnapshotBuilder([single(fetch)], default_policy=swr, clock=clock, metrics=metrics)
+    await b.build([BTC])
+    await asyncio.sleep(10.0)
+    await b.build([BTC])  # served stale; the refresh starts
+    await asyncio.sleep(1.0)
+    await b.aclose(cancel_refreshes=True)
+    assert metrics.counter("resource_refresh_total", status="scheduled", **PRICE) == 1
+    assert metrics.counter("resource_refresh_total", status="cancelled", **PRICE) == 1
+    assert metrics.counter("resource_refresh_total", status="failure", **PRICE) == 0
