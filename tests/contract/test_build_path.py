@@ -440,7 +440,7 @@ async def test_b_cache_17_a_background_refresh_does_not_write_a_stale_payload(
     )
     first = (await builder.build([A]))[A]
     await asyncio.sleep(2.0)
-    feed.age = 5.0  # the refresh gets stale data
+    feed.age = 1.5  # the refresh gets stale data, newer than the cached revision
 
     await builder.build([A])
     await builder.wait_for_refreshes()
@@ -747,4 +747,26 @@ async def test_b_src_8_a_self_dependency_is_a_cycle_of_one(clock: VirtualClock) 
     failure = snapshot.errors[CA].failures[0]  # type: ignore[attr-defined]
     assert failure.error_type == "DependencyCycleError"
     assert failure.message == f"Derived resource dependency cycle detected: {CA} -> {CA}"
+    await builder.aclose()
+
+
+async def test_b_cache_17_a_forced_revalidation_does_not_write_a_stale_payload(
+    clock: VirtualClock,
+) -> None:
+    feed = Feed(clock)
+    cache = AsyncMemoryCache()
+    policy = FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=10.0)
+    builder = SnapshotBuilder(
+        [feed.source()], clock=clock, cache=cache, default_policy=policy, retry_policy=ONCE
+    )
+    session = builder.session()
+    first = (await session.resolve([A]))[A]
+    await asyncio.sleep(8.0)
+    feed.age = 5.0  # the source answers with data past the TTL, newer than the cached one
+
+    await session.revalidate([A], force_refresh=True, strict=False)
+
+    held = await cache.get(A, now=clock.now(), policy=policy)
+    assert held.value is not None
+    assert held.value.version == first.version
     await builder.aclose()

@@ -265,7 +265,7 @@ async def test_b_diag_4_refresh_outcomes_are_counted_and_only_fresh_results_writ
     feed.down = False
     await builder.build([B])
     await asyncio.sleep(2.0)
-    feed.age = 5.0  # a stale result fails the refresh and is not written
+    feed.age = 1.5  # a stale result (newer than the cached one) fails the refresh, unwritten
     held_b = (await cache.get(B, now=clock.now(), policy=SWR)).value
     slow3 = ResourceKey("market", "price", "slow3")
     feed.slow[slow3] = 5.0
