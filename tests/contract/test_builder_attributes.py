@@ -102,13 +102,9 @@ async def test_b_attr_1_given_values(clock: VirtualClock) -> None:
     assert b.source_support_cache_max_entries is None
     assert b.cache_source_support is False
     assert b.manage_lifecycle is True
-    assert (await b.capacity.snapshot())[_global_key(await b.capacity.snapshot())].limit == 3
+    assert (await b.capacity.snapshot())["__global__"].limit == 3
     await b.aclose()
     assert b.closed is True
-
-
-def _global_key(snapshot: dict[str, Any]) -> str:
-    return "__global__" if "__global__" in snapshot else "global"
 
 
 class _AuthorityCache(AsyncMemoryCache):
