@@ -50,6 +50,7 @@ EXAMPLE_FOR_PAGE = {
     "testing.md": "testing_on_virtual_time.py",
     "how-a-build-works.md": "how_a_build_works.py",
     "defaults.md": "defaults.py",
+    "everyday.md": "one_key_reads.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

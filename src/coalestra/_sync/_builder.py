@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import Any, final
+from typing import Any, TypeVar, final, overload
 
 from ..core import BuilderHealth, ResourceKey, SessionClosedError, Snapshot, SnapshotRequest
 from ..core._validation import check_bool, check_float, check_int, check_optional_float
@@ -16,6 +16,8 @@ from ._core import FacadeCore, bind, run_sync
 from ._portal import caller_may_block
 from ._publisher import SyncResourcePublisher
 from ._session import SyncSnapshotSession
+
+T = TypeVar("T")
 
 
 @final
@@ -131,6 +133,51 @@ class SyncSnapshotBuilder:
             deadline_seconds=deadline_seconds,
             metadata=metadata,
             snapshot_id=snapshot_id,
+        )
+
+    @overload
+    def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: type[T],
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> T: ...
+    @overload
+    def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: None = None,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+    def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: type[T] | None = None,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> T | Any:
+        """Blocking :meth:`SnapshotBuilder.get`: one key's payload.
+
+        Raises:
+            ResourceResolutionError, TypeError, ValueError: as :meth:`SnapshotBuilder.get`
+                (the key's own error, never SnapshotBuildError).
+            SessionClosedError: the facade (or the builder) is closed.
+            RuntimeError: called from a thread running an event loop.
+        """
+        # Typed loosely here: the overloads of ``SnapshotBuilder.get`` (not this one) promise T.
+        get: Callable[..., Coroutine[Any, Any, Any]] = self._core.builder.get
+        return self._core.call(
+            get,
+            key,
+            expected_type=expected_type,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
         )
 
     def build_request(

@@ -8,7 +8,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, final
+from typing import Any, TypeVar, final, overload
 
 from ..cache import ResourcePublisher
 from ..concurrency import CapacityController, CapacitySnapshot
@@ -28,6 +28,7 @@ from ..core import (
     ResourceKey,
     SessionClosedError,
     Snapshot,
+    SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
@@ -53,6 +54,8 @@ from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._singleflight import SingleFlight
 from ._view import BuildView
+
+T = TypeVar("T")
 
 
 @final
@@ -313,6 +316,67 @@ class SnapshotBuilder:
             snapshot_id,
             strict=strict,
         )
+
+    @overload
+    async def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: type[T],
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> T: ...
+    @overload
+    async def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: None = None,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+    async def get(
+        self,
+        key: ResourceKey,
+        *,
+        expected_type: type[T] | None = None,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> T | Any:
+        """Resolve one key and return its payload: ``build([key]).value(key)`` in one call.
+
+        It is a strict one-key build (same cache, single-flight, retries, circuits, events and
+        metrics), so a failing key counts as a failed build in the metrics.
+
+        Args:
+            key: the resource.
+            expected_type: when given, the payload must be an instance of it.
+            deadline_seconds / metadata: as for :meth:`build`.
+
+        Raises:
+            ResourceResolutionError: no source could resolve ``key`` (the same object as
+                ``snapshot.errors[key]`` of the equivalent build; a not-found key raises its
+                :class:`ResourceNotFoundError` subclass). A derived key can raise
+                :class:`DependencyResolutionError` or :class:`DependencyCycleError` instead.
+                Never :class:`SnapshotBuildError`: the key's own error is raised.
+            TypeError: ``key`` is not a ResourceKey, or the payload is not ``expected_type``.
+            SessionClosedError, ValueError: as for :meth:`build`.
+        """
+        if not isinstance(key, ResourceKey):
+            raise TypeError(f"key must be a ResourceKey, got {type(key).__name__}")
+        keys = (key,)
+        try:
+            snapshot = await self._build(
+                keys, keys, (), None, deadline_seconds, metadata, None, strict=True
+            )
+        except SnapshotBuildError as error:
+            failure = error.errors[key]
+        else:
+            return snapshot.value(key, expected_type)
+        # Raised outside the except block, so the key's error is not chained to the build error
+        # that carried it (the caller asked for one key, not for a snapshot).
+        raise failure
 
     async def build_request(
         self,
