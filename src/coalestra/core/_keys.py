@@ -1,6 +1,8 @@
 """Resource identity: :class:`ResourceKey` and the normalizers that shape it.
 
-A key is ``namespace:name[:subject][?qualifier=value&...]``. Keys are built once and compared
+A key is ``namespace:name[:subject][?qualifier=value&...]``; a separator inside a part is
+escaped with a backslash, so the text is unambiguous and :meth:`ResourceKey.parse` reads it back.
+Keys are built once and compared
 and hashed very often (every cache lookup, every single-flight entry), so the hash is computed
 at construction and equality short-circuits on it.
 """
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeAlias, cast, final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast, final
 
 StringTransform: TypeAlias = Callable[[str], str]
 QualifierInput: TypeAlias = Mapping[str, Any] | Iterable[tuple[str, Any]]
@@ -153,6 +155,80 @@ CASE_INSENSITIVE_KEY_NORMALIZER = KeyNormalizer(
 )
 
 
+# The text form: which characters of each part are escaped (with a backslash) so that they never
+# read as separators. The subject may hold ":" as it is (it runs up to "?"), and a qualifier
+# value may hold "=" and "?" (a pair splits at its first "=", the query at the first "?").
+_ESCAPE: Final = "\\"
+_NAME_SPECIALS: Final = (_ESCAPE, ":", "?")
+_SUBJECT_SPECIALS: Final = (_ESCAPE, "?")
+_QUALIFIER_NAME_SPECIALS: Final = (_ESCAPE, "&", "=")
+_QUALIFIER_VALUE_SPECIALS: Final = (_ESCAPE, "&")
+_KEY_TEXT_FORM: Final = "namespace:name[:subject][?name=value&...]"
+
+
+def _escaped(part: str, specials: tuple[str, ...]) -> str:
+    """``part`` with each special character preceded by a backslash (ordinary parts as is)."""
+    for char in specials:  # the backslash first, so added escapes are not escaped again
+        if char in part:
+            part = part.replace(char, _ESCAPE + char)
+    return part
+
+
+def _split(text: str, separator: str, maxsplit: int = -1) -> list[str]:
+    """Split ``text`` at unescaped ``separator``s; the pieces keep their escapes."""
+    pieces: list[str] = []
+    start = index = 0
+    while index < len(text):
+        char = text[index]
+        if char == _ESCAPE:
+            index += 2
+            continue
+        if char == separator and maxsplit != len(pieces):
+            pieces.append(text[start:index])
+            start = index + 1
+        index += 1
+    pieces.append(text[start:])
+    return pieces
+
+
+def _unescaped(piece: str, text: str) -> str:
+    """Drop the escaping backslashes of ``piece`` (a part of the key text ``text``)."""
+    if _ESCAPE not in piece:
+        return piece
+    chars: list[str] = []
+    escaped = False
+    for char in piece:
+        if escaped or char != _ESCAPE:
+            chars.append(char)
+            escaped = False
+        else:
+            escaped = True
+    if escaped:
+        raise ValueError(f"key text ends with a lone backslash: {text!r}")
+    return "".join(chars)
+
+
+def _parse_parts(text: str) -> tuple[str, str, str, list[tuple[str, str]]]:
+    """The raw (unnormalized) parts of a key's text form.
+
+    Raises:
+        ValueError: no ``namespace:name``, a qualifier without ``=``, or a lone backslash.
+    """
+    path, *query = _split(text, "?", maxsplit=1)
+    parts = _split(path, ":", maxsplit=2)
+    if len(parts) < 2:
+        raise ValueError(f"key text must be {_KEY_TEXT_FORM}, got {text!r}")
+    namespace, name = (_unescaped(part, text) for part in parts[:2])
+    subject = _unescaped(parts[2], text) if len(parts) == 3 else ""
+    qualifiers: list[tuple[str, str]] = []
+    for pair in _split(query[0], "&") if query else ():
+        halves = _split(pair, "=", maxsplit=1)
+        if len(halves) != 2:
+            raise ValueError(f"qualifier {pair!r} has no '=' in key text {text!r}")
+        qualifiers.append((_unescaped(halves[0], text), _unescaped(halves[1], text)))
+    return namespace, name, subject, qualifiers
+
+
 def _restore_key(
     namespace: str,
     name: str,
@@ -181,7 +257,11 @@ class ResourceKey:
         ValueError: namespace or name is empty, or a qualifier name repeats.
 
     Keys are immutable, hashable and cheap to compare; ``str(key)`` renders
-    ``namespace:name:subject?q1=v1&q2=v2``. The normalizer is not part of equality.
+    ``namespace:name:subject?q1=v1&q2=v2`` (qualifiers sorted) and :meth:`parse` reads it back.
+    A backslash escapes a separator inside a part: ``\\``, ``:`` and ``?`` in the namespace and
+    name; ``\\`` and ``?`` in the subject; ``\\``, ``&`` and ``=`` in qualifier names; ``\\``
+    and ``&`` in qualifier values. Keys without these characters render exactly as before.
+    The normalizer is not part of equality.
     """
 
     # Hand-written slots: ``_hash`` is cached state, not a dataclass field.
@@ -255,6 +335,26 @@ class ResourceKey:
     ) -> ResourceKey:
         """Build a key with :data:`LEGACY_KEY_NORMALIZER` (Coalestra 0.1-0.3 identity)."""
         return cls(namespace, name, subject, qualifiers, normalizer=LEGACY_KEY_NORMALIZER)
+
+    @classmethod
+    def parse(cls, text: str, *, normalizer: KeyNormalizer | None = None) -> ResourceKey:
+        """Read a key from its text form: the exact inverse of ``str(key)``.
+
+        ``text`` is ``namespace:name[:subject][?q1=v1&q2=v2...]``, with separators inside a part
+        escaped by a backslash as ``str(key)`` writes them. The parts are then normalized like
+        the constructor's arguments, so ``ResourceKey.parse(str(key), normalizer=n) == key`` for
+        every key made with ``n`` (any of the built-in normalizers; any idempotent one).
+        Qualifiers may come in any order; ``str`` of the result is the canonical text.
+
+        Raises:
+            TypeError: ``text`` is not a str.
+            ValueError: no ``namespace:name``, an empty namespace or name, a qualifier without
+                ``=``, a repeated qualifier name, or a lone trailing backslash.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"key text must be a str, got {type(text).__name__}")
+        namespace, name, subject, qualifiers = _parse_parts(text)
+        return cls(namespace, name, subject, qualifiers, normalizer=normalizer)
 
     def normalized(self, normalizer: KeyNormalizer) -> ResourceKey:
         """Return this key re-normalized with ``normalizer``."""
@@ -344,11 +444,15 @@ class ResourceKey:
             return self._text  # rendered once: events name every key they report
         except AttributeError:
             pass
-        text = f"{self.namespace}:{self.name}"
+        text = f"{_escaped(self.namespace, _NAME_SPECIALS)}:{_escaped(self.name, _NAME_SPECIALS)}"
         if self.subject:
-            text = f"{text}:{self.subject}"
+            text = f"{text}:{_escaped(self.subject, _SUBJECT_SPECIALS)}"
         if self.qualifiers:
-            text += "?" + "&".join(f"{name}={value}" for name, value in self.qualifiers)
+            text += "?" + "&".join(
+                f"{_escaped(name, _QUALIFIER_NAME_SPECIALS)}="
+                f"{_escaped(value, _QUALIFIER_VALUE_SPECIALS)}"
+                for name, value in self.qualifiers
+            )
         object.__setattr__(self, "_text", text)
         return text
 
