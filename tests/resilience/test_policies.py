@@ -43,12 +43,16 @@ def field_names(cls: type) -> list[str]:
 
 
 def test_dataclass_fields_are_in_contract_order() -> None:
+    # The contract's four fields keep their positions; the opt-in filters are keyword-only.
     assert field_names(RetryPolicy) == [
         "max_attempts",
         "base_delay_seconds",
         "max_delay_seconds",
         "jitter_ratio",
+        "retry_on",
+        "give_up_on",
     ]
+    assert [f.kw_only for f in dataclasses.fields(RetryPolicy)] == [False] * 4 + [True] * 2
     assert field_names(CircuitBreakerPolicy) == [
         "scope",
         "failure_threshold",

@@ -24,6 +24,28 @@ def is_async_callable(function: object) -> bool:
     return inspect.iscoroutinefunction(type(function).__call__)
 
 
+def check_call_shape(name: str, function: UserFunction, shape: tuple[str, ...]) -> None:
+    """Reject ``function`` now when it cannot be called with ``len(shape)`` positional
+    arguments, instead of failing (and being retried, and tripping the breaker) at build time.
+
+    A function whose signature cannot be read (some builtins) is accepted as it is.
+
+    Raises:
+        TypeError: ``"<name> must accept (<shape>); <function>(<its parameters>) cannot: ..."``.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*shape)
+    except TypeError as error:
+        label = getattr(function, "__qualname__", None) or type(function).__name__
+        raise TypeError(
+            f"{name} must accept ({', '.join(shape)}); {label}{signature} cannot: {error}"
+        ) from None
+
+
 def discard_awaitable(result: object) -> None:
     """Close ``result`` if it is a coroutine a caller will never await (no "never awaited"
     warning on top of the error being raised)."""

@@ -11,7 +11,7 @@ from ..core._snapshot import Snapshot
 from ..core._validation import check_bool, check_callable
 from ..core._values import FetchContext, SourcePayload
 from ._base import CallableSourceBase, SourceSettings, check_key, check_sync_callable
-from ._invoke import Invoker, discard_awaitable, to_payload
+from ._invoke import Invoker, check_call_shape, discard_awaitable, to_payload
 
 if TYPE_CHECKING:
     from ..resilience import SourceResiliencePolicy
@@ -87,7 +87,7 @@ class CallableSource(CallableSourceBase):
         )
         super().__init__(settings, supports)
         self._fetcher = Invoker(
-            check_callable("fetcher", fetcher), run_sync_in_thread=run_sync_in_thread
+            _fetcher_of(fetcher, ("key", "context")), run_sync_in_thread=run_sync_in_thread
         )
 
     async def fetch(self, key: ResourceKey, context: FetchContext) -> SourcePayload[Any]:
@@ -152,7 +152,7 @@ class CallableBatchSource(CallableSourceBase):
         )
         super().__init__(settings, supports)
         self._fetcher = Invoker(
-            check_callable("fetcher", fetcher), run_sync_in_thread=run_sync_in_thread
+            _fetcher_of(fetcher, ("keys", "context")), run_sync_in_thread=run_sync_in_thread
         )
 
     @property
@@ -192,6 +192,13 @@ class CallableBatchSource(CallableSourceBase):
     ) -> dict[ResourceKey, SourcePayload[Any]]:
         raw = await self._fetcher(chunk, context)
         return check_batch_result(self.name, requested, raw)
+
+
+def _fetcher_of(fetcher: object, shape: tuple[str, ...]) -> Callable[..., object]:
+    """``fetcher`` when it is callable with ``shape``'s arguments (checked at construction)."""
+    checked: Callable[..., object] = check_callable("fetcher", fetcher)
+    check_call_shape("fetcher", checked, shape)
+    return checked
 
 
 def check_batch_result(
@@ -288,9 +295,9 @@ class CallableDerivedSource(CallableSourceBase):
             "observed_at_from_dependencies", observed_at_from_dependencies
         )
         self._dependencies = check_sync_callable("dependencies", dependencies)
-        self._deriver = Invoker(
-            check_callable("deriver", deriver), run_sync_in_thread=run_sync_in_thread
-        )
+        checked: Callable[..., object] = check_callable("deriver", deriver)
+        check_call_shape("deriver", checked, ("key", "dependencies", "context"))
+        self._deriver = Invoker(checked, run_sync_in_thread=run_sync_in_thread)
 
     def dependencies(self, key: ResourceKey) -> tuple[ResourceKey, ...]:
         """Return the distinct keys ``key`` is derived from, in the order the function gave.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from random import random as _default_random
-from typing import Final, final
+from typing import Final, TypeAlias, final
 
 from ..core import (
     CircuitOpenError,
@@ -30,6 +30,49 @@ _NEVER_RETRIED: Final[tuple[type[BaseException], ...]] = (
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
 )
+
+
+ErrorFilter: TypeAlias = (
+    "type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool]"
+)
+"""Which errors a :class:`RetryPolicy` filter matches: an exception type, a tuple of them, or a
+predicate ``error -> bool``."""
+
+
+def _check_filter(name: str, value: object) -> object:
+    """``value`` as stored: ``None``, a tuple of exception types, or a predicate.
+
+    Raises:
+        TypeError: anything else (an empty tuple, a non-exception type, ...).
+    """
+    if value is None:
+        return None
+    if isinstance(value, type):
+        value = (value,)
+    if isinstance(value, tuple):
+        if not value or not all(
+            isinstance(kind, type) and issubclass(kind, BaseException) for kind in value
+        ):
+            raise TypeError(
+                f"{name} must be an exception type, a non-empty tuple of them, or a predicate"
+            )
+        return value
+    if callable(value):
+        return value
+    raise TypeError(
+        f"{name} must be an exception type, a tuple of them, or a predicate, "
+        f"got {type(value).__name__}"
+    )
+
+
+def _matches(matcher: object, error: BaseException) -> bool:
+    """True when ``error`` passes a checked filter (a raising predicate matches nothing)."""
+    if isinstance(matcher, tuple):
+        return isinstance(error, matcher)
+    try:
+        return bool(matcher(error))  # type: ignore[operator]  # checked callable
+    except Exception:
+        return False  # a broken predicate must not break the build; it retries nothing
 
 
 def _doubled(base: float, times: int) -> float:
@@ -57,6 +100,13 @@ class RetryPolicy:
         max_delay_seconds: the cap on the un-jittered delay; must be ``>= base_delay_seconds``.
         jitter_ratio: each delay is spread uniformly over ``delay * (1 +/- jitter_ratio)`` so
             callers that failed together do not retry together; in ``[0, 1]``.
+        retry_on: opt-in: the errors worth another attempt, instead of the default transient
+            set: an exception type, a tuple of them, or a predicate ``error -> bool``.
+        give_up_on: opt-in: errors never retried, checked first (same forms). Either way
+            :class:`~coalestra.CircuitOpenError`,
+            :class:`~coalestra.SnapshotDeadlineExceededError` and
+            :class:`~coalestra.SourceQueueTimeoutError` are never retried, and a predicate
+            that raises counts as "no match".
 
     Raises:
         TypeError: an argument has the wrong type (the message names it).
@@ -69,9 +119,14 @@ class RetryPolicy:
     base_delay_seconds: float = 0.05
     max_delay_seconds: float = 1.0
     jitter_ratio: float = 0.1
+    # Keyword-only and after the contract's four fields, whose order stays positional.
+    retry_on: ErrorFilter | None = field(default=None, kw_only=True)
+    give_up_on: ErrorFilter | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
+        setattr_(self, "retry_on", _check_filter("retry_on", self.retry_on))
+        setattr_(self, "give_up_on", _check_filter("give_up_on", self.give_up_on))
         check_int("max_attempts", self.max_attempts, minimum=1)
         base = check_float("base_delay_seconds", self.base_delay_seconds)
         cap = check_float("max_delay_seconds", self.max_delay_seconds)
@@ -127,9 +182,19 @@ class RetryPolicy:
         and :class:`~coalestra.SourceQueueTimeoutError`. False for everything else: a
         ``ValueError``, a :class:`~coalestra.SourceProtocolError`, cancellation.
 
+        With ``retry_on`` the errors it matches replace that transient set; an error
+        ``give_up_on`` matches is never retried; the three never-retried errors above stay
+        never retried.
+
         Raises:
             TypeError: ``error`` is not an exception.
         """
         if not isinstance(error, BaseException):
             raise TypeError(f"error must be an exception, got {type(error).__name__}")
-        return isinstance(error, _TRANSIENT) and not isinstance(error, _NEVER_RETRIED)
+        if isinstance(error, _NEVER_RETRIED):
+            return False
+        if self.give_up_on is not None and _matches(self.give_up_on, error):
+            return False
+        if self.retry_on is None:
+            return isinstance(error, _TRANSIENT)
+        return _matches(self.retry_on, error)
