@@ -48,20 +48,24 @@ def test_request_keeps_order_and_drops_duplicates() -> None:
     assert request.consistency_policy is None
 
 
-def test_key_in_both_lists_is_required() -> None:
-    request = SnapshotRequest(required=[ACCOUNT], optional=[HEALTH, ACCOUNT])
-    assert request.required == (ACCOUNT,)
-    assert request.optional == (HEALTH,)
+def test_key_in_both_lists_is_rejected() -> None:
+    with pytest.raises(ValueError, match="cannot be both required and optional: account:balance"):
+        SnapshotRequest(required=[ACCOUNT], optional=[HEALTH, ACCOUNT])
+
+
+def test_required_and_optional_keys() -> None:
+    request = SnapshotRequest(required=[ACCOUNT], optional=[HEALTH])
     assert request.keys == (ACCOUNT, HEALTH)
     assert request.is_required(ACCOUNT)
     assert not request.is_required(HEALTH)
     assert not request.is_required(MISSING)
 
 
-def test_equal_keys_built_differently_are_deduplicated() -> None:
+def test_equal_keys_built_differently_are_the_same_key() -> None:
     legacy = ResourceKey.legacy("ACCOUNT", "Balance")
-    request = SnapshotRequest(required=[ACCOUNT], optional=[legacy])
-    assert request.optional == ()
+    assert SnapshotRequest(required=[ACCOUNT, legacy]).required == (ACCOUNT,)
+    with pytest.raises(ValueError, match="both required and optional"):
+        SnapshotRequest(required=[ACCOUNT], optional=[legacy])
 
 
 def test_request_accepts_any_iterable_once() -> None:
@@ -71,10 +75,9 @@ def test_request_accepts_any_iterable_once() -> None:
     assert request.optional == (HEALTH,)
 
 
-def test_empty_request() -> None:
-    request = SnapshotRequest()
-    assert request.keys == ()
-    assert not request.is_required(ACCOUNT)
+def test_empty_request_is_rejected() -> None:
+    with pytest.raises(ValueError, match="at least one resource key"):
+        SnapshotRequest()
 
 
 def test_request_with_consistency_policy() -> None:

@@ -81,7 +81,7 @@ async def test_derived_values_are_refreshed_transitively(
 
     updated = await session.revalidate([PRICE])
 
-    assert list(updated) == [PRICE, EXPOSURE, LIMIT, HEADROOM]
+    assert list(updated) == [POSITION, PRICE, EXPOSURE, LIMIT, HEADROOM, ACCOUNT]
     assert updated.value(EXPOSURE) == 20
     assert updated.value(LIMIT) == 40
     assert updated.value(HEADROOM) == 41
@@ -133,12 +133,13 @@ async def test_forcing_a_derived_key_rederives_it_from_changed_dependencies(
     assert updated.value(EXPOSURE) == 20
     assert session.snapshot().value(EXPOSURE) == 20
     again = await session.revalidate([EXPOSURE], force_refresh=True)
-    assert again[EXPOSURE].version == updated[EXPOSURE].version  # nothing changed since
-    assert derived.count(EXPOSURE) == 2
+    assert again.value(EXPOSURE) == 20  # derived again: forced keys bypass the cache
+    assert derived.count(EXPOSURE) == 3
 
     await publish(builder, PRICE, 30)
-    fresh_session = builder.session()  # never pinned EXPOSURE: its source chain decides
-    assert (await fresh_session.revalidate([EXPOSURE], force_refresh=True)).value(EXPOSURE) == 30
+    fresh_session = builder.session()  # never resolved EXPOSURE: nothing to revalidate
+    with pytest.raises(ValueError, match="already resolved"):
+        await fresh_session.revalidate([EXPOSURE], force_refresh=True)
 
 
 async def test_a_pinned_dependency_is_committed_with_its_derived_value(
@@ -203,7 +204,7 @@ async def test_failed_derived_refresh_keeps_its_dependencies(
     assert after[EXPOSURE].version == before[EXPOSURE].version
 
 
-async def test_consistency_scope_includes_derived_values_only_on_request(
+async def test_consistency_scope_is_the_requested_keys_only(
     source: Source, clock: VirtualClock
 ) -> None:
     derived = risk_rules()
@@ -227,7 +228,10 @@ async def test_consistency_scope_includes_derived_values_only_on_request(
 
     source.values[POSITION] = {"qty": 4}
     await asyncio.sleep(1)
-    strict_scope = SnapshotConsistencyPolicy(2.0, include_optional_resources=True)
+    # Derived values are never in a revalidation's scope, include_optional_resources or not.
+    wide = SnapshotConsistencyPolicy(2.0, include_optional_resources=True)
+    updated = await session.revalidate([POSITION], force_refresh=True, consistency_policy=wide)
+    assert updated.value(EXPOSURE) == 40
     with pytest.raises(SnapshotConsistencyError):
-        await session.revalidate([POSITION], force_refresh=True, consistency_policy=strict_scope)
-    assert session.snapshot().value(EXPOSURE) == 30
+        await session.revalidate([POSITION, PRICE], force_refresh=False, consistency_policy=lenient)
+    assert session.snapshot().value(EXPOSURE) == 40

@@ -91,7 +91,7 @@ async def test_unrelated_pinned_values_are_kept(builder: SnapshotBuilder, source
 
     updated = await session.revalidate([POSITION])
 
-    assert list(updated) == [POSITION]
+    assert list(updated) == [POSITION, ACCOUNT]  # the whole session
     after = session.snapshot()
     assert after.value(POSITION) == {"qty": 3}
     assert after[ACCOUNT].version == before[ACCOUNT].version
@@ -116,11 +116,15 @@ async def test_revalidate_reads_the_cache_unless_forced(
     assert (await builder.build([ACCOUNT])).value(ACCOUNT) == 200  # written to the cache
 
 
-async def test_revalidate_pins_keys_not_seen_before(builder: SnapshotBuilder) -> None:
+async def test_revalidate_refuses_keys_not_seen_before(
+    builder: SnapshotBuilder, source: Source
+) -> None:
     session = builder.session()
-    updated = await session.revalidate([ACCOUNT])
-    assert updated.value(ACCOUNT) == 100
-    assert session.snapshot().value(ACCOUNT) == 100
+    with pytest.raises(ValueError, match="already resolved in this session: account:balance"):
+        await session.revalidate([ACCOUNT])
+    assert source.count(ACCOUNT) == 0
+    with pytest.raises(ValueError, match="at least one resource key is required"):
+        await session.revalidate([])
 
 
 async def test_revalidate_clears_a_remembered_error(
@@ -176,15 +180,16 @@ async def test_non_strict_failure_returns_transient_errors(
 
 
 async def test_revalidation_after_the_deadline_keeps_the_state(
-    builder: SnapshotBuilder,
+    builder: SnapshotBuilder, source: Source
 ) -> None:
     session = builder.session(deadline_seconds=1.0)
     before = await session.resolve([ACCOUNT])
-    await publish(builder, ACCOUNT, 1)  # publish() sleeps past the deadline
+    await asyncio.sleep(2)  # past the session's deadline
 
-    result = await session.revalidate([ACCOUNT], strict=False)
+    result = await session.revalidate([ACCOUNT], strict=False, force_refresh=True)
 
     assert timed_out(result.error_for(ACCOUNT))
+    assert source.count(ACCOUNT) == 1  # the deadline passed: the source was not called again
     assert session.snapshot()[ACCOUNT].version == before[ACCOUNT].version
 
 
@@ -209,7 +214,7 @@ async def test_consistency_violation_always_raises_and_keeps_the_state(
                 consistency_policy=SnapshotConsistencyPolicy(2.0),
             )
         assert caught.value.oldest_key == POSITION
-        assert caught.value.snapshot.value(POSITION) == {"qty": 4}  # the rejected revision
+        assert caught.value.snapshot.value(POSITION) == {"qty": 1}  # the state kept
         assert session.snapshot()[POSITION].version == before[POSITION].version
 
 

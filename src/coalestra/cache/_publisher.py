@@ -19,6 +19,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..core._closed import ClosedError
 from ..core._validation import (
     EMPTY_MAPPING,
     ReadOnlyDict,
@@ -166,6 +167,16 @@ class ResourcePublisher:
         # AsyncMemoryCache stores private copies and returns isolated previous revisions, so
         # the publisher need not copy into it or out of it; other caches are not trusted to.
         self._trusted_cache = isinstance(config.cache, AsyncMemoryCache)
+        self._refusal: str | None = None  # set when the owning builder closes
+
+    def _shut(self, message: str) -> None:
+        """Refuse every later call with ``ClosedError(message)`` (the owning builder closed:
+        a write now could restart a closed cache's connections and leak them)."""
+        self._refusal = message
+
+    def _check_open(self) -> None:
+        if self._refusal is not None:
+            raise ClosedError(self._refusal)
 
     async def publish(
         self,
@@ -198,7 +209,10 @@ class ResourcePublisher:
             TypeError, ValueError: an argument is invalid (nothing is written).
             SourceProtocolError: ``observed_at`` is too far in the future (nothing is written).
             PayloadIsolationError: the payload or metadata cannot be copied (nothing is written).
+            RuntimeError: the builder owning this publisher is closed ("SnapshotBuilder is
+                closed").
         """
+        self._check_open()
         _check_flags(force, replace_equal)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
@@ -216,6 +230,7 @@ class ResourcePublisher:
         Raises:
             TypeError: ``update`` is not a ResourceUpdate; otherwise as :meth:`publish`.
         """
+        self._check_open()
         require("update", update, ResourceUpdate, "a ResourceUpdate")
         results = await self.publish_many((update,), force=force, replace_equal=replace_equal)
         return results[update.key]
@@ -240,6 +255,7 @@ class ResourcePublisher:
             TypeError, ValueError, SourceProtocolError, PayloadIsolationError: as
                 :meth:`publish`, for any update; nothing of the batch is written then.
         """
+        self._check_open()
         _check_flags(force, replace_equal)
         checked = _check_updates(updates)
         now = self._now()
@@ -258,6 +274,7 @@ class ResourcePublisher:
         Raises:
             TypeError: ``key`` is not a ResourceKey or ``reason`` is not a string.
         """
+        self._check_open()
         check_key(key)
         check_str("reason", reason, allow_empty=True)
         await self._writer.invalidate(key)
@@ -270,6 +287,7 @@ class ResourcePublisher:
             TypeError: ``keys`` is not a collection of ResourceKey or ``reason`` is not a string
                 (nothing is dropped).
         """
+        self._check_open()
         checked = check_keys(keys)
         check_str("reason", reason, allow_empty=True)
         await self._writer.invalidate_many(checked)

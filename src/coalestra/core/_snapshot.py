@@ -263,9 +263,13 @@ def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]
 class SnapshotRequest:
     """Which keys a build must resolve (``required``) and which it may miss (``optional``).
 
-    Only required failures raise :class:`SnapshotBuildError`. A key listed in both is required.
-    Duplicates are dropped, order is kept. ``consistency_policy`` optionally bounds the
+    Only required failures raise :class:`SnapshotBuildError`. Duplicates are dropped (the first
+    occurrence wins). ``consistency_policy`` optionally bounds the
     observation skew of the resolved group.
+
+    Raises:
+        ValueError: a key is both required and optional, or the request names no key.
+        TypeError: a key is not a ResourceKey, or ``consistency_policy`` has the wrong type.
     """
 
     required: tuple[ResourceKey, ...]
@@ -280,10 +284,13 @@ class SnapshotRequest:
         consistency_policy: SnapshotConsistencyPolicy | None = None,
     ) -> None:
         required_keys = key_tuple("required", required)
-        required_set = set(required_keys)
-        optional_keys = tuple(
-            key for key in key_tuple("optional", optional) if key not in required_set
-        )
+        optional_keys = key_tuple("optional", optional)
+        both = set(required_keys).intersection(optional_keys)
+        if both:
+            listed = ", ".join(str(key) for key in sorted(both))
+            raise ValueError(f"resource keys cannot be both required and optional: {listed}")
+        if not required_keys and not optional_keys:
+            raise ValueError("snapshot request must contain at least one resource key")
         if consistency_policy is not None and not isinstance(
             consistency_policy, SnapshotConsistencyPolicy
         ):

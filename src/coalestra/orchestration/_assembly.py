@@ -71,29 +71,45 @@ def check_consistency(
     optional: Collection[ResourceKey],
 ) -> None:
     """Raise :class:`SnapshotConsistencyError` when the scoped values were observed too far
-    apart. The scope is the required keys, plus resolved optional ones when the policy says."""
+    apart. The scope is the resolved required keys, plus resolved optional ones when the
+    policy says; a skew equal to the limit passes."""
     if policy is None:
         return
     scope = list(required)
     if policy.include_optional_resources:
-        scope += [key for key in optional if key in snapshot.resources]
-    present = [(snapshot.resources[key].observed_at, key) for key in scope if key in snapshot]
+        scope += optional
+    error = skew_violation(snapshot.resources, scope, policy, snapshot)
+    if error is not None:
+        raise error
+
+
+def skew_violation(
+    values: Mapping[ResourceKey, SnapshotValue[Any]],
+    scope: Iterable[ResourceKey],
+    policy: SnapshotConsistencyPolicy,
+    snapshot: Snapshot,
+) -> SnapshotConsistencyError | None:
+    """The violation of ``policy`` by the values of ``scope`` found in ``values``, if any,
+    carrying ``snapshot`` (which need not hold those values: a failed revalidation reports
+    the state it kept)."""
+    present = [(values[key].observed_at, key) for key in scope if key in values]
     if len(present) < 2:
-        return
+        return None
     oldest = min(present, key=lambda item: item[0])
     newest = max(present, key=lambda item: item[0])
     skew = newest[0] - oldest[0]
-    if skew > policy.max_observation_skew_seconds:
-        raise SnapshotConsistencyError(
-            keys=tuple(key for _, key in present),
-            oldest_key=oldest[1],
-            oldest_observed_at=oldest[0],
-            newest_key=newest[1],
-            newest_observed_at=newest[0],
-            observation_skew_seconds=skew,
-            max_observation_skew_seconds=policy.max_observation_skew_seconds,
-            snapshot=snapshot,
-        )
+    if skew <= policy.max_observation_skew_seconds:
+        return None
+    return SnapshotConsistencyError(
+        keys=tuple(key for _, key in present),
+        oldest_key=oldest[1],
+        oldest_observed_at=oldest[0],
+        newest_key=newest[1],
+        newest_observed_at=newest[0],
+        observation_skew_seconds=skew,
+        max_observation_skew_seconds=policy.max_observation_skew_seconds,
+        snapshot=snapshot,
+    )
 
 
 def raise_for_required(snapshot: Snapshot, required: Collection[ResourceKey]) -> None:

@@ -26,7 +26,6 @@ from ..core import (
     PayloadCopier,
     PayloadIsolator,
     ResourceKey,
-    SessionClosedError,
     Snapshot,
     SnapshotBuildError,
     SnapshotConsistencyError,
@@ -36,6 +35,7 @@ from ..core import (
     Source,
     SourceAuthorityPolicy,
 )
+from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import Span, Tracer, describe_build
@@ -300,7 +300,7 @@ class SnapshotBuilder:
         Raises:
             SnapshotBuildError: with ``strict=True``, a key failed; ``error.snapshot`` holds
                 everything that resolved.
-            SessionClosedError: the builder is closed.
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
             TypeError, ValueError: bad arguments (raised before any source is called).
         """
         if not isinstance(strict, bool):
@@ -391,13 +391,10 @@ class SnapshotBuilder:
         Raises:
             SnapshotBuildError: a required key failed (with the partial snapshot).
             SnapshotConsistencyError: the request's consistency policy was violated.
-            SessionClosedError, TypeError, ValueError: as for :meth:`build`; also an empty
-                request.
+            RuntimeError, TypeError, ValueError: as for :meth:`build`.
         """
         if not isinstance(request, SnapshotRequest):
             raise TypeError(f"request must be a SnapshotRequest, got {type(request).__name__}")
-        if not request.keys:
-            raise ValueError("request must name at least one required or optional key")
         return await self._build(
             request.keys,
             request.required,
@@ -424,13 +421,15 @@ class SnapshotBuilder:
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
         with self._settings.tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
             snapshot = await self._resolve_snapshot(keys, ctx)
-            try:
-                check_consistency(snapshot, consistency, required, optional)
-            except SnapshotConsistencyError as error:
-                self._report.consistency_failed(snapshot.snapshot_id, error)
-                self._finish(snapshot, span, "inconsistent", strict)
-                raise
+            # Required failures first; the consistency check covers a complete group only.
             failed = any(key in snapshot.errors for key in required)
+            if not failed:
+                try:
+                    check_consistency(snapshot, consistency, required, optional)
+                except SnapshotConsistencyError as error:
+                    self._report.consistency_failed(snapshot.snapshot_id, error)
+                    self._finish(snapshot, span, "inconsistent", strict)
+                    raise
             self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
             raise_for_required(snapshot, required)
         return snapshot
@@ -470,11 +469,11 @@ class SnapshotBuilder:
         """One build's (or session's) context: an absolute deadline read once from the clock.
 
         Raises:
-            SessionClosedError: the builder is closed.
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
             TypeError, ValueError: a non-positive/NaN deadline, bad metadata or snapshot id.
         """
         if self._closed:
-            raise SessionClosedError("the builder is closed")
+            raise ClosedError(BUILDER_CLOSED)
         budget = _check_deadline(deadline_seconds)
         if snapshot_id is not None and not isinstance(snapshot_id, str):
             raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
@@ -504,7 +503,7 @@ class SnapshotBuilder:
             Exception: whatever the cache raised, as it is.
         """
         if self._closed:
-            raise SessionClosedError("the builder is closed")
+            raise ClosedError(BUILDER_CLOSED)
         return await self._engine.resolve(
             keys, ctx, diag, BuildView(pinned), force_refresh=force_refresh
         )
@@ -519,7 +518,7 @@ class SnapshotBuilder:
         """Start a multi-stage session: one id, creation time, deadline and pinned values.
 
         Raises:
-            SessionClosedError: the builder is closed.
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
             TypeError, ValueError: bad deadline, metadata or snapshot id.
         """
         context = self.new_context(deadline_seconds, metadata, snapshot_id)
@@ -532,8 +531,10 @@ class SnapshotBuilder:
         await self._engine.wait_for_refreshes()
 
     async def aclose(self, *, cancel_refreshes: bool = False) -> None:
-        """Close the builder: no new builds; background refreshes are awaited (or cancelled with
-        ``cancel_refreshes=True``); in-flight resolutions are cancelled. Idempotent.
+        """Close the builder: no new builds, session stages or publications (they raise
+        ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
+        cancelled with ``cancel_refreshes=True``); in-flight resolutions are cancelled.
+        Idempotent.
 
         With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
         in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
@@ -541,6 +542,7 @@ class SnapshotBuilder:
         returns is awaited).
         """
         self._closed = True
+        self._publisher._shut(BUILDER_CLOSED)
         await self._engine.shutdown(cancel_refreshes=cancel_refreshes)
         if self._settings.manage_lifecycle and not self._components_closed:
             self._components_closed = True
@@ -548,6 +550,13 @@ class SnapshotBuilder:
                 await _close(owned)
 
     async def __aenter__(self) -> SnapshotBuilder:
+        """Enter an open builder; ``aclose()`` runs on exit.
+
+        Raises:
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
+        """
+        if self._closed:
+            raise ClosedError(BUILDER_CLOSED)
         return self
 
     async def __aexit__(

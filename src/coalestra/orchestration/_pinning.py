@@ -55,6 +55,11 @@ class PinnedMemo:
             self.values[key] = value
             self.errors.pop(key, None)
 
+    def shows(self, key: ResourceKey) -> bool:
+        """True when the session's snapshots show ``key`` (a value or a stored error): it was
+        requested by a stage, not only resolved as a dependency."""
+        return key in self.values or key in self.errors
+
     def clear(self) -> None:
         """Forget everything (the session closed)."""
         self.values.clear()
@@ -111,6 +116,28 @@ def dependents(
         for key, value in state.items()
         if value.dependency_versions and key not in wanted and reaches_target(key)
     ]
+
+
+def resolved_closure(
+    values: Mapping[ResourceKey, SnapshotValue[Any]],
+    errors: Mapping[ResourceKey, Exception],
+    declared: DependencyLookup,
+) -> set[ResourceKey]:
+    """Every key a session resolved: the keys it shows, and their dependencies, transitively.
+
+    A pinned value's dependencies are the keys of its ``dependency_versions``; any other key
+    (an intermediate derived value, or a failed one) contributes its declared ones.
+    """
+    known = set(values) | set(errors)
+    pending = list(known)
+    while pending:
+        key = pending.pop()
+        value = values.get(key)
+        for dep in declared(key) if value is None else value.dependency_versions:
+            if dep not in known:
+                known.add(dep)
+                pending.append(dep)
+    return known
 
 
 def stale_dependencies(

@@ -13,6 +13,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..observability._instrumentation import Instrumentation
 from ._sources import SourceKind
 
 if TYPE_CHECKING:
@@ -41,6 +42,11 @@ class ResolutionRuntime:
     def clock(self) -> Clock:
         """The builder's clock (deadlines and stage durations)."""
         return self.engine.clock
+
+    @property
+    def report(self) -> Instrumentation:
+        """The builder's metrics and events."""
+        return self.engine.report
 
     @property
     def isolator(self) -> PayloadIsolator:

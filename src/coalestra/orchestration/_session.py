@@ -1,68 +1,67 @@
 """Multi-stage sessions: one identity, creation time, deadline and pinned-value memo.
 
-A stage (``resolve`` / ``resolve_request``) acquires only the keys the session has not pinned
+A stage (``resolve`` / ``resolve_request``) acquires only the keys the session has not resolved
 yet, through the builder's shared engine (cache, single-flight, capacity); whatever it resolves
 is pinned, so later stages see the same revision whatever the cache or the publisher did
-meanwhile. ``revalidate`` is the one way to replace pinned values, and it is transactional.
-Stages of one session run one at a time (a session is a sequential unit of work; serializing
-them is what makes a revalidation's commit atomic with respect to the other stages).
+meanwhile. Every stage returns the whole session so far: every pinned value and every stored
+error. ``revalidate`` is the one way to replace pinned values, and it is all or nothing.
+Operations of one session run one at a time (a session is a sequential unit of work;
+serializing them is what makes a revalidation's commit atomic with respect to the other
+stages, and lets ``close()`` wait for the operation in flight).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, final
 
 from ..core import (
     DiagnosticsCollector,
     FetchContext,
     ResourceKey,
-    SessionClosedError,
     Snapshot,
     SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
-    SnapshotDeadlineExceededError,
     SnapshotRequest,
-    SnapshotValue,
-    SourceUnavailableError,
 )
+from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
-from ._assembly import assemble, check_consistency, raise_for_required, requested_keys
-from ._ledger import as_resolution_error
-from ._pinning import (
-    PinnedMemo,
-    dependents,
-    mixed_revision_errors,
-    ordered_union,
-    stale_dependencies,
-)
+from ._assembly import check_consistency, requested_keys, skew_violation
+from ._pinning import PinnedMemo, ordered_union, resolved_closure
+from ._revalidation import Errors, Refreshed, Values, refresh
 from ._runtime import ResolutionRuntime
 
 if TYPE_CHECKING:
     from ._builder import SnapshotBuilder
 
-Values = dict[ResourceKey, SnapshotValue[Any]]
-Errors = dict[ResourceKey, Exception]
 
-# Rounds a revalidation may take to catch a dependency that changed while a derived value was
-# being recomputed from it; past that the derived value fails rather than mix two revisions.
-_MAX_ROUNDS = 3
+@final
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """How a revalidation ended: the snapshot to return (or carried by ``error``)."""
+
+    snapshot: Snapshot
+    refreshed: Refreshed
+    committed: bool
+    error: SnapshotBuildError | None = None
 
 
 @final
 class SnapshotSession:
     """A multi-stage unit of work over one builder: one id, creation time, deadline and memo.
 
-    Create it with :meth:`SnapshotBuilder.session`. Values resolved by a stage stay pinned:
-    later stages return the same revision (no source call, no cache read) even when the cache
-    or the publisher has a newer one; new builds and new sessions do see newer revisions.
-    Errors are remembered too (``retry_errors=True`` retries them). The session's absolute
-    deadline bounds every stage; once it has passed, keys not pinned yet fail with
-    :class:`SnapshotDeadlineExceededError` without being acquired. Read capacity is the
-    builder's, shared with every other build and session.
+    Create it with :meth:`SnapshotBuilder.session`. Every stage returns the accumulated session
+    snapshot: the values and stored errors of every stage so far. Values resolved by a stage
+    stay pinned: later stages return the same revision (no source call, no cache read) even
+    when the cache or the publisher has a newer one; new builds and new sessions do see newer
+    revisions. Errors are stored too, until a ``retry_errors=True`` stage names their keys
+    again. The session's absolute deadline is shared by every stage. Read capacity is the
+    builder's, shared with every other build and session. Diagnostics accumulate across the
+    session's operations.
 
     Args:
         builder: the builder the session belongs to.
@@ -73,7 +72,16 @@ class SnapshotSession:
         TypeError: ``context`` or ``runtime`` has the wrong type.
     """
 
-    __slots__ = ("_builder", "_closed", "_context", "_lock", "_memo", "_runtime")
+    __slots__ = (
+        "_builder",
+        "_closed",
+        "_context",
+        "_diag",
+        "_lock",
+        "_memo",
+        "_requested",
+        "_runtime",
+    )
 
     def __init__(
         self, *, builder: SnapshotBuilder, context: FetchContext, runtime: ResolutionRuntime
@@ -86,7 +94,9 @@ class SnapshotSession:
         self._context = context
         self._runtime = runtime
         self._memo = PinnedMemo()
-        self._lock = asyncio.Lock()  # binds to a loop only when a stage has to wait for it
+        self._diag = DiagnosticsCollector()  # accumulates across the session's operations
+        self._requested: dict[ResourceKey, None] = {}  # distinct keys requested so far
+        self._lock = asyncio.Lock()  # binds to a loop only when an operation has to wait
         self._closed = False
 
     # -- identity ----------------------------------------------------------------------------
@@ -113,65 +123,65 @@ class SnapshotSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise SessionClosedError(f"session {self.snapshot_id!r} is closed")
+            raise session_closed()
         if self._runtime.closed:
-            raise SessionClosedError(f"the builder of session {self.snapshot_id!r} is closed")
+            raise ClosedError(BUILDER_CLOSED)
 
     # -- stages ------------------------------------------------------------------------------
 
     async def resolve(
         self, keys: Iterable[ResourceKey], *, strict: bool = True, retry_errors: bool = False
     ) -> Snapshot:
-        """Resolve ``keys`` (pinned ones are returned as pinned) into a snapshot of them.
+        """Resolve ``keys`` as a stage and return the accumulated session snapshot.
 
         Args:
-            keys: the resources of this stage (duplicates are resolved once).
+            keys: the resources of this stage (duplicates are resolved once). Keys already
+                resolved are returned as pinned; keys with a stored error keep it.
             strict: raise when any of ``keys`` failed (``False``: failures are only listed
                 in ``snapshot.errors``).
-            retry_errors: acquire again keys whose earlier attempt failed (otherwise the
-                remembered error is returned).
+            retry_errors: acquire again keys whose earlier attempt failed.
 
         Raises:
-            SnapshotBuildError: with ``strict=True``, a key failed; ``error.snapshot`` holds the
-                stage's partial snapshot (successful values are pinned all the same).
-            SessionClosedError: the session or its builder is closed.
+            SnapshotBuildError: with ``strict=True``, a key of this stage failed;
+                ``error.errors`` holds those keys only, ``error.snapshot`` the whole session
+                (successful values are pinned all the same).
+            SessionClosedError: the session was closed.
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
             TypeError: ``keys`` is not an iterable of ResourceKey, or a flag is not a bool.
+            ValueError: ``keys`` is empty.
         """
         self._check_open()
         check_bool("strict", strict)
         check_bool("retry_errors", retry_errors)
         ordered = requested_keys(keys)
-        return await self._stage(
-            ordered, ordered if strict else (), (), None, retry_errors, strict=strict
-        )
+        return await self._stage(ordered, ordered if strict else (), (), None, strict, retry_errors)
 
     async def resolve_request(
         self, request: SnapshotRequest, *, retry_errors: bool = False
     ) -> Snapshot:
-        """Resolve a :class:`SnapshotRequest` as a stage: only required failures raise.
+        """Resolve a :class:`SnapshotRequest` as a stage; return the accumulated snapshot.
 
-        Values are pinned even when the request's consistency policy rejects the group; use
-        :meth:`revalidate` (which checks the policy before committing) to replace them.
+        Everything is resolved (and pinned) first. Then required failures raise; then the
+        request's consistency policy is checked over the resolved required keys (plus the
+        optional ones with ``include_optional_resources``).
 
         Raises:
-            SnapshotBuildError: a required key failed (with the stage's partial snapshot).
+            SnapshotBuildError: a required key failed (``error.snapshot``: the whole session).
             SnapshotConsistencyError: the request's consistency policy was violated.
-            SessionClosedError: the session or its builder is closed.
-            TypeError, ValueError: ``request`` is not a SnapshotRequest, or names no key.
+            SessionClosedError, RuntimeError: as :meth:`resolve`.
+            TypeError: ``request`` is not a SnapshotRequest.
         """
         self._check_open()
         if not isinstance(request, SnapshotRequest):
             raise TypeError(f"request must be a SnapshotRequest, got {type(request).__name__}")
-        if not request.keys:
-            raise ValueError("request must name at least one required or optional key")
         check_bool("retry_errors", retry_errors)
         return await self._stage(
             request.keys,
             request.required,
             request.optional,
             request.consistency_policy,
+            True,
             retry_errors,
-            strict=True,
         )
 
     async def _stage(
@@ -180,30 +190,36 @@ class SnapshotSession:
         required: Sequence[ResourceKey],
         optional: Sequence[ResourceKey],
         consistency: SnapshotConsistencyPolicy | None,
-        retry_errors: bool,
-        *,
         strict: bool,
+        retry_errors: bool,
     ) -> Snapshot:
         async with self._lock:
             self._check_open()
             started = self._runtime.clock.monotonic()
-            diag = DiagnosticsCollector()
+            self._requested.update(dict.fromkeys(keys))
             memo = self._memo
             missing = memo.missing(keys, retry_errors=retry_errors)
             if missing:
                 # Derivations take their dependencies from the pinned values first, so the
                 # session never shows a derived value next to another revision of its input.
                 values, errors = await self._acquire(
-                    missing, diag, force_refresh=False, pinned=memo.values
+                    missing, force_refresh=False, pinned=memo.values
                 )
-                self._check_open()  # closed meanwhile: pin nothing
+                self._check_open()  # the builder closed meanwhile: pin nothing
                 memo.pin(values, errors)
-            snapshot = self._assemble(keys, memo.values, memo.errors, diag, started)
-        report = self._runtime.engine.report
+                self._diag.stale_values += sum(1 for value in values.values() if value.stale)
+            snapshot = self._accumulated(started)
+        report = self._runtime.report
         try:
-            check_consistency(snapshot, consistency, required, optional)
-        except SnapshotConsistencyError as error:
-            report.consistency_failed(snapshot.snapshot_id, error)
+            failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
+            if failed:
+                raise SnapshotBuildError(failed, snapshot=snapshot)
+            try:
+                check_consistency(snapshot, consistency, required, optional)
+            except SnapshotConsistencyError as error:
+                report.consistency_failed(self.snapshot_id, error)
+                raise
+        except SnapshotBuildError:
             report.session_resolved(
                 snapshot,
                 requested=len(keys),
@@ -212,58 +228,51 @@ class SnapshotSession:
                 retry_errors=retry_errors,
             )
             raise
-        failed = any(key in snapshot.errors for key in required)
         report.session_resolved(
             snapshot,
             requested=len(keys),
-            stage_failed=failed,
+            stage_failed=False,
             strict=strict,
             retry_errors=retry_errors,
         )
-        raise_for_required(snapshot, required)
         return snapshot
 
     async def _acquire(
         self,
         keys: Sequence[ResourceKey],
-        diag: DiagnosticsCollector,
         *,
         force_refresh: bool,
         pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
     ) -> tuple[Values, Errors]:
-        ctx, runtime = self._context, self._runtime
-        if ctx.expired(runtime.clock):
-            # The session's budget is spent: start no work that could only time out.
-            runtime.counters.deadline_exceeded += len(keys)
-            return {}, {
-                key: as_resolution_error(
-                    key,
-                    SnapshotDeadlineExceededError(
-                        f"deadline of session {ctx.snapshot_id!r} passed before {key} was resolved"
-                    ),
-                )
-                for key in keys
-            }
-        return await runtime.resolve(keys, ctx, diag, force_refresh=force_refresh, pinned=pinned)
+        """Resolve ``keys`` under the session's context (and so its deadline)."""
+        return await self._runtime.resolve(
+            keys, self._context, self._diag, force_refresh=force_refresh, pinned=pinned
+        )
 
-    def _assemble(
-        self,
-        keys: Sequence[ResourceKey],
-        values: Mapping[ResourceKey, SnapshotValue[Any]],
-        errors: Mapping[ResourceKey, Exception],
-        diag: DiagnosticsCollector,
-        started: float,
+    def _accumulated(
+        self, started: float | None, transient: Mapping[ResourceKey, Exception] | None = None
     ) -> Snapshot:
-        ctx, runtime = self._context, self._runtime
-        copies = self._memo.copies(keys, runtime.isolator, ctx.snapshot_id, values)
-        return assemble(
-            keys,
-            copies,
-            errors,
-            snapshot_id=ctx.snapshot_id,
-            created_at=ctx.requested_at,
-            diag=diag,
-            duration_ms=(runtime.clock.monotonic() - started) * 1000.0,
+        """The whole session as a snapshot of isolated copies: pinned values and stored
+        errors (plus ``transient`` errors of a failed revalidation, which are not stored)."""
+        memo, runtime = self._memo, self._runtime
+        errors = memo.errors if not transient else {**memo.errors, **transient}
+        keys = ordered_union(list(memo.values), list(errors))
+        resources = memo.copies(keys, runtime.isolator, self.snapshot_id)
+        observed = [value.observed_at for value in resources.values()]
+        diag = self._diag
+        diag.requested_resources = len(self._requested)
+        diag.resolved_resources = len(resources)
+        diag.failed_resources = len(errors)
+        duration = 0.0 if started is None else (runtime.clock.monotonic() - started) * 1000.0
+        return Snapshot(
+            snapshot_id=self.snapshot_id,
+            created_at=self.created_at,
+            resources=resources,
+            errors={key: errors[key] for key in keys if key in errors},
+            diagnostics=diag.freeze(
+                duration_ms=duration,
+                observation_skew_ms=(max(observed) - min(observed)) * 1000.0 if observed else 0.0,
+            ),
         )
 
     # -- revalidation ------------------------------------------------------------------------
@@ -276,37 +285,40 @@ class SnapshotSession:
         force_refresh: bool = False,
         consistency_policy: SnapshotConsistencyPolicy | None = None,
     ) -> Snapshot:
-        """Re-resolve ``keys`` and every pinned derived value depending on them, atomically.
+        """Re-resolve ``keys`` and every pinned value derived from them, all or nothing.
 
-        By default the newest shared-cache or published revisions are read; with
-        ``force_refresh=True`` the selected keys bypass the cache and go through the source
-        chain again (with no fallback to the cached revision if that fails). Selected derived
-        keys and pinned derived values depending on the selected keys are then re-read: the
-        cache drops a derived revision whose dependency changed, so they are re-derived from
-        the new revisions (a derivation whose dependencies did not change is not re-run).
-        Either every affected value is committed, or the session keeps its previous state. A
-        derived value is never committed next to a revision of a dependency other than the one
-        it was computed from (a pinned dependency it was recomputed from a newer revision of is
-        committed with it).
+        The affected keys are ``keys`` plus every resolved key whose dependency versions
+        include an affected key, transitively; the targets are ``keys`` plus the affected keys
+        the session shows. They skip the session's memo: by default they read the shared
+        cache, so the newest cached or published revision wins; with ``force_refresh=True``
+        they bypass the cache and are fetched (or derived) again. Only keys the session shows
+        are replaced: revalidating an internal dependency refreshes the values derived from
+        it, without adding it. Unrelated values keep their version.
+
+        Either every target is committed, or nothing is: the session keeps its previous state
+        and this call's errors are not stored. A successful revalidation clears its targets'
+        stored errors.
 
         Args:
-            keys: the resources to revalidate (they need not be pinned yet).
-            strict: raise when the attempt fails; ``False`` returns the retained values plus
-                this call's errors (which are not remembered by the session).
+            keys: resources already resolved in this session, requested by a stage or resolved
+                as a dependency.
+            strict: raise when a target fails; ``False`` returns the retained state plus this
+                call's errors.
             force_refresh: bypass the shared cache.
-            consistency_policy: bound the observation skew of the refreshed group before it is
-                committed (the selected keys; the derived ones too with
-                ``include_optional_resources=True``).
+            consistency_policy: bound the observation skew of ``keys``' new values before
+                anything is committed.
 
         Returns:
-            A snapshot of the selected and affected keys.
+            The accumulated session snapshot.
 
         Raises:
-            SnapshotBuildError: with ``strict=True``, a key failed (previous state retained).
-            SnapshotConsistencyError: the refreshed group violates ``consistency_policy``;
-                always raised, even with ``strict=False``; the previous state is retained and
-                ``error.snapshot`` shows the rejected revisions.
-            SessionClosedError: the session or its builder is closed.
+            SnapshotBuildError: with ``strict=True``, a target failed; ``error.snapshot`` is
+                the retained state plus this call's errors.
+            SnapshotConsistencyError: the new values violate ``consistency_policy``; always
+                raised, even with ``strict=False``; ``error.snapshot`` is the previous state.
+            ValueError: ``keys`` is empty, or names a key this session never resolved (raised
+                before any work).
+            SessionClosedError, RuntimeError: as :meth:`resolve`.
             TypeError: a bad argument.
         """
         self._check_open()
@@ -319,160 +331,114 @@ class SnapshotSession:
         selected = requested_keys(keys)
         async with self._lock:
             self._check_open()
+            self._check_resolved(selected)
             counters = self._runtime.counters
             counters.revalidation_attempts += 1
-            committed = False
-            outcome: Snapshot | None = None
-            inconsistent = False
+            outcome: _Outcome | None = None
             try:
-                outcome, committed = await self._transact(
-                    selected, strict, force_refresh, consistency_policy
-                )
-            except SnapshotConsistencyError as error:
-                inconsistent = True
-                self._runtime.engine.report.consistency_failed(self.snapshot_id, error)
-                outcome = error.snapshot
-                raise
-            except SnapshotBuildError as error:
-                outcome = error.snapshot
-                raise
+                outcome = await self._transact(selected, force_refresh, consistency_policy)
             finally:
-                if not committed:
+                if outcome is None or not outcome.committed:
                     counters.revalidation_failures += 1
-                self._report_revalidation(
-                    selected, outcome, committed, strict, force_refresh, inconsistent
-                )
-        return outcome
+                self._report_revalidation(selected, strict, force_refresh, outcome)
+        if outcome.error is not None and (
+            strict or isinstance(outcome.error, SnapshotConsistencyError)
+        ):
+            raise outcome.error
+        return outcome.snapshot
 
-    def _report_revalidation(
-        self,
-        selected: Sequence[ResourceKey],
-        outcome: Snapshot | None,
-        committed: bool,
-        strict: bool,
-        force_refresh: bool,
-        inconsistent: bool,
-    ) -> None:
-        report = self._runtime.engine.report
-        if not report.enabled:
-            return
-        resolved = 0 if outcome is None else len(outcome.resources)
-        failed = 0 if outcome is None else len(outcome.errors)
-        report.session_revalidated(
-            self.snapshot_id,
-            requested=len(selected),
-            affected=resolved + failed,
-            refreshed=resolved if committed else 0,
-            failed=failed,
-            committed=committed,
-            strict=strict,
-            force_refresh=force_refresh,
-            consistency_failed=inconsistent,
-        )
+    def _check_resolved(self, selected: Sequence[ResourceKey]) -> None:
+        memo = self._memo
+        known = resolved_closure(memo.values, memo.errors, self._runtime.declared_dependencies)
+        unknown = [key for key in selected if key not in known]
+        if unknown:
+            raise ValueError(
+                "revalidation requires resources already resolved in this session: "
+                + ", ".join(str(key) for key in unknown)
+            )
 
     async def _transact(
         self,
         selected: Sequence[ResourceKey],
-        strict: bool,
         force_refresh: bool,
         policy: SnapshotConsistencyPolicy | None,
-    ) -> tuple[Snapshot, bool]:
-        """Acquire the new revisions, then commit them all or keep the previous state."""
+    ) -> _Outcome:
+        """Read the new revisions, then commit them all or keep the previous state."""
         started = self._runtime.clock.monotonic()
-        diag = DiagnosticsCollector()
-        order, values, errors = await self._refresh(selected, force_refresh, diag)
+        memo = self._memo
+
+        async def acquire(batch: Sequence[ResourceKey], force: bool) -> tuple[Values, Errors]:
+            return await self._acquire(batch, force_refresh=force)
+
+        got = await refresh(
+            selected, memo.values, self._runtime, acquire, force_refresh=force_refresh
+        )
         self._check_open()
-        if errors:
-            pinned = self._memo.values
-            # A selected key that resolved but was never pinned is not retained either: say
-            # why it is missing, so every selected key is a value or an error.
-            uncommitted = {
-                key: SourceUnavailableError(f"{key} resolved, but the revalidation failed")
-                for key in selected
-                if key not in pinned and key not in errors
-            }
-            errors = {**errors, **uncommitted}
-            retained = self._assemble(order, pinned, errors, diag, started)
-            if strict:
-                raise SnapshotBuildError(dict(retained.errors), snapshot=retained)
-            return retained, False
-        snapshot = self._assemble(order, values, {}, diag, started)
-        chosen = set(selected)
-        check_consistency(snapshot, policy, selected, [k for k in order if k not in chosen])
-        self._memo.commit(values)
-        return snapshot, True
+        if got.errors:
+            retained = self._accumulated(started, got.errors)
+            return _Outcome(
+                retained, got, False, SnapshotBuildError(dict(got.errors), snapshot=retained)
+            )
+        if policy is not None:
+            previous = self._accumulated(started)
+            violation = skew_violation(got.values, selected, policy, previous)
+            if violation is not None:
+                self._runtime.report.consistency_failed(self.snapshot_id, violation)
+                return _Outcome(previous, got, False, violation)
+        shown = {key: value for key, value in got.values.items() if memo.shows(key)}
+        memo.commit(shown)
+        self._diag.stale_values += sum(1 for value in shown.values() if value.stale)
+        return _Outcome(self._accumulated(started), got, True)
 
-    async def _refresh(
-        self, selected: Sequence[ResourceKey], force_refresh: bool, diag: DiagnosticsCollector
-    ) -> tuple[list[ResourceKey], Values, Errors]:
-        """Resolve the selected keys, then the pinned values derived from them, until no new
-        derived value was computed from a revision other than the one it would be committed
-        beside. Returns ``(keys in order, new values, errors)``."""
-        pinned, declared = self._memo.values, self._runtime.declared_dependencies
-        order: list[ResourceKey] = list(selected)
-        values: Values = {}
-        wanted: Sequence[ResourceKey] = selected
-        forced, derived = self._split_forced(selected, force_refresh)
-        for _ in range(_MAX_ROUNDS):
-            following = dependents(wanted, {**pinned, **values}, declared)
-            # Dependencies first, then a normal read of what derives from them: the cache drops
-            # a derived entry whose dependency revision changed, so it is re-derived from the
-            # revisions just written (and one whose dependencies did not change is kept).
-            for batch, force in ((forced, force_refresh), ([*derived, *following], False)):
-                if not batch:
-                    continue
-                order = ordered_union(order, batch)
-                got, errors = await self._acquire(batch, diag, force_refresh=force)
-                values.update(got)
-                if errors:
-                    return order, values, errors
-            wanted = stale_dependencies(values.values(), {**pinned, **values})
-            if not wanted:
-                return order, values, {}
-            # Later rounds re-read (never force) what changed under a derived value.
-            forced, derived, force_refresh = list(wanted), [], False
-        return order, values, mixed_revision_errors(values, {**pinned, **values})
-
-    def _split_forced(
-        self, selected: Sequence[ResourceKey], force_refresh: bool
-    ) -> tuple[list[ResourceKey], list[ResourceKey]]:
-        """``(keys to acquire with force_refresh, derived keys to re-read after them)``.
-
-        A forced re-derivation is stamped with its oldest dependency's observation time, often
-        the cached revision's own: the cache would keep that revision as an equal-time
-        duplicate even when a dependency changed. Reading the derived key normally, after its
-        dependencies, re-derives exactly when a dependency changed.
-        """
-        if not force_refresh:
-            return list(selected), []
-        pinned, runtime = self._memo.values, self._runtime
-        derived = [
-            key
-            for key in selected
-            if (bool(pinned[key].dependency_versions) if key in pinned else runtime.is_derived(key))
-        ]
-        return [key for key in selected if key not in derived], derived
+    def _report_revalidation(
+        self,
+        selected: Sequence[ResourceKey],
+        strict: bool,
+        force_refresh: bool,
+        outcome: _Outcome | None,
+    ) -> None:
+        report = self._runtime.report
+        if not report.enabled:
+            return
+        got = None if outcome is None else outcome.refreshed
+        committed = outcome is not None and outcome.committed
+        refreshed = 0
+        if committed and got is not None:
+            refreshed = sum(1 for key in got.values if self._memo.shows(key))
+        report.session_revalidated(
+            self.snapshot_id,
+            requested=len(selected),
+            affected=len(selected) if got is None else len(got.order),
+            refreshed=refreshed,
+            failed=0 if got is None else len(got.errors),
+            committed=committed,
+            strict=strict,
+            force_refresh=force_refresh,
+            consistency_failed=outcome is not None
+            and isinstance(outcome.error, SnapshotConsistencyError),
+        )
 
     def snapshot(self) -> Snapshot:
-        """Everything pinned so far, plus the remembered errors (isolated copies).
+        """The accumulated session snapshot: every pinned value and stored error (isolated
+        copies).
 
         Raises:
-            SessionClosedError: the session or its builder is closed.
+            SessionClosedError, RuntimeError: as :meth:`resolve`.
         """
         self._check_open()
-        memo = self._memo
-        keys = ordered_union(list(memo.values), list(memo.errors))
-        return self._assemble(
-            keys, memo.values, memo.errors, DiagnosticsCollector(), self._runtime.clock.monotonic()
-        )
+        return self._accumulated(None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the session and forget its pinned values; later calls raise
-        :class:`SessionClosedError`. Idempotent; the builder stays open."""
-        self._closed = True
-        self._memo.clear()
+        """Close the session once the operation in flight (if any) has finished, and forget
+        its pinned values; later calls raise ``SessionClosedError("SnapshotSession is
+        closed")``. Idempotent; the builder stays open."""
+        if self._closed:
+            return
+        async with self._lock:
+            self._closed = True
+            self._memo.clear()
 
     async def __aenter__(self) -> SnapshotSession:
         self._check_open()
