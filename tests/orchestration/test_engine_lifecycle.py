@@ -304,14 +304,14 @@ async def test_aclose_is_idempotent(clock: VirtualClock) -> None:
     assert builder.closed
 
 
-async def test_building_after_close_is_a_session_closed_error(clock: VirtualClock) -> None:
+async def test_building_after_close_is_a_runtime_error(clock: VirtualClock) -> None:
     source = Single("rest", 1)
     builder = make_builder([source], clock)
     await builder.aclose()
 
-    with pytest.raises(SessionClosedError):
+    with pytest.raises(RuntimeError, match=r"^SnapshotBuilder is closed$"):
         await builder.build([A])
-    with pytest.raises(SessionClosedError):
+    with pytest.raises(RuntimeError, match=r"^SnapshotBuilder is closed$"):
         await builder.build_request(SnapshotRequest(required=[A]))
 
     assert source.calls == []

@@ -56,7 +56,7 @@ def test_every_method_raises_after_close(builder: SnapshotBuilder) -> None:
         session.snapshot,
         facade.__enter__,
     ):
-        with pytest.raises(SessionClosedError):
+        with pytest.raises(RuntimeError, match=r"^SyncSnapshotBuilder is closed$"):
             call()
     assert session.closed
     session.close()  # a no-op once the facade is closed

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 from coalestra._sync._portal import LoopPortal
-from coalestra.core import SessionClosedError
 
 
 @pytest.fixture
@@ -95,10 +94,11 @@ def test_stop_releases_waiters_and_refuses_new_work() -> None:
     portal.stop()
     waiter.join(timeout=10)
 
-    assert [type(error) for error in outcome] == [SessionClosedError]
+    assert [str(error) for error in outcome] == ["SyncSnapshotBuilder is closed"]
+    assert isinstance(outcome[0], RuntimeError)
     assert cancelled.is_set()
     assert not portal.thread.is_alive()
-    with pytest.raises(SessionClosedError):
+    with pytest.raises(RuntimeError, match=r"^SyncSnapshotBuilder is closed$"):
         portal.start(identify)
     portal.stop()  # idempotent
 

@@ -7,7 +7,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, final
 
-from ..core import SessionClosedError, SubmissionBacklogFullError
+from ..core import SubmissionBacklogFullError
+from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 
 T = TypeVar("T")
 
@@ -35,8 +36,13 @@ class SubmissionBacklog:
 
     @property
     def pending(self) -> int:
-        """Submissions accepted and not finished yet."""
-        return len(self._futures)
+        """Submissions accepted and not finished yet (a done future no longer counts, even
+        before its done-callback has run)."""
+        with self._lock:
+            return self._unfinished()
+
+    def _unfinished(self) -> int:
+        return sum(1 for future in self._futures if not future.done())
 
     def submit(
         self, start: Callable[[], concurrent.futures.Future[T]]
@@ -45,16 +51,18 @@ class SubmissionBacklog:
 
         Raises:
             SubmissionBacklogFullError: ``limit`` submissions are pending.
-            SessionClosedError: the backlog was closed.
+            RuntimeError: the backlog was closed ("SyncSnapshotBuilder is closed").
         """
         with self._lock:
             # Accepting and registering under one lock: a flush() or close() never misses a
             # submission that was accepted before it began.
             if self._closed:
-                raise SessionClosedError("the synchronous facade is closed: no new submissions")
+                raise ClosedError(SYNC_BUILDER_CLOSED)
             pending = len(self._futures)
             if pending >= self._limit:
-                raise SubmissionBacklogFullError(limit=self._limit, pending=pending)
+                pending = self._unfinished()  # rare: a done future may await its callback
+                if pending >= self._limit:
+                    raise SubmissionBacklogFullError(limit=self._limit, pending=pending)
             future = start()
             self._futures.add(future)
         # Outside the lock: a future already done runs the callback here, at once.

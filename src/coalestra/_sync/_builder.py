@@ -9,11 +9,11 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, final, overload
 
-from ..core import BuilderHealth, ResourceKey, SessionClosedError, Snapshot, SnapshotRequest
-from ..core._validation import check_bool, check_float, check_int, check_optional_float
+from ..core import BuilderHealth, ResourceKey, Snapshot, SnapshotRequest
+from ..core._closed import BUILDER_CLOSED, ClosedError
+from ..core._validation import check_bool, check_float
 from ..orchestration import SnapshotBuilder
 from ._core import FacadeCore, bind, run_sync
-from ._portal import caller_may_block
 from ._publisher import SyncResourcePublisher
 from ._session import SyncSnapshotSession
 
@@ -39,22 +39,23 @@ class SyncSnapshotBuilder:
 
     Closing (``close()``, the ``with`` block, or, as a last resort, garbage collection or
     interpreter exit) stops accepting submissions, lets accepted ones finish for up to
-    ``shutdown_timeout_seconds``, cancels the rest, waits for the builder's background
-    refreshes (again up to ``shutdown_timeout_seconds``, then cancels them), closes the builder
-    when ``close_builder`` is true, and stops the loop and joins its thread.
+    ``shutdown_timeout_seconds``, cancels the rest (their futures report ``cancelled()``),
+    runs ``builder.aclose()`` (or, with ``close_builder=False``, ``wait_for_refreshes()``)
+    under the same timeout, and stops the loop and joins its thread. After that every call
+    raises ``RuntimeError("SyncSnapshotBuilder is closed")``.
 
     Args:
         builder: the builder to drive.
         close_builder: close the builder when the facade closes.
-        shutdown_timeout_seconds: how long closing waits for submissions, and then for
-            refreshes (finite, >= 0).
+        shutdown_timeout_seconds: how long closing waits for submissions, and then for the
+            builder (finite, > 0).
         max_pending_submissions: the most accepted, unfinished submissions (>= 1).
 
     Raises:
         TypeError: ``builder`` is not a SnapshotBuilder, or another argument has the wrong type.
-        ValueError: a timeout that is negative, NaN or infinite; a limit below 1; a builder
-            already driven by another facade.
-        SessionClosedError: the builder is closed.
+        ValueError: a timeout that is not positive, NaN or infinite; a limit below 1; a
+            builder already driven by another facade.
+        RuntimeError: the builder is closed ("SnapshotBuilder is closed").
     """
 
     __slots__ = ("__weakref__", "_core", "_finalizer", "_publisher")
@@ -70,10 +71,15 @@ class SyncSnapshotBuilder:
         if not isinstance(builder, SnapshotBuilder):
             raise TypeError(f"builder must be a SnapshotBuilder, got {type(builder).__name__}")
         check_bool("close_builder", close_builder)
-        timeout = check_float("shutdown_timeout_seconds", shutdown_timeout_seconds)
-        check_int("max_pending_submissions", max_pending_submissions, minimum=1)
+        timeout = check_float("shutdown_timeout_seconds", shutdown_timeout_seconds, minimum=None)
+        if timeout <= 0:
+            raise ValueError("shutdown_timeout_seconds must be positive")
+        if type(max_pending_submissions) is not int:
+            raise TypeError("max_pending_submissions must be an int")
+        if max_pending_submissions < 1:
+            raise ValueError("max_pending_submissions must be at least 1")
         if builder.closed:
-            raise SessionClosedError("builder is closed")
+            raise ClosedError(BUILDER_CLOSED)
         bind(builder)
         self._core = core = FacadeCore(
             builder,
@@ -89,8 +95,14 @@ class SyncSnapshotBuilder:
     # -- properties --------------------------------------------------------------------------
 
     @property
+    def builder(self) -> SnapshotBuilder:
+        """The async builder this facade drives (use it only through the facade)."""
+        return self._core.builder
+
+    @property
     def publisher(self) -> SyncResourcePublisher:
-        """Blocking and non-blocking publication into the builder's cache."""
+        """Blocking and non-blocking publication into the builder's cache: wraps
+        ``builder.publisher``."""
         return self._publisher
 
     @property
@@ -123,8 +135,8 @@ class SyncSnapshotBuilder:
 
         Raises:
             SnapshotBuildError, TypeError, ValueError: as :meth:`SnapshotBuilder.build`.
-            SessionClosedError: the facade (or the builder) is closed.
-            RuntimeError: called from a thread running an event loop.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
+                from a thread running an event loop.
         """
         return self._core.call(
             self._core.builder.build,
@@ -193,8 +205,8 @@ class SyncSnapshotBuilder:
         Raises:
             SnapshotBuildError, SnapshotConsistencyError, TypeError, ValueError: as
                 :meth:`SnapshotBuilder.build_request`.
-            SessionClosedError: the facade (or the builder) is closed.
-            RuntimeError: called from a thread running an event loop.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
+                from a thread running an event loop.
         """
         return self._core.call(
             self._core.builder.build_request,
@@ -214,9 +226,9 @@ class SyncSnapshotBuilder:
         """Start a blocking multi-stage session (see :class:`SnapshotSession`).
 
         Raises:
-            SessionClosedError: the facade (or the builder) is closed.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
+                from a thread running an event loop.
             TypeError, ValueError: a bad deadline, metadata or snapshot id.
-            RuntimeError: called from a thread running an event loop.
         """
         start = functools.partial(
             self._core.builder.session,
@@ -230,8 +242,8 @@ class SyncSnapshotBuilder:
         """Block until every background refresh started so far (and meanwhile) has ended.
 
         Raises:
-            SessionClosedError: the facade is closed.
-            RuntimeError: called from a thread running an event loop.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
+                from a thread running an event loop.
         """
         self._core.call(self._core.builder.wait_for_refreshes)
 
@@ -240,8 +252,8 @@ class SyncSnapshotBuilder:
         ``max_pending_submissions`` filled in.
 
         Raises:
-            SessionClosedError: the facade is closed.
-            RuntimeError: called from a thread running an event loop.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
+                from a thread running an event loop.
         """
         core = self._core
         health = core.call(core.builder.health_snapshot)
@@ -256,19 +268,17 @@ class SyncSnapshotBuilder:
         failed or cancelled). Their outcomes stay on their futures; nothing is raised for them.
 
         Args:
-            timeout_seconds: the longest wait (finite, >= 0), or ``None`` for no limit.
+            timeout_seconds: the longest wait (> 0), or ``None`` for no limit.
 
         Raises:
-            TimeoutError: some of those submissions are still pending after the timeout
-                (they go on).
-            TypeError, ValueError: a bad timeout.
-            RuntimeError: called from a thread running an event loop.
+            TimeoutError: ``"Timed out waiting for <n> non-blocking submission(s)"``: some of
+                those submissions are still pending after the timeout (they go on: nothing is
+                cancelled).
+            TypeError: a timeout that is not a number.
+            ValueError: ``"timeout_seconds must be positive"``.
+            RuntimeError: the facade is closed, or called from a thread running an event loop.
         """
-        timeout = check_optional_float("timeout_seconds", timeout_seconds)
-        caller_may_block("flush_submissions()", self._core.portal.thread)
-        unfinished = self._core.backlog.wait(timeout)
-        if unfinished:
-            raise TimeoutError(f"{unfinished} submissions still pending after {timeout} s")
+        self._core.flush(timeout_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

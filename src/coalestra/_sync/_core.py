@@ -13,7 +13,9 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
-from ..core import PayloadIsolator, SessionClosedError
+from ..core import PayloadIsolator
+from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
+from ..core._validation import check_float
 from ..orchestration import SnapshotBuilder
 from ._backlog import SubmissionBacklog
 from ._portal import LoopPortal, caller_may_block, loop_running_here
@@ -89,9 +91,9 @@ class FacadeCore:
         return not self.portal.running
 
     def check_open(self) -> None:
-        """Raise :class:`SessionClosedError` once the facade is closing."""
+        """Raise ``RuntimeError("SyncSnapshotBuilder is closed")`` once the facade is closing."""
         if self._closing:
-            raise SessionClosedError("the SyncSnapshotBuilder is closed")
+            raise ClosedError(SYNC_BUILDER_CLOSED)
 
     def call(
         self, function: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
@@ -107,12 +109,29 @@ class FacadeCore:
         """Accept a non-blocking submission into the bounded backlog."""
         return self.backlog.submit(lambda: self.portal.start(function, *args, **kwargs))
 
+    def flush(self, timeout_seconds: float | None) -> None:
+        """Wait for the submissions accepted before this call; cancel nothing.
+
+        Raises:
+            TimeoutError: some are still pending after ``timeout_seconds``.
+            ValueError: ``timeout_seconds`` is not positive.
+        """
+        self.check_open()
+        if timeout_seconds is not None:
+            timeout_seconds = check_float("timeout_seconds", timeout_seconds, minimum=None)
+            if timeout_seconds <= 0:
+                raise ValueError("timeout_seconds must be positive")
+        caller_may_block("flush_submissions()", self.portal.thread)
+        unfinished = self.backlog.wait(timeout_seconds)
+        if unfinished:
+            raise TimeoutError(f"Timed out waiting for {unfinished} non-blocking submission(s)")
+
     # -- shutdown ----------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop accepting submissions, drain them (up to ``shutdown_timeout``), cancel the
-        rest, wait for the builder's refreshes (up to ``shutdown_timeout``, then cancel them),
-        close the builder if owned, stop the loop and join its thread. Idempotent."""
+        rest, close the builder (or, when not owned, wait for its refreshes), again up to
+        ``shutdown_timeout``, stop the loop and join its thread. Idempotent."""
         if self.stopped():
             return
         caller_may_block("SyncSnapshotBuilder.close()", self.portal.thread)
@@ -130,13 +149,14 @@ class FacadeCore:
 
     async def _wind_down(self) -> None:
         builder = self.builder
+        step = builder.aclose() if self.close_builder else builder.wait_for_refreshes()
         try:
-            await asyncio.wait_for(builder.wait_for_refreshes(), self.shutdown_timeout)
-            late = False
+            await asyncio.wait_for(step, self.shutdown_timeout)
         except TimeoutError:
-            late = True  # the wait was cancelled, and the refreshes with it
-        if self.close_builder:
-            await builder.aclose(cancel_refreshes=late)
+            # Refreshes outlived the timeout: an owned builder cancels them and closes; a
+            # borrowed one keeps them (they end with the loop).
+            if self.close_builder:
+                await builder.aclose(cancel_refreshes=True)
 
     def finalize(self) -> None:
         """The facade was collected, or the interpreter exits, with the facade open."""

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
-from ..core import SessionClosedError
+from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -95,7 +95,7 @@ class LoopPortal:
         """
         with self._lock:  # so that nothing is scheduled once stop() has begun
             if not self._open:
-                raise SessionClosedError("the synchronous facade is closed")
+                raise ClosedError(SYNC_BUILDER_CLOSED)
             return asyncio.run_coroutine_threadsafe(function(*args, **kwargs), self._loop)
 
     def call(
@@ -138,7 +138,7 @@ class LoopPortal:
             raise TimeoutError(f"the call did not finish within {timeout} s; cancelled") from None
         except concurrent.futures.CancelledError:
             if not self._open:
-                raise SessionClosedError("the synchronous facade closed during the call") from None
+                raise ClosedError(SYNC_BUILDER_CLOSED) from None
             raise
         except BaseException:
             future.cancel()  # an interrupt while waiting: leave no orphan work on the loop

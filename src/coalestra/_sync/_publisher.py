@@ -101,7 +101,7 @@ class SyncResourcePublisher:
         Raises:
             TimeoutError, TypeError, ValueError, RuntimeError: as ``flush_submissions``.
         """
-        self._owner.flush_submissions(timeout_seconds=timeout_seconds)
+        self._core.flush(timeout_seconds)
 
     # -- blocking ----------------------------------------------------------------------------
 
@@ -120,8 +120,8 @@ class SyncResourcePublisher:
 
         Raises:
             TypeError, ValueError, SourceProtocolError, PayloadIsolationError: as the async
-                method. SessionClosedError: the facade is closed. RuntimeError: called from a
-                thread running an event loop.
+                method. RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"),
+                or called from a thread running an event loop.
         """
         return self._core.call(
             self._publisher.publish,
@@ -158,8 +158,7 @@ class SyncResourcePublisher:
         """Blocking :meth:`ResourcePublisher.invalidate`.
 
         Raises:
-            TypeError: a bad key or reason. SessionClosedError, RuntimeError: as
-                :meth:`publish`.
+            TypeError: a bad key or reason. RuntimeError: as :meth:`publish`.
         """
         self._core.call(self._publisher.invalidate, key, reason=reason)
 
@@ -180,26 +179,45 @@ class SyncResourcePublisher:
         force: bool = False,
         replace_equal: bool = False,
     ) -> Future[PublishResult]:
-        """Submit :meth:`publish` without waiting; ``value`` and ``metadata`` are copied now.
+        """Submit the publication without waiting; ``value`` and ``metadata`` are copied now.
+        On the loop it runs as ``builder.publisher.publish_update``.
 
         Raises:
             SubmissionBacklogFullError: the backlog is full (nothing was accepted).
-            SessionClosedError: the facade is closed.
+            RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed").
             PayloadIsolationError: ``value`` or ``metadata`` cannot be copied.
             TypeError: ``metadata`` is not a mapping. Other invalid arguments are reported
                 by the future.
         """
+        self._core.check_open()
         context = f"submission of {key}"
         isolator = self._core.isolator
         return self._core.submit(
-            self._publisher.publish,
+            self._publish_update,
             key,
             isolator.copy(value, context=context),
-            source=source,
-            observed_at=observed_at,
-            metadata=_captured_metadata(isolator, metadata, context),
+            source,
+            observed_at,
+            _captured_metadata(isolator, metadata, context),
             force=force,
             replace_equal=replace_equal,
+        )
+
+    async def _publish_update(
+        self,
+        key: ResourceKey,
+        value: Any,
+        source: str,
+        observed_at: float | None,
+        metadata: Mapping[str, Any] | None,
+        *,
+        force: bool,
+        replace_equal: bool,
+    ) -> PublishResult:
+        # Built on the loop, so an invalid argument is reported by the future, as documented.
+        update = ResourceUpdate(key, value, source, observed_at, metadata or {})
+        return await self._publisher.publish_update(
+            update, force=force, replace_equal=replace_equal
         )
 
     def submit_publish_update(
@@ -211,6 +229,7 @@ class SyncResourcePublisher:
             TypeError: ``update`` is not a ResourceUpdate; otherwise as
                 :meth:`submit_publish`.
         """
+        self._core.check_open()
         captured = _captured_update(self._core.isolator, update)
         return self._core.submit(
             self._publisher.publish_update, captured, force=force, replace_equal=replace_equal
@@ -230,6 +249,7 @@ class SyncResourcePublisher:
             TypeError: ``updates`` is not a collection of ResourceUpdate; otherwise as
                 :meth:`submit_publish`.
         """
+        self._core.check_open()
         isolator = self._core.isolator
         captured = tuple(
             _captured_update(isolator, update) for update in _collection("updates", updates)
@@ -242,8 +262,9 @@ class SyncResourcePublisher:
         """Submit :meth:`invalidate` without waiting.
 
         Raises:
-            SubmissionBacklogFullError, SessionClosedError: as :meth:`submit_publish`.
+            SubmissionBacklogFullError, RuntimeError: as :meth:`submit_publish`.
         """
+        self._core.check_open()
         return self._core.submit(self._publisher.invalidate, key, reason=reason)
 
     def submit_invalidate_many(
@@ -254,5 +275,6 @@ class SyncResourcePublisher:
         Raises:
             TypeError: ``keys`` is not a collection; otherwise as :meth:`submit_publish`.
         """
+        self._core.check_open()
         captured = tuple(_collection("keys", keys))
         return self._core.submit(self._publisher.invalidate_many, captured, reason=reason)

@@ -7,13 +7,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, final
 
-from ..core import (
-    ResourceKey,
-    SessionClosedError,
-    Snapshot,
-    SnapshotConsistencyPolicy,
-    SnapshotRequest,
-)
+from ..core import ResourceKey, Snapshot, SnapshotConsistencyPolicy, SnapshotRequest
+from ..core._closed import SYNC_SESSION_CLOSED, ClosedError
 from ..orchestration import SnapshotSession
 from ._core import run_sync
 from ._publisher import owner_core
@@ -28,7 +23,9 @@ class SyncSnapshotSession:
 
     Every method blocks until the session's coroutine has finished on the owner's loop, with
     the semantics of the async session (pinning, remembered errors, transactional
-    revalidation). Create it with :meth:`SyncSnapshotBuilder.session`.
+    revalidation). Create it with :meth:`SyncSnapshotBuilder.session`. Once closed, every
+    call raises ``RuntimeError("SyncSnapshotSession is closed")``; once its facade is closed,
+    ``RuntimeError("SyncSnapshotBuilder is closed")``.
 
     Args:
         owner: the facade whose loop runs the session.
@@ -38,13 +35,14 @@ class SyncSnapshotSession:
         TypeError: ``owner`` or ``session`` has the wrong type.
     """
 
-    __slots__ = ("_core", "_session")
+    __slots__ = ("_closed", "_core", "_session")
 
     def __init__(self, owner: SyncSnapshotBuilder, session: SnapshotSession) -> None:
         self._core = owner_core(owner)
         if not isinstance(session, SnapshotSession):
             raise TypeError(f"session must be a SnapshotSession, got {type(session).__name__}")
         self._session = session
+        self._closed = False
 
     @property
     def snapshot_id(self) -> str:
@@ -59,7 +57,12 @@ class SyncSnapshotSession:
     @property
     def closed(self) -> bool:
         """True once the session, its builder or the facade is closed."""
-        return self._session.closed or self._core.closed
+        return self._closed or self._session.closed or self._core.closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(SYNC_SESSION_CLOSED)
+        self._core.check_open()
 
     def resolve(
         self, keys: Iterable[ResourceKey], *, strict: bool = True, retry_errors: bool = False
@@ -67,9 +70,11 @@ class SyncSnapshotSession:
         """Blocking :meth:`SnapshotSession.resolve`.
 
         Raises:
-            SnapshotBuildError, SessionClosedError, TypeError: as the async method.
-            RuntimeError: called from a thread running an event loop.
+            SnapshotBuildError, TypeError, ValueError: as the async method.
+            RuntimeError: the session or the facade is closed, or called from a thread
+                running an event loop.
         """
+        self._check_open()
         return self._core.call(
             self._session.resolve, keys, strict=strict, retry_errors=retry_errors
         )
@@ -78,9 +83,10 @@ class SyncSnapshotSession:
         """Blocking :meth:`SnapshotSession.resolve_request`.
 
         Raises:
-            SnapshotBuildError, SnapshotConsistencyError, SessionClosedError, TypeError,
-                ValueError: as the async method. RuntimeError: as :meth:`resolve`.
+            SnapshotBuildError, SnapshotConsistencyError, TypeError: as the async method.
+                RuntimeError: as :meth:`resolve`.
         """
+        self._check_open()
         return self._core.call(self._session.resolve_request, request, retry_errors=retry_errors)
 
     def revalidate(
@@ -94,9 +100,10 @@ class SyncSnapshotSession:
         """Blocking :meth:`SnapshotSession.revalidate` (transactional).
 
         Raises:
-            SnapshotBuildError, SnapshotConsistencyError, SessionClosedError, TypeError: as
-                the async method. RuntimeError: as :meth:`resolve`.
+            SnapshotBuildError, SnapshotConsistencyError, TypeError, ValueError: as the async
+                method. RuntimeError: as :meth:`resolve`.
         """
+        self._check_open()
         return self._core.call(
             self._session.revalidate,
             keys,
@@ -110,9 +117,9 @@ class SyncSnapshotSession:
         the session's stages run).
 
         Raises:
-            SessionClosedError: the session, its builder or the facade is closed.
             RuntimeError: as :meth:`resolve`.
         """
+        self._check_open()
         return self._core.call(run_sync, self._session.snapshot)
 
     def close(self) -> None:
@@ -122,15 +129,17 @@ class SyncSnapshotSession:
         Raises:
             RuntimeError: called from a thread running an event loop.
         """
+        if self._closed:
+            return
+        self._closed = True
         if self._core.closed:
             return
-        # SessionClosedError here means the facade closed meanwhile, and the session with it.
-        with contextlib.suppress(SessionClosedError):
+        # ClosedError here means the facade closed meanwhile, and the session with it.
+        with contextlib.suppress(ClosedError):
             self._core.call(self._session.close)
 
     def __enter__(self) -> SyncSnapshotSession:
-        if self.closed:
-            raise SessionClosedError(f"session {self.snapshot_id!r} is closed")
+        self._check_open()
         return self
 
     def __exit__(
