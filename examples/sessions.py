@@ -1,5 +1,5 @@
-"""Sessions: stages pin what they resolve, errors are remembered, revalidation is
-transactional and re-derives dependent values.
+"""Sessions: every stage returns the whole session so far, stages pin what they resolve,
+errors are stored, revalidation is all or nothing and re-derives dependent values.
 
 See docs/sessions.md. Runs on virtual time: ``python examples/sessions.py``.
 """
@@ -14,6 +14,7 @@ from coalestra import (
     FetchContext,
     FreshnessPolicy,
     ResourceKey,
+    ResourceResolutionError,
     Snapshot,
     SnapshotBuilder,
 )
@@ -23,6 +24,7 @@ PRICE = ResourceKey("market", "price", "BTCUSDT")
 POSITION = ResourceKey("account", "position", "BTCUSDT")
 EXPOSURE = ResourceKey("risk", "exposure", "BTCUSDT")
 NEWS = ResourceKey("market", "news", "BTCUSDT")
+FUNDING = ResourceKey("market", "funding", "BTCUSDT")
 
 
 class Exchange:
@@ -53,7 +55,10 @@ def make_builder(exchange: Exchange) -> SnapshotBuilder:
     return SnapshotBuilder(
         [
             CallableSource(
-                name="rest", priority=10, supports=lambda k: k == PRICE, fetcher=exchange.read_price
+                name="rest",
+                priority=10,
+                supports=lambda k: k in (PRICE, FUNDING),
+                fetcher=exchange.read_price,
             ),
             CallableSource(
                 name="db",
@@ -101,32 +106,33 @@ async def tour() -> None:
 
             stage3 = await session.resolve([NEWS], retry_errors=True)
             print(f"== stage 3 with retry_errors=True: news={stage3.value(NEWS)}")
+            print(f"   the session so far: {[str(k) for k in stage3]}")
+            assert list(stage3) == [EXPOSURE, NEWS]  # every stage returns the whole session
 
+            # PRICE was resolved as a dependency of EXPOSURE: revalidating it re-derives
+            # EXPOSURE, without adding PRICE to the session.
             revalidated = await session.revalidate([PRICE])
             print(
                 f"== revalidate([PRICE]): {[str(k) for k in revalidated]}"
                 f" -> exposure={revalidated.value(EXPOSURE)}"
             )
             assert revalidated.value(EXPOSURE) == 220.0
+            assert PRICE not in revalidated
 
             exchange.price = 130.0  # the cache still holds 110 (fresh): only a forced read sees it
             await asyncio.sleep(1)
             forced = await session.revalidate([PRICE], force_refresh=True)
-            print(
-                f"== revalidate(force_refresh=True): price={forced.value(PRICE)},"
-                f" exposure={forced.value(EXPOSURE)}"
-            )
+            print(f"== revalidate(force_refresh=True): exposure={forced.value(EXPOSURE)}")
             assert forced.value(EXPOSURE) == 260.0
             everything = session.snapshot()
             print(f"== pinned now: { {str(k): v.value for k, v in everything.items()} }")
 
             await asyncio.sleep(4)
-            late = await session.resolve(
-                [ResourceKey("market", "funding", "BTCUSDT")], strict=False
-            )
-            error = next(iter(late.errors.values()))
-            print(f"== after the session's deadline: {error.failures[0].error_type}")
-            assert error.failures[0].error_type == "SnapshotDeadlineExceededError"
+            late = await session.resolve([FUNDING], strict=False)  # one deadline for all stages
+            error = late.errors[FUNDING]
+            assert isinstance(error, ResourceResolutionError)
+            print(f"== after the session's deadline: {error.failures[-1].error_type}")
+            assert error.failures[-1].error_type == "SnapshotDeadlineExceededError"
 
         health = await builder.health_snapshot()
         print(
