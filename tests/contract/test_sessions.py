@@ -616,6 +616,13 @@ async def test_b_sess_9_every_stage_counts_a_session_resolve(
     }
     assert (resolved[1]["requested"], resolved[1]["failed"]) == (1, 1)
     assert resolved[1]["total_resources"] == 1
+    # A build counts as a one-stage session in the metric (B-OBS-3), without the event.
+    await builder.build([A])
+    with pytest.raises(SnapshotBuildError):
+        await builder.build([C])
+    assert metrics.counter("snapshot_session_resolve_total", status="success") == 3
+    assert metrics.counter("snapshot_session_resolve_total", status="error") == 2
+    assert len(events.named("snapshot_session_resolved")) == 3
 
 
 # -- B-SESS-10 ----------------------------------------------------------------------------------

@@ -767,9 +767,11 @@ class Soak:
                 result = await session.resolve_request(request)
             except SnapshotBuildError as error:
                 result = error
-            # Not checked for revisions yet: a later stage may show a key that an earlier stage
-            # only read as a dependency, and sessions do not remember those yet (B-SESS-5).
-            self.check_build(result, second, second[:1], f"{where} stage 2", revisions=False)
+            # Every stage returns the whole session so far (B-SESS-1). Not checked for revisions
+            # yet: a later stage may show a key that an earlier stage only read as a dependency,
+            # and sessions do not keep those revisions.
+            session_keys = list(dict.fromkeys([*first, *second]))
+            self.check_build(result, session_keys, second[:1], f"{where} stage 2", revisions=False)
             later = result if isinstance(result, Snapshot) else result.snapshot
             for key, version in pinned.items():
                 if later is not None and key in later.resources:
@@ -798,26 +800,40 @@ class Soak:
             self.check(error.snapshot is not None, f"{where}: consistency error without snapshot")
             return
         self.summary.returned += 1
-        # the selected keys and the pinned values derived from them, retained or refreshed
+        # The whole session: retained (plus this call's errors) or committed (B-SESS-1, 7).
         self.check_snapshot(
             updated, list(updated.resources) + list(updated.errors), where, overlap=True
         )
         lost = set(selected) - set(updated.resources) - set(updated.errors)
         self.check(not lost, f"{where}: revalidation said nothing about {lost}")
         after = {key: value.version for key, value in session.snapshot().resources.items()}
-        if updated.errors:
+        returned = {key: value.version for key, value in updated.resources.items()}
+        self.check(
+            after == returned,
+            f"{where}: a revalidation returned other values than the session holds",
+        )
+        if set(updated.errors) != set(session.snapshot().errors):  # transient errors: failed
             self.check(after == before, f"{where}: a failed revalidation changed the pins")
-        else:
-            changed = {key: value.version for key, value in updated.resources.items()}
-            self.check(
-                all(after.get(key) == version for key, version in changed.items()),
-                f"{where}: a committed revalidation is not what the session holds",
-            )
-            untouched = {key: v for key, v in before.items() if key not in changed}
-            self.check(
-                all(after.get(key) == version for key, version in untouched.items()),
-                f"{where}: a revalidation changed values it did not select",
-            )
+        replaced = [key for key, version in after.items() if before.get(key) != version]
+        # Selected keys, values derived from them, and a dependency a re-derived value was
+        # computed from (committed with it, so the session never mixes revisions).
+        derived = {
+            key
+            for key in replaced
+            if updated[key].dependency_versions
+            or (key in held.resources and held[key].dependency_versions)
+        }
+        inputs = {
+            dep
+            for key in replaced
+            for value in (updated[key], held.resources.get(key))
+            if value is not None
+            for dep in value.dependency_versions
+        }
+        self.check(
+            all(key in selected or key in inputs or key in derived for key in replaced),
+            f"{where}: a revalidation changed values it did not select",
+        )
 
     async def op_publish(self, where: str) -> None:
         self.summary.publishes += 1

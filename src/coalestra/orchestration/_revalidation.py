@@ -50,11 +50,13 @@ async def refresh(
     """
     declared = runtime.declared_dependencies
     order: list[ResourceKey] = list(selected)
+    targets = set(selected)
     values: Values = {}
     wanted: Sequence[ResourceKey] = selected
     first, derived = _split(selected, pinned, runtime, force_refresh)
     for _ in range(_MAX_ROUNDS):
         following = dependents(wanted, {**pinned, **values}, declared)
+        targets.update(following)
         for batch in (first, [*derived, *following]):
             if not batch:
                 continue
@@ -65,9 +67,16 @@ async def refresh(
                 return Refreshed(order, values, errors)
         wanted = stale_dependencies(values.values(), {**pinned, **values})
         if not wanted:
-            return Refreshed(order, values, {})
+            return Refreshed(order, _needed(values, targets), {})
         first, derived, force_refresh = list(wanted), [], False
     return Refreshed(order, values, mixed_revision_errors(values, {**pinned, **values}))
+
+
+def _needed(values: Values, targets: set[ResourceKey]) -> Values:
+    """The targets' new values, plus each dependency re-read because a new derived value was
+    computed from it (not one a later round's derivation no longer uses)."""
+    inputs = {dep for value in values.values() for dep in value.dependency_versions}
+    return {key: value for key, value in values.items() if key in targets or key in inputs}
 
 
 def _split(
