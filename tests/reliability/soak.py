@@ -815,21 +815,21 @@ class Soak:
         if set(updated.errors) != set(session.snapshot().errors):  # transient errors: failed
             self.check(after == before, f"{where}: a failed revalidation changed the pins")
         replaced = [key for key, version in after.items() if before.get(key) != version]
-        # Selected keys, values derived from them, and a dependency a re-derived value was
-        # computed from (committed with it, so the session never mixes revisions).
+        # Selected keys, values derived from them, and a dependency a derived value of the
+        # session was computed from (committed with it, so the session never mixes revisions).
         derived = {
             key
             for key in replaced
             if updated[key].dependency_versions
             or (key in held.resources and held[key].dependency_versions)
         }
-        inputs = {
+        inputs = {dep for value in updated.values() for dep in value.dependency_versions}
+        inputs.update(
             dep
             for key in replaced
-            for value in (updated[key], held.resources.get(key))
-            if value is not None
-            for dep in value.dependency_versions
-        }
+            if key in held.resources
+            for dep in held[key].dependency_versions
+        )
         self.check(
             all(key in selected or key in inputs or key in derived for key in replaced),
             f"{where}: a revalidation changed values it did not select",
