@@ -615,7 +615,7 @@ async def test_b_sess_9_every_stage_counts_a_session_resolve(
         "retry_errors",
     }
     assert (resolved[1]["requested"], resolved[1]["failed"]) == (1, 1)
-    assert resolved[1]["total_resources"] == 1
+    assert resolved[1]["total_resources"] == 2  # values and stored errors
     # A build counts as a one-stage session in the metric (B-OBS-3), without the event.
     await builder.build([A])
     with pytest.raises(SnapshotBuildError):

@@ -459,9 +459,6 @@ class SnapshotBuilder:
                 resources=d.requested_resources,
             )
         describe_build(span, d, outcome)
-        # A build counts as a one-stage session in the session metric (no session event).
-        status = "error" if outcome in ("failed", "inconsistent") else "success"
-        self._report.session_resolved(StageReport(snapshot.snapshot_id, status, session=False))
 
     def new_context(
         self,
