@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 from ..core import (
     DiagnosticsCollector,
@@ -27,6 +27,7 @@ from ..core import (
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
+    SnapshotValue,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
