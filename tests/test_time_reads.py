@@ -16,7 +16,8 @@ import pytest
 import coalestra
 
 PACKAGE = Path(coalestra.__file__).resolve().parent
-ALLOWED = {PACKAGE / "core" / "_clock.py", PACKAGE / "testing.py"}
+# _compat.py: asyncio.timeout's stand-in for 3.10 reads loop time, as asyncio.timeout does.
+ALLOWED = {PACKAGE / "core" / "_clock.py", PACKAGE / "testing.py", PACKAGE / "_compat.py"}
 
 FORBIDDEN = re.compile(
     r"""

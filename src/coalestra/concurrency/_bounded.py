@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
+from .._compat import BaseExceptionGroup
+
 Item = TypeVar("Item")
 R = TypeVar("R")
 

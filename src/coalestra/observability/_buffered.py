@@ -113,7 +113,7 @@ class _BufferedSink(Generic[R]):
     async def aclose(
         self,
         *,
-        timeout: float | None = 5.0,  # noqa: ASYNC109
+        timeout: float | None = 5.0,
         drain: bool = True,
     ) -> bool:
         """Like :meth:`close`, run in a worker thread so the event loop is never blocked.

@@ -16,6 +16,7 @@ import bisect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
+from .._compat import BaseExceptionGroup
 from ..adapters._sources import check_batch_result
 from ..core import (
     DiagnosticsCollector,
