@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from tests.integrations.redis.conftest import (
     FixedPolicies,
     Proxy,
@@ -119,3 +120,27 @@ async def test_writes_and_reads_degrade_while_redis_is_unreachable(
     with pytest.raises(RuntimeError, match="clear"):
         await cut_off.clear()
     await cut_off.aclose()
+
+
+async def test_closing_ends_the_listener_even_when_a_read_absorbs_the_cancellation(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # redis-py 8.2 was seen (on a loaded machine) to swallow the cancel that aclose sends its
+    # pub/sub listener while it reads: the listener read on and aclose never returned.
+    original = PubSub.get_message
+
+    async def absorbing(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except asyncio.CancelledError:
+            return None
+
+    monkeypatch.setattr(PubSub, "get_message", absorbing)
+    cache = redis_cache(redis_url, prefix)
+    await cache.wait_for_many(
+        [KEYS[0]], wait_seconds=0.01, now=time.time(), policies={KEYS[0]: SHORT}
+    )  # starts the listener
+    assert (await cache.stats()).subscribed
+    closing = asyncio.ensure_future(cache.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=5.0)  # never cancels: nothing to absorb
+    assert closing in done, "aclose did not return"

@@ -111,6 +111,10 @@ class Notifier:
         self._handlers: list[MessageHandler] = []
         self._resync: list[ResyncHandler] = []
         self._task: asyncio.Task[None] | None = None
+        # Set by aclose: the listener's loops end on it even when the cancellation is lost.
+        # redis-py can absorb a cancel that lands in a pub/sub read (seen with redis-py 8.2 on a
+        # loaded machine: the read went on and aclose waited forever).
+        self._closing = False
         self._tried = asyncio.Event()  # set by the first subscription or the first failure
         self.waiters = Waiters()
         self.subscribed = False
@@ -135,6 +139,7 @@ class Notifier:
         Never raises for an unreachable Redis: the listener keeps retrying on its own.
         """
         if self._task is None:
+            self._closing = False
             self._task = asyncio.get_running_loop().create_task(self._run())
         if not self._tried.is_set():
             with contextlib.suppress(TimeoutError):
@@ -145,6 +150,7 @@ class Notifier:
         """Stop the listener and close its connection."""
         task, self._task = self._task, None
         if task is not None:
+            self._closing = True
             task.cancel()
             # redis-py can swallow a cancellation that lands while it closes the subscription
             # connection: never let that hang the caller's shutdown.
@@ -152,7 +158,7 @@ class Notifier:
         self.subscribed = False
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._listen()
             except CONNECTION_ERRORS as error:
@@ -160,7 +166,8 @@ class Notifier:
             except Exception as error:  # a handler failed: log, resubscribe, resync
                 _log.exception("coalestra: Redis event handling failed")
                 self._lost(error)
-            await asyncio.sleep(self._reconnect)
+            if not self._closing:
+                await asyncio.sleep(self._reconnect)
 
     def _lost(self, error: BaseException) -> None:
         self.errors += 1
@@ -174,7 +181,7 @@ class Notifier:
         try:
             await pubsub.subscribe(self._channel)
             pinged = False
-            while True:
+            while not self._closing:
                 message = await pubsub.get_message(timeout=self._heartbeat)
                 if message is None:
                     if pinged:
