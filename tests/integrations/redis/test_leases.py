@@ -48,10 +48,11 @@ async def test_a_lease_is_held_by_one_process(cache: RedisCache, other: RedisCac
 async def test_release_deletes_only_our_own_leases(
     redis_url: str, prefix: str, other: RedisCache, raw: Redis
 ) -> None:
-    short = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.05)
+    # Renewed every third of the TTL: 0.1 s between renewals leaves room for a loaded machine.
+    short = RedisCache(redis_url, prefix=prefix, lease_ttl_seconds=0.3)
     assert list(await short.lease_many([A])) == [A]
     lease = f"{prefix}:l:market:price:A"
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.75)
     assert await raw.exists(lease)  # renewed while held: it outlives its TTL
     await short.aclose()  # a holder that stops renewing (frozen, or dead) ...
     await eventually(lambda: _gone(raw, lease), "our lease to expire")  # ... loses it
