@@ -642,3 +642,79 @@ async def test_b_cache_13_the_builder_checks_dependencies_for_a_plain_cache() ->
     assert calls["derive"] == 2
     assert again.value(DERIVED) == 42
     assert DERIVED in cache.invalidated
+
+
+# --- B-CACHE-10: copies in worker threads -------------------------------------------------------
+
+
+class Probe:
+    """A payload part whose deep copy records the thread it ran on."""
+
+    def __init__(self, threads: list[int]) -> None:
+        self.threads = threads
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Probe:
+        self.threads.append(threading.get_ident())
+        return Probe(self.threads)
+
+
+async def test_b_cache_10_explicit_threads_run_every_copy_off_the_loop_two_at_a_time() -> None:
+    lock = threading.Lock()
+    state = {"active": 0, "peak": 0}
+    threads: list[int] = []
+
+    def slow_copier(payload: Any) -> Any:
+        with lock:
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            threads.append(threading.get_ident())
+        try:
+            threading.Event().wait(0.005)
+            return copy.deepcopy(payload)
+        finally:
+            with lock:
+                state["active"] -= 1
+
+    cache = AsyncMemoryCache(
+        payload_copier=slow_copier, run_payload_copies_in_thread=True, max_copy_concurrency=2
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beat = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(cache.set(sv(ResourceKey("m", "n", str(i)), "small")) for i in range(4)))
+    beat.cancel()
+    assert threading.get_ident() not in threads  # even immutable, small payloads
+    assert len(threads) == 8  # each write: the stored copy and the result's copy
+    assert state["peak"] == 2
+    assert ticks > 0  # the loop kept running while copies were made
+
+
+async def test_b_cache_10_default_offloads_a_large_nested_payload_only() -> None:
+    cache = AsyncMemoryCache()
+    assert cache.run_payload_copies_in_thread is True
+    large: list[int] = []
+    await cache.set(sv(A, {"rows": [[i, str(i)] for i in range(60_000)], "probe": Probe(large)}))
+    assert large
+    assert threading.get_ident() not in large
+    small: list[int] = []
+    await cache.set(sv(B, {"rows": [1, 2], "probe": Probe(small)}))
+    assert small
+    assert set(small) == {threading.get_ident()}
+
+
+async def test_b_cache_10_a_custom_copier_runs_inline_unless_asked() -> None:
+    threads: list[int] = []
+
+    def copier(payload: Any) -> Any:
+        threads.append(threading.get_ident())
+        return copy.deepcopy(payload)
+
+    cache = AsyncMemoryCache(payload_copier=copier)
+    await cache.set(sv(A, list(range(10_000))))
+    assert set(threads) == {threading.get_ident()}

@@ -22,7 +22,7 @@ stop a running thread, so its slot stays reserved until the thread really finish
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Sequence, Sized
 from typing import Any, final
 
 from ..core import PayloadIsolator, SnapshotValue
@@ -34,8 +34,15 @@ _SAMPLED_CHILDREN = 8
 """How many of a container's items :func:`is_large` looks into (one level down)."""
 
 
+_BUILTIN_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+_FLAT = frozenset({str, bytes, bytearray, int, float, bool, type(None)})
+
+
 def _size(value: object) -> int:
-    if not isinstance(value, Sized) or isinstance(value, (str, bytes, bytearray)):
+    kind = type(value)
+    if kind in _BUILTIN_CONTAINERS:
+        return len(value)  # type: ignore[arg-type]
+    if kind in _FLAT or not isinstance(value, Sized):
         return 0
     try:
         return len(value)
@@ -46,24 +53,29 @@ def _size(value: object) -> int:
 def is_large(value: object) -> bool:
     """True when ``value`` is estimated to hold more than :data:`LARGE_PAYLOAD_ITEMS` items.
 
-    Counts the top-level items plus the items of the first few containers inside (values of a
-    mapping, items of a sequence): cheap, bounded, and enough to see a table nested in a dict.
+    Counts the top-level items plus the items of the first few built-in containers inside
+    (values of a dict, items of a list or tuple): cheap, bounded, and enough to see a table
+    nested in a dict. Runs on every copy, so exact type checks, no ABC checks, in the common case.
     """
     total = _size(value)
-    if total > LARGE_PAYLOAD_ITEMS or total == 0:
-        return total > LARGE_PAYLOAD_ITEMS
-    children: Iterable[object] = (
-        value.values() if isinstance(value, Mapping) else value  # type: ignore[assignment]
-    )
-    try:
-        for index, child in enumerate(children):
-            if index >= _SAMPLED_CHILDREN:
-                break
-            total += _size(child)
+    if total > LARGE_PAYLOAD_ITEMS:
+        return True
+    kind = type(value)
+    if kind is dict:
+        children: Iterable[object] = value.values()  # type: ignore[attr-defined]
+    elif kind is list or kind is tuple:
+        children = value  # type: ignore[assignment]
+    else:
+        return False
+    budget = _SAMPLED_CHILDREN
+    for child in children:
+        if type(child) in _BUILTIN_CONTAINERS:
+            total += len(child)  # type: ignore[arg-type]
             if total > LARGE_PAYLOAD_ITEMS:
                 return True
-    except Exception:  # an odd container only means "not known to be large"
-        return False
+        budget -= 1
+        if not budget:
+            break
     return False
 
 

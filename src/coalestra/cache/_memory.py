@@ -278,9 +278,12 @@ class AsyncMemoryCache:
                 ignored[candidate.key] = (status, held)
         # The stored copy and the result's copy of each winner, in one batch of copies.
         mutable = [winner for winner in winners if copies.is_mutable(winner)]
-        copied = iter(await copies.isolate_values(mutable + mutable, context=_WRITE))
-        private = {id(winner): next(copied) for winner in mutable}
-        for_result = {id(winner): next(copied) for winner in mutable}
+        private: dict[int, SnapshotValue[Any]] = {}
+        for_result: dict[int, SnapshotValue[Any]] = {}
+        if mutable:
+            copied = iter(await copies.isolate_values(mutable + mutable, context=_WRITE))
+            private = {id(winner): next(copied) for winner in mutable}
+            for_result = {id(winner): next(copied) for winner in mutable}
         stored: dict[ResourceKey, CacheWriteResult] = {}
         for winner in winners:
             mine = private.get(id(winner), winner)
@@ -297,6 +300,8 @@ class AsyncMemoryCache:
                 assert held is not None
                 ignored[winner.key] = (status, held)
         kept = await self._isolate_entries([entry for _status, entry in ignored.values()])
+        if not ignored:
+            return stored  # every candidate stored: results already in candidate order
         results: dict[ResourceKey, CacheWriteResult] = {}
         for candidate in candidates:
             key = candidate.key
@@ -308,6 +313,8 @@ class AsyncMemoryCache:
 
     async def _isolate_entries(self, entries: list[Entry]) -> dict[ResourceKey, SnapshotValue[Any]]:
         """Copies of the revisions the cache keeps (entries of immutable values are shared)."""
+        if not entries:
+            return {}
         mutable = [entry[0] for entry in entries if entry[1] & MUTABLE]
         copies = (
             iter(await self._copies.isolate_values(mutable, context=_READ)) if mutable else None
