@@ -434,3 +434,27 @@ async def test_b_pub_7_an_atomic_cache_omitting_a_result_raises() -> None:
     with pytest.raises(RuntimeError) as caught:
         await publisher.publish_many([ResourceUpdate(A, 1, "s"), ResourceUpdate(B, 2, "s")])
     assert str(caught.value) == f"atomic cache omitted write results for: {B}"
+
+
+def test_b_pub_6_the_sync_facade_drives_the_same_publisher_instance() -> None:
+    from coalestra.sync import SyncSnapshotBuilder
+
+    source = CallableSource(
+        name="rest", priority=1, supports=lambda _k: True, fetcher=lambda k, c: 1
+    )
+    builder = SnapshotBuilder([source], default_policy=POLICY)
+    seen: list[ResourceKey] = []
+    original = builder.publisher.publish_update
+
+    async def spy(update: ResourceUpdate[Any], **options: Any) -> Any:
+        seen.append(update.key)
+        return await original(update, **options)
+
+    builder.publisher.publish_update = spy  # type: ignore[method-assign]
+    facade = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=1.0)
+    try:
+        assert facade.publisher.publish(A, 1, source="s").published
+        assert facade.publisher.submit_publish(B, 2, source="s").result(timeout=10).published
+    finally:
+        facade.close()
+    assert seen == [A, B]
