@@ -209,7 +209,9 @@ def check_batch_result(
 
     Raises:
         SourceProtocolError: ``"batch source <name> must return a mapping, got <type>"`` or
-            ``"batch source <name> returned unrequested resources: <keys>"``.
+            ``"batch source <name> returned unrequested resources: <keys>"``; a returned key
+            that is not a :class:`ResourceKey` is listed as
+            ``"'m:p:A' (a str, not a ResourceKey)"``.
     """
     if not isinstance(raw, Mapping):
         raise SourceProtocolError(
@@ -220,8 +222,12 @@ def check_batch_result(
     for key, value in raw.items():
         if key in requested:
             results[key] = to_payload(value)
-        else:
+        elif isinstance(key, ResourceKey):
             unrequested.append(str(key))
+        else:
+            # The usual slip: keys returned as their text (or a tuple) instead of the
+            # ResourceKey objects asked for. Say so, or the key text looks requested.
+            unrequested.append(f"{key!r} (a {type(key).__name__}, not a ResourceKey)")
     if unrequested:
         raise SourceProtocolError(
             f"batch source {name} returned unrequested resources: {', '.join(unrequested)}"

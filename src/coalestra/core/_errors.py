@@ -299,7 +299,11 @@ class SnapshotBuildError(CoalestraError):
         return (_rebuild_build_error, (type(self), self.__dict__.copy()))
 
     def to_dict(
-        self, *, max_message_length: int = 300, extended: bool = False
+        self,
+        *,
+        max_message_length: int = 300,
+        extended: bool = False,
+        max_errors: int | None = None,
     ) -> SerializedSnapshotBuildError:
         """Return the JSON-safe form (see :data:`ERROR_DIAGNOSTICS_SCHEMA`).
 
@@ -307,8 +311,19 @@ class SnapshotBuildError(CoalestraError):
         ``partial_snapshot_available``, ``has_partial_snapshot`` and ``errors`` (one entry per
         key, in order). ``extended=True`` adds ``snapshot_id``, ``resolved_resources``,
         ``failed_resources`` and ``error_count`` (and ``consistency`` for consistency errors).
+
+        ``max_errors`` (opt-in; default ``None``: every key) keeps only the first
+        ``max_errors`` entries of ``errors`` and adds ``omitted_errors``, the number left out,
+        so thousands of failed keys cannot make a huge document.
+
+        Raises:
+            TypeError, ValueError: ``max_errors`` is not ``None`` or an int ``>= 0``.
         """
         limit = check_length(max_message_length)
+        shown = self.errors.items()
+        if max_errors is not None:
+            check_int("max_errors", max_errors, minimum=0)
+            shown = list(shown)[:max_errors]  # type: ignore[assignment]
         has_snapshot = self.snapshot is not None
         result: SerializedSnapshotBuildError = {
             "schema": ERROR_DIAGNOSTICS_SCHEMA,
@@ -319,9 +334,11 @@ class SnapshotBuildError(CoalestraError):
             "has_partial_snapshot": has_snapshot,
             "errors": [
                 serialize_resource_error(key, error, max_message_length=limit, extended=extended)
-                for key, error in self.errors.items()
+                for key, error in shown
             ],
         }
+        if max_errors is not None:
+            result["omitted_errors"] = len(self.errors) - len(result["errors"])
         if extended:
             self._add_extended(result)
         return result

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol, TypeAlias, final, runtime_checkable
+from typing import Final, Protocol, TypeAlias, final, runtime_checkable
 
 from ._errors import SourceProtocolError
 from ._keys import ResourceKey
@@ -174,8 +174,31 @@ class ObservationPolicy:
         if skew <= 0.0:
             return 0.0
         if skew > self.future_tolerance_seconds and self.reject_future_observations:
-            raise FutureObservationError(f"{what} is {skew:.6f}s in the future")
+            raise FutureObservationError(
+                f"{what} is {skew:.6f}s in the future{_unit_hint(observed_at, now)}"
+            )
         return skew
+
+
+# A wall clock reads more than this (1973 onwards): below it, the clock is virtual or relative
+# and a timestamp's scale says nothing about its unit.
+_EPOCH_CLOCK: Final = 1e8
+_UNITS: Final = ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds"))
+_YEAR: Final = 366 * 86400.0
+
+
+def _unit_hint(observed_at: float, now: float) -> str:
+    """``" (observed_at ... is probably milliseconds ...)"`` when ``observed_at`` scaled down
+    by 10**3, 10**6 or 10**9 lands within a year of an epoch clock's ``now``; else ``""``."""
+    if now < _EPOCH_CLOCK:
+        return ""
+    for factor, unit in _UNITS:
+        if abs(observed_at / factor - now) <= _YEAR:
+            return (
+                f" (observed_at {observed_at!r} is probably {unit} since the epoch; "
+                "observed_at is in seconds)"
+            )
+    return ""
 
 
 class FutureObservationError(SourceProtocolError):

@@ -80,7 +80,8 @@ class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=Fals
     """``SnapshotBuildError.to_dict()``.
 
     ``snapshot_id``, ``resolved_resources``, ``failed_resources``, ``error_count`` and (for
-    consistency errors) ``consistency`` are present only with ``to_dict(extended=True)``.
+    consistency errors) ``consistency`` are present only with ``to_dict(extended=True)``;
+    ``omitted_errors`` only with ``to_dict(max_errors=...)``.
     """
 
     snapshot_id: str
@@ -88,6 +89,7 @@ class SerializedSnapshotBuildError(_SerializedSnapshotBuildErrorBase, total=Fals
     failed_resources: list[str]
     error_count: int
     consistency: SerializedConsistencyViolation
+    omitted_errors: int
 
 
 NO_MESSAGE: Final = "<no message>"

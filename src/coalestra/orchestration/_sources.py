@@ -284,10 +284,19 @@ class SourceChains:
             elif answer is not False:
                 wrong = SourceProtocolError(
                     f"source {source.name}: supports({key}) must return a bool, "
-                    f"got {type(answer).__name__}"
+                    f"got {type(answer).__name__}{_async_hint(answer)}"
                 )
                 broken.append((source.name, wrong))
         return frozenset(supported), tuple(broken)
+
+
+def _async_hint(answer: object) -> str:
+    """An ``async def supports`` returns a coroutine: close it (no "never awaited" warning) and
+    say what went wrong."""
+    if inspect.iscoroutine(answer):
+        answer.close()
+        return " (supports() must be synchronous, not async def)"
+    return ""
 
 
 def check_limits(
