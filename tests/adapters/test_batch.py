@@ -136,7 +136,9 @@ async def test_an_unrequested_key_is_a_protocol_error_naming_source_and_key(
 
 async def test_keying_the_result_by_subject_is_a_protocol_error(ctx: FetchContext) -> None:
     # A common slip: returning {symbol: price} instead of {key: price}.
-    with pytest.raises(SourceProtocolError, match="unrequested resources: SYM0"):
+    with pytest.raises(
+        SourceProtocolError, match=r"unrequested resources: 'SYM0' \(a str, not a ResourceKey\)"
+    ):
         await batch(lambda keys, _c: {k.subject: 1 for k in keys}).fetch_many(KEYS[:1], ctx)
 
 

@@ -179,8 +179,9 @@ SIGNATURES: list[tuple[str, str | None, str]] = [
     (
         "SnapshotBuildError",
         "to_dict",
-        # ``extended`` is the B-ERR-5 opt-in for fields beyond the contract's envelope.
-        "(self, *, max_message_length: 'int' = 300, extended: 'bool' = False) -> 'SerializedSnapshotBuildError'",
+        # ``extended`` is the B-ERR-5 opt-in for fields beyond the contract's envelope;
+        # ``max_errors`` (issue 16) the opt-in cap on the serialized per-key errors.
+        "(self, *, max_message_length: 'int' = 300, extended: 'bool' = False, max_errors: 'int | None' = None) -> 'SerializedSnapshotBuildError'",
     ),
     (
         "SnapshotConsistencyError",
