@@ -51,6 +51,7 @@ EXAMPLE_FOR_PAGE = {
     "how-a-build-works.md": "how_a_build_works.py",
     "defaults.md": "defaults.py",
     "everyday.md": "one_key_reads.py",
+    "acceptance-policies.md": "acceptance_policies.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

@@ -114,6 +114,20 @@ CONTRACT_NAMES = frozenset(
     }
 )
 
+# Additions of the 0.6 line (public-api-0.6.md), on top of the 0.5.7 names above.
+V06_CORE_NAMES = frozenset(
+    {
+        "ResourceAcceptanceError",
+        "ResourceAcceptanceRule",
+        "SnapshotAcceptanceError",
+        "SnapshotAcceptancePolicy",
+        "SnapshotAcceptanceReason",
+        "SnapshotAcceptanceViolation",
+        "SnapshotRequirement",
+    }
+)
+V06_NAMES = V06_CORE_NAMES
+
 SUBPACKAGE_EXPORTS: dict[str, frozenset[str]] = {
     "coalestra.adapters": frozenset(
         {
@@ -208,7 +222,8 @@ SUBPACKAGE_EXPORTS: dict[str, frozenset[str]] = {
             "SystemClock",
             "deepcopy_payload",
         }
-    ),
+    )
+    | V06_CORE_NAMES,
     "coalestra.observability": frozenset(
         {
             "BufferOverflowPolicy",
@@ -262,7 +277,7 @@ def test_every_contract_name_is_exported_at_the_top_level() -> None:
 
 
 def test_top_level_all_is_exactly_the_contract_plus_subpackage_exports() -> None:
-    expected = CONTRACT_NAMES.union(*SUBPACKAGE_EXPORTS.values())
+    expected = CONTRACT_NAMES.union(V06_NAMES, *SUBPACKAGE_EXPORTS.values())
     assert set(coalestra.__all__) == expected
     assert len(coalestra.__all__) == len(set(coalestra.__all__)), "duplicates in __all__"
 
@@ -273,6 +288,13 @@ def test_subpackage_exports_exactly_its_contract_names(module_name: str) -> None
     assert set(module.__all__) == SUBPACKAGE_EXPORTS[module_name]
     for name in module.__all__:
         assert getattr(module, name) is getattr(coalestra, name), name
+
+
+def test_every_0_6_addition_is_exported_at_the_top_level() -> None:
+    assert not V06_NAMES & CONTRACT_NAMES
+    for name in V06_NAMES:
+        assert name in coalestra.__all__
+        assert getattr(coalestra, name) is not None
 
 
 def test_version_matches_the_contract() -> None:

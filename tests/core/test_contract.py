@@ -201,7 +201,8 @@ SIGNATURES: list[tuple[str, str | None, str]] = [
     (
         "SnapshotRequest",
         None,
-        "(*, required: 'Iterable[ResourceKey]' = (), optional: 'Iterable[ResourceKey]' = (), consistency_policy: 'SnapshotConsistencyPolicy | None' = None) -> 'None'",
+        "(*, required: 'Iterable[ResourceKey]' = (), optional: 'Iterable[ResourceKey]' = (), consistency_policy: 'SnapshotConsistencyPolicy | None' = None, "
+        "acceptance_policy: 'SnapshotAcceptancePolicy | None' = None) -> 'None'",  # 0.6 addition
     ),
     ("SnapshotRequest", "is_required", "(self, key: 'ResourceKey') -> 'bool'"),
     (
@@ -306,7 +307,7 @@ FIELDS: dict[str, list[str]] = {
         "source_calls_by_source",
         "source_latency_ms_by_source",
     ],
-    "SnapshotRequest": ["required", "optional", "consistency_policy"],
+    "SnapshotRequest": ["required", "optional", "consistency_policy", "acceptance_policy"],
     "SnapshotValue": [
         "key",
         "value",

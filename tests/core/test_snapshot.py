@@ -122,6 +122,7 @@ def test_request_is_a_frozen_hashable_picklable_value() -> None:
         "required",
         "optional",
         "consistency_policy",
+        "acceptance_policy",
     ]
 
 

@@ -229,6 +229,8 @@ def test_metric_names_are_the_published_ones() -> None:
         "snapshot_session_resolve_total",
         "snapshot_session_revalidate_total",
         "snapshot_consistency_total",
+        "snapshot_acceptance_total",
+        "snapshot_acceptance_violation_total",
         "cache_access_total",
         "source_fetch_total",
         "source_batch_call_total",

@@ -1,5 +1,14 @@
 """The value model, protocols and errors every other part of Coalestra is built on."""
 
+from ._acceptance import (
+    ResourceAcceptanceError,
+    ResourceAcceptanceRule,
+    SnapshotAcceptanceError,
+    SnapshotAcceptancePolicy,
+    SnapshotAcceptanceReason,
+    SnapshotAcceptanceViolation,
+    SnapshotRequirement,
+)
 from ._clock import Clock, SystemClock
 from ._errors import (
     CircuitOpenError,
@@ -74,6 +83,13 @@ from ._values import (
 )
 
 __all__ = [
+    "ResourceAcceptanceError",
+    "ResourceAcceptanceRule",
+    "SnapshotAcceptanceError",
+    "SnapshotAcceptancePolicy",
+    "SnapshotAcceptanceReason",
+    "SnapshotAcceptanceViolation",
+    "SnapshotRequirement",
     "AsyncCache",
     "AtomicAsyncCache",
     "AuthorityAwareCache",

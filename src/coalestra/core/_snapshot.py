@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, cast, final, overload
 
+from ._acceptance import SnapshotAcceptancePolicy
 from ._keys import ResourceKey
 from ._policies import SnapshotConsistencyPolicy
 from ._validation import (
@@ -265,16 +266,18 @@ class SnapshotRequest:
 
     Only required failures raise :class:`SnapshotBuildError`. Duplicates are dropped (the first
     occurrence wins). ``consistency_policy`` optionally bounds the
-    observation skew of the resolved group.
+    observation skew of the resolved group; ``acceptance_policy`` optionally decides whether the
+    resolved values are good enough to use (every key it names must be in the request).
 
     Raises:
         ValueError: a key is both required and optional, or the request names no key.
-        TypeError: a key is not a ResourceKey, or ``consistency_policy`` has the wrong type.
+        TypeError: a key is not a ResourceKey, or a policy has the wrong type.
     """
 
     required: tuple[ResourceKey, ...]
     optional: tuple[ResourceKey, ...]
     consistency_policy: SnapshotConsistencyPolicy | None
+    acceptance_policy: SnapshotAcceptancePolicy | None
 
     def __init__(
         self,
@@ -282,6 +285,7 @@ class SnapshotRequest:
         required: Iterable[ResourceKey] = (),
         optional: Iterable[ResourceKey] = (),
         consistency_policy: SnapshotConsistencyPolicy | None = None,
+        acceptance_policy: SnapshotAcceptancePolicy | None = None,
     ) -> None:
         required_keys = key_tuple("required", required)
         optional_keys = key_tuple("optional", optional)
@@ -295,10 +299,12 @@ class SnapshotRequest:
             consistency_policy, SnapshotConsistencyPolicy
         ):
             raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
+        _check_acceptance(acceptance_policy, {*required_keys, *optional_keys})
         setattr_ = object.__setattr__
         setattr_(self, "required", required_keys)
         setattr_(self, "optional", optional_keys)
         setattr_(self, "consistency_policy", consistency_policy)
+        setattr_(self, "acceptance_policy", acceptance_policy)
 
     @property
     def keys(self) -> tuple[ResourceKey, ...]:
@@ -308,3 +314,19 @@ class SnapshotRequest:
     def is_required(self, key: ResourceKey) -> bool:
         """True when ``key`` is required."""
         return key in self.required
+
+
+def _check_acceptance(policy: object, requested: set[ResourceKey]) -> None:
+    if policy is None:
+        return
+    if not isinstance(policy, SnapshotAcceptancePolicy):
+        raise TypeError(
+            f"acceptance_policy must be a SnapshotAcceptancePolicy or None, got "
+            f"{type(policy).__name__}"
+        )
+    unknown = [key for key in policy.referenced_keys if key not in requested]
+    if unknown:
+        raise ValueError(
+            "acceptance_policy names keys that are not in the request: "
+            + ", ".join(str(key) for key in unknown)
+        )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Final, TypeAlias, final
 
@@ -43,6 +43,8 @@ SNAPSHOT_BUILD_TOTAL: Final = "snapshot_build_total"
 SESSION_RESOLVE_TOTAL: Final = "snapshot_session_resolve_total"
 SESSION_REVALIDATE_TOTAL: Final = "snapshot_session_revalidate_total"
 CONSISTENCY_TOTAL: Final = "snapshot_consistency_total"
+ACCEPTANCE_TOTAL: Final = "snapshot_acceptance_total"
+ACCEPTANCE_VIOLATION_TOTAL: Final = "snapshot_acceptance_violation_total"
 CACHE_ACCESS_TOTAL: Final = "cache_access_total"
 SOURCE_FETCH_TOTAL: Final = "source_fetch_total"
 SOURCE_BATCH_CALL_TOTAL: Final = "source_batch_call_total"
@@ -61,6 +63,8 @@ COUNTERS: Final = (
     SESSION_RESOLVE_TOTAL,
     SESSION_REVALIDATE_TOTAL,
     CONSISTENCY_TOTAL,
+    ACCEPTANCE_TOTAL,
+    ACCEPTANCE_VIOLATION_TOTAL,
     CACHE_ACCESS_TOTAL,
     SOURCE_FETCH_TOTAL,
     SOURCE_BATCH_CALL_TOTAL,
@@ -97,6 +101,7 @@ EVENT_SNAPSHOT_BUILT: Final = "snapshot_built"
 EVENT_SESSION_RESOLVED: Final = "snapshot_session_resolved"
 EVENT_SESSION_REVALIDATED: Final = "snapshot_session_revalidated"
 EVENT_CONSISTENCY_FAILED: Final = "snapshot_consistency_failed"
+EVENT_ACCEPTANCE_FAILED: Final = "snapshot_acceptance_failed"
 EVENT_CACHE_HIT: Final = "cache_hit"
 EVENT_CACHE_BYPASSED: Final = "cache_bypassed"
 EVENT_STALE_FALLBACK: Final = "stale_fallback_used"
@@ -335,6 +340,22 @@ class Instrumentation:
             newest_resource=str(error.newest_key),
             observation_skew_ms=error.observation_skew_seconds * 1000.0,
             max_observation_skew_ms=error.max_observation_skew_seconds * 1000.0,
+        )
+
+    def acceptance_evaluated(self, snapshot_id: str, violations: Sequence[Any]) -> None:
+        """An acceptance policy was evaluated; ``violations`` empty means accepted."""
+        if not violations:
+            self._count(ACCEPTANCE_TOTAL, status="success")
+            return
+        self._count(ACCEPTANCE_TOTAL, status="error")
+        reasons = sorted({violation.reason.value for violation in violations})
+        for reason in reasons:
+            self._count(ACCEPTANCE_VIOLATION_TOTAL, reason=reason)
+        self._event(
+            EVENT_ACCEPTANCE_FAILED,
+            snapshot_id=snapshot_id,
+            violations=len(violations),
+            reasons=",".join(reasons),
         )
 
     # -- the cache ----------------------------------------------------------------------------

@@ -10,13 +10,17 @@ from ..core import (
     DiagnosticsCollector,
     ResourceKey,
     Snapshot,
+    SnapshotAcceptanceError,
+    SnapshotAcceptancePolicy,
     SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotValue,
 )
+from ..core._acceptance import TtlFor, evaluate_acceptance
 from ..core._snapshot import key_tuple
 from ..core._validation import ReadOnlyDict
+from ..observability._instrumentation import Instrumentation
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -117,3 +121,23 @@ def raise_for_required(snapshot: Snapshot, required: Collection[ResourceKey]) ->
     errors = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
     if errors:
         raise SnapshotBuildError(errors, snapshot=snapshot)
+
+
+def check_acceptance(
+    snapshot: Snapshot,
+    policy: SnapshotAcceptancePolicy,
+    required: Collection[ResourceKey],
+    optional: Collection[ResourceKey],
+    *,
+    now: float,
+    ttl_for: TtlFor,
+    report: Instrumentation,
+) -> None:
+    """Raise :class:`SnapshotAcceptanceError` (carrying ``snapshot``) when the resolved values
+    break ``policy``; report the evaluation either way. Called only when a policy is given."""
+    violations = evaluate_acceptance(
+        snapshot.resources, policy, required, optional, now=now, ttl_for=ttl_for
+    )
+    report.acceptance_evaluated(snapshot.snapshot_id, violations)
+    if violations:
+        raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)

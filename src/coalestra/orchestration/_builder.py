@@ -27,6 +27,7 @@ from ..core import (
     PayloadIsolator,
     ResourceKey,
     Snapshot,
+    SnapshotAcceptancePolicy,
     SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
@@ -45,7 +46,13 @@ from ..resilience import (
     RetryPolicy,
     SourceResiliencePolicy,
 )
-from ._assembly import assemble, check_consistency, raise_for_required, requested_keys
+from ._assembly import (
+    assemble,
+    check_acceptance,
+    check_consistency,
+    raise_for_required,
+    requested_keys,
+)
 from ._config import settle
 from ._counters import EngineCounters
 from ._parts import make_capacity, make_engine, make_publisher
@@ -404,6 +411,7 @@ class SnapshotBuilder:
             metadata,
             snapshot_id,
             strict=True,
+            acceptance=request.acceptance_policy,
         )
 
     async def _build(
@@ -417,6 +425,7 @@ class SnapshotBuilder:
         snapshot_id: str | None,
         *,
         strict: bool,
+        acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
         with self._settings.tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
@@ -432,7 +441,27 @@ class SnapshotBuilder:
                     raise
             self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
             raise_for_required(snapshot, required)
+            if acceptance is not None:
+                self._accept(snapshot, acceptance, required, optional)
         return snapshot
+
+    def _accept(
+        self,
+        snapshot: Snapshot,
+        policy: SnapshotAcceptancePolicy,
+        required: Sequence[ResourceKey],
+        optional: Sequence[ResourceKey],
+    ) -> None:
+        policy_for = self._engine.policy_for
+        check_acceptance(
+            snapshot,
+            policy,
+            required,
+            optional,
+            now=self._clock.now(),
+            ttl_for=lambda key: policy_for(key).ttl_seconds,
+            report=self._report,
+        )
 
     async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
         diag = DiagnosticsCollector()

@@ -23,6 +23,7 @@ from ..core import (
     FetchContext,
     ResourceKey,
     Snapshot,
+    SnapshotAcceptancePolicy,
     SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
@@ -31,7 +32,7 @@ from ..core import (
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
-from ._assembly import check_consistency, requested_keys, skew_violation
+from ._assembly import check_acceptance, check_consistency, requested_keys, skew_violation
 from ._pinning import PinnedMemo, ordered_union, resolved_closure
 from ._revalidation import Errors, Refreshed, Values, refresh
 from ._runtime import ResolutionRuntime
@@ -183,6 +184,7 @@ class SnapshotSession:
             request.consistency_policy,
             True,
             retry_errors,
+            acceptance=request.acceptance_policy,
         )
 
     async def _stage(
@@ -193,6 +195,7 @@ class SnapshotSession:
         consistency: SnapshotConsistencyPolicy | None,
         strict: bool,
         retry_errors: bool,
+        acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         async with self._lock:
             self._check_open()
@@ -220,6 +223,8 @@ class SnapshotSession:
             except SnapshotConsistencyError as error:
                 report.consistency_failed(self.snapshot_id, error)
                 raise
+            if acceptance is not None:
+                self._accept(snapshot, acceptance, required, optional)
         except SnapshotBuildError:
             report.session_resolved(
                 snapshot,
@@ -237,6 +242,25 @@ class SnapshotSession:
             retry_errors=retry_errors,
         )
         return snapshot
+
+    def _accept(
+        self,
+        snapshot: Snapshot,
+        policy: SnapshotAcceptancePolicy,
+        required: Sequence[ResourceKey],
+        optional: Sequence[ResourceKey],
+    ) -> None:
+        runtime = self._runtime
+        policy_for = runtime.engine.policy_for
+        check_acceptance(
+            snapshot,
+            policy,
+            required,
+            optional,
+            now=runtime.clock.now(),
+            ttl_for=lambda key: policy_for(key).ttl_seconds,
+            report=runtime.report,
+        )
 
     async def _acquire(
         self,

@@ -23,6 +23,8 @@ HELP: Final[Mapping[str, str]] = ReadOnlyDict(
         names.SESSION_RESOLVE_TOTAL: "Session stages (builds included), by status.",
         names.SESSION_REVALIDATE_TOTAL: "Session revalidations, by status.",
         names.CONSISTENCY_TOTAL: "Snapshot consistency checks that failed, by rule.",
+        names.ACCEPTANCE_TOTAL: "Snapshot acceptance evaluations, by status.",
+        names.ACCEPTANCE_VIOLATION_TOTAL: "Rejected snapshots, once per distinct reason.",
         names.CACHE_ACCESS_TOTAL: "Keys looked up in the cache, by status and resource type.",
         names.SOURCE_FETCH_TOTAL: "Keys fetched from sources, by source and status.",
         names.SOURCE_BATCH_CALL_TOTAL: "Batch source calls, by source and status.",
