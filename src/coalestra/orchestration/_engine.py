@@ -373,8 +373,10 @@ class Engine:
     async def _let_ending_groups_finish(self, claims: Mapping[ResourceKey, Flight]) -> None:
         """At the deadline, a group whose own deadline has passed too is ending right now: its
         calls are failing, and it writes the values its level made before it resolves them.
-        Wait for that end, so a value resolved before the deadline is not lost to it. A group
-        whose deadline a joiner extended goes on for that joiner; it is not waited for."""
+        Wait for that end (a few loop turns, no real time), so a value resolved before the
+        deadline is not lost to it; bounded, since a group may also be giving back cross-process
+        leases. A group whose deadline a joiner extended goes on for that joiner; it is not
+        waited for."""
         ending = {
             group.task
             for flight in claims.values()
@@ -385,7 +387,7 @@ class Engine:
             and group.window.expired()
         }
         if ending:
-            await asyncio.wait(ending)
+            await asyncio.wait(ending, timeout=_SETTLE_SECONDS)
 
     # -- background work ---------------------------------------------------------------------
 
@@ -556,6 +558,10 @@ class Engine:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+_SETTLE_SECONDS = 0.01
+"""How long past its deadline a caller waits for a group cut at that same deadline to end."""
 
 
 def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
