@@ -174,6 +174,25 @@ class InMemoryMetrics:
             count, total, minimum, maximum = stats
         return ObservationSummary(int(count), total, minimum, maximum)
 
+    def series(self, metric: str | None = None) -> list[tuple[str, dict[str, str]]]:
+        """Return every series recorded so far as ``(metric, labels)``, sorted, each once
+        (counters and observations alike); only ``metric``'s when it is given.
+
+        Read each with :meth:`counter` or :meth:`summary`: ``counter(name, **labels)``.
+
+        Raises:
+            TypeError, ValueError: ``metric`` is given and is not a non-blank str.
+        """
+        if metric is not None:
+            check_str("metric", metric)
+        with self._lock:
+            keys = set(self._counters) | set(self._observations)
+        return [
+            (name, dict(labels))
+            for name, labels in sorted(keys)
+            if metric is None or name == metric
+        ]
+
     def __repr__(self) -> str:
         with self._lock:
             return (

@@ -12,6 +12,9 @@ Swapping one reference to an immutable value is atomic, so no lock is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+import weakref
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, final
@@ -22,7 +25,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from ...cache import CacheStats
 from ...concurrency import CapacitySnapshot
 from ...core import BuilderHealth
-from ...core._validation import check_float
+from ...core._validation import check_bool, check_float
 from ...observability._instrumentation import ANY
 from ...resilience import CircuitIdentity, CircuitSnapshot, CircuitState
 from ._names import check_namespace
@@ -86,22 +89,49 @@ class HealthCollector:
     Args:
         registry: where to register (default: ``prometheus_client.REGISTRY``).
         namespace: the metric name prefix (``""``: none).
+        register: ``False`` registers nowhere: register it yourself, on any registry (it is
+            an ordinary collector).
+        replace: opt-in: first unregister the ``HealthCollector`` made earlier on this
+            registry with this namespace (an application or test fixture made twice), instead
+            of refusing the duplicate.
 
     Raises:
         TypeError, ValueError: a bad ``registry`` or ``namespace``; ``ValueError`` also when the
-            registry already holds one of these metric names.
+            registry already holds one of these metric names (and ``replace`` did not free
+            them).
     """
 
     __slots__ = ("_health", "_namespace", "_registry", "_updates")
 
-    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "coalestra"):
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        namespace: str = "coalestra",
+        *,
+        register: bool = True,
+        replace: bool = False,
+    ):
         if registry is not None and not isinstance(registry, CollectorRegistry):
             raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
         self._namespace = check_namespace(namespace)
         self._registry: CollectorRegistry = REGISTRY if registry is None else registry
         self._health: BuilderHealth | None = None
         self._updates = 0
-        self._registry.register(self)
+        if check_bool("register", register):
+            _register(self._registry, self._namespace, self, replace=check_bool("replace", replace))
+
+    def unregister(self) -> bool:
+        """Remove this collector from the registry it was made for; False if it was not there
+        (made with ``register=False``, or already removed)."""
+        with _LOCK:
+            made = _MADE.get(self._registry, {})
+            if made.get(self._namespace) is self:
+                del made[self._namespace]
+        try:
+            self._registry.unregister(self)
+        except KeyError:
+            return False
+        return True
 
     @property
     def health(self) -> BuilderHealth | None:
@@ -146,6 +176,26 @@ class HealthCollector:
 
     def __repr__(self) -> str:
         return f"HealthCollector(namespace={self._namespace!r}, updates={self._updates})"
+
+
+# The collector made (and registered) last per registry and namespace, for ``replace=True``.
+_MADE: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, HealthCollector]] = (
+    weakref.WeakKeyDictionary()
+)
+_LOCK: Final = threading.Lock()
+
+
+def _register(
+    registry: CollectorRegistry, namespace: str, collector: HealthCollector, *, replace: bool
+) -> None:
+    with _LOCK:
+        made = _MADE.setdefault(registry, {})
+        earlier = made.get(namespace)
+        if replace and earlier is not None:
+            with contextlib.suppress(KeyError):  # the user removed it already
+                registry.unregister(earlier)
+        registry.register(collector)
+        made[namespace] = collector
 
 
 def _render(namespace: str, health: BuilderHealth | None, updates: int) -> list[Metric]:
