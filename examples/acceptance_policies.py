@@ -11,6 +11,7 @@ from coalestra import (
     CallableSource,
     FetchContext,
     FreshnessPolicy,
+    RequestDegradationPolicy,
     ResourceAcceptanceRule,
     ResourceKey,
     SnapshotAcceptanceError,
@@ -66,6 +67,14 @@ async def main() -> None:
         SnapshotRequest(required=[POSITION], optional=VENUES, acceptance_policy=two_venues)
     )
     print("accepted:", len(snapshot.resources), "resources")
+
+    # 3. Without raising: a degraded result only allows reading and evaluating.
+    result = await builder.try_build_request(
+        SnapshotRequest(required=[POSITION, *VENUES], acceptance_policy=too_old),
+        degradation_policy=RequestDegradationPolicy.risk_reduction(),
+    )
+    assert result.degraded
+    print(result.state.value, result.reason, "->", ", ".join(result.allowed_actions))
     await builder.aclose()
 
 

@@ -117,6 +117,7 @@ CONTRACT_NAMES = frozenset(
 # Additions of the 0.6 line (public-api-0.6.md), on top of the 0.5.7 names above.
 V06_CORE_NAMES = frozenset(
     {
+        "RequestDegradationPolicy",
         "ResourceAcceptanceError",
         "ResourceAcceptanceRule",
         "SnapshotAcceptanceError",
@@ -124,9 +125,19 @@ V06_CORE_NAMES = frozenset(
         "SnapshotAcceptanceReason",
         "SnapshotAcceptanceViolation",
         "SnapshotRequirement",
+        "SnapshotResult",
+        "SnapshotResultState",
     }
 )
-V06_NAMES = V06_CORE_NAMES
+V06_ORCHESTRATION_NAMES = frozenset(
+    {
+        "install_operational_methods",
+        "try_build_request",
+        "try_build_requests",
+        "try_resolve_request",
+    }
+)
+V06_NAMES = V06_CORE_NAMES | V06_ORCHESTRATION_NAMES
 
 SUBPACKAGE_EXPORTS: dict[str, frozenset[str]] = {
     "coalestra.adapters": frozenset(
@@ -245,7 +256,8 @@ SUBPACKAGE_EXPORTS: dict[str, frozenset[str]] = {
             "SnapshotBuilder",
             "SnapshotSession",
         }
-    ),
+    )
+    | V06_ORCHESTRATION_NAMES,
     "coalestra.resilience": frozenset(
         {
             "CircuitBreaker",

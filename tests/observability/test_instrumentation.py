@@ -231,6 +231,7 @@ def test_metric_names_are_the_published_ones() -> None:
         "snapshot_consistency_total",
         "snapshot_acceptance_total",
         "snapshot_acceptance_violation_total",
+        "snapshot_try_request_total",
         "cache_access_total",
         "source_fetch_total",
         "source_batch_call_total",

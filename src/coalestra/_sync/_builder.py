@@ -9,7 +9,14 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, final, overload
 
-from ..core import BuilderHealth, ResourceKey, Snapshot, SnapshotRequest
+from ..core import (
+    BuilderHealth,
+    RequestDegradationPolicy,
+    ResourceKey,
+    Snapshot,
+    SnapshotRequest,
+    SnapshotResult,
+)
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import check_bool, check_float
 from ..orchestration import SnapshotBuilder
@@ -214,6 +221,46 @@ class SyncSnapshotBuilder:
             deadline_seconds=deadline_seconds,
             metadata=metadata,
             snapshot_id=snapshot_id,
+        )
+
+    def try_build_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+        degradation_policy: RequestDegradationPolicy | None = None,
+    ) -> SnapshotResult:
+        """Blocking :meth:`SnapshotBuilder.try_build_request`."""
+        return self._core.call(
+            self._core.builder.try_build_request,
+            request,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
+            snapshot_id=snapshot_id,
+            degradation_policy=degradation_policy,
+        )
+
+    def try_build_requests(
+        self,
+        requests: Iterable[SnapshotRequest],
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id_prefix: str | None = None,
+        degradation_policy: RequestDegradationPolicy | None = None,
+        max_concurrent: int | None = None,
+    ) -> tuple[SnapshotResult, ...]:
+        """Blocking :meth:`SnapshotBuilder.try_build_requests`."""
+        return self._core.call(
+            self._core.builder.try_build_requests,
+            requests,
+            deadline_seconds=deadline_seconds,
+            metadata=metadata,
+            snapshot_id_prefix=snapshot_id_prefix,
+            degradation_policy=degradation_policy,
+            max_concurrent=max_concurrent,
         )
 
     def session(

@@ -7,7 +7,14 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, final
 
-from ..core import ResourceKey, Snapshot, SnapshotConsistencyPolicy, SnapshotRequest
+from ..core import (
+    RequestDegradationPolicy,
+    ResourceKey,
+    Snapshot,
+    SnapshotConsistencyPolicy,
+    SnapshotRequest,
+    SnapshotResult,
+)
 from ..core._closed import SYNC_SESSION_CLOSED, ClosedError
 from ..orchestration import SnapshotSession
 from ._core import run_sync
@@ -88,6 +95,26 @@ class SyncSnapshotSession:
         """
         self._check_open()
         return self._core.call(self._session.resolve_request, request, retry_errors=retry_errors)
+
+    def try_resolve_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        retry_errors: bool = False,
+        degradation_policy: RequestDegradationPolicy | None = None,
+    ) -> SnapshotResult:
+        """Blocking :meth:`SnapshotSession.try_resolve_request`.
+
+        Raises:
+            TypeError: as the async method. RuntimeError: as :meth:`resolve`.
+        """
+        self._check_open()
+        return self._core.call(
+            self._session.try_resolve_request,
+            request,
+            retry_errors=retry_errors,
+            degradation_policy=degradation_policy,
+        )
 
     def revalidate(
         self,

@@ -10,6 +10,7 @@ from ._acceptance import (
     SnapshotRequirement,
 )
 from ._clock import Clock, SystemClock
+from ._degradation import RequestDegradationPolicy, SnapshotResult, SnapshotResultState
 from ._errors import (
     CircuitOpenError,
     CoalestraError,
@@ -83,6 +84,9 @@ from ._values import (
 )
 
 __all__ = [
+    "RequestDegradationPolicy",
+    "SnapshotResult",
+    "SnapshotResultState",
     "ResourceAcceptanceError",
     "ResourceAcceptanceRule",
     "SnapshotAcceptanceError",

@@ -45,6 +45,7 @@ SESSION_REVALIDATE_TOTAL: Final = "snapshot_session_revalidate_total"
 CONSISTENCY_TOTAL: Final = "snapshot_consistency_total"
 ACCEPTANCE_TOTAL: Final = "snapshot_acceptance_total"
 ACCEPTANCE_VIOLATION_TOTAL: Final = "snapshot_acceptance_violation_total"
+TRY_REQUEST_TOTAL: Final = "snapshot_try_request_total"
 CACHE_ACCESS_TOTAL: Final = "cache_access_total"
 SOURCE_FETCH_TOTAL: Final = "source_fetch_total"
 SOURCE_BATCH_CALL_TOTAL: Final = "source_batch_call_total"
@@ -65,6 +66,7 @@ COUNTERS: Final = (
     CONSISTENCY_TOTAL,
     ACCEPTANCE_TOTAL,
     ACCEPTANCE_VIOLATION_TOTAL,
+    TRY_REQUEST_TOTAL,
     CACHE_ACCESS_TOTAL,
     SOURCE_FETCH_TOTAL,
     SOURCE_BATCH_CALL_TOTAL,
@@ -102,6 +104,7 @@ EVENT_SESSION_RESOLVED: Final = "snapshot_session_resolved"
 EVENT_SESSION_REVALIDATED: Final = "snapshot_session_revalidated"
 EVENT_CONSISTENCY_FAILED: Final = "snapshot_consistency_failed"
 EVENT_ACCEPTANCE_FAILED: Final = "snapshot_acceptance_failed"
+EVENT_TRY_REQUEST_RESOLVED: Final = "snapshot_try_request_resolved"
 EVENT_CACHE_HIT: Final = "cache_hit"
 EVENT_CACHE_BYPASSED: Final = "cache_bypassed"
 EVENT_STALE_FALLBACK: Final = "stale_fallback_used"
@@ -356,6 +359,19 @@ class Instrumentation:
             snapshot_id=snapshot_id,
             violations=len(violations),
             reasons=",".join(reasons),
+        )
+
+    def try_request_resolved(self, result: Any) -> None:
+        """A non-throwing request build ended with ``result`` (a SnapshotResult)."""
+        state = result.state.value
+        self._count(TRY_REQUEST_TOTAL, status=state)
+        snapshot = result.snapshot
+        self._event(
+            EVENT_TRY_REQUEST_RESOLVED,
+            snapshot_id=None if snapshot is None else snapshot.snapshot_id,
+            state=state,
+            reason=result.reason,
+            allowed_actions=result.allowed_actions,
         )
 
     # -- the cache ----------------------------------------------------------------------------

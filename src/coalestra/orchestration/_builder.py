@@ -25,6 +25,7 @@ from ..core import (
     ObservationPolicy,
     PayloadCopier,
     PayloadIsolator,
+    RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
     SnapshotAcceptancePolicy,
@@ -32,6 +33,7 @@ from ..core import (
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
+    SnapshotResult,
     SnapshotValue,
     Source,
     SourceAuthorityPolicy,
@@ -60,6 +62,7 @@ from ._policy import PolicyResolver
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._singleflight import SingleFlight
+from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
 
 T = TypeVar("T")
@@ -536,6 +539,68 @@ class SnapshotBuilder:
         return await self._engine.resolve(
             keys, ctx, diag, BuildView(pinned), force_refresh=force_refresh
         )
+
+    async def try_build_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id: str | None = None,
+        degradation_policy: RequestDegradationPolicy | None = None,
+    ) -> SnapshotResult:
+        """Resolve ``request`` in a session of its own (closed afterwards) without raising for
+        what went wrong: see :meth:`SnapshotSession.try_resolve_request`.
+
+        Raises:
+            TypeError, ValueError: bad arguments. RuntimeError: the builder is closed.
+        """
+        request, policy = check_try_arguments(request, degradation_policy)
+        session = self.session(
+            deadline_seconds=deadline_seconds, metadata=metadata, snapshot_id=snapshot_id
+        )
+        try:
+            return await session.try_resolve_request(request, degradation_policy=policy)
+        finally:
+            await session.close()
+
+    async def try_build_requests(
+        self,
+        requests: Iterable[SnapshotRequest],
+        *,
+        deadline_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        snapshot_id_prefix: str | None = None,
+        degradation_policy: RequestDegradationPolicy | None = None,
+        max_concurrent: int | None = None,
+    ) -> tuple[SnapshotResult, ...]:
+        """:meth:`try_build_request` for every request, at most ``max_concurrent`` at once
+        (default: ``min(len(requests), max_concurrency)``); results in input order, snapshot
+        ids ``"<snapshot_id_prefix>:<index>"`` when a prefix is given.
+
+        Raises:
+            TypeError: a request is not a SnapshotRequest, ``max_concurrent`` is not an int.
+            ValueError: ``max_concurrent`` < 1.
+        """
+        limit = check_max_concurrent(max_concurrent)
+        items = tuple(check_try_arguments(request, degradation_policy)[0] for request in requests)
+        if not items:
+            return ()
+        gate = asyncio.Semaphore(limit or min(len(items), self.max_concurrency))
+
+        async def one(index: int, request: SnapshotRequest) -> SnapshotResult:
+            async with gate:
+                return await self.try_build_request(
+                    request,
+                    deadline_seconds=deadline_seconds,
+                    metadata=metadata,
+                    snapshot_id=(
+                        None if snapshot_id_prefix is None else f"{snapshot_id_prefix}:{index}"
+                    ),
+                    degradation_policy=degradation_policy,
+                )
+
+        return tuple(await asyncio.gather(*(one(i, r) for i, r in enumerate(items))))
 
     def session(
         self,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, final
 from ..core import (
     DiagnosticsCollector,
     FetchContext,
+    RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
     SnapshotAcceptancePolicy,
@@ -28,6 +29,7 @@ from ..core import (
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
+    SnapshotResult,
     SnapshotValue,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
@@ -36,6 +38,7 @@ from ._assembly import check_acceptance, check_consistency, requested_keys, skew
 from ._pinning import PinnedMemo, ordered_union, resolved_closure
 from ._revalidation import Errors, Refreshed, Values, refresh
 from ._runtime import ResolutionRuntime
+from ._trying import check_try_arguments, resolve_trying
 
 if TYPE_CHECKING:
     from ._builder import SnapshotBuilder
@@ -185,6 +188,35 @@ class SnapshotSession:
             True,
             retry_errors,
             acceptance=request.acceptance_policy,
+        )
+
+    async def try_resolve_request(
+        self,
+        request: SnapshotRequest,
+        *,
+        retry_errors: bool = False,
+        degradation_policy: RequestDegradationPolicy | None = None,
+    ) -> SnapshotResult:
+        """Resolve ``request`` as a stage without raising for failed keys, an inconsistent
+        group or rejected values: classify them with ``degradation_policy`` (default
+        :class:`RequestDegradationPolicy`) into an accepted, degraded or rejected
+        :class:`SnapshotResult`. A :class:`CoalestraError` of the stage (a closed session, for
+        instance) becomes a rejected result carrying it.
+
+        Raises:
+            TypeError: ``request``, ``retry_errors`` or ``degradation_policy`` has a wrong type.
+        """
+        request, policy = check_try_arguments(request, degradation_policy)
+        check_bool("retry_errors", retry_errors)
+        runtime = self._runtime
+        policy_for = runtime.engine.policy_for
+        return await resolve_trying(
+            lambda: self._stage(request.keys, (), (), None, False, retry_errors),
+            request,
+            policy,
+            now=runtime.clock.now,
+            ttl_for=lambda key: policy_for(key).ttl_seconds,
+            report=runtime.report,
         )
 
     async def _stage(

@@ -25,6 +25,7 @@ HELP: Final[Mapping[str, str]] = ReadOnlyDict(
         names.CONSISTENCY_TOTAL: "Snapshot consistency checks that failed, by rule.",
         names.ACCEPTANCE_TOTAL: "Snapshot acceptance evaluations, by status.",
         names.ACCEPTANCE_VIOLATION_TOTAL: "Rejected snapshots, once per distinct reason.",
+        names.TRY_REQUEST_TOTAL: "Non-throwing request builds, by result state.",
         names.CACHE_ACCESS_TOTAL: "Keys looked up in the cache, by status and resource type.",
         names.SOURCE_FETCH_TOTAL: "Keys fetched from sources, by source and status.",
         names.SOURCE_BATCH_CALL_TOTAL: "Batch source calls, by source and status.",
