@@ -116,13 +116,16 @@ class CallableBatchSource(CallableSourceBase):
         resilience_policy, cache_supports, run_sync_in_thread: as for :class:`CallableSource`.
         fetcher: ``fetcher(keys, context) -> Mapping[ResourceKey, value]``.
         max_batch_size: the most keys per fetcher call (>= 1), or ``None`` for no cap.
+        omitted_means_not_found: a key the fetcher leaves out does not exist: it fails with
+            :class:`ResourceNotFound` (never retried, a success for its circuit) instead of
+            ``SourceUnavailableError`` (the default, B-SRC-4 and B-SRC-5).
 
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
     """
 
-    __slots__ = ("_fetcher",)
+    __slots__ = ("_fetcher", "omitted_means_not_found")
 
     def __init__(
         self,
@@ -138,7 +141,11 @@ class CallableBatchSource(CallableSourceBase):
         resilience_policy: SourceResiliencePolicy | None = None,
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
+        omitted_means_not_found: bool = False,
     ) -> None:
+        self.omitted_means_not_found = check_bool(
+            "omitted_means_not_found", omitted_means_not_found
+        )
         settings = SourceSettings(
             name=name,
             priority=priority,

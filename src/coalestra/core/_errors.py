@@ -9,7 +9,9 @@
     │   │   └── SnapshotDeadlineExceededError  the build's absolute deadline passed
     │   └── CircuitOpenError             the source's circuit is open for this key
     ├── SourceProtocolError              a source broke its contract (wrong type, wrong keys)
+    ├── ResourceNotFound                 raised by a source: no such resource (an answer)
     ├── ResourceResolutionError          every source for one key failed; carries SourceFailures
+    │   └── ResourceNotFoundError        every source asked said the resource does not exist
     ├── DependencyCycleError             derived dependencies loop back on themselves
     ├── DependencyResolutionError        a derived key's dependencies could not be resolved
     ├── SnapshotBuildError               required keys failed; carries the partial snapshot
@@ -182,6 +184,35 @@ class ResourceResolutionError(CoalestraError):
         return serialize_resource_error(
             self.key, self, max_message_length=max_message_length, extended=extended
         )
+
+
+class ResourceNotFound(CoalestraError):
+    """Raised by a source (a fetcher) to say that the resource does not exist.
+
+    It is an answer, not a failure: it is never retried and it never counts against the
+    source's circuit (the source responded; the call records a success). Lower-priority
+    sources are still asked. When every source asked for a key raised it, the key's error is a
+    :class:`ResourceNotFoundError`, which the builder can remember for
+    ``not_found_ttl_seconds`` (negative caching).
+
+    Args:
+        message: why, e.g. ``"no such symbol"`` (optional).
+    """
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+
+
+class ResourceNotFoundError(ResourceResolutionError):
+    """The key's error when every source asked for it raised :class:`ResourceNotFound`.
+
+    A :class:`ResourceResolutionError` (so existing handlers keep working), with the same
+    ``key`` and ``failures``; ``snapshot.value(key)`` raises ``KeyError`` for it, chained to it,
+    like for any failed key. Its message is ``"Resource <key> not found: <failures>"``.
+    """
+
+    def __str__(self) -> str:
+        return f"Resource {self.key} not found: {self.format_failures()}"
 
 
 def error_type_name(error: BaseException) -> str:

@@ -39,7 +39,7 @@ from ..core import (
     SourceAuthorityPolicy,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
-from ..core._validation import frozen_mapping
+from ..core._validation import check_optional_float, frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import Span, Tracer, describe_build
 from ..resilience import (
@@ -57,6 +57,7 @@ from ._assembly import (
 )
 from ._config import settle
 from ._counters import EngineCounters
+from ._notfound import NotFoundMemory
 from ._parts import make_capacity, make_engine, make_publisher
 from ._policy import PolicyResolver
 from ._runtime import ResolutionRuntime
@@ -98,6 +99,9 @@ class SnapshotBuilder:
         payload_copier / cache_run_payload_copies_in_thread / cache_max_copy_concurrency:
             payload isolation settings; the ``cache_*`` ones apply only to the default cache.
         tracer: spans around builds and source calls (e.g. the OpenTelemetry integration).
+        not_found_ttl_seconds: remember keys that every source said do not exist
+            (:class:`ResourceNotFound`) for this long, answering them without a source call
+            (negative caching); ``None`` (the default): never remember them.
 
     Raises:
         TypeError, ValueError: a malformed source, duplicate source names, unknown names in
@@ -134,7 +138,11 @@ class SnapshotBuilder:
         cache_run_payload_copies_in_thread: bool | None = None,
         cache_max_copy_concurrency: int = 4,
         tracer: Tracer | None = None,
+        not_found_ttl_seconds: float | None = None,
     ) -> None:
+        not_found_ttl = check_optional_float(
+            "not_found_ttl_seconds", not_found_ttl_seconds, positive=True
+        )
         settings = settle(
             sources,
             default_policy=default_policy,
@@ -172,6 +180,7 @@ class SnapshotBuilder:
         self._engine = make_engine(settings, self._capacity, self._counters, self._report)
         self._publisher = make_publisher(settings)
         self._runtime = ResolutionRuntime(self, self._engine, self._counters)
+        self._engine.not_found = NotFoundMemory(not_found_ttl, settings.clock)
         self._closed = False
         self._components_closed = False
 
@@ -660,6 +669,18 @@ class SnapshotBuilder:
         traceback: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    @property
+    def not_found_ttl_seconds(self) -> float | None:
+        """How long a not-found key is remembered (``None``: never)."""
+        return self._engine.not_found.ttl_seconds
+
+    def forget_not_found(self, keys: Iterable[ResourceKey] | None = None) -> None:
+        """Forget that ``keys`` (every key, when ``None``) were not found: their next build asks
+        the sources again (after creating a resource, say)."""
+        if keys is not None:
+            keys = requested_keys(keys)
+        self._engine.not_found.forget(keys)
 
     def clear_source_support_cache(self) -> None:
         """Forget cached ``supports()`` answers (after changing what a source supports)."""

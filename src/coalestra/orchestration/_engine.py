@@ -43,6 +43,7 @@ from ._counters import EngineCounters
 from ._gate import SourceGate
 from ._group import GroupRun
 from ._ledger import JOINED_SOURCE, as_resolution_error
+from ._notfound import NotFoundMemory
 from ._reconcile import Reconciler
 from ._results import ValueFactory
 from ._singleflight import Flight, FlightGroup, Outcome, Raised, SingleFlight
@@ -97,6 +98,7 @@ class Engine:
         self.tasks: set[asyncio.Task[None]] = set()
         self.refresh_tasks: set[asyncio.Task[None]] = set()
         self.closed = False  # set by shutdown(): no background refresh starts after it
+        self.not_found = NotFoundMemory(None, clock)  # the builder sets its TTL (opt-in)
 
     # -- steps 2 and 3: one cache read, then single-flight ----------------------------------
 

@@ -23,6 +23,7 @@ from ..core import (
     Clock,
     DiagnosticsCollector,
     ResourceKey,
+    ResourceNotFound,
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
     SourceTimeoutError,
@@ -149,7 +150,11 @@ class SourceGate:
                 return result
             except Exception as error:
                 result.error = error
-                if result.attempts >= retry.max_attempts or not retry.is_retryable(error):
+                if (
+                    result.attempts >= retry.max_attempts
+                    or isinstance(error, ResourceNotFound)  # an answer: asking again cannot help
+                    or not retry.is_retryable(error)
+                ):
                     return result
                 delay = retry.delay_for_attempt(result.attempts)
                 remaining = window.remaining()
@@ -339,8 +344,12 @@ class SourceGate:
         window: FlightWindow,
     ) -> None:
         """Record a failed attempt: a failure, unless it is not the source's fault (see
-        :meth:`_release_probes`)."""
-        if isinstance(error, Exception) and not isinstance(error, _NOT_THE_SOURCES_FAULT):
+        :meth:`_release_probes`). A not-found answer shows the source is up: a success."""
+        if isinstance(error, ResourceNotFound):
+            policy = source.resilience.circuit
+            for identity in circuits:
+                self._breaker.succeed(identity, policy)
+        elif isinstance(error, Exception) and not isinstance(error, _NOT_THE_SOURCES_FAULT):
             policy = source.resilience.circuit
             for identity in circuits:
                 self._breaker.fail(identity, policy)

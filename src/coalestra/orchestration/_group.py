@@ -24,6 +24,8 @@ from ..core import (
     FreshnessPolicy,
     PayloadIsolationError,
     ResourceKey,
+    ResourceNotFound,
+    ResourceNotFoundError,
     SnapshotValue,
     SourcePayload,
     SourceProtocolError,
@@ -91,7 +93,7 @@ class GroupRun:
         reason: BaseException | None = None
         leased: set[ResourceKey] = set()
         try:
-            keys = self._prepare()
+            keys = self._recall_not_found(self._prepare())
             # A forced refresh must reach the sources, not wait for a value another
             # process is about to write.
             if self.engine.cache.coordinates_fetches and not (self._force or self._private):
@@ -127,6 +129,21 @@ class GroupRun:
         self.diag.support_cache_hits += chains.hits - hits
         self.diag.support_cache_misses += chains.misses - misses
         return list(self.flights)
+
+    def _recall_not_found(self, keys: list[ResourceKey]) -> list[ResourceKey]:
+        """Resolve keys remembered as not found (negative caching) without asking a source;
+        return the others. A forced revalidation asks the sources anyway."""
+        memory = self.engine.not_found
+        if not memory.enabled or self._force:
+            return keys
+        rest: list[ResourceKey] = []
+        for key in keys:
+            error = memory.recall(key)
+            if error is None:
+                rest.append(key)
+            else:
+                self.engine.flights.resolve(self.flights[key], error)
+        return rest
 
     async def _coordinate(self, keys: list[ResourceKey], leased: set[ResourceKey]) -> None:
         """With a shared cache tier: lease ``keys`` in one call, fetch the leased ones at once,
@@ -330,18 +347,17 @@ class GroupRun:
             raw = await fetch_many(called, ctx)
             return check_batch_result(source.name, set(called), raw)
 
-        result = await self.engine.gate.call(
-            source, chunk, self.window, self.diag, invoke, self.judge
-        )
+        judge = self._judge_not_found if source.omitted_means_not_found else self.judge
+        result = await self.engine.gate.call(source, chunk, self.window, self.diag, invoke, judge)
         if result.error is not None or result.value is None:
             return self.ledger.fail_all(source, chunk, result)
         failed = self.ledger.fail_blocked(source, result)
         payloads = result.value
+        # B-SRC-4 by default; a source that opted in means "no such resource" by omitting it.
+        omitted = ResourceNotFound if source.omitted_means_not_found else SourceUnavailableError
         for key in result.called:
             if key not in payloads:
-                missing = SourceUnavailableError(
-                    f"batch source {source.name} omitted resource {key}"
-                )
+                missing = omitted(f"batch source {source.name} omitted resource {key}")
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
         accepted = self.accept(source, payloads, result, made)
@@ -355,6 +371,14 @@ class GroupRun:
             return () if factory.fails_circuit(called[0], result, now) else called
         assert isinstance(result, Mapping)
         return [key for key, item in result.items() if not factory.fails_circuit(key, item, now)]
+
+    def _judge_not_found(
+        self, called: tuple[ResourceKey, ...], result: object
+    ) -> Collection[ResourceKey]:
+        """As :meth:`judge`, for a batch source whose omissions mean "not found": an omitted
+        key was answered, so it is a success for its circuit group too."""
+        assert isinstance(result, Mapping)
+        return [*self.judge(called, result), *(key for key in called if key not in result)]
 
     # -- results ---------------------------------------------------------------------------
 
@@ -455,6 +479,9 @@ class GroupRun:
             error = self.ledger.error_for(key)
             outcome: Outcome = error
             candidate = None if bypass else self._candidates.get(key)
+            if isinstance(error, ResourceNotFoundError):
+                engine.not_found.remember(error)
+                candidate = None  # it no longer exists: an older value is no fallback
             if candidate is not None:
                 fallback = _fallback(candidate, error, now, engine.policy_for(key))
                 if fallback is not None:

@@ -9,6 +9,8 @@ from ..core import (
     DependencyCycleError,
     FreshnessPolicy,
     ResourceKey,
+    ResourceNotFound,
+    ResourceNotFoundError,
     ResourceResolutionError,
     SnapshotValue,
     SourceFailure,
@@ -27,18 +29,25 @@ class StaleSourceData(SourceUnavailableError):
 class KeyLedger:
     """What went wrong for each key of one flight group, source by source."""
 
-    __slots__ = ("_failures", "_order", "_report", "_stale")
+    __slots__ = ("_failed", "_failures", "_not_found", "_order", "_report", "_stale")
 
     def __init__(self, report: Instrumentation, order: Mapping[str, int]) -> None:
         self._report = report  # source outcomes are reported as they are recorded
         self._order = order  # source name -> position in the priority chain
         self._failures: dict[ResourceKey, list[SourceFailure]] = {}
         self._stale: dict[ResourceKey, SnapshotValue[Any]] = {}
+        self._not_found: set[ResourceKey] = set()  # keys some source said do not exist
+        self._failed: set[ResourceKey] = set()  # keys with any other failure
 
     def fail(self, key: ResourceKey, source: str, error: BaseException, attempts: int = 1) -> None:
-        """Record that ``source`` failed for ``key``."""
+        """Record that ``source`` failed (or said "not found") for ``key``."""
         failure = SourceFailure.from_exception(source, error, attempts)
         self._failures.setdefault(key, []).append(failure)
+        (self._not_found if isinstance(error, ResourceNotFound) else self._failed).add(key)
+
+    def not_found(self, key: ResourceKey) -> bool:
+        """True when every source asked for ``key`` said it does not exist."""
+        return key in self._not_found and key not in self._failed
 
     def fail_fetch(
         self, key: ResourceKey, source: str, error: BaseException, attempts: int = 1
@@ -80,7 +89,8 @@ class KeyLedger:
                 failed.append(key)
         report = self._report
         if report.enabled and len(failed) > blocked:
-            report.fetched(source.name, "failure", len(failed) - blocked)
+            status = "not_found" if isinstance(error, ResourceNotFound) else "failure"
+            report.fetched(source.name, status, len(failed) - blocked)
             if report.events_on:
                 for key in failed[blocked:]:
                     report.source_failed(key, source.name, error)
@@ -132,13 +142,16 @@ class KeyLedger:
     def error_for(self, key: ResourceKey) -> Exception:
         """The error to report for ``key`` once no source is left to try: always a
         :class:`ResourceResolutionError` listing every failure (B-TIME-1), deadline ones and
-        a dependency cycle the key closed (B-SRC-8) included."""
+        a dependency cycle the key closed (B-SRC-8) included; a :class:`ResourceNotFoundError`
+        when every source asked said the resource does not exist."""
         # In the order tried (B-SRC-3): a supports() failure is found before any call is made,
         # and keys fork down their chains concurrently, so record order is not chain order.
         order = self._order
         failures = tuple(
             sorted(self._failures.get(key, ()), key=lambda failure: order.get(failure.source, -1))
         )
+        if self.not_found(key):
+            return ResourceNotFoundError(key, failures)
         return ResourceResolutionError(key, failures)
 
 

@@ -52,6 +52,8 @@ class RegisteredSource:
     # Derived sources only: stamp a value without observed_at with the oldest dependency's
     # observed_at (opt-in ``observed_at_from_dependencies``) instead of the derivation time.
     inherit_observed_at: bool = False
+    # Batch sources only (opt-in): an omitted key means "not found", not a failure (issue 16).
+    omitted_means_not_found: bool = False
 
 
 def _is_async(function: object) -> bool:
@@ -160,6 +162,10 @@ def register_source(
         and check_bool(
             f"{label} observed_at_from_dependencies",
             attribute("observed_at_from_dependencies", False),
+        ),
+        omitted_means_not_found=kind is SourceKind.BATCH
+        and check_bool(
+            f"{label} omitted_means_not_found", attribute("omitted_means_not_found", False)
         ),
     )
 
