@@ -70,6 +70,7 @@ SIGNATURES = {
         *COMMON_TAIL,
         ("max_batch_size", None),
         *FLAGS,
+        ("omitted_means_not_found", False),  # issue 16's opt-in (B-SRC-4 stays the default)
     ],
     CallableDerivedSource: [
         ("name", REQUIRED),
