@@ -767,9 +767,10 @@ class Soak:
                 result = await session.resolve_request(request)
             except SnapshotBuildError as error:
                 result = error
-            # Every stage returns the whole session so far (B-SESS-1). Not checked for revisions
-            # yet: a later stage may show a key that an earlier stage only read as a dependency,
-            # and sessions do not keep those revisions.
+            # Every stage returns the whole session so far (B-SESS-1). A key an earlier stage read
+            # only as a dependency shows the revision it was read at, but revisions are not
+            # checked here yet: when an earlier stage served a derived value from the cache, it
+            # never read that value's inputs, so a later stage may show a newer input revision.
             session_keys = list(dict.fromkeys([*first, *second]))
             self.check_build(result, session_keys, second[:1], f"{where} stage 2", revisions=False)
             later = result if isinstance(result, Snapshot) else result.snapshot

@@ -534,11 +534,11 @@ class SnapshotBuilder:
         diag: DiagnosticsCollector,
         *,
         force_refresh: bool = False,
-        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        view: BuildView | None = None,
     ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
         """Resolve ``keys`` under ``ctx`` into private values and per-key errors (internal:
-        shared by builds and sessions). ``pinned``: values the caller already shows (a
-        session's), which derivations then take as their dependencies.
+        shared by builds and sessions). ``view``: the caller's reading (a session stage's,
+        seeded with its pinned values, which derivations then take as their dependencies).
 
         Raises:
             Exception: whatever the cache raised, as it is.
@@ -546,7 +546,7 @@ class SnapshotBuilder:
         if self._closed:
             raise ClosedError(BUILDER_CLOSED)
         return await self._engine.resolve(
-            keys, ctx, diag, BuildView(pinned), force_refresh=force_refresh
+            keys, ctx, diag, BuildView() if view is None else view, force_refresh=force_refresh
         )
 
     async def try_build_request(

@@ -26,16 +26,35 @@ DependencyLookup = Callable[[ResourceKey], Collection[ResourceKey]]
 class PinnedMemo:
     """Pinned values and remembered errors of one session."""
 
-    __slots__ = ("errors", "values")
+    __slots__ = ("errors", "inputs", "values")
 
     def __init__(self) -> None:
         self.values: dict[ResourceKey, SnapshotValue[Any]] = {}
         self.errors: dict[ResourceKey, Exception] = {}
+        # Revisions read only as dependencies (not shown): what the derived values were
+        # computed from, so a later stage that asks for such a key shows that revision.
+        self.inputs: dict[ResourceKey, SnapshotValue[Any]] = {}
 
     def missing(self, keys: Iterable[ResourceKey], *, retry_errors: bool) -> list[ResourceKey]:
         """The keys a stage must acquire: not pinned, and not failed unless ``retry_errors``."""
         values, errors = self.values, self.errors
         return [key for key in keys if key not in values and (retry_errors or key not in errors)]
+
+    def promote(self, keys: Iterable[ResourceKey]) -> None:
+        """Show the remembered input revision of each of ``keys`` that has one."""
+        inputs = self.inputs
+        if inputs:
+            for key in keys:
+                value = inputs.pop(key, None)
+                if value is not None and key not in self.values:
+                    self.values[key] = value
+                    self.errors.pop(key, None)
+
+    def remember_inputs(self, readings: Mapping[ResourceKey, SnapshotValue[Any]]) -> None:
+        """Keep the revisions a stage read but does not show (its derived values' inputs)."""
+        for key, value in readings.items():
+            if key not in self.values and key not in self.errors:
+                self.inputs.setdefault(key, value)
 
     def pin(
         self,
@@ -64,6 +83,7 @@ class PinnedMemo:
         """Forget everything (the session closed)."""
         self.values.clear()
         self.errors.clear()
+        self.inputs.clear()
 
     def copies(
         self,

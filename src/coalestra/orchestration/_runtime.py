@@ -15,6 +15,7 @@ from ..core import (
 )
 from ..observability._instrumentation import Instrumentation
 from ._sources import SourceKind
+from ._view import BuildView
 
 if TYPE_CHECKING:
     from ._builder import SnapshotBuilder
@@ -61,14 +62,17 @@ class ResolutionRuntime:
         *,
         force_refresh: bool = False,
         pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
-    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception], BuildView]:
         """Resolve ``keys`` under ``ctx`` (cache, single-flight, sources) into private values
         and per-key errors; ``force_refresh`` bypasses the cache for ``keys`` themselves;
         derivations take their dependencies from ``pinned`` first (the session's values), so
-        a stage never derives from a revision other than the one the session shows."""
-        return await self._builder.resolve_keys(
-            keys, ctx, diag, force_refresh=force_refresh, pinned=pinned
+        a stage never derives from a revision other than the one the session shows. The
+        returned view holds every revision the resolution read, dependencies included."""
+        view = BuildView(pinned)
+        values, errors = await self._builder.resolve_keys(
+            keys, ctx, diag, force_refresh=force_refresh, view=view
         )
+        return values, errors, view
 
     def is_derived(self, key: ResourceKey) -> bool:
         """True when the highest-priority source supporting ``key`` is a derived source."""

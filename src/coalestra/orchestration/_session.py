@@ -234,15 +234,19 @@ class SnapshotSession:
             started = self._runtime.clock.monotonic()
             self._requested.update(dict.fromkeys(keys))
             memo = self._memo
+            # A key read earlier only as a dependency is shown as the revision the session's
+            # derived values were computed from, never read again.
+            memo.promote(keys)
             missing = memo.missing(keys, retry_errors=retry_errors)
             if missing:
                 # Derivations take their dependencies from the pinned values first, so the
                 # session never shows a derived value next to another revision of its input.
-                values, errors = await self._acquire(
-                    missing, force_refresh=False, pinned=memo.values
+                values, errors, readings = await self._acquire(
+                    missing, force_refresh=False, pinned={**memo.inputs, **memo.values}
                 )
                 self._check_open()  # the builder closed meanwhile: pin nothing
                 memo.pin(values, errors)
+                memo.remember_inputs(readings)
                 self._diag.stale_values += sum(1 for value in values.values() if value.stale)
             snapshot = self._accumulated(started)
         report = self._runtime.report
@@ -300,11 +304,13 @@ class SnapshotSession:
         *,
         force_refresh: bool,
         pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
-    ) -> tuple[Values, Errors]:
-        """Resolve ``keys`` under the session's context (and so its deadline)."""
-        return await self._runtime.resolve(
+    ) -> tuple[Values, Errors, Values]:
+        """Resolve ``keys`` under the session's context (and so its deadline): the values,
+        the errors, and every revision read on the way (dependencies included)."""
+        values, errors, view = await self._runtime.resolve(
             keys, self._context, self._diag, force_refresh=force_refresh, pinned=pinned
         )
+        return values, errors, view.readings()
 
     def _accumulated(
         self, started: float | None, transient: Mapping[ResourceKey, Exception] | None = None
@@ -425,10 +431,17 @@ class SnapshotSession:
         memo = self._memo
 
         async def acquire(batch: Sequence[ResourceKey], force: bool) -> tuple[Values, Errors]:
-            return await self._acquire(batch, force_refresh=force)
+            values, errors, _ = await self._acquire(batch, force_refresh=force)
+            return values, errors
 
+        # The inputs count as pinned state: a new derived value computed from another revision
+        # of a remembered input makes the revalidation re-read that input too.
         got = await refresh(
-            selected, memo.values, self._runtime, acquire, force_refresh=force_refresh
+            selected,
+            {**memo.inputs, **memo.values},
+            self._runtime,
+            acquire,
+            force_refresh=force_refresh,
         )
         self._check_open()
         if got.errors:
@@ -444,6 +457,9 @@ class SnapshotSession:
                 return _Outcome(previous, got, False, violation)
         shown = {key: value for key, value in got.values.items() if memo.shows(key)}
         memo.commit(shown)
+        # What was re-read but is not shown (an input of a re-derived value, or a revalidated
+        # internal dependency) replaces the revision a later stage would show for it.
+        memo.inputs.update((key, value) for key, value in got.values.items() if key not in shown)
         self._diag.stale_values += sum(1 for value in shown.values() if value.stale)
         return _Outcome(self._accumulated(started), got, True)
 

@@ -45,6 +45,23 @@ class BuildView:
         entry = self.entries.get(key)
         return self.first_read.get(key) if entry is None else entry
 
+    def readings(self) -> dict[ResourceKey, SnapshotValue[Any]]:
+        """Every value the build has read or resolved so far, its finished flights' included
+        (a session keeps the revisions its derived values were computed from)."""
+        found = dict(self.first_read)
+        for key, entry in self.entries.items():
+            if type(entry) is Flight:
+                future = entry.future
+                if not future.done() or future.cancelled() or future.exception() is not None:
+                    continue
+                outcome = future.result()
+                if isinstance(outcome, SnapshotValue):
+                    found[key] = outcome
+            else:
+                assert isinstance(entry, SnapshotValue)
+                found[key] = entry
+        return found
+
     def lock(self) -> asyncio.Lock:
         """Serializes the build's later lookups (its derivations'), so two of them never read
         or claim the same key twice; never held while waiting on a flight."""
