@@ -52,6 +52,7 @@ EXAMPLE_FOR_PAGE = {
     "defaults.md": "defaults.py",
     "everyday.md": "one_key_reads.py",
     "acceptance-policies.md": "acceptance_policies.py",
+    "capabilities.md": "capabilities.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

@@ -117,6 +117,14 @@ CONTRACT_NAMES = frozenset(
 # Additions of the 0.6 line (public-api-0.6.md), on top of the 0.5.7 names above.
 V06_CORE_NAMES = frozenset(
     {
+        "COALESTRA_API_STABILITY",
+        "COALESTRA_CAPABILITIES_SCHEMA",
+        "COALESTRA_CAPABILITIES_SCHEMA_VERSION",
+        "CapabilityRequirementError",
+        "CoalestraCapabilities",
+        "build_capabilities",
+        "capabilities",
+        "require_capabilities",
         "RequestDegradationPolicy",
         "ResourceAcceptanceError",
         "ResourceAcceptanceRule",

@@ -9,6 +9,16 @@ from ._acceptance import (
     SnapshotAcceptanceViolation,
     SnapshotRequirement,
 )
+from ._capabilities import (
+    COALESTRA_API_STABILITY,
+    COALESTRA_CAPABILITIES_SCHEMA,
+    COALESTRA_CAPABILITIES_SCHEMA_VERSION,
+    CapabilityRequirementError,
+    CoalestraCapabilities,
+    build_capabilities,
+    capabilities,
+    require_capabilities,
+)
 from ._clock import Clock, SystemClock
 from ._degradation import RequestDegradationPolicy, SnapshotResult, SnapshotResultState
 from ._errors import (
@@ -86,6 +96,14 @@ from ._values import (
 )
 
 __all__ = [
+    "COALESTRA_API_STABILITY",
+    "COALESTRA_CAPABILITIES_SCHEMA",
+    "COALESTRA_CAPABILITIES_SCHEMA_VERSION",
+    "CapabilityRequirementError",
+    "CoalestraCapabilities",
+    "build_capabilities",
+    "capabilities",
+    "require_capabilities",
     "RequestDegradationPolicy",
     "SnapshotResult",
     "SnapshotResultState",

@@ -1,0 +1,38 @@
+"""Capabilities: ask the installed coalestra what it supports before relying on it.
+
+See docs/capabilities.md. Run: ``python examples/capabilities.py``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import coalestra
+from coalestra import CapabilityRequirementError, capabilities, require_capabilities
+
+
+def main() -> None:
+    installed = capabilities()
+    assert installed.package_version == coalestra.__version__
+    print(json.dumps(installed.to_dict(), indent=2))
+
+    # Fail fast at start-up when a feature the service relies on is missing.
+    require_capabilities(features=["snapshot_acceptance"], schemas={"error_diagnostics": 1})
+
+    # Degrade gracefully when an optional feature is absent.
+    if not installed.supports("builder_health_assessment"):
+        print("health assessment not available: exporting raw health only")
+
+    missing: CapabilityRequirementError | None = None
+    try:
+        require_capabilities(features=["payload_copy_health"], schemas={"builder_health": 1})
+    except CapabilityRequirementError as error:
+        missing = error
+    assert missing is not None
+    assert missing.missing_features == ("payload_copy_health",)
+    assert dict(missing.schema_mismatches) == {"builder_health": (1, None)}
+    print(missing)
+
+
+if __name__ == "__main__":
+    main()
