@@ -292,6 +292,9 @@ SUBPACKAGE_EXPORTS: dict[str, frozenset[str]] = {
 # Opt-in additions after 0.5.7 (issue 16), per subpackage. The 0.5.7 lists above stay exact.
 ADDITIONS: dict[str, frozenset[str]] = {
     "coalestra.core": frozenset({"ResourceNotFound", "ResourceNotFoundError"}),
+    "coalestra.orchestration": frozenset(
+        {"CachedFunction", "CachedReader", "SyncCachedReader", "cached"}
+    ),
 }
 
 

@@ -1,6 +1,8 @@
-"""Building snapshots: the builder, sessions, freshness policies and single-flight."""
+"""Building snapshots: the builder, sessions, freshness policies, single-flight, and cached
+functions."""
 
 from ._builder import SnapshotBuilder
+from ._cached import CachedFunction, CachedReader, SyncCachedReader, cached
 from ._policy import PolicyResolver
 from ._session import SnapshotSession
 from ._trying import (
@@ -11,9 +13,13 @@ from ._trying import (
 )
 
 __all__ = [
+    "CachedFunction",
+    "CachedReader",
     "PolicyResolver",
     "SnapshotBuilder",
     "SnapshotSession",
+    "SyncCachedReader",
+    "cached",
     "install_operational_methods",
     "try_build_request",
     "try_build_requests",
