@@ -55,7 +55,7 @@ from ._assembly import (
     raise_for_required,
     requested_keys,
 )
-from ._config import settle
+from ._config import check_close_timeout, settle
 from ._counters import EngineCounters
 from ._notfound import NotFoundMemory
 from ._parts import make_capacity, make_engine, make_publisher
@@ -102,6 +102,11 @@ class SnapshotBuilder:
         not_found_ttl_seconds: remember keys that every source said do not exist
             (:class:`ResourceNotFound`) for this long, answering them without a source call
             (negative caching); ``None`` (the default): never remember them.
+        close_timeout_seconds: opt-in: how long :meth:`aclose` (and ``async with``) waits for
+            background refreshes before cancelling the ones still running (``None``: as long
+            as they take; ``0``: cancel at once).
+        default_source_timeout_seconds: opt-in: the call timeout of every source that
+            declares no ``timeout_seconds`` (``None``: their calls are unbounded).
 
     Raises:
         TypeError, ValueError: a malformed source, duplicate source names, unknown names in
@@ -139,6 +144,8 @@ class SnapshotBuilder:
         cache_max_copy_concurrency: int = 4,
         tracer: Tracer | None = None,
         not_found_ttl_seconds: float | None = None,
+        close_timeout_seconds: float | None = None,
+        default_source_timeout_seconds: float | None = None,
     ) -> None:
         not_found_ttl = check_optional_float(
             "not_found_ttl_seconds", not_found_ttl_seconds, positive=True
@@ -170,6 +177,8 @@ class SnapshotBuilder:
             cache_run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
             cache_max_copy_concurrency=cache_max_copy_concurrency,
             tracer=tracer,
+            close_timeout_seconds=close_timeout_seconds,
+            default_source_timeout_seconds=default_source_timeout_seconds,
         )
         self._settings = settings
         self._clock = settings.clock
@@ -274,6 +283,17 @@ class SnapshotBuilder:
     def manage_lifecycle(self) -> bool:
         """True when :meth:`aclose` also closes the sinks and the cache."""
         return self._settings.manage_lifecycle
+
+    @property
+    def close_timeout_seconds(self) -> float | None:
+        """How long :meth:`aclose` waits for background refreshes before cancelling them
+        (``None``: as long as they take)."""
+        return self._settings.close_timeout
+
+    @property
+    def default_source_timeout_seconds(self) -> float | None:
+        """The call timeout of sources that declare none (``None``: unbounded)."""
+        return self._settings.default_source_timeout
 
     @property
     def max_concurrency(self) -> int:
@@ -633,20 +653,28 @@ class SnapshotBuilder:
         """Wait until every background refresh started so far (and meanwhile) has ended."""
         await self._engine.wait_for_refreshes()
 
-    async def aclose(self, *, cancel_refreshes: bool = False) -> None:
+    async def aclose(self, *, cancel_refreshes: bool = False, timeout: float | None = None) -> None:
         """Close the builder: no new builds, session stages or publications (they raise
         ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
         cancelled with ``cancel_refreshes=True``); in-flight resolutions are cancelled.
         Idempotent.
+
+        ``timeout`` (default: the builder's ``close_timeout_seconds``, itself ``None`` by
+        default) bounds the wait for refreshes: those still running after ``timeout`` seconds
+        are cancelled, so a hung refresh cannot hang ``aclose()``. ``None`` waits for them.
 
         With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
         in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
         awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
         returns is awaited).
         """
+        bound = check_close_timeout(timeout)
         self._closed = True
         self._publisher._shut(BUILDER_CLOSED)
-        await self._engine.shutdown(cancel_refreshes=cancel_refreshes)
+        await self._engine.shutdown(
+            cancel_refreshes=cancel_refreshes,
+            timeout=self._settings.close_timeout if bound is None else bound,
+        )
         if self._settings.manage_lifecycle and not self._components_closed:
             self._components_closed = True
             for owned in self._settings.components:

@@ -23,7 +23,7 @@ from ..core import (
     SystemClock,
 )
 from ..core._clock import check_clock
-from ..core._validation import check_bool
+from ..core._validation import check_bool, check_optional_float
 from ..observability import NullEventSink, NullMetrics
 from ..observability._tracing import NullTracer, Tracer, check_tracer
 from ..resilience import (
@@ -146,6 +146,11 @@ class BuilderSettings:
     cache_source_support: bool
     support_cache_max_entries: int | None
     manage_lifecycle: bool
+    close_timeout: float | None
+    """How long ``aclose()`` waits for background refreshes before cancelling them (None:
+    as long as they take)."""
+    default_source_timeout: float | None
+    """The call timeout of sources that declare none (None: such calls are unbounded)."""
     components: tuple[object, ...]
     """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
     cache, events, metrics; each distinct object once."""
@@ -179,6 +184,8 @@ def settle(
     cache_run_payload_copies_in_thread: bool | None,
     cache_max_copy_concurrency: int,
     tracer: Tracer | None,
+    close_timeout_seconds: float | None = None,
+    default_source_timeout_seconds: float | None = None,
 ) -> BuilderSettings:
     """Validate every builder argument and resolve defaults, before anything is built.
 
@@ -200,7 +207,10 @@ def settle(
     resilience = resilience_provider(
         retry_policy, default_resilience, source_resilience, resilience_resolver, given_breaker
     )
-    registered = register_sources(sources, resilience)
+    default_timeout = check_optional_float(
+        "default_source_timeout_seconds", default_source_timeout_seconds, positive=True
+    )
+    registered = register_sources(sources, resilience, default_timeout)
     check_named_sources("source_resilience", source_resilience, registered)
     authority = authority_provider(authority_policy, authority_resolver)
     ranked = authority if authority.has_rules else None
@@ -241,6 +251,8 @@ def settle(
         cache_source_support=check_bool("cache_source_support", cache_source_support),
         support_cache_max_entries=support_entries,
         manage_lifecycle=check_bool("manage_lifecycle", manage_lifecycle),
+        close_timeout=check_close_timeout(close_timeout_seconds, "close_timeout_seconds"),
+        default_source_timeout=default_timeout,
         components=_distinct(
             *(source.origin for source in registered),
             resolved_cache,
@@ -248,6 +260,15 @@ def settle(
             resolved_metrics,
         ),
     )
+
+
+def check_close_timeout(value: object, name: str = "timeout") -> float | None:
+    """``None`` or a finite number of seconds ``>= 0`` (0: cancel refreshes at once).
+
+    Raises:
+        TypeError, ValueError: anything else (the message names ``name``).
+    """
+    return check_optional_float(name, value, positive=False)
 
 
 def _distinct(*components: object) -> tuple[object, ...]:

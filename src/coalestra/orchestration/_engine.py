@@ -543,18 +543,38 @@ class Engine:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    async def _wait_or_cancel_refreshes(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the refreshes, then cancel what still runs: a
+        hung refresh must not hang ``aclose()``."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + timeout
+        while self.refresh_tasks:
+            remaining = ends - loop.time()
+            if remaining <= 0.0:
+                break
+            await asyncio.wait(list(self.refresh_tasks), timeout=remaining)
+        while self.refresh_tasks:
+            hung = list(self.refresh_tasks)
+            for task in hung:
+                task.cancel()
+            await asyncio.gather(*hung, return_exceptions=True)
+
     async def wait_for_refreshes(self) -> None:
         """Wait until no background refresh is running (including ones started meanwhile)."""
         while self.refresh_tasks:
             await asyncio.gather(*list(self.refresh_tasks), return_exceptions=True)
 
-    async def shutdown(self, *, cancel_refreshes: bool) -> None:
-        """End every owned task: refreshes are awaited (or cancelled), flights cancelled."""
+    async def shutdown(self, *, cancel_refreshes: bool, timeout: float | None = None) -> None:
+        """End every owned task: refreshes are awaited (or cancelled; with ``timeout``, those
+        still running after ``timeout`` seconds are cancelled), flights cancelled."""
         self.closed = True
         if cancel_refreshes:
             for task in self.refresh_tasks:
                 task.cancel()
-        await self.wait_for_refreshes()
+        if timeout is None:
+            await self.wait_for_refreshes()
+        else:
+            await self._wait_or_cancel_refreshes(timeout)
         while self.tasks:
             pending = list(self.tasks)
             for task in pending:

@@ -110,8 +110,10 @@ def register_source(
     source: object,
     position: int,
     resilience: ResiliencePolicyResolver,
+    default_timeout: float | None = None,
 ) -> RegisteredSource:
-    """Check one source and read its capabilities.
+    """Check one source and read its capabilities; ``default_timeout`` (the builder's opt-in
+    ``default_source_timeout_seconds``) bounds the calls of a source that declares no timeout.
 
     Raises:
         TypeError, ValueError: the source is malformed; the message names it and the attribute.
@@ -147,7 +149,9 @@ def register_source(
         fetch_many=methods.get("fetch_many"),
         dependencies=methods.get("dependencies"),
         derive=methods.get("derive"),
-        timeout_seconds=timeout,
+        # Only the call is bounded by the default: the capacity wait keeps what the source
+        # declared (B-SRC-2), as a queue wait is already bounded by the calls it waits for.
+        timeout_seconds=default_timeout if timeout is None else timeout,
         queue_timeout_seconds=queue_timeout,
         max_concurrency=check_optional_int(
             f"{label} max_concurrency", attribute("max_concurrency"), minimum=1
@@ -171,7 +175,9 @@ def register_source(
 
 
 def register_sources(
-    sources: Iterable[object], resilience: ResiliencePolicyResolver
+    sources: Iterable[object],
+    resilience: ResiliencePolicyResolver,
+    default_timeout: float | None = None,
 ) -> tuple[RegisteredSource, ...]:
     """Register every source, ordered by priority (highest first; ties keep the given order).
 
@@ -189,7 +195,7 @@ def register_sources(
     registered: list[RegisteredSource] = []
     seen: set[str] = set()
     for position, (_, source) in enumerate(ordered):
-        entry = register_source(source, position, resilience)
+        entry = register_source(source, position, resilience, default_timeout)
         if entry.name in seen:
             raise ValueError("source names must be unique")
         seen.add(entry.name)
