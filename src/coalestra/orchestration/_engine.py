@@ -546,13 +546,9 @@ class Engine:
     async def _wait_or_cancel_refreshes(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the refreshes, then cancel what still runs: a
         hung refresh must not hang ``aclose()``."""
-        loop = asyncio.get_running_loop()
-        ends = loop.time() + timeout
-        while self.refresh_tasks:
-            remaining = ends - loop.time()
-            if remaining <= 0.0:
-                break
-            await asyncio.wait(list(self.refresh_tasks), timeout=remaining)
+        # The engine is closed: no refresh starts any more (B-DIAG-3), so one wait covers all.
+        if self.refresh_tasks and timeout > 0.0:
+            await asyncio.wait(list(self.refresh_tasks), timeout=timeout)
         while self.refresh_tasks:
             hung = list(self.refresh_tasks)
             for task in hung:
