@@ -635,3 +635,117 @@ def test_sync_session_resolve_request_rejects(sync_builder: SyncSnapshotBuilder)
         assert session.resolve_request(
             SnapshotRequest(required=[A], optional=[B], acceptance_policy=policy)
         ).value(A) == ("A")
+
+
+# --- transactional revalidation -------------------------------------------------------------
+
+
+class Versioned:
+    """Values ``"<subject>#<n>"`` (n counts fetches), observed ``lag[key]`` seconds ago."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.lag: dict[ResourceKey, float] = {}
+        self.calls = 0
+
+    async def fetch(self, key: ResourceKey, _ctx: Any) -> SourcePayload[str]:
+        self.calls += 1
+        observed = self.clock.now() - self.lag.get(key, 0.0)
+        return SourcePayload(f"{key.subject}#{self.calls}", observed_at=observed)
+
+
+def versioned_builder(clock: VirtualClock) -> tuple[SnapshotBuilder, Versioned, Events]:
+    feed, events = Versioned(clock), Events()
+    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=feed.fetch)
+    builder = SnapshotBuilder([source], clock=clock, default_policy=LONG, events=events)
+    return builder, feed, events
+
+
+async def test_revalidation_commits_an_acceptable_state(clock: VirtualClock) -> None:
+    builder, _, events = versioned_builder(clock)
+    async with builder.session() as session:
+        await session.resolve([A])
+        snapshot = await session.revalidate([A], force_refresh=True, acceptance_policy=max_age(5))
+    assert snapshot.value(A) == "A#2"
+    assert events.of("snapshot_session_revalidated")[-1]["acceptance_failed"] is False
+
+
+async def test_without_a_policy_the_revalidation_event_keeps_its_0_5_7_keys(
+    clock: VirtualClock,
+) -> None:
+    builder, _, events = versioned_builder(clock)
+    async with builder.session() as session:
+        await session.resolve([A])
+        await session.revalidate([A])
+    assert "acceptance_failed" not in events.of("snapshot_session_revalidated")[-1]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+async def test_a_rejected_revalidation_commits_nothing(clock: VirtualClock, strict: bool) -> None:
+    builder, feed, events = versioned_builder(clock)
+    async with builder.session() as session:
+        await session.resolve([A])
+        feed.lag[A] = 20.0
+        with pytest.raises(SnapshotAcceptanceError) as caught:
+            await session.revalidate(
+                [A], strict=strict, force_refresh=True, acceptance_policy=max_age(5.0)
+            )
+        assert session.snapshot().value(A) == "A#1"
+        # The memo was not changed either: a later stage still shows the retained value.
+        assert (await session.resolve([A])).value(A) == "A#1"
+    error = caught.value
+    assert error.snapshot is not None
+    assert error.snapshot.value(A) == "A#1"  # the retained previous state
+    assert [violation.key for violation in error.violations] == [A]
+    health = await builder.health_snapshot()
+    assert health.revalidation_attempt_count == 1
+    assert health.revalidation_failure_count == 1
+    event = events.of("snapshot_session_revalidated")[-1]
+    assert event["acceptance_failed"] is True
+    assert event["committed"] is False
+    assert events.of("snapshot_acceptance_failed")
+
+
+async def test_explicit_rules_check_pinned_keys_that_were_not_revalidated(
+    clock: VirtualClock,
+) -> None:
+    builder, _, _ = versioned_builder(clock)
+    policy = SnapshotAcceptancePolicy(resource_rules={B: ResourceAcceptanceRule(max_age_seconds=5)})
+    async with builder.session() as session:
+        await session.resolve([A, B])
+        await _advance(10.0)  # pinned B ages; A is revalidated fresh
+        with pytest.raises(SnapshotAcceptanceError) as caught:
+            await session.revalidate([A], force_refresh=True, acceptance_policy=policy)
+        assert session.snapshot().value(A) == "A#1"
+    assert [violation.key for violation in caught.value.violations] == [B]
+
+
+async def test_requirement_keys_absent_from_the_session_count_as_missing(
+    clock: VirtualClock,
+) -> None:
+    builder, _, _ = versioned_builder(clock)
+    policy = SnapshotAcceptancePolicy(requirements=[SnapshotRequirement.all_of([A, C])])
+    async with builder.session() as session:
+        await session.resolve([A])
+        with pytest.raises(SnapshotAcceptanceError) as caught:
+            await session.revalidate([A], force_refresh=True, acceptance_policy=policy)
+    (violation,) = caught.value.violations
+    assert violation.reason is SnapshotAcceptanceReason.REQUIREMENT_UNSATISFIED
+    assert violation.accepted_count == 1
+
+
+@pytest.mark.parametrize("bad", [SnapshotConsistencyPolicy(1.0), ResourceAcceptanceRule(), 5])
+async def test_revalidate_rejects_a_non_policy(clock: VirtualClock, bad: Any) -> None:
+    builder, _, _ = versioned_builder(clock)
+    async with builder.session() as session:
+        await session.resolve([A])
+        with pytest.raises(TypeError, match="acceptance_policy"):
+            await session.revalidate([A], acceptance_policy=bad)
+
+
+def test_sync_revalidate_with_an_acceptance_policy(sync_builder: SyncSnapshotBuilder) -> None:
+    with sync_builder.session() as session:
+        session.resolve([A, B])
+        assert session.revalidate([A], acceptance_policy=max_age(50.0)).value(A) == "A"
+        with pytest.raises(SnapshotAcceptanceError):
+            session.revalidate([B], strict=False, acceptance_policy=max_age(50.0))

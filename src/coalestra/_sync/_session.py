@@ -11,6 +11,7 @@ from ..core import (
     RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
+    SnapshotAcceptancePolicy,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
     SnapshotResult,
@@ -123,6 +124,7 @@ class SyncSnapshotSession:
         strict: bool = True,
         force_refresh: bool = False,
         consistency_policy: SnapshotConsistencyPolicy | None = None,
+        acceptance_policy: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         """Blocking :meth:`SnapshotSession.revalidate` (transactional).
 
@@ -137,6 +139,7 @@ class SyncSnapshotSession:
             strict=strict,
             force_refresh=force_refresh,
             consistency_policy=consistency_policy,
+            acceptance_policy=acceptance_policy,
         )
 
     def snapshot(self) -> Snapshot:

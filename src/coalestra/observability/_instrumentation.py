@@ -315,8 +315,11 @@ class Instrumentation:
         strict: bool,
         force_refresh: bool,
         consistency_failed: bool,
+        acceptance_failed: bool | None = None,
     ) -> None:
-        """A session revalidation ended, committed or not."""
+        """A session revalidation ended, committed or not. ``acceptance_failed`` is reported
+        only for a revalidation with an acceptance policy (the 0.5.7 payload stays exact)."""
+        extra = {} if acceptance_failed is None else {"acceptance_failed": acceptance_failed}
         self._count(SESSION_REVALIDATE_TOTAL, status=_status(not committed))
         self._event(
             EVENT_SESSION_REVALIDATED,
@@ -330,6 +333,7 @@ class Instrumentation:
             strict=strict,
             force_refresh=force_refresh,
             consistency_failed=consistency_failed,
+            **extra,
         )
 
     def consistency_failed(self, snapshot_id: str, error: Any) -> None:

@@ -24,6 +24,7 @@ from ..core import (
     RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
+    SnapshotAcceptanceError,
     SnapshotAcceptancePolicy,
     SnapshotBuildError,
     SnapshotConsistencyError,
@@ -32,6 +33,7 @@ from ..core import (
     SnapshotResult,
     SnapshotValue,
 )
+from ..core._acceptance import evaluate_acceptance
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
 from ._assembly import check_acceptance, check_consistency, requested_keys, skew_violation
@@ -347,6 +349,7 @@ class SnapshotSession:
         strict: bool = True,
         force_refresh: bool = False,
         consistency_policy: SnapshotConsistencyPolicy | None = None,
+        acceptance_policy: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         """Re-resolve ``keys`` and every pinned value derived from them, all or nothing.
 
@@ -370,6 +373,10 @@ class SnapshotSession:
             force_refresh: bypass the shared cache.
             consistency_policy: bound the observation skew of ``keys``' new values before
                 anything is committed.
+            acceptance_policy: check the candidate state (the session's values with the new
+                ones swapped in) before anything is committed, with ``keys`` as the required
+                set: explicit rules also check pinned keys that were not revalidated, and
+                requirement keys absent from the session count as missing.
 
         Returns:
             The accumulated session snapshot.
@@ -379,6 +386,9 @@ class SnapshotSession:
                 the retained state plus this call's errors.
             SnapshotConsistencyError: the new values violate ``consistency_policy``; always
                 raised, even with ``strict=False``; ``error.snapshot`` is the previous state.
+            SnapshotAcceptanceError: the candidate state violates ``acceptance_policy``;
+                always raised, even with ``strict=False``; nothing is committed and
+                ``error.snapshot`` is the retained previous state.
             ValueError: ``keys`` is empty, or names a key this session never resolved (raised
                 before any work).
             SessionClosedError, RuntimeError: as :meth:`resolve`.
@@ -391,6 +401,10 @@ class SnapshotSession:
             consistency_policy, SnapshotConsistencyPolicy
         ):
             raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
+        if acceptance_policy is not None and not isinstance(
+            acceptance_policy, SnapshotAcceptancePolicy
+        ):
+            raise TypeError("acceptance_policy must be a SnapshotAcceptancePolicy or None")
         selected = requested_keys(keys)
         async with self._lock:
             self._check_open()
@@ -399,13 +413,17 @@ class SnapshotSession:
             counters.revalidation_attempts += 1
             outcome: _Outcome | None = None
             try:
-                outcome = await self._transact(selected, force_refresh, consistency_policy)
+                outcome = await self._transact(
+                    selected, force_refresh, consistency_policy, acceptance_policy
+                )
             finally:
                 if outcome is None or not outcome.committed:
                     counters.revalidation_failures += 1
-                self._report_revalidation(selected, strict, force_refresh, outcome)
+                self._report_revalidation(
+                    selected, strict, force_refresh, outcome, acceptance_policy is not None
+                )
         if outcome.error is not None and (
-            strict or isinstance(outcome.error, SnapshotConsistencyError)
+            strict or isinstance(outcome.error, (SnapshotConsistencyError, SnapshotAcceptanceError))
         ):
             raise outcome.error
         return outcome.snapshot
@@ -425,6 +443,7 @@ class SnapshotSession:
         selected: Sequence[ResourceKey],
         force_refresh: bool,
         policy: SnapshotConsistencyPolicy | None,
+        acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> _Outcome:
         """Read the new revisions, then commit them all or keep the previous state."""
         started = self._runtime.clock.monotonic()
@@ -456,6 +475,10 @@ class SnapshotSession:
                 self._runtime.report.consistency_failed(self.snapshot_id, violation)
                 return _Outcome(previous, got, False, violation)
         shown = {key: value for key, value in got.values.items() if memo.shows(key)}
+        if acceptance is not None:
+            rejected = self._reject(selected, got.values, shown, acceptance)
+            if rejected is not None:
+                return _Outcome(self._accumulated(started), got, False, rejected)
         memo.commit(shown)
         # What was re-read but is not shown (an input of a re-derived value, or a revalidated
         # internal dependency) replaces the revision a later stage would show for it.
@@ -463,12 +486,39 @@ class SnapshotSession:
         self._diag.stale_values += sum(1 for value in shown.values() if value.stale)
         return _Outcome(self._accumulated(started), got, True)
 
+    def _reject(
+        self,
+        selected: Sequence[ResourceKey],
+        new: Mapping[ResourceKey, SnapshotValue[Any]],
+        shown: Mapping[ResourceKey, SnapshotValue[Any]],
+        policy: SnapshotAcceptancePolicy,
+    ) -> SnapshotAcceptanceError | None:
+        """The acceptance error of the candidate state, or ``None`` when it is acceptable."""
+        runtime = self._runtime
+        policy_for = runtime.engine.policy_for
+        targets = {key: new[key] for key in selected if key in new}
+        candidate = {**self._memo.values, **shown, **targets}
+        violations = evaluate_acceptance(
+            candidate,
+            policy,
+            selected,
+            (),
+            now=runtime.clock.now(),
+            ttl_for=lambda key: policy_for(key).ttl_seconds,
+        )
+        runtime.report.acceptance_evaluated(self.snapshot_id, violations)
+        if not violations:
+            return None
+        # The error carries the retained state: nothing was committed.
+        return SnapshotAcceptanceError(violations=violations, snapshot=self._accumulated(None))
+
     def _report_revalidation(
         self,
         selected: Sequence[ResourceKey],
         strict: bool,
         force_refresh: bool,
         outcome: _Outcome | None,
+        accepting: bool,
     ) -> None:
         report = self._runtime.report
         if not report.enabled:
@@ -489,6 +539,11 @@ class SnapshotSession:
             force_refresh=force_refresh,
             consistency_failed=outcome is not None
             and isinstance(outcome.error, SnapshotConsistencyError),
+            acceptance_failed=(
+                outcome is not None and isinstance(outcome.error, SnapshotAcceptanceError)
+            )
+            if accepting
+            else None,
         )
 
     def snapshot(self) -> Snapshot:
