@@ -22,7 +22,7 @@ from coalestra import (
     SnapshotRequest,
     SourcePayload,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 ACCOUNT = ResourceKey("account", "balance", "main")
 POSITION = ResourceKey("account", "position", "BTCUSDT")
@@ -114,7 +114,7 @@ async def tour() -> None:
 
 
 def main() -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour())
 
 

@@ -21,7 +21,7 @@ from coalestra import (
     SnapshotDeadlineExceededError,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 
 def price(i: int) -> ResourceKey:
@@ -149,7 +149,7 @@ async def tour() -> None:
 
 
 def main() -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour())
 
 

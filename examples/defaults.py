@@ -9,7 +9,7 @@ import asyncio
 import math
 
 from coalestra import CallableSource, FetchContext, FreshnessPolicy, ResourceKey, SnapshotBuilder
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 PRICE = ResourceKey("market", "price", "BTCUSDT")
 
@@ -64,7 +64,7 @@ async def builder_default_policy() -> None:
 
 def main() -> None:
     policies()
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(builder_default_policy())
 
 

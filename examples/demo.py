@@ -28,7 +28,7 @@ from coalestra import (
     SnapshotRequest,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 PRICES = {"BTCUSDT": 65000.0, "ETHUSDT": 3400.0, "SOLUSDT": 150.0}
@@ -196,7 +196,7 @@ def main() -> None:
             parser.error('--prometheus needs the extra: pip install "coalestra[prometheus]"')
         registry = CollectorRegistry()
         metrics = PrometheusMetricsSink(registry)
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour(metrics))
     if registry is not None:
         print("\n== Prometheus exposition of the tour's metrics")

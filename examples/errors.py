@@ -22,7 +22,7 @@ from coalestra import (
     SnapshotBuildError,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 ACCOUNT = ResourceKey("account", "balance", "main")
 POSITION = ResourceKey("account", "position", "BTCUSDT", {"venue": "spot"})
@@ -118,7 +118,7 @@ async def tour() -> None:
 
 
 def main() -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour())
 
 

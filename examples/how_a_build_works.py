@@ -24,7 +24,7 @@ from coalestra import (
     SourcePayload,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 BTC = ResourceKey("market", "price", "BTCUSDT")
 ETH = ResourceKey("market", "price", "ETHUSDT")
@@ -148,7 +148,7 @@ async def tour() -> None:
 
 
 def main() -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour())
 
 

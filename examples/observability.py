@@ -24,7 +24,7 @@ from coalestra import (
     ResourceKey,
     SnapshotBuilder,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 BTC = ResourceKey("market", "price", "BTCUSDT", {"venue": "spot"})
 ETH = ResourceKey("market", "price", "ETHUSDT", {"venue": "spot"})
@@ -111,7 +111,7 @@ def main() -> None:
     metrics, tracer = InMemoryMetrics(), PrintingTracer()
     events = BufferedEventSink(LoggingEventSink(), max_pending=1000)
     print("== events, delivered by the buffered sink's worker thread to the logging sink")
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour(metrics, events, tracer))
 
     price = {"resource_namespace": "market", "resource_name": "price"}

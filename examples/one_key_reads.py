@@ -17,7 +17,7 @@ from coalestra import (
     SnapshotBuilder,
     SyncSnapshotBuilder,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 BTC = ResourceKey("market", "price", "BTCUSDT")
 DOGE = ResourceKey("market", "price", "DOGEUSDT")
@@ -66,6 +66,6 @@ def blocking() -> None:
 
 
 if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(main())
     blocking()

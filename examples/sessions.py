@@ -18,7 +18,7 @@ from coalestra import (
     Snapshot,
     SnapshotBuilder,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 PRICE = ResourceKey("market", "price", "BTCUSDT")
 POSITION = ResourceKey("account", "position", "BTCUSDT")
@@ -142,7 +142,7 @@ async def tour() -> None:
 
 
 def main() -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(tour())
 
 

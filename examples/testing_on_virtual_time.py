@@ -23,7 +23,7 @@ from coalestra import (
     SnapshotBuilder,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 BTC = ResourceKey("market", "price", "BTCUSDT")
 Fetcher = Callable[[ResourceKey, FetchContext], Awaitable[float]]
@@ -121,7 +121,7 @@ def main() -> None:
     ]
     for test in tests:
         started = time.perf_counter()
-        with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        with VirtualTimeRunner() as runner:
             virtual_start = runner.get_loop().time()
             runner.run(test())
             virtual = runner.get_loop().time() - virtual_start

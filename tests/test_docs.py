@@ -7,7 +7,7 @@ Convention for code blocks in ``README.md`` and ``docs/*.md``:
 * A block is skipped only when the line right before it (blank lines aside) is an explicit
   ``<!-- not-run: reason -->`` comment; the reason is mandatory. Use it for fragments that need
   the reader's own services.
-* Blocks use ``asyncio.run(...)`` or ``asyncio.Runner(loop_factory=VirtualTimeLoop)``, never a
+* Blocks use ``asyncio.run(...)`` or ``coalestra.testing.VirtualTimeRunner()``, never a
   top-level ``await``; a block that shows an output asserts it.
 * A fenced ``json`` block preceded by ``<!-- output-of: EXPRESSION -->`` shows an output: at that
   point of the session, ``EXPRESSION`` must equal the block's parsed JSON.

@@ -438,48 +438,49 @@ class CancelWatch(Generic[T]):
 
 @final
 class FallbackCancelWatch(CancelWatch[T]):
-    """:class:`CancelWatch` for 3.10, which has no ``cancelling()``: the call runs as a task of
-    its own that this one waits for, so a ``CancelledError`` reaching *this* task can only be
-    a cancellation of it. That cancellation is passed on to the call, and its outcome awaited,
-    exactly as a direct ``await`` would (a call that swallows it returns as usual)."""
+    """:class:`CancelWatch` for 3.10, which has no ``cancelling()``: a task's cancellation is
+    thrown into its coroutine down the chain of ``await`` s, so it passes through here on its
+    way in; a ``CancelledError`` the awaited code raises by itself does not.
 
-    __slots__ = ("_requested",)
+    Conservative where 3.10 cannot tell: a ``CancelledError`` thrown in because a future the
+    call awaited was cancelled by somebody else counts as a request too (3.11 would call it the
+    call's own), so it propagates as a cancellation, as it always did before 3.11.
+    """
+
+    __slots__ = ("_inner", "_thrown")
 
     def __init__(self, awaitable: Awaitable[T]) -> None:
         super().__init__(awaitable)
-        self._requested = False
+        self._thrown = False
+        self._inner: Any = None
 
     def __await__(self) -> Generator[Any, Any, T]:
-        return self._run().__await__()
+        self._inner = self._awaitable.__await__()
+        return self
 
-    async def _run(self) -> T:
-        call = asyncio.ensure_future(self._awaitable)
-        try:
-            await asyncio.wait((call,))
-        except asyncio.CancelledError:
-            self._requested = True
-            await self._settle(call)
-            if call.cancelled():
-                raise  # our own cancellation, as the call ended with it
-        finally:
-            if not call.done():
-                call.cancel()  # closed, or interrupted otherwise: leave no orphan call
-        return call.result()  # its value, its error, or the CancelledError it raised itself
+    def __iter__(self) -> FallbackCancelWatch[T]:
+        return self
 
-    @staticmethod
-    async def _settle(call: asyncio.Future[T]) -> None:
-        """Cancel ``call`` and wait until it is done, however often we are cancelled meanwhile
-        (each further cancellation is passed on too)."""
-        while not call.done():
-            call.cancel()
-            try:
-                await asyncio.wait((call,))
-            except asyncio.CancelledError:
-                continue
+    def __next__(self) -> Any:
+        return self._inner.send(None)
+
+    def send(self, value: Any) -> Any:
+        return self._inner.send(value)
+
+    def throw(self, error: Any, value: Any = None, traceback: Any = None) -> Any:
+        thrown = error if value is None else value
+        if isinstance(thrown, asyncio.CancelledError) or thrown is asyncio.CancelledError:
+            self._thrown = True
+        if value is None and traceback is None:
+            return self._inner.throw(error)
+        return self._inner.throw(error, value, traceback)
+
+    def close(self) -> None:
+        self._inner.close()
 
     def requested(self) -> bool:
-        """True if the awaiting task was cancelled while waiting."""
-        return self._requested
+        """True if a cancellation was thrown in while awaiting."""
+        return self._thrown
 
 
 # -- runner ----------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 whenever nothing is ready to run, like trio's autojump clock: a 30-second TTL or a 5-second
 deadline takes microseconds of real time and never flakes. :class:`VirtualClock` is a
 :class:`~coalestra.core.Clock` reading that loop's time, to inject into builders and caches.
+:class:`VirtualTimeRunner` runs coroutines on such a loop (``asyncio.Runner`` with
+``loop_factory=VirtualTimeLoop``, on every supported Python: 3.10 has no ``asyncio.Runner``).
 
 While work runs in executor threads (``asyncio.to_thread``, sync sources), virtual time stands
 still: the loop waits for the threads for real, so a thread is never "timed out" by a jump.
@@ -11,7 +13,7 @@ still: the loop waits for the threads for real, so a thread is never "timed out"
 Example::
 
     import asyncio
-    from coalestra.testing import VirtualClock, VirtualTimeLoop
+    from coalestra.testing import VirtualClock, VirtualTimeRunner
 
     async def main() -> None:
         clock = VirtualClock()
@@ -19,7 +21,7 @@ Example::
         await asyncio.sleep(3600)           # returns at once
         assert clock.monotonic() - start == 3600
 
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(main())
 """
 
@@ -27,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar, cast, final
 
-__all__ = ["VirtualClock", "VirtualTimeLoop"]
+from ._compat import Runner
+
+__all__ = ["VirtualClock", "VirtualTimeLoop", "VirtualTimeRunner"]
 
 T = TypeVar("T")
 
@@ -138,3 +142,40 @@ class VirtualClock:
     def now(self) -> float:
         """``epoch + loop.time()``."""
         return self._epoch + self.monotonic()
+
+
+@final
+class VirtualTimeRunner:
+    """Runs coroutines on one :class:`VirtualTimeLoop`: ``asyncio.Runner`` with
+    ``loop_factory=VirtualTimeLoop``, also on Python 3.10.
+
+    Use it as a context manager; each :meth:`run` continues on the same loop (and clock), and
+    leaving the ``with`` cancels what is left and closes the loop.
+
+    Args:
+        start: the loop's initial ``time()``.
+    """
+
+    __slots__ = ("_runner",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._runner = Runner(loop_factory=lambda: VirtualTimeLoop(start))
+
+    def __enter__(self) -> VirtualTimeRunner:
+        self._runner.get_loop()
+        return self
+
+    def __exit__(self, *_exc_info: object) -> None:
+        self.close()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to completion on the loop and return its result."""
+        return self._runner.run(coro)
+
+    def get_loop(self) -> VirtualTimeLoop:
+        """The runner's loop."""
+        return cast("VirtualTimeLoop", self._runner.get_loop())
+
+    def close(self) -> None:
+        """Cancel the tasks left, shut the loop down and close it. Idempotent."""
+        self._runner.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import OrderedDict
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from coalestra.core import (
     SnapshotValue,
     SourceAuthorityPolicy,
 )
-from coalestra.testing import VirtualTimeLoop
+from coalestra.testing import VirtualTimeRunner
 
 R = TypeVar("R")
 KEYS = [ResourceKey("market", "price", subject) for subject in ("A", "B", "C", "D")]
@@ -59,7 +58,7 @@ class MemoryCacheMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runner = asyncio.Runner(loop_factory=VirtualTimeLoop)
+        self.runner = VirtualTimeRunner()
         self.cache = AsyncMemoryCache(max_entries=MAX_ENTRIES)
         self.model: OrderedDict[ResourceKey, SnapshotValue[Any]] = OrderedDict()
         self.now = 10_000.0
@@ -317,7 +316,7 @@ def test_final_value_is_the_models_winner(
             winner.authority_rank,
         )
 
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(scenario())
 
 
@@ -342,5 +341,5 @@ def test_one_batch_ends_with_the_same_winner_as_one_by_one_with_replace_equal(
         assert serial_value is not None
         assert batch_value.value == serial_value.value == results[KEY].value.value
 
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(scenario())

@@ -12,7 +12,7 @@ import pytest
 
 from coalestra import _compat
 from coalestra._compat import CancelWatch, FallbackCancelWatch, FallbackRunner, fallback_timeout
-from coalestra.testing import VirtualTimeLoop
+from coalestra.testing import VirtualTimeLoop, VirtualTimeRunner
 
 WATCHES: list[Callable[[Any], CancelWatch[Any]]] = [FallbackCancelWatch]
 if sys.version_info >= (3, 11):
@@ -72,6 +72,8 @@ async def test_a_cancelled_error_raised_by_the_call_itself_is_not_a_request(
 async def test_a_cancelled_error_from_a_future_cancelled_by_others_is_not_a_request(
     watch: Callable[[Any], CancelWatch[Any]],
 ) -> None:
+    if watch is FallbackCancelWatch:
+        pytest.xfail("3.10 cannot tell this from a cancellation of the task: it counts as one")
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
     loop.call_later(1, future.cancel)
@@ -288,3 +290,17 @@ def test_a_runner_runs_in_a_copy_of_the_callers_context(make_runner: Callable[..
         assert runner.run(read()) == "caller"
         runner.run(write())
     assert var.get() == "caller"  # never leaks out
+
+
+def test_the_virtual_time_runner_runs_on_one_virtual_loop() -> None:
+    async def later(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return asyncio.get_running_loop().time()
+
+    with VirtualTimeRunner(start=100.0) as runner:
+        assert isinstance(runner.get_loop(), VirtualTimeLoop)
+        assert runner.run(later(3600)) == 3700.0
+        assert runner.run(later(60)) == 3760.0  # the same loop, the same clock
+        loop = runner.get_loop()
+    assert loop.is_closed()
+    runner.close()  # idempotent

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 import coalestra.concurrency
+from coalestra._compat import timeout
 from coalestra.concurrency import CapacityController, CapacitySnapshot
 from coalestra.testing import VirtualClock
 
@@ -362,7 +363,7 @@ async def test_cancellation_at_each_await_point_leaks_nothing(
     assert_idle(controller)
     assert asyncio.all_tasks() == start_tasks
     # And the capacity is really usable again.
-    async with asyncio.timeout(1):
+    async with timeout(1):
         lease = await controller.acquire("a")
     lease.release()
 
@@ -394,7 +395,7 @@ async def test_queue_timeout_on_virtual_time_leaks_nothing(
     blocker = await controller.acquire("a" if blocked_stage == "source" else "b")
     start = clock.monotonic()
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.75):
+        async with timeout(0.75):
             await controller.acquire("a")
     assert clock.monotonic() - start == 0.75
     blocker.release()
@@ -407,7 +408,7 @@ async def test_many_calls_with_random_cancellations_and_timeouts_leak_nothing() 
     rng = random.Random(5)
 
     async def call(source: str) -> None:
-        async with asyncio.timeout(rng.uniform(0.01, 0.2)), controller.slot(source):
+        async with timeout(rng.uniform(0.01, 0.2)), controller.slot(source):
             snap = controller.snapshot_now()
             assert snap["__global__"].in_use <= 3
             assert snap["a"].in_use <= 1

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from coalestra._compat import timeout, timeout_at
 from coalestra.concurrency import CapacityLimiter, CapacitySnapshot
 from coalestra.testing import VirtualClock
 
@@ -238,7 +239,7 @@ async def test_queue_timeout_on_virtual_time(clock: VirtualClock) -> None:
     await limiter.acquire()
     start = clock.monotonic()
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(2.5):
+        async with timeout(2.5):
             await limiter.acquire()
     assert clock.monotonic() - start == 2.5
     assert limiter.snapshot_now() == CapacitySnapshot(1, 1, 0)
@@ -253,7 +254,7 @@ async def test_timeout_racing_the_handover_leaks_nothing(clock: VirtualClock) ->
     # The holder releases at exactly the moment the waiter's timeout fires.
     loop.call_at(loop.time() + 1.0, limiter.release)
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout_at(loop.time() + 1.0):
+        async with timeout_at(loop.time() + 1.0):
             await limiter.acquire()
     await settle()
     assert idle(limiter)

@@ -31,6 +31,7 @@ from coalestra import (
     SnapshotValue,
     SourceResiliencePolicy,
 )
+from coalestra._compat import timeout
 from coalestra.testing import VirtualClock
 
 POLICY = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
@@ -162,7 +163,7 @@ async def test_b_cap_2_a_timed_out_wait_releases_every_slot() -> None:
     controller = CapacityController(global_limit=1, source_limits={"s": 1})
     held = await controller.acquire("other")
     with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.01):
+        async with timeout(0.01):
             await controller.acquire("s")
     snap = await controller.snapshot()
     assert (snap["s"].in_use, snap["__global__"].waiting) == (0, 0)

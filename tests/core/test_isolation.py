@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NoReturn
@@ -74,7 +74,7 @@ IMMUTABLES: list[Any] = [
     Fraction(1, 3),
     UUID(int=7),
     date(2024, 1, 2),
-    datetime(2024, 1, 2, 3, 4, tzinfo=UTC),
+    datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc),
     timedelta(seconds=5),
     1 + 2j,
     range(3),

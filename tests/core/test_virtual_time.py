@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from coalestra._compat import timeout
 from coalestra.testing import VirtualClock
 
 
@@ -19,7 +20,7 @@ async def test_sleep_jumps_virtual_time(clock: VirtualClock) -> None:
 async def test_timeout_fires_at_virtual_deadline(clock: VirtualClock) -> None:
     start = clock.monotonic()
     try:
-        async with asyncio.timeout(2.5):
+        async with timeout(2.5):
             await asyncio.sleep(10)
     except TimeoutError:
         pass
@@ -33,7 +34,7 @@ async def test_thread_work_does_not_advance_virtual_time(clock: VirtualClock) ->
         time.sleep(0.01)
         return "done"
 
-    async with asyncio.timeout(1.0):
+    async with timeout(1.0):
         assert await asyncio.to_thread(work) == "done"
     assert clock.monotonic() == start
 

@@ -132,6 +132,8 @@ class SuspensionCounter:
         coro: Coroutine[Any, Any, Any],
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[Any]:
+        if context is None:  # Python 3.10's Task takes no context (nor passes one)
+            return asyncio.Task(_Counted(coro, self), loop=loop)
         return asyncio.Task(_Counted(coro, self), loop=loop, context=context)
 
     def __enter__(self) -> SuspensionCounter:

@@ -80,7 +80,7 @@ from coalestra.resilience import (
     RetryPolicy,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 __all__ = ["SoakSummary", "run_soak"]
 
@@ -1027,7 +1027,7 @@ def run_soak(operations: int, seed: int) -> SoakSummary:
     """Run ``operations`` random steps against one builder on virtual time (see the module
     docstring) and return what happened; ``summary.violations`` lists every broken invariant."""
     threads = set(threading.enumerate())
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         return runner.run(_soak(operations, seed, threads))
 
 

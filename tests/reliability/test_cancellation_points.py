@@ -45,7 +45,7 @@ from coalestra.core import (
 )
 from coalestra.orchestration import PolicyResolver, SnapshotBuilder
 from coalestra.resilience import RetryPolicy
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 A, B = key("A"), key("B")
 X1, X2, X3 = (key(s, name="volume") for s in ("X1", "X2", "X3"))
@@ -289,6 +289,6 @@ def test_the_counter_cancels_exactly_at_the_chosen_suspension() -> None:
         assert task.cancelled()
         return n, reached
 
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         for n in range(1, 6):
             assert runner.run(scenario_of(n)) == (n, list(range(1, n + 1)))

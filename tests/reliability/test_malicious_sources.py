@@ -39,7 +39,7 @@ from coalestra.core import (
 )
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.resilience import CircuitBreakerPolicy, RetryPolicy, SourceResiliencePolicy
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 A, B, C = keys("A", "B", "C")
 D = key("D", name="derived")
@@ -447,7 +447,7 @@ def _raising(error: type[BaseException]) -> Callable[..., Any]:
 def test_keyboard_interrupt_and_system_exit_propagate_out_of_the_loop(
     error: type[BaseException], workers: int
 ) -> None:
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         clock = VirtualClock(runner.get_loop())
 
         async def make() -> tuple[SnapshotBuilder, set[asyncio.Task[Any]]]:

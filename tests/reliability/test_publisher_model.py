@@ -43,7 +43,7 @@ from coalestra.core import (
     SourceProtocolError,
 )
 from coalestra.orchestration import SnapshotBuilder
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 R = TypeVar("R")
 KEYS = [ResourceKey("pub", "item", subject) for subject in ("A", "B", "C")]
@@ -89,7 +89,7 @@ class PublisherMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runner = asyncio.Runner(loop_factory=VirtualTimeLoop)
+        self.runner = VirtualTimeRunner()
         self.clock = VirtualClock(self.runner.get_loop())
         self.model: dict[ResourceKey, Held] = {}
         self.serial = 0

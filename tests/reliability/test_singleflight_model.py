@@ -45,7 +45,7 @@ from coalestra.core import (
     SnapshotRequest,
 )
 from coalestra.resilience import CircuitBreakerPolicy, RetryPolicy, SourceResiliencePolicy
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 R = TypeVar("R")
 KEYS = [ResourceKey("sf", "item", subject) for subject in ("A", "B", "C")]
@@ -88,7 +88,7 @@ class SingleFlightMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runner = asyncio.Runner(loop_factory=VirtualTimeLoop)
+        self.runner = VirtualTimeRunner()
         self.clock = VirtualClock(self.runner.get_loop())
         self.calls: list[Call] = []
         self.builds: list[Build] = []

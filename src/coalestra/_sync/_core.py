@@ -13,6 +13,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
+from .._compat import TIMEOUT_ERRORS
 from ..core import PayloadIsolator
 from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 from ..core._validation import check_float
@@ -152,7 +153,7 @@ class FacadeCore:
         step = builder.aclose() if self.close_builder else builder.wait_for_refreshes()
         try:
             await asyncio.wait_for(step, self.shutdown_timeout)
-        except TimeoutError:
+        except TIMEOUT_ERRORS:  # 3.10: asyncio.TimeoutError is not yet TimeoutError
             # Refreshes outlived the timeout: an owned builder cancels them and closes; a
             # borrowed one keeps them (they end with the loop).
             if self.close_builder:

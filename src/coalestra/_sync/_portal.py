@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
+from .._compat import TIMEOUT_ERRORS
 from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 
 T = TypeVar("T")
@@ -131,7 +132,7 @@ class LoopPortal:
         """Wait for ``future``; if the wait (not the work) ends early, cancel the work."""
         try:
             return future.result(timeout)
-        except TimeoutError:
+        except TIMEOUT_ERRORS:  # 3.10: concurrent.futures.TimeoutError is not yet TimeoutError
             if future.done() and not future.cancelled():
                 return future.result()  # it finished meanwhile, or raised TimeoutError itself
             future.cancel()

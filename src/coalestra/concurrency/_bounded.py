@@ -8,11 +8,10 @@ task per item, and exactly ``min(limit, n)`` calls do run at once when the calls
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar, cast
 
-from .._compat import BaseExceptionGroup
+from .._compat import BaseExceptionGroup, TaskGroup
 
 Item = TypeVar("Item")
 R = TypeVar("R")
@@ -42,7 +41,7 @@ async def run_bounded(
         await worker()
         return cast("list[R]", results)
     try:
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
     except BaseExceptionGroup as errors:

@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, final
 
+from .._compat import TaskGroup
 from ..core import (
     DependencyCycleError,
     DependencyResolutionError,
@@ -40,7 +41,7 @@ class Onward:
 
     def __init__(
         self,
-        group: asyncio.TaskGroup,
+        group: TaskGroup,
         walk: Callable[[list[ResourceKey], int], Awaitable[None]],
         start: int,
     ) -> None:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Generic, NoReturn, TypeVar, final
+from typing import Any, Generic, NoReturn, TypeVar, final
 
+from .._compat import TIMEOUT_ERRORS, CancelWatch, timeout, watch_cancellation
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
 from ..core import (
@@ -57,12 +58,11 @@ class GateResult(Generic[T]):
     latency_ms: float = 0.0
 
 
-def _spurious_cancel(source: RegisteredSource) -> NoReturn:
+def _spurious_cancel(source: RegisteredSource, call: CancelWatch[Any]) -> NoReturn:
     """Re-raise a ``CancelledError`` that came out of a source call. If nobody cancelled us, the
     source raised it on its own: that is its failure for these keys, not a reason to stop the
     whole resolution (a timeout's cancellation does count as ours, and becomes its error)."""
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
+    if call.requested():
         raise  # called from an except block: this re-raises the CancelledError
     raise SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
 
@@ -200,7 +200,7 @@ class SourceGate:
                     value = await self._invoke(source, window, invoke, called)
             except BaseException as error:
                 outcome = error
-                if isinstance(error, TimeoutError) and not isinstance(
+                if isinstance(error, TIMEOUT_ERRORS) and not isinstance(
                     error, _NOT_THE_SOURCES_FAULT
                 ):
                     self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
@@ -235,7 +235,7 @@ class SourceGate:
             if budget is None:
                 lease = await self._capacity.acquire(source.name)
             else:
-                async with asyncio.timeout(budget) as scope:
+                async with timeout(budget) as scope:
                     with window.watch(scope, budget, own):
                         lease = await self._capacity.acquire(source.name)
         except TimeoutError:
@@ -305,24 +305,26 @@ class SourceGate:
         own = source.timeout_seconds
         budget = self._budget(own, window)
         if budget is None:
+            call = watch_cancellation(invoke(keys))
             try:
-                return await invoke(keys)
+                return await call
             except asyncio.CancelledError:
-                _spurious_cancel(source)
+                _spurious_cancel(source, call)
         if budget <= 0.0:
             self._counters.deadline_exceeded += 1
             raise SnapshotDeadlineExceededError(
                 f"snapshot deadline exceeded before calling the source for source "
                 f"{source.name}{_where(source, keys)}"
             )
-        scope = asyncio.timeout(budget)
+        scope = timeout(budget)
         try:
             async with scope:
                 with window.watch(scope, budget, own):
+                    call = watch_cancellation(invoke(keys))
                     try:
-                        return await invoke(keys)
+                        return await call
                     except asyncio.CancelledError:
-                        _spurious_cancel(source)
+                        _spurious_cancel(source, call)
         except TimeoutError:
             if not scope.expired():
                 raise  # the source's own TimeoutError: an ordinary, retryable failure

@@ -16,7 +16,7 @@ import bisect
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
-from .._compat import BaseExceptionGroup
+from .._compat import BaseExceptionGroup, TaskGroup
 from ..adapters._sources import check_batch_result
 from ..core import (
     DiagnosticsCollector,
@@ -154,7 +154,7 @@ class GroupRun:
         for. Keys still missing when the tier stops making progress (its holder is slow and
         our deadline is near, or the tier failed) are fetched here without a lease."""
         engine, clock = self.engine, self.engine.clock
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
 
             def fetch(owned: list[ResourceKey]) -> None:
                 if owned:
@@ -216,7 +216,7 @@ class GroupRun:
         if len(steps) == 1:
             await self._step(*steps[0])
         elif steps:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 for index, part in steps[1:]:
                     group.create_task(self._step(index, part))
                 await self._step(*steps[0])
@@ -226,7 +226,7 @@ class GroupRun:
         not when its siblings' calls are done: it never waits for calls it does not use, and a
         derived sibling waiting on it cannot deadlock."""
         source = self.engine.sources[index]
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             onward = Onward(group, self._walk, index + 1)
             if source.kind is SourceKind.DERIVED:
                 await Deriver(self, source, onward).derive(keys)
@@ -310,7 +310,7 @@ class GroupRun:
         if extra <= 0:
             await worker()
             return
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             for _ in range(extra):
                 group.create_task(worker())
             await worker()

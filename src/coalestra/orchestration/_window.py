@@ -7,13 +7,13 @@ owner's deadline; timeouts already running are moved to the new deadline.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import final
 
+from .._compat import Timeout
 from ..core import Clock, FetchContext
 
 
@@ -27,7 +27,7 @@ class FlightWindow:
         self.ctx = ctx
         self._clock = clock
         # scope -> (deadline, own limit), both in the loop's time
-        self._watched: dict[asyncio.Timeout, tuple[float | None, float | None]] = {}
+        self._watched: dict[Timeout, tuple[float | None, float | None]] = {}
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or ``None`` without one."""
@@ -38,7 +38,7 @@ class FlightWindow:
         return self.ctx.expired(self._clock)
 
     @contextmanager
-    def watch(self, scope: asyncio.Timeout, budget: float, own: float | None) -> Iterator[None]:
+    def watch(self, scope: Timeout, budget: float, own: float | None) -> Iterator[None]:
         """Keep ``scope`` (started with ``budget`` seconds, the tighter of the wait's ``own``
         limit and the deadline) on the deadline while inside."""
         when = scope.when()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from random import random as _default_random
 from typing import Final, TypeAlias, final
 
+from .._compat import TIMEOUT_ERRORS
 from ..core import (
     CircuitOpenError,
     SnapshotDeadlineExceededError,
@@ -20,7 +21,12 @@ from ..core._validation import check_float, check_int
 # Errors that say "the source is unavailable right now": another attempt may succeed.
 # (TimeoutError and ConnectionError are OSError subclasses.) Anything else -- a ValueError, a
 # broken source contract -- would fail the same way again, so it gets one attempt.
-_TRANSIENT: Final[tuple[type[BaseException], ...]] = (SourceUnavailableError, OSError)
+# On 3.10 asyncio's and concurrent.futures' TimeoutError are not yet the builtin (nor OSErrors).
+_TRANSIENT: Final[tuple[type[BaseException], ...]] = (
+    SourceUnavailableError,
+    OSError,
+    *TIMEOUT_ERRORS,
+)
 
 # Transient-looking errors another attempt cannot fix: the circuit refused the call, or the
 # build's own deadline or capacity wait ran out. Retrying these only burns the deadline (and,

@@ -23,6 +23,7 @@ from typing import Final, final
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from ..._compat import TIMEOUT_ERRORS
 from ..._version import __version__
 from ...core._validation import check_str
 
@@ -48,7 +49,7 @@ def _outcome_of(error: BaseException | None) -> str:
         return "success"
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TIMEOUT_ERRORS):
         return "timeout"
     return "error"
 

@@ -220,7 +220,8 @@ class PrometheusMetricsSink:
         )
         parent: _M = family.metric  # type: ignore[assignment]  # kind was checked by get()
         child = parent.labels(**labels) if labels else parent
-        cache[(metric, *labels.items())] = child
+        key = (metric, *labels.items())  # a variable: mypy reads cache[(a, *b)] as 3.11 syntax
+        cache[key] = child
         return child
 
     def _create(

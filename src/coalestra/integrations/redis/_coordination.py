@@ -37,6 +37,7 @@ import itertools
 from collections.abc import Collection, Mapping, Sequence
 from typing import final
 
+from ..._compat import timeout
 from ...cache._checks import check_keys
 from ...core import CacheLookup, FreshnessPolicy, ResourceKey
 from ...core._validation import check_float, check_optional_float
@@ -258,7 +259,7 @@ class Coordinator:
                     return {}
                 pause = min(pause, left)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):
+                async with timeout(pause):
                     await event.wait()
 
     def _pause(self, lease_left: float | None, backoff: float) -> tuple[float, float]:

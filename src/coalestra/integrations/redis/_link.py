@@ -10,7 +10,6 @@ tiered cache drops its L1 there, since invalidations may have been missed meanwh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, final
@@ -19,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..._compat import timeout
 from ...core import Clock
 
 T = TypeVar("T")
@@ -104,7 +104,7 @@ class Link:
             raise RedisUnavailable("Redis is down; retrying later")
         try:
             if bounded and self._timeout is not None:
-                async with asyncio.timeout(self._timeout):
+                async with timeout(self._timeout):
                     result = await command()
             else:
                 result = await command()

@@ -22,6 +22,7 @@ from typing import Any, final
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from ..._compat import timeout
 from ._link import CONNECTION_ERRORS
 
 MessageHandler = Callable[[str, str, list[str]], Awaitable[None]]
@@ -143,7 +144,7 @@ class Notifier:
             self._task = asyncio.get_running_loop().create_task(self._run())
         if not self._tried.is_set():
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._connect_timeout):
+                async with timeout(self._connect_timeout):
                     await self._tried.wait()
 
     async def aclose(self) -> None:
@@ -193,7 +194,7 @@ class Notifier:
                 await self._dispatch(message)
         finally:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(_CLOSE_TIMEOUT):
+                async with timeout(_CLOSE_TIMEOUT):
                     await pubsub.aclose()
 
     async def _dispatch(self, message: dict[str, Any]) -> None:
