@@ -5,8 +5,6 @@ See docs/acceptance-policies.md. Runs on virtual time: ``python examples/accepta
 
 from __future__ import annotations
 
-import asyncio
-
 from coalestra import (
     CallableSource,
     FetchContext,
@@ -21,7 +19,7 @@ from coalestra import (
     SnapshotRequirement,
     SourcePayload,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 POSITION = ResourceKey("account", "position", "BTCUSDT")
 VENUES = [ResourceKey("market", "price", venue) for venue in ("binance", "kraken", "coinbase")]
@@ -79,5 +77,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(main())

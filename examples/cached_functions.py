@@ -15,7 +15,7 @@ from coalestra import (
     SyncSnapshotBuilder,
     cached,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 POLICY = FreshnessPolicy(ttl_seconds=30.0, max_stale_seconds=300.0)
 ORDERS = {42: ["book", "lamp"]}
@@ -62,6 +62,6 @@ def blocking() -> None:
 
 
 if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(main())
     blocking()

@@ -21,7 +21,7 @@ from coalestra import (
     SnapshotBuilder,
     SourceResiliencePolicy,
 )
-from coalestra.testing import VirtualClock, VirtualTimeLoop
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 USERS = {"ada": {"name": "Ada"}, "alan": {"name": "Alan"}}
 POLICY = FreshnessPolicy(ttl_seconds=5.0, max_stale_seconds=60.0)
@@ -83,6 +83,6 @@ async def batch_source() -> None:
 
 
 if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+    with VirtualTimeRunner() as runner:
         runner.run(single_source())
         runner.run(batch_source())
