@@ -56,6 +56,28 @@ class PinnedMemo:
             if key not in self.values and key not in self.errors:
                 self.inputs.setdefault(key, value)
 
+    def follow_inputs(
+        self,
+        committed: Iterable[SnapshotValue[Any]],
+        readings: Mapping[ResourceKey, SnapshotValue[Any]],
+    ) -> None:
+        """After a revalidation: remember, for each input of the committed derived values
+        (transitively), the revision they were computed from, taken from ``readings``; an input
+        whose revision was not read is forgotten, so a later stage reads it anew."""
+        pending = list(committed)
+        while pending:
+            value = pending.pop()
+            for dep, version in value.dependency_versions.items():
+                if dep in self.values or dep in self.errors:
+                    continue
+                read = readings.get(dep)
+                if read is not None and read.version == version:
+                    if self.inputs.get(dep) is not read:
+                        self.inputs[dep] = read
+                        pending.append(read)
+                else:
+                    self.inputs.pop(dep, None)
+
     def pin(
         self,
         values: Mapping[ResourceKey, SnapshotValue[Any]],

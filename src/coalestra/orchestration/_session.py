@@ -449,18 +449,15 @@ class SnapshotSession:
         started = self._runtime.clock.monotonic()
         memo = self._memo
 
+        readings: Values = {}  # every revision the revalidation read, dependencies included
+
         async def acquire(batch: Sequence[ResourceKey], force: bool) -> tuple[Values, Errors]:
-            values, errors, _ = await self._acquire(batch, force_refresh=force)
+            values, errors, read = await self._acquire(batch, force_refresh=force)
+            readings.update(read)
             return values, errors
 
-        # The inputs count as pinned state: a new derived value computed from another revision
-        # of a remembered input makes the revalidation re-read that input too.
         got = await refresh(
-            selected,
-            {**memo.inputs, **memo.values},
-            self._runtime,
-            acquire,
-            force_refresh=force_refresh,
+            selected, memo.values, self._runtime, acquire, force_refresh=force_refresh
         )
         self._check_open()
         if got.errors:
@@ -480,9 +477,7 @@ class SnapshotSession:
             if rejected is not None:
                 return _Outcome(self._accumulated(started), got, False, rejected)
         memo.commit(shown)
-        # What was re-read but is not shown (an input of a re-derived value, or a revalidated
-        # internal dependency) replaces the revision a later stage would show for it.
-        memo.inputs.update((key, value) for key, value in got.values.items() if key not in shown)
+        memo.follow_inputs(shown.values(), {**readings, **got.values})
         self._diag.stale_values += sum(1 for value in shown.values() if value.stale)
         return _Outcome(self._accumulated(started), got, True)
 
