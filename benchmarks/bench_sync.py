@@ -71,13 +71,14 @@ def main() -> None:
     with SyncSnapshotBuilder(make_builder()) as facade:
         facade.build(KEYS)
         sync_us = timed(lambda: facade.build(KEYS))
-        empty_us = timed(lambda: facade.build([]))
+        # The smallest build there is (an empty key list is refused, B-TIME-5): one warm key.
+        one_us = timed(lambda: facade.build(KEYS[:1]))
     target = 1.5 * async_us + 100.0
     print(f"sync.warm_build 100 keys, async build: {async_us:.1f} us")
     print(
         f"sync.warm_build 100 keys, via SyncSnapshotBuilder: {sync_us:.1f} us target<={target:.1f}"
     )
-    print(f"sync.round_trip empty build via SyncSnapshotBuilder: {empty_us:.1f} us")
+    print(f"sync.round_trip one warm key via SyncSnapshotBuilder: {one_us:.1f} us")
 
 
 if __name__ == "__main__":
