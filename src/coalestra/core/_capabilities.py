@@ -28,7 +28,7 @@ COALESTRA_CAPABILITIES_SCHEMA_VERSION: Final = 1
 _REPORTED_API_STABILITY: Final = "0.5.7"
 
 # Our pyproject's requires-python (a test keeps them equal).
-PYTHON_REQUIRES: Final = ">=3.11"
+PYTHON_REQUIRES: Final = ">=3.10"
 
 # Only features this package implements (names from the 0.6 line). Add a name when its
 # feature lands, never before: callers gate behaviour on these.
