@@ -6,7 +6,9 @@ the chain level by level: batch sources get every unresolved key they support in
 ``max_pending_tasks`` workers. A derived level forks: its keys wait for their dependencies while
 the other keys walk on, so a group never holds a key hostage behind another key's dependencies
 (that, with per-key futures and the wait-cycle check, is what keeps two builds that depend on
-each other's keys from deadlocking). Each key's future resolves as soon as that key is done.
+each other's keys from deadlocking). A key's future resolves once its level's batched cache write
+is done (B-CACHE-17/18: what the build serves depends on that write's result), not when the
+whole group is.
 """
 
 from __future__ import annotations
