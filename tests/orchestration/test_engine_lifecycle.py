@@ -22,10 +22,12 @@ from tests.orchestration.conftest import (
     settle,
 )
 
+from coalestra.adapters import CallableSource
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
     CacheLookup,
     CacheWriteResult,
+    FetchContext,
     FreshnessPolicy,
     RefreshMode,
     ResourceKey,
@@ -382,3 +384,19 @@ async def test_aclose_ends_a_build_in_progress(clock: VirtualClock) -> None:
     assert source.cancelled == 1
     assert set(asyncio.all_tasks()) == start_tasks
     await assert_quiet(builder)
+
+
+async def test_aclose_right_after_a_failed_build_returns() -> None:
+    # On Python 3.12+ gather() of tasks that are already done returns without yielding, so a
+    # shutdown loop waiting for the tasks' own done callbacks spun forever here (the group task
+    # ended, its callbacks were queued, and the loop never ran them).
+    async def fail(key: ResourceKey, context: FetchContext) -> int:
+        raise ValueError("down")
+
+    builder = SnapshotBuilder(
+        [CallableSource(name="down", priority=1, supports=lambda key: True, fetcher=fail)]
+    )
+    with pytest.raises(SnapshotBuildError):
+        await builder.build([ResourceKey("m", "p", f"K{i}") for i in range(3)])
+    await builder.aclose()
+    assert builder.closed

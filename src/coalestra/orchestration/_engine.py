@@ -553,12 +553,12 @@ class Engine:
             hung = list(self.refresh_tasks)
             for task in hung:
                 task.cancel()
-            await asyncio.gather(*hung, return_exceptions=True)
+            await _ended(hung, self.refresh_tasks)
 
     async def wait_for_refreshes(self) -> None:
         """Wait until no background refresh is running (including ones started meanwhile)."""
         while self.refresh_tasks:
-            await asyncio.gather(*list(self.refresh_tasks), return_exceptions=True)
+            await _ended(list(self.refresh_tasks), self.refresh_tasks)
 
     async def shutdown(self, *, cancel_refreshes: bool, timeout: float | None = None) -> None:
         """End every owned task: refreshes are awaited (or cancelled; with ``timeout``, those
@@ -575,7 +575,7 @@ class Engine:
             pending = list(self.tasks)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await _ended(pending, self.tasks)
 
 
 _SETTLE_SECONDS = 0.01
@@ -591,6 +591,15 @@ def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
         0,
     )
     return ResourceResolutionError(key, (failure,))
+
+
+async def _ended(tasks: list[asyncio.Task[None]], owner: set[asyncio.Task[None]]) -> None:
+    """Wait for ``tasks`` to end, then drop them from ``owner`` at once. Their done callbacks
+    would drop them too, but on Python 3.12+ ``gather`` of tasks that are already done returns
+    without yielding to the loop, so a ``while owner:`` loop relying on those callbacks would
+    spin forever."""
+    await asyncio.gather(*tasks, return_exceptions=True)
+    owner.difference_update(tasks)
 
 
 def _observe(task: asyncio.Task[None]) -> None:
