@@ -113,6 +113,15 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     def _thread_done(self, _future: asyncio.Future[Any]) -> None:
         self._busy_threads -= 1
 
+    async def shutdown_default_executor(self, *args: Any) -> None:
+        """Join the default executor's threads with virtual time standing still: on Python
+        3.13 the join is bounded by a loop timeout, which virtual time would expire at once."""
+        self._busy_threads += 1
+        try:
+            await super().shutdown_default_executor(*args)
+        finally:
+            self._busy_threads -= 1
+
 
 @final
 class VirtualClock:
