@@ -9,16 +9,14 @@ import asyncio
 import concurrent.futures
 import copy
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.sync.conftest import GatedCache
 
 from coalestra import (
-    AsyncMemoryCache,
     BuilderHealth,
-    CacheLookup,
-    CacheWriteResult,
     CallableSource,
     FetchContext,
     FreshnessPolicy,
@@ -27,7 +25,6 @@ from coalestra import (
     ResourceKey,
     ResourceUpdate,
     SnapshotBuilder,
-    SnapshotValue,
     SourceProtocolError,
     SubmissionBacklogFullError,
     SyncSnapshotBuilder,
@@ -45,11 +42,11 @@ async def fetch(key: ResourceKey, context: FetchContext) -> str:
     return f"value-{key.subject}"
 
 
-class BlockedCache:
+class BlockedCache(GatedCache):
     """An AsyncMemoryCache whose batch writes and invalidations wait while ``blocked``."""
 
     def __init__(self) -> None:
-        self.inner = AsyncMemoryCache()
+        super().__init__()
         self.released = threading.Event()
         self.released.set()
         self.entered = threading.Semaphore(0)
@@ -61,53 +58,6 @@ class BlockedCache:
         self.entered.release()
         while not self.released.is_set():  # noqa: ASYNC110 (set from another thread)
             await asyncio.sleep(0.001)
-
-    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
-        return await self.inner.get(key, now=now, policy=policy)
-
-    async def get_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        return await self.inner.get_many(keys, now=now, policies=policies)
-
-    async def set(self, value: SnapshotValue[Any]) -> None:
-        await self._gate()
-        await self.inner.set(value)
-
-    async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        await self._gate()
-        await self.inner.set_many(values)
-
-    async def set_if_newer(
-        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> CacheWriteResult:
-        await self._gate()
-        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
-
-    async def set_many_if_newer(
-        self,
-        values: Collection[SnapshotValue[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, CacheWriteResult]:
-        await self._gate()
-        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
-
-    async def invalidate(self, key: ResourceKey) -> None:
-        await self._gate()
-        await self.inner.invalidate(key)
-
-    async def invalidate_many(self, keys: Collection[ResourceKey]) -> None:
-        await self._gate()
-        await self.inner.invalidate_many(keys)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
 
 
 def make_builder(**options: Any) -> SnapshotBuilder:
