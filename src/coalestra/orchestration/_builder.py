@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, final, overload
 
-from ..cache import ResourcePublisher
+from ..cache import AsyncMemoryCache, ResourcePublisher
 from ..concurrency import CapacityController, CapacitySnapshot
 from ..core import (
     AsyncCache,
@@ -21,6 +21,7 @@ from ..core import (
     EventSink,
     FetchContext,
     FreshnessPolicy,
+    FreshnessPolicyProvider,
     MetricsSink,
     ObservationPolicy,
     PayloadCopier,
@@ -37,11 +38,13 @@ from ..core import (
     SnapshotValue,
     Source,
     SourceAuthorityPolicy,
+    SystemClock,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
-from ..core._validation import check_optional_float, frozen_mapping
+from ..core._validation import frozen_mapping
+from ..observability import NullEventSink, NullMetrics
 from ..observability._instrumentation import Instrumentation
-from ..observability._tracing import Span, Tracer, describe_build
+from ..observability._tracing import NullTracer, Span, Tracer, describe_build
 from ..resilience import (
     CircuitBreaker,
     ResiliencePolicyResolver,
@@ -55,14 +58,28 @@ from ._assembly import (
     raise_for_required,
     requested_keys,
 )
-from ._config import check_close_timeout, settle
+from ._cache_access import CacheAccess
 from ._counters import EngineCounters
+from ._engine import Engine
+from ._gate import SourceGate
 from ._notfound import NotFoundMemory
-from ._parts import make_capacity, make_engine, make_publisher
+from ._options import (
+    BuilderOptions,
+    authority_provider,
+    check_authority_cache,
+    check_close_timeout,
+    check_named_sources,
+    distinct,
+    freshness_provider,
+    options_help,
+    resilience_provider,
+)
 from ._policy import PolicyResolver
+from ._results import ValueFactory
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._singleflight import SingleFlight
+from ._sources import SourceChains, check_limits, register_sources
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
 
@@ -78,35 +95,7 @@ class SnapshotBuilder:
 
     Args:
         sources: the sources (single, batch and derived); tried by descending ``priority``.
-        default_policy: freshness for every key (default: TTL 5 s, usable on error up to 60 s).
-        policy_resolver: per-key freshness instead of ``default_policy`` (not both).
-        authority_policy / authority_resolver: which source's revision may replace which.
-        cache: the cache (default: an :class:`AsyncMemoryCache` of 10,000 entries).
-        single_flight: an internal single-flight table to share (rarely needed).
-        retry_policy: the default retry policy (shorthand for ``default_resilience``).
-        circuit_breaker: a breaker to share; default: a new one on this builder's clock.
-        default_resilience / source_resilience / resilience_resolver: retry and circuit
-            policies: a default, per source name, or a resolver (instead of the first two).
-        clock: the clock every TTL, deadline and backoff reads (default: ``SystemClock()``).
-        metrics / events: observability sinks (default: null sinks).
-        max_concurrency: source calls running at once across all builds and sessions.
-        max_pending_tasks: workers per dispatch (default: ``max_concurrency``).
-        source_concurrency: per-source call limits; overrides a source's own ``max_concurrency``.
-        observation_policy: how future ``observed_at`` stamps are treated.
-        cache_source_support / source_support_cache_max_entries: cache ``supports()`` answers.
-        manage_lifecycle: ``aclose()`` also closes the sources, the cache and the sinks (their
-            ``aclose()`` or ``close()``), each distinct one once.
-        payload_copier / cache_run_payload_copies_in_thread / cache_max_copy_concurrency:
-            payload isolation settings; the ``cache_*`` ones apply only to the default cache.
-        tracer: spans around builds and source calls (e.g. the OpenTelemetry integration).
-        not_found_ttl_seconds: remember keys that every source said do not exist
-            (:class:`ResourceNotFound`) for this long, answering them without a source call
-            (negative caching); ``None`` (the default): never remember them.
-        close_timeout_seconds: opt-in: how long :meth:`aclose` (and ``async with``) waits for
-            background refreshes before cancelling the ones still running (``None``: as long
-            as they take; ``0``: cancel at once).
-        default_source_timeout_seconds: opt-in: the call timeout of every source that
-            declares no ``timeout_seconds`` (``None``: their calls are unbounded).
+        {options}
 
     Raises:
         TypeError, ValueError: a malformed source, duplicate source names, unknown names in
@@ -147,51 +136,91 @@ class SnapshotBuilder:
         close_timeout_seconds: float | None = None,
         default_source_timeout_seconds: float | None = None,
     ) -> None:
-        not_found_ttl = check_optional_float(
-            "not_found_ttl_seconds", not_found_ttl_seconds, positive=True
+        options = BuilderOptions(**_given(locals()))
+        self._options = options
+        self._clock = clock = SystemClock() if options.clock is None else options.clock
+        self._resilience = resilience = resilience_provider(options)
+        registered = register_sources(sources, resilience, options.default_source_timeout_seconds)
+        check_named_sources("source_resilience", options.source_resilience, registered)
+        self._sources = registered
+        self._authority = authority = authority_provider(
+            options.authority_policy, options.authority_resolver
         )
-        settings = settle(
-            sources,
-            default_policy=default_policy,
-            policy_resolver=policy_resolver,
-            authority_policy=authority_policy,
-            authority_resolver=authority_resolver,
-            cache=cache,
-            single_flight=single_flight,
-            retry_policy=retry_policy,
-            circuit_breaker=circuit_breaker,
-            default_resilience=default_resilience,
-            source_resilience=source_resilience,
-            resilience_resolver=resilience_resolver,
-            clock=clock,
-            metrics=metrics,
-            events=events,
-            max_concurrency=max_concurrency,
-            max_pending_tasks=max_pending_tasks,
-            source_concurrency=source_concurrency,
-            observation_policy=observation_policy,
-            cache_source_support=cache_source_support,
-            source_support_cache_max_entries=source_support_cache_max_entries,
-            manage_lifecycle=manage_lifecycle,
-            payload_copier=payload_copier,
-            cache_run_payload_copies_in_thread=cache_run_payload_copies_in_thread,
-            cache_max_copy_concurrency=cache_max_copy_concurrency,
-            tracer=tracer,
-            close_timeout_seconds=close_timeout_seconds,
-            default_source_timeout_seconds=default_source_timeout_seconds,
+        limits = check_limits(options.source_concurrency, registered)
+        self._cache = cache = _default_cache(options) if options.cache is None else options.cache
+        ranked = check_authority_cache(authority if authority.has_rules else None, cache)
+        self._policies = policies = freshness_provider(
+            options.default_policy, options.policy_resolver
         )
-        self._settings = settings
-        self._clock = settings.clock
-        self._cache = settings.cache
-        self._report = Instrumentation(settings.metrics, settings.events)
+        self._breaker = (
+            CircuitBreaker(clock=clock)
+            if options.circuit_breaker is None
+            else options.circuit_breaker
+        )
+        self._isolator = PayloadIsolator(options.payload_copier)
+        self._tracer = NullTracer() if options.tracer is None else options.tracer
+        self._metrics = NullMetrics() if options.metrics is None else options.metrics
+        self._events = NullEventSink() if options.events is None else options.events
+        self._report = Instrumentation(self._metrics, self._events)
         self._counters = EngineCounters()
-        self._capacity = make_capacity(settings)
-        self._engine = make_engine(settings, self._capacity, self._counters, self._report)
-        self._publisher = make_publisher(settings)
+        self._capacity = CapacityController(global_limit=options.max_concurrency)
+        for name, limit in limits.items():
+            self._capacity.register_source(name, limit)
+        self._engine = self._make_engine(policies, ranked)
+        self._publisher = ResourcePublisher(
+            cache=cache,
+            clock=clock,
+            policy_resolver=policies,
+            metrics=self._metrics,
+            events=self._events,
+            observation_policy=self.observation_policy,
+            payload_isolator=self._isolator,
+            authority_resolver=ranked,
+            max_pending_tasks=self.max_pending_tasks,
+        )
         self._runtime = ResolutionRuntime(self, self._engine, self._counters)
-        self._engine.not_found = NotFoundMemory(not_found_ttl, settings.clock)
         self._closed = False
         self._components_closed = False
+
+    def _make_engine(
+        self, policies: FreshnessPolicyProvider, ranked: AuthorityPolicyResolver | None
+    ) -> Engine:
+        """The resolution engine every build and session of this builder shares."""
+        options, clock = self._options, self._clock
+        engine = Engine(
+            sources=self._sources,
+            chains=SourceChains(
+                self._sources,
+                enabled=options.cache_source_support,
+                max_entries=options.source_support_cache_max_entries,
+            ),
+            cache=CacheAccess(self._cache, max_pending_tasks=self.max_pending_tasks),
+            gate=SourceGate(
+                capacity=self._capacity,
+                breaker=self._breaker,
+                clock=clock,
+                counters=self._counters,
+                report=self._report,
+                tracer=self._tracer,
+            ),
+            factory=ValueFactory(
+                clock=clock,
+                policy_for=policies.resolve,
+                observation=self.observation_policy,
+                authority=ranked,
+                isolator=self._isolator,
+            ),
+            isolator=self._isolator,
+            policies=policies,
+            clock=clock,
+            report=self._report,
+            counters=self._counters,
+            max_pending_tasks=self.max_pending_tasks,
+        )
+        if options.single_flight is not None:
+            engine.flights = options.single_flight
+        engine.not_found = NotFoundMemory(options.not_found_ttl_seconds, clock)
+        return engine
 
     # -- properties -------------------------------------------------------------------------
 
@@ -227,12 +256,12 @@ class SnapshotBuilder:
     @property
     def policy_resolver(self) -> PolicyResolver:
         """Each key's freshness policy (built from ``default_policy`` when none was given)."""
-        return self._settings.policies  # type: ignore[return-value]  # duck-typed resolvers
+        return self._policies  # type: ignore[return-value]  # duck-typed resolvers
 
     @property
     def authority_resolver(self) -> AuthorityPolicyResolver:
         """Which source's revision may replace which (no rules: every source ranks 0)."""
-        return self._settings.authority_resolver
+        return self._authority
 
     @property
     def single_flight(self) -> SingleFlight:
@@ -242,78 +271,81 @@ class SnapshotBuilder:
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy of sources no other policy covers (default ``RetryPolicy()``)."""
-        return self._settings.retry_policy
+        given = self._options.retry_policy
+        return self._resilience.default.retry if given is None else given
 
     @property
     def circuit_breaker(self) -> CircuitBreaker:
         """The circuits of every source (default: one on this builder's clock)."""
-        return self._settings.breaker
+        return self._breaker
 
     @property
     def resilience_resolver(self) -> ResiliencePolicyResolver:
         """Each source's retry and circuit policy."""
-        return self._settings.resilience
+        return self._resilience
 
     @property
     def metrics(self) -> MetricsSink:
         """The metrics sink (a null sink by default)."""
-        return self._settings.metrics
+        return self._metrics
 
     @property
     def events(self) -> EventSink:
         """The event sink (a null sink by default)."""
-        return self._settings.events
+        return self._events
 
     @property
     def observation_policy(self) -> ObservationPolicy:
         """How ``observed_at`` stamps in the future are treated."""
-        return self._settings.observation
+        given = self._options.observation_policy
+        return ObservationPolicy() if given is None else given
 
     @property
     def cache_source_support(self) -> bool:
         """True when ``supports()`` answers are cached."""
-        return self._settings.cache_source_support
+        return self._options.cache_source_support
 
     @property
     def source_support_cache_max_entries(self) -> int | None:
         """The most keys whose ``supports()`` answers are kept (``None``: no limit)."""
-        return self._settings.support_cache_max_entries
+        return self._options.source_support_cache_max_entries
 
     @property
     def manage_lifecycle(self) -> bool:
         """True when :meth:`aclose` also closes the sinks and the cache."""
-        return self._settings.manage_lifecycle
+        return self._options.manage_lifecycle
 
     @property
     def close_timeout_seconds(self) -> float | None:
         """How long :meth:`aclose` waits for background refreshes before cancelling them
         (``None``: as long as they take)."""
-        return self._settings.close_timeout
+        return self._options.close_timeout_seconds
 
     @property
     def default_source_timeout_seconds(self) -> float | None:
         """The call timeout of sources that declare none (``None``: unbounded)."""
-        return self._settings.default_source_timeout
+        return self._options.default_source_timeout_seconds
 
     @property
     def max_concurrency(self) -> int:
         """Source calls running at once across all builds, sessions and refreshes."""
-        return self._settings.max_concurrency
+        return self._options.max_concurrency
 
     @property
     def max_pending_tasks(self) -> int:
         """Workers per dispatch (default: ``max_concurrency``)."""
-        return self._settings.max_pending_tasks
+        pending = self._options.max_pending_tasks
+        return self._options.max_concurrency if pending is None else pending
 
     @property
     def sources(self) -> tuple[Source, ...]:
         """The sources as given, highest priority first."""
-        return tuple(entry.origin for entry in self._settings.sources)  # type: ignore[misc]
+        return tuple(entry.origin for entry in self._sources)  # type: ignore[misc]
 
     @property
     def payload_isolator(self) -> PayloadIsolator:
         """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
-        return self._settings.isolator
+        return self._isolator
 
     # -- building ---------------------------------------------------------------------------
 
@@ -460,7 +492,7 @@ class SnapshotBuilder:
         acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
-        with self._settings.tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
+        with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
             snapshot = await self._resolve_snapshot(keys, ctx)
             # Required failures first; the consistency check covers a complete group only.
             failed = any(key in snapshot.errors for key in required)
@@ -653,6 +685,13 @@ class SnapshotBuilder:
         """Wait until every background refresh started so far (and meanwhile) has ended."""
         await self._engine.wait_for_refreshes()
 
+    def _components(self) -> tuple[object, ...]:
+        """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
+        cache, events, metrics; each distinct object once."""
+        return distinct(
+            *(source.origin for source in self._sources), self._cache, self._events, self._metrics
+        )
+
     async def aclose(self, *, cancel_refreshes: bool = False, timeout: float | None = None) -> None:
         """Close the builder: no new builds, session stages or publications (they raise
         ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
@@ -673,11 +712,11 @@ class SnapshotBuilder:
         self._publisher._shut(BUILDER_CLOSED)
         await self._engine.shutdown(
             cancel_refreshes=cancel_refreshes,
-            timeout=self._settings.close_timeout if bound is None else bound,
+            timeout=self._options.close_timeout_seconds if bound is None else bound,
         )
-        if self._settings.manage_lifecycle and not self._components_closed:
+        if self._options.manage_lifecycle and not self._components_closed:
             self._components_closed = True
-            for owned in self._settings.components:
+            for owned in self._components():
                 await _close(owned)
 
     async def __aenter__(self) -> SnapshotBuilder:
@@ -729,7 +768,7 @@ class SnapshotBuilder:
             source_support_cache_entries=len(engine.chains),
             capacity=self._capacity.snapshot_now(),
             cache=await stats() if callable(stats) else None,
-            circuits=await self._settings.breaker.snapshot(),
+            circuits=await self._breaker.snapshot(),
             active_dispatch_workers=engine.active_workers,
             waiting_for_capacity=self._capacity.waiting_total(),
             queue_timeout_count=counters.queue_timeouts,
@@ -779,3 +818,23 @@ async def _close(owned: object) -> None:
             result = closer()
         if inspect.isawaitable(result):
             await result
+
+
+def _given(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options among ``__init__``'s ``locals()`` (all but ``self`` and ``sources``)."""
+    return {name: value for name, value in arguments.items() if name not in _NOT_OPTIONS}
+
+
+_NOT_OPTIONS = frozenset({"self", "sources"})
+
+
+def _default_cache(options: BuilderOptions) -> AsyncMemoryCache:
+    """The cache when none is given; the ``cache_*`` copy options configure it."""
+    return AsyncMemoryCache(
+        payload_copier=options.payload_copier,
+        run_payload_copies_in_thread=options.cache_run_payload_copies_in_thread,
+        max_copy_concurrency=options.cache_max_copy_concurrency,
+    )
+
+
+SnapshotBuilder.__doc__ = (SnapshotBuilder.__doc__ or "").replace("{options}", options_help())

@@ -1,0 +1,381 @@
+"""The builder's options, declared once: :class:`BuilderOptions`.
+
+Every keyword option of :class:`SnapshotBuilder` is one field of :class:`BuilderOptions`, written
+once with its type, default, check and one line of help::
+
+    max_concurrency: int = option(8, at_least_one, "source calls running at once ...")
+
+- the **check** takes ``(name, value)`` and returns the value to keep (or raises the
+  ``TypeError``/``ValueError`` users see); it runs once, when the builder is made;
+- the **help** line becomes the option's entry in the builder's docstring (``help()``);
+- the builder reads the checked value as ``options.<name>``.
+
+``SnapshotBuilder.__init__`` spells the same parameters, because type checkers and
+``inspect.signature`` need them there; its body hands them over as they are
+(``BuilderOptions(**given)``), and ``tests/orchestration/test_options.py`` fails when the
+signature and this declaration differ (names, order, defaults or types).
+
+To add an option: add its field here (type, default, check, help), add the same parameter to
+``SnapshotBuilder.__init__``, and read ``options.<name>`` where it is used (a property on the
+builder, if users may read it back). Checks that involve several options at once (pairs that
+exclude each other, settings that need the registered sources) are the ``*_provider`` functions
+below, which the builder's ``__init__`` calls while wiring its parts.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar, final
+
+from ..core import (
+    AsyncCache,
+    AuthorityPolicyResolver,
+    Clock,
+    EventSink,
+    FreshnessPolicy,
+    FreshnessPolicyProvider,
+    MetricsSink,
+    ObservationPolicy,
+    PayloadCopier,
+    SourceAuthorityPolicy,
+)
+from ..core._clock import check_clock
+from ..core._validation import check_bool, check_optional_float
+from ..observability._tracing import Tracer, check_tracer
+from ..resilience import (
+    CircuitBreaker,
+    ResiliencePolicyResolver,
+    RetryPolicy,
+    SourceResiliencePolicy,
+)
+from ._policy import DEFAULT_FRESHNESS, PolicyResolver
+from ._singleflight import SingleFlight
+from ._sources import RegisteredSource
+
+_T = TypeVar("_T")
+
+Check = Callable[[str, Any], Any]
+"""An option's check: ``(name, value) -> the value to keep``; raises for a bad value."""
+
+
+def option(default: Any, check: Check | None, help: str) -> Any:
+    """One option's field: its default, its check (``None``: any value; checked together with
+    other options while wiring) and its line of help."""
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+# -- checks of one option -------------------------------------------------------------------
+
+
+def at_least_one(name: str, value: object) -> int:
+    """A limit: an int of at least 1."""
+    return _limit(name, value, optional=False)  # type: ignore[return-value]  # not optional
+
+
+def at_least_one_or_none(name: str, value: object) -> int | None:
+    """An optional limit: ``None`` or an int of at least 1."""
+    return _limit(name, value, optional=True)
+
+
+def _limit(name: str, value: object, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        accepted = "an integer or None" if optional else "an integer"
+        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1" + (" or None" if optional else ""))
+    return value
+
+
+def positive_seconds_or_none(name: str, value: object) -> float | None:
+    """``None`` or a finite number of seconds ``> 0``."""
+    return check_optional_float(name, value, positive=True)
+
+
+def seconds_or_none(name: str, value: object) -> float | None:
+    """``None`` or a finite number of seconds ``>= 0``."""
+    return check_optional_float(name, value, positive=False)
+
+
+def check_close_timeout(value: object, name: str = "timeout") -> float | None:
+    """``None`` or a finite number of seconds ``>= 0`` (0: cancel refreshes at once).
+
+    Raises:
+        TypeError, ValueError: anything else (the message names ``name``).
+    """
+    return seconds_or_none(name, value)
+
+
+def instance_or_none(kind: type[_T]) -> Check:
+    """A check: ``None`` or an instance of ``kind``."""
+
+    def check(name: str, value: object) -> _T | None:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return check
+
+
+def _clock(name: str, value: object) -> Clock | None:
+    return None if value is None else check_clock(value)
+
+
+def _tracer(name: str, value: object) -> Tracer | None:
+    return None if value is None else check_tracer(value)
+
+
+def _bool_or_none(name: str, value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be a boolean or None")
+    return value
+
+
+def _copy_concurrency(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer")
+    return at_least_one(name, value)
+
+
+# -- the options ----------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuilderOptions:
+    """The builder's keyword options, each checked once (see the module docstring)."""
+
+    default_policy: FreshnessPolicy | None = option(
+        None, None, "freshness for every key (default: TTL 1 s, usable on error up to 10 s)."
+    )
+    policy_resolver: PolicyResolver | None = option(
+        None, None, "per-key freshness instead of ``default_policy`` (it wins when both are given)."
+    )
+    authority_policy: SourceAuthorityPolicy | None = option(
+        None, None, "which source's revision may replace which (or ``authority_resolver``)."
+    )
+    authority_resolver: AuthorityPolicyResolver | None = option(
+        None, None, "the authority rules as a resolver (instead of ``authority_policy``)."
+    )
+    cache: AsyncCache | None = option(
+        None, None, "the cache (default: an :class:`AsyncMemoryCache` of 10,000 entries)."
+    )
+    single_flight: SingleFlight | None = option(
+        None,
+        instance_or_none(SingleFlight),
+        "an internal single-flight table to share (rarely needed).",
+    )
+    retry_policy: RetryPolicy | None = option(
+        None, None, "the default retry policy (shorthand for ``default_resilience``)."
+    )
+    circuit_breaker: CircuitBreaker | None = option(
+        None,
+        instance_or_none(CircuitBreaker),
+        "a breaker to share; default: a new one on this builder's clock.",
+    )
+    default_resilience: SourceResiliencePolicy | None = option(
+        None, None, "the retry and circuit policy of sources no other policy covers."
+    )
+    source_resilience: Mapping[str, SourceResiliencePolicy] | None = option(
+        None, None, "retry and circuit policies per source name."
+    )
+    resilience_resolver: ResiliencePolicyResolver | None = option(
+        None, None, "every source's retry and circuit policy (instead of the three above)."
+    )
+    clock: Clock | None = option(
+        None,
+        _clock,
+        "the clock every TTL, deadline and backoff reads (default: ``SystemClock()``).",
+    )
+    metrics: MetricsSink | None = option(None, None, "the metrics sink (default: a null sink).")
+    events: EventSink | None = option(None, None, "the event sink (default: a null sink).")
+    max_concurrency: int = option(
+        8, at_least_one, "source calls running at once across all builds and sessions."
+    )
+    max_pending_tasks: int | None = option(
+        None, at_least_one_or_none, "workers per dispatch (default: ``max_concurrency``)."
+    )
+    source_concurrency: Mapping[str, int] | None = option(
+        None, None, "per-source call limits; overrides a source's own ``max_concurrency``."
+    )
+    observation_policy: ObservationPolicy | None = option(
+        None, instance_or_none(ObservationPolicy), "how future ``observed_at`` stamps are treated."
+    )
+    cache_source_support: bool = option(True, check_bool, "cache ``supports()`` answers.")
+    source_support_cache_max_entries: int | None = option(
+        100000, at_least_one_or_none, "the most keys whose ``supports()`` answers are kept."
+    )
+    manage_lifecycle: bool = option(
+        False,
+        check_bool,
+        "``aclose()`` also closes the sources, the cache and the sinks (their ``aclose()`` or "
+        "``close()``), each distinct one once.",
+    )
+    payload_copier: PayloadCopier | None = option(
+        None, None, "copies mutable payloads at this builder's boundaries (payload isolation)."
+    )
+    cache_run_payload_copies_in_thread: bool | None = option(
+        None, _bool_or_none, "copy payloads in a worker thread (the default cache only)."
+    )
+    cache_max_copy_concurrency: int = option(
+        4, _copy_concurrency, "payload copies running at once (the default cache only)."
+    )
+    tracer: Tracer | None = option(
+        None, _tracer, "spans around builds and source calls (e.g. the OpenTelemetry integration)."
+    )
+    not_found_ttl_seconds: float | None = option(
+        None,
+        positive_seconds_or_none,
+        "remember keys that every source said do not exist (:class:`ResourceNotFound`) for "
+        "this long, answering them without a source call (negative caching); ``None`` (the "
+        "default): never remember them.",
+    )
+    close_timeout_seconds: float | None = option(
+        None,
+        seconds_or_none,
+        "opt-in: how long :meth:`aclose` (and ``async with``) waits for background refreshes "
+        "before cancelling the ones still running (``None``: as long as they take; ``0``: "
+        "cancel at once).",
+    )
+    default_source_timeout_seconds: float | None = option(
+        None,
+        positive_seconds_or_none,
+        "opt-in: the call timeout of every source that declares no ``timeout_seconds`` "
+        "(``None``: their calls are unbounded).",
+    )
+
+    def __post_init__(self) -> None:
+        for declared in fields(self):
+            check = declared.metadata["check"]
+            if check is not None:
+                name = declared.name
+                object.__setattr__(self, name, check(name, getattr(self, name)))
+        if self.cache is not None and (
+            self.cache_run_payload_copies_in_thread is not None
+            or self.cache_max_copy_concurrency != _default_of("cache_max_copy_concurrency")
+        ):
+            raise ValueError(
+                "cache payload copy settings apply only to the default AsyncMemoryCache"
+            )
+
+
+def _default_of(name: str) -> Any:
+    return next(f.default for f in fields(BuilderOptions) if f.name == name)
+
+
+def options_help(indent: str = "        ") -> str:
+    """The ``Args:`` lines of every option, for the builder's docstring (its ``{options}``
+    placeholder, already indented by ``indent``)."""
+    return f"\n{indent}".join(
+        textwrap.fill(
+            f"{item.name}: {item.metadata['help']}",
+            width=96 - len(indent),
+            subsequent_indent="    ",
+        ).replace("\n", f"\n{indent}")
+        for item in fields(BuilderOptions)
+    )
+
+
+# -- checks of several options at once, used while wiring the builder's parts ---------------
+
+
+def _exclusive(first: str, first_value: object, second: str, second_value: object) -> None:
+    if first_value is not None and second_value is not None:
+        raise ValueError(f"pass {first} or {second}, not both")
+
+
+def freshness_provider(
+    default_policy: FreshnessPolicy | None, policy_resolver: FreshnessPolicyProvider | None
+) -> FreshnessPolicyProvider:
+    """The key -> policy function: the resolver (it wins when both are given), a default
+    policy, or the builder's default (1 s TTL, usable on error up to 10 s)."""
+    if policy_resolver is not None:
+        if not callable(getattr(policy_resolver, "resolve", None)):
+            raise TypeError("policy_resolver must have a resolve(key) method")
+        return policy_resolver
+    if default_policy is not None and not isinstance(default_policy, FreshnessPolicy):
+        raise TypeError("default_policy must be a FreshnessPolicy")
+    return PolicyResolver(default_policy or DEFAULT_FRESHNESS)
+
+
+def authority_provider(
+    authority_policy: SourceAuthorityPolicy | None,
+    authority_resolver: AuthorityPolicyResolver | None,
+) -> AuthorityPolicyResolver:
+    """The authority rules: the resolver given, or one made of ``authority_policy`` (an empty
+    one when neither is given, so every source ranks the same)."""
+    if authority_policy is not None and authority_resolver is not None:
+        raise ValueError("authority_policy and authority_resolver cannot be provided together")
+    if authority_resolver is not None:
+        if not isinstance(authority_resolver, AuthorityPolicyResolver):
+            raise TypeError("authority_resolver must be an AuthorityPolicyResolver")
+        return authority_resolver
+    if authority_policy is not None and not isinstance(authority_policy, SourceAuthorityPolicy):
+        raise TypeError("authority_policy must be a SourceAuthorityPolicy")
+    return AuthorityPolicyResolver(default=authority_policy)
+
+
+def resilience_provider(options: BuilderOptions) -> ResiliencePolicyResolver:
+    """One resolver for every source's retry and circuit policy.
+
+    Without a default policy, a given ``circuit_breaker``'s own default circuit policy applies
+    to sources that declare none (so its ``failure_threshold`` and recovery time are used).
+    """
+    retry_policy, default_resilience = options.retry_policy, options.default_resilience
+    source_resilience, breaker = options.source_resilience, options.circuit_breaker
+    if options.resilience_resolver is not None:
+        given = (retry_policy, default_resilience, source_resilience)
+        if any(item is not None for item in given):
+            raise ValueError(
+                "pass resilience_resolver or retry_policy/default_resilience/"
+                "source_resilience, not both"
+            )
+        if not isinstance(options.resilience_resolver, ResiliencePolicyResolver):
+            raise TypeError("resilience_resolver must be a ResiliencePolicyResolver")
+        return options.resilience_resolver
+    _exclusive("retry_policy", retry_policy, "default_resilience", default_resilience)
+    if retry_policy is not None:
+        if not isinstance(retry_policy, RetryPolicy):
+            raise TypeError("retry_policy must be a RetryPolicy")
+        default_resilience = SourceResiliencePolicy(retry=retry_policy)
+    if breaker is not None and default_resilience is None:
+        default_resilience = SourceResiliencePolicy(circuit=breaker.default_policy)
+    elif breaker is not None and retry_policy is not None:
+        default_resilience = SourceResiliencePolicy(
+            retry=retry_policy, circuit=breaker.default_policy
+        )
+    return ResiliencePolicyResolver(default=default_resilience, overrides=source_resilience)
+
+
+def check_named_sources(
+    label: str, table: Mapping[str, Any] | None, sources: tuple[RegisteredSource, ...]
+) -> None:
+    """Every name in a per-source table must be a registered source."""
+    names = {source.name for source in sources}
+    for name in table or {}:
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ValueError(f"{label} names unknown source {name!r} (known sources: {known})")
+
+
+def check_authority_cache(
+    authority: AuthorityPolicyResolver | None, cache: AsyncCache
+) -> AuthorityPolicyResolver | None:
+    """Authority rules need a cache that validates them."""
+    if authority is not None and getattr(cache, "validates_source_authority", False) is not True:
+        raise ValueError(
+            "authority rules need a cache that declares validates_source_authority = True"
+        )
+    return authority
+
+
+def distinct(*components: object) -> tuple[object, ...]:
+    """``components`` without repeats (by identity), in order: one object in two roles (one
+    sink for events and metrics, say) is closed once."""
+    unique: dict[int, object] = {}
+    for component in components:
+        unique.setdefault(id(component), component)
+    return tuple(unique.values())
