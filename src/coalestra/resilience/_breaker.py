@@ -27,18 +27,8 @@ from ..core import CircuitOpenError, Clock, ResourceKey, SystemClock
 from ..core._clock import check_clock
 from ..core._validation import ReadOnlyDict, check_enum, check_str
 from ._policy import CircuitBreakerPolicy
-from ._scope import CircuitIdentity, CircuitScope, check_key, make_identity
+from ._scope import CircuitIdentity, CircuitScope, IdentityMaker, check_identity
 from ._state import CircuitRecord, CircuitSnapshot, CircuitState
-
-# Source names are configuration, so a handful; the cap only guards against callers that
-# invent names per call.
-_MAX_CACHED_SOURCE_IDENTITIES = 1024
-
-
-def _check_identity(identity: object) -> CircuitIdentity:
-    if not isinstance(identity, CircuitIdentity):
-        raise TypeError(f"identity must be a CircuitIdentity, got {type(identity).__name__}")
-    return identity
 
 
 @final
@@ -66,7 +56,7 @@ class CircuitBreaker:
         TypeError, ValueError: an argument has the wrong type or is out of range.
     """
 
-    __slots__ = ("_circuits", "_clock", "_default_policy", "_open_count", "_source_identities")
+    __slots__ = ("_circuits", "_clock", "_default_policy", "_identity", "_open_count")
 
     def __init__(
         self,
@@ -89,7 +79,7 @@ class CircuitBreaker:
         self._clock: Clock = SystemClock() if clock is None else check_clock(clock)
         self._circuits: dict[CircuitIdentity, CircuitRecord] = {}
         self._open_count = 0
-        self._source_identities: dict[str, CircuitIdentity] = {}
+        self._identity = IdentityMaker()
 
     @property
     def default_policy(self) -> CircuitBreakerPolicy:
@@ -122,20 +112,6 @@ class CircuitBreaker:
         else:
             chosen = check_enum("scope", scope, CircuitScope)
         return self._identity(source, key, chosen)
-
-    def _identity(
-        self, source: str, key: ResourceKey | None, scope: CircuitScope
-    ) -> CircuitIdentity:
-        check_key(key)
-        if scope is CircuitScope.SOURCE and source.__class__ is str:
-            # SOURCE identities repeat on every call to a source: make each one once.
-            identity = self._source_identities.get(source)
-            if identity is None:
-                identity = CircuitIdentity(source, scope)
-                if len(self._source_identities) < _MAX_CACHED_SOURCE_IDENTITIES:
-                    self._source_identities[source] = identity
-            return identity
-        return make_identity(source, key, scope)  # CircuitIdentity validates ``source``
 
     def _policy(self, policy: CircuitBreakerPolicy | None) -> CircuitBreakerPolicy:
         if policy is None:
@@ -191,7 +167,7 @@ class CircuitBreaker:
             TypeError: ``identity`` or ``policy`` has the wrong type.
         """
         active = self._policy(policy)
-        record = self._circuits.get(_check_identity(identity))
+        record = self._circuits.get(check_identity(identity))
         if record is None or not active.enabled:
             return
         if not record.opened or record.probe_active:
@@ -208,7 +184,7 @@ class CircuitBreaker:
             TypeError: ``identity`` or ``policy`` has the wrong type.
         """
         active = self._policy(policy)
-        _check_identity(identity)
+        check_identity(identity)
         if not active.enabled:
             return
         record = self._circuits.get(identity)
@@ -236,7 +212,7 @@ class CircuitBreaker:
             TypeError: ``identity`` or ``policy`` has the wrong type.
         """
         active = self._policy(policy)
-        record = self._circuits.get(_check_identity(identity))
+        record = self._circuits.get(check_identity(identity))
         if record is not None and record.opened and record.probe_active:
             record.open(self._clock.monotonic(), active.recovery_timeout_seconds)
 
@@ -248,7 +224,7 @@ class CircuitBreaker:
         Raises:
             TypeError: ``identity`` is not a CircuitIdentity.
         """
-        record = self._circuits.get(_check_identity(identity))
+        record = self._circuits.get(check_identity(identity))
         if record is not None:
             record.probe_active = False
 

@@ -88,6 +88,42 @@ def make_identity(source: str, key: ResourceKey | None, scope: CircuitScope) -> 
     return CircuitIdentity(source, scope, str(key))
 
 
+# Source names are configuration, so a handful; the cap only guards against callers that
+# invent names per call.
+_MAX_CACHED_SOURCE_IDENTITIES = 1024
+
+
+@final
+class IdentityMaker:
+    """Makes circuit identities for a breaker; ``SOURCE`` ones, which repeat on every call to a
+    source, are made once per source name."""
+
+    __slots__ = ("_by_source",)
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, CircuitIdentity] = {}
+
+    def __call__(
+        self, source: str, key: ResourceKey | None, scope: CircuitScope
+    ) -> CircuitIdentity:
+        check_key(key)
+        if scope is CircuitScope.SOURCE and source.__class__ is str:
+            identity = self._by_source.get(source)
+            if identity is None:
+                identity = CircuitIdentity(source, scope)
+                if len(self._by_source) < _MAX_CACHED_SOURCE_IDENTITIES:
+                    self._by_source[source] = identity
+            return identity
+        return make_identity(source, key, scope)  # CircuitIdentity validates ``source``
+
+
+def check_identity(identity: object) -> CircuitIdentity:
+    """Return ``identity`` when it is a :class:`CircuitIdentity`."""
+    if not isinstance(identity, CircuitIdentity):
+        raise TypeError(f"identity must be a CircuitIdentity, got {type(identity).__name__}")
+    return identity
+
+
 def check_key(key: object) -> ResourceKey | None:
     """Return ``key`` when it is a :class:`~coalestra.ResourceKey` or ``None``."""
     if key is not None and not isinstance(key, ResourceKey):
