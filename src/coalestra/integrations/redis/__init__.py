@@ -22,9 +22,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from ._cache import RedisCache
 from ._config import DEFAULT_RETENTION
+from ._leases import LeaseInfo
 from ._serializers import JsonSerializer, PickleSerializer, Serializer
 from ._stats import RedisCacheStats, TieredCacheStats
-from ._store import LeaseInfo
 from ._tiered import TieredCache
 
 __all__ = [

@@ -31,11 +31,12 @@ from ...core._values import MISS
 from ._config import RedisCacheConfig, make_client
 from ._coordination import Coordinator
 from ._layout import escape, glob_escape
+from ._leases import LeaseInfo
 from ._link import Link, RedisUnavailable
 from ._notifier import Notifier
 from ._serializers import Serializer
 from ._stats import RedisCacheStats, snapshot
-from ._store import LeaseInfo, RedisStore
+from ._store import RedisStore
 
 T = TypeVar("T")
 

@@ -42,9 +42,10 @@ from ...cache._checks import check_keys
 from ...core import CacheLookup, FreshnessPolicy, ResourceKey
 from ...core._validation import check_float, check_optional_float
 from ._layout import key_name
+from ._leases import LeaseInfo, LeaseStore
 from ._link import RedisUnavailable
 from ._notifier import Notifier
-from ._store import LeaseInfo, RedisStore
+from ._store import RedisStore
 
 WAIT_SHARE = 0.75
 """The share of its remaining deadline a waiter may spend waiting; it fetches for itself in the
@@ -71,6 +72,7 @@ class Coordinator:
 
     def __init__(self, store: RedisStore, notifier: Notifier) -> None:
         self._store = store
+        self._leases = LeaseStore(store)
         self._notifier = notifier
         self._counters = store.counters
         self._clock = store.config.clock
@@ -101,7 +103,7 @@ class Coordinator:
             return mine
         token = self._token()
         try:
-            held, bad = await self._store.lease(rest, token)
+            held, bad = await self._leases.lease(rest, token)
         except RedisUnavailable as error:
             self._doubt(error, [(key, token) for key in rest])
             self._counters.degraded_calls += 1
@@ -119,7 +121,7 @@ class Coordinator:
         if not mine:
             return
         try:
-            await self._store.release(mine)
+            await self._leases.release(mine)
         except RedisUnavailable as error:
             self._counters.degraded_calls += 1
             self._doubt(error, mine)  # not renewed any more: gone within a lease lifetime
@@ -159,7 +161,7 @@ class Coordinator:
         leases = list(self._held.items())
         if not leases:
             return
-        lost = await self._store.renew(leases)
+        lost = await self._leases.renew(leases)
         self._counters.lease_renewals += len(leases) - len(lost)
         tokens = dict(leases)
         for key in lost:
@@ -171,7 +173,7 @@ class Coordinator:
         batch = list(self._doubtful.items())
         if not batch:
             return
-        released = await self._store.release([lease for _, leases in batch for lease in leases])
+        released = await self._leases.release([lease for _, leases in batch for lease in leases])
         for token, _ in batch:
             self._doubtful.pop(token, None)
         self._counters.ghost_releases += released
@@ -188,14 +190,14 @@ class Coordinator:
 
     async def leases(self) -> list[LeaseInfo]:
         """See ``RedisCache.leases``."""
-        return await self._store.leases()
+        return await self._leases.leases()
 
     async def clear_leases(self, keys: Collection[ResourceKey] | None) -> int:
         """See ``RedisCache.clear_leases``."""
         chosen = None if keys is None else tuple(dict.fromkeys(check_keys(keys)))
         for key in chosen if chosen is not None else tuple(self._held):
             self._held.pop(key, None)
-        return await self._store.drop_leases(chosen)
+        return await self._leases.drop_leases(chosen)
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -240,7 +242,7 @@ class Coordinator:
             elapsed = clock.monotonic() - started
             token = self._token()
             try:
-                arrived, taken, lease_left = await self._store.poll(
+                arrived, taken, lease_left = await self._leases.poll(
                     keys, now + elapsed, policies, token
                 )
             except RedisUnavailable as error:

@@ -19,9 +19,9 @@ from ...core import (
 from ...core._validation import check_bool
 from ._cache import RedisCache
 from ._layout import key_from_name
+from ._leases import LeaseInfo
 from ._link import RedisUnavailable
 from ._stats import TieredCacheStats
-from ._store import LeaseInfo
 from ._touchlog import TouchLog
 
 
