@@ -22,7 +22,7 @@ from coalestra.observability import (
     NullEventSink,
     NullMetrics,
 )
-from coalestra.observability import _instrumentation as inst
+from coalestra.observability import _names as inst
 from coalestra.observability._instrumentation import Instrumentation, key_type
 
 NAMESPACES = ("market", "account")

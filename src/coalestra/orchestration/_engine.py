@@ -28,16 +28,10 @@ from ..core import (
 )
 from ..core._validation import ReadOnlyDict
 from ..core._values import MISS
-from ..observability._instrumentation import (
-    FRESH as _FRESH,
-)
-from ..observability._instrumentation import (
-    MISS as _MISS,
-)
-from ..observability._instrumentation import (
-    STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE,
-)
 from ..observability._instrumentation import Instrumentation
+from ..observability._names import FRESH as _FRESH
+from ..observability._names import MISS as _MISS
+from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
 from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._gate import SourceGate

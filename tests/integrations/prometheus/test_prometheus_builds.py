@@ -31,7 +31,7 @@ from coalestra import (
     SourceResiliencePolicy,
 )
 from coalestra.integrations.prometheus import PrometheusMetricsSink
-from coalestra.observability._instrumentation import ALLOWED_LABELS
+from coalestra.observability._names import ALLOWED_LABELS
 from coalestra.testing import VirtualClock
 
 PRICE = {"resource_namespace": "market", "resource_name": "price"}

@@ -26,7 +26,7 @@ from ...cache import CacheStats
 from ...concurrency import CapacitySnapshot
 from ...core import BuilderHealth
 from ...core._validation import check_bool, check_float
-from ...observability._instrumentation import ANY
+from ...observability._names import ANY
 from ...resilience import CircuitIdentity, CircuitSnapshot, CircuitState
 from ._names import check_namespace
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from ...core._validation import ReadOnlyDict
-from ...observability import _instrumentation as names
+from ...observability import _names as names
 
 CORE_PREFIX: Final = "coalestra_"
 """A prefix replaced by the sink's namespace (the sink's own metric carries it)."""

@@ -18,11 +18,10 @@ from ...core import (
 )
 from ...core._validation import check_bool
 from ._cache import RedisCache
-from ._layout import key_from_name
+from ._follower import L1Follower
 from ._leases import LeaseInfo
 from ._link import RedisUnavailable
 from ._stats import TieredCacheStats
-from ._touchlog import TouchLog
 
 
 @final
@@ -78,14 +77,9 @@ class TieredCache:
             payload_copier=payload_copier,
             run_payload_copies_in_thread=run_payload_copies_in_thread,
         )
-        self._log = TouchLog()
-        # False until the listener runs, and again after Redis recovered (L1 must be dropped):
-        # the one flag the hit path reads.
-        self._ready = False
-        self._started = False
-        self._drops = self._remote = self._skipped = 0
-        redis._notifier.add_handlers(self._on_message, self._drop_l1)
-        redis._link.on_recovered(self._on_recovered)
+        self._follower = L1Follower(self._l1, redis)
+        self._log = self._follower.log
+        self._skipped = 0
 
     def __repr__(self) -> str:
         return f"TieredCache({self._l2!r})"
@@ -115,8 +109,8 @@ class TieredCache:
             TypeError, ValueError: ``keys``, ``now`` or ``policies`` is invalid.
             PayloadIsolationError: an L1 payload could not be copied.
         """
-        if not self._ready:
-            await self._prepare()
+        if not self._follower.ready:
+            await self._follower.prepare()
         found = await self._l1.get_many(keys, now=now, policies=policies)
         # A plain loop, no list: the all-hit path is the hot one and must cost next to nothing.
         for lookup in found.values():
@@ -224,8 +218,8 @@ class TieredCache:
         replace_equal: bool,
         strict: bool = False,
     ) -> Mapping[ResourceKey, CacheWriteResult]:
-        if not self._ready:
-            await self._prepare()
+        if not self._follower.ready:
+            await self._follower.prepare()
         start = self._log.begin()
         try:
             try:
@@ -294,7 +288,7 @@ class TieredCache:
         Raises:
             RuntimeError: Redis could not be reached (L1 is dropped anyway).
         """
-        await self._drop_l1()
+        await self._follower.drop_l1()
         await self._l2.clear()
 
     async def invalidate_matching(
@@ -373,44 +367,6 @@ class TieredCache:
             keys, wait_seconds=wait_seconds, now=now, policies=policies
         )
 
-    # -- keeping L1 in step --------------------------------------------------------------------
-
-    async def _prepare(self) -> None:
-        """Before L1 serves anything: listen for changes; drop L1 if Redis just recovered."""
-        if not self._started:
-            self._started = True
-            await self._l2._notifier.start()
-        else:
-            await self._drop_l1()
-        self._ready = True
-
-    def _on_recovered(self) -> None:
-        # Called inside a Redis call, where L1 cannot be awaited: mark it, drop it before the
-        # next use. Fills that began earlier are refused from now on.
-        self._log.touch_all()
-        self._ready = False
-
-    async def _drop_l1(self) -> None:
-        self._log.touch_all()
-        await self._l1.clear()
-        self._drops += 1
-
-    async def _on_message(self, kind: str, origin: str, names: list[str]) -> None:
-        if kind == "c":
-            await self._drop_l1()
-            return
-        if kind not in ("w", "i") or origin == self._l2._store.token:
-            return  # lease news, or this process's own change (already applied to L1)
-        keys = []
-        for name in names:
-            try:
-                keys.append(key_from_name(name))
-            except ValueError:
-                continue
-        self._log.touch(keys)
-        await self._l1.invalidate_many(keys)
-        self._remote += len(keys)
-
     # -- introspection and lifecycle ------------------------------------------------------------
 
     async def stats(self) -> TieredCacheStats:
@@ -418,8 +374,8 @@ class TieredCache:
         return TieredCacheStats(
             l1=await self._l1.stats(),
             l2=await self._l2.stats(),
-            l1_drops=self._drops,
-            remote_invalidations=self._remote,
+            l1_drops=self._follower.drops,
+            remote_invalidations=self._follower.remote,
             skipped_fills=self._skipped,
         )
 
