@@ -20,17 +20,17 @@ def main() -> None:
     require_capabilities(features=["snapshot_acceptance"], schemas={"error_diagnostics": 1})
 
     # Degrade gracefully when an optional feature is absent.
-    if not installed.supports("builder_health_assessment"):
-        print("health assessment not available: exporting raw health only")
+    if installed.supports("builder_health_assessment"):
+        print("health assessment available: exporting assessed health")
 
     missing: CapabilityRequirementError | None = None
     try:
-        require_capabilities(features=["payload_copy_health"], schemas={"builder_health": 1})
+        require_capabilities(features=["payload_copy_health"], schemas={"builder_health": 2})
     except CapabilityRequirementError as error:
         missing = error
     assert missing is not None
     assert missing.missing_features == ("payload_copy_health",)
-    assert dict(missing.schema_mismatches) == {"builder_health": (1, None)}
+    assert dict(missing.schema_mismatches) == {"builder_health": (2, 1)}
     print(missing)
 
 

@@ -53,6 +53,7 @@ EXAMPLE_FOR_PAGE = {
     "everyday.md": "one_key_reads.py",
     "acceptance-policies.md": "acceptance_policies.py",
     "capabilities.md": "capabilities.py",
+    "health.md": "health.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

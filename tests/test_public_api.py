@@ -135,6 +135,15 @@ V06_CORE_NAMES = frozenset(
         "SnapshotRequirement",
         "SnapshotResult",
         "SnapshotResultState",
+        "BUILDER_HEALTH_ASSESSMENT_SCHEMA",
+        "BUILDER_HEALTH_ASSESSMENT_SCHEMA_VERSION",
+        "BUILDER_HEALTH_SCHEMA",
+        "BUILDER_HEALTH_SCHEMA_VERSION",
+        "BuilderHealthAssessment",
+        "BuilderHealthAssessmentPolicy",
+        "BuilderHealthFinding",
+        "BuilderHealthReason",
+        "BuilderHealthSeverity",
     }
 )
 V06_ORCHESTRATION_NAMES = frozenset(

@@ -40,6 +40,11 @@ def test_field_order_is_the_contract() -> None:
         "failures",
         "pending",
         "closed",
+        # 0.6 appends these (public-api-0.6.md section 6; B4: appending is safe).
+        "max_pending",
+        "peak_pending",
+        "worker_alive",
+        "shutdown_timeout_count",
     ]
     assert names(ObservationSummary) == ["count", "total", "minimum", "maximum"]
 

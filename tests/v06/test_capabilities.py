@@ -25,6 +25,8 @@ from coalestra.core._capabilities import PYTHON_REQUIRES
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [
+    "builder_health_assessment",
+    "builder_health_serialization",
     "degraded_snapshot_results",
     "snapshot_acceptance",
     "snapshot_consistency",
@@ -38,8 +40,6 @@ SHIPPED = [
 NOT_SHIPPED = [
     "automatic_observability_buffering",
     "blocking_source_timeout_guarantees",
-    "builder_health_assessment",
-    "builder_health_serialization",
     "controlled_payload_copy_shutdown",
     "partitioned_request_builds",
     "payload_copy_health",
@@ -86,11 +86,18 @@ def test_shipped_features_are_really_there() -> None:
     assert coalestra.SourceAuthorityPolicy  # source_authority
     assert coalestra.SubmissionBacklogFullError  # sync_submission_backlog
     assert coalestra.ERROR_DIAGNOSTICS_SCHEMA_VERSION == 1  # versioned_error_diagnostics
+    assert callable(coalestra.BuilderHealth.assess)  # builder_health_assessment
+    assert callable(coalestra.BuilderHealth.to_dict)  # builder_health_serialization
 
 
 def test_schemas_and_defaults_tell_the_truth() -> None:
     installed = capabilities()
-    assert dict(installed.schemas) == {"capabilities": 1, "error_diagnostics": 1}
+    assert dict(installed.schemas) == {
+        "builder_health": 1,
+        "builder_health_assessment": 1,
+        "capabilities": 1,
+        "error_diagnostics": 1,
+    }
     # 0.5.7 behaviour is kept (public-api-0.6.md, BREAKING B1/B2): sinks are called directly,
     # sources need no timeout declaration, blocking sources are not inspected.
     assert dict(installed.defaults) == {
@@ -139,21 +146,21 @@ def test_require_returns_the_capabilities() -> None:
 def test_require_reports_missing_features_and_schema_mismatches() -> None:
     with pytest.raises(CapabilityRequirementError) as caught:
         require_capabilities(
-            features=["payload_copy_health", "snapshot_acceptance", "builder_health_assessment"],
-            schemas={"error_diagnostics": 2, "builder_health": 1, "capabilities": 1},
+            features=["payload_copy_health", "snapshot_acceptance", "payload_copy_offload"],
+            schemas={"error_diagnostics": 2, "payload_copies": 1, "capabilities": 1},
         )
     error = caught.value
     assert isinstance(error, coalestra.CoalestraError)
-    assert error.missing_features == ("builder_health_assessment", "payload_copy_health")
+    assert error.missing_features == ("payload_copy_health", "payload_copy_offload")
     assert dict(error.schema_mismatches) == {
         "error_diagnostics": (2, 1),
-        "builder_health": (1, None),
+        "payload_copies": (1, None),
     }
     message = str(error)
-    assert "builder_health_assessment" in message
+    assert "payload_copy_offload" in message
     assert "payload_copy_health" in message
     assert "error_diagnostics" in message
-    assert "builder_health " in message
+    assert "payload_copies " in message
     assert str(pickle.loads(pickle.dumps(error))) == message
 
 

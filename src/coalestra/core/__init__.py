@@ -9,6 +9,15 @@ from ._acceptance import (
     SnapshotAcceptanceViolation,
     SnapshotRequirement,
 )
+from ._assessment import (
+    BUILDER_HEALTH_ASSESSMENT_SCHEMA,
+    BUILDER_HEALTH_ASSESSMENT_SCHEMA_VERSION,
+    BuilderHealthAssessment,
+    BuilderHealthAssessmentPolicy,
+    BuilderHealthFinding,
+    BuilderHealthReason,
+    BuilderHealthSeverity,
+)
 from ._capabilities import (
     COALESTRA_API_STABILITY,
     COALESTRA_CAPABILITIES_SCHEMA,
@@ -41,7 +50,7 @@ from ._errors import (
     SourceUnavailableError,
     SubmissionBacklogFullError,
 )
-from ._health import BuilderHealth
+from ._health import BUILDER_HEALTH_SCHEMA, BUILDER_HEALTH_SCHEMA_VERSION, BuilderHealth
 from ._isolation import PayloadCopier, PayloadIsolator, deepcopy_payload
 from ._keys import (
     CASE_INSENSITIVE_KEY_NORMALIZER,
@@ -114,6 +123,15 @@ __all__ = [
     "SnapshotAcceptanceReason",
     "SnapshotAcceptanceViolation",
     "SnapshotRequirement",
+    "BUILDER_HEALTH_ASSESSMENT_SCHEMA",
+    "BUILDER_HEALTH_ASSESSMENT_SCHEMA_VERSION",
+    "BUILDER_HEALTH_SCHEMA",
+    "BUILDER_HEALTH_SCHEMA_VERSION",
+    "BuilderHealthAssessment",
+    "BuilderHealthAssessmentPolicy",
+    "BuilderHealthFinding",
+    "BuilderHealthReason",
+    "BuilderHealthSeverity",
     "AsyncCache",
     "AtomicAsyncCache",
     "AuthorityAwareCache",

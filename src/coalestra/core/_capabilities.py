@@ -14,7 +14,9 @@ from functools import cache
 from typing import Any, Final, final
 
 from .._version import __version__
+from ._assessment import BUILDER_HEALTH_ASSESSMENT_SCHEMA_VERSION
 from ._errors import CoalestraError
+from ._health import BUILDER_HEALTH_SCHEMA_VERSION
 from ._schema import ERROR_DIAGNOSTICS_SCHEMA_VERSION
 from ._validation import ReadOnlyDict
 
@@ -33,6 +35,8 @@ PYTHON_REQUIRES: Final = ">=3.10"
 # Only features this package implements (names from the 0.6 line). Add a name when its
 # feature lands, never before: callers gate behaviour on these.
 _SHIPPED_FEATURES: Final = (
+    "builder_health_assessment",
+    "builder_health_serialization",
     "degraded_snapshot_results",
     "snapshot_acceptance",
     "snapshot_consistency",
@@ -43,6 +47,8 @@ _SHIPPED_FEATURES: Final = (
     "versioned_error_diagnostics",
 )
 _SHIPPED_SCHEMAS: Final = {
+    "builder_health": BUILDER_HEALTH_SCHEMA_VERSION,
+    "builder_health_assessment": BUILDER_HEALTH_ASSESSMENT_SCHEMA_VERSION,
     "capabilities": COALESTRA_CAPABILITIES_SCHEMA_VERSION,
     "error_diagnostics": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
 }

@@ -193,6 +193,12 @@ class BufferedSinkStats:
         failures: records whose delivery raised in the downstream.
         pending: records accepted but not yet handed over (including one being delivered).
         closed: True once ``close`` was called.
+        max_pending: the queue's bound (``max_pending`` of the sink; 0 when unknown).
+        peak_pending: the most records that were pending at once.
+        worker_alive: False once the worker thread has ended (after ``close``) or could not
+            start. A worker not started yet (no record so far; it starts with the first one)
+            counts as alive: the sink can still deliver.
+        shutdown_timeout_count: ``close`` calls whose budget passed before the worker ended.
 
     Every accepted record ends up in exactly one of ``delivered``, ``failures``, ``pending`` or
     the evicted part of ``dropped``.
@@ -207,8 +213,22 @@ class BufferedSinkStats:
     failures: int
     pending: int
     closed: bool
+    max_pending: int = 0
+    peak_pending: int = 0
+    worker_alive: bool = False
+    shutdown_timeout_count: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("enqueued", "delivered", "dropped", "failures", "pending"):
+        for name in (
+            "enqueued",
+            "delivered",
+            "dropped",
+            "failures",
+            "pending",
+            "max_pending",
+            "peak_pending",
+            "shutdown_timeout_count",
+        ):
             check_int(name, getattr(self, name), minimum=0)
         check_bool("closed", self.closed)
+        check_bool("worker_alive", self.worker_alive)
