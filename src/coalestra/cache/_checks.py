@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ..core import ResourceKey, SnapshotValue
+from ..core._validation import check_bool
+from ._values import ResourceUpdate
 
 
 def require(name: str, value: object, kind: type, what: str) -> None:
@@ -44,3 +46,23 @@ def check_values(values: object) -> tuple[SnapshotValue[Any], ...]:
     """Return ``values`` as a tuple after checking it is a collection of SnapshotValue."""
     checked = check_collection("values", values)
     return tuple(check_value(value, "values item") for value in checked)
+
+
+def check_flags(force: object, replace_equal: object) -> None:
+    if force.__class__ is not bool or replace_equal.__class__ is not bool:
+        check_bool("force", force)
+        check_bool("replace_equal", replace_equal)
+
+
+def check_updates(updates: object) -> tuple[ResourceUpdate[Any], ...]:
+    checked = tuple(check_collection("updates", updates))
+    for update in checked:
+        require("updates item", update, ResourceUpdate, "a ResourceUpdate")
+    return checked
+
+
+def check_metadata(metadata: object) -> Mapping[str, Any] | None:
+    """Return ``metadata`` if it is a mapping or ``None``, else raise ``TypeError``."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
+    return metadata

@@ -109,6 +109,14 @@ class PayloadCopies:
         isolator = self._isolator
         return isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
 
+    def in_thread(self, value: SnapshotValue[Any]) -> bool:
+        """True when copying ``value`` belongs in a worker thread (see the module docstring)."""
+        return self._offload_all or (self._offload_large and is_large(value.value))
+
+    def copy(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
+        """One copy made now, on the calling thread (see :meth:`in_thread` first)."""
+        return self._copy(value, context)
+
     async def isolate(
         self, values: Sequence[SnapshotValue[Any]], *, context: str
     ) -> list[tuple[SnapshotValue[Any], bool]]:
@@ -132,7 +140,7 @@ class PayloadCopies:
         for index, (value, flag) in enumerate(zip(values, flags, strict=True)):
             if not flag:
                 continue
-            if self._offload_all or (self._offload_large and is_large(value.value)):
+            if self.in_thread(value):
                 offloaded.append(index)
             else:
                 results[index] = self._copy(value, context)

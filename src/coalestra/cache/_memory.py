@@ -8,7 +8,6 @@ from typing import Any, final
 from ..core import (
     CacheLookup,
     CacheWriteResult,
-    CacheWriteStatus,
     FreshnessPolicy,
     FreshnessPolicyProvider,
     PayloadCopier,
@@ -25,10 +24,10 @@ from ..core._validation import (
 from ._checks import check_collection, check_key, check_keys, check_value, check_values
 from ._config import CacheConfig
 from ._copying import PayloadCopies
-from ._store import MUTABLE, Entry, MemoryStore, PendingRead, reduce_batch
+from ._memory_writes import MemoryWrites
+from ._store import MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
 
-_WRITE = "cache write of"
 _READ = "cache read of"
 
 
@@ -88,7 +87,7 @@ class AsyncMemoryCache:
     validates_dependency_versions = True
     """Reads check derived values' ``dependency_versions`` themselves, transitively."""
 
-    __slots__ = ("_config", "_copies", "_store")
+    __slots__ = ("_config", "_copies", "_store", "_writes")
 
     def __init__(
         self,
@@ -108,6 +107,7 @@ class AsyncMemoryCache:
             max_concurrency=config.max_copy_concurrency,
         )
         self._store = MemoryStore(config.max_entries)
+        self._writes = MemoryWrites(self._store, self._copies)
 
     def __repr__(self) -> str:
         return f"AsyncMemoryCache(max_entries={self._config.max_entries}, size={len(self._store)})"
@@ -233,8 +233,12 @@ class AsyncMemoryCache:
         check_value(value)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
-        results = await self._write((value,), force=force, replace_equal=replace_equal)
-        return results[value.key]
+        written = self._writes.write_now(value, force, replace_equal)
+        if written is None:
+            return (await self._write((value,), force=force, replace_equal=replace_equal))[
+                value.key
+            ]
+        return CacheWriteResult(*written)
 
     async def set_many_if_newer(
         self,
@@ -264,65 +268,13 @@ class AsyncMemoryCache:
     async def _write(
         self, candidates: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
     ) -> dict[ResourceKey, CacheWriteResult]:
-        """Decide, copy the winners (outside the decision), decide again and commit."""
-        store = self._store
-        copies = self._copies
-        ignored: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
-        winners: list[SnapshotValue[Any]] = []
-        for candidate in candidates:
-            status, held = store.decide(candidate, force=force, replace_equal=replace_equal)
-            if status is CacheWriteStatus.STORED:
-                winners.append(candidate)
-            else:
-                assert held is not None  # only a held revision can make a write lose
-                ignored[candidate.key] = (status, held)
-        # The stored copy and the result's copy of each winner, in one batch of copies.
-        mutable = [winner for winner in winners if copies.is_mutable(winner)]
-        private: dict[int, SnapshotValue[Any]] = {}
-        for_result: dict[int, SnapshotValue[Any]] = {}
-        if mutable:
-            copied = iter(await copies.isolate_values(mutable + mutable, context=_WRITE))
-            private = {id(winner): next(copied) for winner in mutable}
-            for_result = {id(winner): next(copied) for winner in mutable}
-        stored: dict[ResourceKey, CacheWriteResult] = {}
-        for winner in winners:
-            mine = private.get(id(winner), winner)
-            status, held = store.put_if_newer(
-                mine, id(winner) in private, force=force, replace_equal=replace_equal
-            )
-            if status is CacheWriteStatus.STORED:
-                # The replaced revision left the cache, so nobody shares it: no copy needed.
-                before = None if held is None else held[0]
-                stored[winner.key] = CacheWriteResult(
-                    status, for_result.get(id(winner), winner), before
-                )
-            else:  # another write won while this one was being copied
-                assert held is not None
-                ignored[winner.key] = (status, held)
-        kept = await self._isolate_entries([entry for _status, entry in ignored.values()])
-        if not ignored:
-            return stored  # every candidate stored: results already in candidate order
+        """Write candidates of distinct keys (see :mod:`._memory_writes`): a result per key."""
         results: dict[ResourceKey, CacheWriteResult] = {}
-        for candidate in candidates:
-            key = candidate.key
-            if key in stored:
-                results[key] = stored[key]
-            else:
-                results[key] = CacheWriteResult(ignored[key][0], kept[key], kept[key])
+        for status, value, previous in await self._writes.write_all(
+            candidates, force, replace_equal
+        ):
+            results[value.key] = CacheWriteResult(status, value, previous)
         return results
-
-    async def _isolate_entries(self, entries: list[Entry]) -> dict[ResourceKey, SnapshotValue[Any]]:
-        """Copies of the revisions the cache keeps (entries of immutable values are shared)."""
-        if not entries:
-            return {}
-        mutable = [entry[0] for entry in entries if entry[1] & MUTABLE]
-        copies = (
-            iter(await self._copies.isolate_values(mutable, context=_READ)) if mutable else None
-        )
-        kept: dict[ResourceKey, SnapshotValue[Any]] = {}
-        for value, flags in entries:
-            kept[value.key] = next(copies) if copies is not None and flags & MUTABLE else value
-        return kept
 
     # -- removal and housekeeping --------------------------------------------------------------
 

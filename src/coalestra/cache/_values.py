@@ -142,7 +142,8 @@ class PublishResult:
     previous: SnapshotValue[Any] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "status", check_enum("status", self.status, PublishStatus))
+        if self.status.__class__ is not PublishStatus:  # the publisher's own: no lookup
+            object.__setattr__(self, "status", check_enum("status", self.status, PublishStatus))
         if not isinstance(self.value, SnapshotValue):
             raise TypeError(f"value must be a SnapshotValue, got {type(self.value).__name__}")
         if self.previous is not None and not isinstance(self.previous, SnapshotValue):

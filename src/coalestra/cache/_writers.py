@@ -35,7 +35,12 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ._copying import PayloadCopies
+from ._memory_writes import Written
 from ._store import decide_write
+
+_INGRESS = "publication of"
+_EGRESS = "publication result of"
 
 ANY_AGE = FreshnessPolicy(math.inf, math.inf)
 """The policy of the publisher's reads: whatever revision is held, however old."""
@@ -124,6 +129,49 @@ class CacheWriter:
                 await stack.enter_async_context(lock)
             held = await self._read(keys)
             return await self._decide_and_set(values, held, force, replace_equal), held
+
+    async def write_isolated(
+        self,
+        offered: Sequence[SnapshotValue[Any]],
+        copies: PayloadCopies,
+        *,
+        trusted: bool,
+        force: bool,
+        replace_equal: bool,
+    ) -> list[Written]:
+        """:meth:`write_many` with the copies the publisher owes: a cache that is not
+        ``trusted`` (an AsyncMemoryCache copies what it stores and returns) gets a copy of
+        its own, and what it returns is copied again (its isolation is unknown).
+
+        Returns, per offered value in order: the status, the value the result describes (the
+        one written, or the one the cache keeps) and the previous revision.
+        """
+        stored = offered if trusted else await copies.isolate_values(offered, context=_INGRESS)
+        written, held = await self.write_many(stored, force=force, replace_equal=replace_equal)
+        statuses: list[CacheWriteStatus] = []
+        values: list[SnapshotValue[Any]] = []
+        previous: list[SnapshotValue[Any] | None] = []
+        for offer in offered:
+            result = written[offer.key]
+            statuses.append(result.status)
+            if result.status is CacheWriteStatus.STORED:
+                values.append(result.value if trusted else offer)
+                previous.append(result.previous)
+                continue
+            # Ignored: the result describes the revision the cache keeps.
+            kept = result.value if trusted else result.previous or held.get(offer.key)
+            values.append(offer if kept is None else kept)
+            previous.append(kept)
+        if not trusted:
+            # One isolation call for everything, so large copies run in threads side by side.
+            extra = [value for value in previous if value is not None]
+            isolated = iter(await copies.isolate_values(values + extra, context=_EGRESS))
+            values = [next(isolated) for _ in values]
+            previous = [None if value is None else next(isolated) for value in previous]
+            for index, status in enumerate(statuses):
+                if status is not CacheWriteStatus.STORED:
+                    values[index] = previous[index] or values[index]
+        return list(zip(statuses, values, previous, strict=True))
 
     async def _decide_and_set(
         self,

@@ -479,36 +479,47 @@ class Instrumentation:
         forced: bool,
     ) -> None:
         """A pushed value (``candidate``, a SnapshotValue) ended with ``status``; ``previous``
-        is the value the cache held."""
+        is the value the cache held. Once per publication, so the sinks are called directly
+        (not through ``_safely``: one call and one keyword dict less each)."""
+        key = candidate.key
         if self.metrics_on:
-            self._count_resource(
-                RESOURCE_PUBLISH_TOTAL, candidate.key, status=status, source=candidate.source
-            )
+            try:
+                self._increment(
+                    RESOURCE_PUBLISH_TOTAL,
+                    1,
+                    status=status,
+                    source=candidate.source,
+                    resource_namespace=key.namespace,
+                    resource_name=key.name,
+                )
+            except Exception:
+                self._failed()
         if not self.events_on:
             return
-        if status == "published":
-            self._safely(
-                self._emit,
-                EVENT_PUBLISHED,
-                resource=str(candidate.key),
+        try:
+            if status == "published":
+                self._emit(
+                    EVENT_PUBLISHED,
+                    resource=str(key),
+                    source=candidate.source,
+                    observed_at=candidate.observed_at,
+                    replaced=previous is not None,
+                    forced=forced,
+                    authority_rank=candidate.authority_rank,
+                )
+                return
+            self._emit(
+                EVENT_PUBLISH_IGNORED,
+                resource=str(key),
                 source=candidate.source,
+                status=status,
                 observed_at=candidate.observed_at,
-                replaced=previous is not None,
-                forced=forced,
-                authority_rank=candidate.authority_rank,
+                cached_observed_at=None if previous is None else previous.observed_at,
+                candidate_authority_rank=candidate.authority_rank,
+                cached_authority_rank=None if previous is None else previous.authority_rank,
             )
-            return
-        self._safely(
-            self._emit,
-            EVENT_PUBLISH_IGNORED,
-            resource=str(candidate.key),
-            source=candidate.source,
-            status=status,
-            observed_at=candidate.observed_at,
-            cached_observed_at=None if previous is None else previous.observed_at,
-            candidate_authority_rank=candidate.authority_rank,
-            cached_authority_rank=None if previous is None else previous.authority_rank,
-        )
+        except Exception:
+            self._failed()
 
     def invalidation(self, key: ResourceKey, reason: str) -> None:
         """``key`` was invalidated. ``reason`` is the caller's free text (``"stream-gap"``), so
