@@ -14,7 +14,6 @@ from ._policies import FreshnessPolicy
 from ._values import CacheLookup, CacheWriteResult, FetchContext, SnapshotValue, SourcePayload
 
 if TYPE_CHECKING:
-    from ..resilience import SourceResiliencePolicy
     from ._snapshot import Snapshot
 
 
@@ -184,8 +183,10 @@ class ResilienceConfiguredSource(Protocol):
     """A source that declares its own retry and circuit-breaker policy."""
 
     @property
-    def resilience_policy(self) -> SourceResiliencePolicy | None:
-        """The source's policy, or ``None`` for the builder's."""
+    def resilience_policy(self) -> object | None:
+        """The source's :class:`~coalestra.resilience.SourceResiliencePolicy`, or ``None`` for
+        the builder's (typed ``object`` here: ``core`` imports nothing else of the library;
+        the builder checks the type when it registers the source)."""
         ...
 
 

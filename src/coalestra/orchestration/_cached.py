@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, final, overload
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
 from ..adapters import CallableSource
 from ..core import FetchContext, ResourceKey, SourceProtocolError
@@ -20,14 +20,25 @@ from ..core._validation import check_int, check_str
 from ..resilience import SourceResiliencePolicy
 from ._builder import SnapshotBuilder
 
-if TYPE_CHECKING:
-    from ..sync import SyncSnapshotBuilder
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _SCALARS = (str, int, float, bool, Decimal, Enum)
 _Call = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+class BlockingBuilder(Protocol):
+    """What a blocking reader needs of :class:`~coalestra.sync.SyncSnapshotBuilder` (named by
+    its shape: the sync facade imports this package, so this package does not import it)."""
+
+    @property
+    def builder(self) -> SnapshotBuilder:
+        """The async builder it drives."""
+        ...
+
+    def get(self, key: ResourceKey) -> Any:
+        """Resolve one key and return its payload, blocking."""
+        ...
 
 
 @final
@@ -177,10 +188,10 @@ class CachedFunction(Generic[P, R]):
     @overload
     def bind(self, builder: SnapshotBuilder) -> CachedReader[P, R]: ...
     @overload
-    def bind(self, builder: SyncSnapshotBuilder) -> SyncCachedReader[P, R]: ...
+    def bind(self, builder: BlockingBuilder) -> SyncCachedReader[P, R]: ...
 
     def bind(
-        self, builder: SnapshotBuilder | SyncSnapshotBuilder
+        self, builder: SnapshotBuilder | BlockingBuilder
     ) -> CachedReader[P, R] | SyncCachedReader[P, R]:
         """A reader of this function through ``builder`` (a :class:`SnapshotBuilder`: an async
         reader; a :class:`SyncSnapshotBuilder`: a blocking one).
@@ -189,12 +200,13 @@ class CachedFunction(Generic[P, R]):
             TypeError: ``builder`` is neither.
             ValueError: this function is not one of the builder's sources.
         """
-        from ..sync import SyncSnapshotBuilder  # the sync facade imports this package
-
         if isinstance(builder, SnapshotBuilder):
             self._check_registered(builder)
             return CachedReader(self, builder)
-        if isinstance(builder, SyncSnapshotBuilder):
+        # A SyncSnapshotBuilder, recognised by its shape: a blocking get() over a builder.
+        if isinstance(getattr(builder, "builder", None), SnapshotBuilder) and callable(
+            getattr(builder, "get", None)
+        ):
             return SyncCachedReader(self, builder)
         raise TypeError(
             "builder must be a SnapshotBuilder or SyncSnapshotBuilder, "
@@ -265,7 +277,7 @@ class SyncCachedReader(Generic[P, R]):
 
     __slots__ = ("builder", "cached")
 
-    def __init__(self, cached: CachedFunction[P, R], builder: SyncSnapshotBuilder) -> None:
+    def __init__(self, cached: CachedFunction[P, R], builder: BlockingBuilder) -> None:
         self.cached = cached
         self.builder = builder
 
