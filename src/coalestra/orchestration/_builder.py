@@ -61,6 +61,7 @@ from ._assembly import (
 from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._engine import Engine
+from ._flights import SingleFlight
 from ._gate import SourceGate
 from ._notfound import NotFoundMemory
 from ._options import (
@@ -74,11 +75,10 @@ from ._options import (
     options_help,
     resilience_provider,
 )
+from ._payloads import ValueFactory
 from ._policy import PolicyResolver
-from ._results import ValueFactory
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
-from ._singleflight import SingleFlight
 from ._sources import SourceChains, check_limits, register_sources
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView

@@ -13,7 +13,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
-from ._singleflight import Flight
+from ._flights import Flight
 
 if TYPE_CHECKING:
     from ._engine import Engine

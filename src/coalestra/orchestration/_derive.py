@@ -24,15 +24,16 @@ from ..core import (
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
-from ._singleflight import Flight, Outcome, Raised
-from ._sources import RegisteredSource, normalize_payload
+from ._flights import Flight, Outcome, Raised
+from ._payloads import normalize_payload
+from ._sources import RegisteredSource
 
 if TYPE_CHECKING:
     from ._group import GroupRun
 
 
 @final
-class Onward:
+class FallThrough:
     """Sends keys that failed at one source on down their chains as they fail. Keys failing
     within one turn of the event loop travel on together (one walk, so they can still share a
     lower batch source's call)."""
@@ -71,7 +72,7 @@ class Deriver:
 
     __slots__ = ("_fall_through", "_run", "_source")
 
-    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: Onward):
+    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: FallThrough):
         self._run = run
         self._source = source
         self._fall_through = fall_through
@@ -101,12 +102,13 @@ class Deriver:
             hits, claims = await engine.lookup_and_claim(union, run.ctx, run.diag, run.view)
         outcomes: dict[ResourceKey, Outcome] = dict(hits)
         waiting = self._check_cycles(deps_of, claims)
+        table = engine.flights
         try:
-            with engine.holding(claims, run.group):
+            with table.waiting(claims, run.group):
                 await self._as_ready(waiting, outcomes, claims)
         finally:
             for key in deps_of:
-                run.flights[key].waiting_on = frozenset()
+                table.wait_on(run.flights[key], ())
 
     def _check_cycles(self, deps_of: Deps, claims: Mapping[ResourceKey, Flight]) -> Deps:
         """Fail keys whose wait would close a cycle; mark what the others wait on."""
@@ -125,7 +127,7 @@ class Deriver:
                 run.ledger.fail_cycle(key, name, DependencyCycleError((*path[1:], path[1])))
                 cycled.append(key)
                 continue
-            run.flights[key].waiting_on = frozenset(dep for dep in deps if dep in claims)
+            table.wait_on(run.flights[key], (dep for dep in deps if dep in claims))
             waiting[key] = deps
         self._fall_through(cycled)
         return waiting
@@ -214,7 +216,9 @@ class Deriver:
         async def invoke(_keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
             return normalize_payload(await derive(key, dependencies, ctx))
 
-        result = await run.engine.gate.call(source, (key,), run.window, run.diag, invoke, run.judge)
+        result = await run.engine.gate.call(
+            source, (key,), run.window, run.diag, invoke, run.circuit_successes
+        )
         if result.error is not None or result.value is None:
             run.ledger.fail_all(source, (key,), result)
             return False

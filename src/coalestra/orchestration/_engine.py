@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
 from ..core import (
@@ -34,13 +33,13 @@ from ..observability._names import MISS as _MISS
 from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
 from ._cache_access import CacheAccess
 from ._counters import EngineCounters
+from ._flights import Flight, Outcome, Raised, SingleFlight
 from ._gate import SourceGate
 from ._group import GroupRun
 from ._ledger import JOINED_SOURCE, as_resolution_error
 from ._notfound import NotFoundMemory
+from ._payloads import ValueFactory
 from ._reconcile import Reconciler
-from ._results import ValueFactory
-from ._singleflight import Flight, FlightGroup, Outcome, Raised, SingleFlight
 from ._sources import RegisteredSource, SourceChains
 from ._view import BuildView
 
@@ -319,37 +318,12 @@ class Engine:
         entries.update(claims)
         return claims
 
-    @contextmanager
-    def holding(
-        self, claims: Mapping[ResourceKey, Flight], holder: FlightGroup | None = None
-    ) -> Iterator[None]:
-        """Count the caller as a waiter of the claimed flights' groups while inside.
-
-        ``holder`` is the group whose work is waiting (a derivation waiting on dependencies);
-        if it is abandoned meanwhile, its holds are released at that moment, not when its task
-        unwinds (see :meth:`SingleFlight.release`).
-        """
-        groups = {flight.group for flight in claims.values()}
-        for group in groups:
-            group.waiters += 1
-            if holder is not None:
-                holder.holds.append(group)
-        try:
-            yield
-        finally:
-            for group in groups:
-                if holder is None:
-                    self.flights.release(group)
-                elif group in holder.holds:  # not already released with an abandoned holder
-                    holder.holds.remove(group)
-                    self.flights.release(group)
-
     async def wait(
         self, claims: Mapping[ResourceKey, Flight], ctx: FetchContext
     ) -> dict[ResourceKey, Outcome]:
         """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
         then goes on for others, and this caller gets a deadline failure for its key."""
-        with self.holding(claims):
+        with self.flights.waiting(claims):
             pending = {flight.future for flight in claims.values() if not flight.future.done()}
             if pending:
                 await asyncio.wait(pending, timeout=ctx.remaining_seconds(self.clock))
@@ -459,8 +433,7 @@ class Engine:
             private=private,
         )
         task = asyncio.get_running_loop().create_task(run.run())
-        group = next(iter(flights.values())).group
-        group.task, group.window = task, run.window
+        self.flights.running(run.group, task, run.window)
         owner = self.refresh_tasks if refresh_for is not None else self.tasks
         owner.add(task)
         task.add_done_callback(owner.discard)

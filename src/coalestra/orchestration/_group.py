@@ -36,11 +36,12 @@ from ..core import (
 from ..core._policies import FutureObservationError
 from ..core._validation import ReadOnlyDict
 from ._committer import Committer
-from ._derive import Deriver, Onward
+from ._derive import Deriver, FallThrough
+from ._flights import Flight, Outcome, Raised
 from ._gate import GateResult
 from ._ledger import KeyLedger, as_resolution_error
-from ._singleflight import Flight, Outcome, Raised
-from ._sources import RegisteredSource, SourceKind, normalize_payload
+from ._payloads import normalize_payload
+from ._sources import RegisteredSource, SourceKind
 from ._view import BuildView
 from ._window import FlightWindow
 
@@ -229,15 +230,15 @@ class GroupRun:
         derived sibling waiting on it cannot deadlock."""
         source = self.engine.sources[index]
         async with TaskGroup() as group:
-            onward = Onward(group, self._walk, index + 1)
+            fall_through = FallThrough(group, self._walk, index + 1)
             if source.kind is SourceKind.DERIVED:
-                await Deriver(self, source, onward).derive(keys)
+                await Deriver(self, source, fall_through).derive(keys)
                 return
             made: list[SnapshotValue[Any]] = []
             if source.kind is SourceKind.BATCH:
-                await self._gather_batch(source, keys, onward, made)
+                await self._gather_batch(source, keys, fall_through, made)
             else:
-                await self._dispatch(source, keys, onward, made)
+                await self._dispatch(source, keys, fall_through, made)
             # The level is done (its failures already went on): one write for all it made.
             await self.commit(made)
 
@@ -245,12 +246,12 @@ class GroupRun:
         self,
         source: RegisteredSource,
         keys: list[ResourceKey],
-        onward: Onward,
+        fall_through: FallThrough,
         made: list[SnapshotValue[Any]],
     ) -> None:
         """Keys reaching one batch source in the same turn of the event loop (say, after
         failing at different higher sources at once) share its calls instead of each making
-        their own; the first arrival dispatches for all and sends every failure onward."""
+        their own; the first arrival dispatches for all and sends every failure fall_through."""
         gathering = self._batches.get(source.index)
         if gathering is not None:
             gathering[0].extend(keys)
@@ -264,7 +265,7 @@ class GroupRun:
         finally:
             del self._batches[source.index]
         try:
-            await self._dispatch(source, batch, onward, made)
+            await self._dispatch(source, batch, fall_through, made)
         except BaseException:
             done.cancel()  # the gatherers fail with us rather than wait forever
             raise
@@ -274,7 +275,7 @@ class GroupRun:
         self,
         source: RegisteredSource,
         keys: list[ResourceKey],
-        onward: Onward,
+        fall_through: FallThrough,
         made: list[SnapshotValue[Any]],
     ) -> None:
         if source.kind is SourceKind.BATCH:
@@ -283,14 +284,14 @@ class GroupRun:
             self.diag.batch_chunks += len(chunks)
 
             async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
-                onward(await self._fetch_chunk(source, chunk, made))
+                fall_through(await self._fetch_chunk(source, chunk, made))
 
             await self.pool(chunks, fetch_chunk)
         else:
 
             async def fetch_one(key: ResourceKey) -> None:
                 if not await self._fetch_one(source, key, made):
-                    onward([key])
+                    fall_through([key])
 
             await self.pool(keys, fetch_one)
 
@@ -329,7 +330,7 @@ class GroupRun:
             return normalize_payload(await fetch(key, ctx))
 
         result = await self.engine.gate.call(
-            source, (key,), self.window, self.diag, invoke, self.judge
+            source, (key,), self.window, self.diag, invoke, self.circuit_successes
         )
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, (key,), result)
@@ -349,8 +350,14 @@ class GroupRun:
             raw = await fetch_many(called, ctx)
             return check_batch_result(source.name, set(called), raw)
 
-        judge = self._judge_not_found if source.omitted_means_not_found else self.judge
-        result = await self.engine.gate.call(source, chunk, self.window, self.diag, invoke, judge)
+        successes = (
+            self._circuit_successes_not_found
+            if source.omitted_means_not_found
+            else self.circuit_successes
+        )
+        result = await self.engine.gate.call(
+            source, chunk, self.window, self.diag, invoke, successes
+        )
         if result.error is not None or result.value is None:
             return self.ledger.fail_all(source, chunk, result)
         failed = self.ledger.fail_blocked(source, result)
@@ -366,7 +373,9 @@ class GroupRun:
         failed.extend(key for key in payloads if key not in accepted)
         return failed
 
-    def judge(self, called: tuple[ResourceKey, ...], result: object) -> Collection[ResourceKey]:
+    def circuit_successes(
+        self, called: tuple[ResourceKey, ...], result: object
+    ) -> Collection[ResourceKey]:
         """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
         factory, now = self.engine.factory, self.engine.clock.now()
         if isinstance(result, SourcePayload):
@@ -374,13 +383,14 @@ class GroupRun:
         assert isinstance(result, Mapping)
         return [key for key, item in result.items() if not factory.fails_circuit(key, item, now)]
 
-    def _judge_not_found(
+    def _circuit_successes_not_found(
         self, called: tuple[ResourceKey, ...], result: object
     ) -> Collection[ResourceKey]:
-        """As :meth:`judge`, for a batch source whose omissions mean "not found": an omitted
-        key was answered, so it is a success for its circuit group too."""
+        """As :meth:`circuit_successes`, for a batch source whose omissions mean "not found":
+        an omitted key was answered, so it is a success for its circuit group too."""
         assert isinstance(result, Mapping)
-        return [*self.judge(called, result), *(key for key in called if key not in result)]
+        answered = self.circuit_successes(called, result)
+        return [*answered, *(key for key in called if key not in result)]
 
     # -- results ---------------------------------------------------------------------------
 

@@ -50,8 +50,8 @@ from ..resilience import (
     RetryPolicy,
     SourceResiliencePolicy,
 )
+from ._flights import SingleFlight
 from ._policy import DEFAULT_FRESHNESS, PolicyResolver
-from ._singleflight import SingleFlight
 from ._sources import RegisteredSource
 
 _T = TypeVar("_T")

@@ -23,7 +23,7 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
-from ._singleflight import Raised
+from ._flights import Raised
 from ._view import BuildView
 
 if TYPE_CHECKING:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, final
 
-from ..core import FetchContext, ResourceKey, Snapshot, SourcePayload, SourceProtocolError
+from ..core import FetchContext, ResourceKey, Snapshot, SourceProtocolError
 from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
-from ..core._values import wrap_payload
 from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
 
 
@@ -206,13 +205,6 @@ def register_sources(
 def _priority_of(source: object) -> int:
     priority = getattr(source, "priority", 0)
     return priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
-
-
-def normalize_payload(result: object) -> SourcePayload[Any]:
-    """A source may return a bare value; wrap it so the engine sees one shape."""
-    if type(result) is SourcePayload:
-        return result
-    return wrap_payload(result)
 
 
 Broken = tuple[tuple[str, Exception], ...]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, final
 
 from ..core import ResourceKey, SnapshotValue
-from ._singleflight import Flight
+from ._flights import Flight
 
 
 @final

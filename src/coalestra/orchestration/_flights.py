@@ -1,9 +1,38 @@
-"""Per-key single-flight: at most one resolution of a key is in flight, however many ask.
+"""Flights: the single-flight table. At most one resolution of a key is in flight, however
+many builds ask; :class:`SingleFlight` is the one owner of every flight's state.
 
 A :class:`Flight` is one key's in-progress resolution; its future resolves with the outcome (a
 ``SnapshotValue`` or an ``Exception``, never ``set_exception``, so an unobserved failure logs
 nothing) as soon as that key is done. Flights are grouped (one owned task resolves all keys a
 build owns), and a group is cancelled only when no caller waits for any of its keys any more.
+
+The life of a flight (each arrow is one method of :class:`SingleFlight`)::
+
+                 start()               running()
+    (no flight) ---------> claimed -----------------> running
+                              |                         |  \
+                              |                         |   \\  release(): the last waiter
+                              |   resolve()             |    \\ left; the group's task is
+                              |   (not found, a value   |     \\ cancelled
+                              |    another process      |      v
+                              |    wrote)               |    abandoned --resolve()--+
+                              v                         v                           |
+                           resolved <-------------------+ resolve(): a value or an  |
+                              ^                            error, as soon as the key|
+                              +---------------------------------------------------- +
+                                   (abandoned flights resolve "nobody waits")
+
+- **claimed**: :meth:`~SingleFlight.start` entered the key (its future is pending); builds that
+  look the key up now join it instead of starting their own.
+- **running**: :meth:`~SingleFlight.running` recorded the group's task and time window.
+  Callers count as its waiters inside :meth:`~SingleFlight.waiting`; a derivation marks what it
+  waits on with :meth:`~SingleFlight.wait_on`, so :meth:`~SingleFlight.wait_cycle` can refuse a
+  wait that would close a cycle across builds.
+- **resolved**: :meth:`~SingleFlight.resolve` took the key out of the table (later callers read
+  the cache) and set its outcome; every waiter reads it.
+- **abandoned**: nobody waits for the group's unresolved keys (not a background refresh):
+  :meth:`~SingleFlight.release` resolves them as failed, cancels the task, and releases the
+  groups it held.
 
 Derived keys wait on their dependencies' flights. Two builds could each own one key and wait on
 the other's (a dependency cycle split across builds); :meth:`SingleFlight.wait_cycle` finds such a
@@ -14,7 +43,8 @@ hanging until a deadline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeAlias, final
 
 from ..core import ResourceKey, SnapshotValue, SourceUnavailableError
@@ -125,6 +155,41 @@ class SingleFlight:
         held, group.holds = group.holds, []
         for other in held:
             self.release(other)
+
+    @staticmethod
+    def running(group: FlightGroup, task: asyncio.Task[None], window: FlightWindow) -> None:
+        """``group`` is being resolved by ``task`` within ``window``."""
+        group.task, group.window = task, window
+
+    @contextmanager
+    def waiting(
+        self, claims: Mapping[ResourceKey, Flight], holder: FlightGroup | None = None
+    ) -> Iterator[None]:
+        """Count the caller as a waiter of the claimed flights' groups while inside.
+
+        ``holder`` is the group whose work is waiting (a derivation waiting on dependencies);
+        if it is abandoned meanwhile, its holds are released at that moment, not when its task
+        unwinds (see :meth:`release`).
+        """
+        groups = {flight.group for flight in claims.values()}
+        for group in groups:
+            group.waiters += 1
+            if holder is not None:
+                holder.holds.append(group)
+        try:
+            yield
+        finally:
+            for group in groups:
+                if holder is None:
+                    self.release(group)
+                elif group in holder.holds:  # not already released with an abandoned holder
+                    holder.holds.remove(group)
+                    self.release(group)
+
+    @staticmethod
+    def wait_on(flight: Flight, keys: Iterable[ResourceKey]) -> None:
+        """``flight``'s derivation now waits on the flights of ``keys`` (none: it stopped)."""
+        flight.waiting_on = frozenset(keys)
 
     def resolve(self, flight: Flight, outcome: Outcome) -> None:
         """Finish ``flight``: leave the table first, so later callers read the cache instead."""

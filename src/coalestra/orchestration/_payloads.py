@@ -1,6 +1,7 @@
-"""Turning what a source returned into a :class:`SnapshotValue` (step 6 of a build).
+"""Payloads: turning what a source returned into a :class:`SnapshotValue` (step 6 of a build).
 
-Validates ``observed_at`` (ObservationPolicy), isolates the payload at once (a source may keep
+:func:`normalize_payload` gives every source result one shape; :class:`ValueFactory`
+validates ``observed_at`` (ObservationPolicy), isolates the payload at once (a source may keep
 and mutate the object it returned), stamps authority rank, version and dependency versions.
 """
 
@@ -21,7 +22,15 @@ from ..core import (
     SourceProtocolError,
 )
 from ..core._validation import EMPTY_MAPPING, frozen_mapping
+from ..core._values import wrap_payload
 from ._sources import RegisteredSource
+
+
+def normalize_payload(result: object) -> SourcePayload[Any]:
+    """A source may return a bare value; wrap it so the engine sees one shape."""
+    if type(result) is SourcePayload:
+        return result
+    return wrap_payload(result)
 
 
 @final
