@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, final
 from ..core._errors import SourceProtocolError
 from ..core._keys import ResourceKey
 from ..core._snapshot import Snapshot
-from ..core._validation import check_bool, check_callable
+from ..core._validation import check_bool, check_callable, check_optional_float
 from ..core._values import FetchContext, SourcePayload
 from ._base import CallableSourceBase, SourceSettings, check_key, check_sync_callable
 from ._invoke import Invoker, check_call_shape, discard_awaitable, to_payload
@@ -119,13 +119,16 @@ class CallableBatchSource(CallableSourceBase):
         omitted_means_not_found: a key the fetcher leaves out does not exist: it fails with
             :class:`ResourceNotFound` (never retried, a success for its circuit) instead of
             ``SourceUnavailableError`` (the default, B-SRC-4 and B-SRC-5).
+        batch_window_seconds: opt-in: share this source's calls across concurrent builds
+            (``0.0``: keys sent in the same loop turn; more: wait up to that long for more);
+            ``None`` (the default): the builder's ``batch_window_seconds`` applies.
 
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
     """
 
-    __slots__ = ("_fetcher", "omitted_means_not_found")
+    __slots__ = ("_fetcher", "batch_window_seconds", "omitted_means_not_found")
 
     def __init__(
         self,
@@ -142,9 +145,13 @@ class CallableBatchSource(CallableSourceBase):
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
         omitted_means_not_found: bool = False,
+        batch_window_seconds: float | None = None,
     ) -> None:
         self.omitted_means_not_found = check_bool(
             "omitted_means_not_found", omitted_means_not_found
+        )
+        self.batch_window_seconds = check_optional_float(
+            "batch_window_seconds", batch_window_seconds
         )
         settings = SourceSettings(
             name=name,

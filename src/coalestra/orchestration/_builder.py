@@ -135,6 +135,7 @@ class SnapshotBuilder:
         not_found_ttl_seconds: float | None = None,
         close_timeout_seconds: float | None = None,
         default_source_timeout_seconds: float | None = None,
+        batch_window_seconds: float | None = None,
     ) -> None:
         options = BuilderOptions(**_given(locals()))
         self._options = options
@@ -216,6 +217,7 @@ class SnapshotBuilder:
             report=self._report,
             counters=self._counters,
             max_pending_tasks=self.max_pending_tasks,
+            batch_window_seconds=options.batch_window_seconds,
         )
         if options.single_flight is not None:
             engine.flights = options.single_flight
@@ -325,6 +327,12 @@ class SnapshotBuilder:
     def default_source_timeout_seconds(self) -> float | None:
         """The call timeout of sources that declare none (``None``: unbounded)."""
         return self._options.default_source_timeout_seconds
+
+    @property
+    def batch_window_seconds(self) -> float | None:
+        """How long batch calls gather keys from concurrent builds (``None``: they do not),
+        for batch sources that do not set their own."""
+        return self._options.batch_window_seconds
 
     @property
     def max_concurrency(self) -> int:

@@ -31,6 +31,7 @@ from ..observability._instrumentation import Instrumentation
 from ..observability._names import FRESH as _FRESH
 from ..observability._names import MISS as _MISS
 from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
+from ._batching import BatchCollector
 from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._flights import Flight, Outcome, Raised, SingleFlight
@@ -73,6 +74,7 @@ class Engine:
         report: Instrumentation,
         counters: EngineCounters,
         max_pending_tasks: int,
+        batch_window_seconds: float | None = None,
     ) -> None:
         self.sources = sources
         self.source_order = {source.name: source.index for source in sources}
@@ -92,6 +94,7 @@ class Engine:
         self.refresh_tasks: set[asyncio.Task[None]] = set()
         self.closed = False  # set by shutdown(): no background refresh starts after it
         self.not_found = NotFoundMemory(None, clock)  # the builder sets its TTL (opt-in)
+        self.batches = BatchCollector(gate, clock, counters, self.tasks, batch_window_seconds)
 
     # -- steps 2 and 3: one cache read, then single-flight ----------------------------------
 

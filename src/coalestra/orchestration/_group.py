@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from .._compat import BaseExceptionGroup, TaskGroup
-from ..adapters._sources import check_batch_result
 from ..core import (
     DiagnosticsCollector,
     FetchContext,
@@ -343,20 +342,13 @@ class GroupRun:
         chunk: tuple[ResourceKey, ...],
         made: list[SnapshotValue[Any]],
     ) -> list[ResourceKey]:
-        fetch_many, ctx = source.fetch_many, self.ctx
-        assert fetch_many is not None
-
-        async def invoke(called: tuple[ResourceKey, ...]) -> dict[ResourceKey, SourcePayload[Any]]:
-            raw = await fetch_many(called, ctx)
-            return check_batch_result(source.name, set(called), raw)
-
         successes = (
             self._circuit_successes_not_found
             if source.omitted_means_not_found
             else self.circuit_successes
         )
-        result = await self.engine.gate.call(
-            source, chunk, self.window, self.diag, invoke, successes
+        result = await self.engine.batches.call(
+            source, chunk, self.window, self.diag, successes, shared=self._refresh_for is None
         )
         if result.error is not None or result.value is None:
             return self.ledger.fail_all(source, chunk, result)

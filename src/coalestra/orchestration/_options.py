@@ -246,6 +246,15 @@ class BuilderOptions:
         "opt-in: the call timeout of every source that declares no ``timeout_seconds`` "
         "(``None``: their calls are unbounded).",
     )
+    batch_window_seconds: float | None = option(
+        None,
+        seconds_or_none,
+        "opt-in: keys that concurrent builds send to the same batch source share its calls: "
+        "``0.0`` gathers what arrives in the same loop turn, a positive value waits up to "
+        "that long for more (never more than half of a build's remaining time); ``None`` (the "
+        "default): every build makes its own calls. A batch source's own "
+        "``batch_window_seconds`` overrides it.",
+    )
 
     def __post_init__(self) -> None:
         for declared in fields(self):

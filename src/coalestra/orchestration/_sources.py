@@ -53,6 +53,8 @@ class RegisteredSource:
     inherit_observed_at: bool = False
     # Batch sources only (opt-in): an omitted key means "not found", not a failure (issue 16).
     omitted_means_not_found: bool = False
+    # Batch sources only (opt-in): share calls across concurrent builds; None: the builder's.
+    batch_window_seconds: float | None = None
 
 
 def _is_async(function: object) -> bool:
@@ -170,6 +172,11 @@ def register_source(
         and check_bool(
             f"{label} omitted_means_not_found", attribute("omitted_means_not_found", False)
         ),
+        batch_window_seconds=check_optional_float(
+            f"{label} batch_window_seconds", attribute("batch_window_seconds")
+        )
+        if kind is SourceKind.BATCH
+        else None,
     )
 
 

@@ -21,13 +21,14 @@ from ..core import Clock, FetchContext
 class FlightWindow:
     """The current context of a flight group and the deadline-bound timeouts running in it."""
 
-    __slots__ = ("_clock", "_watched", "ctx")
+    __slots__ = ("_clock", "_watched", "ctx", "followers")
 
     def __init__(self, ctx: FetchContext, clock: Clock) -> None:
         self.ctx = ctx
         self._clock = clock
         # scope -> (deadline, own limit), both in the loop's time
         self._watched: dict[Timeout, tuple[float | None, float | None]] = {}
+        self.followers: list[FlightWindow] = []  # shared batch calls serving this group
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (never negative), or ``None`` without one."""
@@ -56,6 +57,8 @@ class FlightWindow:
 
     def extend(self, deadline_monotonic: float | None) -> None:
         """Move the deadline later (``None``: no deadline); never earlier."""
+        for follower in self.followers:
+            follower.extend(deadline_monotonic)
         current = self.ctx.deadline_monotonic
         if current is None or (deadline_monotonic is not None and deadline_monotonic <= current):
             return
