@@ -71,6 +71,7 @@ SIGNATURES = {
         ("max_batch_size", None),
         *FLAGS,
         ("omitted_means_not_found", False),  # issue 16's opt-in (B-SRC-4 stays the default)
+        ("batch_window_seconds", None),  # issue 14's opt-in: calls shared across builds
     ],
     CallableDerivedSource: [
         ("name", REQUIRED),

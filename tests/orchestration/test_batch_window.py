@@ -108,6 +108,25 @@ async def test_the_sources_own_window_overrides_the_builders(clock: VirtualClock
     await builder.aclose()
 
 
+async def test_only_builds_with_equal_metadata_share_a_call(clock: VirtualClock) -> None:
+    batch = Batch("batch")
+    builder = make_builder([batch], clock, default_policy=LONG, batch_window_seconds=0.0)
+    tenants = ["a", "b", "a", "b", "a"]
+    await asyncio.gather(
+        *(
+            builder.build([key(f"{tenant}{i}")], metadata={"tenant": tenant})
+            for i, tenant in enumerate(tenants)
+        )
+    )
+    # A source reading context.metadata never serves one tenant's keys under another's.
+    seen = {
+        context.metadata["tenant"]: sorted(k.subject for k in call)
+        for call, context in zip(batch.calls, batch.contexts, strict=True)
+    }
+    assert seen == {"a": ["a0", "a2", "a4"], "b": ["b1", "b3"]}
+    await builder.aclose()
+
+
 async def test_calls_respect_max_batch_size(clock: VirtualClock) -> None:
     batch = Batch("batch", max_batch_size=20)
     builder = make_builder([batch], clock, default_policy=LONG, batch_window_seconds=0.0)

@@ -15,7 +15,8 @@ one, a chunk joins the source's open *window* instead, and the window's life is:
   task of its own through the gate, exactly as a build's call does (one capacity slot per call,
   retries and circuits per call), under the latest deadline of its builds; a build given more
   time while it waits gives the call that time too. The source's context is the first build's,
-  with that deadline.
+  with that deadline; only builds with equal metadata share a call, so a source that reads
+  ``context.metadata`` (a tenant, say) never serves one build's keys under another's.
 - **delivered**: each build gets the part of the result for its own keys (so a key the source
   omitted or rejected fails only for the builds that asked for it) and counts the call in its
   diagnostics. A build whose own deadline passes first leaves with the deadline error the gate
@@ -28,7 +29,7 @@ Background refreshes never share calls: their source context is their own (B-DIA
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, final
 
 from ..adapters._sources import check_batch_result
@@ -104,10 +105,11 @@ class _Share:
 class _Gathering:
     """A source's open window: the chunks gathered so far and when it closes."""
 
-    __slots__ = ("closes_at", "handle", "judge", "shares", "size")
+    __slots__ = ("closes_at", "handle", "judge", "metadata", "shares", "size")
 
-    def __init__(self, judge: Judge[Payloads] | None) -> None:
+    def __init__(self, judge: Judge[Payloads] | None, metadata: Mapping[str, Any]) -> None:
         self.judge = judge
+        self.metadata = metadata  # the builds' metadata: only equal ones share calls
         self.shares: list[_Share] = []
         self.size = 0
         self.closes_at = 0.0
@@ -133,7 +135,7 @@ class BatchCollector:
         self._counters = counters
         self._tasks = tasks  # the engine's owned tasks: shutdown cancels and awaits them
         self._default = default_seconds
-        self._open: dict[int, _Gathering] = {}
+        self._open: dict[int, list[_Gathering]] = {}  # per source: one per metadata
 
     def window_of(self, source: RegisteredSource) -> float | None:
         """The source's window: its own setting, else the builder's (``None``: off)."""
@@ -175,9 +177,7 @@ class BatchCollector:
         judge: Judge[Payloads] | None,
     ) -> _Share:
         loop = asyncio.get_running_loop()
-        gathering = self._open.get(source.index)
-        if gathering is None:
-            gathering = self._open[source.index] = _Gathering(judge)
+        gathering = self._gathering(source, window.ctx.metadata, judge)
         share = _Share(chunk, window, diag, loop.create_future())
         gathering.shares.append(share)
         gathering.size += len(chunk)
@@ -198,9 +198,24 @@ class BatchCollector:
                 gathering.handle = loop.call_at(closes_at, self._close, source, gathering)
         return share
 
+    def _gathering(
+        self, source: RegisteredSource, metadata: Mapping[str, Any], judge: Judge[Payloads] | None
+    ) -> _Gathering:
+        """The source's open window for builds with this metadata (a new one if none)."""
+        gatherings = self._open.setdefault(source.index, [])
+        for gathering in gatherings:
+            if gathering.metadata is metadata or gathering.metadata == metadata:
+                return gathering
+        gathering = _Gathering(judge, metadata)
+        gatherings.append(gathering)
+        return gathering
+
     def _close(self, source: RegisteredSource, gathering: _Gathering) -> None:
-        if self._open.get(source.index) is gathering:
-            del self._open[source.index]
+        gatherings = self._open.get(source.index, [])
+        if gathering in gatherings:
+            gatherings.remove(gathering)
+            if not gatherings:
+                del self._open[source.index]
         if gathering.handle is not None:
             gathering.handle.cancel()
         waiting = [share for share in gathering.shares if not share.outcome.done()]
