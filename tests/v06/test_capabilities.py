@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [
     "builder_health_assessment",
     "builder_health_serialization",
+    "cross_build_batching",  # ours (issue 14), not a 0.6 name
     "degraded_snapshot_results",
     "snapshot_acceptance",
     "snapshot_consistency",
@@ -80,6 +82,7 @@ def test_features_are_exactly_what_we_ship() -> None:
 
 
 def test_shipped_features_are_really_there() -> None:
+    assert "batch_window_seconds" in signature(coalestra.SnapshotBuilder).parameters
     assert callable(coalestra.try_build_request)  # degraded_snapshot_results
     assert coalestra.SnapshotAcceptancePolicy  # snapshot_acceptance
     assert coalestra.SnapshotConsistencyPolicy  # snapshot_consistency
@@ -102,6 +105,7 @@ def test_schemas_and_defaults_tell_the_truth() -> None:
     # sources need no timeout declaration, blocking sources are not inspected.
     assert dict(installed.defaults) == {
         "allow_unsafe_blocking_sources": True,
+        "batch_window_seconds": None,  # builds share batch calls only when asked to
         "buffer_observability": False,
         "require_source_timeout_declarations": False,
     }

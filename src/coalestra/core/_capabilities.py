@@ -32,11 +32,13 @@ _REPORTED_API_STABILITY: Final = "0.5.7"
 # Our pyproject's requires-python (a test keeps them equal).
 PYTHON_REQUIRES: Final = ">=3.10"
 
-# Only features this package implements (names from the 0.6 line). Add a name when its
-# feature lands, never before: callers gate behaviour on these.
+# Only features this package implements (names from the 0.6 line, plus
+# ``cross_build_batching``, ours: issue 14's batch window). Add a name when its feature lands,
+# never before: callers gate behaviour on these.
 _SHIPPED_FEATURES: Final = (
     "builder_health_assessment",
     "builder_health_serialization",
+    "cross_build_batching",
     "degraded_snapshot_results",
     "snapshot_acceptance",
     "snapshot_consistency",
@@ -53,9 +55,11 @@ _SHIPPED_SCHEMAS: Final = {
     "error_diagnostics": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
 }
 # The behaviour our builder actually has (the 0.5.7 defaults, not 0.6.4's): sinks are called
-# directly, sources need no timeout declaration, blocking sources are not inspected.
+# directly, sources need no timeout declaration, blocking sources are not inspected; builds share
+# no batch calls unless asked to (``batch_window_seconds``, ours).
 _SHIPPED_DEFAULTS: Final = {
     "allow_unsafe_blocking_sources": True,
+    "batch_window_seconds": None,
     "buffer_observability": False,
     "require_source_timeout_declarations": False,
 }
