@@ -376,14 +376,17 @@ def _part(
     call = share.call
     if call is None or len(call.shares) == 1:
         return result
-    own = share.keys
-    value = result.value
-    called = set(result.called)
+    own, value, blocked = share.keys, result.value, result.blocked
+    # ``called`` is the call's keys less those its circuits kept out (``blocked``).
+    called = own if result.called and not blocked else ()
+    if blocked:
+        called = tuple(key for key in own if key not in blocked) if result.called else ()
+        blocked = {key: blocked[key] for key in own if key in blocked}
     return GateResult(
         value=None if value is None else {key: value[key] for key in own if key in value},
         error=result.error,
-        called=tuple(key for key in own if key in called),
-        blocked={key: result.blocked[key] for key in own if key in result.blocked},
+        called=called,
+        blocked=blocked,
         attempts=result.attempts,
         latency_ms=result.latency_ms,
     )
