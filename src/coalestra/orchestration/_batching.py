@@ -38,12 +38,11 @@ from ..core import (
     DiagnosticsCollector,
     FetchContext,
     ResourceKey,
-    SnapshotDeadlineExceededError,
     SourcePayload,
     SourceUnavailableError,
 )
 from ._counters import EngineCounters
-from ._gate import GateResult, Judge, SourceGate
+from ._gate import CALLING, WAITING_FOR_CAPACITY, GateResult, Judge, SourceGate, deadline_exceeded
 from ._sources import RegisteredSource
 from ._window import FlightWindow
 
@@ -296,13 +295,8 @@ class BatchCollector:
                 share.diag.source_calls += 1
                 share.diag.batch_calls += 1
                 share.diag.record_source_call(source.name, elapsed * 1000.0)
-        where = (
-            f"while calling source {source.name}"
-            if calling
-            else f"while waiting for capacity for source {source.name}"
-        )
-        error = SnapshotDeadlineExceededError(f"snapshot deadline exceeded {where}")
-        return GateResult(error=error, attempts=attempts)
+        phase = CALLING if calling else WAITING_FOR_CAPACITY
+        return GateResult(error=deadline_exceeded(phase, source, share.keys), attempts=attempts)
 
     @staticmethod
     def _leave(share: _Share) -> None:

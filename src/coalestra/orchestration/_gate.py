@@ -6,7 +6,9 @@ half-open probe slot taken here is given back if the capacity wait fails). Aroun
 attempts, a deadline-aware retry loop: a retry is started only if its backoff ends before the
 build's deadline, and no capacity slot is held while backing off, so waiting retries never
 starve other calls. Timeouts are ``min(build deadline, now + source timeout)``; which bound fired
-decides the error (``SnapshotDeadlineExceededError`` vs ``SourceTimeoutError``).
+decides the error (``SnapshotDeadlineExceededError`` vs ``SourceTimeoutError``). What an
+attempt records on its circuits is :mod:`._circuits`; calls shared by concurrent builds are
+gathered in :mod:`._batching`, then pass here like any other.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from .._compat import TIMEOUT_ERRORS, CancelWatch, timeout, watch_cancellation
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
 from ..core import (
-    CircuitOpenError,
     Clock,
     DiagnosticsCollector,
     ResourceKey,
@@ -32,7 +33,8 @@ from ..core import (
 )
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Tracer
-from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
+from ..resilience import CircuitBreaker
+from ._circuits import NOT_THE_SOURCES_FAULT, CallCircuits
 from ._counters import EngineCounters
 from ._sources import RegisteredSource, SourceKind
 from ._window import FlightWindow
@@ -76,15 +78,27 @@ def _batch_status(error: BaseException) -> str:
     return "failure"
 
 
-# The build's own limits ran out: the source was not (or not yet) at fault.
-_NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
-
-
 def _where(source: RegisteredSource, keys: tuple[ResourceKey, ...]) -> str:
     """The key a timeout message names; batch calls name none (B-TIME-3)."""
     if source.kind is SourceKind.BATCH or len(keys) != 1:
         return ""
     return f" while resolving {keys[0]}"
+
+
+# Where a deadline ended a call (B-TIME-3's phrases, each followed by the source's name).
+BEFORE_CAPACITY = "before waiting for capacity for source"
+WAITING_FOR_CAPACITY = "while waiting for capacity for source"
+BEFORE_CALLING = "before calling the source for source"
+CALLING = "while calling source"
+
+
+def deadline_exceeded(
+    phase: str, source: RegisteredSource, keys: tuple[ResourceKey, ...]
+) -> SnapshotDeadlineExceededError:
+    """The error of a call the build's deadline ended at ``phase`` (B-TIME-3)."""
+    return SnapshotDeadlineExceededError(
+        f"snapshot deadline exceeded {phase} {source.name}{_where(source, keys)}"
+    )
 
 
 class _AllBlocked(Exception):
@@ -95,7 +109,7 @@ class _AllBlocked(Exception):
 class SourceGate:
     """Capacity, circuit, retry and timeout for source calls, in one place."""
 
-    __slots__ = ("_breaker", "_capacity", "_clock", "_counters", "_report", "_traced", "_tracer")
+    __slots__ = ("_capacity", "_circuits", "_clock", "_counters", "_report", "_traced", "_tracer")
 
     def __init__(
         self,
@@ -108,7 +122,7 @@ class SourceGate:
         tracer: Tracer,
     ) -> None:
         self._capacity = capacity
-        self._breaker = breaker
+        self._circuits = CallCircuits(breaker)
         self._clock = clock
         self._counters = counters
         self._report = report
@@ -175,7 +189,7 @@ class SourceGate:
         result: GateResult[T],
     ) -> None:
         # The circuit first: an open circuit fails fast instead of queueing for capacity.
-        circuits = self._admit(source, keys, result.blocked)
+        circuits = self._circuits.admit(source, keys, result.blocked)
         if len(circuits) == 1 and not result.blocked:
             called = keys  # the common case: one circuit admitted every key
         else:
@@ -185,7 +199,7 @@ class SourceGate:
         try:
             lease = await self._acquire(source, window, called)
         except BaseException as error:
-            self._release_probes(source, circuits, error, window)  # the call was never made
+            self._circuits.release(source, circuits, error, window)  # the call was never made
             if source.kind is SourceKind.BATCH and self._report.metrics_on:
                 self._report.batch_call(source.name, _batch_status(error), len(called))
             raise
@@ -201,10 +215,10 @@ class SourceGate:
             except BaseException as error:
                 outcome = error
                 if isinstance(error, TIMEOUT_ERRORS) and not isinstance(
-                    error, _NOT_THE_SOURCES_FAULT
+                    error, NOT_THE_SOURCES_FAULT
                 ):
                     self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
-                self._settle(source, circuits, error, window)
+                self._circuits.failed(source, circuits, error, window)
                 raise
             finally:
                 latency_ms = (self._clock.monotonic() - started) * 1000.0
@@ -212,7 +226,7 @@ class SourceGate:
                 if self._report.metrics_on:
                     self._report_call(source, called, outcome, latency_ms)
             good = judge(called, value) if judge is not None else called
-            self._settle_success(source, circuits, good)
+            self._circuits.succeeded(source, circuits, good)
             result.value, result.called, result.latency_ms = value, called, latency_ms
             result.error = None
         finally:
@@ -225,11 +239,7 @@ class SourceGate:
         own = source.queue_timeout_seconds
         budget = self._budget(own, window)
         if budget is not None and budget <= 0.0:
-            self._counters.deadline_exceeded += 1
-            raise SnapshotDeadlineExceededError(
-                f"snapshot deadline exceeded before waiting for capacity for source "
-                f"{source.name}{_where(source, keys)}"
-            )
+            raise self._deadline(BEFORE_CAPACITY, source, keys)
         waiting_from = self._clock.monotonic()
         try:
             if budget is None:
@@ -240,12 +250,8 @@ class SourceGate:
                         lease = await self._capacity.acquire(source.name)
         except TimeoutError:
             if window.expired() or own is None:
-                self._counters.deadline_exceeded += 1
                 self._report.capacity_timeout(source.name, "snapshot_deadline")
-                raise SnapshotDeadlineExceededError(
-                    f"snapshot deadline exceeded while waiting for capacity for source "
-                    f"{source.name}{_where(source, keys)}"
-                ) from None
+                raise self._deadline(WAITING_FOR_CAPACITY, source, keys) from None
             self._counters.queue_timeouts += 1
             self._report.capacity_timeout(source.name, "queue_timeout")
             raise SourceQueueTimeoutError(
@@ -257,6 +263,12 @@ class SourceGate:
             self._report.capacity_wait(source.name, waited * 1000.0)
         return lease
 
+    def _deadline(
+        self, phase: str, source: RegisteredSource, keys: tuple[ResourceKey, ...]
+    ) -> SnapshotDeadlineExceededError:
+        self._counters.deadline_exceeded += 1  # once per call (B-TIME-4)
+        return deadline_exceeded(phase, source, keys)
+
     @staticmethod
     def _budget(own: float | None, window: FlightWindow) -> float | None:
         """Seconds a wait may take: the tighter of its own limit and the deadline."""
@@ -264,34 +276,6 @@ class SourceGate:
         if own is None:
             return remaining
         return own if remaining is None else min(own, remaining)
-
-    def _admit(
-        self,
-        source: RegisteredSource,
-        keys: tuple[ResourceKey, ...],
-        blocked: dict[ResourceKey, Exception],
-    ) -> dict[CircuitIdentity, list[ResourceKey]]:
-        """Pass each distinct circuit of ``keys`` once; keys behind open circuits go to
-        ``blocked``."""
-        policy = source.resilience.circuit
-        breaker = self._breaker
-        if policy.scope is CircuitScope.SOURCE:
-            try:
-                return {breaker.enter(source.name, None, policy): list(keys)}
-            except CircuitOpenError as error:
-                blocked.update(dict.fromkeys(keys, error))
-                return {}
-        groups: dict[CircuitIdentity, list[ResourceKey]] = {}
-        for key in keys:
-            identity = breaker.identity_for(source.name, key=key, scope=policy.scope)
-            groups.setdefault(identity, []).append(key)
-        admitted: dict[CircuitIdentity, list[ResourceKey]] = {}
-        for members in groups.values():
-            try:
-                admitted[breaker.enter(source.name, members[0], policy)] = members
-            except CircuitOpenError as error:
-                blocked.update(dict.fromkeys(members, error))
-        return admitted
 
     async def _invoke(
         self,
@@ -311,11 +295,7 @@ class SourceGate:
             except asyncio.CancelledError:
                 _spurious_cancel(source, call)
         if budget <= 0.0:
-            self._counters.deadline_exceeded += 1
-            raise SnapshotDeadlineExceededError(
-                f"snapshot deadline exceeded before calling the source for source "
-                f"{source.name}{_where(source, keys)}"
-            )
+            raise self._deadline(BEFORE_CALLING, source, keys)
         scope = timeout(budget)
         try:
             async with scope:
@@ -329,69 +309,10 @@ class SourceGate:
             if not scope.expired():
                 raise  # the source's own TimeoutError: an ordinary, retryable failure
             if window.expired() or own is None:
-                self._counters.deadline_exceeded += 1
-                raise SnapshotDeadlineExceededError(
-                    f"snapshot deadline exceeded while calling source {source.name}"
-                    f"{_where(source, keys)}"
-                ) from None
+                raise self._deadline(CALLING, source, keys) from None
             raise SourceTimeoutError(
                 f"source {source.name} timed out after {own:.3f}s{_where(source, keys)}"
             ) from None
-
-    def _settle(
-        self,
-        source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
-        error: BaseException,
-        window: FlightWindow,
-    ) -> None:
-        """Record a failed attempt: a failure, unless it is not the source's fault (see
-        :meth:`_release_probes`). A not-found answer shows the source is up: a success."""
-        if isinstance(error, ResourceNotFound):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.succeed(identity, policy)
-        elif isinstance(error, Exception) and not isinstance(error, _NOT_THE_SOURCES_FAULT):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.fail(identity, policy)
-        else:
-            self._release_probes(source, circuits, error, window)
-
-    def _release_probes(
-        self,
-        source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
-        error: BaseException,
-        window: FlightWindow,
-    ) -> None:
-        """An attempt ended for reasons that are not the source's: a cancellation abandons
-        the call (a half-open probe re-opens its circuit); our own deadline or capacity wait
-        skips it (the probe slot is only given back). Work cancelled because its deadline
-        passed (its last waiter gave up at that moment) counts as the deadline."""
-        breaker = self._breaker
-        if isinstance(error, Exception) or window.expired():
-            for identity in circuits:
-                breaker.skip(identity)
-        else:
-            policy = source.resilience.circuit
-            for identity in circuits:
-                breaker.abandon(identity, policy)
-
-    def _settle_success(
-        self,
-        source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
-        good: Collection[ResourceKey],
-    ) -> None:
-        """A call returned: a circuit group succeeds if and only if one of its keys got a
-        valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5)."""
-        policy = source.resilience.circuit
-        for identity, members in circuits.items():
-            if any(key in good for key in members):
-                self._breaker.succeed(identity, policy)
-            else:
-                self._breaker.fail(identity, policy)
 
     def _report_call(
         self,
