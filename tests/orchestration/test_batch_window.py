@@ -53,6 +53,18 @@ def failure_types(error: Exception) -> list[tuple[str, str]]:
     return [(failure.source, failure.error_type) for failure in error.failures]
 
 
+def counting_source(calls: list[int], **options: Any) -> CallableBatchSource:
+    """A CallableBatchSource serving every key its subject, recording each call's size."""
+
+    def fetcher(ks: tuple[ResourceKey, ...], _ctx: FetchContext) -> dict[ResourceKey, Any]:
+        calls.append(len(ks))
+        return {k: k.subject for k in ks}
+
+    return CallableBatchSource(
+        name="batch", priority=0, supports=lambda _key: True, fetcher=fetcher, **options
+    )
+
+
 async def build_each(
     builder: SnapshotBuilder, wanted: list[ResourceKey], **options: Any
 ) -> list[Snapshot]:
@@ -90,18 +102,7 @@ async def test_without_a_window_each_build_makes_its_own_call(clock: VirtualCloc
 
 async def test_the_sources_own_window_overrides_the_builders(clock: VirtualClock) -> None:
     calls: list[int] = []
-
-    def fetcher(ks: tuple[ResourceKey, ...], _ctx: FetchContext) -> dict[ResourceKey, Any]:
-        calls.append(len(ks))
-        return {k: k.subject for k in ks}
-
-    shared = CallableBatchSource(
-        name="shared",
-        priority=0,
-        supports=lambda _key: True,
-        fetcher=fetcher,
-        batch_window_seconds=0.0,
-    )
+    shared = counting_source(calls, batch_window_seconds=0.0)
     builder = make_builder([shared], clock, default_policy=LONG)  # the builder's: off
     await build_each(builder, keys(*SUBJECTS[:10]))
     assert calls == [10]
@@ -445,19 +446,7 @@ async def test_no_task_is_left_after_aclose(clock: VirtualClock) -> None:
 
 def test_the_sync_facade_shares_calls_between_threads() -> None:
     calls: list[int] = []
-
-    def fetcher(ks: tuple[ResourceKey, ...], _ctx: FetchContext) -> dict[ResourceKey, Any]:
-        calls.append(len(ks))
-        return {k: k.subject for k in ks}
-
-    source = CallableBatchSource(
-        name="batch",
-        priority=0,
-        supports=lambda _key: True,
-        fetcher=fetcher,
-        max_batch_size=8,
-        run_sync_in_thread=False,
-    )
+    source = counting_source(calls, max_batch_size=8, run_sync_in_thread=False)
     # A long window that closes when full: deterministic without waiting in real time.
     builder = SnapshotBuilder([source], default_policy=LONG, batch_window_seconds=60.0)
     wanted = keys(*SUBJECTS[:8])
