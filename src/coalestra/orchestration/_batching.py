@@ -186,7 +186,7 @@ class BatchCollector:
             return share
         remaining = window.remaining()
         wait = seconds if remaining is None else min(seconds, remaining / 2.0)
-        closes_at = loop.time() + wait
+        closes_at = self._clock.monotonic() + wait
         if gathering.handle is None or closes_at < gathering.closes_at:
             if gathering.handle is not None:
                 gathering.handle.cancel()
@@ -194,7 +194,7 @@ class BatchCollector:
             if wait <= 0.0:  # the same loop turn: close once the chunks ready now are in
                 gathering.handle = loop.call_soon(self._close, source, gathering)
             else:
-                gathering.handle = loop.call_at(closes_at, self._close, source, gathering)
+                gathering.handle = loop.call_later(wait, self._close, source, gathering)
         return share
 
     def _gathering(
