@@ -23,7 +23,8 @@ from coalestra.observability import (
     NullMetrics,
 )
 from coalestra.observability import _names as inst
-from coalestra.observability._instrumentation import Instrumentation, key_type
+from coalestra.observability._instrumentation import Instrumentation
+from coalestra.observability._sinkcalls import key_type
 
 NAMESPACES = ("market", "account")
 NAMES = ("price", "book", "balance")
