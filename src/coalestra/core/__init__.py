@@ -18,6 +18,7 @@ from ._assessment import (
     BuilderHealthReason,
     BuilderHealthSeverity,
 )
+from ._build_errors import SnapshotBuildError, SnapshotConsistencyError
 from ._capabilities import (
     COALESTRA_API_STABILITY,
     COALESTRA_CAPABILITIES_SCHEMA,
@@ -40,8 +41,6 @@ from ._errors import (
     ResourceNotFoundError,
     ResourceResolutionError,
     SessionClosedError,
-    SnapshotBuildError,
-    SnapshotConsistencyError,
     SnapshotDeadlineExceededError,
     SourceFailure,
     SourceProtocolError,
@@ -52,12 +51,12 @@ from ._errors import (
 )
 from ._health import BUILDER_HEALTH_SCHEMA, BUILDER_HEALTH_SCHEMA_VERSION, BuilderHealth
 from ._isolation import PayloadCopier, PayloadIsolator, deepcopy_payload
-from ._keys import (
+from ._keys import ResourceKey
+from ._normalizers import (
     CASE_INSENSITIVE_KEY_NORMALIZER,
     LEGACY_KEY_NORMALIZER,
     PRESERVE_KEY_NORMALIZER,
     KeyNormalizer,
-    ResourceKey,
 )
 from ._policies import (
     AuthorityPolicyProvider,

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, final
 
-from ._errors import CoalestraError, SnapshotBuildError
+from ._build_errors import SnapshotBuildError
+from ._errors import CoalestraError
 from ._keys import ResourceKey
 from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool
 from ._values import SnapshotValue

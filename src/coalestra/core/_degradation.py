@@ -13,7 +13,8 @@ from enum import Enum
 from typing import Any, final
 
 from ._acceptance import SnapshotAcceptanceError, SnapshotAcceptanceViolation
-from ._errors import CoalestraError, SnapshotBuildError, SnapshotConsistencyError, error_type_name
+from ._build_errors import SnapshotBuildError, SnapshotConsistencyError
+from ._errors import CoalestraError, error_type_name
 from ._keys import ResourceKey
 from ._snapshot import Snapshot, SnapshotRequest
 from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool, frozen_mapping

@@ -20,7 +20,7 @@ from typing import final
 from urllib.parse import quote, unquote
 
 from ...core import ResourceKey
-from ...core._keys import PRESERVE_KEY_NORMALIZER
+from ...core._normalizers import PRESERVE_KEY_NORMALIZER
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
