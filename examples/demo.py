@@ -20,10 +20,13 @@ from coalestra import (
     FetchContext,
     FreshnessPolicy,
     MetricsSink,
+    ResourceAcceptanceRule,
     ResourceKey,
     ResourceUpdate,
     RetryPolicy,
     Snapshot,
+    SnapshotAcceptanceError,
+    SnapshotAcceptancePolicy,
     SnapshotBuilder,
     SnapshotRequest,
     SourceResiliencePolicy,
@@ -125,6 +128,7 @@ async def tour(metrics: MetricsSink | None = None) -> None:
     clock = VirtualClock()
     async with make_builder(clock, metrics) as builder:
         everything = [price(sym) for sym in SYMBOLS] + [ACCOUNT, PORTFOLIO]
+        baseline = await builder.health_snapshot()
 
         cold = await builder.build(everything)
         show("cold build: stream fails, REST serves prices, portfolio is derived", cold, clock)
@@ -161,6 +165,16 @@ async def tour(metrics: MetricsSink | None = None) -> None:
                 f" (a new build sees {fresh.value(eth)})"
             )
 
+        await asyncio.sleep(3.0)
+        at_most_2s = SnapshotAcceptancePolicy(ResourceAcceptanceRule(max_age_seconds=2.0))
+        try:
+            await builder.build_request(
+                SnapshotRequest(required=[ACCOUNT], acceptance_policy=at_most_2s)
+            )
+        except SnapshotAcceptanceError as error:
+            (violation,) = error.violations
+            print(f"\n== acceptance policy (values at most 2 s old) rejects: {violation.message}")
+
         updates = [
             ResourceUpdate(price(sym), PRICES[sym] * 1.01, source="price-stream") for sym in SYMBOLS
         ]
@@ -175,6 +189,15 @@ async def tour(metrics: MetricsSink | None = None) -> None:
             f"   in flight: {health.singleflight_in_flight},"
             f" refreshes: {health.background_refreshes}"
         )
+        assessment = health.assess(previous=baseline)
+        print(f"   assessment since the first build: {assessment.severity.value}")
+        for finding in assessment.findings:
+            print(
+                f"     {finding.severity.value}: {finding.reason.value}"
+                f" ({finding.metric}={finding.observed}, threshold {finding.threshold})"
+            )
+        wire = health.to_dict(previous=baseline)
+        print(f"   to_dict(): {len(wire)} keys, schema {wire['schema']} v{wire['schema_version']}")
 
 
 def main() -> None:

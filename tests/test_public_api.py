@@ -144,6 +144,7 @@ V06_CORE_NAMES = frozenset(
         "BuilderHealthFinding",
         "BuilderHealthReason",
         "BuilderHealthSeverity",
+        "ObservabilityShutdownTimeoutError",
     }
 )
 V06_ORCHESTRATION_NAMES = frozenset(

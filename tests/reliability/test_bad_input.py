@@ -456,7 +456,7 @@ rows(
 )
 rows(
     "BufferedEventSink.overflow",
-    ValueError,
+    TypeError,  # 0.6 (B7): a string, even a policy's value, is refused
     "overflow",
     {"unknown": lambda e: BufferedEventSink(NullEventSink(), overflow="spill")},
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 import re
@@ -26,6 +27,7 @@ from coalestra.core._capabilities import PYTHON_REQUIRES
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [
+    "automatic_observability_buffering",
     "builder_health_assessment",
     "builder_health_serialization",
     "cross_build_batching",  # ours (issue 14), not a 0.6 name
@@ -40,7 +42,6 @@ SHIPPED = [
 ]
 # 0.6 features we do not ship yet: reporting them would be a lie callers act on.
 NOT_SHIPPED = [
-    "automatic_observability_buffering",
     "blocking_source_timeout_guarantees",
     "controlled_payload_copy_shutdown",
     "partitioned_request_builds",
@@ -91,6 +92,8 @@ def test_shipped_features_are_really_there() -> None:
     assert coalestra.ERROR_DIAGNOSTICS_SCHEMA_VERSION == 1  # versioned_error_diagnostics
     assert callable(coalestra.BuilderHealth.assess)  # builder_health_assessment
     assert callable(coalestra.BuilderHealth.to_dict)  # builder_health_serialization
+    # automatic_observability_buffering (opt-in: the default stays direct calls)
+    assert "buffer_observability" in inspect.signature(coalestra.SnapshotBuilder).parameters
 
 
 def test_schemas_and_defaults_tell_the_truth() -> None:

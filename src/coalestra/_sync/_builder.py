@@ -332,7 +332,12 @@ class SyncSnapshotBuilder:
     def close(self) -> None:
         """Close the facade (see the class docstring for the order). Idempotent.
 
+        ``shutdown_timeout_seconds`` is also the budget of the builder's observability buffers
+        (``buffer_observability``): when they outlive it, the error below propagates, but only
+        after their workers have finished (the loop thread stops last).
+
         Raises:
+            ObservabilityShutdownTimeoutError: the builder's buffers outlived the budget.
             RuntimeError: called from a thread running an event loop while still open.
         """
         self._core.close()

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, final
 
 from .._compat import TIMEOUT_ERRORS
-from ..core import PayloadIsolator
+from ..core import ObservabilityShutdownTimeoutError, PayloadIsolator
 from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 from ..core._validation import check_float
 from ..orchestration import SnapshotBuilder
@@ -149,15 +149,28 @@ class FacadeCore:
                 self.portal.stop()
 
     async def _wind_down(self) -> None:
-        builder = self.builder
-        step = builder.aclose() if self.close_builder else builder.wait_for_refreshes()
+        builder, budget = self.builder, self.shutdown_timeout
+        step = (
+            builder.aclose(observability_shutdown_timeout_seconds=budget)
+            if self.close_builder
+            else builder.wait_for_refreshes()
+        )
         try:
-            await asyncio.wait_for(step, self.shutdown_timeout)
-        except TIMEOUT_ERRORS:  # 3.10: asyncio.TimeoutError is not yet TimeoutError
-            # Refreshes outlived the timeout: an owned builder cancels them and closes; a
-            # borrowed one keeps them (they end with the loop).
+            try:
+                await asyncio.wait_for(step, budget)
+            except ObservabilityShutdownTimeoutError:
+                raise  # a TimeoutError too, but not the refreshes' one: it reaches close()
+            except TIMEOUT_ERRORS:  # 3.10: asyncio.TimeoutError is not yet TimeoutError
+                # Refreshes outlived the timeout: an owned builder cancels them and closes; a
+                # borrowed one keeps them (they end with the loop).
+                if self.close_builder:
+                    await builder.aclose(
+                        cancel_refreshes=True, observability_shutdown_timeout_seconds=budget
+                    )
+        finally:
             if self.close_builder:
-                await builder.aclose(cancel_refreshes=True)
+                # The loop thread stops only after late buffer workers have finished.
+                await builder.wait_for_background_shutdown()
 
     def finalize(self) -> None:
         """The facade was collected, or the interpreter exits, with the facade open."""

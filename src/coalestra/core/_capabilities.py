@@ -36,6 +36,7 @@ PYTHON_REQUIRES: Final = ">=3.10"
 # ``cross_build_batching``, ours: issue 14's batch window). Add a name when its feature lands,
 # never before: callers gate behaviour on these.
 _SHIPPED_FEATURES: Final = (
+    "automatic_observability_buffering",
     "builder_health_assessment",
     "builder_health_serialization",
     "cross_build_batching",
@@ -55,8 +56,9 @@ _SHIPPED_SCHEMAS: Final = {
     "error_diagnostics": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
 }
 # The behaviour our builder actually has (the 0.5.7 defaults, not 0.6.4's): sinks are called
-# directly, sources need no timeout declaration, blocking sources are not inspected; builds share
-# no batch calls unless asked to (``batch_window_seconds``, ours).
+# directly (``buffer_observability=None``; "auto" and True are opt-in), sources need no timeout
+# declaration, blocking sources are not inspected; builds share no batch calls unless asked to
+# (``batch_window_seconds``, ours).
 _SHIPPED_DEFAULTS: Final = {
     "allow_unsafe_blocking_sources": True,
     "batch_window_seconds": None,

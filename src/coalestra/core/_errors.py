@@ -19,7 +19,9 @@
     │                                    (both in ``_build_errors.py``)
     ├── SessionClosedError               a closed session (or builder) was used
     ├── PayloadIsolationError            a payload could not be copied
-    └── SubmissionBacklogFullError       the sync facade's submission backlog is full
+    ├── SubmissionBacklogFullError       the sync facade's submission backlog is full
+    └── ObservabilityShutdownTimeoutError  (also TimeoutError) buffered records outlived
+                                         the builder's observability shutdown budget
 
 ``to_dict()`` on :class:`SourceFailure`, :class:`ResourceResolutionError` and
 :class:`SnapshotBuildError` returns plain dicts of strings, ints, bools, lists and dicts, marked
@@ -325,6 +327,40 @@ class SubmissionBacklogFullError(CoalestraError):
         # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
         # state. Passing all of __dict__ as keywords made unpickling fail once anything else
         # was set (e.g. ``__notes__`` from ``add_note``).
+        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
+
+
+@final
+class ObservabilityShutdownTimeoutError(CoalestraError, TimeoutError):
+    """``aclose()`` ran out of budget draining the builder's observability buffers.
+
+    The records still queued were discarded (counted as dropped); a worker may still be inside
+    a slow downstream sink. The downstream sinks stay open (with ``manage_lifecycle=True``)
+    until ``await builder.wait_for_observability_shutdown()`` has seen every worker end.
+
+    Attributes:
+        timeout_seconds: the budget that passed (seconds).
+        pending_components: buffer name (``"events"``/``"metrics"``) -> records pending then.
+        pending_records: their sum.
+    """
+
+    def __init__(self, *, timeout_seconds: float, pending_components: Mapping[str, int]) -> None:
+        self.timeout_seconds = float(timeout_seconds)
+        self.pending_components: Mapping[str, int] = ReadOnlyDict(pending_components)
+        self.pending_records = sum(self.pending_components.values())
+        shown = ", ".join(f"{name}={count}" for name, count in self.pending_components.items())
+        super().__init__(
+            f"observability shutdown timed out after {self.timeout_seconds:g} s with "
+            f"{self.pending_records} record(s) pending ({shown or 'no buffer'})"
+        )
+
+    def _init_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout_seconds": self.timeout_seconds,
+            "pending_components": dict(self.pending_components),
+        }
+
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
 
 

@@ -60,7 +60,6 @@ class RecordBuffer(Generic[R]):
         "_closed",
         "_deliver",
         "_delivered",
-        "_discarded_at_close",
         "_drop_newest",
         "_dropped",
         "_enqueued",
@@ -71,9 +70,11 @@ class RecordBuffer(Generic[R]):
         "_lock",
         "_max_pending",
         "_name",
+        "_peak",
         "_progress",
         "_queue",
         "_raise_when_full",
+        "_shutdown_timeouts",
         "_thread",
         "_wakeup",
     )
@@ -105,7 +106,8 @@ class RecordBuffer(Generic[R]):
         self._delivered = 0
         self._dropped = 0
         self._failures = 0
-        self._discarded_at_close = 0
+        self._peak = 0
+        self._shutdown_timeouts = 0
 
     def put(self, record: R) -> None:
         """Queue ``record``; never blocks on the downstream.
@@ -131,6 +133,8 @@ class RecordBuffer(Generic[R]):
                 pending.popleft()
             self._enqueued += 1
             pending.append((self._enqueued, record))
+            if len(pending) >= self._peak:  # cheap test first; the in-flight record counts too
+                self._peak = max(self._peak, len(pending) + (1 if self._inflight else 0))
             if self._idle:
                 self._wakeup.notify()
             elif self._thread is None:
@@ -209,9 +213,10 @@ class RecordBuffer(Generic[R]):
     def close(self, timeout: float | None, drain: bool) -> bool:
         """Stop accepting records, deliver (``drain``) or discard the queue, end the worker.
 
-        Returns True when every accepted record was handed to the downstream. Records still
-        queued when ``timeout`` passes are discarded and counted as dropped; the worker ends
-        once the downstream returns from the record it holds.
+        ``timeout`` is one budget for delivering the queue and ending the worker. Returns True
+        when the worker has stopped (or never started). When ``timeout`` passes first, the
+        timeout is counted, records still queued are discarded and counted as dropped, and the
+        worker ends once the downstream returns from the record it holds.
         """
         with self._lock:
             self._closed = True
@@ -219,13 +224,19 @@ class RecordBuffer(Generic[R]):
                 self._discard_queued()
             self._wakeup.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        with self._lock:
-            if thread is not None and thread.is_alive():
-                self._discard_queued()
+        if thread is None:
             _LIVE.discard(self)
-            return self._discarded_at_close == 0 and not self._queue and self._inflight == 0
+            return True
+        if thread is threading.current_thread():
+            return False  # closed from the downstream: the worker ends after this record
+        thread.join(timeout)
+        with self._lock:
+            if thread.is_alive():
+                self._shutdown_timeouts += 1
+                self._discard_queued()
+                return False
+            _LIVE.discard(self)
+            return True
 
     def close_nowait(self) -> None:
         """Stop accepting records; the worker delivers what is queued, then ends."""
@@ -239,12 +250,12 @@ class RecordBuffer(Generic[R]):
         if count:
             self._queue.clear()
             self._dropped += count
-            self._discarded_at_close += count
             self._progress.notify_all()
 
     def stats(self) -> BufferedSinkStats:
         """Return the counters, read consistently under the lock."""
         with self._lock:
+            thread = self._thread
             return BufferedSinkStats(
                 enqueued=self._enqueued,
                 delivered=self._delivered,
@@ -252,6 +263,11 @@ class RecordBuffer(Generic[R]):
                 failures=self._failures,
                 pending=len(self._queue) + (1 if self._inflight else 0),
                 closed=self._closed,
+                max_pending=self._max_pending,
+                peak_pending=self._peak,
+                # Not started yet (no record so far) counts as alive: it starts on demand.
+                worker_alive=not self._closed if thread is None else thread.is_alive(),
+                shutdown_timeout_count=self._shutdown_timeouts,
             )
 
     @property

@@ -11,16 +11,10 @@ import asyncio
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Generic, TypeVar, final
+from typing import Any, ClassVar, Generic, TypeVar, final
 
 from ..core._protocols import EventSink, MetricsSink
-from ..core._validation import (
-    check_bool,
-    check_enum,
-    check_float,
-    check_int,
-    check_str,
-)
+from ..core._validation import check_bool, check_float, check_int, check_str
 from ._buffer import RecordBuffer
 from ._records import (
     INCREMENT,
@@ -33,6 +27,18 @@ from ._records import (
 )
 
 R = TypeVar("R", EventRecord, MetricRecord)
+
+
+def check_overflow(name: str, overflow: object) -> BufferOverflowPolicy:
+    """A :class:`BufferOverflowPolicy` member; its string value is refused (0.6: a typo in a
+    string would otherwise surface only when the buffer fills).
+
+    Raises:
+        TypeError: anything else.
+    """
+    if not isinstance(overflow, BufferOverflowPolicy):
+        raise TypeError(f"{name} must be a BufferOverflowPolicy, got {type(overflow).__name__}")
+    return overflow
 
 
 def _check_timeout(timeout: object) -> float | None:
@@ -48,6 +54,9 @@ def _check_timeout(timeout: object) -> float | None:
 class _BufferedSink(Generic[R]):
     """What both buffered sinks share: a record buffer, its worker, and its lifecycle."""
 
+    coalestra_non_blocking: ClassVar[bool] = True
+    """Calls only queue: a builder never wraps a buffered sink again."""
+
     __slots__ = ("__weakref__", "_buffer", "_downstream", "_put")
 
     def __init__(
@@ -61,7 +70,7 @@ class _BufferedSink(Generic[R]):
         self._buffer: RecordBuffer[R] = RecordBuffer(
             replay,
             max_pending=check_int("max_pending", max_pending, minimum=1),
-            overflow=check_enum("overflow", overflow, BufferOverflowPolicy),
+            overflow=check_overflow("overflow", overflow),
             name=type(self).__name__,
         )
         # Bound once: the hot path calls it directly.
@@ -93,17 +102,22 @@ class _BufferedSink(Generic[R]):
         for the worker again and reports the same way.
 
         Args:
-            timeout: the most seconds to wait for the worker; ``None`` waits as long as it takes.
-                Records still queued when it passes are discarded and counted as dropped.
+            timeout: one budget, in seconds, for delivering the queue and ending the worker;
+                ``None`` waits as long as it takes. When it passes, the timeout is counted in
+                ``stats().shutdown_timeout_count`` and records still queued are discarded and
+                counted as dropped; the worker ends once the downstream returns from the record
+                it holds.
             drain: deliver queued records first (True) or discard them (False).
 
         Returns:
-            True when every accepted record was handed to the downstream (delivery failures are
-            counted in ``stats().failures`` but were handed over); False when some were discarded
-            or one is still stuck in the downstream.
+            True when the worker thread has stopped (or never started), so nothing will reach
+            the downstream any more; False when the budget passed first (or when called from
+            the downstream itself). With ``drain=False`` and a downstream that returns, True.
 
         Raises:
-            TypeError, ValueError: ``timeout`` or ``drain`` is invalid.
+            TypeError: ``drain`` is not a bool, ``timeout`` not a number or ``None``.
+            ValueError: ``timeout`` is negative (``"timeout cannot be negative"``) or not
+                finite.
         """
         checked_timeout = _check_timeout(timeout)
         return self._buffer.close(checked_timeout, check_bool("drain", drain))
@@ -173,12 +187,12 @@ class BufferedEventSink(_BufferedSink[EventRecord]):
     Args:
         downstream: the sink to deliver to (checked once, here).
         max_pending: the most queued events (>= 1).
-        overflow: what happens to a new event when ``max_pending`` are queued
-            (a :class:`BufferOverflowPolicy` or its string value).
+        overflow: what happens to a new event when ``max_pending`` are queued (a
+            :class:`BufferOverflowPolicy` member; its string value is a ``TypeError``).
 
     Raises:
         TypeError: ``downstream`` has no ``emit`` method, or an argument has the wrong type.
-        ValueError: ``max_pending`` < 1 or an unknown ``overflow``.
+        ValueError: ``max_pending`` < 1.
     """
 
     __slots__ = ()
@@ -224,13 +238,13 @@ class BufferedMetricsSink(_BufferedSink[MetricRecord]):
     Args:
         downstream: the sink to deliver to (checked once, here).
         max_pending: the most queued records (>= 1).
-        overflow: what happens to a new record when ``max_pending`` are queued
-            (a :class:`BufferOverflowPolicy` or its string value).
+        overflow: what happens to a new record when ``max_pending`` are queued (a
+            :class:`BufferOverflowPolicy` member; its string value is a ``TypeError``).
 
     Raises:
         TypeError: ``downstream`` lacks ``increment``/``observe``, or an argument has the wrong
             type.
-        ValueError: ``max_pending`` < 1 or an unknown ``overflow``.
+        ValueError: ``max_pending`` < 1.
     """
 
     __slots__ = ()

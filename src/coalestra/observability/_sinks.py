@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 from ..core._validation import check_float, check_int, check_str
 from ._records import ObservationSummary, check_label_values
@@ -19,6 +19,9 @@ _LabelKey = tuple[str, tuple[tuple[str, str], ...]]
 class NullEventSink:
     """An event sink that discards every event; the builder's default."""
 
+    coalestra_non_blocking: ClassVar[bool] = True
+    """Calls return at once: automatic buffering (``buffer_observability="auto"``) skips it."""
+
     __slots__ = ()
 
     def emit(self, event_type: str, **payload: Any) -> None:
@@ -31,6 +34,9 @@ class NullEventSink:
 @final
 class NullMetrics:
     """A metrics sink that discards everything; the builder's default."""
+
+    coalestra_non_blocking: ClassVar[bool] = True
+    """Calls return at once: automatic buffering (``buffer_observability="auto"``) skips it."""
 
     __slots__ = ()
 
@@ -114,6 +120,9 @@ class InMemoryMetrics:
     tests and for applications that read their own numbers. Thread-safe, so it can sit behind a
     ``BufferedMetricsSink`` while another thread reads it.
     """
+
+    coalestra_non_blocking: ClassVar[bool] = True
+    """Calls return at once: automatic buffering (``buffer_observability="auto"``) skips it."""
 
     __slots__ = ("_counters", "_lock", "_observations")
 

@@ -23,6 +23,7 @@ from ..core import (
     FreshnessPolicy,
     FreshnessPolicyProvider,
     MetricsSink,
+    ObservabilityShutdownTimeoutError,
     ObservationPolicy,
     PayloadCopier,
     PayloadIsolator,
@@ -42,7 +43,8 @@ from ..core import (
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import frozen_mapping
-from ..observability import NullEventSink, NullMetrics
+from ..observability import BufferOverflowPolicy, NullEventSink, NullMetrics
+from ..observability._buffering import ObservabilityBuffers, check_shutdown_budget
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Span, Tracer, describe_build
 from ..resilience import (
@@ -136,6 +138,11 @@ class SnapshotBuilder:
         close_timeout_seconds: float | None = None,
         default_source_timeout_seconds: float | None = None,
         batch_window_seconds: float | None = None,
+        buffer_observability: bool | str | None = None,
+        observability_max_pending: int = 10000,
+        observability_overflow: BufferOverflowPolicy = BufferOverflowPolicy.DROP_OLDEST,
+        observability_shutdown_timeout_seconds: float = 5.0,
+        observability_drain_on_shutdown: bool = True,
     ) -> None:
         options = BuilderOptions(**_given(locals()))
         self._options = options
@@ -160,8 +167,20 @@ class SnapshotBuilder:
         )
         self._isolator = PayloadIsolator(options.payload_copier)
         self._tracer = NullTracer() if options.tracer is None else options.tracer
-        self._metrics = NullMetrics() if options.metrics is None else options.metrics
-        self._events = NullEventSink() if options.events is None else options.events
+        # The sinks as given: what ``manage_lifecycle`` closes. Every part reports to
+        # ``self._metrics``/``self._events``: the same sinks, or the builder's buffers around them.
+        self._given_metrics = NullMetrics() if options.metrics is None else options.metrics
+        self._given_events = NullEventSink() if options.events is None else options.events
+        self._observability = ObservabilityBuffers(
+            self._given_metrics,
+            self._given_events,
+            mode=options.buffer_observability,
+            max_pending=options.observability_max_pending,
+            overflow=options.observability_overflow,
+            drain=options.observability_drain_on_shutdown,
+        )
+        self._metrics = self._observability.metrics
+        self._events = self._observability.events
         self._report = Instrumentation(self._metrics, self._events)
         self._counters = EngineCounters()
         self._capacity = CapacityController(global_limit=options.max_concurrency)
@@ -182,6 +201,8 @@ class SnapshotBuilder:
         self._runtime = ResolutionRuntime(self, self._engine, self._counters)
         self._closed = False
         self._components_closed = False
+        # Downstream sinks whose buffer outlived the shutdown budget: closed once it ends.
+        self._deferred_sinks: list[object] = []
 
     def _make_engine(
         self, policies: FreshnessPolicyProvider, ranked: AuthorityPolicyResolver | None
@@ -288,13 +309,40 @@ class SnapshotBuilder:
 
     @property
     def metrics(self) -> MetricsSink:
-        """The metrics sink (a null sink by default)."""
+        """The metrics sink (a null sink by default); the builder's buffer around the given
+        sink when ``buffer_observability`` chose to buffer it."""
         return self._metrics
 
     @property
     def events(self) -> EventSink:
-        """The event sink (a null sink by default)."""
+        """The event sink (a null sink by default); the builder's buffer around the given
+        sink when ``buffer_observability`` chose to buffer it."""
         return self._events
+
+    @property
+    def buffer_observability(self) -> bool | str | None:
+        """The ``buffer_observability`` choice, as given (``None``: sinks called directly)."""
+        return self._options.buffer_observability
+
+    @property
+    def observability_max_pending(self) -> int:
+        """The bound of the buffers the builder makes around its sinks."""
+        return self._options.observability_max_pending
+
+    @property
+    def observability_overflow(self) -> BufferOverflowPolicy:
+        """What the builder's buffers do with a record when full."""
+        return self._options.observability_overflow
+
+    @property
+    def observability_shutdown_timeout_seconds(self) -> float:
+        """How long :meth:`aclose` lets the builder's buffers deliver, by default."""
+        return self._options.observability_shutdown_timeout_seconds
+
+    @property
+    def observability_drain_on_shutdown(self) -> bool:
+        """True when :meth:`aclose` delivers queued records (False: discards them)."""
+        return self._options.observability_drain_on_shutdown
 
     @property
     def observation_policy(self) -> ObservationPolicy:
@@ -697,14 +745,28 @@ class SnapshotBuilder:
         """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
         cache, events, metrics; each distinct object once."""
         return distinct(
-            *(source.origin for source in self._sources), self._cache, self._events, self._metrics
+            *(source.origin for source in self._sources),
+            self._cache,
+            self._given_events,
+            self._given_metrics,
         )
 
-    async def aclose(self, *, cancel_refreshes: bool = False, timeout: float | None = None) -> None:
+    async def aclose(
+        self,
+        *,
+        cancel_refreshes: bool = False,
+        timeout: float | None = None,
+        observability_shutdown_timeout_seconds: float | None = None,
+    ) -> None:
         """Close the builder: no new builds, session stages or publications (they raise
         ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
         cancelled with ``cancel_refreshes=True``); in-flight resolutions are cancelled.
         Idempotent.
+
+        Then the buffers the builder made around its sinks (``buffer_observability``) deliver
+        what they hold (or discard it, ``observability_drain_on_shutdown=False``) and end their
+        worker threads, within ``observability_shutdown_timeout_seconds`` (default: the
+        builder's option, 5 s) for all of them together.
 
         ``timeout`` (default: the builder's ``close_timeout_seconds``, itself ``None`` by
         default) bounds the wait for refreshes: those still running after ``timeout`` seconds
@@ -713,19 +775,66 @@ class SnapshotBuilder:
         With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
         in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
         awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
-        returns is awaited).
+        returns is awaited). A sink behind a buffer that outlived its budget stays open until
+        :meth:`wait_for_observability_shutdown` has seen the buffer's worker end.
+
+        Raises:
+            ObservabilityShutdownTimeoutError: a buffer's worker was still delivering when the
+                budget passed (everything else is closed; health shows
+                ``observability_shutdown_incomplete=True``).
+            TypeError, ValueError: a bad ``timeout`` or
+                ``observability_shutdown_timeout_seconds`` (checked before anything closes).
         """
         bound = check_close_timeout(timeout)
+        budget = (
+            self._options.observability_shutdown_timeout_seconds
+            if observability_shutdown_timeout_seconds is None
+            else check_shutdown_budget(
+                "observability_shutdown_timeout_seconds", observability_shutdown_timeout_seconds
+            )
+        )
         self._closed = True
         self._publisher._shut(BUILDER_CLOSED)
         await self._engine.shutdown(
             cancel_refreshes=cancel_refreshes,
             timeout=self._options.close_timeout_seconds if bound is None else bound,
         )
+        late: ObservabilityShutdownTimeoutError | None = None
+        try:
+            await self._observability.shutdown(budget)
+        except ObservabilityShutdownTimeoutError as error:
+            late = error
         if self._options.manage_lifecycle and not self._components_closed:
             self._components_closed = True
-            for owned in self._components():
+            await self._close_components(deferring=late is not None)
+        if late is not None:
+            raise late
+
+    async def _close_components(self, *, deferring: bool) -> None:
+        """Close the components in order; with ``deferring``, keep the sinks behind the
+        builder's buffers for :meth:`wait_for_observability_shutdown`."""
+        deferred = {id(self._given_events), id(self._given_metrics)} if deferring else set[int]()
+        for owned in self._components():
+            if id(owned) in deferred and self._observability.delivers_to(owned):
+                self._deferred_sinks.append(owned)
+            else:
                 await _close(owned)
+
+    async def wait_for_observability_shutdown(self) -> None:
+        """After an :meth:`aclose` that raised ``ObservabilityShutdownTimeoutError``: wait,
+        without a budget, until the builder's buffers have ended their workers, then close
+        the downstream sinks left open (``manage_lifecycle=True``). Returns at once when
+        nothing is pending."""
+        if self._observability.incomplete:
+            await self._observability.wait()
+        deferred, self._deferred_sinks = self._deferred_sinks, []
+        for sink in deferred:
+            await _close(sink)
+
+    async def wait_for_background_shutdown(self) -> None:
+        """Wait for every straggler a bounded :meth:`aclose` left behind (observability
+        buffers still delivering); returns at once when there is none."""
+        await self.wait_for_observability_shutdown()
 
     async def __aenter__(self) -> SnapshotBuilder:
         """Enter an open builder; ``aclose()`` runs on exit.
@@ -784,6 +893,7 @@ class SnapshotBuilder:
             deadline_exceeded_count=counters.deadline_exceeded,
             revalidation_attempt_count=counters.revalidation_attempts,
             revalidation_failure_count=counters.revalidation_failures,
+            **self._observability.health_fields(),
         )
 
 

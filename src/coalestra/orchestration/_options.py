@@ -43,6 +43,9 @@ from ..core import (
 )
 from ..core._clock import check_clock
 from ..core._validation import check_bool, check_optional_float
+from ..observability import BufferOverflowPolicy
+from ..observability._buffered import check_overflow
+from ..observability._buffering import check_buffer_mode, check_shutdown_budget
 from ..observability._tracing import Tracer, check_tracer
 from ..resilience import (
     CircuitBreaker,
@@ -254,6 +257,32 @@ class BuilderOptions:
         "that long for more (never more than half of a build's remaining time); ``None`` (the "
         "default): every build makes its own calls. A batch source's own "
         "``batch_window_seconds`` overrides it.",
+    )
+    buffer_observability: bool | str | None = option(
+        None,
+        check_buffer_mode,
+        "whether ``metrics``/``events`` get a buffer delivering on a worker thread: ``None`` "
+        '(the default, as 0.5.7) and ``False`` call them directly; ``"auto"`` buffers every '
+        "sink without a truthy ``coalestra_non_blocking`` attribute; ``True`` buffers every "
+        "sink (the null sinks need none). A sink already buffered is used as it is.",
+    )
+    observability_max_pending: int = option(
+        10000, at_least_one, "the bound of the buffers the builder makes around its sinks."
+    )
+    observability_overflow: BufferOverflowPolicy = option(
+        BufferOverflowPolicy.DROP_OLDEST,
+        check_overflow,
+        "what those buffers do with a record when full (a :class:`BufferOverflowPolicy`).",
+    )
+    observability_shutdown_timeout_seconds: float = option(
+        5.0,
+        check_shutdown_budget,
+        "how long :meth:`aclose` lets those buffers deliver (finite, > 0).",
+    )
+    observability_drain_on_shutdown: bool = option(
+        True,
+        check_bool,
+        "deliver what those buffers hold at :meth:`aclose` (True) or discard it (False).",
     )
 
     def __post_init__(self) -> None:
