@@ -24,7 +24,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
-from ..core._values import MISS, make_lookup
+from ..core._lookups import MISS, make_lookup
 from ._values import CacheStats
 
 Entry: TypeAlias = tuple[SnapshotValue[Any], int]

@@ -53,6 +53,7 @@ from ._errors import (
 from ._health import BUILDER_HEALTH_SCHEMA, BUILDER_HEALTH_SCHEMA_VERSION, BuilderHealth
 from ._isolation import PayloadCopier, PayloadIsolator, deepcopy_payload
 from ._keys import ResourceKey
+from ._lookups import CacheLookup, CacheWriteResult, CacheWriteStatus
 from ._normalizers import (
     CASE_INSENSITIVE_KEY_NORMALIZER,
     LEGACY_KEY_NORMALIZER,
@@ -95,14 +96,7 @@ from ._schema import (
     SerializedSourceFailure,
 )
 from ._snapshot import DiagnosticsCollector, Snapshot, SnapshotDiagnostics, SnapshotRequest
-from ._values import (
-    CacheLookup,
-    CacheWriteResult,
-    CacheWriteStatus,
-    FetchContext,
-    SnapshotValue,
-    SourcePayload,
-)
+from ._values import FetchContext, SnapshotValue, SourcePayload
 
 __all__ = [
     "COALESTRA_API_STABILITY",

@@ -10,8 +10,9 @@ from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 from ._keys import ResourceKey
+from ._lookups import CacheLookup, CacheWriteResult
 from ._policies import FreshnessPolicy
-from ._values import CacheLookup, CacheWriteResult, FetchContext, SnapshotValue, SourcePayload
+from ._values import FetchContext, SnapshotValue, SourcePayload
 
 if TYPE_CHECKING:
     from ._snapshot import Snapshot

@@ -26,8 +26,8 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
-from ..core._values import MISS
 
 _ANY_AGE = FreshnessPolicy(math.inf, math.inf)
 """Dependency checks read whatever revision is held, however old."""

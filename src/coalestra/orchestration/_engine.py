@@ -25,8 +25,8 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ..core._lookups import MISS
 from ..core._validation import ReadOnlyDict
-from ..core._values import MISS
 from ..observability._instrumentation import Instrumentation
 from ..observability._names import FRESH as _FRESH
 from ..observability._names import MISS as _MISS

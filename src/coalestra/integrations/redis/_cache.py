@@ -26,8 +26,8 @@ from ...core import (
     ResourceKey,
     SnapshotValue,
 )
+from ...core._lookups import MISS
 from ...core._validation import check_bool, check_float
-from ...core._values import MISS
 from ._config import RedisCacheConfig, make_client
 from ._coordination import Coordinator
 from ._fleet import FleetOperations

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, cast, final
 from redis.asyncio import Redis
 
 from ...core import CacheLookup, FreshnessPolicy, ResourceKey, SnapshotValue
-from ...core._values import MISS
+from ...core._lookups import MISS
 from ._entries import HEADER_PEEK_BYTES, Header, decode, parse_header
 from ._layout import KeyLayout, escape, key_name
 from ._link import Link, RedisUnavailable
