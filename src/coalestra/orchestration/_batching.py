@@ -42,9 +42,9 @@ from ..core import (
     SourceUnavailableError,
 )
 from ._counters import EngineCounters
+from ._flights import FlightWindow
 from ._gate import CALLING, WAITING_FOR_CAPACITY, GateResult, Judge, SourceGate, deadline_exceeded
 from ._sources import RegisteredSource
-from ._window import FlightWindow
 
 Payloads = dict[ResourceKey, SourcePayload[Any]]
 _Delivery = tuple[GateResult[Payloads], DiagnosticsCollector]

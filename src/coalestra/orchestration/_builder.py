@@ -231,6 +231,7 @@ class SnapshotBuilder:
                 observation=self.observation_policy,
                 authority=ranked,
                 isolator=self._isolator,
+                report=self._report,
             ),
             isolator=self._isolator,
             policies=policies,

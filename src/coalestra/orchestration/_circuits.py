@@ -19,8 +19,8 @@ from ..core import (
     SourceQueueTimeoutError,
 )
 from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
+from ._flights import FlightWindow
 from ._sources import RegisteredSource
-from ._window import FlightWindow
 
 # The build's own limits ran out: the source was not (or not yet) at fault.
 NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)

@@ -217,7 +217,7 @@ class Deriver:
             return normalize_payload(await derive(key, dependencies, ctx))
 
         result = await run.engine.gate.call(
-            source, (key,), run.window, run.diag, invoke, run.circuit_successes
+            source, (key,), run.window, run.diag, invoke, run.engine.factory.circuit_successes
         )
         if result.error is not None or result.value is None:
             run.ledger.fail_all(source, (key,), result)
@@ -230,7 +230,14 @@ class Deriver:
             if source.inherit_observed_at
             else None
         )
-        accepted = run.accept(
-            source, {key: result.value}, result, made, versions=versions, oldest=oldest
+        accepted = run.engine.factory.accept(
+            source,
+            {key: result.value},
+            result,
+            made,
+            run.ledger,
+            run.diag,
+            versions=versions,
+            oldest=oldest,
         )
         return key in accepted

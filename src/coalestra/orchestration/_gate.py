@@ -36,8 +36,8 @@ from ..observability._tracing import NullTracer, Tracer
 from ..resilience import CircuitBreaker
 from ._circuits import NOT_THE_SOURCES_FAULT, CallCircuits
 from ._counters import EngineCounters
+from ._flights import FlightWindow
 from ._sources import RegisteredSource, SourceKind
-from ._window import FlightWindow
 
 T = TypeVar("T")
 

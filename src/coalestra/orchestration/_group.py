@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, final
 
 from .._compat import BaseExceptionGroup, TaskGroup
 from ..core import (
+    CacheWriteResult,
     DiagnosticsCollector,
     FetchContext,
     FreshnessPolicy,
@@ -29,20 +30,15 @@ from ..core import (
     ResourceNotFoundError,
     SnapshotValue,
     SourcePayload,
-    SourceProtocolError,
     SourceUnavailableError,
 )
-from ..core._policies import FutureObservationError
 from ..core._validation import ReadOnlyDict
-from ._committer import Committer
 from ._derive import Deriver, FallThrough
-from ._flights import Flight, Outcome, Raised
-from ._gate import GateResult
+from ._flights import Flight, FlightWindow, Outcome, Raised
 from ._ledger import KeyLedger, as_resolution_error
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource, SourceKind
 from ._view import BuildView
-from ._window import FlightWindow
 
 if TYPE_CHECKING:
     from ._engine import Engine, Refresh
@@ -74,7 +70,6 @@ class GroupRun:
         self.diag = diag
         self.view = view  # the owning build's reading: derivations take dependencies from it
         self.ledger = KeyLedger(engine.report, engine.source_order)
-        self._committer = Committer(engine, flights, diag)
         self._refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self._force = force  # no cache fallback: the caller asked to bypass the cache
         self._private = private  # a build's own re-derivation: nobody else waits for it
@@ -329,12 +324,14 @@ class GroupRun:
             return normalize_payload(await fetch(key, ctx))
 
         result = await self.engine.gate.call(
-            source, (key,), self.window, self.diag, invoke, self.circuit_successes
+            source, (key,), self.window, self.diag, invoke, self.engine.factory.circuit_successes
         )
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, (key,), result)
             return False
-        return key in self.accept(source, {key: result.value}, result, made)
+        return key in self.engine.factory.accept(
+            source, {key: result.value}, result, made, self.ledger, self.diag
+        )
 
     async def _fetch_chunk(
         self,
@@ -343,9 +340,9 @@ class GroupRun:
         made: list[SnapshotValue[Any]],
     ) -> list[ResourceKey]:
         successes = (
-            self._circuit_successes_not_found
+            self.engine.factory.circuit_successes_not_found
             if source.omitted_means_not_found
-            else self.circuit_successes
+            else self.engine.factory.circuit_successes
         )
         result = await self.engine.batches.call(
             source, chunk, self.window, self.diag, successes, shared=self._refresh_for is None
@@ -361,108 +358,36 @@ class GroupRun:
                 missing = omitted(f"batch source {source.name} omitted resource {key}")
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
-        accepted = self.accept(source, payloads, result, made)
+        accepted = self.engine.factory.accept(
+            source, payloads, result, made, self.ledger, self.diag
+        )
         failed.extend(key for key in payloads if key not in accepted)
         return failed
 
-    def circuit_successes(
-        self, called: tuple[ResourceKey, ...], result: object
-    ) -> Collection[ResourceKey]:
-        """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
-        factory, now = self.engine.factory, self.engine.clock.now()
-        if isinstance(result, SourcePayload):
-            return () if factory.fails_circuit(called[0], result, now) else called
-        assert isinstance(result, Mapping)
-        return [key for key, item in result.items() if not factory.fails_circuit(key, item, now)]
+    async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
+        """After a priority level, one cache write of every fresh value it made (a fast
+        source's 200 keys: one write; none when ``write`` is False), then resolve each key at
+        once with what the build serves for it (:meth:`Engine.served`). It runs in the level's
+        own task (inside the group's task group): no commit outlives its group.
 
-    def _circuit_successes_not_found(
-        self, called: tuple[ResourceKey, ...], result: object
-    ) -> Collection[ResourceKey]:
-        """As :meth:`circuit_successes`, for a batch source whose omissions mean "not found":
-        an omitted key was answered, so it is a success for its circuit group too."""
-        assert isinstance(result, Mapping)
-        answered = self.circuit_successes(called, result)
-        return [*answered, *(key for key in called if key not in result)]
-
-    # -- results ---------------------------------------------------------------------------
-
-    def accept(
-        self,
-        source: RegisteredSource,
-        payloads: Mapping[ResourceKey, SourcePayload[Any]],
-        result: GateResult[Any],
-        made: list[SnapshotValue[Any]],
-        *,
-        versions: Mapping[ResourceKey, str] | None = None,
-        oldest: float | None = None,
-    ) -> set[ResourceKey]:
-        """Make values of ``payloads``; add the good ones to ``made`` (to commit with their
-        level) and return their keys. A stale payload is kept as a last resort instead."""
-        accepted: set[ResourceKey] = set()
-        for key, payload in payloads.items():
-            value = self._make(source, key, payload, result, versions, oldest)
-            if value is None:
-                continue
-            # A value stamped with its oldest input's time (opt-in) is as old as that input;
-            # that is not the deriver's fault.
-            inherited = oldest is not None and payload.observed_at is None
-            if value.stale and not inherited:
-                policy = self.engine.policy_for(key)
-                if policy.ttl_seconds > 0.0:
-                    self.ledger.keep_stale(source, value, policy)
-                    continue
-            made.append(value)
-            accepted.add(key)
-        if made and self.engine.report.enabled:
-            self._report_resolved(source, [value for value in made if value.key in accepted])
-        return accepted
-
-    async def commit(self, values: list[SnapshotValue[Any]]) -> None:
-        """Write ``values`` (one call) and resolve their flights."""
-        await self._committer.commit(values)
-
-    def _report_resolved(self, source: RegisteredSource, made: list[SnapshotValue[Any]]) -> None:
-        report = self.engine.report
-        report.fetched(source.name, "success", len(made))
-        if report.events_on:
-            kind = source.kind.value
-            for value in made:
-                report.resolved(
-                    value.key,
-                    source.name,
-                    latency_ms=value.latency_ms,
-                    attempts=value.attempts,
-                    source_kind=kind,
-                    authority_rank=value.authority_rank,
-                )
-
-    def _make(
-        self,
-        source: RegisteredSource,
-        key: ResourceKey,
-        payload: SourcePayload[Any],
-        result: GateResult[Any],
-        versions: Mapping[ResourceKey, str] | None,
-        oldest: float | None,
-    ) -> SnapshotValue[Any] | None:
-        try:
-            return self.engine.factory.make(
-                source,
-                key,
-                payload,
-                attempts=result.attempts,
-                latency_ms=result.latency_ms,
-                default_observed_at=oldest,
-                dependency_versions=versions or {},
-            )
-        except (SourceProtocolError, PayloadIsolationError) as error:
-            if isinstance(error, FutureObservationError):
-                self.diag.future_timestamp_rejections += 1
-            if isinstance(error, SourceProtocolError):
-                self.ledger.reject(key, source.name, error, result.attempts)
-            else:
-                self.ledger.fail_fetch(key, source.name, error, result.attempts)
-            return None
+        Raises:
+            Exception: whatever the cache raised (except an uncopyable payload: that value is
+                served uncached).
+        """
+        if not values:
+            return
+        engine = self.engine
+        written: Mapping[ResourceKey, CacheWriteResult | None] = {}
+        if write:
+            if engine.cache.batch_writes:
+                self.diag.cache_batch_writes += 1
+            try:
+                written = await engine.cache.write(values)
+            except PayloadIsolationError:
+                written = {}  # the cache cannot copy it: serve our private copy, uncached
+        resolve, flights = engine.flights.resolve, self.flights
+        for value in values:
+            resolve(flights[value.key], engine.served(value, written.get(value.key), value.source))
 
     async def _finish_failed(self, keys: list[ResourceKey]) -> None:
         """No source is left for ``keys``: serve allowed stale data, else their errors.
@@ -476,7 +401,7 @@ class GroupRun:
         now = engine.clock.now()
         last_resort = self.ledger.take_usable_stale(keys, engine.policy_for, now)
         bypass = self._force or self._refresh_for is not None
-        await self._committer.commit(last_resort, write=not bypass)
+        await self.commit(last_resort, write=not bypass)
         served: list[SnapshotValue[Any]] = list(last_resort)
         rest = [key for key in keys if not self.flights[key].future.done()]
         for key in rest:

@@ -7,22 +7,28 @@ and mutate the object it returned), stamps authority rank, version and dependenc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, final
 
 from ..core import (
     AuthorityPolicyProvider,
     Clock,
+    DiagnosticsCollector,
     FreshnessPolicy,
     ObservationPolicy,
+    PayloadIsolationError,
     PayloadIsolator,
     ResourceKey,
     SnapshotValue,
     SourcePayload,
     SourceProtocolError,
 )
+from ..core._policies import FutureObservationError
 from ..core._validation import EMPTY_MAPPING, frozen_mapping
 from ..core._values import wrap_payload
+from ..observability._instrumentation import Instrumentation
+from ._gate import GateResult
+from ._ledger import KeyLedger
 from ._sources import RegisteredSource
 
 
@@ -37,7 +43,7 @@ def normalize_payload(result: object) -> SourcePayload[Any]:
 class ValueFactory:
     """Makes snapshot values from source payloads; the one place provenance is stamped."""
 
-    __slots__ = ("_authority", "_clock", "_isolator", "_observation", "_policy_for")
+    __slots__ = ("_authority", "_clock", "_isolator", "_observation", "_policy_for", "_report")
 
     def __init__(
         self,
@@ -47,7 +53,9 @@ class ValueFactory:
         observation: ObservationPolicy,
         authority: AuthorityPolicyProvider | None,
         isolator: PayloadIsolator,
+        report: Instrumentation,
     ) -> None:
+        self._report = report
         self._clock = clock
         self._policy_for = policy_for
         self._observation = observation
@@ -66,6 +74,105 @@ class ValueFactory:
         except SourceProtocolError:
             return True
         return max(0.0, now - observed) > self._policy_for(key).ttl_seconds
+
+    def circuit_successes(
+        self, called: tuple[ResourceKey, ...], result: object
+    ) -> Collection[ResourceKey]:
+        """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
+        now = self._clock.now()
+        if isinstance(result, SourcePayload):
+            return () if self.fails_circuit(called[0], result, now) else called
+        assert isinstance(result, Mapping)
+        return [key for key, item in result.items() if not self.fails_circuit(key, item, now)]
+
+    def circuit_successes_not_found(
+        self, called: tuple[ResourceKey, ...], result: object
+    ) -> Collection[ResourceKey]:
+        """As :meth:`circuit_successes`, for a batch source whose omissions mean "not found":
+        an omitted key was answered, so it is a success for its circuit group too."""
+        assert isinstance(result, Mapping)
+        answered = self.circuit_successes(called, result)
+        return [*answered, *(key for key in called if key not in result)]
+
+    def accept(
+        self,
+        source: RegisteredSource,
+        payloads: Mapping[ResourceKey, SourcePayload[Any]],
+        result: GateResult[Any],
+        made: list[SnapshotValue[Any]],
+        ledger: KeyLedger,
+        diag: DiagnosticsCollector,
+        *,
+        versions: Mapping[ResourceKey, str] | None = None,
+        oldest: float | None = None,
+    ) -> set[ResourceKey]:
+        """Make values of what one call returned; add the good ones to ``made`` (to commit
+        with their level) and return their keys. A stale payload is kept in ``ledger`` as a
+        last resort instead; a rejected one is recorded there as the key's failure."""
+        accepted: list[SnapshotValue[Any]] = []
+        for key, payload in payloads.items():
+            value = self._make_or_fail(source, key, payload, result, ledger, diag, versions, oldest)
+            if value is None:
+                continue
+            # A value stamped with its oldest input's time (opt-in) is as old as that input;
+            # that is not the deriver's fault.
+            inherited = oldest is not None and payload.observed_at is None
+            if value.stale and not inherited:
+                policy = self._policy_for(key)
+                if policy.ttl_seconds > 0.0:
+                    ledger.keep_stale(source, value, policy)
+                    continue
+            accepted.append(value)
+        made.extend(accepted)
+        if accepted and self._report.enabled:
+            self._report_resolved(source, accepted)
+        return {value.key for value in accepted}
+
+    def _report_resolved(self, source: RegisteredSource, made: list[SnapshotValue[Any]]) -> None:
+        report = self._report
+        report.fetched(source.name, "success", len(made))
+        if report.events_on:
+            kind = source.kind.value
+            for value in made:
+                report.resolved(
+                    value.key,
+                    source.name,
+                    latency_ms=value.latency_ms,
+                    attempts=value.attempts,
+                    source_kind=kind,
+                    authority_rank=value.authority_rank,
+                )
+
+    def _make_or_fail(
+        self,
+        source: RegisteredSource,
+        key: ResourceKey,
+        payload: SourcePayload[Any],
+        result: GateResult[Any],
+        ledger: KeyLedger,
+        diag: DiagnosticsCollector,
+        versions: Mapping[ResourceKey, str] | None,
+        oldest: float | None,
+    ) -> SnapshotValue[Any] | None:
+        """:meth:`make`, or ``None`` with the rejection recorded as the key's failure."""
+        try:
+            return self.make(
+                source,
+                key,
+                payload,
+                attempts=result.attempts,
+                latency_ms=result.latency_ms,
+                default_observed_at=oldest,
+                dependency_versions=versions or EMPTY_MAPPING,
+            )
+        except (SourceProtocolError, PayloadIsolationError) as error:
+            if isinstance(error, FutureObservationError):
+                diag.future_timestamp_rejections += 1
+            if isinstance(error, SourceProtocolError):
+                ledger.reject(key, source.name, error, result.attempts)
+            else:
+                ledger.fail_fetch(key, source.name, error, result.attempts)
+            return None
 
     def make(
         self,
