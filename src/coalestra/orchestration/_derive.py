@@ -10,13 +10,15 @@ two builds that each own a key the other's derivation needs can never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, final
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, final
 
 from .._compat import TaskGroup
 from ..core import (
     DependencyCycleError,
     DependencyResolutionError,
+    DiagnosticsCollector,
+    FetchContext,
     ResourceKey,
     Snapshot,
     SnapshotDeadlineExceededError,
@@ -24,12 +26,37 @@ from ..core import (
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
-from ._flights import Flight, Outcome, Raised
+from ._flights import Flight, FlightGroup, FlightWindow, Outcome, Raised
+from ._ledger import KeyLedger
+from ._machinery import Machinery
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource
+from ._view import BuildView
 
-if TYPE_CHECKING:
-    from ._group import GroupRun
+T = TypeVar("T")
+
+
+class DerivingRun(Protocol):
+    """What a derived level uses of the group run it belongs to (:class:`._group.GroupRun`)."""
+
+    engine: Machinery
+    ledger: KeyLedger
+    view: BuildView
+    diag: DiagnosticsCollector
+    window: FlightWindow
+    flights: dict[ResourceKey, Flight]
+    group: FlightGroup
+
+    @property
+    def ctx(self) -> FetchContext:
+        """The group's context (its deadline moves when a caller with more time joins)."""
+        ...
+
+    async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
+        """Run ``work`` over ``items`` with the group's workers."""
+
+    async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
+        """Write ``values`` in one call and resolve their flights."""
 
 
 @final
@@ -72,7 +99,7 @@ class Deriver:
 
     __slots__ = ("_fall_through", "_run", "_source")
 
-    def __init__(self, run: GroupRun, source: RegisteredSource, fall_through: FallThrough):
+    def __init__(self, run: DerivingRun, source: RegisteredSource, fall_through: FallThrough):
         self._run = run
         self._source = source
         self._fall_through = fall_through

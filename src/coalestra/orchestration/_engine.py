@@ -38,6 +38,7 @@ from ._flights import Flight, Outcome, Raised, SingleFlight
 from ._gate import SourceGate
 from ._group import GroupRun
 from ._ledger import JOINED_SOURCE, as_resolution_error
+from ._machinery import Refresh
 from ._notfound import NotFoundMemory
 from ._payloads import ValueFactory
 from ._reconcile import Reconciler
@@ -49,9 +50,6 @@ _retype = object.__setattr__
 _AHEAD = RefreshMode.REFRESH_AHEAD
 _SWR = RefreshMode.STALE_WHILE_REVALIDATE
 
-Refresh = tuple[DiagnosticsCollector, Mapping[ResourceKey, str]]
-"""A background refresh: the diagnostics of the build that scheduled it, and why each key is
-refreshed (``"stale_while_revalidate"`` or ``"refresh_ahead"``)."""
 
 _REFRESH_AHEAD = RefreshMode.REFRESH_AHEAD.value
 

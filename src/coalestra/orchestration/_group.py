@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, final
+from typing import Any, TypeVar, final
 
 from .._compat import BaseExceptionGroup, TaskGroup
 from ..core import (
@@ -36,12 +36,10 @@ from ..core._validation import ReadOnlyDict
 from ._derive import Deriver, FallThrough
 from ._flights import Flight, FlightWindow, Outcome, Raised
 from ._ledger import KeyLedger, as_resolution_error
+from ._machinery import Machinery, Refresh
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource, SourceKind
 from ._view import BuildView
-
-if TYPE_CHECKING:
-    from ._engine import Engine, Refresh
 
 T = TypeVar("T")
 
@@ -52,7 +50,7 @@ class GroupRun:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Machinery,
         flights: dict[ResourceKey, Flight],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
