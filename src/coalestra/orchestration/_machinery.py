@@ -21,6 +21,7 @@ from ..core import (
     SnapshotValue,
 )
 from ..observability._instrumentation import Instrumentation
+from ._batching import BatchCollector
 from ._cache_access import CacheAccess
 from ._counters import EngineCounters
 from ._flights import Flight, Outcome, SingleFlight
@@ -63,6 +64,11 @@ class Machinery(Protocol):
     @property
     def gate(self) -> SourceGate:
         """Where every source call passes."""
+        ...
+
+    @property
+    def batches(self) -> BatchCollector:
+        """Batch calls shared across concurrent builds (the batch window)."""
         ...
 
     @property
