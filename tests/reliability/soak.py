@@ -24,8 +24,8 @@ Checked after every step:
   never observed in the future, with the authority rank of its source; and no cached value was
   replaced by an older one of the same authority rank (nor by a lower rank) unless it could
   have been removed in between;
-* inside every snapshot a build or a first session stage returned, each derived value was derived
-  from exactly the dependency revisions the same snapshot shows (issue 12, defect 1);
+* inside every snapshot a build or a session stage returned, each derived value was derived from
+  exactly the dependency revisions the same snapshot shows (issue 12, defect 1);
 * every finished operation either returned a snapshot consistent with its request (the keys it
   asked for, required ones resolved, each value valid as above) or raised a documented error
   carrying what was resolved; only operations the soak cancelled end cancelled, and none of
@@ -768,11 +768,10 @@ class Soak:
             except SnapshotBuildError as error:
                 result = error
             # Every stage returns the whole session so far (B-SESS-1). A key an earlier stage read
-            # only as a dependency shows the revision it was read at, but revisions are not
-            # checked here yet: when an earlier stage served a derived value from the cache, it
-            # never read that value's inputs, so a later stage may show a newer input revision.
+            # only as a dependency (or the input of a derived value it served from the cache or
+            # another build's flight) shows the revision that derived value was computed from.
             session_keys = list(dict.fromkeys([*first, *second]))
-            self.check_build(result, session_keys, second[:1], f"{where} stage 2", revisions=False)
+            self.check_build(result, session_keys, second[:1], f"{where} stage 2")
             later = result if isinstance(result, Snapshot) else result.snapshot
             for key, version in pinned.items():
                 if later is not None and key in later.resources:

@@ -29,7 +29,7 @@ from ..core import (
 from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
 
-_ANY_AGE = FreshnessPolicy(math.inf, math.inf)
+ANY_AGE = FreshnessPolicy(math.inf, math.inf)
 """Dependency checks read whatever revision is held, however old."""
 
 
@@ -153,7 +153,7 @@ class CacheAccess:
         current[value.key] = False  # while in progress: a dependency cycle is not current
         for dependency, version in value.dependency_versions.items():
             if dependency not in memo:
-                lookup = await self.cache.get(dependency, now=now, policy=_ANY_AGE)
+                lookup = await self.cache.get(dependency, now=now, policy=ANY_AGE)
                 memo[dependency] = lookup.value
             held = memo[dependency]
             if held is None or held.version != version:

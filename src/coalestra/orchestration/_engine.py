@@ -37,6 +37,7 @@ from ._counters import EngineCounters
 from ._flights import Flight, Outcome, Raised, SingleFlight
 from ._gate import SourceGate
 from ._group import GroupRun
+from ._inputs import keep_inputs, read_with_inputs
 from ._ledger import JOINED_SOURCE, as_resolution_error
 from ._machinery import Refresh
 from ._notfound import NotFoundMemory
@@ -115,7 +116,9 @@ class Engine:
             keys, ctx, diag, view, force_refresh=force_refresh
         )
         errors: dict[ResourceKey, Exception] = {}
-        check = claims or not self.cache.validates_dependencies
+        # A session stage always checks: its view holds pinned revisions the cache knows
+        # nothing of, and the inputs of what it serves (._inputs).
+        check = claims or view.session or not self.cache.validates_dependencies
         if check:
             values = dict(values)  # the build's first reading stays as it was read
         if claims:
@@ -127,6 +130,8 @@ class Engine:
                     errors[key] = as_resolution_error(key, outcome)
                 else:
                     values[key] = self.consume(outcome, ctx, coalesced=key in joined)
+        if view.session:
+            await keep_inputs(self, view, values.values())
         if check:
             await Reconciler(self, ctx, diag, view).reconcile(values, errors)
         return values, errors
@@ -187,7 +192,10 @@ class Engine:
         policy_for = self.policy_for
         policies = {key: policy_for(key) for key in keys}
         now = self.clock.now()
-        lookups = await self.cache.read(keys, now, policies)
+        if view.session:  # never for a plain build: its read is its keys only
+            lookups = await read_with_inputs(self, keys, now, policies, view)
+        else:
+            lookups = await self.cache.read(keys, now, policies)
         if self.cache.batch_reads:
             diag.cache_batch_reads += 1
         owns_copies = self.cache.private_copies

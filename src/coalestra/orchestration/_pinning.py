@@ -183,17 +183,45 @@ def resolved_closure(
 
 
 def stale_dependencies(
-    derived: Iterable[SnapshotValue[Any]], state: Mapping[ResourceKey, SnapshotValue[Any]]
+    derived: Iterable[SnapshotValue[Any]],
+    state: Mapping[ResourceKey, SnapshotValue[Any]],
+    via: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
 ) -> list[ResourceKey]:
     """Dependencies whose revision in ``state`` differs from the one a value of ``derived``
-    was computed from: committing those values as they are would mix revisions."""
+    was computed from: committing those values as they are would mix revisions. A dependency
+    ``state`` lacks but ``via`` holds at the recorded revision (an intermediate derived value
+    that was read) is followed to its own dependencies."""
     stale: dict[ResourceKey, None] = {}
-    for value in derived:
-        for dep, version in value.dependency_versions.items():
+    seen: set[ResourceKey] = set()
+    pending = list(derived)
+    while pending:
+        for dep, version in pending.pop().dependency_versions.items():
             held = state.get(dep)
-            if held is not None and held.version != version:
-                stale[dep] = None
+            if held is not None:
+                if held.version != version:
+                    stale[dep] = None
+            elif via is not None and dep not in seen:
+                seen.add(dep)
+                read = via.get(dep)
+                if read is not None and read.version == version:
+                    pending.append(read)
     return list(stale)
+
+
+def inputs_of(
+    values: Iterable[SnapshotValue[Any]], via: Mapping[ResourceKey, SnapshotValue[Any]]
+) -> set[ResourceKey]:
+    """Every key ``values`` were computed from, transitively through ``via``."""
+    found: set[ResourceKey] = set()
+    pending = list(values)
+    while pending:
+        for dep in pending.pop().dependency_versions:
+            if dep not in found:
+                found.add(dep)
+                read = via.get(dep)
+                if read is not None:
+                    pending.append(read)
+    return found
 
 
 def inconsistent(

@@ -58,6 +58,12 @@ class Reconciler:
             mixed = [key for key, value in values.items() if view.mixed(value)]
             if not mixed:
                 return
+            if view.session:  # their mixed inputs too, in the same private group
+                mixed = list(
+                    dict.fromkeys(
+                        [*mixed, *(dep for key in mixed for dep in view.mixed_inputs(values[key]))]
+                    )
+                )
             await self._rederive(mixed, values, errors)
         for key, value in list(values.items()):
             if view.mixed(value):
@@ -79,9 +85,10 @@ class Reconciler:
             if isinstance(outcome, Exception):
                 if type(outcome) is Raised:
                     raise outcome.error
-                del values[key]
-                errors[key] = outcome
-            else:
+                if key in values:  # else a mixed input: the values derived from it tell
+                    del values[key]
+                    errors[key] = outcome
+            elif key in values:
                 values[key] = engine.consume(outcome, ctx)
 
 

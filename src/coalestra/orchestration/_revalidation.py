@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from ..core import ResourceKey, SnapshotValue
-from ._pinning import dependents, mixed_revision_errors, ordered_union, stale_dependencies
+from ._pinning import (
+    dependents,
+    inputs_of,
+    mixed_revision_errors,
+    ordered_union,
+    stale_dependencies,
+)
 from ._runtime import ResolutionRuntime
 
 Values = dict[ResourceKey, SnapshotValue[Any]]
@@ -40,6 +46,7 @@ async def refresh(
     acquire: Acquire,
     *,
     force_refresh: bool,
+    readings: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
 ) -> Refreshed:
     """Read the selected keys, then every pinned value derived from them.
 
@@ -47,7 +54,10 @@ async def refresh(
     whose dependency revision changed, so it is re-derived from the revisions just written.
     With ``force_refresh`` both reads bypass the cache (every affected key is fetched or
     derived again); later rounds re-read, never force, what changed under a derived value.
+    ``readings``: every revision the reads so far saw (updated by ``acquire``), through which
+    a derived value is followed to the inputs of the derived values it was computed from.
     """
+    via = {} if readings is None else readings
     declared = runtime.declared_dependencies
     order: list[ResourceKey] = list(selected)
     targets = set(selected)
@@ -65,17 +75,19 @@ async def refresh(
             values.update(got)
             if errors:
                 return Refreshed(order, values, errors)
-        wanted = stale_dependencies(values.values(), {**pinned, **values})
+        wanted = stale_dependencies(values.values(), {**pinned, **values}, {**via, **values})
         if not wanted:
-            return Refreshed(order, _needed(values, targets), {})
+            return Refreshed(order, _needed(values, targets, via), {})
         first, derived, force_refresh = list(wanted), [], False
     return Refreshed(order, values, mixed_revision_errors(values, {**pinned, **values}))
 
 
-def _needed(values: Values, targets: set[ResourceKey]) -> Values:
+def _needed(
+    values: Values, targets: set[ResourceKey], via: Mapping[ResourceKey, SnapshotValue[Any]]
+) -> Values:
     """The targets' new values, plus each dependency re-read because a new derived value was
-    computed from it (not one a later round's derivation no longer uses)."""
-    inputs = {dep for value in values.values() for dep in value.dependency_versions}
+    computed from it, transitively (not one a later round's derivation no longer uses)."""
+    inputs = inputs_of(values.values(), {**via, **values})
     return {key: value for key, value in values.items() if key in targets or key in inputs}
 
 

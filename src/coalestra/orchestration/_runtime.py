@@ -14,6 +14,7 @@ from ..core import (
     SnapshotValue,
 )
 from ..observability._instrumentation import Instrumentation
+from ._inputs import declared_dependencies
 from ._sources import SourceKind
 from ._view import BuildView
 
@@ -68,7 +69,7 @@ class ResolutionRuntime:
         derivations take their dependencies from ``pinned`` first (the session's values), so
         a stage never derives from a revision other than the one the session shows. The
         returned view holds every revision the resolution read, dependencies included."""
-        view = BuildView(pinned)
+        view = BuildView(pinned, session=True)
         values, errors = await self._builder.resolve_keys(
             keys, ctx, diag, force_refresh=force_refresh, view=view
         )
@@ -88,16 +89,4 @@ class ResolutionRuntime:
         a derived value whose dependencies did not change returns the same cached revision.
         ``supports()`` or ``dependencies()`` failures count as "no dependencies".
         """
-        engine = self.engine
-        supported, _broken = engine.chains.chain(key)
-        found: dict[ResourceKey, None] = {}
-        for index in sorted(supported):
-            source = engine.sources[index]
-            if source.kind is not SourceKind.DERIVED or source.dependencies is None:
-                continue
-            try:
-                declared = tuple(source.dependencies(key))
-            except Exception:  # a broken dependencies() fails the derivation, not this lookup
-                continue
-            found.update((dep, None) for dep in declared if isinstance(dep, ResourceKey))
-        return tuple(found)
+        return declared_dependencies(self.engine, key)

@@ -457,7 +457,14 @@ class SnapshotSession:
             return values, errors
 
         got = await refresh(
-            selected, memo.values, self._runtime, acquire, force_refresh=force_refresh
+            selected,
+            # the remembered inputs too: a value derived anew from another revision of one
+            # brings along every pinned value derived from that input
+            {**memo.inputs, **memo.values},
+            self._runtime,
+            acquire,
+            force_refresh=force_refresh,
+            readings=readings,
         )
         self._check_open()
         if got.errors:

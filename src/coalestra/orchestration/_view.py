@@ -6,15 +6,20 @@ another flight, so a dependency is read once per build and every derived value i
 computed from exactly the dependency revisions that snapshot shows. A derived value the build
 did not compute itself (a joined flight, a cache hit, a stale fallback) is checked against that
 reading before it is served.
+
+A session stage's view also keeps the input revisions of the derived values it serves without
+having read those inputs (see :mod:`._inputs`): they count as the stage's reading for those
+checks and are remembered by the session, but they are not entries, so a derivation of the
+stage still reads such a key itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, final
 
-from ..core import ResourceKey, SnapshotValue
+from ..core import CacheLookup, ResourceKey, SnapshotValue
 from ._flights import Flight
 
 
@@ -22,9 +27,23 @@ from ._flights import Flight
 class BuildView:
     """What one build has read (a value) or claimed (a flight) for each key so far."""
 
-    __slots__ = ("_lock", "entries", "first_read", "joined")
+    __slots__ = (
+        "_lock",
+        "entries",
+        "first_read",
+        "inputs",
+        "joined",
+        "lost",
+        "prefetched",
+        "session",
+    )
 
-    def __init__(self, pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None) -> None:
+    def __init__(
+        self,
+        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        *,
+        session: bool = False,
+    ) -> None:
         # key -> the value read or pinned, or the flight owned or joined
         self.entries: dict[ResourceKey, SnapshotValue[Any] | Flight] = (
             {} if pinned is None else dict(pinned)
@@ -34,6 +53,14 @@ class BuildView:
         self.first_read: Mapping[ResourceKey, SnapshotValue[Any]] = {}
         self.joined: set[ResourceKey] = set()  # keys whose flight another build owns
         self._lock: asyncio.Lock | None = None
+        # A session stage's: it keeps the inputs of the derived values it serves (._inputs).
+        self.session = session
+        # Derived inputs read beside the stage's keys, as held (None: not held).
+        self.prefetched: dict[ResourceKey, SnapshotValue[Any] | None] = {}
+        # Inputs the served derived values were computed from (or the revision now held).
+        self.inputs: dict[ResourceKey, SnapshotValue[Any]] = {}
+        # Inputs of served derived values that are no longer held at all.
+        self.lost: set[ResourceKey] = set()
 
     @property
     def empty(self) -> bool:
@@ -47,8 +74,9 @@ class BuildView:
 
     def readings(self) -> dict[ResourceKey, SnapshotValue[Any]]:
         """Every value the build has read or resolved so far, its finished flights' included
-        (a session keeps the revisions its derived values were computed from)."""
-        found = dict(self.first_read)
+        (a session keeps the revisions its derived values were computed from), the inputs
+        kept for its served derived values included."""
+        found = {**self.inputs, **self.first_read}
         for key, entry in self.entries.items():
             if type(entry) is Flight:
                 future = entry.future
@@ -62,6 +90,15 @@ class BuildView:
                 found[key] = entry
         return found
 
+    def keep_read(
+        self, keys: Iterable[ResourceKey], lookups: Mapping[ResourceKey, CacheLookup]
+    ) -> None:
+        """Keep what a session stage's cache read found for ``keys`` (inputs, not entries)."""
+        prefetched = self.prefetched
+        for key in keys:
+            lookup = lookups.get(key)
+            prefetched[key] = None if lookup is None else lookup.value
+
     def lock(self) -> asyncio.Lock:
         """Serializes the build's later lookups (its derivations'), so two of them never read
         or claim the same key twice; never held while waiting on a flight."""
@@ -69,24 +106,58 @@ class BuildView:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def version_of(self, key: ResourceKey) -> str | None:
-        """The revision of ``key`` this build shows, if it has one yet."""
+    def value_of(self, key: ResourceKey) -> SnapshotValue[Any] | None:
+        """The revision of ``key`` this build shows (a kept input's included), if it has one."""
         entry = self.get(key)
-        if entry is None:
-            return None
         if type(entry) is Flight:
             future = entry.future
-            if not future.done():
-                return None
-            outcome = future.result()
-            return outcome.version if isinstance(outcome, SnapshotValue) else None
+            outcome = future.result() if future.done() else None
+            entry = outcome if isinstance(outcome, SnapshotValue) else None
+        if entry is None:
+            return self.inputs.get(key) if self.inputs else None
         assert isinstance(entry, SnapshotValue)
-        return entry.version
+        return entry
+
+    def version_of(self, key: ResourceKey) -> str | None:
+        """The version of :meth:`value_of`."""
+        value = self.value_of(key)
+        return None if value is None else value.version
 
     def mixed(self, value: SnapshotValue[Any]) -> bool:
-        """True when ``value`` was derived from a revision other than the one this build shows."""
+        """True when ``value`` was derived from a revision other than the one this build shows
+        (or from an input a session stage found no longer held). A session stage also checks
+        the derived values it was computed from, transitively (:meth:`mixed_inputs`): a later
+        stage may show them."""
+        if self._mixed(value):
+            return True
+        return self.session and bool(self.mixed_inputs(value))
+
+    def mixed_inputs(self, value: SnapshotValue[Any]) -> list[ResourceKey]:
+        """The derived values ``value`` was computed from, transitively, that this view holds
+        at the recorded revision but that were themselves computed from another revision than
+        the view shows: they must be derived again with it."""
+        found: list[ResourceKey] = []
+        seen: set[ResourceKey] = set()
+        pending = [value]
+        while pending:
+            for dep, version in pending.pop().dependency_versions.items():
+                if dep in seen:
+                    continue
+                seen.add(dep)
+                held = self.value_of(dep)
+                if held is None or held.version != version or not held.dependency_versions:
+                    continue
+                if self._mixed(held):
+                    found.append(dep)
+                pending.append(held)
+        return found
+
+    def _mixed(self, value: SnapshotValue[Any]) -> bool:
         for dep, version in value.dependency_versions.items():
             shown = self.version_of(dep)
-            if shown is not None and shown != version:
+            if shown is None:
+                if dep in self.lost:
+                    return True
+            elif shown != version:
                 return True
         return False
