@@ -372,3 +372,37 @@ def test_no_session_snapshot_ever_mixes_revisions(operations: list[tuple[str, An
         runner.run(_interleave(operations))
     finally:
         runner.close()
+
+
+async def test_an_input_of_nothing_the_session_shows_is_not_remembered(
+    upstream: Upstream,
+) -> None:
+    other = ResourceKey("t", "other", "k")
+
+    def derive(key: ResourceKey, deps: Any, context: FetchContext) -> int:
+        raise ValueError("cannot derive")
+
+    sources = [
+        *upstream.sources(),
+        CallableDerivedSource(
+            name="failing",
+            priority=5,
+            supports=lambda key: key == other,
+            dependencies=lambda key: [DOUBLE],
+            deriver=derive,
+        ),
+        CallableSource(
+            name="fallback", priority=1, supports=lambda key: key == other, fetcher=lambda k, c: 0
+        ),
+    ]
+    async with SnapshotBuilder(sources, default_policy=POLICY) as builder:
+        await builder.build([DOUBLE])
+        session = builder.session()
+        first = await session.resolve([other])  # read DOUBLE, then served by the fallback
+        assert first[other].source == "fallback"
+        await builder.publisher.publish(RAW, 5, source="raw")
+
+        second = await session.resolve([DOUBLE, RAW])
+
+        assert second.value(RAW) == 5
+        assert consistent(second)

@@ -93,19 +93,28 @@ async def keep_inputs(
     """Keep in ``view`` the input revisions of the ``served`` derived values, transitively.
 
     An input the view already holds a value of is left to the reconciliation (which derives
-    again a value computed from another revision). Any other input is taken from the stage's
+    again a value computed from another revision), and followed to its own inputs. Any other
+    input is taken from the stage's
     first read when it holds the recorded revision, else from one more read of those inputs;
     still another revision: it is kept all the same (so the value is seen as mixed and derived
     again); not held at all: the view marks it lost (same outcome).
     """
     pending = [value for value in served if value.dependency_versions]
     reread: set[ResourceKey] = set()
+    seen: set[ResourceKey] = set()  # inputs the view holds, already followed
     while pending:
         wanted: dict[ResourceKey, str] = {}
+        following: list[SnapshotValue[Any]] = []
         for value in pending:
             for dep, version in value.dependency_versions.items():
-                if view.value_of(dep) is None and dep not in view.lost:
-                    wanted.setdefault(dep, version)
+                held = view.value_of(dep)
+                if held is None:
+                    if dep not in view.lost:
+                        wanted.setdefault(dep, version)
+                elif dep not in seen:  # follow it to its own inputs
+                    seen.add(dep)
+                    if held.version == version:
+                        following.append(held)
         # Read once more what the first read did not hold at the recorded revision (a flight
         # may have written it since), or did not read at all (an undeclared input).
         again = [
@@ -117,13 +126,14 @@ async def keep_inputs(
             reread.update(again)
             await _read(engine, view, again)
         now = engine.clock.now()
-        pending = []
+        pending = following
         for dep, version in wanted.items():
             held = view.prefetched.get(dep)
             if held is None:
                 view.lost.add(dep)
                 continue
             view.inputs[dep] = _as_served(engine, held, now)
+            seen.add(dep)
             if held.version == version:
                 pending.append(held)
 

@@ -50,11 +50,16 @@ class PinnedMemo:
                     self.values[key] = value
                     self.errors.pop(key, None)
 
-    def remember_inputs(self, readings: Mapping[ResourceKey, SnapshotValue[Any]]) -> None:
-        """Keep the revisions a stage read but does not show (its derived values' inputs)."""
-        for key, value in readings.items():
-            if key not in self.values and key not in self.errors:
-                self.inputs.setdefault(key, value)
+    def remember_inputs(
+        self,
+        pinned: Iterable[SnapshotValue[Any]],
+        readings: Mapping[ResourceKey, SnapshotValue[Any]],
+    ) -> None:
+        """After a stage: keep, for each input of the values it pinned (transitively), the
+        revision they were computed from, taken from ``readings``. Other revisions the stage
+        read (an input of a derivation that failed, say) are not kept: a later stage reads
+        them anew."""
+        self._follow(pinned, readings, forget=False)
 
     def follow_inputs(
         self,
@@ -64,7 +69,16 @@ class PinnedMemo:
         """After a revalidation: remember, for each input of the committed derived values
         (transitively), the revision they were computed from, taken from ``readings``; an input
         whose revision was not read is forgotten, so a later stage reads it anew."""
-        pending = list(committed)
+        self._follow(committed, readings, forget=True)
+
+    def _follow(
+        self,
+        derived: Iterable[SnapshotValue[Any]],
+        readings: Mapping[ResourceKey, SnapshotValue[Any]],
+        *,
+        forget: bool,
+    ) -> None:
+        pending = list(derived)
         while pending:
             value = pending.pop()
             for dep, version in value.dependency_versions.items():
@@ -75,7 +89,7 @@ class PinnedMemo:
                     if self.inputs.get(dep) is not read:
                         self.inputs[dep] = read
                         pending.append(read)
-                else:
+                elif forget:
                     self.inputs.pop(dep, None)
 
     def pin(

@@ -248,7 +248,7 @@ class SnapshotSession:
                 )
                 self._check_open()  # the builder closed meanwhile: pin nothing
                 memo.pin(values, errors)
-                memo.remember_inputs(readings)
+                memo.remember_inputs(values.values(), readings)
                 self._diag.stale_values += sum(1 for value in values.values() if value.stale)
             snapshot = self._accumulated(started)
         report = self._runtime.report
