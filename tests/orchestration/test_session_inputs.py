@@ -36,6 +36,17 @@ QUAD = ResourceKey("t", "quad", "k")  # twice DOUBLE: derived from a derived val
 POLICY = FreshnessPolicy(ttl_seconds=600.0, max_stale_seconds=600.0)
 
 
+def multiple(key: ResourceKey, of: ResourceKey, factor: int) -> CallableDerivedSource:
+    """``key`` is ``factor`` times ``of``."""
+    return CallableDerivedSource(
+        name=key.name,
+        priority=5,
+        supports=lambda wanted: wanted == key,
+        dependencies=lambda wanted: [of],
+        deriver=lambda wanted, deps, context: factor * deps.value(of),
+    )
+
+
 class Upstream:
     """``RAW`` from a counting single-key source; ``DOUBLE`` and ``TRIPLE`` are twice and
     three times ``RAW``."""
@@ -63,27 +74,9 @@ class Upstream:
             CallableSource(
                 name="raw", priority=10, supports=lambda key: key == RAW, fetcher=self.fetch
             ),
-            CallableDerivedSource(
-                name="double",
-                priority=5,
-                supports=lambda key: key == DOUBLE,
-                dependencies=lambda key: [RAW],
-                deriver=lambda key, deps, context: 2 * deps.value(RAW),
-            ),
-            CallableDerivedSource(
-                name="triple",
-                priority=5,
-                supports=lambda key: key == TRIPLE,
-                dependencies=lambda key: [RAW],
-                deriver=lambda key, deps, context: 3 * deps.value(RAW),
-            ),
-            CallableDerivedSource(
-                name="quad",
-                priority=5,
-                supports=lambda key: key == QUAD,
-                dependencies=lambda key: [DOUBLE],
-                deriver=lambda key, deps, context: 2 * deps.value(DOUBLE),
-            ),
+            multiple(DOUBLE, RAW, 2),
+            multiple(TRIPLE, RAW, 3),
+            multiple(QUAD, DOUBLE, 2),
         ]
 
 
