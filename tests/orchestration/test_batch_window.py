@@ -128,6 +128,17 @@ async def test_only_builds_with_equal_metadata_share_a_call(clock: VirtualClock)
     await builder.aclose()
 
 
+async def test_session_stages_and_builds_share_calls(clock: VirtualClock) -> None:
+    batch = Batch("batch")
+    builder = make_builder([batch], clock, default_policy=LONG, batch_window_seconds=0.0)
+    async with builder.session() as session:
+        staged, built = await asyncio.gather(session.resolve([key("a")]), builder.build([key("b")]))
+    assert [sorted(k.subject for k in call) for call in batch.calls] == [["a", "b"]]
+    assert staged.value(key("a"))["subject"] == "a"
+    assert built.value(key("b"))["subject"] == "b"
+    await builder.aclose()
+
+
 async def test_calls_respect_max_batch_size(clock: VirtualClock) -> None:
     batch = Batch("batch", max_batch_size=20)
     builder = make_builder([batch], clock, default_policy=LONG, batch_window_seconds=0.0)
@@ -213,6 +224,7 @@ async def test_one_builds_deadline_does_not_fail_the_others(clock: VirtualClock)
     assert failure_types(error) == [("batch", "SnapshotDeadlineExceededError")]
     assert "snapshot deadline exceeded while calling source batch" in str(error)
     assert "while resolving" not in str(error)  # B-TIME-3: batch calls name no key
+    assert (hurried.diagnostics.batch_calls, patient.diagnostics.batch_calls) == (1, 1)
     assert patient.value(key("b"))["subject"] == "b"
     health = await builder.health_snapshot()
     assert health.deadline_exceeded_count == 1
