@@ -303,8 +303,6 @@ class BatchCollector:
         """The share is done with its call (served, late or cancelled); a call nobody waits
         for any more is cancelled."""
         call = share.call
-        if share.outcome.done() and call is None:
-            return
         if not share.outcome.done():
             share.outcome.cancel()  # a window still gathering skips it when it closes
             if call is not None:
