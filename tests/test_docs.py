@@ -54,6 +54,7 @@ EXAMPLE_FOR_PAGE = {
     "acceptance-policies.md": "acceptance_policies.py",
     "capabilities.md": "capabilities.py",
     "health.md": "health.py",
+    "source-timeouts.md": "source_timeouts.py",
 }
 
 # Signs of a bug that a zero exit code would hide.

@@ -145,6 +145,10 @@ V06_CORE_NAMES = frozenset(
         "BuilderHealthReason",
         "BuilderHealthSeverity",
         "ObservabilityShutdownTimeoutError",
+        "BlockingSourceTimeoutConfigured",
+        "SourceTimeoutGuarantee",
+        "SourceTimeoutGuaranteeStatus",
+        "inspect_source_timeout_guarantee",
     }
 )
 V06_ORCHESTRATION_NAMES = frozenset(

@@ -52,7 +52,14 @@ COMMON_TAIL = [
     ("queue_timeout_seconds", None),
     ("max_concurrency", None),
 ]
-FLAGS = [("resilience_policy", None), ("cache_supports", True), ("run_sync_in_thread", True)]
+FLAGS = [
+    ("resilience_policy", None),
+    ("cache_supports", True),
+    ("run_sync_in_thread", True),
+    # 0.6 section 4: appended after run_sync_in_thread.
+    ("blocking_io", False),
+    ("transport_timeout_seconds", None),
+]
 SIGNATURES = {
     CallableSource: [
         ("name", REQUIRED),

@@ -241,6 +241,8 @@ def test_metric_names_are_the_published_ones() -> None:
         "resource_refresh_total",
         "resource_publish_total",
         "resource_invalidation_total",
+        "source_transport_budget_rejection_total",
+        "source_transport_timeout_violation_total",
     }
     assert set(inst.OBSERVATIONS) == {
         "source_fetch_latency_ms",

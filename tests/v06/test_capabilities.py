@@ -28,6 +28,7 @@ from coalestra.core._capabilities import PYTHON_REQUIRES
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [
     "automatic_observability_buffering",
+    "blocking_source_timeout_guarantees",
     "builder_health_assessment",
     "builder_health_serialization",
     "cross_build_batching",  # ours (issue 14), not a 0.6 name
@@ -42,7 +43,6 @@ SHIPPED = [
 ]
 # 0.6 features we do not ship yet: reporting them would be a lie callers act on.
 NOT_SHIPPED = [
-    "blocking_source_timeout_guarantees",
     "controlled_payload_copy_shutdown",
     "partitioned_request_builds",
     "payload_copy_health",
@@ -94,6 +94,7 @@ def test_shipped_features_are_really_there() -> None:
     assert callable(coalestra.BuilderHealth.to_dict)  # builder_health_serialization
     # automatic_observability_buffering (opt-in: the default stays direct calls)
     assert "buffer_observability" in inspect.signature(coalestra.SnapshotBuilder).parameters
+    assert callable(coalestra.inspect_source_timeout_guarantee)  # blocking_source_timeout_...
 
 
 def test_schemas_and_defaults_tell_the_truth() -> None:
@@ -105,12 +106,13 @@ def test_schemas_and_defaults_tell_the_truth() -> None:
         "error_diagnostics": 1,
     }
     # 0.5.7 behaviour is kept (public-api-0.6.md, BREAKING B1/B2): sinks are called directly,
-    # sources need no timeout declaration, blocking sources are not inspected.
+    # sources need no timeout declaration (None: not required); a source declared blocking must
+    # be protected (0.6's default: no 0.5.7 source declares itself blocking).
     assert dict(installed.defaults) == {
-        "allow_unsafe_blocking_sources": True,
+        "allow_unsafe_blocking_sources": False,
         "batch_window_seconds": None,  # builds share batch calls only when asked to
         "buffer_observability": False,
-        "require_source_timeout_declarations": False,
+        "require_source_timeout_declarations": None,
     }
     with pytest.raises(TypeError):
         installed.defaults["x"] = 1  # type: ignore[index]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, final
 
 from ..core._errors import SourceProtocolError
 from ..core._keys import ResourceKey
+from ..core._source_timeouts import check_transport_timeout
 from ..core._validation import check_bool, check_callable, check_float, check_int
 from ._invoke import discard_awaitable, is_async_callable
 
@@ -73,6 +74,8 @@ class SourceSettings:
     resilience_policy: SourceResiliencePolicy | None = None
     cache_supports: bool = True
     run_sync_in_thread: bool = True
+    blocking_io: bool = False
+    transport_timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -88,6 +91,9 @@ class SourceSettings:
         check_resilience_policy(self.resilience_policy)
         check_bool("cache_supports", self.cache_supports)
         check_bool("run_sync_in_thread", self.run_sync_in_thread)
+        blocking = check_bool("blocking_io", self.blocking_io)
+        transport = check_transport_timeout(self.transport_timeout_seconds, blocking)
+        set_(self, "transport_timeout_seconds", transport)
 
 
 def check_source_name(name: object) -> str:
@@ -132,11 +138,12 @@ class CallableSourceBase:
     Every property is read-only, so the builder can read them once at registration.
     """
 
-    __slots__ = ("_settings", "_supports")
+    __slots__ = ("_offloaded", "_settings", "_supports")
 
     def __init__(self, settings: SourceSettings, supports: object) -> None:
         self._settings = settings
         self._supports = check_sync_callable("supports", supports)
+        self._offloaded = False  # set by the subclass once its function's kind is known
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, priority={self.priority})"
@@ -181,6 +188,23 @@ class CallableSourceBase:
     def run_sync_in_thread(self) -> bool:
         """True when synchronous functions run in worker threads (False: inline on the loop)."""
         return self._settings.run_sync_in_thread
+
+    @property
+    def blocking_io(self) -> bool:
+        """True when the source declared that its function does blocking I/O."""
+        return self._settings.blocking_io
+
+    @property
+    def blocking_io_offloaded(self) -> bool:
+        """True when the function runs in a worker thread (``run_sync_in_thread`` and the
+        function is not ``async``): blocking I/O in it never stalls the event loop."""
+        return self._offloaded
+
+    @property
+    def transport_timeout_seconds(self) -> float | None:
+        """The timeout the function's transport enforces (declared with ``blocking_io``), or
+        ``None``."""
+        return self._settings.transport_timeout_seconds
 
     def supports(self, key: ResourceKey) -> bool:
         """Return whether this source can serve ``key`` (the ``supports`` function's answer).

@@ -52,11 +52,16 @@ class CallableSource(CallableSourceBase):
         resilience_policy: the source's retry and circuit policy, or ``None``.
         cache_supports: let the builder cache ``supports`` answers.
         run_sync_in_thread: run a synchronous fetcher in a worker thread.
+        blocking_io: declare that the fetcher does blocking I/O (see
+            :func:`~coalestra.inspect_source_timeout_guarantee`).
+        transport_timeout_seconds: the timeout the fetcher's transport enforces (finite,
+            > 0; only with ``blocking_io=True``), or ``None``.
 
     Raises:
         TypeError: an argument has the wrong type (``supports`` or ``fetcher`` not callable,
             ``supports`` asynchronous, a flag not a ``bool``, ...).
-        ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
+        ValueError: an empty name, a non-finite or non-positive timeout, a limit < 1, or a
+            transport timeout without ``blocking_io=True``.
     """
 
     __slots__ = ("_fetcher",)
@@ -74,6 +79,8 @@ class CallableSource(CallableSourceBase):
         resilience_policy: SourceResiliencePolicy | None = None,
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
+        blocking_io: bool = False,
+        transport_timeout_seconds: float | None = None,
     ) -> None:
         settings = SourceSettings(
             name=name,
@@ -84,11 +91,14 @@ class CallableSource(CallableSourceBase):
             resilience_policy=resilience_policy,
             cache_supports=cache_supports,
             run_sync_in_thread=run_sync_in_thread,
+            blocking_io=blocking_io,
+            transport_timeout_seconds=transport_timeout_seconds,
         )
         super().__init__(settings, supports)
         self._fetcher = Invoker(
             _fetcher_of(fetcher, ("key", "context")), run_sync_in_thread=run_sync_in_thread
         )
+        self._offloaded = self._fetcher.offloaded
 
     async def fetch(self, key: ResourceKey, context: FetchContext) -> SourcePayload[Any]:
         """Fetch ``key`` with the fetcher.
@@ -113,7 +123,8 @@ class CallableBatchSource(CallableSourceBase):
 
     Args:
         name, priority, supports, timeout_seconds, queue_timeout_seconds, max_concurrency,
-        resilience_policy, cache_supports, run_sync_in_thread: as for :class:`CallableSource`.
+        resilience_policy, cache_supports, run_sync_in_thread, blocking_io,
+        transport_timeout_seconds: as for :class:`CallableSource`.
         fetcher: ``fetcher(keys, context) -> Mapping[ResourceKey, value]``.
         max_batch_size: the most keys per fetcher call (>= 1), or ``None`` for no cap.
         omitted_means_not_found: a key the fetcher leaves out does not exist: it fails with
@@ -125,7 +136,8 @@ class CallableBatchSource(CallableSourceBase):
 
     Raises:
         TypeError: an argument has the wrong type.
-        ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
+        ValueError: an empty name, a non-finite or non-positive timeout, a limit < 1, or a
+            transport timeout without ``blocking_io=True``.
     """
 
     __slots__ = ("_fetcher", "batch_window_seconds", "omitted_means_not_found")
@@ -144,6 +156,8 @@ class CallableBatchSource(CallableSourceBase):
         resilience_policy: SourceResiliencePolicy | None = None,
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
+        blocking_io: bool = False,
+        transport_timeout_seconds: float | None = None,
         omitted_means_not_found: bool = False,
         batch_window_seconds: float | None = None,
     ) -> None:
@@ -163,11 +177,14 @@ class CallableBatchSource(CallableSourceBase):
             resilience_policy=resilience_policy,
             cache_supports=cache_supports,
             run_sync_in_thread=run_sync_in_thread,
+            blocking_io=blocking_io,
+            transport_timeout_seconds=transport_timeout_seconds,
         )
         super().__init__(settings, supports)
         self._fetcher = Invoker(
             _fetcher_of(fetcher, ("keys", "context")), run_sync_in_thread=run_sync_in_thread
         )
+        self._offloaded = self._fetcher.offloaded
 
     @property
     def max_batch_size(self) -> int | None:
@@ -270,7 +287,8 @@ class CallableDerivedSource(CallableSourceBase):
 
     Args:
         name, priority, supports, timeout_seconds, queue_timeout_seconds, max_concurrency,
-        resilience_policy, cache_supports, run_sync_in_thread: as for :class:`CallableSource`.
+        resilience_policy, cache_supports, run_sync_in_thread, blocking_io,
+        transport_timeout_seconds: as for :class:`CallableSource`.
         dependencies: synchronous ``dependencies(key) -> Iterable[ResourceKey]``.
         deriver: ``deriver(key, dependencies_snapshot, context)``.
         observed_at_from_dependencies: opt-in: stamp a derived value that has no
@@ -279,7 +297,8 @@ class CallableDerivedSource(CallableSourceBase):
 
     Raises:
         TypeError: an argument has the wrong type (``dependencies`` asynchronous, ...).
-        ValueError: an empty name, a non-finite or non-positive timeout, or a limit < 1.
+        ValueError: an empty name, a non-finite or non-positive timeout, a limit < 1, or a
+            transport timeout without ``blocking_io=True``.
     """
 
     __slots__ = ("_dependencies", "_deriver", "observed_at_from_dependencies")
@@ -298,6 +317,8 @@ class CallableDerivedSource(CallableSourceBase):
         resilience_policy: SourceResiliencePolicy | None = None,
         cache_supports: bool = True,
         run_sync_in_thread: bool = True,
+        blocking_io: bool = False,
+        transport_timeout_seconds: float | None = None,
         observed_at_from_dependencies: bool = False,
     ) -> None:
         settings = SourceSettings(
@@ -309,6 +330,8 @@ class CallableDerivedSource(CallableSourceBase):
             resilience_policy=resilience_policy,
             cache_supports=cache_supports,
             run_sync_in_thread=run_sync_in_thread,
+            blocking_io=blocking_io,
+            transport_timeout_seconds=transport_timeout_seconds,
         )
         super().__init__(settings, supports)
         self.observed_at_from_dependencies = check_bool(
@@ -318,6 +341,7 @@ class CallableDerivedSource(CallableSourceBase):
         checked: Callable[..., object] = check_callable("deriver", deriver)
         check_call_shape("deriver", checked, ("key", "dependencies", "context"))
         self._deriver = Invoker(checked, run_sync_in_thread=run_sync_in_thread)
+        self._offloaded = self._deriver.offloaded
 
     def dependencies(self, key: ResourceKey) -> tuple[ResourceKey, ...]:
         """Return the distinct keys ``key`` is derived from, in the order the function gave.

@@ -96,6 +96,12 @@ from ._schema import (
     SerializedSourceFailure,
 )
 from ._snapshot import DiagnosticsCollector, Snapshot, SnapshotDiagnostics, SnapshotRequest
+from ._source_timeouts import (
+    BlockingSourceTimeoutConfigured,
+    SourceTimeoutGuarantee,
+    SourceTimeoutGuaranteeStatus,
+    inspect_source_timeout_guarantee,
+)
 from ._values import FetchContext, SnapshotValue, SourcePayload
 
 __all__ = [
@@ -127,6 +133,10 @@ __all__ = [
     "BuilderHealthReason",
     "BuilderHealthSeverity",
     "ObservabilityShutdownTimeoutError",
+    "BlockingSourceTimeoutConfigured",
+    "SourceTimeoutGuarantee",
+    "SourceTimeoutGuaranteeStatus",
+    "inspect_source_timeout_guarantee",
     "AsyncCache",
     "AtomicAsyncCache",
     "AuthorityAwareCache",

@@ -37,6 +37,7 @@ PYTHON_REQUIRES: Final = ">=3.10"
 # never before: callers gate behaviour on these.
 _SHIPPED_FEATURES: Final = (
     "automatic_observability_buffering",
+    "blocking_source_timeout_guarantees",
     "builder_health_assessment",
     "builder_health_serialization",
     "cross_build_batching",
@@ -55,15 +56,16 @@ _SHIPPED_SCHEMAS: Final = {
     "capabilities": COALESTRA_CAPABILITIES_SCHEMA_VERSION,
     "error_diagnostics": ERROR_DIAGNOSTICS_SCHEMA_VERSION,
 }
-# The behaviour our builder actually has (the 0.5.7 defaults, not 0.6.4's): sinks are called
-# directly (``buffer_observability=None``; "auto" and True are opt-in), sources need no timeout
-# declaration, blocking sources are not inspected; builds share no batch calls unless asked to
-# (``batch_window_seconds``, ours).
+# The behaviour our builder actually has: sinks are called directly (``buffer_observability=
+# None``, 0.5.7; "auto" and True are opt-in), sources need no timeout declaration (0.5.7:
+# ``None`` = not required, B1), a blocking source that declares itself must be protected (0.6:
+# nothing declared blocking in 0.5.7, so nobody is refused); builds share no batch calls unless
+# asked to (``batch_window_seconds``, ours).
 _SHIPPED_DEFAULTS: Final = {
-    "allow_unsafe_blocking_sources": True,
+    "allow_unsafe_blocking_sources": False,
     "batch_window_seconds": None,
     "buffer_observability": False,
-    "require_source_timeout_declarations": False,
+    "require_source_timeout_declarations": None,
 }
 
 

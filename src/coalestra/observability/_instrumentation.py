@@ -280,6 +280,64 @@ class Instrumentation(SinkCalls):
         ``snapshot_deadline``)."""
         self._count(names.SOURCE_CAPACITY_TIMEOUT_TOTAL, source=source, reason=reason)
 
+    # -- declared transport timeouts (protected blocking sources only) -----------------------
+
+    def dispatch_under_deadline_pressure(
+        self,
+        source: str,
+        resource: str,
+        transport: float,
+        budget: float,
+        grace: float,
+        gap: float,
+    ) -> None:
+        """A call was started although its transport timeout exceeds the time left before the
+        deadline by ``gap`` (less than the dispatch ``grace``)."""
+        self._event(
+            names.EVENT_DISPATCH_UNDER_DEADLINE_PRESSURE,
+            source=source,
+            resource=resource,
+            transport_timeout_seconds=transport,
+            available_budget_seconds=budget,
+            deadline_dispatch_grace_seconds=grace,
+            gap_seconds=gap,
+        )
+
+    def transport_budget_rejected(
+        self, source: str, reason: str, resource: str, transport: float, budget: float
+    ) -> None:
+        """A call was not started: its transport timeout does not fit in ``budget``."""
+        self._count(names.TRANSPORT_BUDGET_REJECTION_TOTAL, source=source, reason=reason)
+        self._event(
+            names.EVENT_TRANSPORT_BUDGET_REJECTED,
+            source=source,
+            resource=resource,
+            transport_timeout_seconds=transport,
+            available_budget_seconds=budget,
+        )
+
+    def transport_timeout_violated(
+        self,
+        source: str,
+        outcome: str,
+        resource: str,
+        transport: float,
+        elapsed: float,
+        grace: float,
+    ) -> None:
+        """A call overran its declared transport timeout (``outcome``: ``completed_late``,
+        ``failed_late`` or ``coalestra_timeout``)."""
+        self._count(names.TRANSPORT_TIMEOUT_VIOLATION_TOTAL, source=source, outcome=outcome)
+        self._event(
+            names.EVENT_TRANSPORT_TIMEOUT_VIOLATED,
+            source=source,
+            resource=resource,
+            outcome=outcome,
+            declared_transport_timeout_seconds=transport,
+            observed_elapsed_seconds=elapsed,
+            grace_seconds=grace,
+        )
+
     # -- background refreshes -----------------------------------------------------------------
 
     def refresh_scheduled(self, key: ResourceKey, reason: str, snapshot_id: str) -> None:

@@ -30,6 +30,9 @@ SINGLEFLIGHT_JOIN_TOTAL: Final = "singleflight_join_total"
 RESOURCE_REFRESH_TOTAL: Final = "resource_refresh_total"
 RESOURCE_PUBLISH_TOTAL: Final = "resource_publish_total"
 RESOURCE_INVALIDATION_TOTAL: Final = "resource_invalidation_total"
+# Declared transport timeouts of blocking sources (0.6): labelled source + reason / outcome.
+TRANSPORT_BUDGET_REJECTION_TOTAL: Final = "source_transport_budget_rejection_total"
+TRANSPORT_TIMEOUT_VIOLATION_TOTAL: Final = "source_transport_timeout_violation_total"
 # Observations.
 SOURCE_FETCH_LATENCY_MS: Final = "source_fetch_latency_ms"
 SOURCE_CAPACITY_WAIT_MS: Final = "source_capacity_wait_ms"
@@ -51,6 +54,8 @@ COUNTERS: Final = (
     RESOURCE_REFRESH_TOTAL,
     RESOURCE_PUBLISH_TOTAL,
     RESOURCE_INVALIDATION_TOTAL,
+    TRANSPORT_BUDGET_REJECTION_TOTAL,
+    TRANSPORT_TIMEOUT_VIOLATION_TOTAL,
 )
 OBSERVATIONS: Final = (SOURCE_FETCH_LATENCY_MS, SOURCE_CAPACITY_WAIT_MS, SOURCE_BATCH_SIZE)
 
@@ -61,8 +66,17 @@ LABEL_SOURCE: Final = "source"
 LABEL_STATUS: Final = "status"
 LABEL_REASON: Final = "reason"
 LABEL_RULE: Final = "rule"
+LABEL_OUTCOME: Final = "outcome"
 ALLOWED_LABELS: Final = frozenset(
-    {LABEL_NAMESPACE, LABEL_NAME, LABEL_SOURCE, LABEL_STATUS, LABEL_REASON, LABEL_RULE}
+    {
+        LABEL_NAMESPACE,
+        LABEL_NAME,
+        LABEL_SOURCE,
+        LABEL_STATUS,
+        LABEL_REASON,
+        LABEL_RULE,
+        LABEL_OUTCOME,
+    }
 )
 ANY: Final = "*"
 """Label value for "builder-wide" (used by the Prometheus health collector)."""
@@ -94,3 +108,6 @@ EVENT_REFRESH_FAILED: Final = "resource_refresh_failed"
 EVENT_PUBLISHED: Final = "resource_published"
 EVENT_PUBLISH_IGNORED: Final = "resource_publish_ignored"
 EVENT_INVALIDATED: Final = "resource_invalidated"
+EVENT_DISPATCH_UNDER_DEADLINE_PRESSURE: Final = "source_dispatch_under_deadline_pressure"
+EVENT_TRANSPORT_BUDGET_REJECTED: Final = "source_transport_budget_rejected"
+EVENT_TRANSPORT_TIMEOUT_VIOLATED: Final = "source_transport_timeout_violated"

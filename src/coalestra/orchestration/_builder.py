@@ -82,6 +82,7 @@ from ._policy import PolicyResolver
 from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._sources import SourceChains, check_limits, register_sources
+from ._transport import TransportGuard, check_source_timeouts, timeout_health
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
 
@@ -143,6 +144,10 @@ class SnapshotBuilder:
         observability_overflow: BufferOverflowPolicy = BufferOverflowPolicy.DROP_OLDEST,
         observability_shutdown_timeout_seconds: float = 5.0,
         observability_drain_on_shutdown: bool = True,
+        require_source_timeout_declarations: bool | None = None,
+        allow_unsafe_blocking_sources: bool = False,
+        source_transport_timeout_grace_seconds: float = 0.05,
+        source_deadline_dispatch_grace_seconds: float = 0.0,
     ) -> None:
         options = BuilderOptions(**_given(locals()))
         self._options = options
@@ -150,6 +155,11 @@ class SnapshotBuilder:
         self._resilience = resilience = resilience_provider(options)
         registered = register_sources(sources, resilience, options.default_source_timeout_seconds)
         check_named_sources("source_resilience", options.source_resilience, registered)
+        self._source_timeouts = check_source_timeouts(
+            registered,
+            require=options.require_source_timeout_declarations,
+            allow_unsafe=options.allow_unsafe_blocking_sources,
+        )
         self._sources = registered
         self._authority = authority = authority_provider(
             options.authority_policy, options.authority_resolver
@@ -224,6 +234,13 @@ class SnapshotBuilder:
                 counters=self._counters,
                 report=self._report,
                 tracer=self._tracer,
+                transport=TransportGuard(
+                    clock=clock,
+                    counters=self._counters,
+                    report=self._report,
+                    transport_grace=options.source_transport_timeout_grace_seconds,
+                    dispatch_grace=options.source_deadline_dispatch_grace_seconds,
+                ),
             ),
             factory=ValueFactory(
                 clock=clock,
@@ -382,6 +399,28 @@ class SnapshotBuilder:
         """How long batch calls gather keys from concurrent builds (``None``: they do not),
         for batch sources that do not set their own."""
         return self._options.batch_window_seconds
+
+    @property
+    def require_source_timeout_declarations(self) -> bool | None:
+        """``True`` when sources must declare ``blocking_io``; ``None`` (the default) or
+        ``False``: undeclared sources are accepted."""
+        return self._options.require_source_timeout_declarations
+
+    @property
+    def allow_unsafe_blocking_sources(self) -> bool:
+        """True when blocking sources that are not protected are accepted."""
+        return self._options.allow_unsafe_blocking_sources
+
+    @property
+    def source_transport_timeout_grace_seconds(self) -> float:
+        """How late a protected source's call may end before it counts as a violation."""
+        return self._options.source_transport_timeout_grace_seconds
+
+    @property
+    def source_deadline_dispatch_grace_seconds(self) -> float:
+        """How far a transport timeout may exceed the time left before the deadline with the
+        call still started."""
+        return self._options.source_deadline_dispatch_grace_seconds
 
     @property
     def max_concurrency(self) -> int:
@@ -895,6 +934,7 @@ class SnapshotBuilder:
             revalidation_attempt_count=counters.revalidation_attempts,
             revalidation_failure_count=counters.revalidation_failures,
             **self._observability.health_fields(),
+            **timeout_health(self._source_timeouts, counters),
         )
 
 

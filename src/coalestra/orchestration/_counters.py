@@ -7,7 +7,8 @@ from typing import final
 
 @final
 class EngineCounters:
-    """Plain integer counters: incremented inline (no lock: the event loop is the lock)."""
+    """Plain integer counters (and one per-source table), incremented inline (no lock: the
+    event loop is the lock)."""
 
     __slots__ = (
         "deadline_exceeded",
@@ -15,6 +16,8 @@ class EngineCounters:
         "revalidation_attempts",
         "revalidation_failures",
         "source_timeouts",
+        "transport_violations",
+        "transport_violations_by_source",
     )
 
     def __init__(self) -> None:
@@ -23,3 +26,6 @@ class EngineCounters:
         self.deadline_exceeded = 0
         self.revalidation_attempts = 0
         self.revalidation_failures = 0
+        # Calls of protected blocking sources that overran their transport timeout (0.6 s.4).
+        self.transport_violations = 0
+        self.transport_violations_by_source: dict[str, int] = {}

@@ -38,6 +38,7 @@ from ._circuits import NOT_THE_SOURCES_FAULT, CallCircuits
 from ._counters import EngineCounters
 from ._flights import FlightWindow
 from ._sources import RegisteredSource, SourceKind
+from ._transport import TransportGuard
 
 T = TypeVar("T")
 
@@ -109,7 +110,16 @@ class _AllBlocked(Exception):
 class SourceGate:
     """Capacity, circuit, retry and timeout for source calls, in one place."""
 
-    __slots__ = ("_capacity", "_circuits", "_clock", "_counters", "_report", "_traced", "_tracer")
+    __slots__ = (
+        "_capacity",
+        "_circuits",
+        "_clock",
+        "_counters",
+        "_report",
+        "_traced",
+        "_tracer",
+        "_transport",
+    )
 
     def __init__(
         self,
@@ -120,6 +130,7 @@ class SourceGate:
         counters: EngineCounters,
         report: Instrumentation,
         tracer: Tracer,
+        transport: TransportGuard | None = None,
     ) -> None:
         self._capacity = capacity
         self._circuits = CallCircuits(breaker)
@@ -128,6 +139,8 @@ class SourceGate:
         self._report = report
         self._tracer = tracer
         self._traced = not isinstance(tracer, NullTracer)  # skip the no-op span on hot paths
+        # Declared transport timeouts: only protected sources (transport_timeout set) use it.
+        self._transport = transport or TransportGuard(clock=clock, counters=counters, report=report)
 
     async def call(
         self,
@@ -221,7 +234,10 @@ class SourceGate:
                 self._circuits.failed(source, circuits, error, window)
                 raise
             finally:
-                latency_ms = (self._clock.monotonic() - started) * 1000.0
+                elapsed = self._clock.monotonic() - started
+                latency_ms = elapsed * 1000.0
+                if source.transport_timeout is not None:
+                    self._transport.observe(source, called, elapsed, outcome)
                 self._count_call(source, diag, latency_ms)
                 if self._report.metrics_on:
                     self._report_call(source, called, outcome, latency_ms)
@@ -261,6 +277,8 @@ class SourceGate:
         waited = self._clock.monotonic() - waiting_from
         if waited > 0.0:
             self._report.capacity_wait(source.name, waited * 1000.0)
+        if source.transport_timeout is not None:  # never start a call it cannot bound
+            self._transport.preflight(source, window, keys, lease)
         return lease
 
     def _deadline(

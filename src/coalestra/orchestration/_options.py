@@ -42,7 +42,7 @@ from ..core import (
     SourceAuthorityPolicy,
 )
 from ..core._clock import check_clock
-from ..core._validation import check_bool, check_optional_float
+from ..core._validation import check_bool, check_float, check_optional_float
 from ..observability import BufferOverflowPolicy
 from ..observability._buffered import check_overflow
 from ..observability._buffering import check_buffer_mode, check_shutdown_budget
@@ -101,6 +101,11 @@ def positive_seconds_or_none(name: str, value: object) -> float | None:
 def seconds_or_none(name: str, value: object) -> float | None:
     """``None`` or a finite number of seconds ``>= 0``."""
     return check_optional_float(name, value, positive=False)
+
+
+def seconds(name: str, value: object) -> float:
+    """A finite number of seconds ``>= 0`` (a grace)."""
+    return check_float(name, value, minimum=0.0)
 
 
 def check_close_timeout(value: object, name: str = "timeout") -> float | None:
@@ -283,6 +288,31 @@ class BuilderOptions:
         True,
         check_bool,
         "deliver what those buffers hold at :meth:`aclose` (True) or discard it (False).",
+    )
+    require_source_timeout_declarations: bool | None = option(
+        None,
+        _bool_or_none,
+        "``True`` refuses sources without a ``blocking_io`` declaration "
+        "(:class:`BlockingSourceTimeoutConfigured`); ``None`` (the default, our 0.5.7 "
+        "behaviour) and ``False`` accept them and count them in health.",
+    )
+    allow_unsafe_blocking_sources: bool = option(
+        False,
+        check_bool,
+        "accept blocking sources that are not protected (see "
+        ":func:`inspect_source_timeout_guarantee`); ``False``: refuse them.",
+    )
+    source_transport_timeout_grace_seconds: float = option(
+        0.05,
+        seconds,
+        "how much longer than its transport timeout a protected blocking source's call may "
+        "take before it counts as a violation.",
+    )
+    source_deadline_dispatch_grace_seconds: float = option(
+        0.0,
+        seconds,
+        "how far a protected blocking source's transport timeout may exceed the time left "
+        "before the deadline with the call still started (``0``: it must fit).",
     )
 
     def __post_init__(self) -> None:

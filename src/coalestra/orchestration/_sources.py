@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, final
 
 from ..core import FetchContext, ResourceKey, Snapshot, SourceProtocolError
+from ..core._source_timeouts import SourceTimeoutGuarantee, guarantee_of
 from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
 from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
 
@@ -47,6 +48,8 @@ class RegisteredSource:
     max_batch_size: int | None
     cache_supports: bool
     resilience: SourceResiliencePolicy
+    # What its timeout declarations guarantee, with the timeout that bounds its calls.
+    timeout_guarantee: SourceTimeoutGuarantee = field(compare=False)
     origin: object = field(default=None, compare=False)  # the source object as given
     # Derived sources only: stamp a value without observed_at with the oldest dependency's
     # observed_at (opt-in ``observed_at_from_dependencies``) instead of the derivation time.
@@ -55,6 +58,9 @@ class RegisteredSource:
     omitted_means_not_found: bool = False
     # Batch sources only (opt-in): share calls across concurrent builds; None: the builder's.
     batch_window_seconds: float | None = None
+    # Set for protected blocking sources only (0.6 section 4): the gate checks their calls
+    # before and after (see _transport.py), and no other source's.
+    transport_timeout: float | None = None
 
 
 def _is_async(function: object) -> bool:
@@ -137,6 +143,7 @@ def register_source(
         if hasattr(source, "queue_timeout_seconds")
         else timeout
     )
+    guarantee = guarantee_of(source, default_timeout)
     declared = attribute("resilience_policy")
     if declared is not None and not isinstance(declared, SourceResiliencePolicy):
         raise TypeError(f"{label}: resilience_policy must be a SourceResiliencePolicy or None")
@@ -177,6 +184,8 @@ def register_source(
         )
         if kind is SourceKind.BATCH
         else None,
+        timeout_guarantee=guarantee,
+        transport_timeout=guarantee.transport_timeout_seconds if guarantee.protected else None,
     )
 
 

@@ -34,6 +34,12 @@ HELP: Final[Mapping[str, str]] = ReadOnlyDict(
         names.RESOURCE_REFRESH_TOTAL: "Background refreshes, by status and resource type.",
         names.RESOURCE_PUBLISH_TOTAL: "Pushed values, by source, status and resource type.",
         names.RESOURCE_INVALIDATION_TOTAL: "Cache invalidations, by resource type.",
+        names.TRANSPORT_BUDGET_REJECTION_TOTAL: (
+            "Blocking-source calls not started: transport timeout beyond the budget, by reason."
+        ),
+        names.TRANSPORT_TIMEOUT_VIOLATION_TOTAL: (
+            "Blocking-source calls that overran their transport timeout, by outcome."
+        ),
         names.SOURCE_FETCH_LATENCY_MS: "Duration of source call attempts in milliseconds.",
         names.SOURCE_CAPACITY_WAIT_MS: "Time source calls waited for a capacity slot, in ms.",
         names.SOURCE_BATCH_SIZE: "Keys per batch source call.",
