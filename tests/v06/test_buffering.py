@@ -469,7 +469,15 @@ def test_sync_close_raises_the_timeout_after_late_workers_finish() -> None:
     )
     sync.build([KEY])
     assert events.entered.wait(WAIT)
-    threading.Timer(0.05, events.gate.set).start()
+    buffer = sync.builder.events
+
+    def release_after_the_timeout() -> None:
+        # Released only once the budget has passed, so close() must see the timeout.
+        while buffer.stats().shutdown_timeout_count == 0:  # type: ignore[attr-defined]
+            threading.Event().wait(0.001)
+        events.gate.set()
+
+    threading.Thread(target=release_after_the_timeout, daemon=True).start()
     with pytest.raises(ObservabilityShutdownTimeoutError):
         sync.close()
     assert events.closed is True  # the late worker finished before the loop stopped

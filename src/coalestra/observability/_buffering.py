@@ -75,7 +75,7 @@ class ObservabilityBuffers:
         drain: deliver (True) or discard (False) what is queued at shutdown.
     """
 
-    __slots__ = ("_drain", "_in_use", "_owned", "events", "incomplete", "metrics")
+    __slots__ = ("_closing", "_drain", "_in_use", "_owned", "events", "incomplete", "metrics")
 
     def __init__(
         self,
@@ -107,6 +107,7 @@ class ObservabilityBuffers:
         }
         self.incomplete = False
         """True from a shutdown that ran out of budget until every owned worker has ended."""
+        self._closing: asyncio.Future[tuple[float, dict[str, int]]] | None = None
 
     def _own(self, name: str, sink: _B) -> _B:
         self._owned[name] = sink
@@ -140,23 +141,38 @@ class ObservabilityBuffers:
     async def shutdown(self, budget: float) -> None:
         """Drain (or discard) every owned buffer and end its worker, all within ``budget``.
 
+        A shutdown that the caller stopped waiting for (cancelled, e.g. by an outer timeout)
+        goes on; the next call joins it instead of starting a second budget.
+
         Raises:
             ObservabilityShutdownTimeoutError: some worker was still running when the budget
                 passed (``incomplete`` stays True until :meth:`wait` sees it end).
         """
         if not self._owned:
             return
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_owned(budget))
+        closing = self._closing
+        try:
+            spent, late = await asyncio.shield(closing)
+        finally:
+            if closing.done():
+                self._closing = None
+        self.incomplete = bool(late)
+        if late:
+            raise ObservabilityShutdownTimeoutError(timeout_seconds=spent, pending_components=late)
+
+    async def _close_owned(self, budget: float) -> tuple[float, dict[str, int]]:
+        """Close every owned buffer within ``budget``; return it with the late buffers'
+        records not delivered when it passed (discarded then, or still in the sink)."""
         before = {name: sink.stats().dropped for name, sink in self._owned.items()}
         stopped = await self._close_all(budget)
         late = {}
         for (name, sink), done in zip(self._owned.items(), stopped, strict=True):
             if not done:
                 after = sink.stats()
-                # Not delivered when the budget passed: discarded then, or still in the sink.
                 late[name] = after.pending + after.dropped - before[name]
-        self.incomplete = bool(late)
-        if late:
-            raise ObservabilityShutdownTimeoutError(timeout_seconds=budget, pending_components=late)
+        return budget, late
 
     async def wait(self) -> None:
         """Wait, without a budget, until every owned buffer's worker has ended."""
