@@ -151,7 +151,7 @@ def assert_same_result(
             assert_same_result(*triple, pairs)
     elif isinstance(expected, Point):
         assert_same_result(original.x, expected.x, actual.x, pairs)
-    elif not isinstance(expected, KeyObject):  # a KeyObject equals itself only: checked above  # sets, frozensets: equal members
+    elif not isinstance(expected, KeyObject):  # sets, frozensets: equal members
         assert actual == expected
 
 
