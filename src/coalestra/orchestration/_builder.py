@@ -79,7 +79,6 @@ from ._options import (
 )
 from ._payloads import ValueFactory
 from ._policy import PolicyResolver
-from ._runtime import ResolutionRuntime
 from ._session import SnapshotSession
 from ._sources import SourceChains, check_limits, register_sources
 from ._transport import TransportGuard, check_source_timeouts, timeout_health
@@ -208,7 +207,6 @@ class SnapshotBuilder:
             authority_resolver=ranked,
             max_pending_tasks=self.max_pending_tasks,
         )
-        self._runtime = ResolutionRuntime(self, self._engine, self._counters)
         self._closed = False
         self._components_closed = False
         # Downstream sinks whose buffer outlived the shutdown budget: closed once it ends.
@@ -773,7 +771,7 @@ class SnapshotBuilder:
             TypeError, ValueError: bad deadline, metadata or snapshot id.
         """
         context = self.new_context(deadline_seconds, metadata, snapshot_id)
-        return SnapshotSession(builder=self, context=context, runtime=self._runtime)
+        return SnapshotSession(engine=self._engine, context=context)
 
     # -- lifecycle and introspection ---------------------------------------------------------
 

@@ -21,18 +21,22 @@ does for a build that read both.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core import CacheLookup, FreshnessPolicy, ResourceKey, SnapshotValue
 from ._cache_access import ANY_AGE
+from ._machinery import Machinery
 from ._sources import SourceKind
 from ._view import BuildView
 
-if TYPE_CHECKING:
-    from ._engine import Engine
+
+def is_derived(engine: Machinery, key: ResourceKey) -> bool:
+    """True when the highest-priority source supporting ``key`` is a derived source."""
+    supported, _broken = engine.chains.chain(key)
+    return bool(supported) and engine.sources[min(supported)].kind is SourceKind.DERIVED
 
 
-def declared_dependencies(engine: Engine, key: ResourceKey) -> tuple[ResourceKey, ...]:
+def declared_dependencies(engine: Machinery, key: ResourceKey) -> tuple[ResourceKey, ...]:
     """The dependencies every derived source supporting ``key`` declares for it (none for a
     key no derived source supports). ``supports()`` or ``dependencies()`` failures count as
     "no dependencies": they fail the derivation, not this lookup."""
@@ -51,7 +55,7 @@ def declared_dependencies(engine: Engine, key: ResourceKey) -> tuple[ResourceKey
 
 
 def declared_inputs(
-    engine: Engine, keys: Sequence[ResourceKey], view: BuildView
+    engine: Machinery, keys: Sequence[ResourceKey], view: BuildView
 ) -> list[ResourceKey]:
     """The declared inputs of ``keys``, transitively, that neither ``keys`` nor ``view`` hold:
     what a session stage reads beside ``keys`` in the same batched cache read."""
@@ -69,7 +73,7 @@ def declared_inputs(
 
 
 async def read_with_inputs(
-    engine: Engine,
+    engine: Machinery,
     keys: Sequence[ResourceKey],
     now: float,
     policies: Mapping[ResourceKey, FreshnessPolicy],
@@ -88,7 +92,7 @@ async def read_with_inputs(
 
 
 async def keep_inputs(
-    engine: Engine, view: BuildView, served: Iterable[SnapshotValue[Any]]
+    engine: Machinery, view: BuildView, served: Iterable[SnapshotValue[Any]]
 ) -> None:
     """Keep in ``view`` the input revisions of the ``served`` derived values, transitively.
 
@@ -138,7 +142,7 @@ async def keep_inputs(
                 pending.append(held)
 
 
-async def _read(engine: Engine, view: BuildView, keys: list[ResourceKey]) -> None:
+async def _read(engine: Machinery, view: BuildView, keys: list[ResourceKey]) -> None:
     """Read ``keys`` again, whatever their age, into the view's first-read inputs."""
     lookups = await engine.cache.read(keys, engine.clock.now(), dict.fromkeys(keys, ANY_AGE))
     view.keep_read(keys, lookups)
@@ -148,7 +152,7 @@ def _matches(value: SnapshotValue[Any] | None, version: str) -> bool:
     return value is not None and value.version == version
 
 
-def _as_served(engine: Engine, value: SnapshotValue[Any], now: float) -> SnapshotValue[Any]:
+def _as_served(engine: Machinery, value: SnapshotValue[Any], now: float) -> SnapshotValue[Any]:
     """``value`` as a stage would serve it from the cache at ``now`` (age and staleness by its
     own policy)."""
     age = max(0.0, now - value.observed_at)

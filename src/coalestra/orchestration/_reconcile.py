@@ -11,7 +11,7 @@ revisions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 from ..core import (
     DependencyResolutionError,
@@ -24,10 +24,8 @@ from ..core import (
     SourceUnavailableError,
 )
 from ._flights import Raised
+from ._machinery import Machinery
 from ._view import BuildView
-
-if TYPE_CHECKING:
-    from ._engine import Engine
 
 _ROUNDS = 3
 
@@ -39,7 +37,7 @@ class Reconciler:
     __slots__ = ("_ctx", "_diag", "_engine", "_view")
 
     def __init__(
-        self, engine: Engine, ctx: FetchContext, diag: DiagnosticsCollector, view: BuildView
+        self, engine: Machinery, ctx: FetchContext, diag: DiagnosticsCollector, view: BuildView
     ) -> None:
         self._engine = engine
         self._ctx = ctx

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from ..core import ResourceKey, SnapshotValue
+from ._inputs import declared_dependencies, is_derived
+from ._machinery import Machinery
 from ._pinning import (
     dependents,
     inputs_of,
@@ -16,7 +18,6 @@ from ._pinning import (
     ordered_union,
     stale_dependencies,
 )
-from ._runtime import ResolutionRuntime
 
 Values = dict[ResourceKey, SnapshotValue[Any]]
 Errors = dict[ResourceKey, Exception]
@@ -42,7 +43,7 @@ class Refreshed:
 async def refresh(
     selected: Sequence[ResourceKey],
     pinned: Mapping[ResourceKey, SnapshotValue[Any]],
-    runtime: ResolutionRuntime,
+    engine: Machinery,
     acquire: Acquire,
     *,
     force_refresh: bool,
@@ -58,12 +59,15 @@ async def refresh(
     a derived value is followed to the inputs of the derived values it was computed from.
     """
     via = {} if readings is None else readings
-    declared = runtime.declared_dependencies
+
+    def declared(key: ResourceKey) -> tuple[ResourceKey, ...]:
+        return declared_dependencies(engine, key)
+
     order: list[ResourceKey] = list(selected)
     targets = set(selected)
     values: Values = {}
     wanted: Sequence[ResourceKey] = selected
-    first, derived = _split(selected, pinned, runtime, force_refresh)
+    first, derived = _split(selected, pinned, engine, force_refresh)
     for _ in range(_MAX_ROUNDS):
         following = dependents(wanted, {**pinned, **values}, declared)
         targets.update(following)
@@ -94,7 +98,7 @@ def _needed(
 def _split(
     selected: Sequence[ResourceKey],
     pinned: Mapping[ResourceKey, SnapshotValue[Any]],
-    runtime: ResolutionRuntime,
+    engine: Machinery,
     force_refresh: bool,
 ) -> tuple[list[ResourceKey], list[ResourceKey]]:
     """``(keys to read first, derived keys to read after them)``.
@@ -108,6 +112,6 @@ def _split(
     derived = [
         key
         for key in selected
-        if (bool(pinned[key].dependency_versions) if key in pinned else runtime.is_derived(key))
+        if (bool(pinned[key].dependency_versions) if key in pinned else is_derived(engine, key))
     ]
     return [key for key in selected if key not in derived], derived

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, final
 
 from ..core import (
     DiagnosticsCollector,
@@ -37,13 +37,12 @@ from ..core._acceptance import evaluate_acceptance
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
 from ._assembly import check_acceptance, check_consistency, requested_keys, skew_violation
+from ._engine import Engine
+from ._inputs import declared_dependencies
 from ._pinning import PinnedMemo, ordered_union, resolved_closure
 from ._revalidation import Errors, Refreshed, Values, refresh
-from ._runtime import ResolutionRuntime
 from ._trying import check_try_arguments, resolve_trying
-
-if TYPE_CHECKING:
-    from ._builder import SnapshotBuilder
+from ._view import BuildView
 
 
 @final
@@ -71,40 +70,38 @@ class SnapshotSession:
     session's operations.
 
     Args:
-        builder: the builder the session belongs to.
+        engine: the builder's engine (its cache, single-flight table, sources and limits).
         context: the session's context (id, creation time, deadline, metadata).
-        runtime: the builder's resolution machinery.
 
     Raises:
-        TypeError: ``context`` or ``runtime`` has the wrong type.
+        TypeError: ``context`` or ``engine`` has the wrong type.
     """
 
     __slots__ = (
-        "_builder",
         "_closed",
         "_context",
         "_diag",
+        "_engine",
         "_lock",
         "_memo",
         "_requested",
-        "_runtime",
     )
 
-    def __init__(
-        self, *, builder: SnapshotBuilder, context: FetchContext, runtime: ResolutionRuntime
-    ) -> None:
+    def __init__(self, *, engine: Engine, context: FetchContext) -> None:
         if not isinstance(context, FetchContext):
             raise TypeError(f"context must be a FetchContext, got {type(context).__name__}")
-        if not isinstance(runtime, ResolutionRuntime):
-            raise TypeError(f"runtime must be a ResolutionRuntime, got {type(runtime).__name__}")
-        self._builder = builder
+        if not isinstance(engine, Engine):
+            raise TypeError(f"engine must be an Engine, got {type(engine).__name__}")
         self._context = context
-        self._runtime = runtime
+        self._engine = engine
         self._memo = PinnedMemo()
         self._diag = DiagnosticsCollector()  # accumulates across the session's operations
         self._requested: dict[ResourceKey, None] = {}  # distinct keys requested so far
         self._lock = asyncio.Lock()  # binds to a loop only when an operation has to wait
         self._closed = False
+
+    def _declared_dependencies(self, key: ResourceKey) -> tuple[ResourceKey, ...]:
+        return declared_dependencies(self._engine, key)
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -126,12 +123,12 @@ class SnapshotSession:
     @property
     def closed(self) -> bool:
         """True once the session or its builder is closed."""
-        return self._closed or self._runtime.closed
+        return self._closed or self._engine.closed
 
     def _check_open(self) -> None:
         if self._closed:
             raise session_closed()
-        if self._runtime.closed:
+        if self._engine.closed:
             raise ClosedError(BUILDER_CLOSED)
 
     # -- stages ------------------------------------------------------------------------------
@@ -210,15 +207,15 @@ class SnapshotSession:
         """
         request, policy = check_try_arguments(request, degradation_policy)
         check_bool("retry_errors", retry_errors)
-        runtime = self._runtime
-        policy_for = runtime.engine.policy_for
+        engine = self._engine
+        policy_for = engine.policy_for
         return await resolve_trying(
             lambda: self._stage(request.keys, (), (), None, False, retry_errors),
             request,
             policy,
-            now=runtime.clock.now,
+            now=engine.clock.now,
             ttl_for=lambda key: policy_for(key).ttl_seconds,
-            report=runtime.report,
+            report=engine.report,
         )
 
     async def _stage(
@@ -233,7 +230,7 @@ class SnapshotSession:
     ) -> Snapshot:
         async with self._lock:
             self._check_open()
-            started = self._runtime.clock.monotonic()
+            started = self._engine.clock.monotonic()
             self._requested.update(dict.fromkeys(keys))
             memo = self._memo
             # A key read earlier only as a dependency is shown as the revision the session's
@@ -251,7 +248,7 @@ class SnapshotSession:
                 memo.remember_inputs(values.values(), readings)
                 self._diag.stale_values += sum(1 for value in values.values() if value.stale)
             snapshot = self._accumulated(started)
-        report = self._runtime.report
+        report = self._engine.report
         try:
             failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
             if failed:
@@ -288,16 +285,16 @@ class SnapshotSession:
         required: Sequence[ResourceKey],
         optional: Sequence[ResourceKey],
     ) -> None:
-        runtime = self._runtime
-        policy_for = runtime.engine.policy_for
+        engine = self._engine
+        policy_for = engine.policy_for
         check_acceptance(
             snapshot,
             policy,
             required,
             optional,
-            now=runtime.clock.now(),
+            now=engine.clock.now(),
             ttl_for=lambda key: policy_for(key).ttl_seconds,
-            report=runtime.report,
+            report=engine.report,
         )
 
     async def _acquire(
@@ -309,8 +306,14 @@ class SnapshotSession:
     ) -> tuple[Values, Errors, Values]:
         """Resolve ``keys`` under the session's context (and so its deadline): the values,
         the errors, and every revision read on the way (dependencies included)."""
-        values, errors, view = await self._runtime.resolve(
-            keys, self._context, self._diag, force_refresh=force_refresh, pinned=pinned
+        engine = self._engine
+        if engine.closed:
+            raise ClosedError(BUILDER_CLOSED)
+        # Derivations take their dependencies from ``pinned`` first (the session's values), so
+        # a stage never derives from a revision other than the one the session shows.
+        view = BuildView(pinned, session=True)
+        values, errors = await engine.resolve(
+            keys, self._context, self._diag, view, force_refresh=force_refresh
         )
         return values, errors, view.readings()
 
@@ -319,16 +322,16 @@ class SnapshotSession:
     ) -> Snapshot:
         """The whole session as a snapshot of isolated copies: pinned values and stored
         errors (plus ``transient`` errors of a failed revalidation, which are not stored)."""
-        memo, runtime = self._memo, self._runtime
+        memo, engine = self._memo, self._engine
         errors = memo.errors if not transient else {**memo.errors, **transient}
         keys = ordered_union(list(memo.values), list(errors))
-        resources = memo.copies(keys, runtime.isolator, self.snapshot_id)
+        resources = memo.copies(keys, engine.isolator, self.snapshot_id)
         observed = [value.observed_at for value in resources.values()]
         diag = self._diag
         diag.requested_resources = len(self._requested)
         diag.resolved_resources = len(resources)
         diag.failed_resources = len(errors)
-        duration = 0.0 if started is None else (runtime.clock.monotonic() - started) * 1000.0
+        duration = 0.0 if started is None else (engine.clock.monotonic() - started) * 1000.0
         return Snapshot(
             snapshot_id=self.snapshot_id,
             created_at=self.created_at,
@@ -409,7 +412,7 @@ class SnapshotSession:
         async with self._lock:
             self._check_open()
             self._check_resolved(selected)
-            counters = self._runtime.counters
+            counters = self._engine.counters
             counters.revalidation_attempts += 1
             outcome: _Outcome | None = None
             try:
@@ -430,7 +433,7 @@ class SnapshotSession:
 
     def _check_resolved(self, selected: Sequence[ResourceKey]) -> None:
         memo = self._memo
-        known = resolved_closure(memo.values, memo.errors, self._runtime.declared_dependencies)
+        known = resolved_closure(memo.values, memo.errors, self._declared_dependencies)
         unknown = [key for key in selected if key not in known]
         if unknown:
             raise ValueError(
@@ -446,7 +449,7 @@ class SnapshotSession:
         acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> _Outcome:
         """Read the new revisions, then commit them all or keep the previous state."""
-        started = self._runtime.clock.monotonic()
+        started = self._engine.clock.monotonic()
         memo = self._memo
 
         readings: Values = {}  # every revision the revalidation read, dependencies included
@@ -461,7 +464,7 @@ class SnapshotSession:
             # the remembered inputs too: a value derived anew from another revision of one
             # brings along every pinned value derived from that input
             {**memo.inputs, **memo.values},
-            self._runtime,
+            self._engine,
             acquire,
             force_refresh=force_refresh,
             readings=readings,
@@ -476,7 +479,7 @@ class SnapshotSession:
             previous = self._accumulated(started)
             violation = skew_violation(got.values, selected, policy, previous)
             if violation is not None:
-                self._runtime.report.consistency_failed(self.snapshot_id, violation)
+                self._engine.report.consistency_failed(self.snapshot_id, violation)
                 return _Outcome(previous, got, False, violation)
         shown = {key: value for key, value in got.values.items() if memo.shows(key)}
         if acceptance is not None:
@@ -496,8 +499,8 @@ class SnapshotSession:
         policy: SnapshotAcceptancePolicy,
     ) -> SnapshotAcceptanceError | None:
         """The acceptance error of the candidate state, or ``None`` when it is acceptable."""
-        runtime = self._runtime
-        policy_for = runtime.engine.policy_for
+        engine = self._engine
+        policy_for = engine.policy_for
         targets = {key: new[key] for key in selected if key in new}
         candidate = {**self._memo.values, **shown, **targets}
         violations = evaluate_acceptance(
@@ -505,10 +508,10 @@ class SnapshotSession:
             policy,
             selected,
             (),
-            now=runtime.clock.now(),
+            now=engine.clock.now(),
             ttl_for=lambda key: policy_for(key).ttl_seconds,
         )
-        runtime.report.acceptance_evaluated(self.snapshot_id, violations)
+        engine.report.acceptance_evaluated(self.snapshot_id, violations)
         if not violations:
             return None
         # The error carries the retained state: nothing was committed.
@@ -522,7 +525,7 @@ class SnapshotSession:
         outcome: _Outcome | None,
         accepting: bool,
     ) -> None:
-        report = self._runtime.report
+        report = self._engine.report
         if not report.enabled:
             return
         got = None if outcome is None else outcome.refreshed
