@@ -3,14 +3,14 @@ functions."""
 
 from ._builder import SnapshotBuilder
 from ._cached import CachedFunction, CachedReader, SyncCachedReader, cached
-from ._policy import PolicyResolver
-from ._session import SnapshotSession
-from ._trying import (
+from ._entry_points import (
     install_operational_methods,
     try_build_request,
     try_build_requests,
     try_resolve_request,
 )
+from ._policy import PolicyResolver
+from ._session import SnapshotSession
 
 __all__ = [
     "CachedFunction",

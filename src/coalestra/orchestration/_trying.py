@@ -1,14 +1,14 @@
 """Non-throwing request builds (``try_*``): resolve a request without raising for what went
 wrong, and classify the outcome with a :class:`~coalestra.RequestDegradationPolicy`.
 
-The module-level functions are the 0.6 entry points; the builder, session and sync facades
-expose the same calls as methods.
+The checks and the classification shared by the builder's and the session's ``try_*`` methods;
+the module-level 0.6 entry points are in :mod:`._entry_points`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..core import (
     CoalestraError,
@@ -22,10 +22,6 @@ from ..core._acceptance import TtlFor, evaluate_acceptance
 from ..core._degradation import classify, rejected_by_error
 from ..observability._instrumentation import Instrumentation
 from ._assembly import check_consistency
-
-if TYPE_CHECKING:
-    from ._builder import SnapshotBuilder
-    from ._session import SnapshotSession
 
 _DEFAULT_POLICY = RequestDegradationPolicy()
 
@@ -110,67 +106,3 @@ def _classified(
         consistency_violation=inconsistent,
         acceptance_violations=violations,
     )
-
-
-async def try_resolve_request(
-    session: SnapshotSession,
-    request: SnapshotRequest,
-    *,
-    retry_errors: bool = False,
-    degradation_policy: RequestDegradationPolicy | None = None,
-) -> SnapshotResult:
-    """Resolve ``request`` as a stage of ``session`` without raising for failed keys, an
-    inconsistent group or rejected values: return a :class:`SnapshotResult` instead.
-
-    Raises:
-        TypeError: a bad argument. Errors other than :class:`CoalestraError` propagate.
-    """
-    return await session.try_resolve_request(
-        request, retry_errors=retry_errors, degradation_policy=degradation_policy
-    )
-
-
-async def try_build_request(
-    builder: SnapshotBuilder,
-    request: SnapshotRequest,
-    *,
-    deadline_seconds: float | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    snapshot_id: str | None = None,
-    degradation_policy: RequestDegradationPolicy | None = None,
-) -> SnapshotResult:
-    """Like :func:`try_resolve_request`, in a session of its own (closed afterwards)."""
-    return await builder.try_build_request(
-        request,
-        deadline_seconds=deadline_seconds,
-        metadata=metadata,
-        snapshot_id=snapshot_id,
-        degradation_policy=degradation_policy,
-    )
-
-
-async def try_build_requests(
-    builder: SnapshotBuilder,
-    requests: Iterable[SnapshotRequest],
-    *,
-    deadline_seconds: float | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    snapshot_id_prefix: str | None = None,
-    degradation_policy: RequestDegradationPolicy | None = None,
-    max_concurrent: int | None = None,
-) -> tuple[SnapshotResult, ...]:
-    """:func:`try_build_request` for each request, at most ``max_concurrent`` at once; the
-    results come in input order."""
-    return await builder.try_build_requests(
-        requests,
-        deadline_seconds=deadline_seconds,
-        metadata=metadata,
-        snapshot_id_prefix=snapshot_id_prefix,
-        degradation_policy=degradation_policy,
-        max_concurrent=max_concurrent,
-    )
-
-
-def install_operational_methods() -> None:
-    """Kept for 0.6 compatibility: the ``try_*`` methods are ordinary methods here, so there is
-    nothing to install. Idempotent."""
