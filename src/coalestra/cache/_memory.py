@@ -233,7 +233,7 @@ class AsyncMemoryCache:
         check_value(value)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
-        written = self._writes.write_now(value, force, replace_equal)
+        written = self._writes.write_now(value, force, replace_equal, owned=False)
         if written is None:
             return (await self._write((value,), force=force, replace_equal=replace_equal))[
                 value.key
@@ -271,7 +271,7 @@ class AsyncMemoryCache:
         """Write candidates of distinct keys (see :mod:`._memory_writes`): a result per key."""
         results: dict[ResourceKey, CacheWriteResult] = {}
         for status, value, previous in await self._writes.write_all(
-            candidates, force, replace_equal
+            candidates, force, replace_equal, owned=False
         ):
             results[value.key] = CacheWriteResult(status, value, previous)
         return results

@@ -45,21 +45,31 @@ class MemoryWrites:
         self._copies = copies
 
     def write_now(
-        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool
+        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, *, owned: bool
     ) -> Written | None:
         """Write one candidate without awaiting; ``None`` (nothing written) when a copy
-        belongs in a worker thread: then :meth:`write_all` does it."""
-        staged = self._stage(candidate, force, replace_equal)
+        belongs in a worker thread: then :meth:`write_all` does it.
+
+        ``owned``: the caller made ``candidate`` for this write, holds it no longer and its
+        metadata is private, so the cache may keep the value itself with a copy of its payload
+        (one copy of the value less). The publisher's revisions are such values.
+        """
+        staged = self._stage(candidate, force, replace_equal, owned)
         return None if staged is None else self._commit(staged)
 
     async def write_all(
-        self, candidates: Sequence[SnapshotValue[Any]], force: bool, replace_equal: bool
+        self,
+        candidates: Sequence[SnapshotValue[Any]],
+        force: bool,
+        replace_equal: bool,
+        *,
+        owned: bool,
     ) -> list[Written]:
         """Write candidates of distinct keys, every one staged before any is committed: the
-        outcome of each, in order."""
+        outcome of each, in order. ``owned``: as for :meth:`write_now`, for every candidate."""
         staged: list[Staged] = []
         for candidate in candidates:
-            stage = self._stage(candidate, force, replace_equal)
+            stage = self._stage(candidate, force, replace_equal, owned)
             if stage is None:
                 found = await self._write_offloaded(candidates, force, replace_equal)
                 results = [found[candidate.key] for candidate in candidates]
@@ -69,10 +79,10 @@ class MemoryWrites:
         return [commit(stage) for stage in staged]
 
     def _stage(
-        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool
+        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, owned: bool
     ) -> Staged | None:
         """Decide ``candidate``'s write now and make its copies inline, storing nothing;
-        ``None`` when a copy belongs in a worker thread."""
+        ``None`` when a copy belongs in a worker thread. ``owned``: see :meth:`write_now`."""
         status, held = self._store.decide(candidate, force=force, replace_equal=replace_equal)
         copies = self._copies
         if status is CacheWriteStatus.STORED:
@@ -81,9 +91,17 @@ class MemoryWrites:
                 return status, candidate, before, candidate, False
             if copies.in_thread(candidate):
                 return None
-            # One copy to keep, one for the result: the caller may mutate what it gets back.
-            mine = copies.copy(candidate, _WRITE)
-            return status, copies.copy(candidate, _WRITE), before, mine, True
+            # One copy for the result (the caller may mutate what it gets back), one to keep.
+            theirs = copies.copy(candidate, _WRITE)
+            if not owned:
+                return status, theirs, before, copies.copy(candidate, _WRITE), True
+            # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
+            # holding a copy of the payload (filling in a field of an unshared value is safe).
+            where = f"{_WRITE} {candidate.key}"
+            object.__setattr__(
+                candidate, "value", copies.isolator.copy(candidate.value, context=where)
+            )
+            return status, theirs, before, candidate, True
         assert held is not None  # only a held revision can make a write lose
         kept, flags = held
         if flags & MUTABLE:

@@ -142,6 +142,7 @@ class ResourcePublisher:
             max_pending_tasks=config.max_pending_tasks,
         )
         self._report = Instrumentation(config.metrics, config.events)
+        self._reporting = self._report.enabled  # the sinks are fixed here, so is this
         self._revisions = Revisions(config)
         self._copies = PayloadCopies(
             config.isolator, run_in_thread=None, max_concurrency=_COPY_THREADS
@@ -202,7 +203,8 @@ class ResourcePublisher:
         if self._refusal is not None:
             raise ClosedError(self._refusal)
         check_flags(force, replace_equal)
-        check_metadata(metadata)
+        if metadata is not None:
+            check_metadata(metadata)
         if self._routed(through_update=True):
             update = ResourceUpdate(key, value, source, observed_at, EMPTY_MAPPING)
             if metadata:
@@ -326,7 +328,7 @@ class ResourcePublisher:
         writes = self._memory_writes
         if writes is None:
             return None
-        written = writes.write_now(offer, force, replace_equal)
+        written = writes.write_now(offer, force, replace_equal, owned=True)
         if written is None:
             return None
         status, value, previous = written
@@ -338,7 +340,7 @@ class ResourcePublisher:
         """Offer revisions of distinct keys to the cache, then report and return."""
         writes = self._memory_writes
         if writes is not None:
-            written = await writes.write_all(offered, force, replace_equal)
+            written = await writes.write_all(offered, force, replace_equal, owned=True)
         else:
             written = await self._writer.write_isolated(
                 offered,
@@ -362,7 +364,7 @@ class ResourcePublisher:
         force: bool,
     ) -> PublishResult:
         result = PublishResult(_STATUS[status], value, previous)
-        if self._report.enabled:
+        if self._reporting:
             self._report.published(offered, previous, status=_STATUS_TEXT[status], forced=force)
         return result
 

@@ -20,7 +20,7 @@ from ..core._validation import (
     check_optional_timestamp,
     check_source_name,
 )
-from ._checks import check_key, check_metadata
+from ._checks import check_key
 from ._config import PublisherConfig
 
 _INGRESS = "publication of"
@@ -50,9 +50,15 @@ class Revisions:
         return now
 
     def checked(
-        self, key: object, value: Any, source: object, observed_at: object, metadata: object
+        self,
+        key: object,
+        value: Any,
+        source: object,
+        observed_at: object,
+        metadata: Mapping[str, Any] | None,
     ) -> SnapshotValue[Any]:
-        """Validate one publication's arguments, then read the clock and build its revision.
+        """Validate one publication's arguments (``metadata`` is checked already), then read
+        the clock and build its revision.
 
         Raises:
             TypeError, ValueError: an argument is invalid; as :meth:`build` otherwise.
@@ -62,7 +68,7 @@ class Revisions:
             value,
             check_source_name(source),
             check_optional_timestamp("observed_at", observed_at),
-            check_metadata(metadata),
+            metadata,
             self.now(),
         )
 

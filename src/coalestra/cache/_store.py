@@ -83,10 +83,11 @@ def reduce_batch(values: Iterable[SnapshotValue[Any]]) -> list[SnapshotValue[Any
     """One value per key, in order of first appearance: the highest ``authority_rank``, then
     the newest ``observed_at``, then the later value in the batch."""
     winners: dict[ResourceKey, SnapshotValue[Any]] = {}
+    first = winners.setdefault  # one hash per distinct key, the common case
     for value in values:
-        holder = winners.get(value.key)
-        if holder is None or _beats(value, holder):
-            winners[value.key] = value
+        holder = first(value.key, value)
+        if holder is not value and _beats(value, holder):
+            winners[value.key] = value  # keeps the key's place: its first appearance
     return list(winners.values())
 
 
