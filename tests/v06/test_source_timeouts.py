@@ -742,6 +742,47 @@ async def test_elapsed_time_is_read_on_the_injected_clock() -> None:
     assert event["observed_elapsed_seconds"] == pytest.approx(3.0, abs=0.5)
 
 
+async def test_derived_sources_are_checked_like_the_others() -> None:
+    clock = StepClock()
+
+    def derive(key: ResourceKey, dependencies: Any, context: FetchContext) -> str:
+        clock.offset += 4.0  # the injected clock sees the derivation take 4 s
+        return "d"
+
+    events = Events()
+    derived = CallableDerivedSource(
+        name="calc",
+        priority=1,
+        supports=lambda key: key.namespace == "calc",
+        dependencies=lambda key: (),
+        deriver=derive,
+        timeout_seconds=30.0,
+        blocking_io=True,
+        transport_timeout_seconds=2.0,
+    )
+    made = SnapshotBuilder([derived], clock=clock, events=events)
+    key = ResourceKey("calc", "total", "x")
+    rejected = await made.build([key], strict=False, deadline_seconds=1.0)
+    assert rejected.errors[key].failures[0].error_type == "SnapshotDeadlineExceededError"
+    assert (await made.build([key])).value(key) == "d"
+    assert [event["outcome"] for event in _violated(events)] == ["completed_late"]
+    assert len(events.of("source_transport_budget_rejected")) == 1
+
+
+async def test_a_batch_call_rejected_by_the_deadline_names_all_its_keys() -> None:
+    events = Events()
+    batch = callable_source(
+        CallableBatchSource, blocking_io=True, transport_timeout_seconds=2.0, timeout_seconds=9.0
+    )
+    made = builder(batch, events=events)
+    snapshot = await made.build([A, B], strict=False, deadline_seconds=1.0)
+    assert set(snapshot.errors) == {A, B}
+    message = snapshot.errors[A].failures[0].message
+    assert "while resolving" not in message  # a batch call names no key (B-TIME-3)
+    (event,) = events.of("source_transport_budget_rejected")
+    assert event["resource"] == f"{A}, {B}"
+
+
 # -- the sync facade --------------------------------------------------------------------------
 
 
