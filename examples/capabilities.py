@@ -25,11 +25,11 @@ def main() -> None:
 
     missing: CapabilityRequirementError | None = None
     try:
-        require_capabilities(features=["payload_copy_health"], schemas={"builder_health": 2})
+        require_capabilities(features=["partitioned_request_builds"], schemas={"builder_health": 2})
     except CapabilityRequirementError as error:
         missing = error
     assert missing is not None
-    assert missing.missing_features == ("payload_copy_health",)
+    assert missing.missing_features == ("partitioned_request_builds",)
     assert dict(missing.schema_mismatches) == {"builder_health": (2, 1)}
     print(missing)
 

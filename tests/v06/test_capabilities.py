@@ -31,8 +31,11 @@ SHIPPED = [
     "blocking_source_timeout_guarantees",
     "builder_health_assessment",
     "builder_health_serialization",
+    "controlled_payload_copy_shutdown",
     "cross_build_batching",  # ours (issue 14), not a 0.6 name
     "degraded_snapshot_results",
+    "payload_copy_health",
+    "payload_copy_offload",
     "snapshot_acceptance",
     "snapshot_consistency",
     "snapshot_requests",
@@ -43,10 +46,7 @@ SHIPPED = [
 ]
 # 0.6 features we do not ship yet: reporting them would be a lie callers act on.
 NOT_SHIPPED = [
-    "controlled_payload_copy_shutdown",
     "partitioned_request_builds",
-    "payload_copy_health",
-    "payload_copy_offload",
 ]
 
 
@@ -155,19 +155,19 @@ def test_require_returns_the_capabilities() -> None:
 def test_require_reports_missing_features_and_schema_mismatches() -> None:
     with pytest.raises(CapabilityRequirementError) as caught:
         require_capabilities(
-            features=["payload_copy_health", "snapshot_acceptance", "payload_copy_offload"],
+            features=["partitioned_request_builds", "snapshot_acceptance", "no_such_feature"],
             schemas={"error_diagnostics": 2, "payload_copies": 1, "capabilities": 1},
         )
     error = caught.value
     assert isinstance(error, coalestra.CoalestraError)
-    assert error.missing_features == ("payload_copy_health", "payload_copy_offload")
+    assert error.missing_features == ("no_such_feature", "partitioned_request_builds")
     assert dict(error.schema_mismatches) == {
         "error_diagnostics": (2, 1),
         "payload_copies": (1, None),
     }
     message = str(error)
-    assert "payload_copy_offload" in message
-    assert "payload_copy_health" in message
+    assert "no_such_feature" in message
+    assert "partitioned_request_builds" in message
     assert "error_diagnostics" in message
     assert "payload_copies " in message
     assert str(pickle.loads(pickle.dumps(error))) == message

@@ -11,6 +11,7 @@ import concurrent.futures
 import threading
 import weakref
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any, ParamSpec, TypeVar, final
 
 from .._compat import TIMEOUT_ERRORS
@@ -150,11 +151,13 @@ class FacadeCore:
 
     async def _wind_down(self) -> None:
         builder, budget = self.builder, self.shutdown_timeout
-        step = (
-            builder.aclose(observability_shutdown_timeout_seconds=budget)
-            if self.close_builder
-            else builder.wait_for_refreshes()
+        # The facade's budget is also the builder's copy and observability shutdown budget.
+        closing = partial(
+            builder.aclose,
+            copy_shutdown_timeout_seconds=budget,
+            observability_shutdown_timeout_seconds=budget,
         )
+        step = closing() if self.close_builder else builder.wait_for_refreshes()
         try:
             try:
                 await asyncio.wait_for(step, budget)
@@ -164,12 +167,11 @@ class FacadeCore:
                 # Refreshes outlived the timeout: an owned builder cancels them and closes; a
                 # borrowed one keeps them (they end with the loop).
                 if self.close_builder:
-                    await builder.aclose(
-                        cancel_refreshes=True, observability_shutdown_timeout_seconds=budget
-                    )
+                    await closing(cancel_refreshes=True)
         finally:
             if self.close_builder:
-                # The loop thread stops only after late buffer workers have finished.
+                # A copy or buffer shutdown timeout propagates from close(), but the loop
+                # thread stops only after the late copies and buffer workers have finished.
                 await builder.wait_for_background_shutdown()
 
     def finalize(self) -> None:

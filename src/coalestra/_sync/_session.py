@@ -18,7 +18,6 @@ from ..core import (
 )
 from ..core._closed import SYNC_SESSION_CLOSED, ClosedError
 from ..orchestration import SnapshotSession
-from ._core import run_sync
 from ._publisher import owner_core
 
 if TYPE_CHECKING:
@@ -144,13 +143,13 @@ class SyncSnapshotSession:
 
     def snapshot(self) -> Snapshot:
         """Everything pinned so far plus the remembered errors (read on the loop thread, where
-        the session's stages run).
+        the session's stages run; copied like :meth:`SnapshotSession.snapshot_async`).
 
         Raises:
             RuntimeError: as :meth:`resolve`.
         """
         self._check_open()
-        return self._core.call(run_sync, self._session.snapshot)
+        return self._core.call(self._session.snapshot_async)
 
     def close(self) -> None:
         """Close the session. Idempotent; a no-op once the facade is closed (the session

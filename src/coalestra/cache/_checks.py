@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from ..core import ResourceKey, SnapshotValue
+from ..core import FreshnessPolicy, ResourceKey, SnapshotValue
 from ..core._validation import check_bool
 from ._values import ResourceUpdate
 
@@ -66,3 +66,18 @@ def check_metadata(metadata: object) -> Mapping[str, Any] | None:
     if metadata is not None and not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
     return metadata
+
+
+def explain_bad_read(keys: Collection[Any], policies: Mapping[Any, Any]) -> None:
+    """Raise the precise error for the keys/policies that made a batch read fail."""
+    missing: list[ResourceKey] = []
+    for key in keys:
+        check_key(key, "keys item")
+        if key not in policies:
+            missing.append(key)
+        elif not isinstance(policies[key], FreshnessPolicy):
+            raise TypeError(
+                f"policies[{key}] must be a FreshnessPolicy, got {type(policies[key]).__name__}"
+            )
+    if missing:
+        raise KeyError("missing freshness policies for: " + ", ".join(map(str, missing)))

@@ -15,17 +15,21 @@ metadata (always ``copy.deepcopy``). Which copies go to a worker thread:
 that of a few of the containers inside it, never a full walk. A dict holding a 60,000-row list
 is large; a flat 10-key dict is not.
 
-At most ``max_concurrency`` copies run in threads at once. Cancelling a waiting caller does not
-stop a running thread, so its slot stays reserved until the thread really finishes.
+At most ``max_concurrency`` copies run in threads at once, in the owner's
+:class:`~coalestra.core._copy_runner.PayloadCopyRunner` (which counts them and stops them at
+shutdown). Cancelling a waiting caller does not stop a running thread, so its slot stays
+reserved until the thread really finishes.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence, Sized
+from functools import partial
 from typing import Any, final
 
 from ..core import PayloadIsolator, SnapshotValue
+from ..core._copy_runner import PayloadCopyRunner
 
 LARGE_PAYLOAD_ITEMS = 256
 """A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
@@ -89,15 +93,25 @@ class PayloadCopies:
         max_concurrency: the most copies running in worker threads at once (>= 1).
     """
 
-    __slots__ = ("_isolator", "_offload_all", "_offload_large", "_slots")
+    __slots__ = ("_isolator", "_offload_all", "_offload_large", "runner")
 
     def __init__(
-        self, isolator: PayloadIsolator, *, run_in_thread: bool | None, max_concurrency: int
+        self,
+        isolator: PayloadIsolator,
+        *,
+        run_in_thread: bool | None,
+        max_concurrency: int,
+        component: str = "cache",
     ) -> None:
         self._isolator = isolator
         self._offload_all = run_in_thread is True
         self._offload_large = run_in_thread is None and isolator.uses_default_copier
-        self._slots = asyncio.Semaphore(max_concurrency)
+        # Thread copies run in the owner's runner: bounded, counted, and stopped at shutdown.
+        self.runner = PayloadCopyRunner(
+            component,
+            run_in_thread=self._offload_all or self._offload_large,
+            max_concurrency=max_concurrency,
+        )
 
     @property
     def isolator(self) -> PayloadIsolator:
@@ -179,18 +193,4 @@ class PayloadCopies:
         return clone
 
     async def _copy_in_thread(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
-        await self._slots.acquire()
-        try:
-            task = asyncio.ensure_future(asyncio.to_thread(self._copy, value, context))
-        except BaseException:
-            self._slots.release()
-            raise
-        # The slot is released when the thread is done, not when this caller stops waiting:
-        # a cancelled caller cannot stop the thread, so the slot must stay reserved until then.
-        task.add_done_callback(self._thread_done)
-        return await asyncio.shield(task)
-
-    def _thread_done(self, task: asyncio.Future[Any]) -> None:
-        self._slots.release()
-        if not task.cancelled():
-            task.exception()  # retrieved here so an abandoned failure is not logged as lost
+        return await self.runner.run(partial(self._copy, value, context))

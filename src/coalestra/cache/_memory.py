@@ -21,9 +21,18 @@ from ..core._validation import (
     check_float,
     check_str,
 )
-from ._checks import check_collection, check_key, check_keys, check_value, check_values
+from ._checks import (
+    check_collection,
+    check_key,
+    check_keys,
+    check_value,
+    check_values,
+    explain_bad_read,
+)
 from ._config import CacheConfig
 from ._copying import PayloadCopies
+from ._lifecycle import CopyLifecycle
+from ._matching import NamespaceMatcher
 from ._memory_writes import MemoryWrites
 from ._store import MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
@@ -31,23 +40,8 @@ from ._values import CacheStats
 _READ = "cache read of"
 
 
-def _explain_bad_read(keys: Collection[Any], policies: Mapping[Any, Any]) -> None:
-    """Raise the precise error for the keys/policies that made a batch read fail."""
-    missing: list[ResourceKey] = []
-    for key in keys:
-        check_key(key, "keys item")
-        if key not in policies:
-            missing.append(key)
-        elif not isinstance(policies[key], FreshnessPolicy):
-            raise TypeError(
-                f"policies[{key}] must be a FreshnessPolicy, got {type(policies[key]).__name__}"
-            )
-    if missing:
-        raise KeyError("missing freshness policies for: " + ", ".join(map(str, missing)))
-
-
 @final
-class AsyncMemoryCache:
+class AsyncMemoryCache(CopyLifecycle):
     """A bounded in-process LRU cache of snapshot values; every write is monotonic.
 
     Reads judge a value's age (from ``observed_at``) under the caller's policy: up to the TTL a
@@ -76,6 +70,9 @@ class AsyncMemoryCache:
             every copy whatever its size and whatever the copier (it must be thread-safe);
             ``False`` copies inline always.
         max_copy_concurrency: the most copies running in threads at once (>= 1).
+
+    ``aclose()`` (or ``aclose_payload_copies()``) stops the worker-thread copies; reads and
+    writes then raise :class:`PayloadCopySubsystemClosedError` (``component="cache"``).
 
     Raises:
         TypeError, ValueError: for an argument of the wrong type or out of range.
@@ -117,18 +114,6 @@ class AsyncMemoryCache:
         """The LRU bound, or ``None``."""
         return self._config.max_entries
 
-    @property
-    def run_payload_copies_in_thread(self) -> bool:
-        """Whether copies may run in worker threads (as given; ``None`` was resolved to True
-        without a custom copier and to False with one)."""
-        given = self._config.run_payload_copies_in_thread
-        return self._config.payload_copier is None if given is None else given
-
-    @property
-    def max_copy_concurrency(self) -> int:
-        """The most copies running in worker threads at once."""
-        return self._config.max_copy_concurrency
-
     # -- reads ---------------------------------------------------------------------------------
 
     async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
@@ -142,6 +127,7 @@ class AsyncMemoryCache:
             TypeError, ValueError: ``key``, ``now`` or ``policy`` is invalid.
             PayloadIsolationError: the stored payload could not be copied.
         """
+        self._check_copies_open()
         check_key(key)
         now = check_float("now", now, minimum=None)
         if not isinstance(policy, FreshnessPolicy):
@@ -168,6 +154,7 @@ class AsyncMemoryCache:
                 finite, or ``policies`` lacks a FreshnessPolicy for a key.
             PayloadIsolationError: a stored payload could not be copied.
         """
+        self._check_copies_open()
         check_collection("keys", keys)
         now = check_float("now", now, minimum=None)
         if not isinstance(policies, Mapping):
@@ -176,7 +163,7 @@ class AsyncMemoryCache:
             results, pending = self._store.read(keys, now, policies)
         except (KeyError, AttributeError, TypeError):
             # Validating up front would double the cost of the hot loop; diagnose on failure.
-            _explain_bad_read(keys, policies)
+            explain_bad_read(keys, policies)
             raise
         if pending:
             await self._finish_reads(results, pending)
@@ -230,6 +217,7 @@ class AsyncMemoryCache:
             TypeError: an argument has the wrong type.
             PayloadIsolationError: a winning payload cannot be copied (nothing is stored).
         """
+        self._check_copies_open()
         check_value(value)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
@@ -260,6 +248,7 @@ class AsyncMemoryCache:
             TypeError: an argument has the wrong type.
             PayloadIsolationError: a winning payload cannot be copied; nothing is stored.
         """
+        self._check_copies_open()
         checked = check_values(values)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
@@ -330,7 +319,7 @@ class AsyncMemoryCache:
             check_str("name", name)
         if subject is not None:
             check_str("subject", subject, allow_empty=True)
-        return self._store.remove_matching(_NamespaceMatcher(namespace, name, subject))
+        return self._store.remove_matching(NamespaceMatcher(namespace, name, subject))
 
     async def prune(
         self, *, now: float, policy_resolver: FreshnessPolicyProvider
@@ -360,34 +349,3 @@ class AsyncMemoryCache:
     async def clear(self) -> None:
         """Drop every entry; statistics keep counting."""
         self._store.clear()
-
-
-@final
-class _NamespaceMatcher:
-    """Matches keys by namespace, name and subject, normalized like each key's own parts."""
-
-    __slots__ = ("_name", "_namespace", "_normalized", "_subject")
-
-    def __init__(self, namespace: str, name: str | None, subject: str | None) -> None:
-        self._namespace = namespace
-        self._name = name
-        self._subject = subject
-        # One normalization per distinct normalizer, not one per key.
-        self._normalized: dict[int, tuple[str, str | None, str | None]] = {}
-
-    def __call__(self, key: ResourceKey) -> bool:
-        normalizer = key._normalizer
-        parts = self._normalized.get(id(normalizer))
-        if parts is None:
-            parts = (
-                normalizer.namespace(self._namespace),
-                None if self._name is None else normalizer.name(self._name),
-                None if self._subject is None else normalizer.subject(self._subject),
-            )
-            self._normalized[id(normalizer)] = parts
-        namespace, name, subject = parts
-        return (
-            key.namespace == namespace
-            and (name is None or key.name == name)
-            and (subject is None or key.subject == subject)
-        )

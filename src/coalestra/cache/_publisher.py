@@ -19,7 +19,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
-from ..core._closed import ClosedError
+from ..core._copy_runner import check_copy_settings
 from ..core._validation import (
     EMPTY_MAPPING,
     check_str,
@@ -28,6 +28,7 @@ from ..observability._instrumentation import Instrumentation
 from ._checks import check_flags, check_key, check_keys, check_metadata, check_updates, require
 from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
+from ._lifecycle import PublisherCopies
 from ._memory import AsyncMemoryCache
 from ._revisions import Revisions
 from ._store import reduce_batch
@@ -42,12 +43,9 @@ _STATUS = {
 }
 _STATUS_TEXT = {status: published.value for status, published in _STATUS.items()}
 
-# The publisher's own large copies (of results) share this many worker threads.
-_COPY_THREADS = 4
-
 
 @final
-class ResourcePublisher:
+class ResourcePublisher(PublisherCopies):
     """Publishes pushed events straight into a cache, monotonically.
 
     A publication is compared with whatever the cache holds at write time (fetched values, stale
@@ -78,6 +76,9 @@ class ResourcePublisher:
         authority_resolver: gives each (key, source) its authority rank (default: rank 0).
         max_pending_tasks: the most per-key cache calls of one batch in flight (>= 1).
         health_tracker: reserved; accepted and currently unused.
+        run_payload_copies_in_thread / max_copy_concurrency: as for :class:`AsyncMemoryCache`;
+            :meth:`aclose` stops these copies (publishing afterwards raises
+            :class:`PayloadCopySubsystemClosedError`).
 
     Raises:
         TypeError, ValueError: for an argument of the wrong type or out of range, or both
@@ -103,7 +104,10 @@ class ResourcePublisher:
         authority_resolver: AuthorityPolicyResolver | None = None,
         max_pending_tasks: int = 8,
         health_tracker: object | None = None,
+        run_payload_copies_in_thread: bool | None = None,
+        max_copy_concurrency: int = 4,
     ) -> None:
+        check_copy_settings(run_payload_copies_in_thread, max_copy_concurrency)
         config = PublisherConfig(
             cache=cache,
             clock=clock,
@@ -145,7 +149,10 @@ class ResourcePublisher:
         self._reporting = self._report.enabled  # the sinks are fixed here, so is this
         self._revisions = Revisions(config)
         self._copies = PayloadCopies(
-            config.isolator, run_in_thread=None, max_concurrency=_COPY_THREADS
+            config.isolator,
+            run_in_thread=run_payload_copies_in_thread,
+            max_concurrency=max_copy_concurrency,
+            component="publisher",
         )
         # AsyncMemoryCache stores private copies and returns isolated previous revisions, so
         # the publisher need not copy into it or out of it; other caches are not trusted to.
@@ -164,7 +171,7 @@ class ResourcePublisher:
 
     def _check_open(self) -> None:
         if self._refusal is not None:
-            raise ClosedError(self._refusal)
+            self._refuse(self._refusal)
 
     async def publish(
         self,
@@ -201,7 +208,7 @@ class ResourcePublisher:
                 closed").
         """
         if self._refusal is not None:
-            raise ClosedError(self._refusal)
+            self._refuse(self._refusal)
         check_flags(force, replace_equal)
         if metadata is not None:
             check_metadata(metadata)

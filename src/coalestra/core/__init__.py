@@ -30,6 +30,11 @@ from ._capabilities import (
     require_capabilities,
 )
 from ._clock import Clock, SystemClock
+from ._copy_runner import (
+    PayloadCopyHealth,
+    PayloadCopyShutdownTimeoutError,
+    PayloadCopySubsystemClosedError,
+)
 from ._degradation import RequestDegradationPolicy, SnapshotResult, SnapshotResultState
 from ._errors import (
     CircuitOpenError,
@@ -113,6 +118,9 @@ __all__ = [
     "build_capabilities",
     "capabilities",
     "require_capabilities",
+    "PayloadCopyHealth",
+    "PayloadCopyShutdownTimeoutError",
+    "PayloadCopySubsystemClosedError",
     "RequestDegradationPolicy",
     "SnapshotResult",
     "SnapshotResultState",

@@ -42,6 +42,7 @@ from ..core import (
     SystemClock,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
+from ..core._copy_runner import PayloadCopyRunner, PayloadCopyShutdownTimeoutError
 from ..core._validation import frozen_mapping
 from ..observability import BufferOverflowPolicy, NullEventSink, NullMetrics
 from ..observability._buffering import ObservabilityBuffers, check_shutdown_budget
@@ -61,6 +62,7 @@ from ._assembly import (
     requested_keys,
 )
 from ._cache_access import CacheAccess
+from ._copies import BuilderCopies, CopyShutdown, SourceCopies
 from ._counters import EngineCounters
 from ._engine import Engine
 from ._flights import SingleFlight
@@ -89,7 +91,7 @@ T = TypeVar("T")
 
 
 @final
-class SnapshotBuilder:
+class SnapshotBuilder(CopyShutdown):
     """Builds consistent snapshots of many resources from prioritized sources.
 
     One long-lived builder serves every build and session of an application: its cache,
@@ -131,6 +133,9 @@ class SnapshotBuilder:
         source_support_cache_max_entries: int | None = 100000,
         manage_lifecycle: bool = False,
         payload_copier: PayloadCopier | None = None,
+        run_payload_copies_in_thread: bool | None = None,
+        max_copy_concurrency: int = 4,
+        copy_shutdown_timeout_seconds: float = 5.0,
         cache_run_payload_copies_in_thread: bool | None = None,
         cache_max_copy_concurrency: int = 4,
         tracer: Tracer | None = None,
@@ -175,6 +180,14 @@ class SnapshotBuilder:
             else options.circuit_breaker
         )
         self._isolator = PayloadIsolator(options.payload_copier)
+        given = options.run_payload_copies_in_thread
+        runner = PayloadCopyRunner(
+            "builder",
+            run_in_thread=self._isolator.uses_default_copier if given is None else given,
+            max_concurrency=options.max_copy_concurrency,
+            clock=clock,
+        )
+        self._copies = BuilderCopies(runner, cache, owns_cache=options.cache is None)
         self._tracer = NullTracer() if options.tracer is None else options.tracer
         # The sinks as given: what ``manage_lifecycle`` closes. Every part reports to
         # ``self._metrics``/``self._events``: the same sinks, or the builder's buffers around them.
@@ -206,7 +219,10 @@ class SnapshotBuilder:
             payload_isolator=self._isolator,
             authority_resolver=ranked,
             max_pending_tasks=self.max_pending_tasks,
+            run_payload_copies_in_thread=given,
+            max_copy_concurrency=options.max_copy_concurrency,
         )
+        self._publisher._share_copy_runner(runner)  # its aclose() does not stop the builder's
         self._closed = False
         self._components_closed = False
         # Downstream sinks whose buffer outlived the shutdown budget: closed once it ends.
@@ -217,6 +233,12 @@ class SnapshotBuilder:
     ) -> Engine:
         """The resolution engine every build and session of this builder shares."""
         options, clock = self._options, self._clock
+        copies = SourceCopies(
+            self._isolator,
+            self._copies.components["builder"],
+            self._counters,
+            offload_all=options.run_payload_copies_in_thread is True,
+        )
         engine = Engine(
             sources=self._sources,
             chains=SourceChains(
@@ -247,8 +269,10 @@ class SnapshotBuilder:
                 authority=ranked,
                 isolator=self._isolator,
                 report=self._report,
+                copies=copies,
             ),
             isolator=self._isolator,
+            copies=copies,
             policies=policies,
             clock=clock,
             report=self._report,
@@ -794,6 +818,7 @@ class SnapshotBuilder:
         *,
         cancel_refreshes: bool = False,
         timeout: float | None = None,
+        copy_shutdown_timeout_seconds: float | None = None,
         observability_shutdown_timeout_seconds: float | None = None,
     ) -> None:
         """Close the builder: no new builds, session stages or publications (they raise
@@ -810,6 +835,11 @@ class SnapshotBuilder:
         default) bounds the wait for refreshes: those still running after ``timeout`` seconds
         are cancelled, so a hung refresh cannot hang ``aclose()``. ``None`` waits for them.
 
+        Then payload copies stop (the ``"builder"`` component and the default cache's): new
+        copies are refused (:class:`PayloadCopySubsystemClosedError`), callers waiting for
+        copy capacity fail at once, running copies get ``copy_shutdown_timeout_seconds``
+        (default: the builder's option, 5 s).
+
         With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
         in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
         awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
@@ -817,13 +847,17 @@ class SnapshotBuilder:
         :meth:`wait_for_observability_shutdown` has seen the buffer's worker end.
 
         Raises:
+            PayloadCopyShutdownTimeoutError: copies still ran when their budget ran out
+                (everything else is closed; see :meth:`wait_for_payload_copy_shutdown`).
+                Raised rather than the observability timeout when both budgets ran out.
             ObservabilityShutdownTimeoutError: a buffer's worker was still delivering when the
                 budget passed (everything else is closed; health shows
                 ``observability_shutdown_incomplete=True``).
-            TypeError, ValueError: a bad ``timeout`` or
+            TypeError, ValueError: a bad ``timeout``, ``copy_shutdown_timeout_seconds`` or
                 ``observability_shutdown_timeout_seconds`` (checked before anything closes).
         """
         bound = check_close_timeout(timeout)
+        copy_budget = self._copy_budget(copy_shutdown_timeout_seconds)
         budget = (
             self._options.observability_shutdown_timeout_seconds
             if observability_shutdown_timeout_seconds is None
@@ -842,9 +876,16 @@ class SnapshotBuilder:
             await self._observability.shutdown(budget)
         except ObservabilityShutdownTimeoutError as error:
             late = error
+        late_copies: PayloadCopyShutdownTimeoutError | None = None
+        try:
+            await self._copies.aclose(copy_budget)
+        except PayloadCopyShutdownTimeoutError as error:
+            late_copies = error
         if self._options.manage_lifecycle and not self._components_closed:
             self._components_closed = True
             await self._close_components(deferring=late is not None)
+        if late_copies is not None:
+            raise late_copies
         if late is not None:
             raise late
 
@@ -870,8 +911,10 @@ class SnapshotBuilder:
             await _close(sink)
 
     async def wait_for_background_shutdown(self) -> None:
-        """Wait for every straggler a bounded :meth:`aclose` left behind (observability
-        buffers still delivering); returns at once when there is none."""
+        """Wait for every straggler a bounded :meth:`aclose` left behind (payload copies still
+        running, observability buffers still delivering); returns at once when there is
+        none."""
+        await self.wait_for_payload_copy_shutdown()
         await self.wait_for_observability_shutdown()
 
     async def __aenter__(self) -> SnapshotBuilder:
@@ -933,6 +976,7 @@ class SnapshotBuilder:
             revalidation_failure_count=counters.revalidation_failures,
             **self._observability.health_fields(),
             **timeout_health(self._source_timeouts, counters),
+            **self._copies.health(),
         )
 
 

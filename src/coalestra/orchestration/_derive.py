@@ -26,6 +26,7 @@ from ..core import (
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
+from ._copies import hand_out
 from ._flights import Flight, FlightGroup, FlightWindow, Outcome, Raised
 from ._ledger import KeyLedger
 from ._machinery import Machinery
@@ -231,11 +232,18 @@ class Deriver:
             run.ledger.fail(key, source.name, failed, 0)
             return False
         ctx = run.ctx
-        values = {
-            dep: run.engine.consume(value, ctx)
+        ready = {
+            dep: value
             for dep in deps
             if isinstance(value := outcomes[dep], SnapshotValue)  # all are: errors returned above
         }
+        values: dict[ResourceKey, SnapshotValue[Any]] = {}
+        # The deriver's own copies (large ones off the loop, in one job for all of them).
+        await hand_out(run.engine, ready, ctx, (), values, errors)
+        if errors:  # copying large dependencies missed the deadline: no call is made
+            failed = DependencyResolutionError(key, source.name, errors)
+            run.ledger.fail(key, source.name, failed, 0)
+            return False
         dependencies = Snapshot(ctx.snapshot_id, ctx.requested_at, values)
         derive = source.derive
         assert derive is not None
@@ -257,7 +265,7 @@ class Deriver:
             if source.inherit_observed_at
             else None
         )
-        accepted = run.engine.factory.accept(
+        accepted = await run.engine.factory.accept(
             source,
             {key: result.value},
             result,
@@ -266,5 +274,6 @@ class Deriver:
             run.diag,
             versions=versions,
             oldest=oldest,
+            ctx=ctx,
         )
         return key in accepted

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, final
 
 from ..core import (
@@ -33,6 +34,7 @@ from ..observability._names import MISS as _MISS
 from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
 from ._batching import BatchCollector
 from ._cache_access import CacheAccess
+from ._copies import SourceCopies, hand_out
 from ._counters import EngineCounters
 from ._flights import Flight, Outcome, Raised, SingleFlight
 from ._gate import SourceGate
@@ -68,6 +70,7 @@ class Engine:
         gate: SourceGate,
         factory: ValueFactory,
         isolator: PayloadIsolator,
+        copies: SourceCopies,
         policies: FreshnessPolicyProvider,
         clock: Clock,
         report: Instrumentation,
@@ -82,6 +85,7 @@ class Engine:
         self.gate = gate
         self.factory = factory
         self.isolator = isolator
+        self.copies = copies  # copies off the loop, in the builder's copy runner
         self.policy_for = policies.resolve
         self.clock = clock
         self.report = report
@@ -123,13 +127,16 @@ class Engine:
             values = dict(values)  # the build's first reading stays as it was read
         if claims:
             joined = view.joined
+            ready: dict[ResourceKey, SnapshotValue[Any]] = {}
             for key, outcome in (await self.wait(claims, ctx)).items():
                 if isinstance(outcome, Exception):
                     if type(outcome) is Raised:
                         raise outcome.error
                     errors[key] = as_resolution_error(key, outcome)
                 else:
-                    values[key] = self.consume(outcome, ctx, coalesced=key in joined)
+                    ready[key] = outcome
+            if ready:
+                await hand_out(self, ready, ctx, joined, values, errors)
         if view.session:
             await keep_inputs(self, view, values.values())
         if check:
@@ -507,9 +514,17 @@ class Engine:
     ) -> SnapshotValue[Any]:
         """A private copy of a flight's value for one reader, with its age as of now;
         ``coalesced``: the reader joined another build's flight (so the metadata says)."""
+        return self.reader_copy(outcome, ctx, coalesced)()
+
+    def reader_copy(
+        self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
+    ) -> Callable[[], SnapshotValue[Any]]:
+        """:meth:`consume` in two steps: the clock and policy are read now, on the loop; the
+        returned function only copies (so it may run in a worker thread)."""
         age = max(0.0, self.clock.now() - outcome.observed_at)
         policy: FreshnessPolicy = self.policy_for(outcome.key)
-        return self.isolator.clone_snapshot_value(
+        return partial(
+            self.isolator.clone_snapshot_value,
             outcome,
             context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
             age_seconds=age,

@@ -327,8 +327,8 @@ class GroupRun:
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, (key,), result)
             return False
-        return key in self.engine.factory.accept(
-            source, {key: result.value}, result, made, self.ledger, self.diag
+        return key in await self.engine.factory.accept(
+            source, {key: result.value}, result, made, self.ledger, self.diag, ctx=self.ctx
         )
 
     async def _fetch_chunk(
@@ -356,8 +356,8 @@ class GroupRun:
                 missing = omitted(f"batch source {source.name} omitted resource {key}")
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
-        accepted = self.engine.factory.accept(
-            source, payloads, result, made, self.ledger, self.diag
+        accepted = await self.engine.factory.accept(
+            source, payloads, result, made, self.ledger, self.diag, ctx=self.ctx
         )
         failed.extend(key for key in payloads if key not in accepted)
         return failed

@@ -8,7 +8,7 @@ none of them imports the engine module, which imports them: no import circle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from ..core import (
@@ -23,6 +23,7 @@ from ..core import (
 from ..observability._instrumentation import Instrumentation
 from ._batching import BatchCollector
 from ._cache_access import CacheAccess
+from ._copies import SourceCopies
 from ._counters import EngineCounters
 from ._flights import Flight, Outcome, SingleFlight
 from ._gate import SourceGate
@@ -157,4 +158,15 @@ class Machinery(Protocol):
         self, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
     ) -> SnapshotValue[Any]:
         """A private copy of a flight's value for one reader."""
+        ...
+
+    def reader_copy(
+        self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
+    ) -> Callable[[], SnapshotValue[Any]]:
+        """:meth:`consume` whose clock reads are done: the copy alone, to run anywhere."""
+        ...
+
+    @property
+    def copies(self) -> SourceCopies:
+        """Copies off the loop, through the builder's copy runner."""
         ...

@@ -42,6 +42,7 @@ from ..core import (
     SourceAuthorityPolicy,
 )
 from ..core._clock import check_clock
+from ..core._copy_runner import check_copy_timeout
 from ..core._validation import check_bool, check_float, check_optional_float
 from ..observability import BufferOverflowPolicy
 from ..observability._buffered import check_overflow
@@ -224,6 +225,20 @@ class BuilderOptions:
     )
     payload_copier: PayloadCopier | None = option(
         None, None, "copies mutable payloads at this builder's boundaries (payload isolation)."
+    )
+    run_payload_copies_in_thread: bool | None = option(
+        None,
+        _bool_or_none,
+        "the builder's own copies (source payloads, hand-outs, its publisher, "
+        "``snapshot_async()``): ``None`` copies large payloads of the built-in copier in "
+        "worker threads (one job per source call or build) and keeps a custom copier inline; "
+        "``True`` offloads every mutable payload's copy; ``False`` none.",
+    )
+    max_copy_concurrency: int = option(
+        4, _copy_concurrency, "the builder's copy jobs running at once (the others wait)."
+    )
+    copy_shutdown_timeout_seconds: float = option(
+        5.0, check_copy_timeout, "how long :meth:`aclose` gives running copies (> 0)."
     )
     cache_run_payload_copies_in_thread: bool | None = option(
         None, _bool_or_none, "copy payloads in a worker thread (the default cache only)."

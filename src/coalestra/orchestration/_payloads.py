@@ -14,6 +14,7 @@ from ..core import (
     AuthorityPolicyProvider,
     Clock,
     DiagnosticsCollector,
+    FetchContext,
     FreshnessPolicy,
     ObservationPolicy,
     PayloadIsolationError,
@@ -27,6 +28,7 @@ from ..core._policies import FutureObservationError
 from ..core._validation import EMPTY_MAPPING, frozen_mapping
 from ..core._values import wrap_payload
 from ..observability._instrumentation import Instrumentation
+from ._copies import COPY_FAILURES, Copied, CopyFailed, SourceCopies
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._sources import RegisteredSource
@@ -43,7 +45,15 @@ def normalize_payload(result: object) -> SourcePayload[Any]:
 class ValueFactory:
     """Makes snapshot values from source payloads; the one place provenance is stamped."""
 
-    __slots__ = ("_authority", "_clock", "_isolator", "_observation", "_policy_for", "_report")
+    __slots__ = (
+        "_authority",
+        "_clock",
+        "_copies",
+        "_isolator",
+        "_observation",
+        "_policy_for",
+        "_report",
+    )
 
     def __init__(
         self,
@@ -54,6 +64,7 @@ class ValueFactory:
         authority: AuthorityPolicyProvider | None,
         isolator: PayloadIsolator,
         report: Instrumentation,
+        copies: SourceCopies,
     ) -> None:
         self._report = report
         self._clock = clock
@@ -61,6 +72,7 @@ class ValueFactory:
         self._observation = observation
         self._authority = authority
         self._isolator = isolator
+        self._copies = copies
 
     def fails_circuit(self, key: ResourceKey, payload: SourcePayload[Any], now: float) -> bool:
         """True when a payload counts as a failed call on the source's circuit: its data is
@@ -94,7 +106,7 @@ class ValueFactory:
         answered = self.circuit_successes(called, result)
         return [*answered, *(key for key in called if key not in result)]
 
-    def accept(
+    async def accept(
         self,
         source: RegisteredSource,
         payloads: Mapping[ResourceKey, SourcePayload[Any]],
@@ -105,13 +117,23 @@ class ValueFactory:
         *,
         versions: Mapping[ResourceKey, str] | None = None,
         oldest: float | None = None,
+        ctx: FetchContext | None = None,
     ) -> set[ResourceKey]:
         """Make values of what one call returned; add the good ones to ``made`` (to commit
         with their level) and return their keys. A stale payload is kept in ``ledger`` as a
-        last resort instead; a rejected one is recorded there as the key's failure."""
+        last resort instead; a rejected one is recorded there as the key's failure. Large
+        payloads are first copied off the loop in one job, within ``ctx``'s deadline (see
+        :mod:`._copies`)."""
+        copied = None
+        offloaded = self._copies.wanted(payloads)
+        if offloaded:
+            timeout = None if ctx is None else ctx.remaining_seconds(self._clock)
+            copied = await self._copies.copy(source.name, payloads, offloaded, timeout)
         accepted: list[SnapshotValue[Any]] = []
         for key, payload in payloads.items():
-            value = self._make_or_fail(source, key, payload, result, ledger, diag, versions, oldest)
+            value = self._make_or_fail(
+                source, key, payload, result, ledger, diag, versions, oldest, copied
+            )
             if value is None:
                 continue
             # A value stamped with its oldest input's time (opt-in) is as old as that input;
@@ -153,8 +175,10 @@ class ValueFactory:
         diag: DiagnosticsCollector,
         versions: Mapping[ResourceKey, str] | None,
         oldest: float | None,
+        copied: Copied | None,
     ) -> SnapshotValue[Any] | None:
-        """:meth:`make`, or ``None`` with the rejection recorded as the key's failure."""
+        """:meth:`make`, or ``None`` with the rejection recorded as the key's failure (a copy
+        that missed the deadline counts as an exceeded deadline)."""
         try:
             return self.make(
                 source,
@@ -164,8 +188,9 @@ class ValueFactory:
                 latency_ms=result.latency_ms,
                 default_observed_at=oldest,
                 dependency_versions=versions or EMPTY_MAPPING,
+                copied=copied,
             )
-        except (SourceProtocolError, PayloadIsolationError) as error:
+        except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
             if isinstance(error, FutureObservationError):
                 diag.future_timestamp_rejections += 1
             if isinstance(error, SourceProtocolError):
@@ -184,12 +209,16 @@ class ValueFactory:
         latency_ms: float,
         default_observed_at: float | None = None,
         dependency_versions: Mapping[ResourceKey, str] = EMPTY_MAPPING,
+        copied: Copied | None = None,
     ) -> SnapshotValue[Any]:
-        """Build the value ``source`` produced for ``key``.
+        """Build the value ``source`` produced for ``key``; ``copied`` holds payload copies
+        already made (see :mod:`._copies`).
 
         Raises:
             SourceProtocolError: ``observed_at`` is not finite or too far in the future.
             PayloadIsolationError: the payload or its metadata cannot be copied.
+            SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError: its copy off the
+                loop missed the deadline or was refused (the builder is closing).
         """
         now = self._clock.now()
         context = f"{key} from source {source.name!r}"
@@ -205,9 +234,15 @@ class ValueFactory:
             metadata = {**metadata, "clock_skew_seconds": skew}
         age = max(0.0, now - observed)
         rank = 0 if self._authority is None else self._authority.rank_for(key, source.name)
+        if copied is not None and key in copied:
+            copy = copied[key]
+            if type(copy) is CopyFailed:
+                raise copy.error
+        else:
+            copy = self._isolator.copy(payload.value, context=context)
         return SnapshotValue._trusted(
             key,
-            self._isolator.copy(payload.value, context=context),
+            copy,
             source.name,
             observed,
             now,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, final
 
@@ -560,6 +561,23 @@ class SnapshotSession:
         """
         self._check_open()
         return self._accumulated(None)
+
+    async def snapshot_async(self) -> Snapshot:
+        """:meth:`snapshot`, its copies made through the builder's copy runner: in a worker
+        thread when the builder offloads copies and a pinned payload needs one (one job for
+        the whole snapshot), inline otherwise. It waits for a running stage to finish.
+
+        Raises:
+            SessionClosedError, RuntimeError: as :meth:`resolve`.
+            PayloadCopySubsystemClosedError: the builder's copies are shutting down.
+        """
+        self._check_open()
+        async with self._lock:
+            self._check_open()
+            copies = self._runtime.engine.copies
+            if not copies.wanted_for(self._memo.values.values()):
+                return self._accumulated(None)
+            return await copies.runner.run(partial(self._accumulated, None))
 
     # -- lifecycle ---------------------------------------------------------------------------
 

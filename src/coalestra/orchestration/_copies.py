@@ -1,0 +1,274 @@
+"""The builder's payload copies at the source boundary, through its bounded copy runner.
+
+A value a source returns is copied before the build keeps it (the source may mutate what it
+returned). Most copies stay inline: immutable payloads need none, and a small mutable one costs
+less to copy than a thread hop. With ``run_payload_copies_in_thread`` resolved to True, the
+payloads of one source call that are large (``cache._copying.is_large``; every mutable one when
+the option was ``True`` explicitly) are copied together in **one** job of the builder's
+:class:`~coalestra.core._copy_runner.PayloadCopyRunner`: one thread hop per call, never per
+key, bounded by ``max_copy_concurrency`` and by what is left of the snapshot deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, final
+
+from ..cache import AsyncMemoryCache
+from ..cache._copying import is_large
+from ..core import (
+    FetchContext,
+    PayloadIsolationError,
+    PayloadIsolator,
+    ResourceKey,
+    SnapshotValue,
+    SourcePayload,
+)
+from ..core._copy_runner import (
+    PayloadCopyHealth,
+    PayloadCopyRunner,
+    PayloadCopyShutdownTimeoutError,
+    PayloadCopySubsystemClosedError,
+    check_copy_timeout,
+    shut_down_runners,
+)
+
+if TYPE_CHECKING:
+    from ._counters import EngineCounters
+    from ._machinery import Machinery
+    from ._options import BuilderOptions
+from ..core._errors import SnapshotDeadlineExceededError
+from ._ledger import as_resolution_error
+
+
+@final
+class CopyFailed:
+    """Why a payload has no copy: :meth:`ValueFactory.make` raises ``error`` for its key."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+Copied = Mapping[ResourceKey, Any]
+"""Key -> the payload's copy, or a :class:`CopyFailed`."""
+
+COPY_FAILURES = (SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError)
+"""Why a copy job did not run or end in time: its keys fail (at their source, or as a whole)."""
+
+
+@final
+class SourceCopies:
+    """Decides which source payloads are copied off the loop, and copies them in one job."""
+
+    __slots__ = ("_counters", "_isolator", "_offload_all", "runner")
+
+    def __init__(
+        self,
+        isolator: PayloadIsolator,
+        runner: PayloadCopyRunner,
+        counters: EngineCounters,
+        *,
+        offload_all: bool,
+    ) -> None:
+        self._isolator = isolator
+        self.runner = runner
+        self._counters = counters
+        self._offload_all = offload_all
+
+    def wanted(self, payloads: Mapping[ResourceKey, SourcePayload[Any]]) -> list[ResourceKey]:
+        """The keys whose payload goes to the runner (usually none: a cheap check per key)."""
+        if not self.runner.run_in_thread:
+            return []
+        needs_copy = self._isolator.needs_copy
+        return [
+            key
+            for key, payload in payloads.items()
+            if needs_copy(payload.value) and (self._offload_all or is_large(payload.value))
+        ]
+
+    def offloads(self, values: Iterable[SnapshotValue[Any]]) -> bool:
+        """True when copying ``values`` goes to the runner: it offloads, and one of them is
+        large (with ``True``: mutable) -- small and immutable values are copied inline."""
+        if not self.runner.run_in_thread:
+            return False
+        needs_copy = self._isolator.needs_copy
+        return any(
+            needs_copy(value.value) and (self._offload_all or is_large(value.value))
+            for value in values
+        )
+
+    def wanted_for(self, values: Iterable[SnapshotValue[Any]]) -> bool:
+        """True when copying ``values`` should go to the runner: it offloads, and one of them
+        holds a mutable payload or metadata (immutable values are shared, never copied)."""
+        if not self.runner.run_in_thread:
+            return False
+        isolator = self._isolator
+        return any(
+            isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
+            for value in values
+        )
+
+    async def copy(
+        self,
+        source: str,
+        payloads: Mapping[ResourceKey, SourcePayload[Any]],
+        keys: list[ResourceKey],
+        timeout: float | None,
+    ) -> Copied:
+        """Copies of every payload: those of ``keys`` in one runner job within ``timeout``,
+        the others inline first, before this task yields (a source may mutate what it
+        returned from its next loop callback on; a payload handed to a worker thread must be
+        left alone until the copy is done, as with any offloaded copy).
+
+        A key whose copy failed (or whose job missed the deadline, or was refused because the
+        builder is closing) maps to a :class:`CopyFailed`: it fails at this source only.
+        """
+        copy = self._isolator.copy
+
+        def copies(picked: Iterable[ResourceKey]) -> dict[ResourceKey, Any]:
+            made: dict[ResourceKey, Any] = {}
+            for key in picked:
+                try:
+                    made[key] = copy(payloads[key].value, context=f"{key} from source {source!r}")
+                except PayloadIsolationError as error:
+                    made[key] = CopyFailed(error)
+            return made
+
+        offloaded = set(keys)
+        made = copies(key for key in payloads if key not in offloaded)
+        try:
+            made.update(await self.runner.run(partial(copies, keys), timeout=timeout))
+        except COPY_FAILURES as error:
+            self.count_failure(error, len(keys))
+            made.update(dict.fromkeys(keys, CopyFailed(error)))
+        return made
+
+    def count_failure(self, error: Exception, keys: int) -> None:
+        """A job that missed the deadline fails its keys: each counts as an exceeded deadline
+        (``BuilderHealth.deadline_exceeded_count``), as a key cut by the deadline elsewhere."""
+        if isinstance(error, SnapshotDeadlineExceededError):
+            self._counters.deadline_exceeded += keys
+
+
+@final
+class BuilderCopies:
+    """The builder's copy components (``"builder"``, and ``"cache"`` for the default cache it
+    made): their health and their controlled shutdown."""
+
+    __slots__ = ("_ended", "components")
+
+    def __init__(self, runner: PayloadCopyRunner, cache: object, *, owns_cache: bool) -> None:
+        self.components: dict[str, PayloadCopyRunner] = {"builder": runner}
+        if owns_cache and isinstance(cache, AsyncMemoryCache):
+            self.components["cache"] = cache._payload_copy_runner
+        self._ended = False
+
+    def health(self) -> dict[str, Any]:
+        """The ``BuilderHealth`` copy fields: per component, sums, and "any incomplete"."""
+        parts: dict[str, PayloadCopyHealth] = {
+            name: runner.health() for name, runner in self.components.items()
+        }
+        every = parts.values()
+        return {
+            "payload_copy_components": parts,
+            "active_payload_copies": sum(h.active_copies for h in every),
+            "waiting_for_copy_capacity": sum(h.waiting_for_capacity for h in every),
+            "payload_copy_started_count": sum(h.started_count for h in every),
+            "payload_copy_completed_count": sum(h.completed_count for h in every),
+            "payload_copy_failure_count": sum(h.failure_count for h in every),
+            "payload_copy_timeout_count": sum(h.timeout_count for h in every),
+            "payload_copy_capacity_timeout_count": sum(h.capacity_timeout_count for h in every),
+            "payload_copy_shutdown_incomplete": any(h.shutdown_incomplete for h in every),
+            "payload_copy_shutdown_timeout_count": sum(h.shutdown_timeout_count for h in every),
+            "payload_copy_active_at_last_shutdown_timeout": sum(
+                h.active_at_last_shutdown_timeout for h in every
+            ),
+        }
+
+    async def aclose(self, timeout: float) -> None:
+        """Shut every component down within ``timeout``. Once it has ended (done or timed out)
+        later calls return at once; a call cancelled while waiting leaves it to the next one.
+
+        Raises:
+            PayloadCopyShutdownTimeoutError: copies still ran when the budget ran out.
+        """
+        if self._ended:
+            return
+        try:
+            await shut_down_runners(self.components, timeout)
+        except PayloadCopyShutdownTimeoutError:
+            self._ended = True
+            raise
+        self._ended = True
+
+    async def wait_closed(self) -> None:
+        """Wait, without a budget, until no component runs a copy."""
+        for runner in self.components.values():
+            await runner.wait_closed()
+
+
+async def hand_out(
+    engine: Machinery,
+    ready: Mapping[ResourceKey, SnapshotValue[Any]],
+    ctx: FetchContext,
+    joined: Collection[ResourceKey],
+    values: dict[ResourceKey, SnapshotValue[Any]],
+    errors: dict[ResourceKey, Exception],
+) -> None:
+    """The reader copies of a build's resolved flights (:meth:`Engine.consume`) into
+    ``values``: inline, or in one job of the copy runner when one of them is large; a job that
+    misses the deadline (or is refused at shutdown) fails its keys instead."""
+    if not engine.copies.offloads(ready.values()):
+        for key, value in ready.items():
+            values[key] = engine.consume(value, ctx, coalesced=key in joined)
+        return
+    copies = [engine.reader_copy(value, ctx, key in joined) for key, value in ready.items()]
+    try:
+        made = await engine.copies.runner.run(
+            lambda: [copy() for copy in copies], timeout=ctx.remaining_seconds(engine.clock)
+        )
+    except (SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError) as error:
+        engine.copies.count_failure(error, len(ready))
+        errors.update((key, as_resolution_error(key, error)) for key in ready)
+        return
+    values.update(zip(ready, made, strict=True))
+
+
+class CopyShutdown:
+    """The builder's payload-copy attributes and its waits for late copies (a base of
+    :class:`SnapshotBuilder`, kept here with the rest of its copy machinery)."""
+
+    if TYPE_CHECKING:
+        _copies: BuilderCopies
+        _options: BuilderOptions
+
+    @property
+    def run_payload_copies_in_thread(self) -> bool:
+        """Whether the builder's copies may run in worker threads (``None`` resolved: True with
+        the built-in copier, False with a custom one)."""
+        return self._copies.components["builder"].run_in_thread
+
+    @property
+    def max_copy_concurrency(self) -> int:
+        """The most builder copy jobs running at once."""
+        return self._copies.components["builder"].max_concurrency
+
+    @property
+    def copy_shutdown_timeout_seconds(self) -> float:
+        """How long :meth:`aclose` gives running copies, by default."""
+        return self._options.copy_shutdown_timeout_seconds
+
+    def _copy_budget(self, given: object) -> float:
+        """The copy budget of one ``aclose()``: ``given``, checked (before anything closes),
+        or the builder's ``copy_shutdown_timeout_seconds``."""
+        if given is None:
+            return self._options.copy_shutdown_timeout_seconds
+        return check_copy_timeout("copy_shutdown_timeout_seconds", given)
+
+    async def wait_for_payload_copy_shutdown(self) -> None:
+        """Wait, without a budget, until copies still running after :meth:`aclose` have ended
+        (each component then reports ``shutdown_complete=True``)."""
+        await self._copies.wait_closed()
