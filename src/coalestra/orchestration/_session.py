@@ -574,7 +574,7 @@ class SnapshotSession:
         self._check_open()
         async with self._lock:
             self._check_open()
-            copies = self._runtime.engine.copies
+            copies = self._engine.copies
             if not copies.wanted_for(self._memo.values.values()):
                 return self._accumulated(None)
             return await copies.runner.run(partial(self._accumulated, None))
