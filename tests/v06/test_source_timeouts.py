@@ -229,6 +229,33 @@ def test_guarantee_fields_in_order_and_frozen() -> None:
         guarantee.status = Status.UNDECLARED  # type: ignore[misc]
 
 
+def test_guarantees_validate_their_fields() -> None:
+    fields: dict[str, Any] = {
+        "source": "db",
+        "status": "protected",
+        "declaration_present": True,
+        "blocking_io": True,
+        "blocking_io_offloaded": True,
+        "transport_timeout_seconds": 1,
+        "source_timeout_seconds": None,
+    }
+    made = SourceTimeoutGuarantee(**fields)
+    assert made.status is Status.PROTECTED
+    assert made.transport_timeout_seconds == 1.0
+    bad: list[tuple[dict[str, Any], type[Exception]]] = [
+        ({"source": 1}, TypeError),
+        ({"source": " "}, ValueError),
+        ({"status": "safe"}, ValueError),
+        ({"blocking_io": 1}, TypeError),
+        ({"declaration_present": None}, TypeError),
+        ({"transport_timeout_seconds": 0}, ValueError),
+        ({"source_timeout_seconds": "5"}, TypeError),
+    ]
+    for change, error in bad:
+        with pytest.raises(error, match=next(iter(change))):
+            SourceTimeoutGuarantee(**(fields | change))
+
+
 @pytest.mark.parametrize(
     ("declared", "status"),
     [

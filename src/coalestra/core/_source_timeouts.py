@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol, final, runtime_checkable
 
-from ._validation import check_bool, check_optional_float
+from ._validation import check_bool, check_enum, check_optional_float, check_str
 
 
 @runtime_checkable
@@ -66,6 +66,10 @@ class SourceTimeoutGuarantee:
     ``source`` is the source's name; ``source_timeout_seconds`` the timeout that bounds its
     calls (``None``: unbounded). The other fields repeat the declarations (``False``/``None``
     for an undeclared source).
+
+    Raises:
+        TypeError, ValueError: a field has the wrong type or value (a ``status`` may be given
+            as its string value).
     """
 
     source: str
@@ -75,6 +79,15 @@ class SourceTimeoutGuarantee:
     blocking_io_offloaded: bool
     transport_timeout_seconds: float | None
     source_timeout_seconds: float | None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        check_str("source", self.source)
+        set_(self, "status", check_enum("status", self.status, SourceTimeoutGuaranteeStatus))
+        for name in ("declaration_present", "blocking_io", "blocking_io_offloaded"):
+            check_bool(name, getattr(self, name))
+        for name in ("transport_timeout_seconds", "source_timeout_seconds"):
+            set_(self, name, check_optional_float(name, getattr(self, name), positive=True))
 
     @property
     def safe(self) -> bool:
