@@ -486,8 +486,8 @@ def test_the_sync_facade_shares_calls_between_threads() -> None:
         ("0.1", TypeError, "batch_window_seconds must be a number, got str"),
         (True, TypeError, "batch_window_seconds must be a number, got bool"),
         (-0.5, ValueError, "batch_window_seconds must be >= 0.0, got -0.5"),
-        (math.inf, ValueError, "batch_window_seconds must be a finite number, got inf"),
-        (math.nan, ValueError, "batch_window_seconds must be a finite number, got nan"),
+        (math.inf, ValueError, "batch_window_seconds must be finite, got inf"),
+        (math.nan, ValueError, "batch_window_seconds must be finite, got nan"),
     ],
 )
 def test_bad_windows_are_refused(value: object, error: type[Exception], message: str) -> None:

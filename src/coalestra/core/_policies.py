@@ -58,12 +58,15 @@ class FreshnessPolicy:
             (default True; needs ``max_stale_seconds > ttl_seconds`` to have any effect).
         refresh_mode: see :class:`RefreshMode` (default ``BLOCKING``).
         refresh_ahead_seconds: for ``REFRESH_AHEAD`` only, how long before the TTL a fresh value
-            is refreshed in the background; must not exceed a finite ``ttl_seconds``.
+            is refreshed in the background; finite, and must not exceed a finite
+            ``ttl_seconds``.
 
     Raises:
         TypeError: a duration is not a number, or a flag is not a bool.
-        ValueError: NaN, a negative duration, ``max_stale_seconds < ttl_seconds``, or a
-            ``refresh_ahead_seconds`` that the mode or the TTL does not allow.
+        ValueError: a NaN window (``"ttl_seconds cannot be NaN"``), a non-finite
+            ``refresh_ahead_seconds`` (``"refresh_ahead_seconds must be finite"``), a negative
+            duration, ``max_stale_seconds < ttl_seconds``, or a ``refresh_ahead_seconds`` that
+            the mode or the TTL does not allow.
     """
 
     ttl_seconds: float
@@ -82,7 +85,7 @@ class FreshnessPolicy:
             raise ValueError("max_stale_seconds must be greater than or equal to ttl_seconds")
         check_bool("allow_stale_on_error", self.allow_stale_on_error)
         mode = check_enum("refresh_mode", self.refresh_mode, RefreshMode)
-        ahead = _duration("refresh_ahead_seconds", self.refresh_ahead_seconds)
+        ahead = check_float("refresh_ahead_seconds", self.refresh_ahead_seconds, minimum=None)
         if ahead < 0.0:
             raise ValueError("refresh_ahead_seconds cannot be negative")
         if ahead != 0.0 and mode is not RefreshMode.REFRESH_AHEAD:

@@ -24,7 +24,7 @@ def _type_name(value: object) -> str:
 def check_bool(name: str, value: object) -> bool:
     """Return ``value`` when it is a real ``bool``; ints are refused to catch swapped arguments."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {_type_name(value)}")
+        raise TypeError(f"{name} must be a boolean, got {_type_name(value)}")
     return value
 
 
@@ -52,13 +52,17 @@ def check_float(
 ) -> float:
     """Return ``value`` as a finite float (``inf`` only with ``allow_inf``) in range.
 
-    ``minimum`` is inclusive; ``positive=True`` additionally refuses zero.
+    ``minimum`` is inclusive; ``positive=True`` additionally refuses zero. The messages use the
+    0.6.4 phrasings: ``"<name> must be finite"`` (NaN or inf), or ``"<name> cannot be NaN"``
+    where ``inf`` is a valid value.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {_type_name(value)}")
     result = float(value)
-    if math.isnan(result) or (math.isinf(result) and not allow_inf):
-        raise ValueError(f"{name} must be a finite number, got {result!r}")
+    if math.isnan(result) and allow_inf:
+        raise ValueError(f"{name} cannot be NaN")
+    if not allow_inf and not math.isfinite(result):
+        raise ValueError(f"{name} must be finite, got {result!r}")
     if positive and result <= 0.0:
         raise ValueError(f"{name} must be > 0, got {result!r}")
     if minimum is not None and result < minimum:
