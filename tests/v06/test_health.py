@@ -923,3 +923,34 @@ def test_sync_health_serializes_and_assesses_the_submission_backlog() -> None:
         assert built.assess().severity is S.HEALTHY
         loaded = dataclasses.replace(built, pending_submissions=4)
         assert only(loaded.assess()).reason is R.SUBMISSION_BACKLOG_HIGH
+
+
+async def test_a_live_unsafe_blocking_source_is_named_critical(clock: VirtualClock) -> None:
+    def blocking(key: ResourceKey, ctx: Any) -> str:
+        return "v"
+
+    unsafe = CallableSource(
+        name="legacy-db",
+        priority=2,
+        supports=lambda key: True,
+        fetcher=blocking,
+        blocking_io=True,  # declared blocking, but no transport timeout: not protected
+    )
+    async with SnapshotBuilder(
+        [unsafe, source()], clock=clock, allow_unsafe_blocking_sources=True
+    ) as builder:
+        health = await builder.health_snapshot()
+    finding = next(
+        item for item in health.assess().findings if item.reason is R.UNSAFE_BLOCKING_SOURCE
+    )
+    assert as_tuple(finding) == (
+        R.UNSAFE_BLOCKING_SOURCE,
+        S.CRITICAL,
+        "unsafe_blocking_source_count",
+        1,
+        0,
+        "legacy-db",
+    )
+    wire = health.to_dict()
+    assert wire["source_timeout_guarantees"]["legacy-db"]["blocking_io"] is True
+    assert strict_json(wire) == wire

@@ -133,8 +133,6 @@ class RecordBuffer(Generic[R]):
                 pending.popleft()
             self._enqueued += 1
             pending.append((self._enqueued, record))
-            if len(pending) >= self._peak:  # cheap test first; the in-flight record counts too
-                self._peak = max(self._peak, len(pending) + (1 if self._inflight else 0))
             if self._idle:
                 self._wakeup.notify()
             elif self._thread is None:
@@ -162,6 +160,9 @@ class RecordBuffer(Generic[R]):
                     self._idle = True
                     self._wakeup.wait()
                     self._idle = False
+                # Between two worker steps the queue only grows, so its peak is seen here (or
+                # in _account, _discard_queued, stats): producers pay nothing for it.
+                self._note_peak(len(queue))
                 self._inflight, record = queue.popleft()
             try:
                 deliver(record)
@@ -175,8 +176,14 @@ class RecordBuffer(Generic[R]):
                     )
             del record  # do not keep the last record alive while idle
 
+    def _note_peak(self, pending: int) -> None:
+        """Remember ``pending`` records as the peak when it is one. Called with the lock held."""
+        if pending > self._peak:
+            self._peak = pending
+
     def _account(self, delivered: bool) -> None:
         """Book the outcome of the record in flight. Called with the lock held."""
+        self._note_peak(len(self._queue) + 1)
         if delivered:
             self._delivered += 1
         else:
@@ -247,6 +254,7 @@ class RecordBuffer(Generic[R]):
     def _discard_queued(self) -> None:
         """Drop every queued record, counting it. Called with the lock held."""
         count = len(self._queue)
+        self._note_peak(count + (1 if self._inflight else 0))
         if count:
             self._queue.clear()
             self._dropped += count
@@ -256,12 +264,14 @@ class RecordBuffer(Generic[R]):
         """Return the counters, read consistently under the lock."""
         with self._lock:
             thread = self._thread
+            pending = len(self._queue) + (1 if self._inflight else 0)
+            self._note_peak(pending)
             return BufferedSinkStats(
                 enqueued=self._enqueued,
                 delivered=self._delivered,
                 dropped=self._dropped,
                 failures=self._failures,
-                pending=len(self._queue) + (1 if self._inflight else 0),
+                pending=pending,
                 closed=self._closed,
                 max_pending=self._max_pending,
                 peak_pending=self._peak,
