@@ -7,11 +7,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, final
 
+from ._assessing import assess_health
 from ._assessment import (
     DEFAULT_ASSESSMENT_POLICY,
     BuilderHealthAssessment,
     BuilderHealthAssessmentPolicy,
-    assess_health,
 )
 from ._validation import EMPTY_MAPPING, check_bool, check_int, check_optional_int, frozen_mapping
 from ._wire import to_wire
