@@ -97,6 +97,18 @@ class Gate:
         self.opened.set()
 
 
+def gated_builder(gate: Gate, **options: Any) -> SnapshotBuilder:
+    """A builder whose own copies all go through ``gate`` in worker threads (its cache copies
+    inline, so only the builder's component is blocked)."""
+    return builder_of(
+        source_of(lambda key: {"v": key.subject}),
+        payload_copier=gate,
+        run_payload_copies_in_thread=True,
+        cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
+        **options,
+    )
+
+
 def on_real_loop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main()`` on a plain event loop (real time), for thread-bound waits."""
     loop = asyncio.new_event_loop()
@@ -408,13 +420,7 @@ async def test_health_aggregates_sum_the_components() -> None:
 
 async def test_concurrency_limit_makes_copies_wait_and_counts_it() -> None:
     gate = Gate()
-    builder = builder_of(
-        source_of(lambda key: {"v": key.subject}),
-        payload_copier=gate,
-        run_payload_copies_in_thread=True,
-        max_copy_concurrency=1,
-        cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
-    )
+    builder = gated_builder(gate, max_copy_concurrency=1)
     first = asyncio.ensure_future(builder.build([A]))
     second = asyncio.ensure_future(builder.build([B]))
     await wait_until(lambda: builder._copies.components["builder"].health().waiting_for_capacity)
@@ -437,12 +443,7 @@ def test_copy_time_counts_against_the_deadline() -> None:
     gate = Gate()
 
     async def main() -> None:
-        builder = builder_of(
-            source_of(lambda key: {"v": 1}),
-            payload_copier=gate,
-            run_payload_copies_in_thread=True,
-            cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
-        )
+        builder = gated_builder(gate)
         snapshot = await builder.build([A], strict=False, deadline_seconds=0.02)
         gate.release()
         assert snapshot.errors[A].failures[0].error_type == "SnapshotDeadlineExceededError"
@@ -459,13 +460,7 @@ def test_copy_capacity_waits_count_against_the_deadline() -> None:
     gate = Gate()
 
     async def main() -> None:
-        builder = builder_of(
-            source_of(lambda key: {"v": 1}),
-            payload_copier=gate,
-            run_payload_copies_in_thread=True,
-            max_copy_concurrency=1,
-            cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
-        )
+        builder = gated_builder(gate, max_copy_concurrency=1)
         holder = asyncio.ensure_future(builder.build([A]))
         await wait_until(gate.entered.is_set)
         with pytest.raises(SnapshotBuildError) as caught:
@@ -532,12 +527,7 @@ def test_shutdown_timeout_then_late_worker_completes() -> None:
     gate = Gate()
 
     async def main() -> None:
-        builder = builder_of(
-            source_of(lambda key: {"v": 1}),
-            payload_copier=gate,
-            run_payload_copies_in_thread=True,
-            cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
-        )
+        builder = gated_builder(gate)
         # A background refresh is awaited by aclose(), so its copy is running at shutdown.
         session = builder.session()
         pending = asyncio.ensure_future(session.resolve([A]))
@@ -731,12 +721,7 @@ def test_sync_session_snapshot_uses_the_async_path() -> None:
 
 def test_sync_close_propagates_the_copy_timeout_after_late_workers_end() -> None:
     gate = Gate()
-    builder = builder_of(
-        source_of(lambda key: {"v": 1}),
-        payload_copier=gate,
-        run_payload_copies_in_thread=True,
-        cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
-    )
+    builder = gated_builder(gate)
     sync = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=0.02)
     outcome: list[BaseException] = []
 
