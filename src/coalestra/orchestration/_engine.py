@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from typing import Any, final
 
 from ..core import (
@@ -514,23 +513,36 @@ class Engine:
     ) -> SnapshotValue[Any]:
         """A private copy of a flight's value for one reader, with its age as of now;
         ``coalesced``: the reader joined another build's flight (so the metadata says)."""
-        return self.reader_copy(outcome, ctx, coalesced)()
+        age, stale, metadata = self._reading(outcome, coalesced)
+        return self.isolator.clone_snapshot_value(
+            outcome,
+            context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
+            age_seconds=age,
+            stale=stale,
+            metadata=metadata,
+        )
 
     def reader_copy(
         self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
     ) -> Callable[[], SnapshotValue[Any]]:
         """:meth:`consume` in two steps: the clock and policy are read now, on the loop; the
         returned function only copies (so it may run in a worker thread)."""
+        age, stale, metadata = self._reading(outcome, coalesced)
+        context = f"{outcome.key} in snapshot {ctx.snapshot_id!r}"
+        clone = self.isolator.clone_snapshot_value
+        return lambda: clone(
+            outcome, context=context, age_seconds=age, stale=stale, metadata=metadata
+        )
+
+    def _reading(
+        self, outcome: SnapshotValue[Any], coalesced: bool
+    ) -> tuple[float, bool, Mapping[str, Any] | None]:
+        """What a reader's copy of ``outcome`` says: its age as of now, whether it is stale,
+        and its metadata (``None``: unchanged)."""
         age = max(0.0, self.clock.now() - outcome.observed_at)
         policy: FreshnessPolicy = self.policy_for(outcome.key)
-        return partial(
-            self.isolator.clone_snapshot_value,
-            outcome,
-            context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
-            age_seconds=age,
-            stale=outcome.stale or not policy.is_fresh(age),
-            metadata={**outcome.metadata, "coalesced_request": True} if coalesced else None,
-        )
+        stale = outcome.stale or not policy.is_fresh(age)
+        return age, stale, {**outcome.metadata, "coalesced_request": True} if coalesced else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
