@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError
 from enum import Enum
 from typing import Any, NoReturn, TypeVar, cast
 
 E = TypeVar("E", bound=Enum)
 C = TypeVar("C", bound=type)
+T = TypeVar("T")
 
 
 def _type_name(value: object) -> str:
@@ -208,3 +209,53 @@ def frozen_generic(cls: C) -> C:
     type.__setattr__(cls, "__setattr__", _refuse_setattr)
     type.__setattr__(cls, "__delattr__", _refuse_delattr)
     return cls
+
+
+# -- checks in the shape ``(name, value) -> value`` (the builder's option checks) --------------
+
+
+def at_least_one(name: str, value: object) -> int:
+    """A limit: an int of at least 1."""
+    return _limit(name, value, optional=False)  # type: ignore[return-value]  # not optional
+
+
+def at_least_one_or_none(name: str, value: object) -> int | None:
+    """An optional limit: ``None`` or an int of at least 1."""
+    return _limit(name, value, optional=True)
+
+
+def _limit(name: str, value: object, *, optional: bool) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        accepted = "an integer or None" if optional else "an integer"
+        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1" + (" or None" if optional else ""))
+    return value
+
+
+def positive_seconds_or_none(name: str, value: object) -> float | None:
+    """``None`` or a finite number of seconds ``> 0``."""
+    return check_optional_float(name, value, positive=True)
+
+
+def seconds_or_none(name: str, value: object) -> float | None:
+    """``None`` or a finite number of seconds ``>= 0``."""
+    return check_optional_float(name, value, positive=False)
+
+
+def seconds(name: str, value: object) -> float:
+    """A finite number of seconds ``>= 0`` (a grace)."""
+    return check_float(name, value, minimum=0.0)
+
+
+def instance_or_none(kind: type[T]) -> Callable[[str, object], T | None]:
+    """A check: ``None`` or an instance of ``kind``."""
+
+    def check(name: str, value: object) -> T | None:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return check

@@ -73,8 +73,6 @@ from ._options import (
     authority_provider,
     check_authority_cache,
     check_close_timeout,
-    check_named_sources,
-    distinct,
     freshness_provider,
     options_help,
     resilience_provider,
@@ -82,7 +80,7 @@ from ._options import (
 from ._payloads import ValueFactory
 from ._policy import PolicyResolver
 from ._session import SnapshotSession
-from ._sources import SourceChains, check_limits, register_sources
+from ._sources import SourceChains, check_limits, check_named_sources, register_sources
 from ._transport import TransportGuard, check_source_timeouts, timeout_health
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
@@ -806,12 +804,10 @@ class SnapshotBuilder(CopyShutdown):
     def _components(self) -> tuple[object, ...]:
         """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
         cache, events, metrics; each distinct object once."""
-        return distinct(
-            *(source.origin for source in self._sources),
-            self._cache,
-            self._given_events,
-            self._given_metrics,
-        )
+        sources = (source.origin for source in self._sources)
+        parts = (*sources, self._cache, self._given_events, self._given_metrics)
+        # One object in two roles (one sink for events and metrics, say) is closed once.
+        return tuple({id(part): part for part in parts}.values())
 
     async def aclose(
         self,

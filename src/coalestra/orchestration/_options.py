@@ -10,16 +10,14 @@ once with its type, default, check and one line of help::
 - the **help** line becomes the option's entry in the builder's docstring (``help()``);
 - the builder reads the checked value as ``options.<name>``.
 
-``SnapshotBuilder.__init__`` spells the same parameters, because type checkers and
-``inspect.signature`` need them there; its body hands them over as they are
-(``BuilderOptions(**given)``), and ``tests/orchestration/test_options.py`` fails when the
-signature and this declaration differ (names, order, defaults or types).
+``SnapshotBuilder.__init__`` spells the same parameters (type checkers and ``inspect.signature``
+need them there) and hands them over as they are; ``tests/orchestration/test_options.py`` fails
+when the signature and this declaration differ (names, order, defaults or types).
 
 To add an option: add its field here (type, default, check, help), add the same parameter to
 ``SnapshotBuilder.__init__``, and read ``options.<name>`` where it is used (a property on the
-builder, if users may read it back). Checks that involve several options at once (pairs that
-exclude each other, settings that need the registered sources) are the ``*_provider`` functions
-below, which the builder's ``__init__`` calls while wiring its parts.
+builder, if users may read it back). Checks of several options at once (pairs that exclude each
+other) are the ``*_provider`` functions below, called while the builder wires its parts.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar, final
+from typing import Any, final
 
 from ..core import (
     AsyncCache,
@@ -43,7 +41,15 @@ from ..core import (
 )
 from ..core._clock import check_clock
 from ..core._copy_runner import check_copy_timeout
-from ..core._validation import check_bool, check_float, check_optional_float
+from ..core._validation import (
+    at_least_one,
+    at_least_one_or_none,
+    check_bool,
+    instance_or_none,
+    positive_seconds_or_none,
+    seconds,
+    seconds_or_none,
+)
 from ..observability import BufferOverflowPolicy
 from ..observability._buffered import check_overflow
 from ..observability._buffering import check_buffer_mode, check_shutdown_budget
@@ -56,9 +62,6 @@ from ..resilience import (
 )
 from ._flights import SingleFlight
 from ._policy import DEFAULT_FRESHNESS, PolicyResolver
-from ._sources import RegisteredSource
-
-_T = TypeVar("_T")
 
 Check = Callable[[str, Any], Any]
 """An option's check: ``(name, value) -> the value to keep``; raises for a bad value."""
@@ -73,42 +76,6 @@ def option(default: Any, check: Check | None, help: str) -> Any:
 # -- checks of one option -------------------------------------------------------------------
 
 
-def at_least_one(name: str, value: object) -> int:
-    """A limit: an int of at least 1."""
-    return _limit(name, value, optional=False)  # type: ignore[return-value]  # not optional
-
-
-def at_least_one_or_none(name: str, value: object) -> int | None:
-    """An optional limit: ``None`` or an int of at least 1."""
-    return _limit(name, value, optional=True)
-
-
-def _limit(name: str, value: object, *, optional: bool) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        accepted = "an integer or None" if optional else "an integer"
-        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1" + (" or None" if optional else ""))
-    return value
-
-
-def positive_seconds_or_none(name: str, value: object) -> float | None:
-    """``None`` or a finite number of seconds ``> 0``."""
-    return check_optional_float(name, value, positive=True)
-
-
-def seconds_or_none(name: str, value: object) -> float | None:
-    """``None`` or a finite number of seconds ``>= 0``."""
-    return check_optional_float(name, value, positive=False)
-
-
-def seconds(name: str, value: object) -> float:
-    """A finite number of seconds ``>= 0`` (a grace)."""
-    return check_float(name, value, minimum=0.0)
-
-
 def check_close_timeout(value: object, name: str = "timeout") -> float | None:
     """``None`` or a finite number of seconds ``>= 0`` (0: cancel refreshes at once).
 
@@ -116,17 +83,6 @@ def check_close_timeout(value: object, name: str = "timeout") -> float | None:
         TypeError, ValueError: anything else (the message names ``name``).
     """
     return seconds_or_none(name, value)
-
-
-def instance_or_none(kind: type[_T]) -> Check:
-    """A check: ``None`` or an instance of ``kind``."""
-
-    def check(name: str, value: object) -> _T | None:
-        if value is not None and not isinstance(value, kind):
-            raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return check
 
 
 def _clock(name: str, value: object) -> Clock | None:
@@ -433,17 +389,6 @@ def resilience_provider(options: BuilderOptions) -> ResiliencePolicyResolver:
     return ResiliencePolicyResolver(default=default_resilience, overrides=source_resilience)
 
 
-def check_named_sources(
-    label: str, table: Mapping[str, Any] | None, sources: tuple[RegisteredSource, ...]
-) -> None:
-    """Every name in a per-source table must be a registered source."""
-    names = {source.name for source in sources}
-    for name in table or {}:
-        if name not in names:
-            known = ", ".join(sorted(names)) or "none"
-            raise ValueError(f"{label} names unknown source {name!r} (known sources: {known})")
-
-
 def check_authority_cache(
     authority: AuthorityPolicyResolver | None, cache: AsyncCache
 ) -> AuthorityPolicyResolver | None:
@@ -453,12 +398,3 @@ def check_authority_cache(
             "authority rules need a cache that declares validates_source_authority = True"
         )
     return authority
-
-
-def distinct(*components: object) -> tuple[object, ...]:
-    """``components`` without repeats (by identity), in order: one object in two roles (one
-    sink for events and metrics, say) is closed once."""
-    unique: dict[int, object] = {}
-    for component in components:
-        unique.setdefault(id(component), component)
-    return tuple(unique.values())

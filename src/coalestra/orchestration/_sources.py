@@ -319,6 +319,21 @@ def _async_hint(answer: object) -> str:
     return ""
 
 
+def check_named_sources(
+    label: str, table: Mapping[str, Any] | None, sources: tuple[RegisteredSource, ...]
+) -> None:
+    """Every name in a per-source table (``label``) must be a registered source.
+
+    Raises:
+        ValueError: ``"<label> names unknown source 'x' (known sources: a, b)"``.
+    """
+    names = {source.name for source in sources}
+    for name in table or {}:
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ValueError(f"{label} names unknown source {name!r} (known sources: {known})")
+
+
 def check_limits(
     source_concurrency: Mapping[str, int] | None,
     sources: tuple[RegisteredSource, ...],
@@ -328,14 +343,9 @@ def check_limits(
     Raises:
         ValueError: an entry names no registered source, or a limit is below 1.
     """
-    names = {source.name for source in sources}
     explicit = dict(source_concurrency or {})
+    check_named_sources("source_concurrency", explicit, sources)
     for name, limit in explicit.items():
-        if name not in names:
-            known = ", ".join(sorted(names)) or "none"
-            raise ValueError(
-                f"source_concurrency names unknown source {name!r} (known sources: {known})"
-            )
         if check_int(f"source_concurrency[{name!r}]", limit) < 1:
             raise ValueError("source concurrency limit must be at least 1")  # as B-CAP-2 says
     return {source.name: explicit.get(source.name, source.max_concurrency) for source in sources}
