@@ -36,11 +36,21 @@ def is_derived(engine: Machinery, key: ResourceKey) -> bool:
     return bool(supported) and engine.sources[min(supported)].kind is SourceKind.DERIVED
 
 
-def declared_dependencies(engine: Machinery, key: ResourceKey) -> tuple[ResourceKey, ...]:
+def derived_sources(engine: Machinery) -> frozenset[int]:
+    """The indices of the engine's derived sources."""
+    return frozenset(s.index for s in engine.sources if s.kind is SourceKind.DERIVED)
+
+
+def declared_dependencies(
+    engine: Machinery, key: ResourceKey, derived: frozenset[int] | None = None
+) -> tuple[ResourceKey, ...]:
     """The dependencies every derived source supporting ``key`` declares for it (none for a
     key no derived source supports). ``supports()`` or ``dependencies()`` failures count as
-    "no dependencies": they fail the derivation, not this lookup."""
+    "no dependencies": they fail the derivation, not this lookup. ``derived``: the indices
+    of :func:`derived_sources`, when the caller looks many keys up."""
     supported, _broken = engine.chains.chain(key)
+    if derived is not None and supported.isdisjoint(derived):
+        return ()
     found: dict[ResourceKey, None] = {}
     for index in sorted(supported):
         source = engine.sources[index]
@@ -59,11 +69,14 @@ def declared_inputs(
 ) -> list[ResourceKey]:
     """The declared inputs of ``keys``, transitively, that neither ``keys`` nor ``view`` hold:
     what a session stage reads beside ``keys`` in the same batched cache read."""
+    derived = derived_sources(engine)
+    if not derived:
+        return []
     skipped = set(keys)
     found: list[ResourceKey] = []
     pending = list(keys)
     while pending:
-        for dep in declared_dependencies(engine, pending.pop()):
+        for dep in declared_dependencies(engine, pending.pop(), derived):
             if dep not in skipped:
                 skipped.add(dep)
                 if view.get(dep) is None:

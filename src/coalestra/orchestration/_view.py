@@ -128,6 +128,8 @@ class BuildView:
         (or from an input a session stage found no longer held). A session stage also checks
         the derived values it was computed from, transitively (:meth:`mixed_inputs`): a later
         stage may show them."""
+        if not value.dependency_versions:
+            return False
         if self._mixed(value):
             return True
         return self.session and bool(self.mixed_inputs(value))
