@@ -816,7 +816,8 @@ class Soak:
             self.check(after == before, f"{where}: a failed revalidation changed the pins")
         replaced = [key for key, version in after.items() if before.get(key) != version]
         # Selected keys, values derived from them, and a dependency a derived value of the
-        # session was computed from (committed with it, so the session never mixes revisions).
+        # session was computed from, directly or through an intermediate derived value
+        # (committed with it, so the session never mixes revisions).
         derived = {
             key
             for key in replaced
@@ -830,6 +831,12 @@ class Soak:
             if key in held.resources
             for dep in held[key].dependency_versions
         )
+        pending = list(inputs)
+        while pending:  # through intermediate derived values, by the declared graph
+            for dep in DEPENDENCIES.get(pending.pop(), ()):
+                if dep not in inputs:
+                    inputs.add(dep)
+                    pending.append(dep)
         self.check(
             all(key in selected or key in inputs or key in derived for key in replaced),
             f"{where}: a revalidation changed values it did not select",
