@@ -24,6 +24,7 @@ from coalestra import (
     AsyncMemoryCache,
     BuilderHealth,
     CallableBatchSource,
+    CallableDerivedSource,
     CallableSource,
     CoalestraError,
     FreshnessPolicy,
@@ -380,6 +381,37 @@ async def test_uncopyable_payload_fails_at_its_source() -> None:
     assert failure.error_type == "PayloadIsolationError"
     # The job ran; the copy inside it failed for that key only.
     assert (await builder.health_snapshot()).payload_copy_completed_count == 1
+    await builder.aclose()
+
+
+async def test_derived_source_gets_its_large_dependencies_copied_off_the_loop() -> None:
+    threads: list[int] = []
+    total = ResourceKey("calc", "rows", "A")
+    seen: list[Any] = []
+
+    async def derive(key: ResourceKey, deps: Any, _ctx: Any) -> int:
+        seen.append(deps.value(A))
+        return len(deps.value(A)["rows"])
+
+    derived = CallableDerivedSource(
+        name="calc",
+        priority=2,
+        supports=lambda key: key.namespace == "calc",
+        dependencies=lambda key: (A,),
+        deriver=derive,
+    )
+    rows = CallableSource(
+        name="rows",
+        priority=1,
+        supports=lambda key: key.namespace == "md",
+        fetcher=lambda key, _ctx: large(threads),
+    )
+    builder = SnapshotBuilder([derived, rows], default_policy=LONG)
+    snapshot = await builder.build([total])
+    assert snapshot.value(total) == 1000
+    assert seen
+    assert threads
+    assert threading.get_ident() not in threads  # no copy of the table ran on the loop
     await builder.aclose()
 
 
