@@ -339,9 +339,10 @@ class Engine:
         """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
         then goes on for others, and this caller gets a deadline failure for its key."""
         with self.flights.waiting(claims):
-            pending = {flight.future for flight in claims.values() if not flight.future.done()}
+            pending = [flight for flight in claims.values() if not flight.future.done()]
             if pending:
-                await asyncio.wait(pending, timeout=ctx.remaining_seconds(self.clock))
+                with self.flights.watching(pending) as all_done:
+                    await asyncio.wait((all_done,), timeout=ctx.remaining_seconds(self.clock))
                 await self._let_ending_groups_finish(claims)
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             outcomes: dict[ResourceKey, Outcome] = {}

@@ -74,7 +74,16 @@ class Raised(Exception):
 class FlightGroup:
     """The flights one task resolves; ``waiters`` counts callers still interested."""
 
-    __slots__ = ("flights", "holds", "keep_alive", "task", "unresolved", "waiters", "window")
+    __slots__ = (
+        "flights",
+        "holds",
+        "keep_alive",
+        "task",
+        "unresolved",
+        "waiters",
+        "watchers",
+        "window",
+    )
 
     def __init__(self, *, keep_alive: bool) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -85,6 +94,7 @@ class FlightGroup:
         self.holds: list[FlightGroup] = []
         self.unresolved = 0
         self.waiters = 0
+        self.watchers: dict[Countdown, None] = {}  # callers waiting on some of its flights
         self.keep_alive = keep_alive  # background refreshes run with nobody waiting
 
     def extend(self, deadline_monotonic: float | None) -> None:
@@ -109,6 +119,26 @@ class Flight:
         self.future = future
         self.group = group
         self.waiting_on: frozenset[ResourceKey] = frozenset()
+
+
+@final
+class Countdown:
+    """Wakes one caller once every flight it waits on is resolved: one wake-up per caller,
+    where waiting on each flight's future costs a loop callback per key."""
+
+    __slots__ = ("done", "left")
+
+    def __init__(self, pending: Iterable[Flight]) -> None:
+        self.left = set(pending)  # flights hash by identity: no key hashing here
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def resolved(self, flight: Flight) -> None:
+        """``flight`` has its outcome; the last one wakes the caller."""
+        left = self.left
+        if flight in left:
+            left.discard(flight)
+            if not left and not self.done.done():
+                self.done.set_result(None)
 
 
 @final
@@ -194,6 +224,21 @@ class SingleFlight:
                     self.release(group)
 
     @staticmethod
+    @contextmanager
+    def watching(pending: Iterable[Flight]) -> Iterator[asyncio.Future[None]]:
+        """While inside, the yielded future resolves once every flight of ``pending`` (none
+        resolved yet) is."""
+        countdown = Countdown(pending)
+        groups = {flight.group for flight in countdown.left}
+        for group in groups:
+            group.watchers[countdown] = None
+        try:
+            yield countdown.done
+        finally:
+            for group in groups:
+                del group.watchers[countdown]
+
+    @staticmethod
     def wait_on(flight: Flight, keys: Iterable[ResourceKey]) -> None:
         """``flight``'s derivation now waits on the flights of ``keys`` (none: it stopped)."""
         flight.waiting_on = frozenset(keys)
@@ -203,8 +248,11 @@ class SingleFlight:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         if not flight.future.done():
-            flight.group.unresolved -= 1
+            group = flight.group
+            group.unresolved -= 1
             flight.future.set_result(outcome)
+            for countdown in group.watchers:
+                countdown.resolved(flight)
 
     def wait_cycle(self, waiter: ResourceKey, target: Flight) -> tuple[ResourceKey, ...] | None:
         """If ``target`` (transitively) waits on ``waiter``'s flight, return the cycle's path."""
