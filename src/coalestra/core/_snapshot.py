@@ -53,12 +53,13 @@ class SnapshotDiagnostics:
     source_latency_ms_by_source: Mapping[str, float] = field(default_factory=lambda: EMPTY_MAPPING)
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.type == "int":
-                check_int(item.name, value, minimum=0)
-            elif item.type == "float":
-                check_float(item.name, value)
+        # The numeric fields are listed once (below the class), in order: a build's diagnostics
+        # are checked without scanning the dataclass fields each time.
+        for name, counter in _NUMBERS:
+            if counter:
+                check_int(name, getattr(self, name), minimum=0)
+            else:
+                check_float(name, getattr(self, name))
         setattr_ = object.__setattr__
         setattr_(
             self,
@@ -73,6 +74,11 @@ class SnapshotDiagnostics:
 
 
 _COUNTERS = tuple(item.name for item in fields(SnapshotDiagnostics) if item.type == "int")
+_NUMBERS = tuple(
+    (item.name, item.type == "int")
+    for item in fields(SnapshotDiagnostics)
+    if item.type in ("int", "float")
+)
 
 
 class DiagnosticsCollector:

@@ -15,7 +15,6 @@ from ..core import (
     Clock,
     DiagnosticsCollector,
     FetchContext,
-    FreshnessPolicy,
     FreshnessPolicyProvider,
     PayloadIsolator,
     RefreshMode,
@@ -514,36 +513,44 @@ class Engine:
     ) -> SnapshotValue[Any]:
         """A private copy of a flight's value for one reader, with its age as of now;
         ``coalesced``: the reader joined another build's flight (so the metadata says)."""
-        age, stale, metadata = self._reading(outcome, coalesced)
-        return self.isolator.clone_snapshot_value(
-            outcome,
-            context=f"{outcome.key} in snapshot {ctx.snapshot_id!r}",
-            age_seconds=age,
-            stale=stale,
-            metadata=metadata,
-        )
+        age, stale = self._reading(outcome)
+        return self._reader_clone(outcome, ctx.snapshot_id, age, stale, coalesced)
 
     def reader_copy(
         self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
     ) -> Callable[[], SnapshotValue[Any]]:
         """:meth:`consume` in two steps: the clock and policy are read now, on the loop; the
         returned function only copies (so it may run in a worker thread)."""
-        age, stale, metadata = self._reading(outcome, coalesced)
-        context = f"{outcome.key} in snapshot {ctx.snapshot_id!r}"
-        clone = self.isolator.clone_snapshot_value
-        return lambda: clone(
-            outcome, context=context, age_seconds=age, stale=stale, metadata=metadata
-        )
+        age, stale = self._reading(outcome)
+        clone, snapshot_id = self._reader_clone, ctx.snapshot_id
+        return lambda: clone(outcome, snapshot_id, age, stale, coalesced)
 
-    def _reading(
-        self, outcome: SnapshotValue[Any], coalesced: bool
-    ) -> tuple[float, bool, Mapping[str, Any] | None]:
-        """What a reader's copy of ``outcome`` says: its age as of now, whether it is stale,
-        and its metadata (``None``: unchanged)."""
+    def _reading(self, outcome: SnapshotValue[Any]) -> tuple[float, bool]:
+        """What a reader's copy of ``outcome`` says: its age as of now, and whether it is
+        stale."""
         age = max(0.0, self.clock.now() - outcome.observed_at)
-        policy: FreshnessPolicy = self.policy_for(outcome.key)
-        stale = outcome.stale or not policy.is_fresh(age)
-        return age, stale, {**outcome.metadata, "coalesced_request": True} if coalesced else None
+        return age, outcome.stale or not self.policy_for(outcome.key).is_fresh(age)
+
+    def _reader_clone(
+        self,
+        outcome: SnapshotValue[Any],
+        snapshot_id: str,
+        age: float,
+        stale: bool,
+        coalesced: bool,
+    ) -> SnapshotValue[Any]:
+        clone = self.isolator.clone_snapshot_value(
+            outcome,
+            context=f"{outcome.key} in snapshot {snapshot_id!r}",
+            age_seconds=age,
+            stale=stale,
+        )
+        if coalesced:
+            # The clone is new and unshared, and its metadata is already isolated (copied, or
+            # of immutable values): the mark is added without copying the metadata again.
+            marked = ReadOnlyDict({**clone.metadata, "coalesced_request": True})
+            object.__setattr__(clone, "metadata", marked)
+        return clone
 
     # -- lifecycle ---------------------------------------------------------------------------
 
