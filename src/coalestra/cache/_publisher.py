@@ -19,7 +19,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
-from ..core._copy_runner import check_copy_settings
+from ..core._copy_health import check_copy_settings
 from ..core._validation import (
     EMPTY_MAPPING,
     check_str,

@@ -30,7 +30,7 @@ from ._capabilities import (
     require_capabilities,
 )
 from ._clock import Clock, SystemClock
-from ._copy_runner import (
+from ._copy_health import (
     PayloadCopyHealth,
     PayloadCopyShutdownTimeoutError,
     PayloadCopySubsystemClosedError,

@@ -11,13 +11,14 @@ key, bounded by ``max_copy_concurrency`` and by what is left of the snapshot dea
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 from ..cache import AsyncMemoryCache
 from ..cache._copying import is_large
 from ..core import (
+    Clock,
     FetchContext,
     PayloadIsolationError,
     PayloadIsolator,
@@ -36,7 +37,6 @@ from ..core._copy_runner import (
 
 if TYPE_CHECKING:
     from ._counters import EngineCounters
-    from ._machinery import Machinery
     from ._options import BuilderOptions
 from ..core._errors import SnapshotDeadlineExceededError
 from ._ledger import as_resolution_error
@@ -210,8 +210,26 @@ class BuilderCopies:
             await runner.wait_closed()
 
 
+class Readers(Protocol):
+    """What :func:`hand_out` needs of the engine (the engine's ``Machinery`` has it)."""
+
+    @property
+    def copies(self) -> SourceCopies: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def consume(
+        self, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
+    ) -> SnapshotValue[Any]: ...
+
+    def reader_copy(
+        self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
+    ) -> Callable[[], SnapshotValue[Any]]: ...
+
+
 async def hand_out(
-    engine: Machinery,
+    engine: Readers,
     ready: Mapping[ResourceKey, SnapshotValue[Any]],
     ctx: FetchContext,
     joined: Collection[ResourceKey],

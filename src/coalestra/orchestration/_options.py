@@ -40,7 +40,7 @@ from ..core import (
     SourceAuthorityPolicy,
 )
 from ..core._clock import check_clock
-from ..core._copy_runner import check_copy_timeout
+from ..core._copy_health import check_copy_timeout
 from ..core._validation import (
     at_least_one,
     at_least_one_or_none,
