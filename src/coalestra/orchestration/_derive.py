@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, final
+from typing import Any, Protocol, final
 
 from .._compat import TaskGroup
 from ..core import (
@@ -29,12 +29,10 @@ from ..core._snapshot import key_tuple
 from ._copies import hand_out
 from ._flights import Flight, FlightGroup, FlightWindow, Outcome, Raised
 from ._ledger import KeyLedger
-from ._machinery import Machinery
+from ._machinery import Machinery, run_pool
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource
 from ._view import BuildView
-
-T = TypeVar("T")
 
 
 class DerivingRun(Protocol):
@@ -52,9 +50,6 @@ class DerivingRun(Protocol):
     def ctx(self) -> FetchContext:
         """The group's context (its deadline moves when a caller with more time joins)."""
         ...
-
-    async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
-        """Run ``work`` over ``items`` with the group's workers."""
 
     async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
         """Write ``values`` in one call and resolve their flights."""
@@ -211,7 +206,7 @@ class Deriver:
             if not await self._try(key, ready[key], outcomes, made):
                 self._fall_through([key])
 
-        await self._run.pool(list(ready), derive_one)
+        await run_pool(self._run.engine, list(ready), derive_one)
         await self._run.commit(made)
 
     async def _try(

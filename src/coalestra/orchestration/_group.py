@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, final
+from collections.abc import Mapping, Sequence
+from typing import Any, final
 
-from .._compat import BaseExceptionGroup, TaskGroup
+from .._compat import TaskGroup
 from ..core import (
     CacheWriteResult,
     DiagnosticsCollector,
     FetchContext,
-    FreshnessPolicy,
     PayloadIsolationError,
     ResourceKey,
     ResourceNotFound,
@@ -32,16 +31,13 @@ from ..core import (
     SourcePayload,
     SourceUnavailableError,
 )
-from ..core._validation import ReadOnlyDict
 from ._derive import Deriver, FallThrough
 from ._flights import Flight, FlightWindow, Outcome, Raised
-from ._ledger import KeyLedger, as_resolution_error
-from ._machinery import Machinery, Refresh
+from ._ledger import KeyLedger, as_resolution_error, raised_error, stale_fallback
+from ._machinery import Machinery, Refresh, run_pool
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource, SourceKind
 from ._view import BuildView
-
-T = TypeVar("T")
 
 
 @final
@@ -88,7 +84,10 @@ class GroupRun:
         reason: BaseException | None = None
         leased: set[ResourceKey] = set()
         try:
-            keys = self._recall_not_found(self._prepare())
+            self._chains = self.engine.chains.sorted_chains(
+                self.flights, self.diag, self.ledger.fail
+            )
+            keys = self._recall_not_found(list(self.flights))
             # A forced refresh must reach the sources, not wait for a value another
             # process is about to write.
             if self.engine.cache.coordinates_fetches and not (self._force or self._private):
@@ -111,19 +110,6 @@ class GroupRun:
                 )
 
     # -- the chain walk ---------------------------------------------------------------------
-
-    def _prepare(self) -> list[ResourceKey]:
-        chains = self.engine.chains
-        hits, misses = chains.hits, chains.misses
-        for key in self.flights:
-            supported, broken = chains.chain(key)
-            self._chains[key] = tuple(sorted(supported))
-            for name, error in broken:
-                # B-SRC-3: no call was made, so no attempt; the chain goes on without it.
-                self.ledger.fail(key, name, error, 0)
-        self.diag.support_cache_hits += chains.hits - hits
-        self.diag.support_cache_misses += chains.misses - misses
-        return list(self.flights)
 
     def _recall_not_found(self, keys: list[ResourceKey]) -> list[ResourceKey]:
         """Resolve keys remembered as not found (negative caching) without asking a source;
@@ -278,37 +264,14 @@ class GroupRun:
             async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
                 fall_through(await self._fetch_chunk(source, chunk, made))
 
-            await self.pool(chunks, fetch_chunk)
+            await run_pool(self.engine, chunks, fetch_chunk)
         else:
 
             async def fetch_one(key: ResourceKey) -> None:
                 if not await self._fetch_one(source, key, made):
                     fall_through([key])
 
-            await self.pool(keys, fetch_one)
-
-    async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
-        """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the
-        first worker is this task itself, so one item costs no task at all."""
-        pending = iter(items)
-        engine = self.engine
-
-        async def worker() -> None:
-            engine.active_workers += 1
-            try:
-                for item in pending:
-                    await work(item)
-            finally:
-                engine.active_workers -= 1
-
-        extra = min(engine.max_pending_tasks, len(items)) - 1
-        if extra <= 0:
-            await worker()
-            return
-        async with TaskGroup() as group:
-            for _ in range(extra):
-                group.create_task(worker())
-            await worker()
+            await run_pool(self.engine, keys, fetch_one)
 
     # -- single and batch sources -----------------------------------------------------------
 
@@ -410,7 +373,7 @@ class GroupRun:
                 engine.not_found.remember(error)
                 candidate = None  # it no longer exists: an older value is no fallback
             if candidate is not None:
-                fallback = _fallback(candidate, error, now, engine.policy_for(key))
+                fallback = stale_fallback(candidate, error, now, engine.policy_for(key))
                 if fallback is not None:
                     served.append(fallback)
                     outcome = fallback
@@ -426,7 +389,7 @@ class GroupRun:
         """Resolve what is left: with the error the work raised (a cache call failed, say),
         which its waiters re-raise, or as stopped when it was cancelled."""
         flights = self.engine.flights
-        raised = _raised(reason)
+        raised = raised_error(reason)
         for key, flight in self.flights.items():
             if not flight.future.done():
                 if raised is not None:
@@ -435,26 +398,3 @@ class GroupRun:
                 why = "cancelled" if reason is None else repr(reason)
                 stopped = SourceUnavailableError(f"resolution of {key} stopped: {why}")
                 flights.resolve(flight, as_resolution_error(key, stopped))
-
-
-def _raised(reason: BaseException | None) -> Exception | None:
-    """The error a group's work raised, out of its task groups (None: cancelled or ended)."""
-    while isinstance(reason, BaseExceptionGroup):
-        inner = [e for e in reason.exceptions if not isinstance(e, asyncio.CancelledError)]
-        reason = inner[0] if inner else None
-    return reason if isinstance(reason, Exception) else None
-
-
-def _fallback(
-    candidate: SnapshotValue[Any], error: Exception, now: float, policy: FreshnessPolicy
-) -> SnapshotValue[Any] | None:
-    """``candidate`` served on error (B-CACHE-16), if it is still within its stale window."""
-    age = max(0.0, now - candidate.observed_at)
-    if age > policy.max_stale_seconds:
-        return None
-    metadata = {
-        **candidate.metadata,
-        "fallback_error_type": type(error).__name__,
-        "fallback_error": str(error),
-    }
-    return candidate._served(now, age, True, ReadOnlyDict(metadata))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, final
 
+from .._compat import BaseExceptionGroup
 from ..core import (
     DependencyCycleError,
     FreshnessPolicy,
@@ -16,6 +18,7 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ..core._validation import ReadOnlyDict
 from ..observability._instrumentation import Instrumentation
 from ._gate import GateResult
 from ._sources import RegisteredSource
@@ -168,3 +171,26 @@ def as_resolution_error(key: ResourceKey, error: Exception) -> Exception:
     if isinstance(error, ResourceResolutionError):
         return error
     return ResourceResolutionError(key, (SourceFailure.from_exception(INTERNAL_SOURCE, error, 0),))
+
+
+def raised_error(reason: BaseException | None) -> Exception | None:
+    """The error a group's work raised, out of its task groups (None: cancelled or ended)."""
+    while isinstance(reason, BaseExceptionGroup):
+        inner = [e for e in reason.exceptions if not isinstance(e, asyncio.CancelledError)]
+        reason = inner[0] if inner else None
+    return reason if isinstance(reason, Exception) else None
+
+
+def stale_fallback(
+    candidate: SnapshotValue[Any], error: Exception, now: float, policy: FreshnessPolicy
+) -> SnapshotValue[Any] | None:
+    """``candidate`` served on error (B-CACHE-16), if it is still within its stale window."""
+    age = max(0.0, now - candidate.observed_at)
+    if age > policy.max_stale_seconds:
+        return None
+    metadata = {
+        **candidate.metadata,
+        "fallback_error_type": type(error).__name__,
+        "fallback_error": str(error),
+    }
+    return candidate._served(now, age, True, ReadOnlyDict(metadata))

@@ -8,9 +8,10 @@ none of them imports the engine module, which imports them: no import circle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeAlias
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeAlias, TypeVar
 
+from .._compat import TaskGroup
 from ..core import (
     CacheWriteResult,
     Clock,
@@ -35,6 +36,9 @@ from ._view import BuildView
 Refresh: TypeAlias = tuple[DiagnosticsCollector, Mapping[ResourceKey, str]]
 """A background refresh: the diagnostics of the build that scheduled it, and why each key is
 refreshed (``"stale_while_revalidate"`` or ``"refresh_ahead"``)."""
+
+
+T = TypeVar("T")
 
 
 class Machinery(Protocol):
@@ -170,3 +174,28 @@ class Machinery(Protocol):
     def copies(self) -> SourceCopies:
         """Copies off the loop, through the builder's copy runner."""
         ...
+
+
+async def run_pool(
+    engine: Machinery, items: Sequence[T], work: Callable[[T], Awaitable[None]]
+) -> None:
+    """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the
+    first worker is the calling task itself, so one item costs no task at all."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        engine.active_workers += 1
+        try:
+            for item in pending:
+                await work(item)
+        finally:
+            engine.active_workers -= 1
+
+    extra = min(engine.max_pending_tasks, len(items)) - 1
+    if extra <= 0:
+        await worker()
+        return
+    async with TaskGroup() as group:
+        for _ in range(extra):
+            group.create_task(worker())
+        await worker()

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, final
 
-from ..core import FetchContext, ResourceKey, Snapshot, SourceProtocolError
+from ..core import (
+    DiagnosticsCollector,
+    FetchContext,
+    ResourceKey,
+    Snapshot,
+    SourceProtocolError,
+)
 from ..core._source_timeouts import SourceTimeoutGuarantee, guarantee_of
 from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
 from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
@@ -260,6 +266,26 @@ class SourceChains:
     def clear(self) -> None:
         """Forget every cached answer."""
         self._cache.clear()
+
+    def sorted_chains(
+        self,
+        keys: Iterable[ResourceKey],
+        diag: DiagnosticsCollector,
+        broken: Callable[[ResourceKey, str, Exception, int], None],
+    ) -> dict[ResourceKey, tuple[int, ...]]:
+        """Each key's chain (source indexes, highest priority first), counting support-cache
+        hits and misses in ``diag``; ``broken(key, source, error, 0)`` for each source whose
+        ``supports()`` failed (B-SRC-3: no call was made, so no attempt)."""
+        hits, misses = self.hits, self.misses
+        chains: dict[ResourceKey, tuple[int, ...]] = {}
+        for key in keys:
+            supported, failed = self.chain(key)
+            chains[key] = tuple(sorted(supported))
+            for name, error in failed:
+                broken(key, name, error, 0)
+        diag.support_cache_hits += self.hits - hits
+        diag.support_cache_misses += self.misses - misses
+        return chains
 
     def chain(self, key: ResourceKey) -> tuple[frozenset[int], Broken]:
         """Return ``(indices of supporting sources, (name, error) of each source whose
