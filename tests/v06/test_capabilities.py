@@ -138,8 +138,10 @@ def test_to_dict_wire_format() -> None:
     assert json.loads(json.dumps(data)) == data
 
 
-def test_api_stability_stays_ours_until_the_0_6_line_is_complete() -> None:
-    assert capabilities().api_stability == "0.5.7"
+def test_api_stability_is_the_0_6_line_now_that_its_api_is_complete() -> None:
+    # public-api-0.6.md section 3 (wire format) and B5: "0.6" once the 0.6 features exist.
+    assert capabilities().api_stability == "0.6" == coalestra.COALESTRA_API_STABILITY
+    assert capabilities().to_dict()["api_stability"] == "0.6"
     assert CoalestraCapabilities(package_version="1").api_stability == "0.6"
 
 

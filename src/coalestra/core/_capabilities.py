@@ -25,10 +25,6 @@ COALESTRA_API_STABILITY: Final = "0.6"
 COALESTRA_CAPABILITIES_SCHEMA: Final = "coalestra.capabilities"
 COALESTRA_CAPABILITIES_SCHEMA_VERSION: Final = 1
 
-# What we report as ``api_stability``: the 0.5.7 contract we keep, until every 0.6 feature
-# exists (public-api-0.6.md, B5); ``features`` says which 0.6 features already do.
-_REPORTED_API_STABILITY: Final = "0.5.7"
-
 # Our pyproject's requires-python (a test keeps them equal).
 PYTHON_REQUIRES: Final = ">=3.10"
 
@@ -227,7 +223,7 @@ def build_capabilities(package_version: str) -> CoalestraCapabilities:
         raise ValueError("package_version cannot be blank")
     return CoalestraCapabilities(
         package_version=version,
-        api_stability=_REPORTED_API_STABILITY,
+        api_stability=COALESTRA_API_STABILITY,
         python_requires=PYTHON_REQUIRES,
     )
 
