@@ -80,6 +80,13 @@ class PublisherConfig:
             )
         if check_int("max_pending_tasks", self.max_pending_tasks) < 1:
             raise ValueError("max_pending_tasks must be at least 1")
+        resolver = self.authority_resolver
+        if getattr(resolver, "has_rules", resolver is not None) and (
+            getattr(self.cache, "validates_source_authority", False) is not True
+        ):
+            raise ValueError(
+                "authority policies require a cache that declares validates_source_authority = True"
+            )
 
 
 def make_isolator(

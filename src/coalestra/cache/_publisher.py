@@ -123,13 +123,6 @@ class ResourcePublisher(PublisherCopies):
             max_pending_tasks=max_pending_tasks,
             health_tracker=health_tracker,
         )
-        resolver = config.authority_resolver
-        if getattr(resolver, "has_rules", resolver is not None) and (
-            getattr(config.cache, "validates_source_authority", False) is not True
-        ):
-            raise ValueError(
-                "authority policies require a cache that declares validates_source_authority = True"
-            )
         self._config = config
         self.cache = config.cache
         self.clock = config.clock
@@ -156,12 +149,9 @@ class ResourcePublisher(PublisherCopies):
         )
         # AsyncMemoryCache stores private copies and returns isolated previous revisions, so
         # the publisher need not copy into it or out of it; other caches are not trusted to.
-        self._trusted_cache = isinstance(config.cache, AsyncMemoryCache)
-        # The default cache itself (no subclass) is written directly, skipping its public
-        # checks and its batch reduction: the publisher has made them already.
-        self._memory_writes = (
-            config.cache._writes if type(config.cache) is AsyncMemoryCache else None
-        )
+        # The default cache itself (no subclass) is written directly, minus its checks.
+        self._trusted_cache = isinstance(cache := config.cache, AsyncMemoryCache)
+        self._memory_writes = cache._writes if type(cache) is AsyncMemoryCache else None
         self._refusal: str | None = None  # set when the owning builder closes
 
     def _shut(self, message: str) -> None:
