@@ -639,3 +639,60 @@ async def test_publish_many_write_failure_propagates_unwrapped(clock: VirtualClo
         await h.publisher.publish_many([ResourceUpdate(key, 1, "s") for key in keys])
     assert cache.active == 0  # the other worker was cancelled, not left running
     assert h.metrics.increments == []  # a failed batch reports no outcome
+
+
+# -- the direct single-publication path ---------------------------------------------------------
+
+
+async def test_publish_many_patched_on_the_class_still_sees_every_publication(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # publish() takes a direct path only while publish_update and publish_many are the class's
+    # own; a method patched on the class (not only on the instance) must be called.
+    original = ResourcePublisher.publish_many
+    seen: list[list[ResourceKey]] = []
+
+    async def spy(self: ResourcePublisher, updates: Any, **options: Any) -> Any:
+        seen.append([update.key for update in updates])
+        return await original(self, updates, **options)
+
+    monkeypatch.setattr(ResourcePublisher, "publish_many", spy)
+    h = harness(clock)
+    assert (await h.publisher.publish(PRICE, 1.0, source="s")).published
+    assert (await h.publisher.publish_update(ResourceUpdate(PRICE_ETH, 2.0, "s"))).published
+    assert seen == [[PRICE], [PRICE_ETH]]
+
+
+async def test_a_large_payload_published_alone_is_isolated_both_ways(clock: VirtualClock) -> None:
+    # Large payloads are copied in worker threads, off the direct path: same outcome.
+    h = harness(clock)
+    rows = [[index, index + 1] for index in range(1000)]
+    result = await h.publisher.publish(CANDLES, rows, source="s", metadata={"seq": [1]})
+    assert result.published
+    rows[0].append("input mutated")
+    result.value.value[1].append("result mutated")
+    result.value.metadata["seq"].append(2)
+    cached = await h.cache.get(CANDLES, now=clock.now(), policy=FOREVER)
+    assert cached.value is not None
+    assert cached.value.value == [[index, index + 1] for index in range(1000)]
+    assert cached.value.metadata == {"seq": [1], "published": True}
+    again = await h.publisher.publish(CANDLES, rows, source="s", observed_at=clock.now() - 1)
+    assert again.status is PublishStatus.IGNORED_OLDER
+    assert again.value.value == cached.value.value
+    assert again.value.value is not cached.value.value
+
+
+async def test_a_small_dict_published_is_three_independent_objects(clock: VirtualClock) -> None:
+    # The cache keeps the publisher's own revision with a copy of the payload; the result holds
+    # another copy: input, cache and result share nothing mutable.
+    h = harness(clock)
+    tick = {"bid": 1.0, "ask": 1.1, "levels": [1, 2]}
+    result = await h.publisher.publish(PRICE, tick, source="s", metadata={"seq": [7]})
+    tick["levels"].append(3)
+    result.value.value["levels"].append(4)
+    result.value.metadata["seq"].append(8)
+    cached = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
+    assert cached.value is not None
+    assert cached.value.value == {"bid": 1.0, "ask": 1.1, "levels": [1, 2]}
+    assert cached.value.metadata == {"seq": [7], "published": True}
+    assert cached.value.version == result.value.version
