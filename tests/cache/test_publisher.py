@@ -22,6 +22,7 @@ from coalestra.core import (
     CacheWriteResult,
     FreshnessPolicy,
     ObservationPolicy,
+    PayloadCopySubsystemClosedError,
     ResourceKey,
     SnapshotValue,
     SourceAuthorityPolicy,
@@ -696,3 +697,15 @@ async def test_a_small_dict_published_is_three_independent_objects(clock: Virtua
     assert cached.value.value == {"bid": 1.0, "ask": 1.1, "levels": [1, 2]}
     assert cached.value.metadata == {"seq": [7], "published": True}
     assert cached.value.version == result.value.version
+
+
+async def test_publishing_into_a_closed_memory_cache_raises_and_writes_nothing(
+    clock: VirtualClock,
+) -> None:
+    h = harness(clock)
+    await h.cache.aclose()
+    with pytest.raises(PayloadCopySubsystemClosedError):
+        await h.publisher.publish(PRICE, {"bid": 1.0}, source="s")
+    with pytest.raises(PayloadCopySubsystemClosedError):
+        await h.publisher.publish_many([ResourceUpdate(PRICE, 1.0, "s")])
+    assert await h.cache.size() == 0

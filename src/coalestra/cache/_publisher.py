@@ -151,7 +151,7 @@ class ResourcePublisher(PublisherCopies):
         # the publisher need not copy into it or out of it; other caches are not trusted to.
         # The default cache itself (no subclass) is written directly, minus its checks.
         self._trusted_cache = isinstance(cache := config.cache, AsyncMemoryCache)
-        self._memory_writes = cache._writes if type(cache) is AsyncMemoryCache else None
+        self._memory = cache if type(cache) is AsyncMemoryCache else None
         self._refusal: str | None = None  # set when the owning builder closes
 
     def _shut(self, message: str) -> None:
@@ -322,10 +322,11 @@ class ResourcePublisher(PublisherCopies):
     ) -> PublishResult | None:
         """Publish one revision into the default in-memory cache without awaiting; ``None``
         when that is not possible (another cache, or a copy that belongs in a thread)."""
-        writes = self._memory_writes
-        if writes is None:
+        memory = self._memory
+        if memory is None:
             return None
-        written = writes.write_now(offer, force, replace_equal, owned=True)
+        memory._check_copies_open()  # what its set_many_if_newer checks first
+        written = memory._writes.write_now(offer, force, replace_equal, owned=True)
         if written is None:
             return None
         status, value, previous = written
@@ -335,9 +336,10 @@ class ResourcePublisher(PublisherCopies):
         self, offered: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
     ) -> dict[ResourceKey, PublishResult]:
         """Offer revisions of distinct keys to the cache, then report and return."""
-        writes = self._memory_writes
-        if writes is not None:
-            written = await writes.write_all(offered, force, replace_equal, owned=True)
+        memory = self._memory
+        if memory is not None:
+            memory._check_copies_open()
+            written = await memory._writes.write_all(offered, force, replace_equal, owned=True)
         else:
             written = await self._writer.write_isolated(
                 offered,
