@@ -131,6 +131,11 @@ class PayloadCopies:
         """One copy made now, on the calling thread (see :meth:`in_thread` first)."""
         return self._copy(value, context)
 
+    def slow(self, value: SnapshotValue[Any]) -> bool:
+        """True when a mutable ``value`` needs more than its payload copied inline: its metadata
+        must be copied too, or the copy belongs in a worker thread."""
+        return self._isolator.metadata_needs_copy(value.metadata) or self.in_thread(value)
+
     async def isolate(
         self, values: Sequence[SnapshotValue[Any]], *, context: str
     ) -> list[tuple[SnapshotValue[Any], bool]]:

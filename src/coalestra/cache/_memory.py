@@ -15,6 +15,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..core._lookups import make_lookup
 from ..core._validation import (
     check_bool,
     check_callable,
@@ -34,6 +35,7 @@ from ._copying import PayloadCopies
 from ._lifecycle import CopyLifecycle
 from ._matching import NamespaceMatcher
 from ._memory_writes import MemoryWrites
+from ._serving import Served, serve
 from ._store import MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
 
@@ -103,7 +105,7 @@ class AsyncMemoryCache(CopyLifecycle):
             run_in_thread=config.run_payload_copies_in_thread,
             max_concurrency=config.max_copy_concurrency,
         )
-        self._store = MemoryStore(config.max_entries)
+        self._store = MemoryStore(config.max_entries, self._copies.slow)
         self._writes = MemoryWrites(self._store, self._copies)
 
     def __repr__(self) -> str:
@@ -169,6 +171,16 @@ class AsyncMemoryCache(CopyLifecycle):
             await self._finish_reads(results, pending)
         return results
 
+    def _serve(
+        self,
+        keys: Sequence[ResourceKey],
+        now: float,
+        policies: FreshnessPolicy | Sequence[FreshnessPolicy],
+    ) -> Served:
+        """A build's read (internal, for the engine): see :func:`._serving.serve`. Synchronous:
+        the fresh hits need no await; the engine reads the other keys with :meth:`get_many`."""
+        return serve(self._store, keys, now, policies, self._copies.isolator.payload_copier)
+
     async def _finish_reads(
         self, results: dict[ResourceKey, CacheLookup], pending: list[PendingRead]
     ) -> None:
@@ -176,7 +188,7 @@ class AsyncMemoryCache(CopyLifecycle):
             [value for _key, value, _fresh, _age in pending], context=_READ
         )
         for (key, _value, fresh, age), copied in zip(pending, copies, strict=True):
-            results[key] = CacheLookup(copied, fresh, True, age)
+            results[key] = make_lookup(copied, fresh, True, age)
 
     # -- writes --------------------------------------------------------------------------------
 

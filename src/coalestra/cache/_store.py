@@ -6,8 +6,11 @@ inside it, so the event loop itself makes each operation atomic; no lock is need
 happen outside, before a write is committed and after a read is decided.
 
 Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and bit flags
-computed once at write time (:data:`MUTABLE`, :data:`DERIVED`), so a read of a plain immutable
-value tests one int instead of inspecting the payload again.
+computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`), so a read of
+a plain immutable value tests one int instead of inspecting the payload again.
+
+:meth:`MemoryStore.read` answers the cache protocol (one :class:`CacheLookup` per key, every
+field of the stored revision unchanged); :func:`._serving.serve` answers a build.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ MUTABLE = 1
 """Entry flag: the payload or metadata holds mutable objects, so reads must copy it."""
 DERIVED = 2
 """Entry flag: the value records dependency versions, so reads must validate them."""
+SLOW_COPY = 4
+"""Entry flag (with :data:`MUTABLE`): the copy is not just the payload copier run inline (the
+metadata needs a copy too, or the copy belongs in a worker thread)."""
 
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
 """A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
@@ -102,6 +108,7 @@ class MemoryStore:
 
     __slots__ = (
         "_entries",
+        "_slow_copy",
         "evictions",
         "expirations",
         "fresh_hits",
@@ -112,9 +119,14 @@ class MemoryStore:
         "stale_hits",
     )
 
-    def __init__(self, max_entries: int | None) -> None:
+    def __init__(
+        self,
+        max_entries: int | None,
+        slow_copy: Callable[[SnapshotValue[Any]], bool] | None = None,
+    ) -> None:
         self._entries: OrderedDict[ResourceKey, Entry] = OrderedDict()
         self.max_entries = max_entries
+        self._slow_copy = slow_copy
         self.fresh_hits = self.stale_hits = self.misses = 0
         self.sets = self.invalidations = self.evictions = self.expirations = 0
 
@@ -228,7 +240,10 @@ class MemoryStore:
         """
         entries = self._entries
         key = value.key
-        flags = (MUTABLE if mutable else 0) | (DERIVED if value.dependency_versions else 0)
+        flags = DERIVED if value.dependency_versions else 0
+        if mutable:
+            slow = self._slow_copy
+            flags |= MUTABLE | SLOW_COPY if slow is None or slow(value) else MUTABLE
         entries[key] = (value, flags)
         entries.move_to_end(key)
         self.sets += 1

@@ -40,6 +40,12 @@ def deepcopy_payload(value: T) -> T:
     return deep_copy(value)
 
 
+def located(error: PayloadIsolationError, where: str) -> PayloadIsolationError:
+    """``error`` (raised with an empty context, so that no text is made per copy that succeeds)
+    with ``where`` put in front of its context; raise it ``from error.__cause__``."""
+    return PayloadIsolationError(context=where + error.context, value_type=error.value_type)
+
+
 def is_immutable(value: object) -> bool:
     """True when ``value`` is provably deeply immutable and so safe to share without a copy."""
     kind = type(value)
@@ -100,6 +106,12 @@ class PayloadIsolator:
     def copier(self) -> PayloadCopier:
         """The copy function in use."""
         return deepcopy_payload if self.uses_default_copier else self._copier
+
+    @property
+    def payload_copier(self) -> PayloadCopier:
+        """The function copying payloads, called as it is (internal: the cache's read loop
+        calls it for payloads :meth:`needs_copy` flagged, and reports failures itself)."""
+        return self._copier
 
     def needs_copy(self, value: object) -> bool:
         """True when ``value`` must go through the copier before it is shared."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from itertools import repeat
 from typing import Any, TypeVar, cast, final, overload
 
 from ._acceptance import SnapshotAcceptancePolicy
@@ -11,6 +12,7 @@ from ._keys import ResourceKey
 from ._policies import SnapshotConsistencyPolicy
 from ._validation import (
     EMPTY_MAPPING,
+    ReadOnlyDict,
     check_float,
     check_int,
     check_str,
@@ -130,14 +132,26 @@ class DiagnosticsCollector:
 
     def freeze(self, *, duration_ms: float, observation_skew_ms: float) -> SnapshotDiagnostics:
         """Return the immutable diagnostics for the finished build."""
-        counters = {name: getattr(self, name) for name in _COUNTERS}
-        return SnapshotDiagnostics(
-            duration_ms=max(duration_ms, 0.0),
-            observation_skew_ms=max(observation_skew_ms, 0.0),
-            source_calls_by_source=dict(self.source_calls_by_source),
-            source_latency_ms_by_source=dict(self.source_latency_ms_by_source),
-            **counters,
+        # Built without SnapshotDiagnostics' checks: every counter here is an int the engine
+        # counted, and validating ~24 fields would cost more than a warm build's whole read.
+        frozen = _new(SnapshotDiagnostics)
+        for name in _COUNTERS:
+            _set(frozen, name, getattr(self, name))
+        _set(frozen, "duration_ms", max(float(duration_ms), 0.0))
+        _set(frozen, "observation_skew_ms", max(float(observation_skew_ms), 0.0))
+        _set(frozen, "source_calls_by_source", _frozen_counts(self.source_calls_by_source))
+        _set(
+            frozen, "source_latency_ms_by_source", _frozen_counts(self.source_latency_ms_by_source)
         )
+        return frozen
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def _frozen_counts(counts: dict[str, Any]) -> Mapping[str, Any]:
+    return ReadOnlyDict(counts) if counts else EMPTY_MAPPING
 
 
 _EMPTY_DIAGNOSTICS = SnapshotDiagnostics()
@@ -259,9 +273,10 @@ def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]
         raise TypeError(f"{name} must be an iterable of ResourceKey")
     # Check before de-duplicating: an unhashable entry used to escape as "unhashable type".
     result = tuple(keys)
-    for key in result:
-        if not isinstance(key, ResourceKey):
-            raise TypeError(f"{name} must contain only ResourceKey, got {type(key).__name__}")
+    if not all(map(isinstance, result, repeat(ResourceKey))):  # C-level: no Python per key
+        for key in result:
+            if not isinstance(key, ResourceKey):
+                raise TypeError(f"{name} must contain only ResourceKey, got {type(key).__name__}")
     return tuple(dict.fromkeys(result))
 
 

@@ -611,7 +611,7 @@ class SnapshotBuilder(CopyShutdown):
         with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
             snapshot = await self._resolve_snapshot(keys, ctx)
             # Required failures first; the consistency check covers a complete group only.
-            failed = any(key in snapshot.errors for key in required)
+            failed = bool(snapshot.errors) and any(key in snapshot.errors for key in required)
             if not failed:
                 try:
                     check_consistency(snapshot, consistency, required, optional)

@@ -28,6 +28,13 @@ from ..core import (
 )
 from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
+from ._policy import PolicyResolver
+
+Served = tuple[
+    dict[ResourceKey, SnapshotValue[Any]], list[ResourceKey], dict[ResourceKey, FreshnessPolicy]
+]
+"""A build's first read: fresh hits as served, the keys among them due a refresh-ahead, and
+every other key with its policy (to :meth:`CacheAccess.read`)."""
 
 ANY_AGE = FreshnessPolicy(math.inf, math.inf)
 """Dependency checks read whatever revision is held, however old."""
@@ -36,6 +43,14 @@ ANY_AGE = FreshnessPolicy(math.inf, math.inf)
 def _method(cache: object, name: str) -> Callable[..., Any] | None:
     method = getattr(cache, name, None)
     return method if callable(method) else None
+
+
+def _constant_policy(
+    policy_for: Callable[[ResourceKey], FreshnessPolicy],
+) -> FreshnessPolicy | None:
+    """The one policy ``policy_for`` gives every key, when it is known without asking."""
+    resolver = getattr(policy_for, "__self__", None)
+    return resolver.constant if isinstance(resolver, PolicyResolver) else None
 
 
 @final
@@ -47,13 +62,13 @@ class CacheAccess:
         "_invalidate_many",
         "_leases",
         "_limit",
+        "_memory",
         "_set_if_newer",
         "_set_many",
         "_set_many_if_newer",
         "batch_reads",
         "batch_writes",
         "cache",
-        "private_copies",
         "validates_authority",
         "validates_dependencies",
     )
@@ -80,9 +95,31 @@ class CacheAccess:
         self.validates_authority = getattr(cache, "validates_source_authority", False) is True
         self.validates_dependencies = getattr(cache, "validates_dependency_versions", False) is True
         self._leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
-        # The built-in cache hands out a fresh private copy per read: the engine may restamp it
-        # in place instead of copying it again.
-        self.private_copies = isinstance(cache, AsyncMemoryCache)
+        # The built-in cache serves a build's fresh hits itself, in one synchronous loop (not a
+        # subclass: it may override get_many, which that loop does not call).
+        self._memory = cache if type(cache) is AsyncMemoryCache else None
+
+    def serve(
+        self,
+        keys: Sequence[ResourceKey],
+        now: float,
+        policy_for: Callable[[ResourceKey], FreshnessPolicy],
+    ) -> Served:
+        """A build's first read of ``keys`` at ``now``: the fresh hits the cache can serve at
+        once (each a new value restamped as served, see ``cache._serving.serve``); every other key
+        comes back with its policy, for :meth:`read`. Only the built-in cache serves; with any
+        other cache every key comes back.
+
+        Raises:
+            Exception: whatever the policy resolver or the cache raised.
+        """
+        constant = _constant_policy(policy_for)
+        if self._memory is None:
+            if constant is not None:
+                return {}, [], dict.fromkeys(keys, constant)
+            return {}, [], {key: policy_for(key) for key in keys}
+        policies = constant if constant is not None else list(map(policy_for, keys))
+        return self._memory._serve(keys, now, policies)
 
     async def read(
         self,

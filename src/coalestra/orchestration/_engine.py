@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, final
 
 from ..core import (
+    CacheLookup,
     CacheWriteResult,
     CacheWriteStatus,
     Clock,
     DiagnosticsCollector,
     FetchContext,
+    FreshnessPolicy,
     FreshnessPolicyProvider,
+    PayloadIsolationError,
     PayloadIsolator,
     RefreshMode,
     ResourceKey,
@@ -24,6 +27,7 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ..core._isolation import located
 from ..core._lookups import MISS
 from ..core._validation import ReadOnlyDict
 from ..observability._instrumentation import Instrumentation
@@ -46,9 +50,6 @@ from ._reconcile import Reconciler
 from ._sources import RegisteredSource, SourceChains
 from ._view import BuildView
 
-_Draft = SnapshotValue._draft_type()
-_retype = object.__setattr__
-_AHEAD = RefreshMode.REFRESH_AHEAD
 _SWR = RefreshMode.STALE_WHILE_REVALIDATE
 
 
@@ -194,53 +195,22 @@ class Engine:
         """One cache read of ``keys``: fresh hits are served (a refresh-ahead may be scheduled),
         usable values of STALE_WHILE_REVALIDATE keys are served stale (a refresh scheduled),
         anything else is claimed, its usable value kept as the stale-on-error candidate."""
-        policy_for = self.policy_for
-        policies = {key: policy_for(key) for key in keys}
         now = self.clock.now()
+        hits: dict[ResourceKey, SnapshotValue[Any]] = {}
+        ahead: list[ResourceKey] = []
         if view.session:  # never for a plain build: its read is its keys only
-            lookups = await read_with_inputs(self, keys, now, policies, view)
+            rest = {key: self.policy_for(key) for key in keys}
+            lookups = await read_with_inputs(self, keys, now, rest, view)
         else:
-            lookups = await self.cache.read(keys, now, policies)
+            hits, ahead, rest = self.cache.serve(keys, now, self.policy_for)
+            lookups = await self.cache.read(list(rest), now, rest) if rest else {}
         if self.cache.batch_reads:
             diag.cache_batch_reads += 1
-        owns_copies = self.cache.private_copies
-        hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         needed: list[ResourceKey] = []
         candidates: dict[ResourceKey, SnapshotValue[Any]] = {}
-        ahead: list[ResourceKey] = []
         swr: list[ResourceKey] = []
-        for key in keys:
-            lookup = lookups.get(key, MISS)
-            value = lookup.value
-            if value is None:
-                needed.append(key)
-                continue
-            policy = policies[key]
-            age = lookup.age_seconds
-            if age is None:  # a custom cache need not say
-                age = max(0.0, now - value.observed_at)
-            if lookup.fresh:
-                if owns_copies:  # restamped in place (inlined: the hot path, once per key)
-                    _retype(value, "__class__", _Draft)
-                    draft: Any = value
-                    draft.fetched_at = now
-                    draft.age_seconds = age
-                    draft.stale = False
-                    draft.from_cache = True
-                    draft.latency_ms = 0.0
-                    draft.__class__ = SnapshotValue
-                    hits[key] = value
-                else:
-                    hits[key] = value._served(now, age, False)
-                if policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
-                    ahead.append(key)
-            elif lookup.usable_stale and policy.refresh_mode is _SWR:
-                hits[key] = value._served(now, age, True)
-                swr.append(key)
-            else:
-                needed.append(key)
-                if lookup.usable_stale and policy.allow_stale_on_error:
-                    candidates[key] = value
+        if rest:
+            hits, ahead, needed, candidates, swr = _take_rest(keys, rest, lookups, now, hits, ahead)
         diag.cache_hits += len(hits)
         diag.cache_misses += len(needed)
         if self.report.enabled:
@@ -539,12 +509,16 @@ class Engine:
         stale: bool,
         coalesced: bool,
     ) -> SnapshotValue[Any]:
-        clone = self.isolator.clone_snapshot_value(
-            outcome,
-            context=f"{outcome.key} in snapshot {snapshot_id!r}",
-            age_seconds=age,
-            stale=stale,
-        )
+        try:
+            clone = self.isolator.clone_snapshot_value(
+                outcome,
+                context="",  # named below on failure: no text is made per key otherwise
+                age_seconds=age,
+                stale=stale,
+            )
+        except PayloadIsolationError as error:
+            where = f"{outcome.key} in snapshot {snapshot_id!r}"
+            raise located(error, where) from error.__cause__
         if coalesced:
             # The clone is new and unshared, and its metadata is already isolated (copied, or
             # of immutable values): the mark is added without copying the metadata again.
@@ -618,6 +592,71 @@ def _observe(task: asyncio.Task[None]) -> None:
     retrieve how it ended, so a BaseException a source raised is not logged as unretrieved."""
     if not task.cancelled():
         task.exception()
+
+
+_FETCH = "fetch"
+
+
+def _take_rest(
+    keys: Sequence[ResourceKey],
+    rest: Mapping[ResourceKey, FreshnessPolicy],
+    lookups: Mapping[ResourceKey, CacheLookup],
+    now: float,
+    hits: dict[ResourceKey, SnapshotValue[Any]],
+    ahead: list[ResourceKey],
+) -> tuple[
+    dict[ResourceKey, SnapshotValue[Any]],
+    list[ResourceKey],
+    list[ResourceKey],
+    dict[ResourceKey, SnapshotValue[Any]],
+    list[ResourceKey],
+]:
+    """Judge the keys the cache did not serve at once (see :func:`_judge`), adding to the
+    served ``hits`` and ``ahead``: returns ``(hits, ahead, needed, candidates, swr)``, each in
+    key order."""
+    needed: list[ResourceKey] = []
+    candidates: dict[ResourceKey, SnapshotValue[Any]] = {}
+    swr: list[ResourceKey] = []
+    served_first = len(hits)
+    for key, policy in rest.items():
+        verdict, value = _judge(lookups.get(key, MISS), policy, now)
+        if verdict is _FETCH:
+            needed.append(key)
+            if value is not None:
+                candidates[key] = value
+            continue
+        hits[key] = value  # type: ignore[assignment]  # a hit: never None
+        if verdict is _REFRESH_AHEAD:
+            ahead.append(key)
+        elif verdict is _STALE_WHILE_REVALIDATE:
+            swr.append(key)
+    if served_first and len(hits) > served_first:  # hits in request order again
+        hits = {key: hits[key] for key in keys if key in hits}
+        due = set(ahead)
+        ahead = [key for key in keys if key in due]
+    return hits, ahead, needed, candidates, swr
+
+
+def _judge(
+    lookup: CacheLookup, policy: FreshnessPolicy, now: float
+) -> tuple[str, SnapshotValue[Any] | None]:
+    """What a build does with a key the cache did not serve at once: ``(FRESH, served)``,
+    ``(REFRESH_AHEAD, served)`` (a fresh hit due a refresh), ``(STALE_WHILE_REVALIDATE,
+    served stale)``, or ``("fetch", the usable value to serve if every source fails, or
+    None)``."""
+    value = lookup.value
+    if value is None:
+        return _FETCH, None
+    age = lookup.age_seconds
+    if age is None:  # a custom cache need not say
+        age = max(0.0, now - value.observed_at)
+    if lookup.fresh:
+        verdict = _REFRESH_AHEAD if policy.should_refresh_ahead(age) else _FRESH
+        return verdict, value._served(now, age, False)
+    if lookup.usable_stale and policy.refresh_mode is _SWR:
+        return _STALE_WHILE_REVALIDATE, value._served(now, age, True)
+    usable = lookup.usable_stale and policy.allow_stale_on_error
+    return _FETCH, value if usable else None
 
 
 def _with_metadata(value: SnapshotValue[Any], **extra: Any) -> SnapshotValue[Any]:

@@ -7,6 +7,7 @@ and mutate the object it returned), stamps authority rank, version and dependenc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, final
 
@@ -24,6 +25,7 @@ from ..core import (
     SourcePayload,
     SourceProtocolError,
 )
+from ..core._isolation import located
 from ..core._policies import FutureObservationError
 from ..core._validation import EMPTY_MAPPING, frozen_mapping
 from ..core._values import wrap_payload
@@ -221,15 +223,20 @@ class ValueFactory:
                 loop missed the deadline or was refused (the builder is closing).
         """
         now = self._clock.now()
-        context = f"{key} from source {source.name!r}"
         observed = payload.observed_at
         if observed is None:
             observed = now if default_observed_at is None else default_observed_at
         # Kept as given, never clamped to now (a future stamp is served with age 0 and its skew).
-        skew = self._observation.future_skew(observed, now, what=f"source observation for {key}")
-        metadata: Mapping[str, Any] = self._isolator.freeze_metadata(
-            payload.metadata, context=context
-        )
+        # A finite float not after now (the common case) has no skew: nothing to check or name.
+        if observed.__class__ is float and -math.inf < observed <= now:
+            skew = 0.0
+        else:
+            what = f"source observation for {key}"
+            skew = self._observation.future_skew(observed, now, what=what)
+        metadata: Mapping[str, Any] = payload.metadata
+        if metadata:
+            context = f"{key} from source {source.name!r}"
+            metadata = self._isolator.freeze_metadata(metadata, context=context)
         if skew > 0.0:
             metadata = {**metadata, "clock_skew_seconds": skew}
         age = max(0.0, now - observed)
@@ -239,7 +246,10 @@ class ValueFactory:
             if type(copy) is CopyFailed:
                 raise copy.error
         else:
-            copy = self._isolator.copy(payload.value, context=context)
+            try:
+                copy = self._isolator.copy(payload.value, context="")
+            except PayloadIsolationError as error:  # named here: no text made per key otherwise
+                raise located(error, f"{key} from source {source.name!r}") from error.__cause__
         return SnapshotValue._trusted(
             key,
             copy,

@@ -53,6 +53,14 @@ class PolicyResolver:
         """The policy for keys no rule covers."""
         return self._default
 
+    @property
+    def constant(self) -> FreshnessPolicy | None:
+        """The policy of every key when no rule can pick another (no overrides, no dynamic
+        resolver), else ``None``: a build then needs no per-key resolution."""
+        if self._overrides or self._dynamic is not None:
+            return None
+        return self._default
+
     def resolve(self, key: ResourceKey) -> FreshnessPolicy:
         """Return the policy for ``key``.
 

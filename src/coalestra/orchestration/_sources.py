@@ -241,7 +241,16 @@ class SourceChains:
     asked once per key while the key stays in the table (oldest entries are dropped first).
     """
 
-    __slots__ = ("_cache", "_dynamic", "_enabled", "_max_entries", "_sources", "hits", "misses")
+    __slots__ = (
+        "_answers",
+        "_cache",
+        "_dynamic",
+        "_enabled",
+        "_max_entries",
+        "_sources",
+        "hits",
+        "misses",
+    )
 
     def __init__(
         self,
@@ -257,6 +266,10 @@ class SourceChains:
         )
         self._dynamic = any(not source.cache_supports for source in sources)
         self._cache: dict[ResourceKey, tuple[frozenset[int], Broken]] = {}
+        # One answer object per distinct answer, shared by every key that gets it: most keys of
+        # a builder get one of a handful of answers, and a tuple and frozenset per key cost
+        # ~300 bytes (a third of a cached entry's memory).
+        self._answers: dict[frozenset[int], tuple[frozenset[int], Broken]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -266,6 +279,7 @@ class SourceChains:
     def clear(self) -> None:
         """Forget every cached answer."""
         self._cache.clear()
+        self._answers.clear()
 
     def sorted_chains(
         self,
@@ -311,7 +325,7 @@ class SourceChains:
         cache = self._cache
         if self._max_entries is not None and len(cache) >= self._max_entries:
             del cache[next(iter(cache))]
-        cache[key] = answer
+        cache[key] = self._answers.setdefault(answer[0], answer)
 
     @staticmethod
     def _ask(
