@@ -50,9 +50,9 @@ def serve(
         if each is not None:
             policy = next(each)
             ttl, may_refresh = policy.ttl_seconds, policy.refresh_mode is _AHEAD
-        entry = find(key)
-        if entry is not None:
-            stored, flags = entry
+        held = find(key)
+        if held is not None:
+            stored, flags = held if isinstance(held, tuple) else (held, 0)
             age = now - stored.observed_at
             if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
                 age = 0.0

@@ -7,7 +7,9 @@ happen outside, before a write is committed and after a read is decided.
 
 Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and bit flags
 computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`), so a read of
-a plain immutable value tests one int instead of inspecting the payload again.
+a plain immutable value tests one int instead of inspecting the payload again. An entry without
+flags (the common case) is held as the bare value: a tuple per entry is ~56 bytes; :func:`entry`
+reads either form.
 
 :meth:`MemoryStore.read` answers the cache protocol (one :class:`CacheLookup` per key, every
 field of the stored revision unchanged); :func:`._serving.serve` answers a build.
@@ -32,6 +34,15 @@ from ._values import CacheStats
 
 Entry: TypeAlias = tuple[SnapshotValue[Any], int]
 """A stored value and its flags (:data:`MUTABLE`, :data:`DERIVED`)."""
+
+Held: TypeAlias = "SnapshotValue[Any] | Entry"
+"""What the store's table holds per key: the bare value when it has no flags, else an entry."""
+
+
+def entry(held: Held) -> Entry:
+    """``held`` as a ``(value, flags)`` entry."""
+    return held if type(held) is tuple else (held, 0)  # type: ignore[return-value]
+
 
 MUTABLE = 1
 """Entry flag: the payload or metadata holds mutable objects, so reads must copy it."""
@@ -124,7 +135,7 @@ class MemoryStore:
         max_entries: int | None,
         slow_copy: Callable[[SnapshotValue[Any]], bool] | None = None,
     ) -> None:
-        self._entries: OrderedDict[ResourceKey, Entry] = OrderedDict()
+        self._entries: OrderedDict[ResourceKey, Held] = OrderedDict()
         self.max_entries = max_entries
         self._slow_copy = slow_copy
         self.fresh_hits = self.stale_hits = self.misses = 0
@@ -158,14 +169,14 @@ class MemoryStore:
         hits = fresh_hits = misses = 0
         memo: dict[ResourceKey, bool] | None = None
         for key in keys:
-            entry = find(key)
-            if entry is None:
+            held = find(key)
+            if held is None:
                 if key.__class__ is not ResourceKey or key not in policies:
                     raise KeyError(key)
                 misses += 1
                 results[key] = MISS
                 continue
-            stored, flags = entry
+            stored, flags = held if isinstance(held, tuple) else (held, 0)
             age = now - stored.observed_at
             if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
                 age = 0.0
@@ -211,14 +222,17 @@ class MemoryStore:
         if known is not None:
             return known
         memo[key] = False  # while in progress: a dependency cycle counts as not current
-        entry = self._entries.get(key)
-        if entry is None:
+        held = self._entries.get(key)
+        if held is None:
             return False
-        for dependency, version in entry[0].dependency_versions.items():
+        for dependency, version in entry(held)[0].dependency_versions.items():
             found = self._entries.get(dependency)
-            if found is None or found[0].version != version:
+            if found is None:
                 return False
-            if found[0].dependency_versions and not self._dependencies_current(dependency, memo):
+            value = entry(found)[0]
+            if value.version != version:
+                return False
+            if value.dependency_versions and not self._dependencies_current(dependency, memo):
                 return False
         memo[key] = True
         return True
@@ -244,7 +258,7 @@ class MemoryStore:
         if mutable:
             slow = self._slow_copy
             flags |= MUTABLE | SLOW_COPY if slow is None or slow(value) else MUTABLE
-        entries[key] = (value, flags)
+        entries[key] = (value, flags) if flags else value
         entries.move_to_end(key)
         self.sets += 1
         limit = self.max_entries
@@ -258,7 +272,8 @@ class MemoryStore:
     ) -> tuple[CacheWriteStatus, Entry | None]:
         """What :meth:`put_if_newer` would do now, without storing: the decision and the entry
         held (``None`` if there is none)."""
-        held = self._entries.get(value.key)
+        found = self._entries.get(value.key)
+        held = None if found is None else entry(found)
         status = decide_write(
             None if held is None else held[0], value, force=force, replace_equal=replace_equal
         )
@@ -271,7 +286,8 @@ class MemoryStore:
 
         Returns the decision and the entry held before (``None`` if there was none).
         """
-        previous = self._entries.get(value.key)
+        found = self._entries.get(value.key)
+        previous = None if found is None else entry(found)
         status = decide_write(
             None if previous is None else previous[0],
             value,
@@ -307,7 +323,8 @@ class MemoryStore:
                 is dropped then.
         """
         doomed: list[ResourceKey] = []
-        for key, (value, _flags) in self._entries.items():
+        for key, held in self._entries.items():
+            value = entry(held)[0]
             policy = resolver.resolve(key)
             if not isinstance(policy, FreshnessPolicy):
                 raise TypeError(
