@@ -97,28 +97,21 @@ async def warm_build() -> None:
     await builder.aclose()
 
 
-async def warm_build_dicts() -> None:
-    builder = SnapshotBuilder([DictSource()], default_policy=LONG)
+async def warm_payloads(source: MemorySource, label: str, note: str) -> None:
+    builder = SnapshotBuilder([source], default_policy=LONG)
     wanted = keys(1000)
     await builder.build(wanted)
     seconds = await best_of(50, lambda: builder.build(wanted))
-    print(
-        f"engine.warm_build 1000 keys, nested dict payloads: {seconds * 1e6 / 1000:.2f} us/key "
-        "(one copy per key, no target)"
-    )
+    print(f"engine.warm_build 1000 keys, {label}: {seconds * 1e6 / 1000:.2f} us/key {note}")
     await builder.aclose()
+
+
+async def warm_build_dicts() -> None:
+    await warm_payloads(DictSource(), "nested dict payloads", "(one copy per key, no target)")
 
 
 async def warm_build_quotes() -> None:
-    builder = SnapshotBuilder([QuoteSource()], default_policy=LONG)
-    wanted = keys(1000)
-    await builder.build(wanted)
-    seconds = await best_of(50, lambda: builder.build(wanted))
-    print(
-        f"engine.warm_build 1000 keys, small dict payloads: {seconds * 1e6 / 1000:.2f} us/key "
-        "(one copy per key) target<=1.5"
-    )
-    await builder.aclose()
+    await warm_payloads(QuoteSource(), "small dict payloads", "(one copy per key) target<=1.5")
 
 
 class ListEvents:

@@ -14,26 +14,12 @@ import argparse
 import asyncio
 import gc
 import tracemalloc
-from typing import Any
+
+from bench_builder import LONG, MemorySource  # serves each key's subject: no payload memory
 
 from coalestra.cache import AsyncMemoryCache
-from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey
+from coalestra.core import ResourceKey
 from coalestra.orchestration import SnapshotBuilder
-
-LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
-
-
-class MemorySource:
-    """Serves each key's subject (a string the key already holds: no payload memory)."""
-
-    name = "memory"
-    priority = 10
-
-    def supports(self, key: ResourceKey) -> bool:
-        return key.namespace == "bench"
-
-    async def fetch(self, key: ResourceKey, context: FetchContext) -> Any:
-        return key.subject
 
 
 async def retained_per_entry(count: int) -> float:
