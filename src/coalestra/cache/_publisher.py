@@ -133,10 +133,7 @@ class ResourcePublisher(PublisherCopies):
         self.authority_resolver = authority_resolver
         self.max_pending_tasks = config.max_pending_tasks
         self._writer = CacheWriter(
-            config.cache,
-            clock=config.clock,
-            lock_stripes=config.lock_stripes,
-            max_pending_tasks=config.max_pending_tasks,
+            config.cache, config.clock, config.lock_stripes, config.max_pending_tasks
         )
         self._report = Instrumentation(config.metrics, config.events)
         self._reporting = self._report.enabled  # the sinks are fixed here, so is this
@@ -147,9 +144,8 @@ class ResourcePublisher(PublisherCopies):
             max_concurrency=max_copy_concurrency,
             component="publisher",
         )
-        # AsyncMemoryCache stores private copies and returns isolated previous revisions, so
-        # the publisher need not copy into it or out of it; other caches are not trusted to.
-        # The default cache itself (no subclass) is written directly, minus its checks.
+        # AsyncMemoryCache copies what it stores and returns (other caches are not trusted to);
+        # the default cache itself (no subclass) is written directly, minus its public checks.
         self._trusted_cache = isinstance(cache := config.cache, AsyncMemoryCache)
         self._memory = cache if type(cache) is AsyncMemoryCache else None
         self._refusal: str | None = None  # set when the owning builder closes

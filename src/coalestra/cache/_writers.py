@@ -75,7 +75,7 @@ class CacheWriter:
     )
 
     def __init__(
-        self, cache: AsyncCache, *, clock: Clock, lock_stripes: int, max_pending_tasks: int
+        self, cache: AsyncCache, clock: Clock, lock_stripes: int, max_pending_tasks: int
     ) -> None:
         self._cache = cache
         self._clock = clock
