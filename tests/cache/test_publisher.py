@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 from coalestra.cache import (
     AsyncMemoryCache,
@@ -50,14 +51,6 @@ class Metrics:
 
     def observe(self, metric: str, value: float, **labels: str) -> None:
         raise AssertionError("the publisher observes nothing")
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.events.append((event_type, payload))
 
 
 class BrokenSink:
@@ -297,7 +290,7 @@ async def test_invalidate_with_reason(clock: VirtualClock) -> None:
         1,
         {"resource_namespace": "account", "resource_name": "position"},
     )
-    assert h.events.events[-1] == (
+    assert h.events.records[-1] == (
         "resource_invalidated",
         {"resource": "account:position:BTC", "reason": "stream-gap"},
     )
@@ -388,7 +381,7 @@ async def test_future_observation_beyond_tolerance_is_rejected(clock: VirtualClo
         await h.publisher.publish(PRICE, 1, source="stream", observed_at=clock.now() + 5)
     assert await h.cached(PRICE) is None
     assert h.metrics.increments == []
-    assert h.events.events == []
+    assert h.events.records == []
 
 
 async def test_small_future_skew_is_accepted_and_recorded(clock: VirtualClock) -> None:
@@ -515,7 +508,7 @@ async def test_invalidate_many_uses_one_batch_call_and_reports_each(clock: Virtu
     await h.publisher.invalidate_many([PRICE, PRICE_ETH], reason="reconnect")
     assert h.cache.calls == ["set_many_if_newer", "invalidate_many"]
     assert await h.cache.inner.size() == 0
-    invalidations = [e for e in h.events.events if e[0] == "resource_invalidated"]
+    invalidations = [e for e in h.events.records if e[0] == "resource_invalidated"]
     assert [payload["resource"] for _t, payload in invalidations] == [str(PRICE), str(PRICE_ETH)]
 
 
@@ -573,7 +566,7 @@ async def test_metrics_labels_are_low_cardinality_and_events_carry_identity(
         for status in ("published", "ignored_older")
     ]
     resource = "market:candles:BTCUSDT?interval=1m&venue=spot"
-    assert h.events.events == [
+    assert h.events.records == [
         (
             "resource_published",
             {

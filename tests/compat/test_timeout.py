@@ -45,15 +45,17 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+async def _sleep_in(scope: Any, seconds: float) -> None:
+    """Sleep ``seconds`` inside ``scope``: one call, so ``pytest.raises`` wraps one statement."""
+    async with scope:
+        await asyncio.sleep(seconds)
+
+
 async def test_an_expired_scope_raises_timeout_error(timeout: Timeout) -> None:
     scope = timeout(2.5)
 
-    async def _body() -> None:
-        async with scope:
-            await asyncio.sleep(10)
-
     with pytest.raises(TimeoutError):
-        await _body()
+        await _sleep_in(scope, 10)
     assert scope.expired()
     assert _now() == 2.5
     await asyncio.sleep(1)  # the task is not left cancelled
@@ -81,12 +83,8 @@ async def test_no_delay_means_no_deadline(timeout: Timeout) -> None:
 async def test_a_deadline_already_passed_fires_at_the_next_await(timeout_at: Timeout) -> None:
     await asyncio.sleep(5)
 
-    async def _body() -> None:
-        async with timeout_at(1.0):
-            await asyncio.sleep(1)
-
     with pytest.raises(TimeoutError):
-        await _body()
+        await _sleep_in(timeout_at(1.0), 1)
     assert _now() == 5.0
 
 
@@ -178,13 +176,8 @@ async def test_a_body_that_swallows_the_cancellation_ends_normally(timeout: Time
 async def test_the_inner_scope_expires_first(timeout: Timeout) -> None:
     inner = timeout(1)
     async with timeout(10) as outer:
-
-        async def _body() -> None:
-            async with inner:
-                await asyncio.sleep(20)
-
         with pytest.raises(TimeoutError):
-            await _body()
+            await _sleep_in(inner, 20)
         await asyncio.sleep(2)
     assert inner.expired()
     assert not outer.expired()
@@ -269,12 +262,8 @@ async def test_rescheduling_to_the_past_fires_at_once(timeout: Timeout) -> None:
 async def test_an_expired_or_finished_scope_cannot_be_rescheduled(timeout: Timeout) -> None:
     expired = timeout(1)
 
-    async def _body() -> None:
-        async with expired:
-            await asyncio.sleep(20)
-
     with pytest.raises(TimeoutError):
-        await _body()
+        await _sleep_in(expired, 20)
     with pytest.raises(RuntimeError):
         expired.reschedule(None)
     async with timeout(1) as finished:

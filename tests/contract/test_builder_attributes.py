@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 from coalestra import (
     AsyncMemoryCache,
@@ -35,14 +36,6 @@ def source(name: str = "rest", priority: int = 10) -> CallableSource:
     return CallableSource(
         name=name, priority=priority, supports=lambda _key: True, fetcher=lambda _k, _c: name
     )
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.events.append((event_type, payload))
 
 
 # -- B-ATTR-1 ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 from coalestra import (
     CallableBatchSource,
@@ -114,17 +115,6 @@ class Recorder(InMemoryMetrics):
     def observe(self, metric: str, value: float, **labels: str) -> None:
         self.observations.add((metric, frozenset(labels)))
         super().observe(metric, value, **labels)
-
-
-class Events:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.events.append((event_type, payload))
-
-    def named(self, event_type: str) -> list[dict[str, Any]]:
-        return [payload for name, payload in self.events if name == event_type]
 
 
 def single(fetcher: Any, name: str = "rest", priority: int = 10, **options: Any) -> CallableSource:
@@ -288,7 +278,7 @@ async def test_b_obs_4_event_names_and_payload_keys(clock: VirtualClock) -> None
     metrics, events = Recorder(), Events()
     await _scenario(clock, metrics, events)
     seen = set()
-    for name, payload in events.events:
+    for name, payload in events.records:
         assert name in EVENT_KEYS, name
         assert set(payload) == EVENT_KEYS[name], name
         seen.add(name)
@@ -299,36 +289,34 @@ async def test_b_obs_4_event_names_and_payload_keys(clock: VirtualClock) -> None
 async def test_b_obs_4_payload_values(clock: VirtualClock) -> None:
     metrics, events = Recorder(), Events()
     await _scenario(clock, metrics, events)
-    (built, *_) = events.named("snapshot_built")
+    (built, *_) = events.of("snapshot_built")
     assert built["resources"] == 3
     assert built["resolved"] == 2
     assert built["failed"] == 1
     assert built["build_failed"] is False
     assert built["strict"] is False
     assert built["diagnostics"].requested_resources == 3
-    (failed,) = (e for e in events.named("source_failed") if e["resource"] == str(ETH))
+    (failed,) = (e for e in events.of("source_failed") if e["resource"] == str(ETH))
     assert failed["source"] == "stream"
     assert failed["error_type"] == "ValueError"
     assert failed["error"] == "stream down"
-    rejected = events.named("source_payload_rejected")[0]
+    rejected = events.of("source_payload_rejected")[0]
     assert rejected["resource"] == str(BTC)
     assert rejected["source"] == "stream"
-    hits = events.named("cache_hit")
+    hits = events.of("cache_hit")
     assert {"resource": str(BTC), "freshness": "fresh"} in hits
-    assert events.named("cache_bypassed") == [
-        {"resource": str(BTC), "reason": "session_revalidation"}
-    ]
-    scheduled = events.named("resource_refresh_scheduled")[0]
+    assert events.of("cache_bypassed") == [{"resource": str(BTC), "reason": "session_revalidation"}]
+    scheduled = events.of("resource_refresh_scheduled")[0]
     assert scheduled["reason"] == "stale_while_revalidate"
-    assert events.named("resource_refresh_completed")[0]["source"] == "batch"
-    published = events.named("resource_published")
+    assert events.of("resource_refresh_completed")[0]["source"] == "batch"
+    published = events.of("resource_published")
     assert published[0]["forced"] is False
-    ignored = events.named("resource_publish_ignored")[0]
+    ignored = events.of("resource_publish_ignored")[0]
     assert ignored["status"] == "ignored_older"
-    assert events.named("resource_invalidated") == [{"resource": str(BOOK), "reason": "gap"}]
-    resolved = events.named("resource_resolved")[0]
+    assert events.of("resource_invalidated") == [{"resource": str(BOOK), "reason": "gap"}]
+    resolved = events.of("resource_resolved")[0]
     assert resolved["source_kind"] == "batch"
-    assert events.named("snapshot_consistency_failed")[0]["max_observation_skew_ms"] == 0.0
+    assert events.of("snapshot_consistency_failed")[0]["max_observation_skew_ms"] == 0.0
 
 
 async def test_b_obs_4_stale_fallback_and_circuit_open(clock: VirtualClock) -> None:
@@ -354,11 +342,11 @@ async def test_b_obs_4_stale_fallback_and_circuit_open(clock: VirtualClock) -> N
         snapshot = await b.build([BTC])
         assert snapshot[BTC].stale
         await b.build([BTC])
-    assert events.named("stale_fallback_used")[0] == {
+    assert events.of("stale_fallback_used")[0] == {
         "resource": str(BTC),
         "error_type": "ConnectionError",
     }
-    (blocked, *_) = events.named("source_circuit_open")
+    (blocked, *_) = events.of("source_circuit_open")
     assert blocked["source"] == "rest"
     assert blocked["resource"] == str(BTC)
     assert blocked["error"] == "circuit is open for rest[source]"
@@ -438,15 +426,15 @@ async def test_b_obs_4_refresh_ahead_that_fails(clock: VirtualClock) -> None:
         built = await b.build([BTC], snapshot_id="ahead")
         await b.wait_for_refreshes()
     assert built[BTC].value == 1
-    assert events.named("resource_refresh_scheduled") == [
+    assert events.of("resource_refresh_scheduled") == [
         {"resource": str(BTC), "reason": "refresh_ahead", "snapshot_id": "ahead"}
     ]
-    (failed,) = events.named("resource_refresh_failed")
+    (failed,) = events.of("resource_refresh_failed")
     assert set(failed) == {"resource", "reason", "error_type", "error"}
     assert (failed["resource"], failed["reason"]) == (str(BTC), "refresh_ahead")
     assert failed["error_type"] == "ResourceResolutionError"
     assert "refresh broke" in failed["error"]
-    assert not events.named("resource_refresh_completed")  # the cached value was kept instead
+    assert not events.of("resource_refresh_completed")  # the cached value was kept instead
     assert metrics.counter("resource_refresh_total", status="scheduled", **PRICE) == 1
     assert metrics.counter("resource_refresh_total", status="failure", **PRICE) == 1
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 from coalestra import (
     CallableDerivedSource,
@@ -77,19 +78,6 @@ class Rest:
         return CallableSource(
             name="rest", priority=10, supports=self.values.__contains__, fetcher=self.fetch
         )
-
-
-class Events:
-    """An event sink keeping every event."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.events.append((event_type, payload))
-
-    def named(self, event_type: str) -> list[dict[str, Any]]:
-        return [payload for name, payload in self.events if name == event_type]
 
 
 def derived_chain() -> CallableDerivedSource:
@@ -260,7 +248,7 @@ async def test_b_sess_3_skew_violation_raises_with_the_session_snapshot(
     assert (
         metrics.counter("snapshot_consistency_total", status="error", rule="observation_skew") == 1
     )
-    (failed,) = events.named("snapshot_consistency_failed")
+    (failed,) = events.of("snapshot_consistency_failed")
     assert set(failed) == {
         "snapshot_id",
         "resources",
@@ -331,7 +319,7 @@ async def test_b_sess_3_build_request_counts_the_consistency_failure(
     assert (
         metrics.counter("snapshot_consistency_total", status="error", rule="observation_skew") == 1
     )
-    assert len(events.named("snapshot_consistency_failed")) == 1
+    assert len(events.of("snapshot_consistency_failed")) == 1
 
 
 # -- B-SESS-4 -----------------------------------------------------------------------------------
@@ -574,7 +562,7 @@ async def test_b_sess_9_revalidation_counters_and_metric(
     assert health.revalidation_failure_count == 2
     assert metrics.counter("snapshot_session_revalidate_total", status="success") == 1
     assert metrics.counter("snapshot_session_revalidate_total", status="error") == 2
-    revalidated = events.named("snapshot_session_revalidated")
+    revalidated = events.of("snapshot_session_revalidated")
     assert len(revalidated) == 3
     assert set(revalidated[0]) == {
         "snapshot_id",
@@ -603,7 +591,7 @@ async def test_b_sess_9_every_stage_counts_a_session_resolve(
         await session.resolve([C])
     assert metrics.counter("snapshot_session_resolve_total", status="success") == 2
     assert metrics.counter("snapshot_session_resolve_total", status="error") == 1
-    resolved = events.named("snapshot_session_resolved")
+    resolved = events.of("snapshot_session_resolved")
     assert len(resolved) == 3
     assert set(resolved[1]) == {
         "snapshot_id",
@@ -622,7 +610,7 @@ async def test_b_sess_9_every_stage_counts_a_session_resolve(
         await builder.build([C])
     assert metrics.counter("snapshot_session_resolve_total", status="success") == 3
     assert metrics.counter("snapshot_session_resolve_total", status="error") == 2
-    assert len(events.named("snapshot_session_resolved")) == 3
+    assert len(events.of("snapshot_session_resolved")) == 3
 
 
 # -- B-SESS-10 ----------------------------------------------------------------------------------

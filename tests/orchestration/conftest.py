@@ -65,14 +65,14 @@ class _Base:
         name: str,
         priority: int,
         *,
-        supports: Callable[[ResourceKey], Any] | None,
-        delay: float,
-        gauge: Gauge | None,
-        timeout_seconds: float | None,
-        queue_timeout_seconds: float | None,
-        max_concurrency: int | None,
-        resilience_policy: SourceResiliencePolicy | None,
-        cache_supports: bool,
+        supports: Callable[[ResourceKey], Any] | None = None,
+        delay: float = 0.0,
+        gauge: Gauge | None = None,
+        timeout_seconds: float | None = None,
+        queue_timeout_seconds: float | None = None,
+        max_concurrency: int | None = None,
+        resilience_policy: SourceResiliencePolicy | None = None,
+        cache_supports: bool = True,
     ) -> None:
         self.name = name
         self.priority = priority
@@ -130,28 +130,9 @@ class Single(_Base):
         name: str,
         priority: int = 0,
         handler: Handler | None = None,
-        *,
-        supports: Callable[[ResourceKey], Any] | None = None,
-        delay: float = 0.0,
-        gauge: Gauge | None = None,
-        timeout_seconds: float | None = None,
-        queue_timeout_seconds: float | None = None,
-        max_concurrency: int | None = None,
-        resilience_policy: SourceResiliencePolicy | None = None,
-        cache_supports: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            name,
-            priority,
-            supports=supports,
-            delay=delay,
-            gauge=gauge,
-            timeout_seconds=timeout_seconds,
-            queue_timeout_seconds=queue_timeout_seconds,
-            max_concurrency=max_concurrency,
-            resilience_policy=resilience_policy,
-            cache_supports=cache_supports,
-        )
+        super().__init__(name, priority, **options)
         self.handler = handler if handler is not None else _default_value(name)
         self.calls: list[ResourceKey] = []
 
@@ -171,28 +152,10 @@ class Batch(_Base):
         priority: int = 0,
         handler: Handler | None = None,
         *,
-        supports: Callable[[ResourceKey], Any] | None = None,
-        delay: float = 0.0,
-        gauge: Gauge | None = None,
-        timeout_seconds: float | None = None,
-        queue_timeout_seconds: float | None = None,
-        max_concurrency: int | None = None,
         max_batch_size: int | None = None,
-        resilience_policy: SourceResiliencePolicy | None = None,
-        cache_supports: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            name,
-            priority,
-            supports=supports,
-            delay=delay,
-            gauge=gauge,
-            timeout_seconds=timeout_seconds,
-            queue_timeout_seconds=queue_timeout_seconds,
-            max_concurrency=max_concurrency,
-            resilience_policy=resilience_policy,
-            cache_supports=cache_supports,
-        )
+        super().__init__(name, priority, **options)
         self.max_batch_size = max_batch_size
         value = _default_value(name)
         self.handler = (
@@ -219,28 +182,9 @@ class Derived(_Base):
         priority: int = 0,
         deps: Callable[[ResourceKey], Collection[ResourceKey]] | None = None,
         handler: Handler | None = None,
-        *,
-        supports: Callable[[ResourceKey], Any] | None = None,
-        delay: float = 0.0,
-        gauge: Gauge | None = None,
-        timeout_seconds: float | None = None,
-        queue_timeout_seconds: float | None = None,
-        max_concurrency: int | None = None,
-        resilience_policy: SourceResiliencePolicy | None = None,
-        cache_supports: bool = True,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            name,
-            priority,
-            supports=supports,
-            delay=delay,
-            gauge=gauge,
-            timeout_seconds=timeout_seconds,
-            queue_timeout_seconds=queue_timeout_seconds,
-            max_concurrency=max_concurrency,
-            resilience_policy=resilience_policy,
-            cache_supports=cache_supports,
-        )
+        super().__init__(name, priority, **options)
         self.deps = deps if deps is not None else (lambda _key: ())
         self.handler = (
             handler

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 import coalestra
 from coalestra import (
@@ -37,17 +38,6 @@ from coalestra.testing import VirtualClock
 A, B, C, D = (ResourceKey("md", "quote", s) for s in "ABCD")
 LONG = FreshnessPolicy(ttl_seconds=30.0, max_stale_seconds=3600.0)
 TOO_OLD = SnapshotAcceptanceReason.TOO_OLD
-
-
-class Events:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.records.append((event_type, payload))
-
-    def of(self, event_type: str) -> list[dict[str, Any]]:
-        return [payload for kind, payload in self.records if kind == event_type]
 
 
 def aged_source(ages: dict[ResourceKey, float], *, fail: tuple[ResourceKey, ...] = ()) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 import coalestra
 from coalestra import (
@@ -38,17 +39,6 @@ ONCE = RetryPolicy(max_attempts=1)
 Status = SourceTimeoutGuaranteeStatus
 REJECTION = "source_transport_budget_rejection_total"
 VIOLATION = "source_transport_timeout_violation_total"
-
-
-class Events:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.records.append((event_type, payload))
-
-    def of(self, event_type: str) -> list[dict[str, Any]]:
-        return [payload for kind, payload in self.records if kind == event_type]
 
 
 class Declared:

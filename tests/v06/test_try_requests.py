@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from tests.recording import Events
 
 import coalestra
 from coalestra import (
@@ -39,17 +40,6 @@ from coalestra.testing import VirtualClock
 A, B, C = (ResourceKey("md", "quote", s) for s in "ABC")
 LONG = FreshnessPolicy(ttl_seconds=30.0, max_stale_seconds=3600.0)
 ACCEPTED, DEGRADED, REJECTED = SnapshotResultState
-
-
-class Events:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, dict[str, Any]]] = []
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.records.append((event_type, payload))
-
-    def of(self, event_type: str) -> list[dict[str, Any]]:
-        return [payload for kind, payload in self.records if kind == event_type]
 
 
 class Feed:

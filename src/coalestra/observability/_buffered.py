@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar, final
 
 from ..core._protocols import EventSink, MetricsSink
@@ -143,12 +142,7 @@ class _BufferedSink(Generic[R]):
         """Return the sink's counters (enqueued, delivered, dropped, failures, pending, closed)."""
         return self._buffer.stats()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

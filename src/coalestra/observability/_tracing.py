@@ -10,7 +10,6 @@ costs one call per build and per source call.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import Protocol, final, runtime_checkable
 
 from ..core import SnapshotDiagnostics
@@ -57,12 +56,7 @@ class _NullSpan(AbstractContextManager["_NullSpan"]):
     def __enter__(self) -> _NullSpan:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_exc_info: object) -> None:
         return None
 
 
