@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
+
+import pytest
+from tests.orchestration import session_support
 
 from coalestra.core import FetchContext, ResourceKey, Snapshot, SourcePayload
 from coalestra.orchestration import SnapshotBuilder
@@ -262,3 +265,33 @@ def timed_out(error: object) -> bool:
         and bool(error.failures)
         and error.failures[-1].error_type == "SnapshotDeadlineExceededError"
     )
+
+
+# -- the session tests' shared set-up (test_session_derived.py, test_session_revalidate.py) -----
+
+
+@pytest.fixture
+def source() -> session_support.Source:
+    """Account, position, open orders and price, as the risk rules need them."""
+    return session_support.Source(
+        {
+            session_support.ACCOUNT: 100,
+            session_support.POSITION: {"qty": 1},
+            session_support.OPEN_ORDERS: [],
+            session_support.PRICE: 10,
+        }
+    )
+
+
+@pytest.fixture
+def derived() -> session_support.Derived:
+    return session_support.risk_rules()
+
+
+@pytest.fixture
+async def builder(
+    clock: VirtualClock, source: session_support.Source, derived: session_support.Derived
+) -> AsyncIterator[SnapshotBuilder]:
+    built = session_support.make_builder(clock, source, derived)
+    yield built
+    await built.aclose()

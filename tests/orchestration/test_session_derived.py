@@ -4,7 +4,6 @@ derived value and the revisions it was computed from, and failures."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from tests.orchestration.session_support import (
@@ -13,7 +12,6 @@ from tests.orchestration.session_support import (
     HEADROOM,
     LIMIT,
     LONG,
-    OPEN_ORDERS,
     POSITION,
     PRICE,
     Derived,
@@ -32,30 +30,6 @@ from coalestra.core import (
 from coalestra.orchestration import PolicyResolver, SnapshotBuilder
 from coalestra.resilience import CircuitBreaker, RetryPolicy
 from coalestra.testing import VirtualClock
-
-
-@pytest.fixture
-def source() -> Source:
-    return Source({ACCOUNT: 100, POSITION: {"qty": 1}, OPEN_ORDERS: [], PRICE: 10})
-
-
-@pytest.fixture
-def derived() -> Derived:
-    return risk_rules()
-
-
-@pytest.fixture
-async def builder(clock: VirtualClock, source: Source, derived: Derived) -> Any:
-    built = SnapshotBuilder(
-        [source, derived],
-        clock=clock,
-        default_policy=LONG,
-        retry_policy=RetryPolicy(max_attempts=1),
-        circuit_breaker=CircuitBreaker(failure_threshold=1000, clock=clock),
-    )
-    yield built
-    await built.aclose()
-
 
 # -- derived values ----------------------------------------------------------------------------
 

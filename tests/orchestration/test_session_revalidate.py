@@ -4,20 +4,15 @@ counters."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from tests.orchestration.conftest import timed_out
 from tests.orchestration.session_support import (
     ACCOUNT,
-    LONG,
     OPEN_ORDERS,
     POSITION,
-    PRICE,
-    Derived,
     Source,
     publish,
-    risk_rules,
 )
 
 from coalestra.core import (
@@ -27,32 +22,7 @@ from coalestra.core import (
     SnapshotConsistencyPolicy,
 )
 from coalestra.orchestration import SnapshotBuilder
-from coalestra.resilience import CircuitBreaker, RetryPolicy
 from coalestra.testing import VirtualClock
-
-
-@pytest.fixture
-def source() -> Source:
-    return Source({ACCOUNT: 100, POSITION: {"qty": 1}, OPEN_ORDERS: [], PRICE: 10})
-
-
-@pytest.fixture
-def derived() -> Derived:
-    return risk_rules()
-
-
-@pytest.fixture
-async def builder(clock: VirtualClock, source: Source, derived: Derived) -> Any:
-    built = SnapshotBuilder(
-        [source, derived],
-        clock=clock,
-        default_policy=LONG,
-        retry_policy=RetryPolicy(max_attempts=1),
-        circuit_breaker=CircuitBreaker(failure_threshold=1000, clock=clock),
-    )
-    yield built
-    await built.aclose()
-
 
 # -- the product page --------------------------------------------------------------------------
 

@@ -1,46 +1,25 @@
-"""docs/prometheus.md: its runnable blocks run and print the samples the page shows.
-
-The page follows the docs convention: fenced ``python`` blocks run in order in one namespace,
-except a block right after a ``<!-- not-run: reason -->`` line; the first ``text`` block is the
-output the page shows.
-"""
+"""docs/prometheus.md: its runnable blocks run and print the samples the page shows."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tests.integrations.pages import blocks, run_page
 
 pytest.importorskip(
     "prometheus_client", reason="prometheus-client is not installed (pip install coalestra[dev])"
 )
 
-PAGE = Path(__file__).resolve().parents[3] / "docs" / "prometheus.md"
-_BLOCK = re.compile(r"^(?:(<!-- not-run:[^\n]+-->)\n\n)?```(\w+)\n(.*?)^```$", re.S | re.M)
-
-
-def blocks(language: str, *, runnable_only: bool = False) -> list[str]:
-    return [
-        code
-        for not_run, tag, code in _BLOCK.findall(PAGE.read_text("utf-8"))
-        if tag == language and not (runnable_only and not_run)
-    ]
+PAGE = "prometheus.md"
 
 
 def test_the_example_prints_the_documented_samples(tmp_path: Path) -> None:
-    script = tmp_path / "page.py"
-    script.write_text("\n".join(blocks("python", runnable_only=True)), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
-    )
-    shown = blocks("text")[0].splitlines()
-    printed = set(result.stdout.splitlines())
+    shown = blocks(PAGE, "text")[0].splitlines()
+    printed = set(run_page(PAGE, tmp_path).splitlines())
     assert [line for line in shown if line not in printed] == []
 
 
 def test_fragments_are_marked_not_run() -> None:
-    assert len(blocks("python")) == 3
-    assert len(blocks("python", runnable_only=True)) == 1
+    assert len(blocks(PAGE, "python")) == 3
+    assert len(blocks(PAGE, "python", runnable_only=True)) == 1
