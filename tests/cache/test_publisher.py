@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tests.recording import Events
+from tests.doubles import Events
 
 from coalestra.cache import (
     AsyncMemoryCache,

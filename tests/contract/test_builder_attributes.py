@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.recording import Events
+from tests.doubles import Events
 
 from coalestra import (
     AsyncMemoryCache,

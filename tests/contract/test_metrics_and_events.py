@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytest
-from tests.recording import Events
+from tests.doubles import Events
 
 from coalestra import (
     CallableBatchSource,

@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import pytest
+from tests.doubles import ForwardingBatchAtomicCache
 
 from coalestra import (
     AsyncMemoryCache,
@@ -100,59 +101,16 @@ async def test_b_pub_2_publication_is_compared_with_a_fetched_value() -> None:
         assert (await builder.build([A])).value(A) == "fetched"
 
 
-class BatchAtomicCache:
+class BatchAtomicCache(ForwardingBatchAtomicCache):
     """An AsyncMemoryCache recording the batch calls made to it."""
 
     def __init__(self) -> None:
-        self.inner = AsyncMemoryCache()
+        super().__init__()
         self.calls: list[tuple[str, int]] = []
 
-    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
-        self.calls.append(("get", 1))
-        return await self.inner.get(key, now=now, policy=policy)
-
-    async def get_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        self.calls.append(("get_many", len(keys)))
-        return await self.inner.get_many(keys, now=now, policies=policies)
-
-    async def set(self, value: SnapshotValue[Any]) -> None:
-        self.calls.append(("set", 1))
-        await self.inner.set(value)
-
-    async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        self.calls.append(("set_many", len(values)))
-        await self.inner.set_many(values)
-
-    async def set_if_newer(
-        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> CacheWriteResult:
-        self.calls.append(("set_if_newer", 1))
-        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
-
-    async def set_many_if_newer(
-        self,
-        values: Collection[SnapshotValue[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, CacheWriteResult]:
-        self.calls.append(("set_many_if_newer", len(values)))
-        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
-
-    async def invalidate(self, key: ResourceKey) -> None:
-        await self.inner.invalidate(key)
-
-    async def invalidate_many(self, keys: Collection[ResourceKey]) -> None:
-        await self.inner.invalidate_many(keys)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
+    async def before(self, call: str, count: int) -> None:
+        if call.startswith(("get", "set")):  # reads and writes, not invalidations
+            self.calls.append((call, count))
 
 
 async def test_b_pub_2_a_batch_atomic_cache_gets_one_write_with_every_candidate() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.recording import Events
+from tests.doubles import Events
 
 from coalestra import (
     CallableDerivedSource,

@@ -5,11 +5,12 @@ work."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from tests.doubles import ForwardsGetMany, ForwardsSetIfNewer, ForwardsSetManyIfNewer
 from tests.orchestration.conftest import (
     Batch,
     Derived,
@@ -23,10 +24,7 @@ from tests.orchestration.conftest import (
 )
 
 from coalestra.adapters import CallableSource
-from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
-    CacheLookup,
-    CacheWriteResult,
     FetchContext,
     FreshnessPolicy,
     RefreshMode,
@@ -34,7 +32,6 @@ from coalestra.core import (
     SessionClosedError,
     SnapshotBuildError,
     SnapshotRequest,
-    SnapshotValue,
 )
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.resilience import RetryPolicy
@@ -43,54 +40,20 @@ from coalestra.testing import VirtualClock
 A, B = keys("A", "B")
 
 
-class GatedCache:
+class GatedCache(ForwardsGetMany, ForwardsSetIfNewer, ForwardsSetManyIfNewer):
     """An :class:`AsyncMemoryCache` whose batch read or write can be made to park on a gate."""
 
     validates_source_authority = True
 
     def __init__(self) -> None:
-        self.inner = AsyncMemoryCache()
+        super().__init__()
         self.read_gate: Gate | None = None
         self.write_gate: Gate | None = None
 
-    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
-        return await self.inner.get(key, now=now, policy=policy)
-
-    async def get_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        if self.read_gate is not None:
-            await self.read_gate.wait()
-        return await self.inner.get_many(keys, now=now, policies=policies)
-
-    async def set(self, value: SnapshotValue[Any]) -> None:
-        await self.inner.set(value)
-
-    async def set_if_newer(
-        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> CacheWriteResult:
-        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
-
-    async def set_many_if_newer(
-        self,
-        values: Collection[SnapshotValue[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, CacheWriteResult]:
-        if self.write_gate is not None:
-            await self.write_gate.wait()
-        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
-
-    async def invalidate(self, key: ResourceKey) -> None:
-        await self.inner.invalidate(key)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
+    async def before(self, call: str, count: int) -> None:
+        gate = {"get_many": self.read_gate, "set_many_if_newer": self.write_gate}.get(call)
+        if gate is not None:
+            await gate.wait()
 
 
 @dataclass

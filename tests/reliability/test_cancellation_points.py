@@ -23,25 +23,22 @@ closed) the builder still builds everything afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from tests.doubles import ForwardsGetMany, ForwardsSetIfNewer, ForwardsSetManyIfNewer
 from tests.orchestration.conftest import Batch, Derived, Single, key, make_builder
 from tests.reliability.conftest import SuspensionCounter, leftovers, task_baseline
 
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
-    CacheLookup,
-    CacheWriteResult,
     CoalestraError,
     FreshnessPolicy,
     RefreshMode,
     ResourceKey,
     Snapshot,
     SnapshotBuildError,
-    SnapshotValue,
 )
 from coalestra.orchestration import PolicyResolver, SnapshotBuilder
 from coalestra.resilience import RetryPolicy
@@ -69,55 +66,15 @@ def good(value: Any, wanted: ResourceKey) -> bool:
     return isinstance(value, dict) and value.get("subject") == wanted.subject
 
 
-class YieldingCache:
+class YieldingCache(ForwardsGetMany, ForwardsSetIfNewer, ForwardsSetManyIfNewer):
     """An :class:`AsyncMemoryCache` that suspends once on every call, as a remote cache would:
     each cache read and write of a build becomes a point where a cancellation can land."""
 
     validates_source_authority = True
 
-    def __init__(self) -> None:
-        self.inner = AsyncMemoryCache()
-
-    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
-        await asyncio.sleep(0)
-        return await self.inner.get(key, now=now, policy=policy)
-
-    async def get_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        await asyncio.sleep(0)
-        return await self.inner.get_many(keys, now=now, policies=policies)
-
-    async def set(self, value: SnapshotValue[Any]) -> None:
-        await asyncio.sleep(0)
-        await self.inner.set(value)
-
-    async def set_if_newer(
-        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> CacheWriteResult:
-        await asyncio.sleep(0)
-        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
-
-    async def set_many_if_newer(
-        self,
-        values: Collection[SnapshotValue[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, CacheWriteResult]:
-        await asyncio.sleep(0)
-        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
-
-    async def invalidate(self, key: ResourceKey) -> None:
-        await asyncio.sleep(0)
-        await self.inner.invalidate(key)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
+    async def before(self, call: str, count: int) -> None:
+        if call != "clear":
+            await asyncio.sleep(0)
 
 
 def scenario(clock: VirtualClock, cache: str) -> SnapshotBuilder:

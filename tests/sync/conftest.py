@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
+from tests.doubles import ForwardingBatchAtomicCache
 
-from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
-    CacheLookup,
-    CacheWriteResult,
     FetchContext,
     FreshnessPolicy,
     ResourceKey,
-    SnapshotValue,
 )
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.sync import SyncSnapshotBuilder
@@ -95,65 +92,18 @@ class Hold:
         self.released.set()
 
 
-class GatedCache:
+class GatedCache(ForwardingBatchAtomicCache):
     """An AsyncMemoryCache whose writes and invalidations wait at ``hold`` while it is set."""
 
     validates_source_authority = True
 
     def __init__(self) -> None:
-        self.inner = AsyncMemoryCache()
+        super().__init__()
         self.hold: Hold | None = None
 
-    async def _gate(self) -> None:
-        if self.hold is not None:
+    async def before(self, call: str, count: int) -> None:
+        if self.hold is not None and call not in ("get", "get_many", "clear"):
             await self.hold.wait()
-
-    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
-        return await self.inner.get(key, now=now, policy=policy)
-
-    async def get_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        return await self.inner.get_many(keys, now=now, policies=policies)
-
-    async def set(self, value: SnapshotValue[Any]) -> None:
-        await self._gate()
-        await self.inner.set(value)
-
-    async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
-        await self._gate()
-        await self.inner.set_many(values)
-
-    async def set_if_newer(
-        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> CacheWriteResult:
-        await self._gate()
-        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
-
-    async def set_many_if_newer(
-        self,
-        values: Collection[SnapshotValue[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, CacheWriteResult]:
-        await self._gate()
-        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
-
-    async def invalidate(self, key: ResourceKey) -> None:
-        await self._gate()
-        await self.inner.invalidate(key)
-
-    async def invalidate_many(self, keys: Collection[ResourceKey]) -> None:
-        await self._gate()
-        await self.inner.invalidate_many(keys)
-
-    async def clear(self) -> None:
-        await self.inner.clear()
 
 
 @contextlib.contextmanager

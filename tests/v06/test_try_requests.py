@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.recording import Events
+from tests.doubles import Events
 
 import coalestra
 from coalestra import (

@@ -1,0 +1,118 @@
+"""Test doubles shared across test folders (imported as ``tests.doubles``: the suite runs with
+``--import-mode=importlib`` and the test folders have no ``__init__.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from coalestra.cache import AsyncMemoryCache
+from coalestra.core import (
+    CacheLookup,
+    CacheWriteResult,
+    FreshnessPolicy,
+    ResourceKey,
+    SnapshotValue,
+)
+
+
+class Events:
+    """An event sink keeping every event, in order, as ``(event_type, payload)``."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, event_type: str, **payload: Any) -> None:
+        self.records.append((event_type, payload))
+
+    def of(self, event_type: str) -> list[dict[str, Any]]:
+        """The payloads of the events of ``event_type``, in order."""
+        return [payload for kind, payload in self.records if kind == event_type]
+
+
+# -- caches forwarding to an AsyncMemoryCache ---------------------------------------------------
+# A double picks the cache protocols it implements by its bases (the builder and the publisher
+# choose their paths by the methods a cache has, and by ``validates_source_authority``), and
+# observes or delays calls in ``before``.
+
+
+class ForwardingCache:
+    """The plain ``AsyncCache`` protocol (get, set, invalidate, clear), forwarded to ``inner``."""
+
+    def __init__(self) -> None:
+        self.inner = AsyncMemoryCache()
+
+    async def before(self, call: str, count: int) -> None:
+        """Runs before every forwarded ``call`` of ``count`` keys or values; does nothing here."""
+
+    async def get(self, key: ResourceKey, *, now: float, policy: FreshnessPolicy) -> CacheLookup:
+        await self.before("get", 1)
+        return await self.inner.get(key, now=now, policy=policy)
+
+    async def set(self, value: SnapshotValue[Any]) -> None:
+        await self.before("set", 1)
+        await self.inner.set(value)
+
+    async def invalidate(self, key: ResourceKey) -> None:
+        await self.before("invalidate", 1)
+        await self.inner.invalidate(key)
+
+    async def clear(self) -> None:
+        await self.before("clear", 0)
+        await self.inner.clear()
+
+
+class ForwardsSetIfNewer(ForwardingCache):
+    """Adds ``set_if_newer`` (the atomic protocol)."""
+
+    async def set_if_newer(
+        self, value: SnapshotValue[Any], *, force: bool = False, replace_equal: bool = False
+    ) -> CacheWriteResult:
+        await self.before("set_if_newer", 1)
+        return await self.inner.set_if_newer(value, force=force, replace_equal=replace_equal)
+
+
+class ForwardsGetMany(ForwardingCache):
+    """Adds ``get_many``."""
+
+    async def get_many(
+        self,
+        keys: Collection[ResourceKey],
+        *,
+        now: float,
+        policies: Mapping[ResourceKey, FreshnessPolicy],
+    ) -> Mapping[ResourceKey, CacheLookup]:
+        await self.before("get_many", len(keys))
+        return await self.inner.get_many(keys, now=now, policies=policies)
+
+
+class ForwardsSetManyIfNewer(ForwardingCache):
+    """Adds ``set_many_if_newer``."""
+
+    async def set_many_if_newer(
+        self,
+        values: Collection[SnapshotValue[Any]],
+        *,
+        force: bool = False,
+        replace_equal: bool = False,
+    ) -> Mapping[ResourceKey, CacheWriteResult]:
+        await self.before("set_many_if_newer", len(values))
+        return await self.inner.set_many_if_newer(values, force=force, replace_equal=replace_equal)
+
+
+class ForwardsBatchWrites(ForwardingCache):
+    """Adds ``set_many`` and ``invalidate_many``."""
+
+    async def set_many(self, values: Collection[SnapshotValue[Any]]) -> None:
+        await self.before("set_many", len(values))
+        await self.inner.set_many(values)
+
+    async def invalidate_many(self, keys: Collection[ResourceKey]) -> None:
+        await self.before("invalidate_many", len(keys))
+        await self.inner.invalidate_many(keys)
+
+
+class ForwardingBatchAtomicCache(
+    ForwardsGetMany, ForwardsBatchWrites, ForwardsSetIfNewer, ForwardsSetManyIfNewer
+):
+    """Every cache protocol: batch reads and writes, conditional writes."""
