@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import final
 
 from ...cache import CacheStats
@@ -11,58 +11,32 @@ from ._notifier import Notifier
 
 
 @final
+@dataclass(slots=True)
 class Counters:
-    """What a :class:`~coalestra.integrations.redis.RedisCache` counts (cumulative)."""
+    """What a :class:`~coalestra.integrations.redis.RedisCache` counts (cumulative); each is
+    the :class:`RedisCacheStats` field of the same name."""
 
-    __slots__ = (
-        "bad_leases",
-        "degraded_calls",
-        "dropped_bad_entries",
-        "dropped_derived",
-        "fresh_hits",
-        "ghost_releases",
-        "ignored_writes",
-        "invalidations",
-        "lease_renewals",
-        "lease_takeovers",
-        "lease_waits",
-        "lease_waits_abandoned",
-        "leases_granted",
-        "leases_granted_locally",
-        "leases_lost",
-        "leases_refused",
-        "misses",
-        "refused_values",
-        "rejected_entries",
-        "sets",
-        "stale_hits",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
-
-    fresh_hits: int
-    stale_hits: int
-    misses: int
-    sets: int
-    ignored_writes: int
-    invalidations: int
-    rejected_entries: int
-    dropped_derived: int
-    leases_granted: int
-    leases_refused: int
-    leases_granted_locally: int
-    lease_takeovers: int
-    lease_waits: int
-    degraded_calls: int
-    bad_leases: int
-    dropped_bad_entries: int
-    ghost_releases: int
-    lease_renewals: int
-    lease_waits_abandoned: int
-    leases_lost: int
-    refused_values: int
+    fresh_hits: int = 0
+    stale_hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    ignored_writes: int = 0
+    invalidations: int = 0
+    rejected_entries: int = 0
+    dropped_derived: int = 0
+    leases_granted: int = 0
+    leases_refused: int = 0
+    leases_granted_locally: int = 0
+    lease_takeovers: int = 0
+    lease_waits: int = 0
+    degraded_calls: int = 0
+    bad_leases: int = 0
+    dropped_bad_entries: int = 0
+    ghost_releases: int = 0
+    lease_renewals: int = 0
+    lease_waits_abandoned: int = 0
+    leases_lost: int = 0
+    refused_values: int = 0
 
 
 @final
@@ -168,32 +142,12 @@ def snapshot(counters: Counters, link: Link, notifier: Notifier, held: int) -> R
     """The statistics of a cache made of these parts, as of now."""
     return RedisCacheStats(
         hits=counters.fresh_hits + counters.stale_hits,
-        fresh_hits=counters.fresh_hits,
-        stale_hits=counters.stale_hits,
-        misses=counters.misses,
-        sets=counters.sets,
-        ignored_writes=counters.ignored_writes,
-        invalidations=counters.invalidations,
-        rejected_entries=counters.rejected_entries,
-        dropped_derived=counters.dropped_derived,
-        leases_granted=counters.leases_granted,
-        leases_refused=counters.leases_refused,
-        leases_granted_locally=counters.leases_granted_locally,
-        lease_takeovers=counters.lease_takeovers,
-        lease_waits=counters.lease_waits,
         available=link.available,
         errors=link.errors + notifier.errors,
-        degraded_calls=counters.degraded_calls,
         outages=link.outages,
         last_error=link.last_error,
         subscribed=notifier.subscribed,
         subscriptions=notifier.subscriptions,
-        dropped_bad_entries=counters.dropped_bad_entries,
-        refused_values=counters.refused_values,
         leases_held=held,
-        lease_renewals=counters.lease_renewals,
-        leases_lost=counters.leases_lost,
-        lease_waits_abandoned=counters.lease_waits_abandoned,
-        ghost_releases=counters.ghost_releases,
-        bad_leases=counters.bad_leases,
+        **asdict(counters),
     )
