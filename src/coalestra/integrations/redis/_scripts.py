@@ -22,7 +22,8 @@ from redis.commands.core import AsyncScript
 # a rank Lua cannot compare exactly): such an entry counts as absent, so any write replaces it.
 # holder: who holds a lease, or false when nobody does; a lease that is not a string or has no
 # expiry (foreign, or corrupt: nobody would ever renew or expire it) is deleted and counts as
-# absent. The second result tells that it was such a bad lease.
+# absent. The second result tells that it was such a bad lease. released: wakes the waiters of
+# the named (released) leases, ARGV[1] being the channel and ARGV[2] the origin; returns how many.
 _PRELUDE = """
 local function peek(key, bound)
   local head = redis.pcall('GETRANGE', key, 0, 127)
@@ -45,6 +46,12 @@ local function holder(key)
     return false, true
   end
   return token, false
+end
+local function released(names)
+  if #names > 0 then
+    redis.call('PUBLISH', ARGV[1], 'r ' .. ARGV[2] .. '\\n' .. table.concat(names, '\\n'))
+  end
+  return #names
 end
 """
 
@@ -141,10 +148,7 @@ for i, key in ipairs(KEYS) do
     names[#names + 1] = string.sub(key, plen + 1)
   end
 end
-if #names > 0 then
-  redis.call('PUBLISH', ARGV[1], 'r ' .. ARGV[2] .. '\\n' .. table.concat(names, '\\n'))
-end
-return #names
+return released(names)
 """
 
 DROP_LEASES = """
@@ -154,10 +158,7 @@ local plen, names = tonumber(ARGV[3]), {}
 for _, key in ipairs(KEYS) do
   if redis.call('DEL', key) == 1 then names[#names + 1] = string.sub(key, plen + 1) end
 end
-if #names > 0 then
-  redis.call('PUBLISH', ARGV[1], 'r ' .. ARGV[2] .. '\\n' .. table.concat(names, '\\n'))
-end
-return #names
+return released(names)
 """
 
 LEASE_INFO = """
