@@ -102,7 +102,11 @@ class GatedCache(ForwardingBatchAtomicCache):
         self.hold: Hold | None = None
 
     async def before(self, call: str, count: int) -> None:
-        if self.hold is not None and call not in ("get", "get_many", "clear"):
+        if call not in ("get", "get_many", "clear"):
+            await self._gate()
+
+    async def _gate(self) -> None:
+        if self.hold is not None:
             await self.hold.wait()
 
 

@@ -19,7 +19,7 @@ from ..core import (
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import check_bool, check_float
 from ..orchestration import SnapshotBuilder
-from ._core import FacadeCore, bind, run_sync
+from ._core import BacklogView, FacadeCore, bind, run_sync
 from ._publisher import SyncResourcePublisher
 from ._session import SyncSnapshotSession
 
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 @final
-class SyncSnapshotBuilder:
+class SyncSnapshotBuilder(BacklogView):
     """A blocking facade over a :class:`SnapshotBuilder`, for synchronous applications.
 
     It owns one persistent event loop in one daemon thread, started here; keep the facade alive
@@ -115,16 +115,6 @@ class SyncSnapshotBuilder:
     def closed(self) -> bool:
         """True once :meth:`close` has begun."""
         return self._core.closed
-
-    @property
-    def pending_submissions(self) -> int:
-        """Submissions accepted and not finished yet."""
-        return self._core.backlog.pending
-
-    @property
-    def max_pending_submissions(self) -> int:
-        """The most pending submissions; beyond it ``SubmissionBacklogFullError``."""
-        return self._core.backlog.limit
 
     # -- blocking calls ----------------------------------------------------------------------
 

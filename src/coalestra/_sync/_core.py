@@ -51,6 +51,24 @@ async def run_sync(function: Callable[[], T]) -> T:
     return function()
 
 
+class BacklogView:
+    """The backlog counters, for the facade parts that keep their :class:`FacadeCore` in
+    ``_core`` (the builder facade and its publisher share one backlog)."""
+
+    __slots__ = ()
+    _core: FacadeCore
+
+    @property
+    def pending_submissions(self) -> int:
+        """Submissions accepted by the facade and not finished yet."""
+        return self._core.backlog.pending
+
+    @property
+    def max_pending_submissions(self) -> int:
+        """The most pending submissions; beyond it ``SubmissionBacklogFullError``."""
+        return self._core.backlog.limit
+
+
 @final
 class FacadeCore:
     """The loop thread, the submission backlog and the builder of one facade."""

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from ..cache import PublishResult, ResourcePublisher, ResourceUpdate
 from ..core import PayloadIsolator, ResourceKey
-from ._core import FacadeCore
+from ._core import BacklogView, FacadeCore
 
 if TYPE_CHECKING:
     from ._builder import SyncSnapshotBuilder
@@ -56,7 +56,7 @@ def _captured_update(isolator: PayloadIsolator, update: object) -> ResourceUpdat
 
 
 @final
-class SyncResourcePublisher:
+class SyncResourcePublisher(BacklogView):
     """A :class:`ResourcePublisher` for synchronous code, driven by a
     :class:`SyncSnapshotBuilder`'s loop.
 
@@ -83,16 +83,6 @@ class SyncResourcePublisher:
             raise TypeError(f"publisher must be a ResourcePublisher, got {type(publisher)}")
         self._owner = owner
         self._publisher = publisher
-
-    @property
-    def pending_submissions(self) -> int:
-        """Submissions accepted by the owner and not finished yet."""
-        return self._core.backlog.pending
-
-    @property
-    def max_pending_submissions(self) -> int:
-        """The owner's backlog limit."""
-        return self._core.backlog.limit
 
     def flush(self, *, timeout_seconds: float | None = None) -> None:
         """Wait for the submissions accepted before this call (see
