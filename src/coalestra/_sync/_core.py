@@ -15,7 +15,11 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar, final
 
 from .._compat import TIMEOUT_ERRORS
-from ..core import ObservabilityShutdownTimeoutError, PayloadIsolator
+from ..core import (
+    ObservabilityShutdownTimeoutError,
+    PayloadCopyShutdownTimeoutError,
+    PayloadIsolator,
+)
 from ..core._closed import SYNC_BUILDER_CLOSED, ClosedError
 from ..core._validation import check_float
 from ..orchestration import SnapshotBuilder
@@ -179,8 +183,8 @@ class FacadeCore:
         try:
             try:
                 await asyncio.wait_for(step, budget)
-            except ObservabilityShutdownTimeoutError:
-                raise  # a TimeoutError too, but not the refreshes' one: it reaches close()
+            except (ObservabilityShutdownTimeoutError, PayloadCopyShutdownTimeoutError):
+                raise  # TimeoutErrors too, but not the refreshes' one: they reach close()
             except TIMEOUT_ERRORS:  # 3.10: asyncio.TimeoutError is not yet TimeoutError
                 # Refreshes outlived the timeout: an owned builder cancels them and closes; a
                 # borrowed one keeps them (they end with the loop).

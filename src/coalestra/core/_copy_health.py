@@ -29,8 +29,9 @@ def _closed_error(component: str) -> PayloadCopySubsystemClosedError:
     return PayloadCopySubsystemClosedError(component=component)
 
 
-class PayloadCopyShutdownTimeoutError(CoalestraError):
-    """Copies were still running when the copy shutdown budget ran out.
+class PayloadCopyShutdownTimeoutError(CoalestraError, TimeoutError):
+    """Copies were still running when the copy shutdown budget ran out (a ``TimeoutError`` too,
+    like every timeout we raise, ``ObservabilityShutdownTimeoutError`` included).
 
     ``timeout_seconds``: the budget; ``active_components``: component name -> copies still
     running; ``active_copies``: their sum. The late copies go on; health reports

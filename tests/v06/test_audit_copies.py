@@ -1,0 +1,123 @@
+"""Audit of 0.6 section 5 through the public API: the copy shutdown timeout is a timeout like our
+others (``docs/errors.md``: "Timeouts also derive from the builtin TimeoutError"), so a caller
+that guards ``aclose()`` / ``close()`` with ``except TimeoutError`` catches it too."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import pickle
+import threading
+from typing import Any, TypeVar
+
+import pytest
+
+from coalestra import (
+    AsyncMemoryCache,
+    CallableSource,
+    CoalestraError,
+    FreshnessPolicy,
+    ObservabilityShutdownTimeoutError,
+    PayloadCopyShutdownTimeoutError,
+    ResourceKey,
+    SnapshotBuilder,
+)
+from coalestra.sync import SyncSnapshotBuilder
+
+T = TypeVar("T")
+A = ResourceKey("md", "quote", "A")
+LONG = FreshnessPolicy(ttl_seconds=60.0, max_stale_seconds=60.0)
+
+
+class Gate:
+    """A copier blocked (in a worker thread) until :meth:`release`."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def __call__(self, value: T) -> T:
+        self.entered.set()
+        self.opened.wait(10.0)
+        return copy.deepcopy(value)
+
+    def release(self) -> None:
+        self.opened.set()
+
+
+def gated_builder(gate: Gate) -> SnapshotBuilder:
+    async def fetch(key: ResourceKey, _ctx: Any) -> Any:
+        return {"v": key.subject}
+
+    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
+    return SnapshotBuilder(
+        [source],
+        default_policy=LONG,
+        payload_copier=gate,
+        run_payload_copies_in_thread=True,
+        cache=AsyncMemoryCache(run_payload_copies_in_thread=False),
+    )
+
+
+def test_copy_shutdown_timeout_error_is_a_timeout_error_like_the_observability_one() -> None:
+    error = PayloadCopyShutdownTimeoutError(timeout_seconds=1, active_components={"builder": 1})
+    assert isinstance(error, TimeoutError)
+    assert isinstance(error, CoalestraError)
+    assert issubclass(ObservabilityShutdownTimeoutError, TimeoutError)
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, PayloadCopyShutdownTimeoutError)
+    assert isinstance(again, TimeoutError)
+    assert dict(again.active_components) == {"builder": 1}
+
+
+def test_except_timeout_error_around_aclose_catches_the_copy_shutdown_timeout() -> None:
+    gate = Gate()
+
+    async def main() -> BaseException | None:
+        builder = gated_builder(gate)
+        pending = asyncio.ensure_future(builder.build([A]))
+        while not gate.entered.is_set():  # noqa: ASYNC110 (set by a worker thread)
+            await asyncio.sleep(0)
+        caught: BaseException | None = None
+        try:
+            await builder.aclose(copy_shutdown_timeout_seconds=0.02)
+        except TimeoutError as error:
+            caught = error
+        gate.release()
+        await builder.wait_for_background_shutdown()
+        await asyncio.gather(pending, return_exceptions=True)
+        return caught
+
+    loop = asyncio.new_event_loop()
+    try:
+        caught = loop.run_until_complete(main())
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+    assert isinstance(caught, PayloadCopyShutdownTimeoutError)
+    assert dict(caught.active_components) == {"builder": 1}
+
+
+def test_sync_close_still_raises_the_copy_timeout_and_not_a_generic_timeout() -> None:
+    # The facade treats its own outer TimeoutError as "refreshes outlived the budget"; the copy
+    # shutdown timeout, now a TimeoutError too, must still reach the caller of close().
+    gate = Gate()
+    sync = SyncSnapshotBuilder(gated_builder(gate), shutdown_timeout_seconds=0.02)
+    caller = threading.Thread(target=lambda: _quietly(sync.build, [A]))
+    caller.start()
+    assert gate.entered.wait(5.0)
+    releaser = threading.Timer(0.05, gate.release)
+    releaser.start()
+    with pytest.raises(PayloadCopyShutdownTimeoutError) as caught:
+        sync.close()
+    releaser.join()
+    caller.join(5.0)
+    assert caught.value.timeout_seconds == 0.02
+    assert sync.closed
+
+
+def _quietly(call: Any, *args: Any) -> None:
+    try:
+        call(*args)
+    except BaseException:  # the close cancels the build in flight
+        return
