@@ -28,8 +28,9 @@ from collections.abc import Iterable, Sequence, Sized
 from functools import partial
 from typing import Any, final
 
-from ..core import PayloadIsolator, SnapshotValue
+from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
 from ..core._copy_runner import PayloadCopyRunner
+from ..core._isolation import located
 
 LARGE_PAYLOAD_ITEMS = 256
 """A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
@@ -183,18 +184,19 @@ class PayloadCopies:
     def _copy(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
         """One copy: the payload and the metadata of ``value``, every other field unchanged."""
         isolator = self._isolator
-        where = f"{context} {value.key}"
+        try:  # the error context is only made on failure: no text per copy otherwise
+            payload = isolator.copy(value.value, context="")
+            metadata = value.metadata
+            if isolator.metadata_needs_copy(metadata):
+                metadata = isolator.freeze_metadata(metadata, context="")
+        except PayloadIsolationError as error:
+            raise located(error, f"{context} {value.key}") from error.__cause__
         clone = value._evolve(
-            isolator.copy(value.value, context=where),
-            age_seconds=value.age_seconds,
-            stale=value.stale,
-            from_cache=value.from_cache,
+            payload, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
         )
-        metadata = value.metadata
-        if isolator.metadata_needs_copy(metadata):
-            frozen = isolator.freeze_metadata(metadata, context=where)
+        if metadata is not value.metadata:
             # ``clone`` is brand new and not yet shared, so filling in a field is still safe.
-            object.__setattr__(clone, "metadata", frozen)
+            object.__setattr__(clone, "metadata", metadata)
         return clone
 
     async def _copy_in_thread(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
