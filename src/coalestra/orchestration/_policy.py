@@ -67,9 +67,11 @@ class PolicyResolver:
         Raises:
             TypeError: the dynamic resolver returned something other than a policy or ``None``.
         """
-        policy = self._overrides.get(key)
-        if policy is not None:
-            return policy
+        overrides = self._overrides
+        if overrides:  # an empty table is not asked: a lookup hashes the key, per key per build
+            policy = overrides.get(key)
+            if policy is not None:
+                return policy
         if self._dynamic is not None:
             found = self._dynamic(key)
             if found is not None:
