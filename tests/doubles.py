@@ -16,6 +16,34 @@ from coalestra.core import (
 )
 
 
+def fresh_value(
+    key: ResourceKey,
+    payload: Any,
+    observed_at: float,
+    *,
+    source: str = "rest",
+    rank: int = 0,
+    deps: Mapping[ResourceKey, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    latency_ms: float = 0.0,
+) -> SnapshotValue[Any]:
+    """A value fetched from ``source`` when it was observed: age 0, not stale, not cached."""
+    return SnapshotValue(
+        key=key,
+        value=payload,
+        source=source,
+        observed_at=observed_at,
+        fetched_at=observed_at,
+        age_seconds=0.0,
+        stale=False,
+        from_cache=False,
+        latency_ms=latency_ms,
+        metadata=metadata or {},
+        authority_rank=rank,
+        dependency_versions=deps or {},
+    )
+
+
 class Events:
     """An event sink keeping every event, in order, as ``(event_type, payload)``."""
 

@@ -7,13 +7,13 @@ import threading
 from typing import Any
 
 import pytest
+from tests.doubles import fresh_value
 
 from coalestra.adapters import CallableDerivedSource
 from coalestra.core import (
     FetchContext,
     ResourceKey,
     Snapshot,
-    SnapshotValue,
     SourcePayload,
     SourceProtocolError,
 )
@@ -37,20 +37,7 @@ def derived(dependencies: Any = None, deriver: Any = None, **kwargs: Any) -> Cal
 
 def snapshot_of(clock: VirtualClock, values: dict[ResourceKey, Any]) -> Snapshot:
     now = clock.now()
-    resources = {
-        key: SnapshotValue(
-            key=key,
-            value=value,
-            source="inputs",
-            observed_at=now,
-            fetched_at=now,
-            age_seconds=0.0,
-            stale=False,
-            from_cache=False,
-            latency_ms=0.0,
-        )
-        for key, value in values.items()
-    }
+    resources = {k: fresh_value(k, v, now, source="inputs") for k, v in values.items()}
     return Snapshot(snapshot_id="deps", created_at=now, resources=resources)
 
 

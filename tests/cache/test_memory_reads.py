@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from tests.doubles import fresh_value
 
 from coalestra.cache import AsyncMemoryCache, CacheStats
 from coalestra.core import (
@@ -31,28 +31,9 @@ T0 = 1_000.0
 
 
 def value(
-    key: ResourceKey,
-    payload: Any = 1.0,
-    observed_at: float = T0,
-    *,
-    deps: Mapping[ResourceKey, str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    rank: int = 0,
+    key: ResourceKey, payload: Any = 1.0, observed_at: float = T0, **fields: Any
 ) -> SnapshotValue[Any]:
-    return SnapshotValue(
-        key=key,
-        value=payload,
-        source="rest",
-        observed_at=observed_at,
-        fetched_at=observed_at,
-        age_seconds=0.0,
-        stale=False,
-        from_cache=False,
-        latency_ms=2.0,
-        metadata=metadata or {},
-        authority_rank=rank,
-        dependency_versions=deps or {},
-    )
+    return fresh_value(key, payload, observed_at, latency_ms=2.0, **fields)
 
 
 async def stats(cache: AsyncMemoryCache) -> CacheStats:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from tests.doubles import fresh_value
 
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
@@ -28,26 +28,9 @@ T0 = 1_000.0
 
 
 def value(
-    key: ResourceKey,
-    payload: Any = 1.0,
-    observed_at: float = T0,
-    *,
-    rank: int = 0,
-    metadata: Mapping[str, Any] | None = None,
+    key: ResourceKey, payload: Any = 1.0, observed_at: float = T0, **fields: Any
 ) -> SnapshotValue[Any]:
-    return SnapshotValue(
-        key=key,
-        value=payload,
-        source="rest",
-        observed_at=observed_at,
-        fetched_at=observed_at,
-        age_seconds=0.0,
-        stale=False,
-        from_cache=False,
-        latency_ms=0.0,
-        metadata=metadata or {},
-        authority_rank=rank,
-    )
+    return fresh_value(key, payload, observed_at, **fields)
 
 
 class Uncopyable:

@@ -17,9 +17,9 @@ from ._validation import (
     check_enum,
     check_float,
     check_int,
-    check_str,
     check_timestamp,
     frozen_mapping,
+    frozen_table,
 )
 
 
@@ -212,11 +212,7 @@ class FutureObservationError(SourceProtocolError):
 
 
 def _check_ranks(value: object) -> Mapping[str, int]:
-    ranks = frozen_mapping("source_ranks", value)
-    for source, rank in ranks.items():
-        check_str("source_ranks key", source)
-        check_int(f"source_ranks[{source!r}]", rank)
-    return ranks
+    return frozen_table("source_ranks", value, check_int)
 
 
 @final

@@ -188,6 +188,18 @@ def frozen_mapping(name: str, value: object) -> Mapping[Any, Any]:
     return ReadOnlyDict(value)
 
 
+def frozen_table(
+    name: str, value: object, check_entry: Callable[[str, Any], object]
+) -> Mapping[str, Any]:
+    """:func:`frozen_mapping` of a table keyed by non-blank strings; each entry is checked by
+    ``check_entry(label, entry)``, the label being ``name[key]``."""
+    table = frozen_mapping(name, value)
+    for key, entry in table.items():
+        check_str(f"{name} key", key)
+        check_entry(f"{name}[{key!r}]", entry)
+    return table
+
+
 def _refuse_setattr(self: object, name: str, value: object) -> NoReturn:
     raise FrozenInstanceError(f"cannot assign to field {name!r}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TypeAlias, final
 
-from ..core._validation import check_callable, check_str, frozen_mapping
+from ..core._validation import check_callable, check_str, frozen_table
 from ._policy import SourceResiliencePolicy
 
 ResilienceResolver: TypeAlias = Callable[[str], "SourceResiliencePolicy | None"]
@@ -21,11 +21,7 @@ def _check_policy(name: str, value: object) -> SourceResiliencePolicy:
 
 
 def _check_overrides(value: object) -> Mapping[str, SourceResiliencePolicy]:
-    table = frozen_mapping("overrides", value)
-    for source, policy in table.items():
-        check_str("overrides key", source)
-        _check_policy(f"overrides[{source!r}]", policy)
-    return table
+    return frozen_table("overrides", value, _check_policy)
 
 
 @final

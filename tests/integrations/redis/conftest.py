@@ -33,6 +33,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from tests.doubles import fresh_value
 
 from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue
 from coalestra.integrations.redis import RedisCache
@@ -192,27 +193,12 @@ def value(
     payload: Any,
     *,
     observed_at: float | None = None,
-    source: str = "rest",
-    rank: int = 0,
     dependencies: Mapping[ResourceKey, str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
+    **fields: Any,
 ) -> SnapshotValue[Any]:
     """A fresh value observed ``observed_at`` (default: now)."""
     when = time.time() if observed_at is None else observed_at
-    return SnapshotValue(
-        key=key,
-        value=payload,
-        source=source,
-        observed_at=when,
-        fetched_at=when,
-        age_seconds=0.0,
-        stale=False,
-        from_cache=False,
-        latency_ms=1.5,
-        metadata=metadata or {},
-        authority_rank=rank,
-        dependency_versions=dependencies or {},
-    )
+    return fresh_value(key, payload, when, deps=dependencies, latency_ms=1.5, **fields)
 
 
 def policies(*keys: ResourceKey, policy: FreshnessPolicy = LONG) -> dict[ResourceKey, Any]:
