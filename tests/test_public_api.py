@@ -7,6 +7,7 @@ The lists are copied from the API contract (the project never reads files outsid
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
@@ -344,6 +345,15 @@ def test_subpackage_exports_exactly_its_contract_names(module_name: str) -> None
     assert set(module.__all__) == _exports(module_name)
     for name in module.__all__:
         assert getattr(module, name) is getattr(coalestra, name), name
+
+
+@pytest.mark.parametrize("module_name", sorted(SUBPACKAGE_EXPORTS))
+def test_every_class_and_function_a_subpackage_exports_is_documented(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    for name in module.__all__:
+        public = getattr(module, name)
+        if inspect.isclass(public) or inspect.isfunction(public):
+            assert public.__doc__, f"{module_name}.{name} has no docstring"
 
 
 def test_every_0_6_addition_is_exported_at_the_top_level() -> None:
