@@ -147,13 +147,9 @@ class KeepingCache:
         self.values.clear()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="public-api-0.6.md section 5: copies cover the custom-cache boundary; ours trusts a "
-    "given cache with its own isolation (docs/caching-and-publishing.md), so a hit read from it "
-    "is handed out as stored (audit-06 report)",
-)
 async def test_custom_cache_hit_is_copied_at_the_boundary() -> None:
+    """public-api-0.6.md section 5 and B-CACHE-11: a hit read from a cache passed in is copied
+    before it is handed out, so a reader's change never reaches what the cache holds."""
     calls: list[object] = []
 
     def counting(value: T) -> T:
@@ -174,3 +170,28 @@ async def test_custom_cache_hit_is_copied_at_the_boundary() -> None:
     again = await builder.build([A])
     assert len(calls) > before  # B-CACHE-11: the copier sees every payload at every boundary
     assert again.value(A) == {"rows": [1, 2]}
+
+
+async def test_a_cache_declaring_private_copies_is_not_copied_again() -> None:
+    calls: list[object] = []
+
+    def counting(value: T) -> T:
+        calls.append(value)
+        return copy.deepcopy(value)
+
+    class PrivateCache(KeepingCache):
+        returns_private_copies = True
+
+    async def fetch(key: ResourceKey, _ctx: Any) -> Any:
+        return {"rows": [1, 2]}
+
+    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
+    builder = SnapshotBuilder(
+        [source], default_policy=LONG, cache=PrivateCache(), payload_copier=counting
+    )
+    await builder.build([A])
+    before = len(calls)
+    hit = await builder.build([A])
+    assert hit.value(A) == {"rows": [1, 2]}
+    assert hit[A].from_cache
+    assert len(calls) == before  # declared private: the builder trusts the cache's own copies

@@ -244,7 +244,9 @@ class SnapshotBuilder(CopyShutdown):
                 enabled=options.cache_source_support,
                 max_entries=options.source_support_cache_max_entries,
             ),
-            cache=CacheAccess(self._cache, max_pending_tasks=self.max_pending_tasks),
+            cache=CacheAccess(
+                self._cache, max_pending_tasks=self.max_pending_tasks, isolator=self._isolator
+            ),
             gate=SourceGate(
                 capacity=self._capacity,
                 breaker=self._breaker,

@@ -26,6 +26,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..core._isolation import PayloadIsolator
 from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
 from ._policy import PolicyResolver
@@ -60,6 +61,7 @@ class CacheAccess:
     __slots__ = (
         "_get_many",
         "_invalidate_many",
+        "_isolator",
         "_leases",
         "_limit",
         "_memory",
@@ -73,7 +75,13 @@ class CacheAccess:
         "validates_dependencies",
     )
 
-    def __init__(self, cache: AsyncCache, *, max_pending_tasks: int = 8) -> None:
+    def __init__(
+        self,
+        cache: AsyncCache,
+        *,
+        max_pending_tasks: int = 8,
+        isolator: PayloadIsolator | None = None,
+    ) -> None:
         for required in ("get", "set", "invalidate", "clear"):
             if _method(cache, required) is None:
                 raise TypeError(f"cache must implement AsyncCache: it has no {required}() method")
@@ -98,6 +106,13 @@ class CacheAccess:
         # The built-in cache serves a build's fresh hits itself, in one synchronous loop (not a
         # subclass: it may override get_many, which that loop does not call).
         self._memory = cache if type(cache) is AsyncMemoryCache else None
+        # B-CACHE-11: a payload read from a cache crosses a boundary. The built-in caches hand
+        # out private copies themselves (the memory cache copies, Redis decodes anew); any other
+        # cache's hits are copied here, unless it declares ``returns_private_copies = True``.
+        private = isinstance(cache, AsyncMemoryCache) or (
+            getattr(cache, "returns_private_copies", False) is True
+        )
+        self._isolator = None if private else isolator
 
     def serve(
         self,
@@ -146,9 +161,11 @@ class CacheAccess:
                 return await get(key, now=now, policy=policies[key])
 
             found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
-        if self.validates_dependencies:
-            return found
-        return await self._drop_outdated(found, now)
+        if not self.validates_dependencies:
+            found = await self._drop_outdated(found, now)
+        if self._isolator is not None:
+            return _isolated(found, self._isolator)
+        return found
 
     async def _drop_outdated(
         self, found: Mapping[ResourceKey, CacheLookup], now: float
@@ -268,3 +285,17 @@ class CacheAccess:
             )
         except Exception:  # coordination only: fetch here instead
             return {}
+
+
+def _isolated(
+    found: Mapping[ResourceKey, CacheLookup], isolator: PayloadIsolator
+) -> dict[ResourceKey, CacheLookup]:
+    """``found`` with a private copy of every value's payload (and mutable metadata)."""
+    copied: dict[ResourceKey, CacheLookup] = {}
+    for key, lookup in found.items():
+        value = lookup.value
+        if value is not None:
+            clone = isolator.clone_snapshot_value(value, context=f"cache read of {key}")
+            lookup = CacheLookup(clone, lookup.fresh, lookup.usable_stale, lookup.age_seconds)
+        copied[key] = lookup
+    return copied

@@ -120,6 +120,9 @@ class RedisCache(FleetOperations):
     validates_dependency_versions = True
     """Reads check derived values' ``dependency_versions`` against Redis, transitively."""
 
+    returns_private_copies = True
+    """Every read decodes the stored entry anew: a builder need not copy what it hands out."""
+
     def __init__(
         self,
         url: str | None = None,

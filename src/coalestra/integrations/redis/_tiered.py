@@ -61,6 +61,9 @@ class TieredCache:
     validates_dependency_versions = True
     """Both tiers check derived values' ``dependency_versions`` on every read."""
 
+    returns_private_copies = True
+    """Hits come from the L1 memory cache (which copies) or are decoded anew from Redis."""
+
     def __init__(
         self,
         redis: RedisCache,
