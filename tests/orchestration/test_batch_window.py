@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from tests.orchestration.conftest import (
     Batch,
@@ -565,22 +565,39 @@ async def _run_plans(
         default_resilience=no_trip,
     )
 
-    async def one(wanted: list[ResourceKey], start: float, deadline: float | None) -> Snapshot:
-        await asyncio.sleep(start)
-        return await builder.build(wanted, deadline_seconds=deadline, strict=False)
-
-    tasks = [asyncio.ensure_future(one(w, s, d)) for w, s, d, _ in plans]
-    await asyncio.sleep(0.12)
-    for task, (_, _, _, cancel) in zip(tasks, plans, strict=True):
+    # One driver starts the builds, in plan order at each instant. Builds that each slept until
+    # the same instant would start in the order the loop's timer heap pops equal times, and
+    # the window's own timers change that order: the two runs would not be the same plans.
+    loop = asyncio.get_running_loop()
+    tasks: dict[int, asyncio.Future[Snapshot]] = {}
+    for index in sorted(range(len(plans)), key=lambda index: plans[index][1]):
+        wanted, start, deadline, _ = plans[index]
+        if start > loop.time():
+            await asyncio.sleep(start - loop.time())
+        tasks[index] = asyncio.ensure_future(
+            builder.build(wanted, deadline_seconds=deadline, strict=False)
+        )
+    await asyncio.sleep(0.12 - loop.time())
+    for index, (_, _, _, cancel) in enumerate(plans):
         if cancel:
-            task.cancel()
-    results = await asyncio.gather(*tasks, return_exceptions=True)
+            tasks[index].cancel()
+    results = await asyncio.gather(*tasks.values(), return_exceptions=True)
     await builder.aclose()
-    return [_outcome(result) for result in results]
+    by_plan = dict(zip(tasks, results, strict=True))
+    return [_outcome(by_plan[index]) for index in range(len(plans))]
 
 
 @settings(max_examples=60, deadline=None)
 @given(plans=_plans)
+# Three builds start at 0.06; whichever claims b first owns its flight (and c's fate with it).
+@example(
+    plans=[
+        ([key("a")], 0.0, 0.05, False),
+        ([key("b"), key("c")], 0.06, 0.05, False),
+        ([key("a")], 0.06, None, False),
+        ([key("b")], 0.06, None, False),
+    ]
+)
 def test_every_build_gets_what_it_gets_without_the_window(
     plans: list[tuple[list[ResourceKey], float, float | None, bool]],
 ) -> None:
