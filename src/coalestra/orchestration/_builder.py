@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, final, overload
 
-from ..cache import AsyncMemoryCache, ResourcePublisher
-from ..concurrency import CapacityController, CapacitySnapshot
+from ..concurrency import CapacitySnapshot
 from ..core import (
     AsyncCache,
     AuthorityPolicyResolver,
@@ -21,12 +19,9 @@ from ..core import (
     EventSink,
     FetchContext,
     FreshnessPolicy,
-    FreshnessPolicyProvider,
     MetricsSink,
-    ObservabilityShutdownTimeoutError,
     ObservationPolicy,
     PayloadCopier,
-    PayloadIsolator,
     RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
@@ -39,15 +34,12 @@ from ..core import (
     SnapshotValue,
     Source,
     SourceAuthorityPolicy,
-    SystemClock,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
-from ..core._copy_runner import PayloadCopyRunner, PayloadCopyShutdownTimeoutError
 from ..core._validation import frozen_mapping
-from ..observability import BufferOverflowPolicy, NullEventSink, NullMetrics
-from ..observability._buffering import ObservabilityBuffers, check_shutdown_budget
-from ..observability._instrumentation import Instrumentation
-from ..observability._tracing import NullTracer, Span, Tracer, describe_build
+from ..observability import BufferOverflowPolicy
+from ..observability._buffering import check_shutdown_budget
+from ..observability._tracing import Span, Tracer, describe_build
 from ..resilience import (
     CircuitBreaker,
     ResiliencePolicyResolver,
@@ -61,35 +53,26 @@ from ._assembly import (
     raise_for_required,
     requested_keys,
 )
-from ._cache_access import CacheAccess
-from ._copies import BuilderCopies, CopyShutdown, SourceCopies
-from ._counters import EngineCounters
-from ._engine import Engine
+from ._attributes import BuilderAttributes
 from ._flights import SingleFlight
-from ._gate import SourceGate
-from ._notfound import NotFoundMemory
+from ._health_report import builder_health
 from ._options import (
     BuilderOptions,
-    authority_provider,
-    check_authority_cache,
     check_close_timeout,
-    freshness_provider,
     options_help,
-    resilience_provider,
 )
-from ._payloads import ValueFactory
 from ._policy import PolicyResolver
 from ._session import SnapshotSession
-from ._sources import SourceChains, check_limits, check_named_sources, register_sources
-from ._transport import TransportGuard, check_source_timeouts, timeout_health
+from ._shutdown import BuilderShutdown
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
+from ._wiring import BuilderParts
 
 T = TypeVar("T")
 
 
 @final
-class SnapshotBuilder(CopyShutdown):
+class SnapshotBuilder(BuilderAttributes):
     """Builds consistent snapshots of many resources from prioritized sources.
 
     One long-lived builder serves every build and session of an application: its cache,
@@ -153,317 +136,13 @@ class SnapshotBuilder(CopyShutdown):
     ) -> None:
         options = BuilderOptions(**_given(locals()))
         self._options = options
-        self._clock = clock = SystemClock() if options.clock is None else options.clock
-        self._resilience = resilience = resilience_provider(options)
-        registered = register_sources(sources, resilience, options.default_source_timeout_seconds)
-        check_named_sources("source_resilience", options.source_resilience, registered)
-        self._source_timeouts = check_source_timeouts(
-            registered,
-            require=options.require_source_timeout_declarations,
-            allow_unsafe=options.allow_unsafe_blocking_sources,
-        )
-        self._sources = registered
-        self._authority = authority = authority_provider(
-            options.authority_policy, options.authority_resolver
-        )
-        limits = check_limits(options.source_concurrency, registered)
-        self._cache = cache = _default_cache(options) if options.cache is None else options.cache
-        ranked = check_authority_cache(authority if authority.has_rules else None, cache)
-        self._policies = policies = freshness_provider(
-            options.default_policy, options.policy_resolver
-        )
-        self._breaker = (
-            CircuitBreaker(clock=clock)
-            if options.circuit_breaker is None
-            else options.circuit_breaker
-        )
-        self._isolator = PayloadIsolator(options.payload_copier)
-        given = options.run_payload_copies_in_thread
-        runner = PayloadCopyRunner(
-            "builder",
-            run_in_thread=self._isolator.uses_default_copier if given is None else given,
-            max_concurrency=options.max_copy_concurrency,
-            clock=clock,
-        )
-        self._copies = BuilderCopies(runner, cache, owns_cache=options.cache is None)
-        self._tracer = NullTracer() if options.tracer is None else options.tracer
-        # The sinks as given: what ``manage_lifecycle`` closes. Every part reports to
-        # ``self._metrics``/``self._events``: the same sinks, or the builder's buffers around them.
-        self._given_metrics = NullMetrics() if options.metrics is None else options.metrics
-        self._given_events = NullEventSink() if options.events is None else options.events
-        self._observability = ObservabilityBuffers(
-            self._given_metrics,
-            self._given_events,
-            mode=options.buffer_observability,
-            max_pending=options.observability_max_pending,
-            overflow=options.observability_overflow,
-            drain=options.observability_drain_on_shutdown,
-        )
-        self._metrics = self._observability.metrics
-        self._events = self._observability.events
-        self._report = Instrumentation(self._metrics, self._events)
-        self._counters = EngineCounters()
-        self._capacity = CapacityController(global_limit=options.max_concurrency)
-        for name, limit in limits.items():
-            self._capacity.register_source(name, limit)
-        self._engine = self._make_engine(policies, ranked)
-        self._publisher = ResourcePublisher(
-            cache=cache,
-            clock=clock,
-            policy_resolver=policies,
-            metrics=self._metrics,
-            events=self._events,
-            observation_policy=self.observation_policy,
-            payload_isolator=self._isolator,
-            authority_resolver=ranked,
-            max_pending_tasks=self.max_pending_tasks,
-            run_payload_copies_in_thread=given,
-            max_copy_concurrency=options.max_copy_concurrency,
-        )
-        self._publisher._share_copy_runner(runner)  # its aclose() does not stop the builder's
+        self._parts = parts = BuilderParts(sources, options)
+        # Read by every build: one attribute each, not a hop through the parts.
+        self._engine, self._clock = parts.engine, parts.clock
+        self._report, self._tracer = parts.report, parts.tracer
+        self._copies = parts.copies
+        self._shutdown = BuilderShutdown(parts, options)
         self._closed = False
-        self._components_closed = False
-        # Downstream sinks whose buffer outlived the shutdown budget: closed once it ends.
-        self._deferred_sinks: list[object] = []
-
-    def _make_engine(
-        self, policies: FreshnessPolicyProvider, ranked: AuthorityPolicyResolver | None
-    ) -> Engine:
-        """The resolution engine every build and session of this builder shares."""
-        options, clock = self._options, self._clock
-        copies = SourceCopies(
-            self._isolator,
-            self._copies.components["builder"],
-            self._counters,
-            offload_all=options.run_payload_copies_in_thread is True,
-        )
-        engine = Engine(
-            sources=self._sources,
-            chains=SourceChains(
-                self._sources,
-                enabled=options.cache_source_support,
-                max_entries=options.source_support_cache_max_entries,
-            ),
-            cache=CacheAccess(
-                self._cache, max_pending_tasks=self.max_pending_tasks, isolator=self._isolator
-            ),
-            gate=SourceGate(
-                capacity=self._capacity,
-                breaker=self._breaker,
-                clock=clock,
-                counters=self._counters,
-                report=self._report,
-                tracer=self._tracer,
-                transport=TransportGuard(
-                    clock=clock,
-                    counters=self._counters,
-                    report=self._report,
-                    transport_grace=options.source_transport_timeout_grace_seconds,
-                    dispatch_grace=options.source_deadline_dispatch_grace_seconds,
-                ),
-            ),
-            factory=ValueFactory(
-                clock=clock,
-                policy_for=policies.resolve,
-                observation=self.observation_policy,
-                authority=ranked,
-                isolator=self._isolator,
-                report=self._report,
-                copies=copies,
-            ),
-            isolator=self._isolator,
-            copies=copies,
-            policies=policies,
-            clock=clock,
-            report=self._report,
-            counters=self._counters,
-            max_pending_tasks=self.max_pending_tasks,
-            batch_window_seconds=options.batch_window_seconds,
-        )
-        if options.single_flight is not None:
-            engine.flights = options.single_flight
-        engine.not_found = NotFoundMemory(options.not_found_ttl_seconds, clock)
-        return engine
-
-    # -- properties -------------------------------------------------------------------------
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`aclose` has begun."""
-        return self._closed
-
-    @property
-    def capacity(self) -> CapacityController:
-        """The capacity controller shared by every build, session and background refresh.
-
-        Built from ``max_concurrency`` (its ``"__global__"`` limit), ``source_concurrency`` and
-        each source's own ``max_concurrency`` (an explicit ``source_concurrency`` entry wins).
-        """
-        return self._capacity
-
-    @property
-    def publisher(self) -> ResourcePublisher:
-        """Publishes pushed events into this builder's cache (monotonic by default)."""
-        return self._publisher
-
-    @property
-    def cache(self) -> AsyncCache:
-        """The cache shared by builds, sessions and the publisher."""
-        return self._cache
-
-    @property
-    def clock(self) -> Clock:
-        """The clock every TTL, deadline and backoff of this builder reads."""
-        return self._clock
-
-    @property
-    def policy_resolver(self) -> PolicyResolver:
-        """Each key's freshness policy (built from ``default_policy`` when none was given)."""
-        return self._policies  # type: ignore[return-value]  # duck-typed resolvers
-
-    @property
-    def authority_resolver(self) -> AuthorityPolicyResolver:
-        """Which source's revision may replace which (no rules: every source ranks 0)."""
-        return self._authority
-
-    @property
-    def single_flight(self) -> SingleFlight:
-        """The table of keys being resolved right now, shared by every build and session."""
-        return self._engine.flights
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy of sources no other policy covers (default ``RetryPolicy()``)."""
-        given = self._options.retry_policy
-        return self._resilience.default.retry if given is None else given
-
-    @property
-    def circuit_breaker(self) -> CircuitBreaker:
-        """The circuits of every source (default: one on this builder's clock)."""
-        return self._breaker
-
-    @property
-    def resilience_resolver(self) -> ResiliencePolicyResolver:
-        """Each source's retry and circuit policy."""
-        return self._resilience
-
-    @property
-    def metrics(self) -> MetricsSink:
-        """The metrics sink (a null sink by default); the builder's buffer around the given
-        sink when ``buffer_observability`` chose to buffer it."""
-        return self._metrics
-
-    @property
-    def events(self) -> EventSink:
-        """The event sink (a null sink by default); the builder's buffer around the given
-        sink when ``buffer_observability`` chose to buffer it."""
-        return self._events
-
-    @property
-    def buffer_observability(self) -> bool | str | None:
-        """The ``buffer_observability`` choice, as given (``None``: sinks called directly)."""
-        return self._options.buffer_observability
-
-    @property
-    def observability_max_pending(self) -> int:
-        """The bound of the buffers the builder makes around its sinks."""
-        return self._options.observability_max_pending
-
-    @property
-    def observability_overflow(self) -> BufferOverflowPolicy:
-        """What the builder's buffers do with a record when full."""
-        return self._options.observability_overflow
-
-    @property
-    def observability_shutdown_timeout_seconds(self) -> float:
-        """How long :meth:`aclose` lets the builder's buffers deliver, by default."""
-        return self._options.observability_shutdown_timeout_seconds
-
-    @property
-    def observability_drain_on_shutdown(self) -> bool:
-        """True when :meth:`aclose` delivers queued records (False: discards them)."""
-        return self._options.observability_drain_on_shutdown
-
-    @property
-    def observation_policy(self) -> ObservationPolicy:
-        """How ``observed_at`` stamps in the future are treated."""
-        given = self._options.observation_policy
-        return ObservationPolicy() if given is None else given
-
-    @property
-    def cache_source_support(self) -> bool:
-        """True when ``supports()`` answers are cached."""
-        return self._options.cache_source_support
-
-    @property
-    def source_support_cache_max_entries(self) -> int | None:
-        """The most keys whose ``supports()`` answers are kept (``None``: no limit)."""
-        return self._options.source_support_cache_max_entries
-
-    @property
-    def manage_lifecycle(self) -> bool:
-        """True when :meth:`aclose` also closes the sinks and the cache."""
-        return self._options.manage_lifecycle
-
-    @property
-    def close_timeout_seconds(self) -> float | None:
-        """How long :meth:`aclose` waits for background refreshes before cancelling them
-        (``None``: as long as they take)."""
-        return self._options.close_timeout_seconds
-
-    @property
-    def default_source_timeout_seconds(self) -> float | None:
-        """The call timeout of sources that declare none (``None``: unbounded)."""
-        return self._options.default_source_timeout_seconds
-
-    @property
-    def batch_window_seconds(self) -> float | None:
-        """How long batch calls gather keys from concurrent builds (``None``: they do not),
-        for batch sources that do not set their own."""
-        return self._options.batch_window_seconds
-
-    @property
-    def require_source_timeout_declarations(self) -> bool | None:
-        """``True`` when sources must declare ``blocking_io``; ``None`` (the default) or
-        ``False``: undeclared sources are accepted."""
-        return self._options.require_source_timeout_declarations
-
-    @property
-    def allow_unsafe_blocking_sources(self) -> bool:
-        """True when blocking sources that are not protected are accepted."""
-        return self._options.allow_unsafe_blocking_sources
-
-    @property
-    def source_transport_timeout_grace_seconds(self) -> float:
-        """How late a protected source's call may end before it counts as a violation."""
-        return self._options.source_transport_timeout_grace_seconds
-
-    @property
-    def source_deadline_dispatch_grace_seconds(self) -> float:
-        """How far a transport timeout may exceed the time left before the deadline with the
-        call still started."""
-        return self._options.source_deadline_dispatch_grace_seconds
-
-    @property
-    def max_concurrency(self) -> int:
-        """Source calls running at once across all builds, sessions and refreshes."""
-        return self._options.max_concurrency
-
-    @property
-    def max_pending_tasks(self) -> int:
-        """Workers per dispatch (default: ``max_concurrency``)."""
-        pending = self._options.max_pending_tasks
-        return self._options.max_concurrency if pending is None else pending
-
-    @property
-    def sources(self) -> tuple[Source, ...]:
-        """The sources as given, highest priority first."""
-        return tuple(entry.origin for entry in self._sources)  # type: ignore[misc]
-
-    @property
-    def payload_isolator(self) -> PayloadIsolator:
-        """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
-        return self._isolator
 
     # -- building ---------------------------------------------------------------------------
 
@@ -803,14 +482,6 @@ class SnapshotBuilder(CopyShutdown):
         """Wait until every background refresh started so far (and meanwhile) has ended."""
         await self._engine.wait_for_refreshes()
 
-    def _components(self) -> tuple[object, ...]:
-        """What ``aclose()`` closes with ``manage_lifecycle``: sources (highest priority first),
-        cache, events, metrics; each distinct object once."""
-        sources = (source.origin for source in self._sources)
-        parts = (*sources, self._cache, self._given_events, self._given_metrics)
-        # One object in two roles (one sink for events and metrics, say) is closed once.
-        return tuple({id(part): part for part in parts}.values())
-
     async def aclose(
         self,
         *,
@@ -864,49 +535,19 @@ class SnapshotBuilder(CopyShutdown):
             )
         )
         self._closed = True
-        self._publisher._shut(BUILDER_CLOSED)
-        await self._engine.shutdown(
+        await self._shutdown.close(
             cancel_refreshes=cancel_refreshes,
-            timeout=self._options.close_timeout_seconds if bound is None else bound,
+            timeout=bound,
+            copy_budget=copy_budget,
+            observability_budget=budget,
         )
-        late: ObservabilityShutdownTimeoutError | None = None
-        try:
-            await self._observability.shutdown(budget)
-        except ObservabilityShutdownTimeoutError as error:
-            late = error
-        late_copies: PayloadCopyShutdownTimeoutError | None = None
-        try:
-            await self._copies.aclose(copy_budget)
-        except PayloadCopyShutdownTimeoutError as error:
-            late_copies = error
-        if self._options.manage_lifecycle and not self._components_closed:
-            self._components_closed = True
-            await self._close_components(deferring=late is not None)
-        if late_copies is not None:
-            raise late_copies
-        if late is not None:
-            raise late
-
-    async def _close_components(self, *, deferring: bool) -> None:
-        """Close the components in order; with ``deferring``, keep the sinks behind the
-        builder's buffers for :meth:`wait_for_observability_shutdown`."""
-        deferred = {id(self._given_events), id(self._given_metrics)} if deferring else set[int]()
-        for owned in self._components():
-            if id(owned) in deferred and self._observability.delivers_to(owned):
-                self._deferred_sinks.append(owned)
-            else:
-                await _close(owned)
 
     async def wait_for_observability_shutdown(self) -> None:
         """After an :meth:`aclose` that raised ``ObservabilityShutdownTimeoutError``: wait,
         without a budget, until the builder's buffers have ended their workers, then close
         the downstream sinks left open (``manage_lifecycle=True``). Returns at once when
         nothing is pending."""
-        if self._observability.incomplete:
-            await self._observability.wait()
-        deferred, self._deferred_sinks = self._deferred_sinks, []
-        for sink in deferred:
-            await _close(sink)
+        await self._shutdown.wait_for_observability()
 
     async def wait_for_background_shutdown(self) -> None:
         """Wait for every straggler a bounded :meth:`aclose` left behind (payload copies still
@@ -951,31 +592,11 @@ class SnapshotBuilder(CopyShutdown):
 
     async def capacity_snapshot(self) -> dict[str, CapacitySnapshot]:
         """Current capacity use: ``"__global__"`` plus one entry per limited source."""
-        return await self._capacity.snapshot()
+        return await self._parts.capacity.snapshot()
 
     async def health_snapshot(self) -> BuilderHealth:
         """An aggregated, immutable view of the builder's state; calls no source."""
-        engine, counters = self._engine, self._counters
-        stats = getattr(self._cache, "stats", None)
-        return BuilderHealth(
-            closed=self._closed,
-            background_refreshes=len(engine.refresh_tasks),
-            singleflight_in_flight=len(engine.flights),
-            source_support_cache_entries=len(engine.chains),
-            capacity=self._capacity.snapshot_now(),
-            cache=await stats() if callable(stats) else None,
-            circuits=await self._breaker.snapshot(),
-            active_dispatch_workers=engine.active_workers,
-            waiting_for_capacity=self._capacity.waiting_total(),
-            queue_timeout_count=counters.queue_timeouts,
-            source_timeout_count=counters.source_timeouts,
-            deadline_exceeded_count=counters.deadline_exceeded,
-            revalidation_attempt_count=counters.revalidation_attempts,
-            revalidation_failure_count=counters.revalidation_failures,
-            **self._observability.health_fields(),
-            **timeout_health(self._source_timeouts, counters),
-            **self._copies.health(),
-        )
+        return await builder_health(self._parts, closed=self._closed)
 
 
 def _check_deadline(deadline_seconds: object) -> float | None:
@@ -1000,40 +621,12 @@ def _completeness(snapshot: Snapshot) -> str:
     return "partial" if snapshot.errors else "complete"
 
 
-async def _close(owned: object) -> None:
-    closer = getattr(owned, "aclose", None)
-    if callable(closer):
-        await closer()
-        return
-    closer = getattr(owned, "close", None)
-    if callable(closer):
-        # A synchronous close may block (files, sockets): keep it off the event loop. At
-        # interpreter exit no worker thread can start any more; close inline then.
-        try:
-            result = await asyncio.to_thread(closer)
-        except RuntimeError as error:
-            if "shutdown" not in str(error):
-                raise
-            result = closer()
-        if inspect.isawaitable(result):
-            await result
-
-
 def _given(arguments: dict[str, Any]) -> dict[str, Any]:
     """The keyword options among ``__init__``'s ``locals()`` (all but ``self`` and ``sources``)."""
     return {name: value for name, value in arguments.items() if name not in _NOT_OPTIONS}
 
 
 _NOT_OPTIONS = frozenset({"self", "sources"})
-
-
-def _default_cache(options: BuilderOptions) -> AsyncMemoryCache:
-    """The cache when none is given; the ``cache_*`` copy options configure it."""
-    return AsyncMemoryCache(
-        payload_copier=options.payload_copier,
-        run_payload_copies_in_thread=options.cache_run_payload_copies_in_thread,
-        max_copy_concurrency=options.cache_max_copy_concurrency,
-    )
 
 
 SnapshotBuilder.__doc__ = (SnapshotBuilder.__doc__ or "").replace("{options}", options_help())
