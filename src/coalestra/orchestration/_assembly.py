@@ -1,13 +1,19 @@
-"""Step 7 of a build: turn outcomes into a :class:`Snapshot`, check consistency, raise for
-required failures (carrying the partial snapshot, so nothing resolved is lost)."""
+"""A build, end to end, around the engine: :class:`Builds` makes a build's context and hands
+its keys to the engine; then the outcomes become a :class:`Snapshot` (``assemble``), checked
+for consistency and acceptance, raising for required failures (carrying the partial snapshot,
+so nothing resolved is lost), and the build is reported as it finished."""
 
 from __future__ import annotations
 
+import math
+import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, final
 
 from ..core import (
+    Clock,
     DiagnosticsCollector,
+    FetchContext,
     ResourceKey,
     Snapshot,
     SnapshotAcceptanceError,
@@ -18,9 +24,13 @@ from ..core import (
     SnapshotValue,
 )
 from ..core._acceptance import TtlFor, evaluate_acceptance
+from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._snapshot import key_tuple
-from ..core._validation import EMPTY_MAPPING, ReadOnlyDict
+from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
 from ..observability._instrumentation import Instrumentation
+from ..observability._tracing import Span, Tracer, describe_build
+from ._engine import Engine
+from ._view import BuildView
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -144,3 +154,166 @@ def check_acceptance(
     report.acceptance_evaluated(snapshot.snapshot_id, violations)
     if violations:
         raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)
+
+
+@final
+class Builds:
+    """The builds of one builder; ``closed`` once its ``aclose()`` began."""
+
+    __slots__ = ("_clock", "_engine", "_report", "_tracer", "closed")
+
+    def __init__(
+        self, engine: Engine, clock: Clock, report: Instrumentation, tracer: Tracer
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._report = report
+        self._tracer = tracer
+        self.closed = False
+
+    async def run(
+        self,
+        keys: Sequence[ResourceKey],
+        required: Sequence[ResourceKey],
+        optional: Sequence[ResourceKey],
+        consistency: SnapshotConsistencyPolicy | None,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        snapshot_id: str | None,
+        *,
+        strict: bool,
+        acceptance: SnapshotAcceptancePolicy | None = None,
+    ) -> Snapshot:
+        """One build, end to end: context, resolution, assembly, then the checks of its
+        required keys, consistency and acceptance, reported as it finishes."""
+        ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
+        with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
+            snapshot = await self._resolve_snapshot(keys, ctx)
+            # Required failures first; the consistency check covers a complete group only.
+            failed = bool(snapshot.errors) and any(key in snapshot.errors for key in required)
+            if not failed:
+                try:
+                    check_consistency(snapshot, consistency, required, optional)
+                except SnapshotConsistencyError as error:
+                    self._report.consistency_failed(snapshot.snapshot_id, error)
+                    self._finish(snapshot, span, "inconsistent", strict)
+                    raise
+            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
+            raise_for_required(snapshot, required)
+            if acceptance is not None:
+                self._accept(snapshot, acceptance, required, optional)
+        return snapshot
+
+    def _accept(
+        self,
+        snapshot: Snapshot,
+        policy: SnapshotAcceptancePolicy,
+        required: Sequence[ResourceKey],
+        optional: Sequence[ResourceKey],
+    ) -> None:
+        policy_for = self._engine.policy_for
+        check_acceptance(
+            snapshot,
+            policy,
+            required,
+            optional,
+            now=self._clock.now(),
+            ttl_for=lambda key: policy_for(key).ttl_seconds,
+            report=self._report,
+        )
+
+    async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
+        diag = DiagnosticsCollector()
+        started = self._clock.monotonic()
+        values, errors = await self.resolve_keys(keys, ctx, diag)
+        return assemble(
+            keys,
+            values,
+            errors,
+            snapshot_id=ctx.snapshot_id,
+            created_at=ctx.requested_at,
+            diag=diag,
+            duration_ms=(self._clock.monotonic() - started) * 1000.0,
+        )
+
+    def _finish(self, snapshot: Snapshot, span: Span, outcome: str, strict: bool) -> None:
+        """Report a finished build (outcome: complete, partial, failed or inconsistent)."""
+        d = snapshot.diagnostics
+        if self._report.enabled:
+            self._report.build_finished(
+                snapshot,
+                build_failed=outcome in ("failed", "inconsistent"),
+                strict=strict,
+                resources=d.requested_resources,
+            )
+        describe_build(span, d, outcome)
+
+    def new_context(
+        self,
+        deadline_seconds: float | None,
+        metadata: Mapping[str, Any] | None,
+        snapshot_id: str | None,
+    ) -> FetchContext:
+        """One build's (or session's) context: an absolute deadline read once from the clock.
+
+        Raises:
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
+            TypeError, ValueError: a non-positive/NaN deadline, bad metadata or snapshot id.
+        """
+        if self.closed:
+            raise ClosedError(BUILDER_CLOSED)
+        budget = _check_deadline(deadline_seconds)
+        if snapshot_id is not None and not isinstance(snapshot_id, str):
+            raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
+        now, monotonic = self._clock.now(), self._clock.monotonic()
+        return FetchContext(
+            requested_at=now,
+            deadline_at=None if budget is None else now + budget,
+            deadline_monotonic=None if budget is None else monotonic + budget,
+            metadata=frozen_mapping("metadata", metadata),
+            snapshot_id=uuid.uuid4().hex if snapshot_id is None else snapshot_id,
+        )
+
+    async def resolve_keys(
+        self,
+        keys: Sequence[ResourceKey],
+        ctx: FetchContext,
+        diag: DiagnosticsCollector,
+        *,
+        force_refresh: bool = False,
+        view: BuildView | None = None,
+    ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
+        """Resolve ``keys`` under ``ctx`` into private values and per-key errors (internal:
+        shared by builds and sessions). ``view``: the caller's reading (a session stage's,
+        seeded with its pinned values, which derivations then take as their dependencies).
+
+        Raises:
+            Exception: whatever the cache raised, as it is.
+        """
+        if self.closed:
+            raise ClosedError(BUILDER_CLOSED)
+        return await self._engine.resolve(
+            keys, ctx, diag, BuildView() if view is None else view, force_refresh=force_refresh
+        )
+
+
+def _check_deadline(deadline_seconds: object) -> float | None:
+    """``None``, or the budget in seconds: a finite number > 0 (B-TIME-5).
+
+    Raises:
+        TypeError: not a number.
+        ValueError: ``"deadline_seconds must be positive"`` (NaN included), or not finite.
+    """
+    if deadline_seconds is None:
+        return None
+    if isinstance(deadline_seconds, bool) or not isinstance(deadline_seconds, (int, float)):
+        raise TypeError(f"deadline_seconds must be a number, got {type(deadline_seconds).__name__}")
+    if not deadline_seconds > 0:  # written so that NaN fails too
+        raise ValueError("deadline_seconds must be positive")
+    if math.isinf(deadline_seconds):
+        raise ValueError("deadline_seconds must be finite")
+    return float(deadline_seconds)
+
+
+def _completeness(snapshot: Snapshot) -> str:
+    return "partial" if snapshot.errors else "complete"

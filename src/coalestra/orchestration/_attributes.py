@@ -25,6 +25,7 @@ from ._flights import SingleFlight
 from ._policy import PolicyResolver
 
 if TYPE_CHECKING:
+    from ._assembly import Builds
     from ._engine import Engine
     from ._options import BuilderOptions
     from ._wiring import BuilderParts
@@ -34,8 +35,7 @@ class BuilderAttributes(CopyShutdown):
     """The properties of :class:`~._builder.SnapshotBuilder` (see there)."""
 
     if TYPE_CHECKING:
-        _closed: bool
-        _clock: Clock
+        _builds: Builds
         _engine: Engine
         _options: BuilderOptions
         _parts: BuilderParts
@@ -43,7 +43,7 @@ class BuilderAttributes(CopyShutdown):
     @property
     def closed(self) -> bool:
         """True once :meth:`aclose` has begun."""
-        return self._closed
+        return self._builds.closed
 
     @property
     def capacity(self) -> CapacityController:
@@ -67,7 +67,7 @@ class BuilderAttributes(CopyShutdown):
     @property
     def clock(self) -> Clock:
         """The clock every TTL, deadline and backoff of this builder reads."""
-        return self._clock
+        return self._parts.clock
 
     @property
     def policy_resolver(self) -> PolicyResolver:
@@ -215,3 +215,8 @@ class BuilderAttributes(CopyShutdown):
     def payload_isolator(self) -> PayloadIsolator:
         """The isolator (``payload_copier``) copying payloads at this builder's boundaries."""
         return self._parts.isolator
+
+    @property
+    def not_found_ttl_seconds(self) -> float | None:
+        """How long a not-found key is remembered (``None``: never)."""
+        return self._engine.not_found.ttl_seconds

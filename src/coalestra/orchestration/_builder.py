@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import math
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, TypeVar, final, overload
 
 from ..concurrency import CapacitySnapshot
@@ -25,21 +22,15 @@ from ..core import (
     RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
-    SnapshotAcceptancePolicy,
     SnapshotBuildError,
-    SnapshotConsistencyError,
-    SnapshotConsistencyPolicy,
     SnapshotRequest,
     SnapshotResult,
     SnapshotValue,
     Source,
     SourceAuthorityPolicy,
 )
-from ..core._closed import BUILDER_CLOSED, ClosedError
-from ..core._validation import frozen_mapping
 from ..observability import BufferOverflowPolicy
-from ..observability._buffering import check_shutdown_budget
-from ..observability._tracing import Span, Tracer, describe_build
+from ..observability._tracing import Tracer
 from ..resilience import (
     CircuitBreaker,
     ResiliencePolicyResolver,
@@ -47,32 +38,28 @@ from ..resilience import (
     SourceResiliencePolicy,
 )
 from ._assembly import (
-    assemble,
-    check_acceptance,
-    check_consistency,
-    raise_for_required,
+    Builds,
     requested_keys,
 )
-from ._attributes import BuilderAttributes
 from ._flights import SingleFlight
 from ._health_report import builder_health
 from ._options import (
     BuilderOptions,
-    check_close_timeout,
     options_help,
 )
 from ._policy import PolicyResolver
 from ._session import SnapshotSession
-from ._shutdown import BuilderShutdown
+from ._shutdown import BuilderLifecycle, BuilderShutdown
 from ._trying import check_max_concurrent, check_try_arguments
 from ._view import BuildView
 from ._wiring import BuilderParts
 
 T = TypeVar("T")
+_NOT_OPTIONS = frozenset({"self", "sources", "given"})
 
 
 @final
-class SnapshotBuilder(BuilderAttributes):
+class SnapshotBuilder(BuilderLifecycle):
     """Builds consistent snapshots of many resources from prioritized sources.
 
     One long-lived builder serves every build and session of an application: its cache,
@@ -134,15 +121,13 @@ class SnapshotBuilder(BuilderAttributes):
         source_transport_timeout_grace_seconds: float = 0.05,
         source_deadline_dispatch_grace_seconds: float = 0.0,
     ) -> None:
-        options = BuilderOptions(**_given(locals()))
+        given = locals()  # the keyword options: every parameter but ``self`` and ``sources``
+        options = BuilderOptions(**{k: v for k, v in given.items() if k not in _NOT_OPTIONS})
         self._options = options
         self._parts = parts = BuilderParts(sources, options)
-        # Read by every build: one attribute each, not a hop through the parts.
-        self._engine, self._clock = parts.engine, parts.clock
-        self._report, self._tracer = parts.report, parts.tracer
-        self._copies = parts.copies
+        self._engine, self._copies = parts.engine, parts.copies
         self._shutdown = BuilderShutdown(parts, options)
-        self._closed = False
+        self._builds = Builds(parts.engine, parts.clock, parts.report, parts.tracer)
 
     # -- building ---------------------------------------------------------------------------
 
@@ -174,7 +159,7 @@ class SnapshotBuilder(BuilderAttributes):
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be a bool, got {type(strict).__name__}")
         ordered = requested_keys(keys)
-        return await self._build(
+        return await self._builds.run(
             ordered,
             ordered if strict else (),
             (),
@@ -235,7 +220,7 @@ class SnapshotBuilder(BuilderAttributes):
             raise TypeError(f"key must be a ResourceKey, got {type(key).__name__}")
         keys = (key,)
         try:
-            snapshot = await self._build(
+            snapshot = await self._builds.run(
                 keys, keys, (), None, deadline_seconds, metadata, None, strict=True
             )
         except SnapshotBuildError as error:
@@ -263,7 +248,7 @@ class SnapshotBuilder(BuilderAttributes):
         """
         if not isinstance(request, SnapshotRequest):
             raise TypeError(f"request must be a SnapshotRequest, got {type(request).__name__}")
-        return await self._build(
+        return await self._builds.run(
             request.keys,
             request.required,
             request.optional,
@@ -274,81 +259,6 @@ class SnapshotBuilder(BuilderAttributes):
             strict=True,
             acceptance=request.acceptance_policy,
         )
-
-    async def _build(
-        self,
-        keys: Sequence[ResourceKey],
-        required: Sequence[ResourceKey],
-        optional: Sequence[ResourceKey],
-        consistency: SnapshotConsistencyPolicy | None,
-        deadline_seconds: float | None,
-        metadata: Mapping[str, Any] | None,
-        snapshot_id: str | None,
-        *,
-        strict: bool,
-        acceptance: SnapshotAcceptancePolicy | None = None,
-    ) -> Snapshot:
-        ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
-        with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
-            snapshot = await self._resolve_snapshot(keys, ctx)
-            # Required failures first; the consistency check covers a complete group only.
-            failed = bool(snapshot.errors) and any(key in snapshot.errors for key in required)
-            if not failed:
-                try:
-                    check_consistency(snapshot, consistency, required, optional)
-                except SnapshotConsistencyError as error:
-                    self._report.consistency_failed(snapshot.snapshot_id, error)
-                    self._finish(snapshot, span, "inconsistent", strict)
-                    raise
-            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
-            raise_for_required(snapshot, required)
-            if acceptance is not None:
-                self._accept(snapshot, acceptance, required, optional)
-        return snapshot
-
-    def _accept(
-        self,
-        snapshot: Snapshot,
-        policy: SnapshotAcceptancePolicy,
-        required: Sequence[ResourceKey],
-        optional: Sequence[ResourceKey],
-    ) -> None:
-        policy_for = self._engine.policy_for
-        check_acceptance(
-            snapshot,
-            policy,
-            required,
-            optional,
-            now=self._clock.now(),
-            ttl_for=lambda key: policy_for(key).ttl_seconds,
-            report=self._report,
-        )
-
-    async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
-        diag = DiagnosticsCollector()
-        started = self._clock.monotonic()
-        values, errors = await self.resolve_keys(keys, ctx, diag)
-        return assemble(
-            keys,
-            values,
-            errors,
-            snapshot_id=ctx.snapshot_id,
-            created_at=ctx.requested_at,
-            diag=diag,
-            duration_ms=(self._clock.monotonic() - started) * 1000.0,
-        )
-
-    def _finish(self, snapshot: Snapshot, span: Span, outcome: str, strict: bool) -> None:
-        """Report a finished build (outcome: complete, partial, failed or inconsistent)."""
-        d = snapshot.diagnostics
-        if self._report.enabled:
-            self._report.build_finished(
-                snapshot,
-                build_failed=outcome in ("failed", "inconsistent"),
-                strict=strict,
-                resources=d.requested_resources,
-            )
-        describe_build(span, d, outcome)
 
     def new_context(
         self,
@@ -362,19 +272,7 @@ class SnapshotBuilder(BuilderAttributes):
             RuntimeError: the builder is closed ("SnapshotBuilder is closed").
             TypeError, ValueError: a non-positive/NaN deadline, bad metadata or snapshot id.
         """
-        if self._closed:
-            raise ClosedError(BUILDER_CLOSED)
-        budget = _check_deadline(deadline_seconds)
-        if snapshot_id is not None and not isinstance(snapshot_id, str):
-            raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
-        now, monotonic = self._clock.now(), self._clock.monotonic()
-        return FetchContext(
-            requested_at=now,
-            deadline_at=None if budget is None else now + budget,
-            deadline_monotonic=None if budget is None else monotonic + budget,
-            metadata=frozen_mapping("metadata", metadata),
-            snapshot_id=uuid.uuid4().hex if snapshot_id is None else snapshot_id,
-        )
+        return self._builds.new_context(deadline_seconds, metadata, snapshot_id)
 
     async def resolve_keys(
         self,
@@ -392,10 +290,8 @@ class SnapshotBuilder(BuilderAttributes):
         Raises:
             Exception: whatever the cache raised, as it is.
         """
-        if self._closed:
-            raise ClosedError(BUILDER_CLOSED)
-        return await self._engine.resolve(
-            keys, ctx, diag, BuildView() if view is None else view, force_refresh=force_refresh
+        return await self._builds.resolve_keys(
+            keys, ctx, diag, force_refresh=force_refresh, view=view
         )
 
     async def try_build_request(
@@ -478,107 +374,6 @@ class SnapshotBuilder(BuilderAttributes):
 
     # -- lifecycle and introspection ---------------------------------------------------------
 
-    async def wait_for_refreshes(self) -> None:
-        """Wait until every background refresh started so far (and meanwhile) has ended."""
-        await self._engine.wait_for_refreshes()
-
-    async def aclose(
-        self,
-        *,
-        cancel_refreshes: bool = False,
-        timeout: float | None = None,
-        copy_shutdown_timeout_seconds: float | None = None,
-        observability_shutdown_timeout_seconds: float | None = None,
-    ) -> None:
-        """Close the builder: no new builds, session stages or publications (they raise
-        ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
-        cancelled with ``cancel_refreshes=True``); in-flight resolutions are cancelled.
-        Idempotent.
-
-        Then the buffers the builder made around its sinks (``buffer_observability``) deliver
-        what they hold (or discard it, ``observability_drain_on_shutdown=False``) and end their
-        worker threads, within ``observability_shutdown_timeout_seconds`` (default: the
-        builder's option, 5 s) for all of them together.
-
-        ``timeout`` (default: the builder's ``close_timeout_seconds``, itself ``None`` by
-        default) bounds the wait for refreshes: those still running after ``timeout`` seconds
-        are cancelled, so a hung refresh cannot hang ``aclose()``. ``None`` waits for them.
-
-        Then payload copies stop (the ``"builder"`` component and the default cache's): new
-        copies are refused (:class:`PayloadCopySubsystemClosedError`), callers waiting for
-        copy capacity fail at once, running copies get ``copy_shutdown_timeout_seconds``
-        (default: the builder's option, 5 s).
-
-        With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
-        in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
-        awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
-        returns is awaited). A sink behind a buffer that outlived its budget stays open until
-        :meth:`wait_for_observability_shutdown` has seen the buffer's worker end.
-
-        Raises:
-            PayloadCopyShutdownTimeoutError: copies still ran when their budget ran out
-                (everything else is closed; see :meth:`wait_for_payload_copy_shutdown`).
-                Raised rather than the observability timeout when both budgets ran out.
-            ObservabilityShutdownTimeoutError: a buffer's worker was still delivering when the
-                budget passed (everything else is closed; health shows
-                ``observability_shutdown_incomplete=True``).
-            TypeError, ValueError: a bad ``timeout``, ``copy_shutdown_timeout_seconds`` or
-                ``observability_shutdown_timeout_seconds`` (checked before anything closes).
-        """
-        bound = check_close_timeout(timeout)
-        copy_budget = self._copy_budget(copy_shutdown_timeout_seconds)
-        budget = (
-            self._options.observability_shutdown_timeout_seconds
-            if observability_shutdown_timeout_seconds is None
-            else check_shutdown_budget(
-                "observability_shutdown_timeout_seconds", observability_shutdown_timeout_seconds
-            )
-        )
-        self._closed = True
-        await self._shutdown.close(
-            cancel_refreshes=cancel_refreshes,
-            timeout=bound,
-            copy_budget=copy_budget,
-            observability_budget=budget,
-        )
-
-    async def wait_for_observability_shutdown(self) -> None:
-        """After an :meth:`aclose` that raised ``ObservabilityShutdownTimeoutError``: wait,
-        without a budget, until the builder's buffers have ended their workers, then close
-        the downstream sinks left open (``manage_lifecycle=True``). Returns at once when
-        nothing is pending."""
-        await self._shutdown.wait_for_observability()
-
-    async def wait_for_background_shutdown(self) -> None:
-        """Wait for every straggler a bounded :meth:`aclose` left behind (payload copies still
-        running, observability buffers still delivering); returns at once when there is
-        none."""
-        await self.wait_for_payload_copy_shutdown()
-        await self.wait_for_observability_shutdown()
-
-    async def __aenter__(self) -> SnapshotBuilder:
-        """Enter an open builder; ``aclose()`` runs on exit.
-
-        Raises:
-            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
-        """
-        if self._closed:
-            raise ClosedError(BUILDER_CLOSED)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    @property
-    def not_found_ttl_seconds(self) -> float | None:
-        """How long a not-found key is remembered (``None``: never)."""
-        return self._engine.not_found.ttl_seconds
-
     def forget_not_found(self, keys: Iterable[ResourceKey] | None = None) -> None:
         """Forget that ``keys`` (every key, when ``None``) were not found: their next build asks
         the sources again (after creating a resource, say)."""
@@ -596,37 +391,7 @@ class SnapshotBuilder(BuilderAttributes):
 
     async def health_snapshot(self) -> BuilderHealth:
         """An aggregated, immutable view of the builder's state; calls no source."""
-        return await builder_health(self._parts, closed=self._closed)
-
-
-def _check_deadline(deadline_seconds: object) -> float | None:
-    """``None``, or the budget in seconds: a finite number > 0 (B-TIME-5).
-
-    Raises:
-        TypeError: not a number.
-        ValueError: ``"deadline_seconds must be positive"`` (NaN included), or not finite.
-    """
-    if deadline_seconds is None:
-        return None
-    if isinstance(deadline_seconds, bool) or not isinstance(deadline_seconds, (int, float)):
-        raise TypeError(f"deadline_seconds must be a number, got {type(deadline_seconds).__name__}")
-    if not deadline_seconds > 0:  # written so that NaN fails too
-        raise ValueError("deadline_seconds must be positive")
-    if math.isinf(deadline_seconds):
-        raise ValueError("deadline_seconds must be finite")
-    return float(deadline_seconds)
-
-
-def _completeness(snapshot: Snapshot) -> str:
-    return "partial" if snapshot.errors else "complete"
-
-
-def _given(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The keyword options among ``__init__``'s ``locals()`` (all but ``self`` and ``sources``)."""
-    return {name: value for name, value in arguments.items() if name not in _NOT_OPTIONS}
-
-
-_NOT_OPTIONS = frozenset({"self", "sources"})
+        return await builder_health(self._parts, closed=self._builds.closed)
 
 
 SnapshotBuilder.__doc__ = (SnapshotBuilder.__doc__ or "").replace("{options}", options_help())

@@ -1,5 +1,5 @@
-"""The builder's shutdown: :class:`BuilderShutdown` runs ``SnapshotBuilder.aclose()`` and the
-waits for what a bounded close left behind.
+"""The builder's shutdown: ``SnapshotBuilder.aclose()`` and the waits for what a bounded close
+left behind (:class:`BuilderLifecycle`, a base of the builder), run by :class:`BuilderShutdown`.
 
 ``aclose()`` goes, in order: the publisher refuses new work; the engine ends (refreshes
 awaited or cancelled, in-flight resolutions cancelled); the observability buffers deliver
@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import final
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar, final
 
 from ..core import ObservabilityShutdownTimeoutError
-from ..core._closed import BUILDER_CLOSED
+from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._copy_runner import PayloadCopyShutdownTimeoutError
-from ._options import BuilderOptions
+from ..observability._buffering import check_shutdown_budget
+from ._attributes import BuilderAttributes
+from ._options import BuilderOptions, check_close_timeout
 from ._wiring import BuilderParts
+
+if TYPE_CHECKING:
+    from ._assembly import Builds
 
 
 @final
@@ -95,6 +101,113 @@ class BuilderShutdown:
         deferred, self._deferred_sinks = self._deferred_sinks, []
         for sink in deferred:
             await _close(sink)
+
+
+class BuilderLifecycle(BuilderAttributes):
+    """``aclose()`` and the waits after it, of :class:`~._builder.SnapshotBuilder`."""
+
+    if TYPE_CHECKING:
+        _builds: Builds
+        _shutdown: BuilderShutdown
+
+    async def wait_for_refreshes(self) -> None:
+        """Wait until every background refresh started so far (and meanwhile) has ended."""
+        await self._engine.wait_for_refreshes()
+
+    async def aclose(
+        self,
+        *,
+        cancel_refreshes: bool = False,
+        timeout: float | None = None,
+        copy_shutdown_timeout_seconds: float | None = None,
+        observability_shutdown_timeout_seconds: float | None = None,
+    ) -> None:
+        """Close the builder: no new builds, session stages or publications (they raise
+        ``RuntimeError("SnapshotBuilder is closed")``); background refreshes are awaited (or
+        cancelled with ``cancel_refreshes=True``); in-flight resolutions are cancelled.
+        Idempotent.
+
+        Then the buffers the builder made around its sinks (``buffer_observability``) deliver
+        what they hold (or discard it, ``observability_drain_on_shutdown=False``) and end their
+        worker threads, within ``observability_shutdown_timeout_seconds`` (default: the
+        builder's option, 5 s) for all of them together.
+
+        ``timeout`` (default: the builder's ``close_timeout_seconds``, itself ``None`` by
+        default) bounds the wait for refreshes: those still running after ``timeout`` seconds
+        are cancelled, so a hung refresh cannot hang ``aclose()``. ``None`` waits for them.
+
+        Then payload copies stop (the ``"builder"`` component and the default cache's): new
+        copies are refused (:class:`PayloadCopySubsystemClosedError`), callers waiting for
+        copy capacity fail at once, running copies get ``copy_shutdown_timeout_seconds``
+        (default: the builder's option, 5 s).
+
+        With ``manage_lifecycle=True`` the components are closed too, each distinct one once,
+        in this order: sources, cache, events, metrics (B-SRC-9). Each one's ``aclose()`` is
+        awaited if it has one, else its ``close()`` runs in a worker thread (an awaitable it
+        returns is awaited). A sink behind a buffer that outlived its budget stays open until
+        :meth:`wait_for_observability_shutdown` has seen the buffer's worker end.
+
+        Raises:
+            PayloadCopyShutdownTimeoutError: copies still ran when their budget ran out
+                (everything else is closed; see :meth:`wait_for_payload_copy_shutdown`).
+                Raised rather than the observability timeout when both budgets ran out.
+            ObservabilityShutdownTimeoutError: a buffer's worker was still delivering when the
+                budget passed (everything else is closed; health shows
+                ``observability_shutdown_incomplete=True``).
+            TypeError, ValueError: a bad ``timeout``, ``copy_shutdown_timeout_seconds`` or
+                ``observability_shutdown_timeout_seconds`` (checked before anything closes).
+        """
+        bound = check_close_timeout(timeout)
+        copy_budget = self._copy_budget(copy_shutdown_timeout_seconds)
+        budget = (
+            self._options.observability_shutdown_timeout_seconds
+            if observability_shutdown_timeout_seconds is None
+            else check_shutdown_budget(
+                "observability_shutdown_timeout_seconds", observability_shutdown_timeout_seconds
+            )
+        )
+        self._builds.closed = True
+        await self._shutdown.close(
+            cancel_refreshes=cancel_refreshes,
+            timeout=bound,
+            copy_budget=copy_budget,
+            observability_budget=budget,
+        )
+
+    async def wait_for_observability_shutdown(self) -> None:
+        """After an :meth:`aclose` that raised ``ObservabilityShutdownTimeoutError``: wait,
+        without a budget, until the builder's buffers have ended their workers, then close
+        the downstream sinks left open (``manage_lifecycle=True``). Returns at once when
+        nothing is pending."""
+        await self._shutdown.wait_for_observability()
+
+    async def wait_for_background_shutdown(self) -> None:
+        """Wait for every straggler a bounded :meth:`aclose` left behind (payload copies still
+        running, observability buffers still delivering); returns at once when there is
+        none."""
+        await self.wait_for_payload_copy_shutdown()
+        await self.wait_for_observability_shutdown()
+
+    async def __aenter__(self: _Builder) -> _Builder:
+        """Enter an open builder; ``aclose()`` runs on exit.
+
+        Raises:
+            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
+        """
+        if self._builds.closed:
+            raise ClosedError(BUILDER_CLOSED)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+_Builder = TypeVar("_Builder", bound=BuilderLifecycle)
 
 
 async def _close(owned: object) -> None:
