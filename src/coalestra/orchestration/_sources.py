@@ -133,24 +133,10 @@ def register_source(
     """
     name, priority, supports = _identity(source, position)
     kind, methods = _kind(source, name)
-
-    def attribute(attr: str, default: Any = None) -> Any:
-        return getattr(source, attr, default)
-
     label = f"source {name!r}"
-    timeout = check_optional_float(
-        f"{label} timeout_seconds", attribute("timeout_seconds"), positive=True
-    )
-    # B-SRC-2: a source without the attribute queues for as long as it may run.
-    queue_timeout = (
-        check_optional_float(
-            f"{label} queue_timeout_seconds", attribute("queue_timeout_seconds"), positive=True
-        )
-        if hasattr(source, "queue_timeout_seconds")
-        else timeout
-    )
+    timeout, queue_timeout = _timeouts(source, label)
     guarantee = guarantee_of(source, default_timeout)
-    declared = attribute("resilience_policy")
+    declared = getattr(source, "resilience_policy", None)
     if declared is not None and not isinstance(declared, SourceResiliencePolicy):
         raise TypeError(f"{label}: resilience_policy must be a SourceResiliencePolicy or None")
     return RegisteredSource(
@@ -168,31 +154,48 @@ def register_source(
         timeout_seconds=default_timeout if timeout is None else timeout,
         queue_timeout_seconds=queue_timeout,
         max_concurrency=check_optional_int(
-            f"{label} max_concurrency", attribute("max_concurrency"), minimum=1
+            f"{label} max_concurrency", getattr(source, "max_concurrency", None), minimum=1
         ),
         max_batch_size=check_optional_int(
-            f"{label} max_batch_size", attribute("max_batch_size"), minimum=1
+            f"{label} max_batch_size", getattr(source, "max_batch_size", None), minimum=1
         ),
-        cache_supports=check_bool(f"{label} cache_supports", attribute("cache_supports", True)),
+        cache_supports=check_bool(
+            f"{label} cache_supports", getattr(source, "cache_supports", True)
+        ),
         resilience=resilience.resolve(name, declared=declared),
         origin=source,
-        inherit_observed_at=kind is SourceKind.DERIVED
-        and check_bool(
-            f"{label} observed_at_from_dependencies",
-            attribute("observed_at_from_dependencies", False),
-        ),
-        omitted_means_not_found=kind is SourceKind.BATCH
-        and check_bool(
-            f"{label} omitted_means_not_found", attribute("omitted_means_not_found", False)
-        ),
-        batch_window_seconds=check_optional_float(
-            f"{label} batch_window_seconds", attribute("batch_window_seconds")
-        )
-        if kind is SourceKind.BATCH
-        else None,
         timeout_guarantee=guarantee,
         transport_timeout=guarantee.transport_timeout_seconds if guarantee.protected else None,
+        **_kind_options(source, kind, label),
     )
+
+
+def _timeouts(source: object, label: str) -> tuple[float | None, float | None]:
+    """The source's declared call timeout and capacity-queue timeout."""
+    timeout = check_optional_float(
+        f"{label} timeout_seconds", getattr(source, "timeout_seconds", None), positive=True
+    )
+    if not hasattr(source, "queue_timeout_seconds"):
+        return timeout, timeout  # B-SRC-2: it queues for as long as it may run
+    queued = getattr(source, "queue_timeout_seconds", None)
+    return timeout, check_optional_float(f"{label} queue_timeout_seconds", queued, positive=True)
+
+
+def _kind_options(source: object, kind: SourceKind, label: str) -> dict[str, Any]:
+    """The opt-in settings only one kind of source has (the others keep the defaults)."""
+    if kind is SourceKind.DERIVED:
+        inherit = getattr(source, "observed_at_from_dependencies", False)
+        return {
+            "inherit_observed_at": check_bool(f"{label} observed_at_from_dependencies", inherit)
+        }
+    if kind is SourceKind.BATCH:
+        omitted = getattr(source, "omitted_means_not_found", False)
+        window = getattr(source, "batch_window_seconds", None)
+        return {
+            "omitted_means_not_found": check_bool(f"{label} omitted_means_not_found", omitted),
+            "batch_window_seconds": check_optional_float(f"{label} batch_window_seconds", window),
+        }
+    return {}
 
 
 def register_sources(
