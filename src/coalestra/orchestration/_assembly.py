@@ -254,12 +254,7 @@ class Builds:
         metadata: Mapping[str, Any] | None,
         snapshot_id: str | None,
     ) -> FetchContext:
-        """One build's (or session's) context: an absolute deadline read once from the clock.
-
-        Raises:
-            RuntimeError: the builder is closed ("SnapshotBuilder is closed").
-            TypeError, ValueError: a non-positive/NaN deadline, bad metadata or snapshot id.
-        """
+        """``SnapshotBuilder.new_context`` (see there)."""
         if self.closed:
             raise ClosedError(BUILDER_CLOSED)
         budget = _check_deadline(deadline_seconds)
@@ -283,13 +278,7 @@ class Builds:
         force_refresh: bool = False,
         view: BuildView | None = None,
     ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
-        """Resolve ``keys`` under ``ctx`` into private values and per-key errors (internal:
-        shared by builds and sessions). ``view``: the caller's reading (a session stage's,
-        seeded with its pinned values, which derivations then take as their dependencies).
-
-        Raises:
-            Exception: whatever the cache raised, as it is.
-        """
+        """``SnapshotBuilder.resolve_keys`` (see there)."""
         if self.closed:
             raise ClosedError(BUILDER_CLOSED)
         return await self._engine.resolve(
