@@ -12,7 +12,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from functools import partial
-from typing import Any, ParamSpec, TypeVar, final
+from typing import Any, ParamSpec, Protocol, TypeVar, final
 
 from .._compat import TIMEOUT_ERRORS
 from ..core import (
@@ -216,3 +216,13 @@ class FacadeCore:
             await self._wind_down()
         finally:
             self.portal.stop()  # from the loop thread: schedules the stop, joins nothing
+
+
+class FacadeOwner(Protocol):
+    """What a sync publisher or session needs of the ``SyncSnapshotBuilder`` that made it: its
+    facade state. Their published signatures say ``owner: 'SyncSnapshotBuilder'``; they name the
+    builder by this protocol under that name, so they never import the module that imports them.
+    """
+
+    @property
+    def _core(self) -> FacadeCore: ...

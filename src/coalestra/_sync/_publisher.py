@@ -11,7 +11,8 @@ from ..core import PayloadIsolator, ResourceKey
 from ._core import BacklogView, FacadeCore
 
 if TYPE_CHECKING:
-    from ._builder import SyncSnapshotBuilder
+    # The builder by what these objects use of it (see FacadeOwner): no import circle.
+    from ._core import FacadeOwner as SyncSnapshotBuilder
 
 
 def owner_core(owner: object) -> FacadeCore:

@@ -20,7 +20,8 @@ from ..orchestration import SnapshotSession
 from ._publisher import owner_core
 
 if TYPE_CHECKING:
-    from ._builder import SyncSnapshotBuilder
+    # The builder by what these objects use of it (see FacadeOwner): no import circle.
+    from ._core import FacadeOwner as SyncSnapshotBuilder
 
 
 @final
