@@ -399,38 +399,41 @@ class SnapshotSession:
             TypeError: a bad argument.
         """
         self._check_open()
-        check_bool("strict", strict)
-        check_bool("force_refresh", force_refresh)
-        if consistency_policy is not None and not isinstance(
-            consistency_policy, SnapshotConsistencyPolicy
-        ):
-            raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
-        if acceptance_policy is not None and not isinstance(
-            acceptance_policy, SnapshotAcceptancePolicy
-        ):
-            raise TypeError("acceptance_policy must be a SnapshotAcceptancePolicy or None")
+        _check_revalidation(strict, force_refresh, consistency_policy, acceptance_policy)
         selected = requested_keys(keys)
         async with self._lock:
-            self._check_open()
-            self._check_resolved(selected)
-            counters = self._engine.counters
-            counters.revalidation_attempts += 1
-            outcome: _Outcome | None = None
-            try:
-                outcome = await self._transact(
-                    selected, force_refresh, consistency_policy, acceptance_policy
-                )
-            finally:
-                if outcome is None or not outcome.committed:
-                    counters.revalidation_failures += 1
-                self._report_revalidation(
-                    selected, strict, force_refresh, outcome, acceptance_policy is not None
-                )
+            outcome = await self._revalidate(
+                selected, strict, force_refresh, consistency_policy, acceptance_policy
+            )
         if outcome.error is not None and (
             strict or isinstance(outcome.error, (SnapshotConsistencyError, SnapshotAcceptanceError))
         ):
             raise outcome.error
         return outcome.snapshot
+
+    async def _revalidate(
+        self,
+        selected: Sequence[ResourceKey],
+        strict: bool,
+        force_refresh: bool,
+        consistency: SnapshotConsistencyPolicy | None,
+        acceptance: SnapshotAcceptancePolicy | None,
+    ) -> _Outcome:
+        """One revalidation under the session's lock, counted and reported however it ends."""
+        self._check_open()
+        self._check_resolved(selected)
+        counters = self._engine.counters
+        counters.revalidation_attempts += 1
+        outcome: _Outcome | None = None
+        try:
+            outcome = await self._transact(selected, force_refresh, consistency, acceptance)
+        finally:
+            if outcome is None or not outcome.committed:
+                counters.revalidation_failures += 1
+            self._report_revalidation(
+                selected, strict, force_refresh, outcome, acceptance is not None
+            )
+        return outcome
 
     def _check_resolved(self, selected: Sequence[ResourceKey]) -> None:
         memo = self._memo
@@ -606,3 +609,19 @@ class SnapshotSession:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._memo.values)} pinned"
         return f"<SnapshotSession {self.snapshot_id!r} {state}>"
+
+
+def _check_revalidation(
+    strict: object, force_refresh: object, consistency: object, acceptance: object
+) -> None:
+    """``revalidate``'s argument checks, before any work.
+
+    Raises:
+        TypeError: a flag is not a bool, or a policy is of the wrong type.
+    """
+    check_bool("strict", strict)
+    check_bool("force_refresh", force_refresh)
+    if consistency is not None and not isinstance(consistency, SnapshotConsistencyPolicy):
+        raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
+    if acceptance is not None and not isinstance(acceptance, SnapshotAcceptancePolicy):
+        raise TypeError("acceptance_policy must be a SnapshotAcceptancePolicy or None")
