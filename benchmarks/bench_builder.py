@@ -10,7 +10,9 @@
   source, <= 20 ms in all (issue 14);
 - 5,000 keys through a batch source with max_batch_size=500, one build: <= 40 ms (issue 14);
 - 50 concurrent one-key builds on a batch source with batch_window_seconds=0.0: one call of
-  50 keys, <= 2 ms (issue 14; without the window: 50 calls of one key).
+  50 keys, <= 2 ms (issue 14; without the window: 50 calls of one key);
+- a warm session stage of 1,000 derived keys over 1,000 raw keys (the stage also keeps the
+  revisions of their inputs, issue 12): us/key, no target (a plain warm build for scale).
 
 ``--only NAME`` runs the benchmarks whose function name contains NAME.
 """
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from coalestra.adapters import CallableDerivedSource
 from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey
 from coalestra.observability import InMemoryMetrics
 from coalestra.orchestration import SnapshotBuilder
@@ -319,6 +322,37 @@ async def batch_window_same_turn() -> None:
     await batch_window(0.0)
 
 
+def raw_of(key: ResourceKey) -> ResourceKey:
+    return ResourceKey("bench", "value", key.subject)
+
+
+def doubled() -> CallableDerivedSource:
+    """``derived/double/<subject>``: twice the raw value ``bench/value/<subject>``."""
+    return CallableDerivedSource(
+        name="doubled",
+        priority=5,
+        supports=lambda wanted: wanted.namespace == "derived",
+        dependencies=lambda wanted: [raw_of(wanted)],
+        deriver=lambda wanted, deps, context: 2 * deps.value(raw_of(wanted)),
+    )
+
+
+async def session_derived() -> None:
+    builder = SnapshotBuilder([MemorySource(), doubled()], default_policy=LONG)
+    wanted = [ResourceKey("derived", "double", f"k{i}") for i in range(1000)]
+    await builder.build(wanted)  # warm: 1,000 raw and 1,000 derived values cached
+
+    async def stage() -> None:
+        await builder.session().resolve(wanted)
+
+    seconds = await best_of(50, stage)
+    print(
+        f"engine.session_derived warm stage, 1000 derived keys over 1000 raw keys: "
+        f"{seconds * 1e6 / 1000:.2f} us/key (no target)"
+    )
+    await builder.aclose()
+
+
 BENCHMARKS = (
     warm_build,
     warm_build_quotes,
@@ -336,6 +370,7 @@ BENCHMARKS = (
     batch_5000,
     batch_window_off,
     batch_window_same_turn,
+    session_derived,
 )
 
 
