@@ -41,7 +41,7 @@ from ._counters import EngineCounters
 from ._flights import Flight, Outcome, Raised, SingleFlight
 from ._gate import SourceGate
 from ._group import GroupRun
-from ._inputs import keep_inputs, read_with_inputs
+from ._inputs import keep_inputs
 from ._ledger import JOINED_SOURCE, as_resolution_error
 from ._machinery import Refresh
 from ._notfound import NotFoundMemory
@@ -198,12 +198,10 @@ class Engine:
         now = self.clock.now()
         hits: dict[ResourceKey, SnapshotValue[Any]] = {}
         ahead: list[ResourceKey] = []
-        if view.session:  # never for a plain build: its read is its keys only
-            rest = {key: self.policy_for(key) for key in keys}
-            lookups = await read_with_inputs(self, keys, now, rest, view)
-        else:
-            hits, ahead, rest = self.cache.serve(keys, now, self.policy_for)
-            lookups = await self.cache.read(list(rest), now, rest) if rest else {}
+        # A session stage reads the inputs of the derived values it serves afterwards, from
+        # their recorded revisions (._inputs.keep_inputs): its first read is its keys only.
+        hits, ahead, rest = self.cache.serve(keys, now, self.policy_for)
+        lookups = await self.cache.read(list(rest), now, rest) if rest else {}
         if self.cache.batch_reads:
             diag.cache_batch_reads += 1
         needed: list[ResourceKey] = []

@@ -16,10 +16,10 @@ stage still reads such a key itself.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, final
 
-from ..core import CacheLookup, ResourceKey, SnapshotValue
+from ..core import ResourceKey, SnapshotValue
 from ._flights import Flight
 
 
@@ -34,7 +34,6 @@ class BuildView:
         "inputs",
         "joined",
         "lost",
-        "prefetched",
         "session",
     )
 
@@ -55,8 +54,6 @@ class BuildView:
         self._lock: asyncio.Lock | None = None
         # A session stage's: it keeps the inputs of the derived values it serves (._inputs).
         self.session = session
-        # Derived inputs read beside the stage's keys, as held (None: not held).
-        self.prefetched: dict[ResourceKey, SnapshotValue[Any] | None] = {}
         # Inputs the served derived values were computed from (or the revision now held).
         self.inputs: dict[ResourceKey, SnapshotValue[Any]] = {}
         # Inputs of served derived values that are no longer held at all.
@@ -90,15 +87,6 @@ class BuildView:
                 found[key] = entry
         return found
 
-    def keep_read(
-        self, keys: Iterable[ResourceKey], lookups: Mapping[ResourceKey, CacheLookup]
-    ) -> None:
-        """Keep what a session stage's cache read found for ``keys`` (inputs, not entries)."""
-        prefetched = self.prefetched
-        for key in keys:
-            lookup = lookups.get(key)
-            prefetched[key] = None if lookup is None else lookup.value
-
     def lock(self) -> asyncio.Lock:
         """Serializes the build's later lookups (its derivations'), so two of them never read
         or claim the same key twice; never held while waiting on a flight."""
@@ -108,8 +96,10 @@ class BuildView:
 
     def value_of(self, key: ResourceKey) -> SnapshotValue[Any] | None:
         """The revision of ``key`` this build shows (a kept input's included), if it has one."""
-        entry = self.get(key)
-        if type(entry) is Flight:
+        entry = self.entries.get(key)
+        if entry is None:  # the first read holds values only
+            entry = self.first_read.get(key)
+        elif type(entry) is Flight:
             future = entry.future
             outcome = future.result() if future.done() else None
             entry = outcome if isinstance(outcome, SnapshotValue) else None
@@ -130,9 +120,17 @@ class BuildView:
         stage may show them."""
         if not value.dependency_versions:
             return False
-        if self._mixed(value):
-            return True
-        return self.session and bool(self.mixed_inputs(value))
+        nested = False  # an input shown at the recorded revision is itself derived
+        for dep, version in value.dependency_versions.items():
+            shown = self.value_of(dep)
+            if shown is None:
+                if dep in self.lost:
+                    return True
+            elif shown.version != version:
+                return True
+            elif shown.dependency_versions:
+                nested = True
+        return nested and self.session and bool(self.mixed_inputs(value))
 
     def mixed_inputs(self, value: SnapshotValue[Any]) -> list[ResourceKey]:
         """The derived values ``value`` was computed from, transitively, that this view holds
