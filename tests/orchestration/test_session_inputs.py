@@ -399,3 +399,38 @@ async def test_an_input_of_nothing_the_session_shows_is_not_remembered(
 
         assert second.value(RAW) == 5
         assert consistent(second)
+
+
+async def test_a_warm_stage_keeps_cached_inputs_without_asking_dependencies(
+    upstream: Upstream,
+) -> None:
+    # A stage serving cached derived values takes their inputs from the recorded
+    # dependency_versions (issue 12's cost): no dependencies() call per key, no fetch.
+    asked: list[ResourceKey] = []
+
+    def counted(key: ResourceKey, of: ResourceKey, factor: int) -> CallableDerivedSource:
+        def dependencies(wanted: ResourceKey) -> list[ResourceKey]:
+            asked.append(wanted)
+            return [of]
+
+        return CallableDerivedSource(
+            name=key.name,
+            priority=5,
+            supports=lambda wanted: wanted == key,
+            dependencies=dependencies,
+            deriver=lambda wanted, deps, context: factor * deps.value(of),
+        )
+
+    sources = [upstream.sources()[0], counted(DOUBLE, RAW, 2), counted(QUAD, DOUBLE, 2)]
+    async with SnapshotBuilder(sources, default_policy=POLICY) as built:
+        await built.build([QUAD])  # caches RAW = 1, DOUBLE = 2, QUAD = 4
+        asked.clear()
+        session = built.session()
+        first = await session.resolve([QUAD])
+        await built.publisher.publish(RAW, 5, source="raw")
+        later = await session.resolve([RAW, DOUBLE])
+
+    assert asked == []
+    assert upstream.calls == 1
+    assert first.value(QUAD) == 4
+    assert (later.value(RAW), later.value(DOUBLE), later.value(QUAD)) == (1, 2, 4)
