@@ -209,6 +209,13 @@ class Deriver:
         await run_pool(self._run.engine, list(ready), derive_one)
         await self._run.commit(made)
 
+    def _dependencies_failed(self, key: ResourceKey, errors: Mapping[ResourceKey, Any]) -> bool:
+        """``key`` cannot be derived: its dependencies failed. No call was made: attempts 0,
+        and the circuit does not hear of it."""
+        name = self._source.name
+        self._run.ledger.fail(key, name, DependencyResolutionError(key, name, errors), 0)
+        return False
+
     async def _try(
         self,
         key: ResourceKey,
@@ -222,10 +229,7 @@ class Deriver:
         if raised is not None:
             raise raised.error  # the cache failed under a dependency: this group fails too
         if errors:
-            # No call was made: attempts 0, and the circuit does not hear of it.
-            failed = DependencyResolutionError(key, source.name, errors)
-            run.ledger.fail(key, source.name, failed, 0)
-            return False
+            return self._dependencies_failed(key, errors)
         ctx = run.ctx
         ready = {
             dep: value
@@ -236,9 +240,7 @@ class Deriver:
         # The deriver's own copies (large ones off the loop, in one job for all of them).
         await hand_out(run.engine, ready, ctx, (), values, errors)
         if errors:  # copying large dependencies missed the deadline: no call is made
-            failed = DependencyResolutionError(key, source.name, errors)
-            run.ledger.fail(key, source.name, failed, 0)
-            return False
+            return self._dependencies_failed(key, errors)
         dependencies = Snapshot(ctx.snapshot_id, ctx.requested_at, values)
         derive = source.derive
         assert derive is not None
@@ -255,11 +257,7 @@ class Deriver:
         versions = {dep: value.version for dep, value in values.items()}
         # A plain derived value is stamped with its derivation time, unless the source opted
         # in to its oldest dependency's observation time.
-        oldest = (
-            min((value.observed_at for value in values.values()), default=None)
-            if source.inherit_observed_at
-            else None
-        )
+        oldest = _oldest(values) if source.inherit_observed_at else None
         accepted = await run.engine.factory.accept(
             source,
             {key: result.value},
@@ -272,3 +270,8 @@ class Deriver:
             ctx=ctx,
         )
         return key in accepted
+
+
+def _oldest(values: Mapping[ResourceKey, SnapshotValue[Any]]) -> float | None:
+    """The oldest ``observed_at`` among dependency values (``None``: there are none)."""
+    return min((value.observed_at for value in values.values()), default=None)
