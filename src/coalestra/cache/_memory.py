@@ -266,13 +266,29 @@ class AsyncMemoryCache(CopyLifecycle):
         check_bool("replace_equal", replace_equal)
         return await self._write(reduce_batch(checked), force=force, replace_equal=replace_equal)
 
+    async def _write_for_build(
+        self, values: Collection[SnapshotValue[Any]]
+    ) -> Mapping[ResourceKey, CacheWriteResult]:
+        """:meth:`set_many_if_newer` as the builder writes what it fetched: decided, copied,
+        stored and counted alike, but a stored result's ``value`` is the caller's own value,
+        not a copy (the builder serves its value and reads only the status of a stored write;
+        a losing write's result still carries a copy of the revision kept)."""
+        self._check_copies_open()
+        candidates = reduce_batch(check_values(values))
+        return await self._write(candidates, force=False, replace_equal=False, copy_result=False)
+
     async def _write(
-        self, candidates: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
+        self,
+        candidates: Sequence[SnapshotValue[Any]],
+        *,
+        force: bool,
+        replace_equal: bool,
+        copy_result: bool = True,
     ) -> dict[ResourceKey, CacheWriteResult]:
         """Write candidates of distinct keys (see :mod:`._memory_writes`): a result per key."""
         results: dict[ResourceKey, CacheWriteResult] = {}
         for status, value, previous in await self._writes.write_all(
-            candidates, force, replace_equal, owned=False
+            candidates, force, replace_equal, owned=False, copy_result=copy_result
         ):
             results[value.key] = CacheWriteResult(status, value, previous)
         return results

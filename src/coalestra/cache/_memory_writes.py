@@ -7,6 +7,10 @@ inline nothing awaits between the two, so the decision still holds at commit, an
 all staged before anything is committed (a copy failure writes nothing). A copy that belongs in a
 worker thread (a large payload, see :mod:`._copying`) sends the whole call down the awaiting
 path, which decides again after its copies, since other writes may land meanwhile.
+
+A caller that never reads a stored write's value (the builder's own writes: it serves its value)
+passes ``copy_result=False``: the decision, the copy kept and the commit are the same, but a
+stored result carries the candidate itself instead of a copy made only to be thrown away.
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ class MemoryWrites:
         self._copies = copies
 
     def write_now(
-        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, *, owned: bool
+        self,
+        candidate: SnapshotValue[Any],
+        force: bool,
+        replace_equal: bool,
+        *,
+        owned: bool,
+        copy_result: bool = True,
     ) -> Written | None:
         """Write one candidate without awaiting; ``None`` (nothing written) when a copy
         belongs in a worker thread: then :meth:`write_all` does it.
@@ -53,8 +63,9 @@ class MemoryWrites:
         ``owned``: the caller made ``candidate`` for this write, holds it no longer and its
         metadata is private, so the cache may keep the value itself with a copy of its payload
         (one copy of the value less). The publisher's revisions are such values.
+        ``copy_result``: see the module docstring (never ``False`` with ``owned``).
         """
-        staged = self._stage(candidate, force, replace_equal, owned)
+        staged = self._stage(candidate, force, replace_equal, owned, copy_result)
         return None if staged is None else self._commit(staged)
 
     async def write_all(
@@ -64,14 +75,16 @@ class MemoryWrites:
         replace_equal: bool,
         *,
         owned: bool,
+        copy_result: bool = True,
     ) -> list[Written]:
         """Write candidates of distinct keys, every one staged before any is committed: the
-        outcome of each, in order. ``owned``: as for :meth:`write_now`, for every candidate."""
+        outcome of each, in order. ``owned``, ``copy_result``: as for :meth:`write_now`, for
+        every candidate."""
         staged: list[Staged] = []
         for candidate in candidates:
-            stage = self._stage(candidate, force, replace_equal, owned)
+            stage = self._stage(candidate, force, replace_equal, owned, copy_result)
             if stage is None:
-                found = await self._write_offloaded(candidates, force, replace_equal)
+                found = await self._write_offloaded(candidates, force, replace_equal, copy_result)
                 results = [found[candidate.key] for candidate in candidates]
                 return [(result.status, result.value, result.previous) for result in results]
             staged.append(stage)
@@ -79,10 +92,16 @@ class MemoryWrites:
         return [commit(stage) for stage in staged]
 
     def _stage(
-        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, owned: bool
+        self,
+        candidate: SnapshotValue[Any],
+        force: bool,
+        replace_equal: bool,
+        owned: bool,
+        copy_result: bool,
     ) -> Staged | None:
         """Decide ``candidate``'s write now and make its copies inline, storing nothing;
-        ``None`` when a copy belongs in a worker thread. ``owned``: see :meth:`write_now`."""
+        ``None`` when a copy belongs in a worker thread. ``owned``, ``copy_result``: see
+        :meth:`write_now`."""
         status, held = self._store.decide(candidate, force=force, replace_equal=replace_equal)
         copies = self._copies
         if status is CacheWriteStatus.STORED:
@@ -92,9 +111,10 @@ class MemoryWrites:
             if copies.in_thread(candidate):
                 return None
             # One copy for the result (the caller may mutate what it gets back), one to keep.
-            theirs = copies.copy(candidate, _WRITE)
+            theirs = copies.copy(candidate, _WRITE) if copy_result else candidate
             if not owned:
                 return status, theirs, before, copies.copy(candidate, _WRITE), True
+            assert copy_result  # else the result would be the very value kept
             # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
             # holding a copy of the payload (filling in a field of an unshared value is safe).
             where = f"{_WRITE} {candidate.key}"
@@ -118,9 +138,14 @@ class MemoryWrites:
         return status, value, previous
 
     async def _write_offloaded(
-        self, candidates: Sequence[SnapshotValue[Any]], force: bool, replace_equal: bool
+        self,
+        candidates: Sequence[SnapshotValue[Any]],
+        force: bool,
+        replace_equal: bool,
+        copy_result: bool,
     ) -> dict[ResourceKey, CacheWriteResult]:
-        """Decide, copy the winners (in threads where due), decide again and commit."""
+        """Decide, copy the winners (in threads where due), decide again and commit.
+        ``copy_result``: see :meth:`write_now`."""
         store = self._store
         copies = self._copies
         ignored: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
@@ -137,9 +162,11 @@ class MemoryWrites:
         private: dict[int, SnapshotValue[Any]] = {}
         for_result: dict[int, SnapshotValue[Any]] = {}
         if mutable:
-            copied = iter(await copies.isolate_values(mutable + mutable, context=_WRITE))
+            wanted = mutable + mutable if copy_result else mutable
+            copied = iter(await copies.isolate_values(wanted, context=_WRITE))
             private = {id(winner): next(copied) for winner in mutable}
-            for_result = {id(winner): next(copied) for winner in mutable}
+            if copy_result:
+                for_result = {id(winner): next(copied) for winner in mutable}
         stored: dict[ResourceKey, CacheWriteResult] = {}
         for winner in winners:
             mine = private.get(id(winner), winner)

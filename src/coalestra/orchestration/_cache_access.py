@@ -226,6 +226,10 @@ class CacheAccess:
         Raises:
             Exception: whatever the cache raised (``PayloadIsolationError`` included).
         """
+        if self._memory is not None:
+            # The built-in cache skips the copies of stored values it would hand back: the
+            # engine serves its own value and reads only a stored write's status.
+            return await self._memory._write_for_build(values)
         if self._set_many_if_newer is not None:
             written: Mapping[ResourceKey, CacheWriteResult] = await self._set_many_if_newer(values)
             return written
