@@ -88,4 +88,5 @@ async def test_public_writes_still_return_independent_copies(in_thread: bool) ->
         given.value["levels"].append(8)
     for key, payload in ((A, {"levels": [1]}), (B, {"levels": [2]})):
         held = (await cache.get(key, now=1.0, policy=LONG)).value
-        assert held is not None and held.value == payload
+        assert held is not None
+        assert held.value == payload
