@@ -405,11 +405,7 @@ class SnapshotSession:
             outcome = await self._revalidate(
                 selected, strict, force_refresh, consistency_policy, acceptance_policy
             )
-        if outcome.error is not None and (
-            strict or isinstance(outcome.error, (SnapshotConsistencyError, SnapshotAcceptanceError))
-        ):
-            raise outcome.error
-        return outcome.snapshot
+        return _returned(outcome, strict)
 
     async def _revalidate(
         self,
@@ -625,3 +621,14 @@ def _check_revalidation(
         raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
     if acceptance is not None and not isinstance(acceptance, SnapshotAcceptancePolicy):
         raise TypeError("acceptance_policy must be a SnapshotAcceptancePolicy or None")
+
+
+def _returned(outcome: _Outcome, strict: bool) -> Snapshot:
+    """What ``revalidate`` returns, or the error it raises: a failed target with ``strict``;
+    a consistency or acceptance violation always."""
+    error = outcome.error
+    if error is not None and (
+        strict or isinstance(error, (SnapshotConsistencyError, SnapshotAcceptanceError))
+    ):
+        raise error
+    return outcome.snapshot
