@@ -14,7 +14,8 @@ from typing import Any
 CANCEL_MESSAGE = "coalestra: cancelled by its own task group or deadline"
 
 if sys.version_info >= (3, 11):
-    from builtins import BaseExceptionGroup, ExceptionGroup
+    from builtins import BaseExceptionGroup as BaseExceptionGroup  # re-exported
+    from builtins import ExceptionGroup as ExceptionGroup  # re-exported
 
     # asyncio.TimeoutError and concurrent.futures.TimeoutError are TimeoutError itself.
     TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError,)
