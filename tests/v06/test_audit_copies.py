@@ -20,6 +20,7 @@ from coalestra import (
     FreshnessPolicy,
     ObservabilityShutdownTimeoutError,
     PayloadCopyShutdownTimeoutError,
+    PayloadIsolationError,
     ResourceKey,
     SnapshotBuilder,
 )
@@ -195,3 +196,25 @@ async def test_a_cache_declaring_private_copies_is_not_copied_again() -> None:
     assert hit.value(A) == {"rows": [1, 2]}
     assert hit[A].from_cache
     assert len(calls) == before  # declared private: the builder trusts the cache's own copies
+
+
+async def test_a_custom_cache_hit_that_cannot_be_copied_names_the_key() -> None:
+    copies = {"allowed": 2}  # the source boundary and the reader's copy of the cold build
+
+    def failing_later(value: T) -> T:
+        if copies["allowed"] == 0:
+            raise RuntimeError("no copy")
+        copies["allowed"] -= 1
+        return copy.deepcopy(value)
+
+    async def fetch(key: ResourceKey, _ctx: Any) -> Any:
+        return {"rows": [1, 2]}
+
+    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
+    builder = SnapshotBuilder(
+        [source], default_policy=LONG, cache=KeepingCache(), payload_copier=failing_later
+    )
+    await builder.build([A])
+    with pytest.raises(PayloadIsolationError) as caught:
+        await builder.build([A])
+    assert caught.value.context == f"cache read of {A}"

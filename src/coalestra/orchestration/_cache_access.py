@@ -23,10 +23,11 @@ from ..core import (
     CacheLookup,
     CacheWriteResult,
     FreshnessPolicy,
+    PayloadIsolationError,
     ResourceKey,
     SnapshotValue,
 )
-from ..core._isolation import PayloadIsolator
+from ..core._isolation import PayloadIsolator, located
 from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
 from ._policy import PolicyResolver
@@ -299,7 +300,10 @@ def _isolated(
     for key, lookup in found.items():
         value = lookup.value
         if value is not None:
-            clone = isolator.clone_snapshot_value(value, context=f"cache read of {key}")
+            try:  # the error context is only made on failure: no text per copy otherwise
+                clone = isolator.clone_snapshot_value(value, context="")
+            except PayloadIsolationError as error:
+                raise located(error, f"cache read of {key}") from error.__cause__
             lookup = CacheLookup(clone, lookup.fresh, lookup.usable_stale, lookup.age_seconds)
         copied[key] = lookup
     return copied
