@@ -340,3 +340,18 @@ def test_a_finite_custom_source_timeout_is_accepted() -> None:
     builder = SnapshotBuilder([Custom(timeout_seconds=2.0, queue_timeout_seconds=1.0)])
     with SyncSnapshotBuilder(builder) as sync_builder:
         assert sync_builder.build([KEY]).value(KEY) == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (math.inf, "observability_shutdown_timeout_seconds must be finite, got inf"),
+        (math.nan, "observability_shutdown_timeout_seconds must be finite, got nan"),
+        (0, "observability_shutdown_timeout_seconds must be > 0, got 0.0"),
+    ],
+)
+def test_the_observability_shutdown_budget_uses_the_0_6_phrasings(bad: float, message: str) -> None:
+    source = CallableSource(name="s", priority=1, supports=lambda key: True, fetcher=lambda k, c: 1)
+    with pytest.raises(ValueError, match="observability_shutdown_timeout_seconds") as caught:
+        SnapshotBuilder([source], observability_shutdown_timeout_seconds=bad)
+    assert str(caught.value) == message

@@ -11,12 +11,12 @@ once their workers have ended.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar, final
 
 from ..core._errors import ObservabilityShutdownTimeoutError
 from ..core._protocols import EventSink, MetricsSink
+from ..core._validation import check_float
 from ._buffered import BufferedEventSink, BufferedMetricsSink, _BufferedSink
 from ._records import BufferedSinkStats, BufferOverflowPolicy
 from ._sinks import NullEventSink, NullMetrics
@@ -43,17 +43,12 @@ def check_buffer_mode(name: str, value: object) -> bool | str | None:
 
 
 def check_shutdown_budget(name: str, value: object) -> float:
-    """A finite number of seconds > 0.
+    """A finite number of seconds > 0 (the 0.6.4 phrasings, as every other budget).
 
     Raises:
         TypeError: not a number (bools too). ValueError: NaN, infinite, or <= 0.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds <= 0.0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return seconds
+    return check_float(name, value, positive=True)
 
 
 def _wants_buffer(sink: object, mode: bool | str | None) -> bool:
