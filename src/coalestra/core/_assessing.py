@@ -224,21 +224,11 @@ def _counter_findings(
     return found
 
 
-def _state_findings(
+def _waiting_findings(
     health: AssessedHealth, policy: BuilderHealthAssessmentPolicy
 ) -> list[BuilderHealthFinding | None]:
-    """Rules 1 to 9: what the snapshot itself shows, in the documented order."""
-    pending, limit = health.pending_submissions, health.max_pending_submissions
-    buffers = health.observability_buffers
-    fullest = _largest_ratio(buffers, "pending", "max_pending")
-    stopped = [
-        str(name)
-        for name, stats in buffers.items()
-        if _part(stats, "worker_alive") is False and _part(stats, "closed") is False
-    ]
+    """Rules 3 and 4: calls waiting for source capacity, then for copy capacity."""
     return [
-        _flag(_Reason.BUILDER_CLOSED, "closed", health.closed),
-        _unsafe_sources(health),
         _waiting(
             _Reason.SOURCE_CAPACITY_WAITING,
             health.waiting_for_capacity,
@@ -257,6 +247,23 @@ def _state_findings(
             ),
             "waiting_for_copy_capacity",
         ),
+    ]
+
+
+def _backlog_findings(
+    health: AssessedHealth, policy: BuilderHealthAssessmentPolicy
+) -> list[BuilderHealthFinding | None]:
+    """Rules 5 to 7: the submission backlog, the fullest observability buffer, and the
+    observability workers that stopped before their buffer was closed."""
+    pending, limit = health.pending_submissions, health.max_pending_submissions
+    buffers = health.observability_buffers
+    fullest = _largest_ratio(buffers, "pending", "max_pending")
+    stopped = [
+        str(name)
+        for name, stats in buffers.items()
+        if _part(stats, "worker_alive") is False and _part(stats, "closed") is False
+    ]
+    return [
         _backlog(
             _Reason.SUBMISSION_BACKLOG_HIGH,
             "submission_backlog_ratio",
@@ -278,6 +285,18 @@ def _state_findings(
             "stopped_observability_workers",
             stopped,
         ),
+    ]
+
+
+def _state_findings(
+    health: AssessedHealth, policy: BuilderHealthAssessmentPolicy
+) -> list[BuilderHealthFinding | None]:
+    """Rules 1 to 9: what the snapshot itself shows, in the documented order."""
+    return [
+        _flag(_Reason.BUILDER_CLOSED, "closed", health.closed),
+        _unsafe_sources(health),
+        *_waiting_findings(health, policy),
+        *_backlog_findings(health, policy),
         *_circuit_findings(health),
         _flag(
             _Reason.PAYLOAD_COPY_SHUTDOWN_INCOMPLETE,

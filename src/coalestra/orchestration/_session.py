@@ -13,48 +13,28 @@ stages, and lets ``close()`` wait for the operation in flight).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, final
+from typing import final
 
 from ..core import (
-    DiagnosticsCollector,
     FetchContext,
     RequestDegradationPolicy,
     ResourceKey,
     Snapshot,
-    SnapshotAcceptanceError,
     SnapshotAcceptancePolicy,
-    SnapshotBuildError,
-    SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotRequest,
     SnapshotResult,
-    SnapshotValue,
 )
-from ..core._acceptance import evaluate_acceptance
-from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ..core._validation import check_bool
-from ._assembly import check_acceptance, check_consistency, requested_keys, skew_violation
+from ._assembly import requested_keys
 from ._engine import Engine
-from ._inputs import declared_dependencies
-from ._pinning import PinnedMemo, ordered_union, resolved_closure
-from ._revalidation import Errors, Refreshed, Values, refresh
+from ._session_state import SessionState
+from ._stage import check_stage, pin_missing
+from ._transaction import check_revalidation, returned, run_revalidation
 from ._trying import check_try_arguments, resolve_trying
-from ._view import BuildView
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """How a revalidation ended: the snapshot to return (or carried by ``error``)."""
-
-    snapshot: Snapshot
-    refreshed: Refreshed
-    committed: bool
-    error: SnapshotBuildError | None = None
 
 
 @final
@@ -78,59 +58,41 @@ class SnapshotSession:
         TypeError: ``context`` or ``engine`` has the wrong type.
     """
 
-    __slots__ = (
-        "_closed",
-        "_context",
-        "_diag",
-        "_engine",
-        "_lock",
-        "_memo",
-        "_requested",
-    )
+    __slots__ = ("_engine", "_lock", "_state")
 
     def __init__(self, *, engine: Engine, context: FetchContext) -> None:
         if not isinstance(context, FetchContext):
             raise TypeError(f"context must be a FetchContext, got {type(context).__name__}")
         if not isinstance(engine, Engine):
             raise TypeError(f"engine must be an Engine, got {type(engine).__name__}")
-        self._context = context
         self._engine = engine
-        self._memo = PinnedMemo()
-        self._diag = DiagnosticsCollector()  # accumulates across the session's operations
-        self._requested: dict[ResourceKey, None] = {}  # distinct keys requested so far
+        self._state = SessionState(engine, context)
         self._lock = asyncio.Lock()  # binds to a loop only when an operation has to wait
-        self._closed = False
-
-    def _declared_dependencies(self, key: ResourceKey) -> tuple[ResourceKey, ...]:
-        return declared_dependencies(self._engine, key)
 
     # -- identity ----------------------------------------------------------------------------
 
     @property
     def context(self) -> FetchContext:
         """The context handed to every source call of the session (id, deadline, metadata)."""
-        return self._context
+        return self._state.context
 
     @property
     def snapshot_id(self) -> str:
         """The id of every snapshot the session returns."""
-        return self._context.snapshot_id
+        return self._state.snapshot_id
 
     @property
     def created_at(self) -> float:
         """Wall-clock time the session was created (the ``created_at`` of its snapshots)."""
-        return self._context.requested_at
+        return self._state.context.requested_at
 
     @property
     def closed(self) -> bool:
         """True once the session or its builder is closed."""
-        return self._closed or self._engine.closed
+        return self._state.closed or self._engine.closed
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise session_closed()
-        if self._engine.closed:
-            raise ClosedError(BUILDER_CLOSED)
+        self._state.check_open()
 
     # -- stages ------------------------------------------------------------------------------
 
@@ -230,119 +192,19 @@ class SnapshotSession:
         acceptance: SnapshotAcceptancePolicy | None = None,
     ) -> Snapshot:
         async with self._lock:
-            self._check_open()
-            started = self._engine.clock.monotonic()
-            self._requested.update(dict.fromkeys(keys))
-            memo = self._memo
-            # A key read earlier only as a dependency is shown as the revision the session's
-            # derived values were computed from, never read again.
-            memo.promote(keys)
-            missing = memo.missing(keys, retry_errors=retry_errors)
-            if missing:
-                # Derivations take their dependencies from the pinned values first, so the
-                # session never shows a derived value next to another revision of its input.
-                values, errors, readings = await self._acquire(
-                    missing, force_refresh=False, pinned={**memo.inputs, **memo.values}
-                )
-                self._check_open()  # the builder closed meanwhile: pin nothing
-                memo.pin(values, errors)
-                memo.remember_inputs(values.values(), readings)
-                self._diag.stale_values += sum(1 for value in values.values() if value.stale)
-            snapshot = self._accumulated(started)
-        report = self._engine.report
-        try:
-            failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
-            if failed:
-                raise SnapshotBuildError(failed, snapshot=snapshot)
-            try:
-                check_consistency(snapshot, consistency, required, optional)
-            except SnapshotConsistencyError as error:
-                report.consistency_failed(self.snapshot_id, error)
-                raise
-            if acceptance is not None:
-                self._accept(snapshot, acceptance, required, optional)
-        except SnapshotBuildError:
-            report.session_resolved(
-                snapshot,
-                requested=len(keys),
-                stage_failed=True,
-                strict=strict,
-                retry_errors=retry_errors,
-            )
-            raise
-        report.session_resolved(
+            snapshot = await pin_missing(self._state, keys, retry_errors)
+        check_stage(
+            self._state,
             snapshot,
-            requested=len(keys),
-            stage_failed=False,
-            strict=strict,
-            retry_errors=retry_errors,
-        )
-        return snapshot
-
-    def _accept(
-        self,
-        snapshot: Snapshot,
-        policy: SnapshotAcceptancePolicy,
-        required: Sequence[ResourceKey],
-        optional: Sequence[ResourceKey],
-    ) -> None:
-        engine = self._engine
-        policy_for = engine.policy_for
-        check_acceptance(
-            snapshot,
-            policy,
+            keys,
             required,
             optional,
-            now=engine.clock.now(),
-            ttl_for=lambda key: policy_for(key).ttl_seconds,
-            report=engine.report,
+            consistency,
+            strict,
+            retry_errors,
+            acceptance,
         )
-
-    async def _acquire(
-        self,
-        keys: Sequence[ResourceKey],
-        *,
-        force_refresh: bool,
-        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
-    ) -> tuple[Values, Errors, Values]:
-        """Resolve ``keys`` under the session's context (and so its deadline): the values,
-        the errors, and every revision read on the way (dependencies included)."""
-        engine = self._engine
-        if engine.closed:
-            raise ClosedError(BUILDER_CLOSED)
-        # Derivations take their dependencies from ``pinned`` first (the session's values), so
-        # a stage never derives from a revision other than the one the session shows.
-        view = BuildView(pinned, session=True)
-        values, errors = await engine.resolve(
-            keys, self._context, self._diag, view, force_refresh=force_refresh
-        )
-        return values, errors, view.readings()
-
-    def _accumulated(
-        self, started: float | None, transient: Mapping[ResourceKey, Exception] | None = None
-    ) -> Snapshot:
-        """The whole session as a snapshot of isolated copies: pinned values and stored
-        errors (plus ``transient`` errors of a failed revalidation, which are not stored)."""
-        memo, engine = self._memo, self._engine
-        errors = memo.errors if not transient else {**memo.errors, **transient}
-        keys = ordered_union(list(memo.values), list(errors))
-        resources = memo.copies(keys, engine.isolator, self.snapshot_id)
-        observed = [value.observed_at for value in resources.values()]
-        diag = self._diag
-        diag.requested_resources = len(self._requested)
-        diag.resolved_resources = len(resources)
-        diag.failed_resources = len(errors)
-        duration = 0.0 if started is None else (engine.clock.monotonic() - started) * 1000.0
-        return Snapshot(
-            snapshot_id=self.snapshot_id,
-            created_at=self.created_at,
-            resources=resources,
-            errors={key: errors[key] for key in keys if key in errors},
-            diagnostics=diag.freeze(
-                duration_ms=duration,
-                observation_skew_ms=(max(observed) - min(observed)) * 1000.0 if observed else 0.0,
-            ),
-        )
+        return snapshot
 
     # -- revalidation ------------------------------------------------------------------------
 
@@ -399,157 +261,13 @@ class SnapshotSession:
             TypeError: a bad argument.
         """
         self._check_open()
-        _check_revalidation(strict, force_refresh, consistency_policy, acceptance_policy)
+        check_revalidation(strict, force_refresh, consistency_policy, acceptance_policy)
         selected = requested_keys(keys)
         async with self._lock:
-            outcome = await self._revalidate(
-                selected, strict, force_refresh, consistency_policy, acceptance_policy
+            outcome = await run_revalidation(
+                self._state, selected, strict, force_refresh, consistency_policy, acceptance_policy
             )
-        return _returned(outcome, strict)
-
-    async def _revalidate(
-        self,
-        selected: Sequence[ResourceKey],
-        strict: bool,
-        force_refresh: bool,
-        consistency: SnapshotConsistencyPolicy | None,
-        acceptance: SnapshotAcceptancePolicy | None,
-    ) -> _Outcome:
-        """One revalidation under the session's lock, counted and reported however it ends."""
-        self._check_open()
-        self._check_resolved(selected)
-        counters = self._engine.counters
-        counters.revalidation_attempts += 1
-        outcome: _Outcome | None = None
-        try:
-            outcome = await self._transact(selected, force_refresh, consistency, acceptance)
-        finally:
-            if outcome is None or not outcome.committed:
-                counters.revalidation_failures += 1
-            self._report_revalidation(
-                selected, strict, force_refresh, outcome, acceptance is not None
-            )
-        return outcome
-
-    def _check_resolved(self, selected: Sequence[ResourceKey]) -> None:
-        memo = self._memo
-        known = resolved_closure(memo.values, memo.errors, self._declared_dependencies)
-        unknown = [key for key in selected if key not in known]
-        if unknown:
-            raise ValueError(
-                "revalidation requires resources already resolved in this session: "
-                + ", ".join(str(key) for key in unknown)
-            )
-
-    async def _transact(
-        self,
-        selected: Sequence[ResourceKey],
-        force_refresh: bool,
-        policy: SnapshotConsistencyPolicy | None,
-        acceptance: SnapshotAcceptancePolicy | None = None,
-    ) -> _Outcome:
-        """Read the new revisions, then commit them all or keep the previous state."""
-        started = self._engine.clock.monotonic()
-        memo = self._memo
-
-        readings: Values = {}  # every revision the revalidation read, dependencies included
-
-        async def acquire(batch: Sequence[ResourceKey], force: bool) -> tuple[Values, Errors]:
-            values, errors, read = await self._acquire(batch, force_refresh=force)
-            readings.update(read)
-            return values, errors
-
-        got = await refresh(
-            selected,
-            # the remembered inputs too: a value derived anew from another revision of one
-            # brings along every pinned value derived from that input
-            {**memo.inputs, **memo.values},
-            self._engine,
-            acquire,
-            force_refresh=force_refresh,
-            readings=readings,
-        )
-        self._check_open()
-        if got.errors:
-            retained = self._accumulated(started, got.errors)
-            return _Outcome(
-                retained, got, False, SnapshotBuildError(dict(got.errors), snapshot=retained)
-            )
-        if policy is not None:
-            previous = self._accumulated(started)
-            violation = skew_violation(got.values, selected, policy, previous)
-            if violation is not None:
-                self._engine.report.consistency_failed(self.snapshot_id, violation)
-                return _Outcome(previous, got, False, violation)
-        shown = {key: value for key, value in got.values.items() if memo.shows(key)}
-        if acceptance is not None:
-            rejected = self._reject(selected, got.values, shown, acceptance)
-            if rejected is not None:
-                return _Outcome(self._accumulated(started), got, False, rejected)
-        memo.commit(shown)
-        memo.follow_inputs(shown.values(), {**readings, **got.values})
-        self._diag.stale_values += sum(1 for value in shown.values() if value.stale)
-        return _Outcome(self._accumulated(started), got, True)
-
-    def _reject(
-        self,
-        selected: Sequence[ResourceKey],
-        new: Mapping[ResourceKey, SnapshotValue[Any]],
-        shown: Mapping[ResourceKey, SnapshotValue[Any]],
-        policy: SnapshotAcceptancePolicy,
-    ) -> SnapshotAcceptanceError | None:
-        """The acceptance error of the candidate state, or ``None`` when it is acceptable."""
-        engine = self._engine
-        policy_for = engine.policy_for
-        targets = {key: new[key] for key in selected if key in new}
-        candidate = {**self._memo.values, **shown, **targets}
-        violations = evaluate_acceptance(
-            candidate,
-            policy,
-            selected,
-            (),
-            now=engine.clock.now(),
-            ttl_for=lambda key: policy_for(key).ttl_seconds,
-        )
-        engine.report.acceptance_evaluated(self.snapshot_id, violations)
-        if not violations:
-            return None
-        # The error carries the retained state: nothing was committed.
-        return SnapshotAcceptanceError(violations=violations, snapshot=self._accumulated(None))
-
-    def _report_revalidation(
-        self,
-        selected: Sequence[ResourceKey],
-        strict: bool,
-        force_refresh: bool,
-        outcome: _Outcome | None,
-        accepting: bool,
-    ) -> None:
-        report = self._engine.report
-        if not report.enabled:
-            return
-        got = None if outcome is None else outcome.refreshed
-        committed = outcome is not None and outcome.committed
-        refreshed = 0
-        if committed and got is not None:
-            refreshed = sum(1 for key in got.values if self._memo.shows(key))
-        report.session_revalidated(
-            self.snapshot_id,
-            requested=len(selected),
-            affected=len(selected) if got is None else len(got.order),
-            refreshed=refreshed,
-            failed=0 if got is None else len(got.errors),
-            committed=committed,
-            strict=strict,
-            force_refresh=force_refresh,
-            consistency_failed=outcome is not None
-            and isinstance(outcome.error, SnapshotConsistencyError),
-            acceptance_failed=(
-                outcome is not None and isinstance(outcome.error, SnapshotAcceptanceError)
-            )
-            if accepting
-            else None,
-        )
+        return returned(outcome, strict)
 
     def snapshot(self) -> Snapshot:
         """The accumulated session snapshot: every pinned value and stored error (isolated
@@ -559,7 +277,7 @@ class SnapshotSession:
             SessionClosedError, RuntimeError: as :meth:`resolve`.
         """
         self._check_open()
-        return self._accumulated(None)
+        return self._state.accumulated(None)
 
     async def snapshot_async(self) -> Snapshot:
         """:meth:`snapshot`, its copies made through the builder's copy runner: in a worker
@@ -574,9 +292,10 @@ class SnapshotSession:
         async with self._lock:
             self._check_open()
             copies = self._engine.copies
-            if not copies.wanted_for(self._memo.values.values()):
-                return self._accumulated(None)
-            return await copies.runner.run(partial(self._accumulated, None))
+            state = self._state
+            if not copies.wanted_for(state.memo.values.values()):
+                return state.accumulated(None)
+            return await copies.runner.run(partial(state.accumulated, None))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -584,11 +303,12 @@ class SnapshotSession:
         """Close the session once the operation in flight (if any) has finished, and forget
         its pinned values; later calls raise ``SessionClosedError("SnapshotSession is
         closed")``. Idempotent; the builder stays open."""
-        if self._closed:
+        state = self._state
+        if state.closed:
             return
         async with self._lock:
-            self._closed = True
-            self._memo.clear()
+            state.closed = True
+            state.memo.clear()
 
     async def __aenter__(self) -> SnapshotSession:
         self._check_open()
@@ -603,32 +323,5 @@ class SnapshotSession:
         await self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self._memo.values)} pinned"
+        state = "closed" if self.closed else f"{len(self._state.memo.values)} pinned"
         return f"<SnapshotSession {self.snapshot_id!r} {state}>"
-
-
-def _check_revalidation(
-    strict: object, force_refresh: object, consistency: object, acceptance: object
-) -> None:
-    """``revalidate``'s argument checks, before any work.
-
-    Raises:
-        TypeError: a flag is not a bool, or a policy is of the wrong type.
-    """
-    check_bool("strict", strict)
-    check_bool("force_refresh", force_refresh)
-    if consistency is not None and not isinstance(consistency, SnapshotConsistencyPolicy):
-        raise TypeError("consistency_policy must be a SnapshotConsistencyPolicy or None")
-    if acceptance is not None and not isinstance(acceptance, SnapshotAcceptancePolicy):
-        raise TypeError("acceptance_policy must be a SnapshotAcceptancePolicy or None")
-
-
-def _returned(outcome: _Outcome, strict: bool) -> Snapshot:
-    """What ``revalidate`` returns, or the error it raises: a failed target with ``strict``;
-    a consistency or acceptance violation always."""
-    error = outcome.error
-    if error is not None and (
-        strict or isinstance(error, (SnapshotConsistencyError, SnapshotAcceptanceError))
-    ):
-        raise error
-    return outcome.snapshot

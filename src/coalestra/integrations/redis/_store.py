@@ -131,23 +131,7 @@ class RedisStore:
         encoded = self._encode_all(values, strict)
         writing = [i for i, entry in enumerate(encoded) if entry is not None]
         keys = [layout.value_key(key_name(values[i].key)) for i in writing]
-        args: list[Arg] = [
-            _bit(force),
-            _bit(replace_equal),
-            _bit(want_previous),
-            layout.channel,
-            self.token,
-            len(layout.value_key("")),
-            repr(self.bound(now)),
-        ]
-        for i in writing:
-            value = values[i]
-            args += (
-                value.authority_rank,
-                repr(float(value.observed_at)),
-                self._expiry_ms(value, now),
-                encoded[i] or b"",
-            )
+        args = self._write_args(values, encoded, writing, now, force, replace_equal, want_previous)
         replies: list[Any] = []
         if writing:
             replies = await self.link.call(lambda: self.scripts.write(keys=keys, args=args))
@@ -166,6 +150,38 @@ class RedisStore:
         if blocked and again:
             await self._write_over(values, blocked, outcome, force, replace_equal, strict)
         return outcome
+
+    def _write_args(
+        self,
+        values: Sequence[SnapshotValue[Any]],
+        encoded: Sequence[bytes | None],
+        writing: Sequence[int],
+        now: float,
+        force: bool,
+        replace_equal: bool,
+        want_previous: bool,
+    ) -> list[Arg]:
+        """The write script's arguments: the flags, the layout and the bound, then four per
+        value written (rank, observed_at, expiry, bytes)."""
+        layout = self.layout
+        args: list[Arg] = [
+            _bit(force),
+            _bit(replace_equal),
+            _bit(want_previous),
+            layout.channel,
+            self.token,
+            len(layout.value_key("")),
+            repr(self.bound(now)),
+        ]
+        for i in writing:
+            value = values[i]
+            args += (
+                value.authority_rank,
+                repr(float(value.observed_at)),
+                self._expiry_ms(value, now),
+                encoded[i] or b"",
+            )
+        return args
 
     async def _write_over(
         self,

@@ -1,0 +1,107 @@
+"""One session stage: pin what the session has not resolved yet, then check and report the
+accumulated snapshot against the stage's required keys and policies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..core import (
+    ResourceKey,
+    Snapshot,
+    SnapshotAcceptancePolicy,
+    SnapshotBuildError,
+    SnapshotConsistencyError,
+    SnapshotConsistencyPolicy,
+)
+from ._assembly import check_acceptance, check_consistency
+from ._session_state import SessionState
+
+
+async def pin_missing(
+    state: SessionState, keys: Sequence[ResourceKey], retry_errors: bool
+) -> Snapshot:
+    """Acquire and pin the stage's keys the session lacks; the accumulated snapshot.
+
+    The caller holds the session's lock.
+    """
+    state.check_open()
+    started = state.engine.clock.monotonic()
+    state.requested.update(dict.fromkeys(keys))
+    memo = state.memo
+    # A key read earlier only as a dependency is shown as the revision the session's
+    # derived values were computed from, never read again.
+    memo.promote(keys)
+    missing = memo.missing(keys, retry_errors=retry_errors)
+    if missing:
+        # Derivations take their dependencies from the pinned values first, so the
+        # session never shows a derived value next to another revision of its input.
+        values, errors, readings = await state.acquire(
+            missing, force_refresh=False, pinned={**memo.inputs, **memo.values}
+        )
+        state.check_open()  # the builder closed meanwhile: pin nothing
+        memo.pin(values, errors)
+        memo.remember_inputs(values.values(), readings)
+        state.diag.stale_values += sum(1 for value in values.values() if value.stale)
+    return state.accumulated(started)
+
+
+def check_stage(
+    state: SessionState,
+    snapshot: Snapshot,
+    keys: Sequence[ResourceKey],
+    required: Sequence[ResourceKey],
+    optional: Sequence[ResourceKey],
+    consistency: SnapshotConsistencyPolicy | None,
+    strict: bool,
+    retry_errors: bool,
+    acceptance: SnapshotAcceptancePolicy | None = None,
+) -> None:
+    """Raise when a required key failed or a policy is violated; report the stage either way."""
+    report = state.engine.report
+    try:
+        failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
+        if failed:
+            raise SnapshotBuildError(failed, snapshot=snapshot)
+        try:
+            check_consistency(snapshot, consistency, required, optional)
+        except SnapshotConsistencyError as error:
+            report.consistency_failed(state.snapshot_id, error)
+            raise
+        if acceptance is not None:
+            _accept(state, snapshot, acceptance, required, optional)
+    except SnapshotBuildError:
+        report.session_resolved(
+            snapshot,
+            requested=len(keys),
+            stage_failed=True,
+            strict=strict,
+            retry_errors=retry_errors,
+        )
+        raise
+    report.session_resolved(
+        snapshot,
+        requested=len(keys),
+        stage_failed=False,
+        strict=strict,
+        retry_errors=retry_errors,
+    )
+
+
+def _accept(
+    state: SessionState,
+    snapshot: Snapshot,
+    policy: SnapshotAcceptancePolicy,
+    required: Sequence[ResourceKey],
+    optional: Sequence[ResourceKey],
+) -> None:
+    engine = state.engine
+    policy_for = engine.policy_for
+    check_acceptance(
+        snapshot,
+        policy,
+        required,
+        optional,
+        now=engine.clock.now(),
+        ttl_for=lambda key: policy_for(key).ttl_seconds,
+        report=engine.report,
+    )
