@@ -8,12 +8,15 @@ error. ``revalidate`` is the one way to replace pinned values, and it is all or 
 Operations of one session run one at a time (a session is a sequential unit of work;
 serializing them is what makes a revalidation's commit atomic with respect to the other
 stages, and lets ``close()`` wait for the operation in flight).
+
+This module is the public face; the work is in :mod:`._session_state` (what a session carries),
+:mod:`._stage` (one stage), :mod:`._transaction` (one revalidation), :mod:`._revalidation` (what
+it reads), :mod:`._pinning` (the memo) and :mod:`._inputs` (the inputs of derived values).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import partial
 from types import TracebackType
 from typing import final
@@ -32,7 +35,7 @@ from ..core._validation import check_bool
 from ._assembly import requested_keys
 from ._engine import Engine
 from ._session_state import SessionState
-from ._stage import check_stage, pin_missing
+from ._stage import stage
 from ._transaction import check_revalidation, returned, run_revalidation
 from ._trying import check_try_arguments, resolve_trying
 
@@ -58,7 +61,7 @@ class SnapshotSession:
         TypeError: ``context`` or ``engine`` has the wrong type.
     """
 
-    __slots__ = ("_engine", "_lock", "_state")
+    __slots__ = ("_engine", "_state")
 
     def __init__(self, *, engine: Engine, context: FetchContext) -> None:
         if not isinstance(context, FetchContext):
@@ -67,7 +70,6 @@ class SnapshotSession:
             raise TypeError(f"engine must be an Engine, got {type(engine).__name__}")
         self._engine = engine
         self._state = SessionState(engine, context)
-        self._lock = asyncio.Lock()  # binds to a loop only when an operation has to wait
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -121,7 +123,9 @@ class SnapshotSession:
         check_bool("strict", strict)
         check_bool("retry_errors", retry_errors)
         ordered = requested_keys(keys)
-        return await self._stage(ordered, ordered if strict else (), (), None, strict, retry_errors)
+        return await stage(
+            self._state, ordered, ordered if strict else (), (), None, strict, retry_errors
+        )
 
     async def resolve_request(
         self, request: SnapshotRequest, *, retry_errors: bool = False
@@ -142,7 +146,8 @@ class SnapshotSession:
         if not isinstance(request, SnapshotRequest):
             raise TypeError(f"request must be a SnapshotRequest, got {type(request).__name__}")
         check_bool("retry_errors", retry_errors)
-        return await self._stage(
+        return await stage(
+            self._state,
             request.keys,
             request.required,
             request.optional,
@@ -173,38 +178,13 @@ class SnapshotSession:
         engine = self._engine
         policy_for = engine.policy_for
         return await resolve_trying(
-            lambda: self._stage(request.keys, (), (), None, False, retry_errors),
+            lambda: stage(self._state, request.keys, (), (), None, False, retry_errors),
             request,
             policy,
             now=engine.clock.now,
             ttl_for=lambda key: policy_for(key).ttl_seconds,
             report=engine.report,
         )
-
-    async def _stage(
-        self,
-        keys: Sequence[ResourceKey],
-        required: Sequence[ResourceKey],
-        optional: Sequence[ResourceKey],
-        consistency: SnapshotConsistencyPolicy | None,
-        strict: bool,
-        retry_errors: bool,
-        acceptance: SnapshotAcceptancePolicy | None = None,
-    ) -> Snapshot:
-        async with self._lock:
-            snapshot = await pin_missing(self._state, keys, retry_errors)
-        check_stage(
-            self._state,
-            snapshot,
-            keys,
-            required,
-            optional,
-            consistency,
-            strict,
-            retry_errors,
-            acceptance,
-        )
-        return snapshot
 
     # -- revalidation ------------------------------------------------------------------------
 
@@ -263,7 +243,7 @@ class SnapshotSession:
         self._check_open()
         check_revalidation(strict, force_refresh, consistency_policy, acceptance_policy)
         selected = requested_keys(keys)
-        async with self._lock:
+        async with self._state.lock:
             outcome = await run_revalidation(
                 self._state, selected, strict, force_refresh, consistency_policy, acceptance_policy
             )
@@ -289,7 +269,7 @@ class SnapshotSession:
             PayloadCopySubsystemClosedError: the builder's copies are shutting down.
         """
         self._check_open()
-        async with self._lock:
+        async with self._state.lock:
             self._check_open()
             copies = self._engine.copies
             state = self._state
@@ -306,7 +286,7 @@ class SnapshotSession:
         state = self._state
         if state.closed:
             return
-        async with self._lock:
+        async with self._state.lock:
             state.closed = True
             state.memo.clear()
 

@@ -3,6 +3,7 @@ acquire keys through the builder's engine, and show the whole session as a snaps
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, final
 
@@ -19,10 +20,10 @@ from ._view import BuildView
 class SessionState:
     """One session's context, engine, pinned memo, diagnostics and requested keys.
 
-    Only the session that owns it touches it, one operation at a time (the session's lock).
+    Only the session that owns it touches it, one operation at a time (under ``lock``).
     """
 
-    __slots__ = ("closed", "context", "diag", "engine", "memo", "requested")
+    __slots__ = ("closed", "context", "diag", "engine", "lock", "memo", "requested")
 
     def __init__(self, engine: Engine, context: FetchContext) -> None:
         self.context = context
@@ -31,6 +32,7 @@ class SessionState:
         self.diag = DiagnosticsCollector()  # accumulates across the session's operations
         self.requested: dict[ResourceKey, None] = {}  # distinct keys requested so far
         self.closed = False  # closed by the session itself (the builder's state is the engine's)
+        self.lock = asyncio.Lock()  # binds to a loop only when an operation has to wait
 
     @property
     def snapshot_id(self) -> str:

@@ -17,13 +17,53 @@ from ._assembly import check_acceptance, check_consistency
 from ._session_state import SessionState
 
 
-async def pin_missing(
+async def stage(
+    state: SessionState,
+    keys: Sequence[ResourceKey],
+    required: Sequence[ResourceKey],
+    optional: Sequence[ResourceKey],
+    consistency: SnapshotConsistencyPolicy | None,
+    strict: bool,
+    retry_errors: bool,
+    acceptance: SnapshotAcceptancePolicy | None = None,
+) -> Snapshot:
+    """Run one stage: pin under the session's lock, then (outside it) raise when a required
+    key failed or a policy is violated, and report the stage either way."""
+    async with state.lock:
+        snapshot = await _pin_missing(state, keys, retry_errors)
+    report = state.engine.report
+
+    def resolved(stage_failed: bool) -> None:
+        report.session_resolved(
+            snapshot,
+            requested=len(keys),
+            stage_failed=stage_failed,
+            strict=strict,
+            retry_errors=retry_errors,
+        )
+
+    try:
+        failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
+        if failed:
+            raise SnapshotBuildError(failed, snapshot=snapshot)
+        try:
+            check_consistency(snapshot, consistency, required, optional)
+        except SnapshotConsistencyError as error:
+            report.consistency_failed(state.snapshot_id, error)
+            raise
+        if acceptance is not None:
+            _accept(state, snapshot, acceptance, required, optional)
+    except SnapshotBuildError:
+        resolved(True)
+        raise
+    resolved(False)
+    return snapshot
+
+
+async def _pin_missing(
     state: SessionState, keys: Sequence[ResourceKey], retry_errors: bool
 ) -> Snapshot:
-    """Acquire and pin the stage's keys the session lacks; the accumulated snapshot.
-
-    The caller holds the session's lock.
-    """
+    """Acquire and pin the stage's keys the session lacks; the accumulated snapshot."""
     state.check_open()
     started = state.engine.clock.monotonic()
     state.requested.update(dict.fromkeys(keys))
@@ -43,48 +83,6 @@ async def pin_missing(
         memo.remember_inputs(values.values(), readings)
         state.diag.stale_values += sum(1 for value in values.values() if value.stale)
     return state.accumulated(started)
-
-
-def check_stage(
-    state: SessionState,
-    snapshot: Snapshot,
-    keys: Sequence[ResourceKey],
-    required: Sequence[ResourceKey],
-    optional: Sequence[ResourceKey],
-    consistency: SnapshotConsistencyPolicy | None,
-    strict: bool,
-    retry_errors: bool,
-    acceptance: SnapshotAcceptancePolicy | None = None,
-) -> None:
-    """Raise when a required key failed or a policy is violated; report the stage either way."""
-    report = state.engine.report
-    try:
-        failed = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
-        if failed:
-            raise SnapshotBuildError(failed, snapshot=snapshot)
-        try:
-            check_consistency(snapshot, consistency, required, optional)
-        except SnapshotConsistencyError as error:
-            report.consistency_failed(state.snapshot_id, error)
-            raise
-        if acceptance is not None:
-            _accept(state, snapshot, acceptance, required, optional)
-    except SnapshotBuildError:
-        report.session_resolved(
-            snapshot,
-            requested=len(keys),
-            stage_failed=True,
-            strict=strict,
-            retry_errors=retry_errors,
-        )
-        raise
-    report.session_resolved(
-        snapshot,
-        requested=len(keys),
-        stage_failed=False,
-        strict=strict,
-        retry_errors=retry_errors,
-    )
 
 
 def _accept(
