@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, final
 from ..core._errors import SourceProtocolError
 from ..core._keys import ResourceKey
 from ..core._source_timeouts import check_transport_timeout
-from ..core._validation import check_bool, check_callable, check_float, check_int
+from ..core._validation import (
+    check_bool,
+    check_callable,
+    check_float,
+    check_int,
+    check_source_name,
+)
 from ._invoke import discard_awaitable, is_async_callable
 
 if TYPE_CHECKING:
@@ -94,21 +100,6 @@ class SourceSettings:
         blocking = check_bool("blocking_io", self.blocking_io)
         transport = check_transport_timeout(self.transport_timeout_seconds, blocking)
         set_(self, "transport_timeout_seconds", transport)
-
-
-def check_source_name(name: object) -> str:
-    """Return ``name`` stripped.
-
-    Raises:
-        TypeError: ``name`` is not a str.
-        ValueError: ``name`` is blank (``"source name cannot be empty"``).
-    """
-    if not isinstance(name, str):
-        raise TypeError(f"source name must be a str, got {type(name).__name__}")
-    stripped = name.strip()
-    if not stripped:
-        raise ValueError("source name cannot be empty")
-    return stripped
 
 
 def _check_timeout(name: str, value: object) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any, final
 from ._build_errors import SnapshotBuildError
 from ._errors import CoalestraError
 from ._keys import ResourceKey
-from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool
+from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool, tuple_of
 from ._values import SnapshotValue
 
 
@@ -110,13 +110,7 @@ class SnapshotRequirement:
 
 
 def _requirement_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
-    given: object = keys
-    if isinstance(given, (str, bytes, ResourceKey)) or not isinstance(given, Iterable):
-        raise TypeError("keys must be an iterable of ResourceKey")
-    result = tuple(given)
-    for key in result:
-        if not isinstance(key, ResourceKey):
-            raise TypeError(f"keys must contain only ResourceKey, got {type(key).__name__}")
+    result = tuple_of("keys", keys, ResourceKey)
     if not result:
         raise ValueError("a requirement needs at least one key")
     return tuple(dict.fromkeys(result))
@@ -150,16 +144,7 @@ class SnapshotAcceptancePolicy:
                 raise TypeError(f"resource_rules keys must be ResourceKey, got {key!r}")
             if not isinstance(rule, ResourceAcceptanceRule):
                 raise TypeError(f"resource_rules[{key}] must be a ResourceAcceptanceRule")
-        given: object = self.requirements
-        if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
-            raise TypeError("requirements must be an iterable of SnapshotRequirement")
-        requirements = tuple(given)
-        for requirement in requirements:
-            if not isinstance(requirement, SnapshotRequirement):
-                raise TypeError(
-                    "requirements must contain only SnapshotRequirement, got "
-                    f"{type(requirement).__name__}"
-                )
+        requirements = tuple_of("requirements", self.requirements, SnapshotRequirement)
         check_bool("include_optional_resources", self.include_optional_resources)
         constrained = self.default_rule.has_constraints or any(
             rule.has_constraints for rule in rules.values()

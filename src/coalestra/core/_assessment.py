@@ -9,12 +9,11 @@ assessment. The rules and their order are the 0.6 API's (``docs/health.md`` list
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, final
 
-from ._validation import check_bool, check_enum, check_int, check_str
+from ._validation import check_bool, check_enum, check_int, check_str, tuple_of
 from ._wire import to_wire
 
 BUILDER_HEALTH_ASSESSMENT_SCHEMA: Final = "coalestra.builder-health-assessment"
@@ -142,15 +141,7 @@ class BuilderHealthAssessment:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "severity", check_enum("severity", self.severity, _Severity))
-        given: object = self.findings
-        if isinstance(given, (str, bytes)) or not isinstance(given, Iterable):
-            raise TypeError("findings must be an iterable of BuilderHealthFinding")
-        findings = tuple(given)
-        for finding in findings:
-            if not isinstance(finding, BuilderHealthFinding):
-                raise TypeError(
-                    f"findings must hold BuilderHealthFinding, got {type(finding).__name__}"
-                )
+        findings = tuple_of("findings", self.findings, BuilderHealthFinding, holds="hold")
         object.__setattr__(self, "findings", findings)
         check_bool("baseline_used", self.baseline_used)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import FrozenInstanceError
 from enum import Enum
 from typing import Any, NoReturn, TypeVar, cast
@@ -120,6 +120,25 @@ def check_str(name: str, value: object, *, allow_empty: bool = False) -> str:
     if not allow_empty and not value.strip():
         raise ValueError(f"{name} must be a non-empty string")
     return value
+
+
+def tuple_of(
+    name: str, value: object, kind: type[T], *, holds: str = "contain only"
+) -> tuple[T, ...]:
+    """Return the items of ``value``, an iterable of ``kind`` instances (not a string, nor one
+    ``kind`` on its own), as a tuple.
+
+    Raises:
+        TypeError: ``"<name> must be an iterable of <kind>"``, or for a wrong item
+            ``"<name> must <holds> <kind>, got <type>"``.
+    """
+    if isinstance(value, (str, bytes, kind)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be an iterable of {kind.__name__}")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, kind):
+            raise TypeError(f"{name} must {holds} {kind.__name__}, got {_type_name(item)}")
+    return items
 
 
 def check_enum(name: str, value: object, enum_type: type[E]) -> E:

@@ -193,21 +193,24 @@ class PrometheusMetricsSink:
 
     def increment(self, metric: str, value: int = 1, **labels: str) -> None:
         """Add ``value`` to the counter ``metric`` (created on first use); never raises."""
-        try:
-            child = self._counters.get((metric, *labels.items()))
-            if child is None:
-                child = self._child(metric, _Kind.COUNTER, labels, self._counters)
-            child.inc(value)
-        except Exception as error:
-            self._fail(metric, error)
+        self._record(metric, _Kind.COUNTER, self._counters, value, labels)
 
     def observe(self, metric: str, value: float, **labels: str) -> None:
         """Record ``value`` in the histogram ``metric`` (created on first use); never raises."""
+        self._record(metric, _Kind.HISTOGRAM, self._histograms, value, labels)
+
+    def _record(
+        self, metric: str, kind: _Kind, cache: dict[_Key, _M], value: float, labels: dict[str, str]
+    ) -> None:
+        """Find the child of ``metric`` for ``labels`` and feed it ``value``; never raises."""
         try:
-            child = self._histograms.get((metric, *labels.items()))
+            child = cache.get((metric, *labels.items()))
             if child is None:
-                child = self._child(metric, _Kind.HISTOGRAM, labels, self._histograms)
-            child.observe(value)
+                child = self._child(metric, kind, labels, cache)
+            if isinstance(child, Counter):
+                child.inc(value)
+            else:
+                child.observe(value)
         except Exception as error:
             self._fail(metric, error)
 
