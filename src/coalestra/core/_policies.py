@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final, Protocol, TypeAlias, final, runtime_checkable
+from typing import Final, Protocol, TypeAlias, TypeVar, final, runtime_checkable
 
 from ._errors import SourceProtocolError
 from ._keys import ResourceKey
@@ -255,6 +255,22 @@ class AuthorityPolicyProvider(Protocol):
 
 _NO_AUTHORITY = SourceAuthorityPolicy()
 
+_P = TypeVar("_P")
+
+
+def key_overrides(value: object, kind: type[_P]) -> Mapping[ResourceKey, _P]:
+    """Return a per-key resolver's ``overrides`` as a read-only copy (``None``: empty).
+
+    Raises:
+        TypeError: ``value`` is not a mapping, or it holds an entry that does not map a
+            :class:`ResourceKey` to a ``kind``: ``"overrides must map ResourceKey to <kind>"``.
+    """
+    table: Mapping[ResourceKey, _P] = frozen_mapping("overrides", value)
+    for key, policy in table.items():
+        if not isinstance(key, ResourceKey) or not isinstance(policy, kind):
+            raise TypeError(f"overrides must map ResourceKey to {kind.__name__}")
+    return table
+
 
 @final
 class AuthorityPolicyResolver:
@@ -277,12 +293,8 @@ class AuthorityPolicyResolver:
     ) -> None:
         if default is not None and not isinstance(default, SourceAuthorityPolicy):
             raise TypeError("default must be a SourceAuthorityPolicy or None")
-        table = frozen_mapping("overrides", overrides)
-        for key, policy in table.items():
-            if not isinstance(key, ResourceKey) or not isinstance(policy, SourceAuthorityPolicy):
-                raise TypeError("overrides must map ResourceKey to SourceAuthorityPolicy")
         self._default = default
-        self._overrides: Mapping[ResourceKey, SourceAuthorityPolicy] = table
+        self._overrides = key_overrides(overrides, SourceAuthorityPolicy)
         self._dynamic = None if dynamic is None else check_callable("dynamic", dynamic)
 
     @property

@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import TypeAlias, final
 
 from ..core import FreshnessPolicy, ResourceKey
-from ..core._validation import check_callable, frozen_mapping
+from ..core._policies import key_overrides
+from ..core._validation import check_callable
 
 FreshnessResolver: TypeAlias = Callable[[ResourceKey], FreshnessPolicy | None]
 """A function giving a key's policy, or ``None`` to use the default."""
@@ -40,12 +41,8 @@ class PolicyResolver:
     ) -> None:
         if not isinstance(default, FreshnessPolicy):
             raise TypeError(f"default must be a FreshnessPolicy, got {type(default).__name__}")
-        table = frozen_mapping("overrides", overrides)
-        for key, policy in table.items():
-            if not isinstance(key, ResourceKey) or not isinstance(policy, FreshnessPolicy):
-                raise TypeError("overrides must map ResourceKey to FreshnessPolicy")
         self._default = default
-        self._overrides: Mapping[ResourceKey, FreshnessPolicy] = table
+        self._overrides = key_overrides(overrides, FreshnessPolicy)
         self._dynamic = None if dynamic is None else check_callable("dynamic", dynamic)
 
     @property

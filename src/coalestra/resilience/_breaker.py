@@ -122,6 +122,13 @@ class CircuitBreaker:
             )
         return policy
 
+    def _named(
+        self, source: str, key: ResourceKey | None, policy: CircuitBreakerPolicy | None
+    ) -> tuple[CircuitIdentity, CircuitBreakerPolicy]:
+        """The circuit a call of the async contract names, and the policy that applies to it."""
+        active = self._policy(policy)
+        return self._identity(source, key, active.scope), active
+
     # -- synchronous fast path --------------------------------------------------------------
 
     def enter(
@@ -275,8 +282,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        active = self._policy(policy)
-        self.succeed(self._identity(source, key, active.scope), active)
+        self.succeed(*self._named(source, key, policy))
 
     async def record_failure(
         self,
@@ -290,8 +296,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        active = self._policy(policy)
-        self.fail(self._identity(source, key, active.scope), active)
+        self.fail(*self._named(source, key, policy))
 
     async def record_abandoned(
         self,
@@ -307,8 +312,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        active = self._policy(policy)
-        self.abandon(self._identity(source, key, active.scope), active)
+        self.abandon(*self._named(source, key, policy))
 
     async def record_skipped(
         self,
@@ -323,7 +327,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        self.skip(self._identity(source, key, self._policy(policy).scope))
+        self.skip(self._named(source, key, policy)[0])
 
     async def reset(
         self,
@@ -375,7 +379,7 @@ class CircuitBreaker:
         Raises:
             TypeError, ValueError: as for :meth:`before_call`.
         """
-        identity = self._identity(source, key, self._policy(policy).scope)
+        identity = self._named(source, key, policy)[0]
         record = self._circuits.get(identity)
         if record is None:
             return CircuitState.CLOSED
