@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any, final
+from typing import final
 
-from ..core import DiagnosticsCollector, FetchContext, ResourceKey, Snapshot, SnapshotValue
+from ..core import DiagnosticsCollector, FetchContext, ResourceKey, Snapshot
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
 from ._engine import Engine
 from ._inputs import declared_dependencies
@@ -55,7 +55,7 @@ class SessionState:
         keys: Sequence[ResourceKey],
         *,
         force_refresh: bool,
-        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        pinned: Values | None = None,
     ) -> tuple[Values, Errors, Values]:
         """Resolve ``keys`` under the session's context (and so its deadline): the values,
         the errors, and every revision read on the way (dependencies included)."""

@@ -3,9 +3,9 @@ commit, and how it is counted and reported."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, final
+from typing import final
 
 from ..core import (
     ResourceKey,
@@ -15,7 +15,6 @@ from ..core import (
     SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
-    SnapshotValue,
 )
 from ..core._acceptance import evaluate_acceptance
 from ..core._validation import check_bool
@@ -151,8 +150,8 @@ async def _transact(
 def _reject(
     state: SessionState,
     selected: Sequence[ResourceKey],
-    new: Mapping[ResourceKey, SnapshotValue[Any]],
-    shown: Mapping[ResourceKey, SnapshotValue[Any]],
+    new: Values,
+    shown: Values,
     policy: SnapshotAcceptancePolicy,
 ) -> SnapshotAcceptanceError | None:
     """The acceptance error of the candidate state, or ``None`` when it is acceptable."""
