@@ -19,7 +19,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol, final
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ...cache import CacheStats
@@ -28,7 +28,7 @@ from ...core import BuilderHealth
 from ...core._validation import check_bool, check_float
 from ...observability._names import ANY
 from ...resilience import CircuitIdentity, CircuitSnapshot, CircuitState
-from ._names import check_namespace
+from ._names import check_namespace, check_registry
 
 _GLOBAL_LIMITER: Final = "__global__"  # the builder-wide entry of BuilderHealth.capacity
 
@@ -111,10 +111,8 @@ class HealthCollector:
         register: bool = True,
         replace: bool = False,
     ):
-        if registry is not None and not isinstance(registry, CollectorRegistry):
-            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
+        self._registry = check_registry(registry)
         self._namespace = check_namespace(namespace)
-        self._registry: CollectorRegistry = REGISTRY if registry is None else registry
         self._health: BuilderHealth | None = None
         self._updates = 0
         if check_bool("register", register):

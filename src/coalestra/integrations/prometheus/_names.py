@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
+from prometheus_client import REGISTRY, CollectorRegistry
+
 from ...core._validation import ReadOnlyDict
 from ...observability import _names as names
 
@@ -58,6 +60,19 @@ DEFAULT_BUCKETS: Final[Mapping[str, tuple[float, ...]]] = ReadOnlyDict(
     }
 )
 """Histogram bounds of the engine's observations, in their own units (ms, keys)."""
+
+
+def check_registry(registry: object) -> CollectorRegistry:
+    """Return ``registry``, or the default ``REGISTRY`` for ``None``.
+
+    Raises:
+        TypeError: ``registry`` is not a ``CollectorRegistry``.
+    """
+    if registry is None:
+        return REGISTRY
+    if not isinstance(registry, CollectorRegistry):
+        raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
+    return registry
 
 
 def check_namespace(namespace: object) -> str:

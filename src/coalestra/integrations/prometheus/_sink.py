@@ -11,12 +11,13 @@ from enum import Enum
 from itertools import pairwise
 from typing import TypeVar, final
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ._names import (
     DEFAULT_BUCKETS,
     FAILURES_METRIC,
     check_namespace,
+    check_registry,
     help_text,
     prometheus_name,
 )
@@ -162,9 +163,7 @@ class PrometheusMetricsSink:
         *,
         buckets: Iterable[float] | None = None,
     ) -> None:
-        if registry is not None and not isinstance(registry, CollectorRegistry):
-            raise TypeError(f"registry must be a CollectorRegistry, got {type(registry).__name__}")
-        self._registry: CollectorRegistry = REGISTRY if registry is None else registry
+        self._registry = check_registry(registry)
         self._namespace = check_namespace(namespace)
         self._buckets = _check_buckets(buckets)
         self._families = _families_of(self._registry)

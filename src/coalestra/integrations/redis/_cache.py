@@ -10,7 +10,6 @@ from typing import Any, final
 from redis.asyncio import Redis
 
 from ...cache._checks import (
-    check_collection,
     check_key,
     check_keys,
     check_value,
@@ -27,29 +26,15 @@ from ...core import (
     SnapshotValue,
 )
 from ...core._lookups import MISS
-from ...core._validation import check_bool, check_float
+from ...core._validation import check_bool
 from ._config import RedisCacheConfig, make_client
-from ._coordination import Coordinator
+from ._coordination import Coordinator, check_read
 from ._fleet import FleetOperations
 from ._link import Link, RedisUnavailable
 from ._notifier import Notifier
 from ._serializers import Serializer
 from ._stats import RedisCacheStats, snapshot
 from ._store import RedisStore
-
-
-def _checked_read(
-    keys: object, now: object, policies: object
-) -> tuple[tuple[ResourceKey, ...], float, Mapping[ResourceKey, FreshnessPolicy]]:
-    wanted = tuple(dict.fromkeys(check_keys(check_collection("keys", keys))))
-    when = check_float("now", now, minimum=None)
-    if not isinstance(policies, Mapping):
-        raise TypeError(f"policies must be a mapping, got {type(policies).__name__}")
-    for key in wanted:
-        policy = policies.get(key)
-        if not isinstance(policy, FreshnessPolicy):
-            raise ValueError(f"policies has no FreshnessPolicy for key {key}")
-    return wanted, when, policies
 
 
 @final
@@ -215,7 +200,8 @@ class RedisCache(FleetOperations):
         Raises:
             TypeError, ValueError: ``keys``, ``now`` or ``policies`` is invalid.
         """
-        wanted, when, checked = _checked_read(keys, now, policies)
+        wanted = tuple(dict.fromkeys(check_keys(keys)))
+        when, checked = check_read(wanted, now, policies)
         try:
             return await self._store.read(wanted, when, checked)
         except RedisUnavailable:

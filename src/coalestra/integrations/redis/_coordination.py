@@ -55,15 +55,22 @@ _MAX_BACKOFF = 1.0  # the longest pause between polls while pub/sub is down
 _MAX_DOUBTFUL = 10_000  # remembered possible ghosts, beyond which the oldest are left to expire
 
 
-def _check_policies(
-    keys: tuple[ResourceKey, ...], policies: object
-) -> Mapping[ResourceKey, FreshnessPolicy]:
+def check_read(
+    keys: tuple[ResourceKey, ...], now: object, policies: object
+) -> tuple[float, Mapping[ResourceKey, FreshnessPolicy]]:
+    """``now`` and ``policies`` of a read or a wait of the (checked) ``keys``.
+
+    Raises:
+        TypeError, ValueError: ``now`` is not a finite number, ``policies`` is not a mapping,
+            or it has no :class:`FreshnessPolicy` for one of ``keys``.
+    """
+    when = check_float("now", now, minimum=None)
     if not isinstance(policies, Mapping):
         raise TypeError(f"policies must be a mapping, got {type(policies).__name__}")
     for key in keys:
         if not isinstance(policies.get(key), FreshnessPolicy):
             raise ValueError(f"policies has no FreshnessPolicy for key {key}")
-    return policies
+    return when, policies
 
 
 @final
@@ -212,8 +219,7 @@ class Coordinator:
         """See ``RedisCache.wait_for_many``."""
         pending = tuple(dict.fromkeys(check_keys(keys)))
         limit = check_optional_float("wait_seconds", wait_seconds)
-        now = check_float("now", now, minimum=None)
-        checked = _check_policies(pending, policies)
+        now, checked = check_read(pending, now, policies)
         if not pending:
             return {}
         self._counters.lease_waits += 1
