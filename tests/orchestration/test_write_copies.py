@@ -1,5 +1,7 @@
-"""How often a build copies what it writes into the built-in cache: one private copy to keep,
-none for a write result the build never reads; public writes still hand back their own copies."""
+"""How often a build copies what it writes into the built-in cache. With the built-in copier the
+cache keeps the build's own private value (no copy: nobody can tell); a custom copier is called
+for the cache's private copy too, and for no write result the build never reads. Public writes
+still hand back their own copies."""
 
 from __future__ import annotations
 
@@ -45,6 +47,53 @@ async def test_a_cold_build_of_one_dict_key_copies_it_three_times(clock: Virtual
     # for a write result the build does not read.
     assert counting.calls == 3
     assert snapshot[A].value == {"venue": "A", "levels": [1, 2]}
+
+
+class Probe:
+    """A payload part counting the deep copies made of it (the built-in copier's included)."""
+
+    def __init__(self, copies: list[int]) -> None:
+        self.copies = copies
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Probe:
+        self.copies.append(1)
+        return Probe(self.copies)
+
+
+async def test_a_cold_build_of_one_dict_key_copies_it_twice_with_the_builtin_copier(
+    clock: VirtualClock,
+) -> None:
+    copies: list[int] = []
+    builder = make_builder(
+        [Single("rest", 1, lambda key, _ctx: {"probe": Probe(copies)})], clock, default_policy=LONG
+    )
+
+    snapshot = await builder.build([A])
+
+    # The fetched payload (the source may keep it) and the reader's copy; the cache keeps the
+    # build's private copy itself.
+    assert len(copies) == 2
+    assert snapshot[A].value["probe"] is not None
+
+
+async def test_what_a_source_mutates_after_a_cold_build_is_not_what_the_cache_keeps(
+    clock: VirtualClock,
+) -> None:
+    returned: list[dict[str, Any]] = []
+
+    def fetch(key: Any, _ctx: Any) -> dict[str, Any]:
+        returned.append({"levels": [1, 2]})
+        return returned[-1]
+
+    builder = make_builder([Single("rest", 1, fetch)], clock, default_policy=LONG)
+    first = (await builder.build([A]))[A]
+    returned[0]["levels"].append(3)
+    first.value["levels"].append(4)
+
+    again = (await builder.build([A]))[A]
+
+    assert again.from_cache
+    assert again.value == {"levels": [1, 2]}
 
 
 async def test_a_cold_build_writes_one_copy_per_key_into_a_cache_copying_in_threads(

@@ -316,9 +316,9 @@ async def test_small_and_immutable_payloads_stay_on_the_loop() -> None:
     payloads = {A: small(threads), B: ("tick", 1)}
     builder = builder_of(source_of(lambda key: payloads[key]))
     snapshot = await builder.build([A, B])
-    # The small dict: source boundary, cache storage, hand-out, all inline (the build does not
-    # read its write's result, so the built-in cache makes no copy for it).
-    assert threads == [threading.get_ident()] * 3
+    # The small dict: source boundary and hand-out, both inline (the built-in cache keeps the
+    # build's own private value, and makes no copy for a write result the build does not read).
+    assert threads == [threading.get_ident()] * 2
     assert snapshot.value(B) is payloads[B]  # immutable: shared, never copied
     health = await builder.health_snapshot()
     assert health.payload_copy_started_count == 0
@@ -365,7 +365,8 @@ async def test_one_worker_job_per_batch_call() -> None:
     builder = builder_of(source)
     await builder.build([A, B, C])
     health = await builder.health_snapshot()
-    assert len(threads) == 3 * 3  # source boundary, cache storage, hand-out
+    # Source boundary and hand-out: the built-in cache keeps the build's own private values.
+    assert len(threads) == 3 * 2
     # One job for the batch call's three payloads, one for the build's three hand-outs.
     assert health.payload_copy_components["builder"].started_count == 2
     await builder.aclose()
@@ -441,6 +442,7 @@ async def test_health_aggregates_sum_the_components() -> None:
         source_of(lambda key: large(threads)), cache_run_payload_copies_in_thread=True
     )
     await builder.build([A])
+    await builder.build([A])  # a hit: the cache copies what it hands out (the write kept ours)
     health = await builder.health_snapshot()
     parts = health.payload_copy_components.values()
     assert health.payload_copy_components["cache"].started_count > 0

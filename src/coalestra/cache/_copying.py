@@ -119,6 +119,13 @@ class PayloadCopies:
         """The isolator doing the copies."""
         return self._isolator
 
+    @property
+    def shares_built(self) -> bool:
+        """True when a build's own values may be kept without a copy: with the built-in
+        copier nobody can tell a copy from the private original; a custom copier is called
+        at every boundary (B-CACHE-11)."""
+        return self._isolator.uses_default_copier
+
     def is_mutable(self, value: SnapshotValue[Any]) -> bool:
         """True when ``value``'s payload or metadata must go through a copy before sharing."""
         isolator = self._isolator

@@ -34,7 +34,7 @@ from ._config import CacheConfig
 from ._copying import PayloadCopies
 from ._lifecycle import CopyLifecycle
 from ._matching import NamespaceMatcher
-from ._memory_writes import MemoryWrites
+from ._memory_writes import BUILT, LENT, Handover, MemoryWrites
 from ._serving import Served, serve
 from ._store import MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
@@ -233,7 +233,7 @@ class AsyncMemoryCache(CopyLifecycle):
         check_value(value)
         check_bool("force", force)
         check_bool("replace_equal", replace_equal)
-        written = self._writes.write_now(value, force, replace_equal, owned=False)
+        written = self._writes.write_now(value, force, replace_equal, LENT)
         if written is None:
             return (await self._write((value,), force=force, replace_equal=replace_equal))[
                 value.key
@@ -269,13 +269,14 @@ class AsyncMemoryCache(CopyLifecycle):
     async def _write_for_build(
         self, values: Collection[SnapshotValue[Any]]
     ) -> Mapping[ResourceKey, CacheWriteResult]:
-        """:meth:`set_many_if_newer` as the builder writes what it fetched: decided, copied,
-        stored and counted alike, but a stored result's ``value`` is the caller's own value,
-        not a copy (the builder serves its value and reads only the status of a stored write;
-        a losing write's result still carries a copy of the revision kept)."""
+        """:meth:`set_many_if_newer` as the builder writes what it fetched: decided, stored and
+        counted alike, but its values are handed over as the builder's own (``BUILT`` in
+        :mod:`._memory_writes`): with the built-in copier the cache keeps each value itself,
+        and a stored result carries it (the builder serves its value and reads only the status
+        of a stored write; a losing write's result still carries a copy of the revision kept)."""
         self._check_copies_open()
         candidates = reduce_batch(check_values(values))
-        return await self._write(candidates, force=False, replace_equal=False, copy_result=False)
+        return await self._write(candidates, force=False, replace_equal=False, handover=BUILT)
 
     async def _write(
         self,
@@ -283,12 +284,12 @@ class AsyncMemoryCache(CopyLifecycle):
         *,
         force: bool,
         replace_equal: bool,
-        copy_result: bool = True,
+        handover: Handover = LENT,
     ) -> dict[ResourceKey, CacheWriteResult]:
         """Write candidates of distinct keys (see :mod:`._memory_writes`): a result per key."""
         results: dict[ResourceKey, CacheWriteResult] = {}
         for status, value, previous in await self._writes.write_all(
-            candidates, force, replace_equal, owned=False, copy_result=copy_result
+            candidates, force, replace_equal, handover
         ):
             results[value.key] = CacheWriteResult(status, value, previous)
         return results

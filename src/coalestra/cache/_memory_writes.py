@@ -8,9 +8,21 @@ all staged before anything is committed (a copy failure writes nothing). A copy 
 worker thread (a large payload, see :mod:`._copying`) sends the whole call down the awaiting
 path, which decides again after its copies, since other writes may land meanwhile.
 
-A caller that never reads a stored write's value (the builder's own writes: it serves its value)
-passes ``copy_result=False``: the decision, the copy kept and the commit are the same, but a
-stored result carries the candidate itself instead of a copy made only to be thrown away.
+How a caller hands its candidates over decides which copies are needed (:data:`Handover`):
+
+* :data:`LENT` (a public write): the caller keeps its value and may mutate it, so the cache keeps
+  a copy and a stored result carries another.
+* :data:`OWNED` (the publisher's revisions): made for this write and held by nobody else, so the
+  cache keeps the value itself with a copy of its payload; the result still gets its own copy.
+* :data:`BUILT` (a build's values): private to the builder, which never mutates them and hands
+  every reader its own copy. With the built-in copier the cache keeps the value as it is, no
+  copy at all (nobody can observe the difference: the copy would be equal and unshared); a
+  custom copier is still called, since it runs at every boundary (B-CACHE-11). A stored result
+  carries the candidate itself: the builder reads only its status.
+
+A revision a stored write replaces is handed back as ``previous`` in a copy when it is mutable
+(the build that wrote it, sharing it, may still be copying it for its readers); a build's own
+write skips that copy, since the builder does not read ``previous`` of a stored write.
 """
 
 from __future__ import annotations
@@ -24,6 +36,12 @@ from ._store import MUTABLE, Entry, MemoryStore
 
 _WRITE = "cache write of"
 _READ = "cache read of"
+
+Handover: TypeAlias = int
+"""How a caller hands a write's candidates over: :data:`LENT`, :data:`OWNED` or :data:`BUILT`."""
+LENT: Handover = 0
+OWNED: Handover = 1
+BUILT: Handover = 2
 
 Held: TypeAlias = "SnapshotValue[Any] | None"
 Written: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held]
@@ -53,19 +71,12 @@ class MemoryWrites:
         candidate: SnapshotValue[Any],
         force: bool,
         replace_equal: bool,
-        *,
-        owned: bool,
-        copy_result: bool = True,
+        handover: Handover,
     ) -> Written | None:
         """Write one candidate without awaiting; ``None`` (nothing written) when a copy
-        belongs in a worker thread: then :meth:`write_all` does it.
-
-        ``owned``: the caller made ``candidate`` for this write, holds it no longer and its
-        metadata is private, so the cache may keep the value itself with a copy of its payload
-        (one copy of the value less). The publisher's revisions are such values.
-        ``copy_result``: see the module docstring (never ``False`` with ``owned``).
-        """
-        staged = self._stage(candidate, force, replace_equal, owned, copy_result)
+        belongs in a worker thread: then :meth:`write_all` does it. ``handover``: see the
+        module docstring."""
+        staged = self._stage(candidate, force, replace_equal, handover)
         return None if staged is None else self._commit(staged)
 
     async def write_all(
@@ -73,62 +84,59 @@ class MemoryWrites:
         candidates: Sequence[SnapshotValue[Any]],
         force: bool,
         replace_equal: bool,
-        *,
-        owned: bool,
-        copy_result: bool = True,
+        handover: Handover,
     ) -> list[Written]:
         """Write candidates of distinct keys, every one staged before any is committed: the
-        outcome of each, in order. ``owned``, ``copy_result``: as for :meth:`write_now`, for
-        every candidate."""
+        outcome of each, in order. ``handover``: as for :meth:`write_now`."""
         staged: list[Staged] = []
+        stage = self._stage
         for candidate in candidates:
-            stage = self._stage(candidate, force, replace_equal, owned, copy_result)
-            if stage is None:
-                found = await self._write_offloaded(candidates, force, replace_equal, copy_result)
+            decided = stage(candidate, force, replace_equal, handover)
+            if decided is None:
+                found = await self._write_offloaded(candidates, force, replace_equal, handover)
                 results = [found[candidate.key] for candidate in candidates]
                 return [(result.status, result.value, result.previous) for result in results]
-            staged.append(stage)
+            staged.append(decided)
         commit = self._commit
-        return [commit(stage) for stage in staged]
+        return [commit(decided) for decided in staged]
 
     def _stage(
-        self,
-        candidate: SnapshotValue[Any],
-        force: bool,
-        replace_equal: bool,
-        owned: bool,
-        copy_result: bool,
+        self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, handover: Handover
     ) -> Staged | None:
         """Decide ``candidate``'s write now and make its copies inline, storing nothing;
-        ``None`` when a copy belongs in a worker thread. ``owned``, ``copy_result``: see
-        :meth:`write_now`."""
+        ``None`` when a copy belongs in a worker thread. ``handover``: see the module
+        docstring."""
         status, held = self._store.decide(candidate, force=force, replace_equal=replace_equal)
         copies = self._copies
-        if status is CacheWriteStatus.STORED:
-            before = None if held is None else held[0]
-            if not copies.is_mutable(candidate):
-                return status, candidate, before, candidate, False
-            if copies.in_thread(candidate):
+        if status is not CacheWriteStatus.STORED:
+            assert held is not None  # only a held revision can make a write lose
+            kept, flags = held
+            if flags & MUTABLE:
+                if copies.in_thread(kept):
+                    return None
+                kept = copies.copy(kept, _READ)
+            return status, kept, kept, None, False
+        before = None if held is None else held[0]
+        mutable = copies.is_mutable(candidate)
+        if handover == BUILT and (not mutable or copies.shares_built):
+            return status, candidate, before, candidate, mutable
+        if held is not None and held[1] & MUTABLE:
+            if copies.in_thread(held[0]):
                 return None
-            # One copy for the result (the caller may mutate what it gets back), one to keep.
-            theirs = copies.copy(candidate, _WRITE) if copy_result else candidate
-            if not owned:
-                return status, theirs, before, copies.copy(candidate, _WRITE), True
-            assert copy_result  # else the result would be the very value kept
-            # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
-            # holding a copy of the payload (filling in a field of an unshared value is safe).
-            where = f"{_WRITE} {candidate.key}"
-            object.__setattr__(
-                candidate, "value", copies.isolator.copy(candidate.value, context=where)
-            )
-            return status, theirs, before, candidate, True
-        assert held is not None  # only a held revision can make a write lose
-        kept, flags = held
-        if flags & MUTABLE:
-            if copies.in_thread(kept):
-                return None
-            kept = copies.copy(kept, _READ)
-        return status, kept, kept, None, False
+            before = copies.copy(held[0], _READ)  # a build sharing it may still read it
+        if not mutable:
+            return status, candidate, before, candidate, False
+        if copies.in_thread(candidate):
+            return None
+        # One copy for the result (the caller may mutate what it gets back), one to keep.
+        theirs = candidate if handover == BUILT else copies.copy(candidate, _WRITE)
+        if handover != OWNED:
+            return status, theirs, before, copies.copy(candidate, _WRITE), True
+        # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
+        # holding a copy of the payload (filling in a field of an unshared value is safe).
+        where = f"{_WRITE} {candidate.key}"
+        object.__setattr__(candidate, "value", copies.isolator.copy(candidate.value, context=where))
+        return status, theirs, before, candidate, True
 
     def _commit(self, staged: Staged) -> Written:
         """Store a staged winner (nothing for a loser)."""
@@ -142,10 +150,10 @@ class MemoryWrites:
         candidates: Sequence[SnapshotValue[Any]],
         force: bool,
         replace_equal: bool,
-        copy_result: bool,
+        handover: Handover,
     ) -> dict[ResourceKey, CacheWriteResult]:
         """Decide, copy the winners (in threads where due), decide again and commit.
-        ``copy_result``: see :meth:`write_now`."""
+        ``handover``: see the module docstring."""
         store = self._store
         copies = self._copies
         ignored: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
@@ -157,24 +165,18 @@ class MemoryWrites:
             else:
                 assert held is not None  # only a held revision can make a write lose
                 ignored[candidate.key] = (status, held)
-        # The stored copy and the result's copy of each winner, in one batch of copies.
-        mutable = [winner for winner in winners if copies.is_mutable(winner)]
-        private: dict[int, SnapshotValue[Any]] = {}
-        for_result: dict[int, SnapshotValue[Any]] = {}
-        if mutable:
-            wanted = mutable + mutable if copy_result else mutable
-            copied = iter(await copies.isolate_values(wanted, context=_WRITE))
-            private = {id(winner): next(copied) for winner in mutable}
-            if copy_result:
-                for_result = {id(winner): next(copied) for winner in mutable}
+        private, for_result = await self._winner_copies(winners, handover)
         stored: dict[ResourceKey, CacheWriteResult] = {}
+        replaced: list[Entry] = []
         for winner in winners:
             mine = private.get(id(winner), winner)
+            mutable = mine is not winner or copies.is_mutable(winner)
             status, held = store.put_if_newer(
-                mine, id(winner) in private, force=force, replace_equal=replace_equal
+                mine, mutable, force=force, replace_equal=replace_equal
             )
             if status is CacheWriteStatus.STORED:
-                # The replaced revision left the cache, so nobody shares it: no copy needed.
+                if held is not None and handover != BUILT:
+                    replaced.append(held)
                 before = None if held is None else held[0]
                 stored[winner.key] = CacheWriteResult(
                     status, for_result.get(id(winner), winner), before
@@ -182,6 +184,9 @@ class MemoryWrites:
             else:  # another write won while this one was being copied
                 assert held is not None
                 ignored[winner.key] = (status, held)
+        if replaced:  # a build sharing a replaced revision may still be reading it
+            for key, before in (await self._isolate_entries(replaced)).items():
+                stored[key] = CacheWriteResult(stored[key].status, stored[key].value, before)
         kept = await self._isolate_entries([entry for _status, entry in ignored.values()])
         if not ignored:
             return stored  # every candidate stored: results already in candidate order
@@ -193,6 +198,25 @@ class MemoryWrites:
             else:
                 results[key] = CacheWriteResult(ignored[key][0], kept[key], kept[key])
         return results
+
+    async def _winner_copies(
+        self, winners: list[SnapshotValue[Any]], handover: Handover
+    ) -> tuple[dict[int, SnapshotValue[Any]], dict[int, SnapshotValue[Any]]]:
+        """The copy each mutable winner keeps and the copy its result carries (by the winner's
+        ``id``), in one batch of copies; a build's values need neither (see the module
+        docstring)."""
+        copies = self._copies
+        if handover == BUILT and copies.shares_built:
+            return {}, {}
+        mutable = [winner for winner in winners if copies.is_mutable(winner)]
+        if not mutable:
+            return {}, {}
+        copy_result = handover != BUILT
+        wanted = mutable + mutable if copy_result else mutable
+        copied = iter(await copies.isolate_values(wanted, context=_WRITE))
+        private = {id(winner): next(copied) for winner in mutable}
+        for_result = {id(winner): next(copied) for winner in mutable} if copy_result else {}
+        return private, for_result
 
     async def _isolate_entries(self, entries: list[Entry]) -> dict[ResourceKey, SnapshotValue[Any]]:
         """Copies of the revisions the cache keeps (entries of immutable values are shared)."""

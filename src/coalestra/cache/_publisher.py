@@ -30,6 +30,7 @@ from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
 from ._lifecycle import PublisherCopies
 from ._memory import AsyncMemoryCache
+from ._memory_writes import OWNED
 from ._revisions import Revisions
 from ._store import reduce_batch
 from ._values import PublishResult, PublishStatus, ResourceUpdate
@@ -322,7 +323,7 @@ class ResourcePublisher(PublisherCopies):
         if memory is None:
             return None
         memory._check_copies_open()  # what its set_many_if_newer checks first
-        written = memory._writes.write_now(offer, force, replace_equal, owned=True)
+        written = memory._writes.write_now(offer, force, replace_equal, OWNED)
         if written is None:
             return None
         status, value, previous = written
@@ -335,7 +336,7 @@ class ResourcePublisher(PublisherCopies):
         memory = self._memory
         if memory is not None:
             memory._check_copies_open()
-            written = await memory._writes.write_all(offered, force, replace_equal, owned=True)
+            written = await memory._writes.write_all(offered, force, replace_equal, OWNED)
         else:
             written = await self._writer.write_isolated(
                 offered,
