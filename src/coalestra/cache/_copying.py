@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence, Sized
 from functools import partial
+from itertools import islice
 from typing import Any, final
 
 from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
@@ -62,25 +63,22 @@ def is_large(value: object) -> bool:
     (values of a dict, items of a list or tuple): cheap, bounded, and enough to see a table
     nested in a dict. Runs on every copy, so exact type checks, no ABC checks, in the common case.
     """
-    total = _size(value)
-    if total > LARGE_PAYLOAD_ITEMS:
-        return True
     kind = type(value)
     if kind is dict:
         children: Iterable[object] = value.values()  # type: ignore[attr-defined]
     elif kind is list or kind is tuple:
         children = value  # type: ignore[assignment]
     else:
-        return False
-    budget = _SAMPLED_CHILDREN
-    for child in children:
-        if type(child) in _BUILTIN_CONTAINERS:
+        return _size(value) > LARGE_PAYLOAD_ITEMS
+    total = len(value)  # type: ignore[arg-type]
+    if total > LARGE_PAYLOAD_ITEMS:
+        return True
+    containers = _BUILTIN_CONTAINERS
+    for child in islice(children, _SAMPLED_CHILDREN):
+        if type(child) in containers:
             total += len(child)  # type: ignore[arg-type]
             if total > LARGE_PAYLOAD_ITEMS:
                 return True
-        budget -= 1
-        if not budget:
-            break
     return False
 
 

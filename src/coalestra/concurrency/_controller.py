@@ -202,6 +202,21 @@ class CapacityController:
             raise
         return CapacityLease(source, self._global, source_limiter)
 
+    def try_acquire(self, source: str) -> CapacityLease | None:
+        """A lease for a ``source`` call when both its slots are free now, else ``None`` (then
+        wait with :meth:`acquire`): the common, uncontended case without a coroutine."""
+        source_limiter = self._limited.get(source)
+        if source_limiter is None:
+            if self._global.try_take():
+                return CapacityLease(source, self._global, None)
+            return None
+        if not source_limiter.try_take():
+            return None
+        if self._global.try_take():
+            return CapacityLease(source, self._global, source_limiter)
+        source_limiter.release()
+        return None
+
     @asynccontextmanager
     async def slot(self, source: str) -> AsyncIterator[None]:
         """Hold capacity for one ``source`` call for the duration of an ``async with`` block.

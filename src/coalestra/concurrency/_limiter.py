@@ -109,6 +109,14 @@ class CapacityLimiter:
             self._abandon(waiter)
             raise
 
+    def try_take(self) -> bool:
+        """Take one slot if one is free now (never waits, never barges past a waiter: while
+        anyone is queued every slot is held); True when taken."""
+        if self._in_use < self._limit:
+            self._in_use += 1
+            return True
+        return False
+
     def _abandon(self, waiter: asyncio.Future[None]) -> None:
         """Undo a wait that ended in an exception (cancellation), keeping the books exact."""
         if waiter.done() and not waiter.cancelled():

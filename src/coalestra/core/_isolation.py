@@ -46,6 +46,14 @@ def located(error: PayloadIsolationError, where: str) -> PayloadIsolationError:
     return PayloadIsolationError(context=where + error.context, value_type=error.value_type)
 
 
+def isolation_error(context: str, value: object, cause: Exception) -> PayloadIsolationError:
+    """The error of a failed copy of ``value`` at ``context``, caused by ``cause`` (what
+    :meth:`PayloadIsolator.copy` raises, for callers that run the copier themselves)."""
+    error = PayloadIsolationError(context=context, value_type=type(value).__name__)
+    error.__cause__ = cause
+    return error
+
+
 def is_immutable(value: object) -> bool:
     """True when ``value`` is provably deeply immutable and so safe to share without a copy."""
     kind = type(value)

@@ -8,8 +8,8 @@ skipped probe.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import final
+from collections.abc import Collection, Sequence
+from typing import TypeAlias, final
 
 from ..core import (
     CircuitOpenError,
@@ -22,6 +22,9 @@ from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
 from ._flights import FlightWindow
 from ._sources import RegisteredSource
 
+Circuits: TypeAlias = dict[CircuitIdentity, Sequence[ResourceKey]]
+"""The circuits an attempt entered, each with the keys of the call behind it."""
+
 # The build's own limits ran out: the source was not (or not yet) at fault.
 NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
 
@@ -30,32 +33,40 @@ NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
 class CallCircuits:
     """The circuit side of the gate: admission before an attempt, its record after."""
 
-    __slots__ = ("_breaker",)
+    __slots__ = ("_breaker", "_by_source")
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self._breaker = breaker
+        self._by_source: dict[str, CircuitIdentity] = {}  # each source's SOURCE-scope circuit
 
     def admit(
         self,
         source: RegisteredSource,
         keys: tuple[ResourceKey, ...],
         blocked: dict[ResourceKey, Exception],
-    ) -> dict[CircuitIdentity, list[ResourceKey]]:
+    ) -> Circuits:
         """Pass each distinct circuit of ``keys`` once; keys behind open circuits go to
-        ``blocked``."""
+        ``blocked``. A circuit the breaker does not track (closed, no failures) is passed
+        without asking it."""
         policy = source.resilience.circuit
         breaker = self._breaker
         if policy.scope is CircuitScope.SOURCE:
-            try:
-                return {breaker.enter(source.name, None, policy): list(keys)}
-            except CircuitOpenError as error:
-                blocked.update(dict.fromkeys(keys, error))
-                return {}
+            identity = self._by_source.get(source.name)
+            if identity is None:
+                identity = breaker.identity_for(source.name, scope=CircuitScope.SOURCE)
+                self._by_source[source.name] = identity
+            if breaker.tracks(identity):
+                try:
+                    breaker.enter(source.name, None, policy)
+                except CircuitOpenError as error:
+                    blocked.update(dict.fromkeys(keys, error))
+                    return {}
+            return {identity: keys}
         groups: dict[CircuitIdentity, list[ResourceKey]] = {}
         for key in keys:
             identity = breaker.identity_for(source.name, key=key, scope=policy.scope)
             groups.setdefault(identity, []).append(key)
-        admitted: dict[CircuitIdentity, list[ResourceKey]] = {}
+        admitted: Circuits = {}
         for members in groups.values():
             try:
                 admitted[breaker.enter(source.name, members[0], policy)] = members
@@ -66,7 +77,7 @@ class CallCircuits:
     def failed(
         self,
         source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
+        circuits: Circuits,
         error: BaseException,
         window: FlightWindow,
     ) -> None:
@@ -86,7 +97,7 @@ class CallCircuits:
     def release(
         self,
         source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
+        circuits: Circuits,
         error: BaseException,
         window: FlightWindow,
     ) -> None:
@@ -104,16 +115,16 @@ class CallCircuits:
                 breaker.abandon(identity, policy)
 
     def succeeded(
-        self,
-        source: RegisteredSource,
-        circuits: dict[CircuitIdentity, list[ResourceKey]],
-        good: Collection[ResourceKey],
+        self, source: RegisteredSource, circuits: Circuits, good: Collection[ResourceKey]
     ) -> None:
         """A call returned: a circuit group succeeds if and only if one of its keys got a
-        valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5)."""
+        valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5).
+        A success on a circuit the breaker does not track changes nothing: skipped."""
         policy = source.resilience.circuit
+        breaker = self._breaker
         for identity, members in circuits.items():
-            if any(key in good for key in members):
-                self._breaker.succeed(identity, policy)
+            if good is members or any(key in good for key in members):
+                if breaker.tracks(identity):
+                    breaker.succeed(identity, policy)
             else:
-                self._breaker.fail(identity, policy)
+                breaker.fail(identity, policy)

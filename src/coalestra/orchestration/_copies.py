@@ -12,7 +12,6 @@ key, bounded by ``max_copy_concurrency`` and by what is left of the snapshot dea
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from ..cache import AsyncMemoryCache
@@ -34,6 +33,7 @@ from ..core._copy_runner import (
     check_copy_timeout,
     shut_down_runners,
 )
+from ..core._isolation import isolation_error
 
 if TYPE_CHECKING:
     from ._counters import EngineCounters
@@ -53,7 +53,7 @@ class CopyFailed:
 
 
 Copied = Mapping[ResourceKey, Any]
-"""Key -> the payload's copy, or a :class:`CopyFailed`."""
+"""Key -> the payload's copy (an immutable payload itself), or a :class:`CopyFailed`."""
 
 COPY_FAILURES = (SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError)
 """Why a copy job did not run or end in time: its keys fail (at their source, or as a whole)."""
@@ -77,17 +77,6 @@ class SourceCopies:
         self.runner = runner
         self._counters = counters
         self._offload_all = offload_all
-
-    def wanted(self, payloads: Mapping[ResourceKey, SourcePayload[Any]]) -> list[ResourceKey]:
-        """The keys whose payload goes to the runner (usually none: a cheap check per key)."""
-        if not self.runner.run_in_thread:
-            return []
-        needs_copy = self._isolator.needs_copy
-        return [
-            key
-            for key, payload in payloads.items()
-            if needs_copy(payload.value) and (self._offload_all or is_large(payload.value))
-        ]
 
     def offloads(self, values: Iterable[SnapshotValue[Any]]) -> bool:
         """True when copying ``values`` goes to the runner: it offloads, and one of them is
@@ -115,36 +104,66 @@ class SourceCopies:
         self,
         source: str,
         payloads: Mapping[ResourceKey, SourcePayload[Any]],
-        keys: list[ResourceKey],
-        timeout: float | None,
+        timeout: Callable[[], float | None],
     ) -> Copied:
-        """Copies of every payload: those of ``keys`` in one runner job within ``timeout``,
-        the others inline first, before this task yields (a source may mutate what it
-        returned from its next loop callback on; a payload handed to a worker thread must be
-        left alone until the copy is done, as with any offloaded copy).
+        """The copy of every payload (an immutable one with the built-in copier: itself).
+
+        Those copied on the loop are made at once, before this task yields (a source may
+        mutate what it returned from its next loop callback on); the large ones (with
+        ``True``: every mutable one) then go to the runner in one job within ``timeout()``
+        seconds (a payload handed to a worker thread must be left alone until the copy is
+        done, as with any offloaded copy). Each payload is judged once: immutable, large.
 
         A key whose copy failed (or whose job missed the deadline, or was refused because the
         builder is closing) maps to a :class:`CopyFailed`: it fails at this source only.
         """
+        isolator = self._isolator
+        copier, needs_copy = isolator.payload_copier, isolator.needs_copy
+        offload, offload_all = self.runner.run_in_thread, self._offload_all
+        made: dict[ResourceKey, Any] = {}
+        offloaded: list[ResourceKey] = []
+        for key, payload in payloads.items():
+            value = payload.value
+            if not needs_copy(value):
+                made[key] = value
+            elif offload and (offload_all or is_large(value)):
+                offloaded.append(key)
+            else:
+                try:
+                    made[key] = copier(value)
+                except Exception as error:  # named here: no text is made per key otherwise
+                    made[key] = CopyFailed(
+                        isolation_error(f"{key} from source {source!r}", value, error)
+                    )
+        if offloaded:
+            await self._offload(source, payloads, offloaded, made, timeout())
+        return made
+
+    async def _offload(
+        self,
+        source: str,
+        payloads: Mapping[ResourceKey, SourcePayload[Any]],
+        keys: list[ResourceKey],
+        made: dict[ResourceKey, Any],
+        timeout: float | None,
+    ) -> None:
+        """Copy the payloads of ``keys`` into ``made`` in one runner job."""
         copy = self._isolator.copy
 
-        def copies(picked: Iterable[ResourceKey]) -> dict[ResourceKey, Any]:
-            made: dict[ResourceKey, Any] = {}
-            for key in picked:
+        def copies() -> dict[ResourceKey, Any]:
+            done: dict[ResourceKey, Any] = {}
+            for key in keys:
                 try:
-                    made[key] = copy(payloads[key].value, context=f"{key} from source {source!r}")
+                    done[key] = copy(payloads[key].value, context=f"{key} from source {source!r}")
                 except PayloadIsolationError as error:
-                    made[key] = CopyFailed(error)
-            return made
+                    done[key] = CopyFailed(error)
+            return done
 
-        offloaded = set(keys)
-        made = copies(key for key in payloads if key not in offloaded)
         try:
-            made.update(await self.runner.run(partial(copies, keys), timeout=timeout))
+            made.update(await self.runner.run(copies, timeout=timeout))
         except COPY_FAILURES as error:
             self.count_failure(error, len(keys))
             made.update(dict.fromkeys(keys, CopyFailed(error)))
-        return made
 
     def count_failure(self, error: Exception, keys: int) -> None:
         """A job that missed the deadline fails its keys: each counts as an exceeded deadline

@@ -251,11 +251,30 @@ class SourceGate:
     async def _acquire(
         self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
     ) -> CapacityLease:
-        """Wait for capacity, for at most the queue timeout capped by the deadline (B-TIME-2)."""
+        """Take capacity, waiting for at most the queue timeout capped by the deadline
+        (B-TIME-2); free capacity is taken at once, without a wait to time or bound."""
         own = source.queue_timeout_seconds
-        budget = self._budget(own, window)
-        if budget is not None and budget <= 0.0:
-            raise self._deadline(BEFORE_CAPACITY, source, keys)
+        budget = None
+        if own is not None or window.ctx.deadline_monotonic is not None:
+            budget = self._budget(own, window)
+            if budget is not None and budget <= 0.0:
+                raise self._deadline(BEFORE_CAPACITY, source, keys)
+        lease = self._capacity.try_acquire(source.name)
+        if lease is None:
+            lease = await self._wait_for_capacity(source, window, keys, own, budget)
+        if source.transport_timeout is not None:  # never start a call it cannot bound
+            self._transport.preflight(source, window, keys, lease)
+        return lease
+
+    async def _wait_for_capacity(
+        self,
+        source: RegisteredSource,
+        window: FlightWindow,
+        keys: tuple[ResourceKey, ...],
+        own: float | None,
+        budget: float | None,
+    ) -> CapacityLease:
+        """Wait for capacity for at most ``budget`` seconds (``own``: the queue timeout)."""
         waiting_from = self._clock.monotonic()
         try:
             if budget is None:
@@ -277,8 +296,6 @@ class SourceGate:
         waited = self._clock.monotonic() - waiting_from
         if waited > 0.0:
             self._report.capacity_wait(source.name, waited * 1000.0)
-        if source.transport_timeout is not None:  # never start a call it cannot bound
-            self._transport.preflight(source, window, keys, lease)
         return lease
 
     def _deadline(
@@ -305,7 +322,9 @@ class SourceGate:
         """Make the call, for at most ``timeout_seconds`` (counted from now, with capacity
         held) capped by the deadline (B-TIME-2)."""
         own = source.timeout_seconds
-        budget = self._budget(own, window)
+        budget = None
+        if own is not None or window.ctx.deadline_monotonic is not None:
+            budget = self._budget(own, window)
         if budget is None:
             call = watch_cancellation(invoke(keys))
             try:

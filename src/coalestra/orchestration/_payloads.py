@@ -25,12 +25,11 @@ from ..core import (
     SourcePayload,
     SourceProtocolError,
 )
-from ..core._isolation import located
 from ..core._policies import FutureObservationError
-from ..core._validation import EMPTY_MAPPING, frozen_mapping
+from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
 from ..core._values import wrap_payload
 from ..observability._instrumentation import Instrumentation
-from ._copies import COPY_FAILURES, Copied, CopyFailed, SourceCopies
+from ._copies import COPY_FAILURES, CopyFailed, SourceCopies
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._sources import RegisteredSource
@@ -93,10 +92,12 @@ class ValueFactory:
         self, called: tuple[ResourceKey, ...], result: object
     ) -> Collection[ResourceKey]:
         """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
-        now = self._clock.now()
         if isinstance(result, SourcePayload):
-            return () if self.fails_circuit(called[0], result, now) else called
+            if result.observed_at is None:  # stamped on arrival: age 0, fresh
+                return called
+            return () if self.fails_circuit(called[0], result, self._clock.now()) else called
         assert isinstance(result, Mapping)
+        now = self._clock.now()
         return [key for key, item in result.items() if not self.fails_circuit(key, item, now)]
 
     def circuit_successes_not_found(
@@ -123,34 +124,51 @@ class ValueFactory:
     ) -> set[ResourceKey]:
         """Make values of what one call returned; add the good ones to ``made`` (to commit
         with their level) and return their keys. A stale payload is kept in ``ledger`` as a
-        last resort instead; a rejected one is recorded there as the key's failure. Large
-        payloads are first copied off the loop in one job, within ``ctx``'s deadline (see
-        :mod:`._copies`)."""
-        copied = None
-        offloaded = self._copies.wanted(payloads)
-        if offloaded:
-            timeout = None if ctx is None else ctx.remaining_seconds(self._clock)
-            copied = await self._copies.copy(source.name, payloads, offloaded, timeout)
-        accepted: list[SnapshotValue[Any]] = []
+        last resort instead; a rejected one is recorded there as the key's failure. Payloads
+        are copied first, the large ones off the loop in one job within ``ctx``'s deadline
+        (see :mod:`._copies`)."""
+        clock = self._clock
+        copies = await self._copies.copy(
+            source.name, payloads, lambda: None if ctx is None else ctx.remaining_seconds(clock)
+        )
+        accepted: set[ResourceKey] = set()
+        dependencies = versions or EMPTY_MAPPING
         for key, payload in payloads.items():
-            value = self._make_or_fail(
-                source, key, payload, result, ledger, diag, versions, oldest, copied
-            )
-            if value is None:
+            try:
+                value = self.make(source, key, payload, copies[key], result, oldest, dependencies)
+            except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
+                self._rejected(source, key, error, result.attempts, ledger, diag)
                 continue
             # A value stamped with its oldest input's time (opt-in) is as old as that input;
             # that is not the deriver's fault.
-            inherited = oldest is not None and payload.observed_at is None
-            if value.stale and not inherited:
+            if value.stale and not (oldest is not None and payload.observed_at is None):
                 policy = self._policy_for(key)
                 if policy.ttl_seconds > 0.0:
                     ledger.keep_stale(source, value, policy)
                     continue
-            accepted.append(value)
-        made.extend(accepted)
+            made.append(value)
+            accepted.add(key)
         if accepted and self._report.enabled:
-            self._report_resolved(source, accepted)
-        return {value.key for value in accepted}
+            self._report_resolved(source, made[-len(accepted) :])
+        return accepted
+
+    @staticmethod
+    def _rejected(
+        source: RegisteredSource,
+        key: ResourceKey,
+        error: Exception,
+        attempts: int,
+        ledger: KeyLedger,
+        diag: DiagnosticsCollector,
+    ) -> None:
+        """Record why :meth:`make` refused ``key``'s payload as the key's failure (a copy that
+        missed the deadline counts as an exceeded deadline)."""
+        if isinstance(error, FutureObservationError):
+            diag.future_timestamp_rejections += 1
+        if isinstance(error, SourceProtocolError):
+            ledger.reject(key, source.name, error, attempts)
+        else:
+            ledger.fail_fetch(key, source.name, error, attempts)
 
     def _report_resolved(self, source: RegisteredSource, made: list[SnapshotValue[Any]]) -> None:
         report = self._report
@@ -167,54 +185,19 @@ class ValueFactory:
                     authority_rank=value.authority_rank,
                 )
 
-    def _make_or_fail(
-        self,
-        source: RegisteredSource,
-        key: ResourceKey,
-        payload: SourcePayload[Any],
-        result: GateResult[Any],
-        ledger: KeyLedger,
-        diag: DiagnosticsCollector,
-        versions: Mapping[ResourceKey, str] | None,
-        oldest: float | None,
-        copied: Copied | None,
-    ) -> SnapshotValue[Any] | None:
-        """:meth:`make`, or ``None`` with the rejection recorded as the key's failure (a copy
-        that missed the deadline counts as an exceeded deadline)."""
-        try:
-            return self.make(
-                source,
-                key,
-                payload,
-                attempts=result.attempts,
-                latency_ms=result.latency_ms,
-                default_observed_at=oldest,
-                dependency_versions=versions or EMPTY_MAPPING,
-                copied=copied,
-            )
-        except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
-            if isinstance(error, FutureObservationError):
-                diag.future_timestamp_rejections += 1
-            if isinstance(error, SourceProtocolError):
-                ledger.reject(key, source.name, error, result.attempts)
-            else:
-                ledger.fail_fetch(key, source.name, error, result.attempts)
-            return None
-
     def make(
         self,
         source: RegisteredSource,
         key: ResourceKey,
         payload: SourcePayload[Any],
-        *,
-        attempts: int,
-        latency_ms: float,
-        default_observed_at: float | None = None,
-        dependency_versions: Mapping[ResourceKey, str] = EMPTY_MAPPING,
-        copied: Copied | None = None,
+        copy: Any,
+        result: GateResult[Any],
+        oldest: float | None,
+        dependency_versions: Mapping[ResourceKey, str],
     ) -> SnapshotValue[Any]:
-        """Build the value ``source`` produced for ``key``; ``copied`` holds payload copies
-        already made (see :mod:`._copies`).
+        """The value ``source`` produced for ``key`` in the call ``result`` describes, holding
+        ``copy`` (the payload's copy, see :mod:`._copies`); stamped ``oldest`` when the payload
+        has no ``observed_at`` and ``oldest`` is given.
 
         Raises:
             SourceProtocolError: ``observed_at`` is not finite or too far in the future.
@@ -225,31 +208,24 @@ class ValueFactory:
         now = self._clock.now()
         observed = payload.observed_at
         if observed is None:
-            observed = now if default_observed_at is None else default_observed_at
+            observed = now if oldest is None else oldest
         # Kept as given, never clamped to now (a future stamp is served with age 0 and its skew).
         # A finite float not after now (the common case) has no skew: nothing to check or name.
-        if observed.__class__ is float and -math.inf < observed <= now:
-            skew = 0.0
-        else:
-            what = f"source observation for {key}"
-            skew = self._observation.future_skew(observed, now, what=what)
-        metadata: Mapping[str, Any] = payload.metadata
+        skew = 0.0
+        if observed.__class__ is not float or not -math.inf < observed <= now:
+            skew = self._observation.future_skew(
+                observed, now, what=f"source observation for {key}"
+            )
+        metadata: Mapping[str, Any] = payload.metadata  # read-only already (SourcePayload's)
         if metadata:
             context = f"{key} from source {source.name!r}"
             metadata = self._isolator.freeze_metadata(metadata, context=context)
         if skew > 0.0:
-            metadata = {**metadata, "clock_skew_seconds": skew}
-        age = max(0.0, now - observed)
+            metadata = ReadOnlyDict({**metadata, "clock_skew_seconds": skew})
+        if type(copy) is CopyFailed:
+            raise copy.error
+        age = now - observed if now > observed else 0.0
         rank = 0 if self._authority is None else self._authority.rank_for(key, source.name)
-        if copied is not None and key in copied:
-            copy = copied[key]
-            if type(copy) is CopyFailed:
-                raise copy.error
-        else:
-            try:
-                copy = self._isolator.copy(payload.value, context="")
-            except PayloadIsolationError as error:  # named here: no text made per key otherwise
-                raise located(error, f"{key} from source {source.name!r}") from error.__cause__
         return SnapshotValue._trusted(
             key,
             copy,
@@ -258,9 +234,9 @@ class ValueFactory:
             now,
             age,
             not self._policy_for(key).is_fresh(age),
-            latency_ms,
-            attempts,
-            frozen_mapping("metadata", metadata),
+            result.latency_ms,
+            result.attempts,
+            metadata,
             rank,
             frozen_mapping("dependency_versions", dependency_versions),
         )

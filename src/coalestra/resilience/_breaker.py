@@ -156,6 +156,12 @@ class CircuitBreaker:
                 self._admit_while_open(identity, record)
         return identity
 
+    def tracks(self, identity: CircuitIdentity) -> bool:
+        """True when ``identity``'s circuit has a record (failures counted, or open). A
+        closed circuit without failures has none: entering it or recording a success there
+        changes nothing, so the engine skips both (a cheap test on every source call)."""
+        return identity in self._circuits
+
     def _admit_while_open(self, identity: CircuitIdentity, record: CircuitRecord) -> None:
         now = self._clock.monotonic()
         if now < record.recovers_at:
