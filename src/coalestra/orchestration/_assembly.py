@@ -1,13 +1,14 @@
-"""A build, end to end, around the engine: :class:`Builds` makes a build's context and hands
-its keys to the engine; then the outcomes become a :class:`Snapshot` (``assemble``), checked
-for consistency and acceptance, raising for required failures (carrying the partial snapshot,
-so nothing resolved is lost), and the build is reported as it finished."""
+"""A build, end to end, around the engine: :class:`Builds` makes a build's context; steps 2-3
+(:func:`resolve`: the one cache read, then a claim on each missing key's flight, owned or
+joined, the wait for them and each reader's private copy) hand the owned keys to the engine
+(:mod:`._engine`); then the outcomes become a :class:`Snapshot` (``assemble``), checked for
+consistency and acceptance (:mod:`._checks`), raising for required failures (carrying the
+partial snapshot, so nothing resolved is lost), and the build is reported as it finished."""
 
 from __future__ import annotations
 
-import math
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
 from ..core import (
@@ -16,20 +17,25 @@ from ..core import (
     FetchContext,
     ResourceKey,
     Snapshot,
-    SnapshotAcceptanceError,
     SnapshotAcceptancePolicy,
-    SnapshotBuildError,
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
     SnapshotValue,
 )
-from ..core._acceptance import TtlFor, evaluate_acceptance
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._snapshot import key_tuple
 from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import Span, Tracer, describe_build
-from ._engine import Engine
+from ._background import refresh_served
+from ._cache_access import report_lookups
+from ._checks import check_acceptance, check_consistency, check_deadline, raise_for_required
+from ._copies import hand_out
+from ._flights import Flight, Raised
+from ._inputs import keep_inputs
+from ._ledger import as_resolution_error
+from ._machinery import Machinery
+from ._reconcile import Reconciler
 from ._view import BuildView
 
 
@@ -79,83 +85,6 @@ def assemble(
     )
 
 
-def check_consistency(
-    snapshot: Snapshot,
-    policy: SnapshotConsistencyPolicy | None,
-    required: Collection[ResourceKey],
-    optional: Collection[ResourceKey],
-) -> None:
-    """Raise :class:`SnapshotConsistencyError` when the scoped values were observed too far
-    apart. The scope is the resolved required keys, plus resolved optional ones when the
-    policy says; a skew equal to the limit passes."""
-    if policy is None:
-        return
-    scope = list(required)
-    if policy.include_optional_resources:
-        scope += optional
-    error = skew_violation(snapshot.resources, scope, policy, snapshot)
-    if error is not None:
-        raise error
-
-
-def skew_violation(
-    values: Mapping[ResourceKey, SnapshotValue[Any]],
-    scope: Iterable[ResourceKey],
-    policy: SnapshotConsistencyPolicy,
-    snapshot: Snapshot,
-) -> SnapshotConsistencyError | None:
-    """The violation of ``policy`` by the values of ``scope`` found in ``values``, if any,
-    carrying ``snapshot`` (which need not hold those values: a failed revalidation reports
-    the state it kept)."""
-    present = [(values[key].observed_at, key) for key in scope if key in values]
-    if len(present) < 2:
-        return None
-    oldest = min(present, key=lambda item: item[0])
-    newest = max(present, key=lambda item: item[0])
-    skew = newest[0] - oldest[0]
-    if skew <= policy.max_observation_skew_seconds:
-        return None
-    return SnapshotConsistencyError(
-        keys=tuple(key for _, key in present),
-        oldest_key=oldest[1],
-        oldest_observed_at=oldest[0],
-        newest_key=newest[1],
-        newest_observed_at=newest[0],
-        observation_skew_seconds=skew,
-        max_observation_skew_seconds=policy.max_observation_skew_seconds,
-        snapshot=snapshot,
-    )
-
-
-def raise_for_required(snapshot: Snapshot, required: Collection[ResourceKey]) -> None:
-    """Raise :class:`SnapshotBuildError` with the partial snapshot if a required key failed."""
-    if not snapshot.errors:
-        return
-    errors = {key: snapshot.errors[key] for key in required if key in snapshot.errors}
-    if errors:
-        raise SnapshotBuildError(errors, snapshot=snapshot)
-
-
-def check_acceptance(
-    snapshot: Snapshot,
-    policy: SnapshotAcceptancePolicy,
-    required: Collection[ResourceKey],
-    optional: Collection[ResourceKey],
-    *,
-    now: float,
-    ttl_for: TtlFor,
-    report: Instrumentation,
-) -> None:
-    """Raise :class:`SnapshotAcceptanceError` (carrying ``snapshot``) when the resolved values
-    break ``policy``; report the evaluation either way. Called only when a policy is given."""
-    violations = evaluate_acceptance(
-        snapshot.resources, policy, required, optional, now=now, ttl_for=ttl_for
-    )
-    report.acceptance_evaluated(snapshot.snapshot_id, violations)
-    if violations:
-        raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)
-
-
 @final
 class Builds:
     """The builds of one builder; ``closed`` once its ``aclose()`` began."""
@@ -163,7 +92,7 @@ class Builds:
     __slots__ = ("_clock", "_engine", "_report", "_tracer", "closed")
 
     def __init__(
-        self, engine: Engine, clock: Clock, report: Instrumentation, tracer: Tracer
+        self, engine: Machinery, clock: Clock, report: Instrumentation, tracer: Tracer
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -191,7 +120,7 @@ class Builds:
             snapshot = await self._resolve_snapshot(keys, ctx)
             # Required failures first; the consistency check covers a complete group only.
             failed = bool(snapshot.errors) and any(key in snapshot.errors for key in required)
-            if not failed:
+            if consistency is not None and not failed:
                 try:
                     check_consistency(snapshot, consistency, required, optional)
                 except SnapshotConsistencyError as error:
@@ -199,7 +128,8 @@ class Builds:
                     self._finish(snapshot, span, "inconsistent", strict)
                     raise
             self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
-            raise_for_required(snapshot, required)
+            if failed:
+                raise_for_required(snapshot, required)
             if acceptance is not None:
                 self._accept(snapshot, acceptance, required, optional)
         return snapshot
@@ -257,7 +187,7 @@ class Builds:
         """``SnapshotBuilder.new_context`` (see there)."""
         if self.closed:
             raise ClosedError(BUILDER_CLOSED)
-        budget = _check_deadline(deadline_seconds)
+        budget = None if deadline_seconds is None else check_deadline(deadline_seconds)
         if snapshot_id is not None and not isinstance(snapshot_id, str):
             raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
         now, monotonic = self._clock.now(), self._clock.monotonic()
@@ -281,28 +211,180 @@ class Builds:
         """``SnapshotBuilder.resolve_keys`` (see there)."""
         if self.closed:
             raise ClosedError(BUILDER_CLOSED)
-        return await self._engine.resolve(
-            keys, ctx, diag, BuildView() if view is None else view, force_refresh=force_refresh
+        return await resolve(
+            self._engine,
+            keys,
+            ctx,
+            diag,
+            BuildView() if view is None else view,
+            force_refresh=force_refresh,
         )
-
-
-def _check_deadline(deadline_seconds: object) -> float | None:
-    """``None``, or the budget in seconds: a finite number > 0 (B-TIME-5).
-
-    Raises:
-        TypeError: not a number.
-        ValueError: ``"deadline_seconds must be positive"`` (NaN included), or not finite.
-    """
-    if deadline_seconds is None:
-        return None
-    if isinstance(deadline_seconds, bool) or not isinstance(deadline_seconds, (int, float)):
-        raise TypeError(f"deadline_seconds must be a number, got {type(deadline_seconds).__name__}")
-    if not deadline_seconds > 0:  # written so that NaN fails too
-        raise ValueError("deadline_seconds must be positive")
-    if math.isinf(deadline_seconds):
-        raise ValueError("deadline_seconds must be finite")
-    return float(deadline_seconds)
 
 
 def _completeness(snapshot: Snapshot) -> str:
     return "partial" if snapshot.errors else "complete"
+
+
+# -- steps 2 and 3: one cache read, then single-flight ------------------------------------------
+
+
+async def resolve(
+    engine: Machinery,
+    keys: Sequence[ResourceKey],
+    ctx: FetchContext,
+    diag: DiagnosticsCollector,
+    view: BuildView,
+    *,
+    force_refresh: bool = False,
+) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
+    """Resolve ``keys`` for one build (or session stage) into private values and per-key
+    errors, consistent with ``view`` (see :mod:`._view`).
+
+    Raises:
+        Exception: whatever the cache raised, as it is.
+    """
+    values, claims = await lookup_and_claim(
+        engine, keys, ctx, diag, view, force_refresh=force_refresh
+    )
+    errors: dict[ResourceKey, Exception] = {}
+    # A session stage always checks: its view holds pinned revisions the cache knows
+    # nothing of, and the inputs of what it serves (._inputs).
+    check = claims or view.session or not engine.cache.validates_dependencies
+    if check:
+        values = dict(values)  # the build's first reading stays as it was read
+    if claims:
+        ready: dict[ResourceKey, SnapshotValue[Any]] = {}
+        outcomes = await engine.flights.wait(claims, ctx, engine.clock, engine.counters)
+        for key, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                if type(outcome) is Raised:
+                    raise outcome.error
+                errors[key] = as_resolution_error(key, outcome)
+            else:
+                ready[key] = outcome
+        if ready:
+            await hand_out(engine, ready, ctx, view.joined, values, errors)
+    if view.session:
+        await keep_inputs(engine, view, values.values())
+    # Only a derived value can mix revisions (a view's check of any other is False at once).
+    if check and any(value.dependency_versions for value in values.values()):
+        await Reconciler(engine, ctx, diag, view).reconcile(values, errors)
+    return values, errors
+
+
+async def lookup_and_claim(
+    engine: Machinery,
+    keys: Sequence[ResourceKey],
+    ctx: FetchContext,
+    diag: DiagnosticsCollector,
+    view: BuildView,
+    *,
+    force_refresh: bool = False,
+) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Flight]]:
+    """Serve what ``view`` or the cache holds; claim flights (own or join) for the rest.
+
+    Keys ``view`` already holds are not read again. Returns ``(values, claims)``: values
+    served from the cache (private copies) and the flights to wait on.
+    """
+    if view.empty:
+        if force_refresh:
+            _bypass(engine, keys, diag)
+            return {}, claim(engine, keys, ctx, diag, view, force=True)
+        return await _read(engine, keys, ctx, diag, view)
+    unknown = [key for key in keys if view.get(key) is None]
+    if unknown:
+        if force_refresh:
+            _bypass(engine, unknown, diag)
+            claim(engine, unknown, ctx, diag, view, force=True)
+        else:
+            await _read(engine, unknown, ctx, diag, view)
+    values: dict[ResourceKey, SnapshotValue[Any]] = {}
+    claims: dict[ResourceKey, Flight] = {}
+    for key in keys:
+        entry = view.get(key)
+        if type(entry) is Flight:
+            claims[key] = entry
+        else:
+            assert isinstance(entry, SnapshotValue)
+            values[key] = entry
+    return values, claims
+
+
+def _bypass(engine: Machinery, keys: Sequence[ResourceKey], diag: DiagnosticsCollector) -> None:
+    """A revalidation bypasses the cache for ``keys``: each counts as a miss."""
+    diag.cache_misses += len(keys)
+    if engine.report.enabled:
+        engine.report.cache_bypassed(keys)
+
+
+async def _read(
+    engine: Machinery,
+    keys: Sequence[ResourceKey],
+    ctx: FetchContext,
+    diag: DiagnosticsCollector,
+    view: BuildView,
+) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Flight]]:
+    """One cache read of ``keys``: fresh hits are served (a refresh-ahead may be scheduled),
+    usable values of STALE_WHILE_REVALIDATE keys are served stale (a refresh scheduled),
+    anything else is claimed, its usable value kept as the stale-on-error candidate."""
+    # A session stage reads the inputs of the derived values it serves afterwards, from
+    # their recorded revisions (._inputs.keep_inputs): its first read is its keys only.
+    cache = engine.cache
+    reading = await cache.first_read(keys, engine.clock.now(), engine.policy_for)
+    hits, ahead, needed, candidates, swr = reading
+    if cache.batch_reads:
+        diag.cache_batch_reads += 1
+    diag.cache_hits += len(hits)
+    diag.cache_misses += len(needed)
+    if engine.report.enabled:
+        report_lookups(engine.report, keys, hits, needed, swr)
+    if ahead or swr:
+        refresh_served(engine, hits, ahead, swr, ctx, diag)
+    if view.empty:
+        view.first_read = hits
+    else:
+        view.entries.update(hits)
+    return hits, claim(engine, needed, ctx, diag, view, candidates=candidates) if needed else {}
+
+
+def claim(
+    engine: Machinery,
+    keys: Iterable[ResourceKey],
+    ctx: FetchContext,
+    diag: DiagnosticsCollector,
+    view: BuildView,
+    *,
+    force: bool = False,
+    candidates: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+) -> dict[ResourceKey, Flight]:
+    """Join each key's flight, or own a new one; owned keys start resolving in one task.
+
+    Only a flight another build (or refresh) started counts as a join: keys this build
+    already claimed are in ``view`` and never come here.
+    ``force``: owned keys bypass the cache entirely, so they fail rather than fall back to
+    the cached revision when every source fails (a session's forced revalidation).
+    ``candidates``: usable cached values to serve if every source fails.
+    """
+    flights = engine.flights
+    claims: dict[ResourceKey, Flight] = {}
+    owned: list[ResourceKey] = []
+    joined: list[ResourceKey] = []
+    for key in keys:
+        flight = flights.get(key)
+        if flight is None:
+            owned.append(key)
+        else:
+            claims[key] = flight
+            joined.append(key)
+            flight.group.extend(ctx.deadline_monotonic)
+    if joined:
+        view.joined.update(joined)
+        diag.coalesced_requests += len(joined)
+        if engine.report.metrics_on:
+            engine.report.single_flight_joined(joined)
+    if owned:
+        started = flights.start(owned)
+        claims.update(started)
+        engine.start(started, ctx, diag, view, force=force, candidates=candidates)
+    view.entries.update(claims)
+    return claims

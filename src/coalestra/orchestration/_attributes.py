@@ -26,9 +26,8 @@ from ._policy import PolicyResolver
 
 if TYPE_CHECKING:
     from ._assembly import Builds
-    from ._engine import Engine
     from ._options import BuilderOptions
-    from ._wiring import BuilderParts
+    from ._wiring import BuilderParts, Engine
 
 
 class BuilderAttributes(CopyShutdown):

@@ -12,7 +12,6 @@ Only the cross-process lease calls degrade: without them, this process fetches i
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
@@ -22,14 +21,23 @@ from ..core import (
     AsyncCache,
     CacheLookup,
     CacheWriteResult,
+    CacheWriteStatus,
+    Clock,
     FreshnessPolicy,
     PayloadIsolationError,
+    RefreshMode,
     ResourceKey,
     SnapshotValue,
 )
 from ..core._isolation import PayloadIsolator, located
 from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
+from ..core._validation import ReadOnlyDict
+from ..observability._instrumentation import Instrumentation
+from ..observability._names import FRESH as _FRESH
+from ..observability._names import MISS as _MISS
+from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
+from ._outdated import drop_outdated
 from ._policy import PolicyResolver
 
 Served = tuple[
@@ -38,8 +46,21 @@ Served = tuple[
 """A build's first read: fresh hits as served, the keys among them due a refresh-ahead, and
 every other key with its policy (to :meth:`CacheAccess.read`)."""
 
-ANY_AGE = FreshnessPolicy(math.inf, math.inf)
-"""Dependency checks read whatever revision is held, however old."""
+Reading = tuple[
+    dict[ResourceKey, SnapshotValue[Any]],
+    list[ResourceKey],
+    list[ResourceKey],
+    dict[ResourceKey, SnapshotValue[Any]],
+    list[ResourceKey],
+]
+"""What a build's first read gives: ``(hits, ahead, needed, candidates, swr)``, each in key
+order: the values served, those of them due a refresh-ahead, the keys that need a source, their
+usable cached values (served if every source fails), and the keys served stale while they are
+revalidated."""
+
+_SWR = RefreshMode.STALE_WHILE_REVALIDATE
+_FETCH = "fetch"
+_REFRESH_AHEAD = RefreshMode.REFRESH_AHEAD.value
 
 
 def _method(cache: object, name: str) -> Callable[..., Any] | None:
@@ -137,6 +158,24 @@ class CacheAccess:
         policies = constant if constant is not None else list(map(policy_for, keys))
         return self._memory._serve(keys, now, policies)
 
+    async def first_read(
+        self,
+        keys: Sequence[ResourceKey],
+        now: float,
+        policy_for: Callable[[ResourceKey], FreshnessPolicy],
+    ) -> Reading:
+        """A build's one read of ``keys`` (:meth:`serve`, then :meth:`read` for the rest), each
+        answer judged (see :func:`_judge`).
+
+        Raises:
+            Exception: whatever the policy resolver or the cache raised, as it is.
+        """
+        hits, ahead, rest = self.serve(keys, now, policy_for)
+        if not rest:
+            return hits, ahead, [], {}, []
+        lookups = await self.read(list(rest), now, rest)
+        return _take_rest(keys, rest, lookups, now, hits, ahead)
+
     async def read(
         self,
         keys: Sequence[ResourceKey],
@@ -146,7 +185,7 @@ class CacheAccess:
         """Look every key up (one batched call when the cache supports it).
 
         A cache that does not declare ``validates_dependency_versions = True`` gets its derived
-        hits checked here (see :meth:`_drop_outdated`).
+        hits checked here (see :func:`._outdated.drop_outdated`).
 
         Raises:
             Exception: whatever the cache raised, as it is.
@@ -163,60 +202,10 @@ class CacheAccess:
 
             found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
         if not self.validates_dependencies:
-            found = await self._drop_outdated(found, now)
+            found = await drop_outdated(self.cache, found, now, self.invalidate)
         if self._isolator is not None:
             return _isolated(found, self._isolator)
         return found
-
-    async def _drop_outdated(
-        self, found: Mapping[ResourceKey, CacheLookup], now: float
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        """Treat derived hits whose dependencies are missing or at another version as misses,
-        and invalidate them (one ``invalidate_many`` call, or bounded per-key ``invalidate``).
-
-        Each dependency is read once with ``get`` under an infinite policy, transitively.
-        """
-        derived = [
-            key
-            for key, lookup in found.items()
-            if lookup.value is not None and lookup.value.dependency_versions
-        ]
-        if not derived:
-            return found
-        memo: dict[ResourceKey, SnapshotValue[Any] | None] = {}
-        current: dict[ResourceKey, bool] = {}
-        outdated = [
-            key
-            for key in derived
-            if not await self._current(found[key].value, now, memo, current)  # type: ignore[arg-type]
-        ]
-        if not outdated:
-            return found
-        await self.invalidate(outdated)
-        return {**found, **dict.fromkeys(outdated, MISS)}
-
-    async def _current(
-        self,
-        value: SnapshotValue[Any],
-        now: float,
-        memo: dict[ResourceKey, SnapshotValue[Any] | None],
-        current: dict[ResourceKey, bool],
-    ) -> bool:
-        known = current.get(value.key)
-        if known is not None:
-            return known
-        current[value.key] = False  # while in progress: a dependency cycle is not current
-        for dependency, version in value.dependency_versions.items():
-            if dependency not in memo:
-                lookup = await self.cache.get(dependency, now=now, policy=ANY_AGE)
-                memo[dependency] = lookup.value
-            held = memo[dependency]
-            if held is None or held.version != version:
-                return False
-            if held.dependency_versions and not await self._current(held, now, memo, current):
-                return False
-        current[value.key] = True
-        return True
 
     async def write(
         self, values: Sequence[SnapshotValue[Any]]
@@ -307,3 +296,104 @@ def _isolated(
             lookup = CacheLookup(clone, lookup.fresh, lookup.usable_stale, lookup.age_seconds)
         copied[key] = lookup
     return copied
+
+
+def _take_rest(
+    keys: Sequence[ResourceKey],
+    rest: Mapping[ResourceKey, FreshnessPolicy],
+    lookups: Mapping[ResourceKey, CacheLookup],
+    now: float,
+    hits: dict[ResourceKey, SnapshotValue[Any]],
+    ahead: list[ResourceKey],
+) -> Reading:
+    """Judge the keys the cache did not serve at once (see :func:`_judge`), adding to the
+    served ``hits`` and ``ahead``: a :data:`Reading`."""
+    needed: list[ResourceKey] = []
+    candidates: dict[ResourceKey, SnapshotValue[Any]] = {}
+    swr: list[ResourceKey] = []
+    served_first = len(hits)
+    for key, policy in rest.items():
+        verdict, value = _judge(lookups.get(key, MISS), policy, now)
+        if verdict is _FETCH:
+            needed.append(key)
+            if value is not None:
+                candidates[key] = value
+            continue
+        hits[key] = value  # type: ignore[assignment]  # a hit: never None
+        if verdict is _REFRESH_AHEAD:
+            ahead.append(key)
+        elif verdict is _STALE_WHILE_REVALIDATE:
+            swr.append(key)
+    if served_first and len(hits) > served_first:  # hits in request order again
+        hits = {key: hits[key] for key in keys if key in hits}
+        due = set(ahead)
+        ahead = [key for key in keys if key in due]
+    return hits, ahead, needed, candidates, swr
+
+
+def _judge(
+    lookup: CacheLookup, policy: FreshnessPolicy, now: float
+) -> tuple[str, SnapshotValue[Any] | None]:
+    """What a build does with a key the cache did not serve at once: ``(FRESH, served)``,
+    ``(REFRESH_AHEAD, served)`` (a fresh hit due a refresh), ``(STALE_WHILE_REVALIDATE,
+    served stale)``, or ``("fetch", the usable value to serve if every source fails, or
+    None)``."""
+    value = lookup.value
+    if value is None:
+        return _FETCH, None
+    age = lookup.age_seconds
+    if age is None:  # a custom cache need not say
+        age = max(0.0, now - value.observed_at)
+    if lookup.fresh:
+        verdict = _REFRESH_AHEAD if policy.should_refresh_ahead(age) else _FRESH
+        return verdict, value._served(now, age, False)
+    if lookup.usable_stale and policy.refresh_mode is _SWR:
+        return _STALE_WHILE_REVALIDATE, value._served(now, age, True)
+    usable = lookup.usable_stale and policy.allow_stale_on_error
+    return _FETCH, value if usable else None
+
+
+def report_lookups(
+    report: Instrumentation,
+    keys: Sequence[ResourceKey],
+    hits: Mapping[ResourceKey, SnapshotValue[Any]],
+    needed: Sequence[ResourceKey],
+    swr: Sequence[ResourceKey],
+) -> None:
+    """Report a build's first read: the cache access metric per answer, and each hit."""
+    if report.metrics_on:
+        count = report.count_by_type
+        if needed or swr:
+            swr_keys = set(swr)
+            fresh = [key for key in hits if key not in swr_keys]
+            report.cache_accesses(_FRESH, count(fresh))
+            report.cache_accesses(_STALE_WHILE_REVALIDATE, count(swr))
+            report.cache_accesses(_MISS, count(needed))
+        else:  # every key was a fresh hit: the request's own (memoized) counts
+            report.cache_accesses(_FRESH, count(keys))
+    if report.events_on:
+        swr_keys = set(swr)
+        report.cache_hits(
+            (key, _STALE_WHILE_REVALIDATE if key in swr_keys else _FRESH) for key in hits
+        )
+
+
+def served(
+    ours: SnapshotValue[Any],
+    written: CacheWriteResult | None,
+    clock: Clock,
+    policy_for: Callable[[ResourceKey], FreshnessPolicy],
+) -> SnapshotValue[Any]:
+    """What a build serves after writing ``ours``: its own value, unless the cache kept a
+    fresh revision of higher authority; that winner is served instead, marked with the
+    source whose fetch it superseded. An older or duplicate write still serves ours."""
+    if written is None or written.status is not CacheWriteStatus.IGNORED_LOWER_AUTHORITY:
+        return ours
+    # The kept revision (older caches report it as ``previous`` only).
+    held = written.previous if written.previous is not None else written.value
+    now = clock.now()
+    age = max(0.0, now - held.observed_at)
+    if not policy_for(ours.key).is_fresh(age):
+        return ours
+    metadata = ReadOnlyDict({**held.metadata, "superseded_source": ours.source})
+    return held._served(now, age, False, metadata)

@@ -19,6 +19,7 @@ from ..cache._copying import is_large
 from ..core import (
     Clock,
     FetchContext,
+    FreshnessPolicy,
     PayloadIsolationError,
     PayloadIsolator,
     ResourceKey,
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from ._counters import EngineCounters
     from ._options import BuilderOptions
 from ..core._errors import SnapshotDeadlineExceededError
+from ..core._isolation import located
+from ..core._validation import ReadOnlyDict
 from ._ledger import as_resolution_error
 
 
@@ -230,7 +233,7 @@ class BuilderCopies:
 
 
 class Readers(Protocol):
-    """What :func:`hand_out` needs of the engine (the engine's ``Machinery`` has it)."""
+    """What a reader's copy needs of the engine (the engine's ``Machinery`` has it)."""
 
     @property
     def copies(self) -> SourceCopies: ...
@@ -238,13 +241,13 @@ class Readers(Protocol):
     @property
     def clock(self) -> Clock: ...
 
-    def consume(
-        self, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
-    ) -> SnapshotValue[Any]: ...
+    @property
+    def isolator(self) -> PayloadIsolator: ...
 
-    def reader_copy(
-        self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
-    ) -> Callable[[], SnapshotValue[Any]]: ...
+    def policy_for(self, key: ResourceKey, /) -> FreshnessPolicy: ...
+
+    @property
+    def constant_policy(self) -> FreshnessPolicy | None: ...
 
 
 async def hand_out(
@@ -255,14 +258,14 @@ async def hand_out(
     values: dict[ResourceKey, SnapshotValue[Any]],
     errors: dict[ResourceKey, Exception],
 ) -> None:
-    """The reader copies of a build's resolved flights (:meth:`Engine.consume`) into
-    ``values``: inline, or in one job of the copy runner when one of them is large; a job that
-    misses the deadline (or is refused at shutdown) fails its keys instead."""
+    """The reader copies of a build's resolved flights (:func:`consume`) into ``values``:
+    inline, or in one job of the copy runner when one of them is large; a job that misses the
+    deadline (or is refused at shutdown) fails its keys instead."""
     if not engine.copies.offloads(ready.values()):
         for key, value in ready.items():
-            values[key] = engine.consume(value, ctx, coalesced=key in joined)
+            values[key] = consume(engine, value, ctx, coalesced=key in joined)
         return
-    copies = [engine.reader_copy(value, ctx, key in joined) for key, value in ready.items()]
+    copies = [reader_copy(engine, value, ctx, key in joined) for key, value in ready.items()]
     try:
         made = await engine.copies.runner.run(
             lambda: [copy() for copy in copies], timeout=ctx.remaining_seconds(engine.clock)
@@ -272,6 +275,59 @@ async def hand_out(
         errors.update((key, as_resolution_error(key, error)) for key in ready)
         return
     values.update(zip(ready, made, strict=True))
+
+
+def consume(
+    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
+) -> SnapshotValue[Any]:
+    """A private copy of a flight's value for one reader, with its age as of now;
+    ``coalesced``: the reader joined another build's flight (so the metadata says)."""
+    age, stale = _reading(engine, outcome)
+    return _reader_clone(engine.isolator, outcome, ctx.snapshot_id, age, stale, coalesced)
+
+
+def reader_copy(
+    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
+) -> Callable[[], SnapshotValue[Any]]:
+    """:func:`consume` in two steps: the clock and policy are read now, on the loop; the
+    returned function only copies (so it may run in a worker thread)."""
+    age, stale = _reading(engine, outcome)
+    isolator, snapshot_id = engine.isolator, ctx.snapshot_id
+    return lambda: _reader_clone(isolator, outcome, snapshot_id, age, stale, coalesced)
+
+
+def _reading(engine: Readers, outcome: SnapshotValue[Any]) -> tuple[float, bool]:
+    """What a reader's copy of ``outcome`` says: its age as of now, and whether it is
+    stale."""
+    age = max(0.0, engine.clock.now() - outcome.observed_at)
+    policy = engine.constant_policy or engine.policy_for(outcome.key)
+    return age, outcome.stale or not policy.is_fresh(age)
+
+
+def _reader_clone(
+    isolator: PayloadIsolator,
+    outcome: SnapshotValue[Any],
+    snapshot_id: str,
+    age: float,
+    stale: bool,
+    coalesced: bool,
+) -> SnapshotValue[Any]:
+    try:
+        clone = isolator.clone_snapshot_value(
+            outcome,
+            context="",  # named below on failure: no text is made per key otherwise
+            age_seconds=age,
+            stale=stale,
+        )
+    except PayloadIsolationError as error:
+        where = f"{outcome.key} in snapshot {snapshot_id!r}"
+        raise located(error, where) from error.__cause__
+    if coalesced:
+        # The clone is new and unshared, and its metadata is already isolated (copied, or
+        # of immutable values): the mark is added without copying the metadata again.
+        marked = ReadOnlyDict({**clone.metadata, "coalesced_request": True})
+        object.__setattr__(clone, "metadata", marked)
+    return clone
 
 
 class CopyShutdown:

@@ -10,15 +10,12 @@ two builds that each own a key the other's derivation needs can never deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, final
+from collections.abc import Callable, Mapping
+from typing import Any, final
 
-from .._compat import TaskGroup
 from ..core import (
     DependencyCycleError,
     DependencyResolutionError,
-    DiagnosticsCollector,
-    FetchContext,
     ResourceKey,
     Snapshot,
     SnapshotDeadlineExceededError,
@@ -27,64 +24,10 @@ from ..core import (
 )
 from ..core._snapshot import key_tuple
 from ._copies import hand_out
-from ._flights import Flight, FlightGroup, FlightWindow, Outcome, Raised
-from ._ledger import KeyLedger
-from ._machinery import Machinery, run_pool
+from ._flights import Flight, Outcome, Raised
+from ._machinery import GroupResolution
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource
-from ._view import BuildView
-
-
-class DerivingRun(Protocol):
-    """What a derived level uses of the group run it belongs to (:class:`._group.GroupRun`)."""
-
-    engine: Machinery
-    ledger: KeyLedger
-    view: BuildView
-    diag: DiagnosticsCollector
-    window: FlightWindow
-    flights: dict[ResourceKey, Flight]
-    group: FlightGroup
-
-    @property
-    def ctx(self) -> FetchContext:
-        """The group's context (its deadline moves when a caller with more time joins)."""
-        ...
-
-    async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
-        """Write ``values`` in one call and resolve their flights."""
-
-
-@final
-class FallThrough:
-    """Sends keys that failed at one source on down their chains as they fail. Keys failing
-    within one turn of the event loop travel on together (one walk, so they can still share a
-    lower batch source's call)."""
-
-    __slots__ = ("_group", "_pending", "_start", "_walk")
-
-    def __init__(
-        self,
-        group: TaskGroup,
-        walk: Callable[[list[ResourceKey], int], Awaitable[None]],
-        start: int,
-    ) -> None:
-        self._group = group
-        self._walk = walk
-        self._start = start
-        self._pending: list[ResourceKey] = []
-
-    def __call__(self, keys: list[ResourceKey]) -> None:
-        if not keys:
-            return
-        if not self._pending:
-            self._group.create_task(self._go())
-        self._pending.extend(keys)
-
-    async def _go(self) -> None:
-        keys, self._pending = self._pending, []
-        await self._walk(keys, self._start)
-
 
 Deps = dict[ResourceKey, tuple[ResourceKey, ...]]
 
@@ -95,7 +38,12 @@ class Deriver:
 
     __slots__ = ("_fall_through", "_run", "_source")
 
-    def __init__(self, run: DerivingRun, source: RegisteredSource, fall_through: FallThrough):
+    def __init__(
+        self,
+        run: GroupResolution,
+        source: RegisteredSource,
+        fall_through: Callable[[list[ResourceKey]], None],
+    ):
         self._run = run
         self._source = source
         self._fall_through = fall_through
@@ -206,7 +154,7 @@ class Deriver:
             if not await self._try(key, ready[key], outcomes, made):
                 self._fall_through([key])
 
-        await run_pool(self._run.engine, list(ready), derive_one)
+        await self._run.pool(list(ready), derive_one)
         await self._run.commit(made)
 
     def _dependencies_failed(self, key: ResourceKey, errors: Mapping[ResourceKey, Any]) -> bool:

@@ -34,15 +34,10 @@ The life of a flight (each arrow is one method of :class:`SingleFlight`)::
   :meth:`~SingleFlight.release` resolves them as failed, cancels the task, and releases the
   groups it held.
 
-Derived keys wait on their dependencies' flights. Two builds could each own one key and wait on
-the other's (a dependency cycle split across builds); :meth:`SingleFlight.wait_cycle` finds such a
-wait cycle before a flight starts waiting, so it fails with ``DependencyCycleError`` instead of
-hanging until a deadline.
-
-A group's :class:`FlightWindow` is its time window: its context, and a deadline that joiners can
-extend. A flight starts under its owner's deadline; a caller with a later deadline (or none)
-that joins it extends the window, so the flight goes on for that caller instead of ending at the
-owner's deadline; timeouts already running are moved to the new deadline.
+Two builds could each own one key and wait on the other's (a dependency cycle split across
+builds): :meth:`SingleFlight.wait_cycle` finds it first, so it fails with ``DependencyCycleError``.
+A group's :class:`FlightWindow` is its context, with a deadline a joiner with more time extends
+(timeouts already running move with it).
 """
 
 from __future__ import annotations
@@ -55,9 +50,24 @@ from contextlib import contextmanager
 from typing import Any, TypeAlias, final
 
 from .._compat import Timeout
-from ..core import Clock, FetchContext, ResourceKey, SnapshotValue, SourceUnavailableError
+from ..core import (
+    Clock,
+    FetchContext,
+    ResourceKey,
+    ResourceResolutionError,
+    SnapshotValue,
+    SourceFailure,
+    SourceUnavailableError,
+)
+from ._counters import EngineCounters
 
 Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
+
+JOINED_SOURCE = "single-flight"
+"""The ``source`` of a joiner's failure: its deadline passed while another build's flight ran."""
+
+_SETTLE_SECONDS = 0.01
+"""How long past its deadline a caller waits for a group cut at that same deadline to end."""
 
 
 @final
@@ -203,11 +213,8 @@ class SingleFlight:
         self, claims: Mapping[ResourceKey, Flight], holder: FlightGroup | None = None
     ) -> Iterator[None]:
         """Count the caller as a waiter of the claimed flights' groups while inside.
-
-        ``holder`` is the group whose work is waiting (a derivation waiting on dependencies);
-        if it is abandoned meanwhile, its holds are released at that moment, not when its task
-        unwinds (see :meth:`release`).
-        """
+        ``holder``: the group whose derivation waits; if it is abandoned meanwhile, its holds
+        are released at that moment, not when its task unwinds (see :meth:`release`)."""
         groups = {flight.group for flight in claims.values()}
         for group in groups:
             group.waiters += 1
@@ -237,6 +244,33 @@ class SingleFlight:
         finally:
             for group in groups:
                 del group.watchers[countdown]
+
+    async def wait(
+        self,
+        claims: Mapping[ResourceKey, Flight],
+        ctx: FetchContext,
+        clock: Clock,
+        counters: EngineCounters,
+    ) -> dict[ResourceKey, Outcome]:
+        """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
+        then goes on for others, and this caller gets a (counted) deadline failure for it."""
+        with self.waiting(claims):
+            pending = [flight for flight in claims.values() if not flight.future.done()]
+            if pending:
+                with self.watching(pending) as all_done:
+                    await asyncio.wait((all_done,), timeout=ctx.remaining_seconds(clock))
+                await _let_ending_groups_finish(claims)
+            # Read outcomes before letting go: releasing may tear down flights nobody else wants.
+            outcomes: dict[ResourceKey, Outcome] = {}
+            late = 0
+            for key, flight in claims.items():
+                if flight.future.done():
+                    outcomes[key] = flight.future.result()
+                else:
+                    late += 1
+                    outcomes[key] = _joined_too_long(key)
+        counters.deadline_exceeded += late
+        return outcomes
 
     @staticmethod
     def wait_on(flight: Flight, keys: Iterable[ResourceKey]) -> None:
@@ -278,6 +312,30 @@ class SingleFlight:
                 return found
             path.pop()
         return None
+
+
+async def _let_ending_groups_finish(claims: Mapping[ResourceKey, Flight]) -> None:
+    """At the deadline, a group cut at that same deadline is ending (writing what its level
+    made, then resolving it): wait a few loop turns for that, so a value resolved before the
+    deadline is not lost; bounded (it may be giving back cross-process leases)."""
+    ending = {
+        group.task
+        for flight in claims.values()
+        if not flight.future.done()
+        and (group := flight.group).task is not None
+        and not group.task.done()
+        and group.window is not None
+        and group.window.expired()
+    }
+    if ending:
+        await asyncio.wait(ending, timeout=_SETTLE_SECONDS)
+
+
+def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
+    """A caller's deadline passed while another build's flight still resolved ``key``."""
+    message = f"snapshot deadline exceeded while waiting for the in-flight resolution of {key}"
+    failure = SourceFailure(JOINED_SOURCE, "SnapshotDeadlineExceededError", message, 0)
+    return ResourceResolutionError(key, (failure,))
 
 
 @final

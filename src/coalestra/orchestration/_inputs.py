@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core import ResourceKey, SnapshotValue
-from ._cache_access import ANY_AGE
 from ._machinery import Machinery
+from ._outdated import ANY_AGE
 from ._sources import SourceKind
 from ._view import BuildView
 

@@ -161,9 +161,6 @@ class KeyLedger:
 INTERNAL_SOURCE = "snapshot-builder"
 """The ``source`` of a failure no source call made (a resolution stopped or out of time)."""
 
-JOINED_SOURCE = "single-flight"
-"""The ``source`` of a joiner's failure: its deadline passed while another build's flight ran."""
-
 
 def as_resolution_error(key: ResourceKey, error: Exception) -> Exception:
     """``error`` as a :class:`ResourceResolutionError` for ``key`` (B-TIME-1): a bare error

@@ -1,23 +1,24 @@
-"""What the resolution of a group reads from the engine that runs it: :class:`Machinery`.
+"""The engine as the modules around it see it: :class:`Machinery`.
 
-The engine (:mod:`._engine`) starts group runs (:mod:`._group`), derivations (:mod:`._derive`)
-and reconciliations (:mod:`._reconcile`); they use its shared parts and its steps 2-3 (a
-derivation resolves its dependencies through them). They name the engine by this protocol, so
-none of them imports the engine module, which imports them: no import circle.
+Steps 2-3 of a build (:mod:`._assembly`), derivations (:mod:`._derive`), reconciliations
+(:mod:`._reconcile`) and background work (:mod:`._background`) use the engine's shared parts, and
+start the resolution of the keys they own through it (:meth:`Machinery.start`). They name the
+engine by this protocol, so none of them imports the engine module, which imports some of them:
+no import circle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeAlias, TypeVar
 
-from .._compat import TaskGroup
 from ..core import (
-    CacheWriteResult,
     Clock,
     DiagnosticsCollector,
     FetchContext,
     FreshnessPolicy,
+    PayloadIsolator,
     ResourceKey,
     SnapshotValue,
 )
@@ -26,25 +27,28 @@ from ._batching import BatchCollector
 from ._cache_access import CacheAccess
 from ._copies import SourceCopies
 from ._counters import EngineCounters
-from ._flights import Flight, Outcome, SingleFlight
+from ._flights import Flight, FlightGroup, FlightWindow, SingleFlight
 from ._gate import SourceGate
+from ._ledger import KeyLedger
 from ._notfound import NotFoundMemory
 from ._payloads import ValueFactory
 from ._sources import RegisteredSource, SourceChains
 from ._view import BuildView
+
+T = TypeVar("T")
 
 Refresh: TypeAlias = tuple[DiagnosticsCollector, Mapping[ResourceKey, str]]
 """A background refresh: the diagnostics of the build that scheduled it, and why each key is
 refreshed (``"stale_while_revalidate"`` or ``"refresh_ahead"``)."""
 
 
-T = TypeVar("T")
-
-
 class Machinery(Protocol):
-    """The engine as a group run, a derivation or a reconciliation sees it."""
+    """The engine as steps 2-3, a derivation, a reconciliation or background work sees it."""
 
     active_workers: int  # the pool's workers busy now (the builder's health reads it)
+    closed: bool  # set by shutdown: no background refresh starts after it
+    tasks: set[asyncio.Task[None]]  # the groups resolving flights (not refreshes)
+    refresh_tasks: set[asyncio.Task[None]]  # the background refreshes
 
     @property
     def sources(self) -> tuple[RegisteredSource, ...]:
@@ -115,6 +119,11 @@ class Machinery(Protocol):
         """``key``'s freshness policy."""
         ...
 
+    @property
+    def constant_policy(self) -> FreshnessPolicy | None:
+        """Every key's policy, when no rule can pick another (else ``None``)."""
+        ...
+
     async def lookup_and_claim(
         self,
         keys: Sequence[ResourceKey],
@@ -127,75 +136,60 @@ class Machinery(Protocol):
         """Steps 2-3 for ``keys``: serve what ``view`` or the cache holds, claim the rest."""
         ...
 
-    async def wait(
-        self, claims: Mapping[ResourceKey, Flight], ctx: FetchContext
-    ) -> dict[ResourceKey, Outcome]:
-        """Wait for the claimed flights until ``ctx``'s deadline."""
-        ...
-
-    def spawn_private(
+    def start(
         self,
         flights: dict[ResourceKey, Flight],
         ctx: FetchContext,
         diag: DiagnosticsCollector,
         view: BuildView,
-    ) -> None:
-        """Resolve flights nobody else can join."""
-
-    def count_refreshes(
-        self,
-        flights: Iterable[Flight],
-        refresh: Refresh,
         *,
-        cancelled: bool,
-        failed: Mapping[ResourceKey, Exception],
+        refresh_for: Refresh | None = None,
+        force: bool = False,
+        candidates: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
+        private: bool = False,
     ) -> None:
-        """Count how a refresh group's keys ended."""
-
-    def served(
-        self, ours: SnapshotValue[Any], written: CacheWriteResult | None, source: str
-    ) -> SnapshotValue[Any]:
-        """What a build serves after writing ``ours``."""
-        ...
-
-    def consume(
-        self, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
-    ) -> SnapshotValue[Any]:
-        """A private copy of a flight's value for one reader."""
-        ...
-
-    def reader_copy(
-        self, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
-    ) -> Callable[[], SnapshotValue[Any]]:
-        """:meth:`consume` whose clock reads are done: the copy alone, to run anywhere."""
-        ...
+        """Start the one task that resolves the owned ``flights``; ``refresh_for``: a
+        background refresh; ``force``: no cached fallback (a forced revalidation);
+        ``candidates``: usable cached values, served if every source fails; ``private``: nobody
+        else can join them (a build re-deriving a mixed-revision value)."""
 
     @property
     def copies(self) -> SourceCopies:
         """Copies off the loop, through the builder's copy runner."""
         ...
 
+    @property
+    def isolator(self) -> PayloadIsolator:
+        """Makes the private copies of payloads."""
+        ...
 
-async def run_pool(
-    engine: Machinery, items: Sequence[T], work: Callable[[T], Awaitable[None]]
-) -> None:
-    """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the
-    first worker is the calling task itself, so one item costs no task at all."""
-    pending = iter(items)
 
-    async def worker() -> None:
-        engine.active_workers += 1
-        try:
-            for item in pending:
-                await work(item)
-        finally:
-            engine.active_workers -= 1
+class GroupResolution(Protocol):
+    """One group's resolution (:class:`._engine.GroupRun`) as its derived levels, its last
+    resort and its cross-process leases see it."""
 
-    extra = min(engine.max_pending_tasks, len(items)) - 1
-    if extra <= 0:
-        await worker()
-        return
-    async with TaskGroup() as group:
-        for _ in range(extra):
-            group.create_task(worker())
-        await worker()
+    engine: Machinery
+    ledger: KeyLedger
+    view: BuildView  # the owning build's reading: derivations take dependencies from it
+    diag: DiagnosticsCollector
+    window: FlightWindow
+    flights: dict[ResourceKey, Flight]
+    group: FlightGroup
+    refresh_for: Refresh | None  # a background refresh: the scheduling build's diagnostics
+    force: bool  # a forced revalidation: no cached fallback
+    candidates: Mapping[ResourceKey, SnapshotValue[Any]]  # served if every source fails
+    served_instead: dict[ResourceKey, Exception]  # keys served stale, with their error
+
+    @property
+    def ctx(self) -> FetchContext:
+        """The group's context (its deadline moves when a caller with more time joins)."""
+        ...
+
+    async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
+        """Write ``values`` in one call and resolve their flights."""
+
+    async def walk(self, keys: list[ResourceKey], start: int) -> None:
+        """Try ``keys`` at sources ``start..`` of their chains."""
+
+    async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
+        """Run ``work`` over ``items`` with at most ``max_pending_tasks`` workers."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import final
 
 from ..core import Clock, ResourceKey, ResourceNotFoundError
@@ -25,10 +25,6 @@ class NotFoundMemory:
         self._max_entries = max_entries
         self._entries: dict[ResourceKey, tuple[float, ResourceNotFoundError]] = {}
 
-    @property
-    def enabled(self) -> bool:
-        return self.ttl_seconds is not None
-
     def remember(self, error: ResourceNotFoundError) -> None:
         """Remember that ``error.key`` was not found, from now for ``ttl_seconds``."""
         if self.ttl_seconds is None:
@@ -50,6 +46,22 @@ class NotFoundMemory:
             return None
         # A new error object per build: a raised error collects its caller's traceback.
         return ResourceNotFoundError(key, error.failures)
+
+    def skip_remembered(
+        self,
+        keys: list[ResourceKey],
+        resolve: Callable[[ResourceKey, ResourceNotFoundError], None],
+    ) -> list[ResourceKey]:
+        """``resolve`` each key of ``keys`` remembered as not found with a new error, without
+        asking a source; return the others."""
+        rest: list[ResourceKey] = []
+        for key in keys:
+            error = self.recall(key)
+            if error is None:
+                rest.append(key)
+            else:
+                resolve(key, error)
+        return rest
 
     def forget(self, keys: Iterable[ResourceKey] | None = None) -> None:
         """Forget ``keys`` (every key when ``None``)."""

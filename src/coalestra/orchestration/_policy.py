@@ -31,7 +31,7 @@ class PolicyResolver:
         TypeError: a policy is not a :class:`FreshnessPolicy`, or ``dynamic`` is not callable.
     """
 
-    __slots__ = ("_default", "_dynamic", "_overrides")
+    __slots__ = ("_default", "_dynamic", "_overrides", "constant")
 
     def __init__(
         self,
@@ -44,18 +44,13 @@ class PolicyResolver:
         self._default = default
         self._overrides = key_overrides(overrides, FreshnessPolicy)
         self._dynamic = None if dynamic is None else check_callable("dynamic", dynamic)
+        # The policy of every key when no rule can pick another (no overrides, no dynamic
+        # resolver), else ``None``: a build then needs no per-key resolution.
+        self.constant = None if table or self._dynamic is not None else default
 
     @property
     def default(self) -> FreshnessPolicy:
         """The policy for keys no rule covers."""
-        return self._default
-
-    @property
-    def constant(self) -> FreshnessPolicy | None:
-        """The policy of every key when no rule can pick another (no overrides, no dynamic
-        resolver), else ``None``: a build then needs no per-key resolution."""
-        if self._overrides or self._dynamic is not None:
-            return None
         return self._default
 
     def resolve(self, key: ResourceKey) -> FreshnessPolicy:

@@ -23,6 +23,7 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ._copies import consume
 from ._flights import Raised
 from ._machinery import Machinery
 from ._view import BuildView
@@ -78,8 +79,9 @@ class Reconciler:
         started = engine.flights.start(keys, register=False)
         view.entries.update(started)
         view.joined.difference_update(keys)
-        engine.spawn_private(started, ctx, self._diag, view)
-        for key, outcome in (await engine.wait(started, ctx)).items():
+        engine.start(started, ctx, self._diag, view, private=True)
+        outcomes = await engine.flights.wait(started, ctx, engine.clock, engine.counters)
+        for key, outcome in outcomes.items():
             if isinstance(outcome, Exception):
                 if type(outcome) is Raised:
                     raise outcome.error
@@ -87,7 +89,7 @@ class Reconciler:
                     del values[key]
                     errors[key] = outcome
             elif key in values:
-                values[key] = engine.consume(outcome, ctx)
+                values[key] = consume(engine, outcome, ctx)
 
 
 def _mixed_error(value: SnapshotValue[Any]) -> ResourceResolutionError:

@@ -33,7 +33,7 @@ from ..core import (
 )
 from ..core._validation import check_bool
 from ._assembly import requested_keys
-from ._engine import Engine
+from ._wiring import Engine
 from ._session_state import SessionState
 from ._stage import stage
 from ._transaction import check_revalidation, returned, run_revalidation

@@ -21,6 +21,7 @@ from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._copy_runner import PayloadCopyShutdownTimeoutError
 from ..observability._buffering import check_shutdown_budget
 from ._attributes import BuilderAttributes
+from ._background import shutdown, wait_for_refreshes
 from ._options import BuilderOptions, check_close_timeout
 from ._wiring import BuilderParts
 
@@ -52,7 +53,8 @@ class BuilderShutdown:
         """Every step of ``aclose()`` after its arguments were checked (see its docstring)."""
         parts = self._parts
         parts.publisher._shut(BUILDER_CLOSED)
-        await parts.engine.shutdown(
+        await shutdown(
+            parts.engine,
             cancel_refreshes=cancel_refreshes,
             timeout=self._options.close_timeout_seconds if timeout is None else timeout,
         )
@@ -112,7 +114,7 @@ class BuilderLifecycle(BuilderAttributes):
 
     async def wait_for_refreshes(self) -> None:
         """Wait until every background refresh started so far (and meanwhile) has ended."""
-        await self._engine.wait_for_refreshes()
+        await wait_for_refreshes(self._engine)
 
     async def aclose(
         self,

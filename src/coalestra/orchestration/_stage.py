@@ -13,7 +13,7 @@ from ..core import (
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
 )
-from ._assembly import check_acceptance, check_consistency
+from ._checks import check_acceptance, check_consistency
 from ._session_state import SessionState
 
 

@@ -18,7 +18,7 @@ from ..core import (
 )
 from ..core._acceptance import evaluate_acceptance
 from ..core._validation import check_bool
-from ._assembly import skew_violation
+from ._checks import skew_violation
 from ._pinning import resolved_closure
 from ._revalidation import Errors, Refreshed, Values, refresh
 from ._session_state import SessionState

@@ -21,7 +21,7 @@ from ..core import (
 from ..core._acceptance import TtlFor, evaluate_acceptance
 from ..core._degradation import classify, rejected_by_error
 from ..observability._instrumentation import Instrumentation
-from ._assembly import check_consistency
+from ._checks import check_consistency
 
 _DEFAULT_POLICY = RequestDegradationPolicy()
 

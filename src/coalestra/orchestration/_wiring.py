@@ -3,11 +3,12 @@
 :class:`~._builder.SnapshotBuilder` checks its options (:class:`~._options.BuilderOptions`)
 and hands them here; everything its builds, sessions, publications, health and shutdown use
 is made here, once, in dependency order: clock, sources, cache, policies, copies, sinks,
-capacity, then the engine and the publisher that share them.
+capacity, then the engine (:class:`Engine`) and the publisher that share them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import final
 
@@ -31,10 +32,14 @@ from ..observability._buffering import ObservabilityBuffers
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Tracer
 from ..resilience import CircuitBreaker, ResiliencePolicyResolver
+from ._assembly import lookup_and_claim as _lookup_and_claim
+from ._assembly import resolve as _resolve
+from ._batching import BatchCollector
 from ._cache_access import CacheAccess
 from ._copies import BuilderCopies, SourceCopies
 from ._counters import EngineCounters
-from ._engine import Engine
+from ._engine import start as _start
+from ._flights import SingleFlight
 from ._gate import SourceGate
 from ._notfound import NotFoundMemory
 from ._options import (
@@ -45,6 +50,7 @@ from ._options import (
     resilience_provider,
 )
 from ._payloads import ValueFactory
+from ._policy import PolicyResolver
 from ._sources import (
     RegisteredSource,
     SourceChains,
@@ -53,6 +59,60 @@ from ._sources import (
     register_sources,
 )
 from ._transport import SourceTimeoutSummary, TransportGuard, check_source_timeouts
+
+
+@final
+class Engine:
+    """The engine: the parts every build and session of one builder share (sources, cache
+    access, gate, single-flight table, limits). What it does lives where each step is read:
+    steps 2-3 of a build in :mod:`._assembly`, a group's resolution in :mod:`._engine`,
+    background refreshes and shutdown in :mod:`._background`."""
+
+    def __init__(
+        self,
+        *,
+        sources: tuple[RegisteredSource, ...],
+        chains: SourceChains,
+        cache: CacheAccess,
+        gate: SourceGate,
+        factory: ValueFactory,
+        isolator: PayloadIsolator,
+        copies: SourceCopies,
+        policies: FreshnessPolicyProvider,
+        clock: Clock,
+        report: Instrumentation,
+        counters: EngineCounters,
+        max_pending_tasks: int,
+        batch_window_seconds: float | None = None,
+    ) -> None:
+        self.sources = sources
+        self.source_order = {source.name: source.index for source in sources}
+        self.chains = chains
+        self.cache = cache
+        self.gate = gate
+        self.factory = factory
+        self.isolator = isolator
+        self.copies = copies  # copies off the loop, in the builder's copy runner
+        self.policy_for = policies.resolve
+        # Every key's policy when no rule picks another: no per-key resolution then.
+        self.constant_policy = policies.constant if isinstance(policies, PolicyResolver) else None
+        self.clock = clock
+        self.report = report
+        self.counters = counters
+        self.max_pending_tasks = max_pending_tasks
+        self.flights = SingleFlight()
+        self.active_workers = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.refresh_tasks: set[asyncio.Task[None]] = set()
+        self.closed = False  # set by shutdown(): no background refresh starts after it
+        self.not_found = NotFoundMemory(None, clock)  # the builder sets its TTL (opt-in)
+        self.batches = BatchCollector(gate, clock, counters, self.tasks, batch_window_seconds)
+
+    # For the session and derivations, which hold the engine: steps 2-3, and the start of the
+    # task that resolves the keys a build owns.
+    resolve = _resolve
+    lookup_and_claim = _lookup_and_claim
+    start = _start
 
 
 @final
