@@ -46,7 +46,7 @@ class PolicyResolver:
         self._dynamic = None if dynamic is None else check_callable("dynamic", dynamic)
         # The policy of every key when no rule can pick another (no overrides, no dynamic
         # resolver), else ``None``: a build then needs no per-key resolution.
-        self.constant = None if table or self._dynamic is not None else default
+        self.constant = None if self._overrides or self._dynamic is not None else default
 
     @property
     def default(self) -> FreshnessPolicy:

@@ -33,11 +33,11 @@ from ..core import (
 )
 from ..core._validation import check_bool
 from ._assembly import requested_keys
-from ._wiring import Engine
 from ._session_state import SessionState
 from ._stage import stage
 from ._transaction import check_revalidation, returned, run_revalidation
 from ._trying import check_try_arguments, resolve_trying
+from ._wiring import Engine
 
 
 @final

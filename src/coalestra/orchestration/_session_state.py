@@ -9,11 +9,11 @@ from typing import final
 
 from ..core import DiagnosticsCollector, FetchContext, ResourceKey, Snapshot
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
-from ._wiring import Engine
 from ._inputs import declared_dependencies
 from ._pinning import PinnedMemo, ordered_union
 from ._revalidation import Errors, Values
 from ._view import BuildView
+from ._wiring import Engine
 
 
 @final
