@@ -42,15 +42,15 @@ from ._engine import start as _start
 from ._flights import SingleFlight
 from ._gate import SourceGate
 from ._notfound import NotFoundMemory
-from ._options import (
-    BuilderOptions,
+from ._options import BuilderOptions
+from ._payloads import ValueFactory
+from ._policy import PolicyResolver
+from ._resolvers import (
     authority_provider,
     check_authority_cache,
     freshness_provider,
     resilience_provider,
 )
-from ._payloads import ValueFactory
-from ._policy import PolicyResolver
 from ._sources import (
     RegisteredSource,
     SourceChains,
