@@ -128,8 +128,13 @@ class ResourceKey:
     The normalizer is not part of equality.
     """
 
-    # Hand-written slots: ``_hash`` is cached state, not a dataclass field.
-    __slots__ = ("_hash", "_normalizer", "_text", "name", "namespace", "qualifiers", "subject")
+    # Hand-written slots: ``__hash__`` and ``_text`` are cached state, not dataclass fields.
+    # Every cache lookup, LRU touch and result dict hashes the key (four times per warm hit,
+    # ~30 times per miss), so the hash is answered in C: the ``__hash__`` slot holds the bound
+    # ``__index__`` of the hash computed at construction, which ``hash()`` calls without running
+    # Python code (a ``def __hash__`` returning a cached int cost ~40 ns more per call; 48 bytes
+    # per key buy it).
+    __slots__ = ("__hash__", "_normalizer", "_text", "name", "namespace", "qualifiers", "subject")
 
     namespace: str
     name: str
@@ -137,8 +142,9 @@ class ResourceKey:
     qualifiers: tuple[tuple[str, str], ...]
     _normalizer: KeyNormalizer
     if TYPE_CHECKING:  # cached state, deliberately not a dataclass field
-        _hash: int
         _text: str
+
+        def __hash__(self) -> int: ...
 
     def __init__(
         self,
@@ -174,7 +180,7 @@ class ResourceKey:
         setattr_(self, "subject", subject)
         setattr_(self, "qualifiers", qualifiers)
         setattr_(self, "_normalizer", normalizer)
-        setattr_(self, "_hash", hash((namespace, name, subject, qualifiers)))
+        setattr_(self, "__hash__", hash((namespace, name, subject, qualifiers)).__index__)
 
     @classmethod
     def _from_parts(
@@ -262,9 +268,6 @@ class ResourceKey:
             self.namespace, self.name, self.subject, kept, self._normalizer
         )
 
-    def __hash__(self) -> int:
-        return self._hash
-
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
@@ -272,7 +275,7 @@ class ResourceKey:
             return NotImplemented
         assert isinstance(other, ResourceKey)
         return (
-            self._hash == other._hash
+            self.__hash__() == other.__hash__()
             and self.namespace == other.namespace
             and self.name == other.name
             and self.subject == other.subject
