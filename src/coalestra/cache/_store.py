@@ -149,10 +149,8 @@ class MemoryStore:
         now: float,
         policies: Mapping[ResourceKey, FreshnessPolicy],
     ) -> tuple[dict[ResourceKey, CacheLookup], list[PendingRead]]:
-        """Look every key up at wall-clock ``now``; the product's hot loop.
-
-        It is one function on purpose: per key it costs a dict lookup, a freshness comparison
-        and the two fast constructors, and any further call per key would be a measurable share.
+        """Look every key up at wall-clock ``now``: the cache protocol's hot loop, one function
+        (a call per key would be a measurable share of it).
 
         Returns the lookups in key order and the hits whose payload must still be copied (their
         slot in the lookups holds a placeholder until then).
@@ -161,13 +159,11 @@ class MemoryStore:
             KeyError, AttributeError, TypeError: bad keys or policies; the caller turns these
                 into a precise error. Hit counters are only committed when the loop completes.
         """
-        entries = self._entries
-        find = entries.get
-        touch = entries.move_to_end
+        find, touch = self._entries.get, self._entries.move_to_end
         results: dict[ResourceKey, CacheLookup] = {}
         pending: list[PendingRead] = []
         hits = fresh_hits = misses = 0
-        memo: dict[ResourceKey, bool] | None = None
+        memo: dict[ResourceKey, bool] = {}  # dependency answers, shared by this read's keys
         for key in keys:
             held = find(key)
             if held is None:
@@ -181,35 +177,25 @@ class MemoryStore:
             if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
                 age = 0.0
             policy = policies[key]
-            # FreshnessPolicy.is_fresh / is_usable, inlined: two method calls per key would
-            # cost a fifth of the loop body (FreshnessPolicy is final, so this is exact).
-            if age <= policy.ttl_seconds:
-                fresh = True
-            elif age <= policy.max_stale_seconds:
-                fresh = False
-            else:
+            # FreshnessPolicy.is_fresh / is_usable, inlined (the class is final, so it is exact).
+            fresh = age <= policy.ttl_seconds
+            if not fresh and age > policy.max_stale_seconds:
                 self._expire(key)
-                misses += 1
-                results[key] = CacheLookup(None, False, False, age)
-                continue
-            if flags & DERIVED:
-                if memo is None:
-                    memo = {}
-                if not self._dependencies_current(key, memo):
-                    self._drop(key)
-                    misses += 1
-                    results[key] = CacheLookup(None, False, False, age)
-                    continue
-            touch(key)
-            hits += 1
-            fresh_hits += fresh
-            # The stored revision as is: only the builder restamps age, staleness and
-            # provenance when it serves a value.
-            if flags & MUTABLE:
-                results[key] = MISS  # placeholder keeping key order; filled after the copy
-                pending.append((key, stored, fresh, age))
+            elif flags & DERIVED and not self._dependencies_current(key, memo):
+                self._drop(key)
             else:
-                results[key] = make_lookup(stored, fresh, True, age)
+                touch(key)
+                hits += 1
+                fresh_hits += fresh
+                # The stored revision as is: only the builder restamps what it serves.
+                if flags & MUTABLE:
+                    results[key] = MISS  # placeholder keeping key order; filled after the copy
+                    pending.append((key, stored, fresh, age))
+                else:
+                    results[key] = make_lookup(stored, fresh, True, age)
+                continue
+            misses += 1
+            results[key] = CacheLookup(None, False, False, age)
         self.fresh_hits += fresh_hits
         self.stale_hits += hits - fresh_hits
         self.misses += misses
