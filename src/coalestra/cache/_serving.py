@@ -44,9 +44,8 @@ def serve(
     policies: FreshnessPolicy | Sequence[FreshnessPolicy],
     copier: Callable[[Any], Any],
 ) -> Served:
-    """Serve a build at ``now`` (see the module docstring); ``policies``: one for every key, or
-    each key's in key order. Raises PayloadIsolationError for the first payload that could not
-    be copied, after every other key was served and counted."""
+    """Serve a build at ``now`` (module docstring); ``policies``: one for all keys or each key's
+    in key order. Raises PayloadIsolationError for the first payload not copied, after all."""
     find, touch = store._entries.get, store._entries.move_to_end
     served: dict[ResourceKey, SnapshotValue[Any]] = {}
     ahead: list[ResourceKey] = []
@@ -96,12 +95,14 @@ def serve(
         if policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
             ahead.append(key)
     store.fresh_hits += len(served) + len(failed)
-    if failed:
-        _raise_first(failed)
+    _raise_first(failed)
     return served, ahead, rest
 
 
 def _raise_first(failed: list[tuple[ResourceKey, Any, Exception]]) -> None:
+    """Raise PayloadIsolationError for the first failed copy, if any (every key was served)."""
+    if not failed:
+        return
     key, payload, cause = failed[0]
     raise PayloadIsolationError(
         context=f"cache read of {key}", value_type=type(payload).__name__
