@@ -92,7 +92,7 @@ class PayloadCopies:
         max_concurrency: the most copies running in worker threads at once (>= 1).
     """
 
-    __slots__ = ("_isolator", "_offload_all", "_offload_large", "runner")
+    __slots__ = ("_inline", "_isolator", "_offload_all", "_offload_large", "runner")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class PayloadCopies:
         self._isolator = isolator
         self._offload_all = run_in_thread is True
         self._offload_large = run_in_thread is None and isolator.uses_default_copier
+        self._inline: SnapshotValue[Any] | None = None  # see :meth:`kept_inline`
         # Thread copies run in the owner's runner: bounded, counted, and stopped at shutdown.
         self.runner = PayloadCopyRunner(
             component,
@@ -137,10 +138,21 @@ class PayloadCopies:
         """One copy made now, on the calling thread (see :meth:`in_thread` first)."""
         return self._copy(value, context)
 
+    def kept_inline(self, value: SnapshotValue[Any]) -> None:
+        """Note that the value a write is about to store was just judged to copy inline (its
+        payload, or the payload it was copied from, is not large): :meth:`slow`, which the
+        store asks as it keeps it, then need not estimate its size again."""
+        self._inline = value
+
     def slow(self, value: SnapshotValue[Any]) -> bool:
         """True when a mutable ``value`` needs more than its payload copied inline: its metadata
         must be copied too, or the copy belongs in a worker thread."""
-        return self._isolator.metadata_needs_copy(value.metadata) or self.in_thread(value)
+        if self._isolator.metadata_needs_copy(value.metadata):
+            return True
+        if value is self._inline:
+            self._inline = None
+            return self._offload_all
+        return self.in_thread(value)
 
     async def isolate(
         self, values: Sequence[SnapshotValue[Any]], *, context: str

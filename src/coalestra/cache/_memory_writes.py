@@ -18,11 +18,13 @@ How a caller hands its candidates over decides which copies are needed (:data:`H
   every reader its own copy. With the built-in copier the cache keeps the value as it is, no
   copy at all (nobody can observe the difference: the copy would be equal and unshared); a
   custom copier is still called, since it runs at every boundary (B-CACHE-11). A stored result
-  carries the candidate itself: the builder reads only its status.
+  carries the candidate itself: the builder reads only its status. Only values fetched from a
+  source (``attempts > 0``, as every value a build makes) are kept so.
 
 A revision a stored write replaces is handed back as ``previous`` in a copy when it is mutable
-(the build that wrote it, sharing it, may still be copying it for its readers); a build's own
-write skips that copy, since the builder does not read ``previous`` of a stored write.
+and was fetched (``attempts > 0``): the build that wrote it, sharing it, may still be copying it
+for its readers. A publication (``attempts == 0``) never is, so replacing one costs no copy; a
+build's own write skips that copy too, since the builder does not read ``previous``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeAlias, final
 
-from ..core import CacheWriteResult, CacheWriteStatus, ResourceKey, SnapshotValue
+from ..core import (
+    CacheWriteResult,
+    CacheWriteStatus,
+    PayloadIsolationError,
+    ResourceKey,
+    SnapshotValue,
+)
+from ..core._isolation import located
 from ._copying import PayloadCopies
 from ._store import MUTABLE, Entry, MemoryStore
 
@@ -49,6 +58,12 @@ Written: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held]
 Staged: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held, Held, bool]
 """A decided write with its copies made: status, the result's value, the previous revision,
 the revision to store (``None`` for a loser) and whether it is mutable."""
+
+
+def _maybe_shared(held: Entry) -> bool:
+    """True when a held revision may be shared with the build that fetched it (see the module
+    docstring): mutable, and fetched."""
+    return bool(held[1] & MUTABLE) and held[0].attempts > 0
 
 
 @final
@@ -118,9 +133,9 @@ class MemoryWrites:
             return status, kept, kept, None, False
         before = None if held is None else held[0]
         mutable = copies.is_mutable(candidate)
-        if handover == BUILT and (not mutable or copies.shares_built):
+        if handover == BUILT and (not mutable or (copies.shares_built and candidate.attempts)):
             return status, candidate, before, candidate, mutable
-        if held is not None and held[1] & MUTABLE:
+        if held is not None and _maybe_shared(held):
             if copies.in_thread(held[0]):
                 return None
             before = copies.copy(held[0], _READ)  # a build sharing it may still read it
@@ -131,12 +146,18 @@ class MemoryWrites:
         # One copy for the result (the caller may mutate what it gets back), one to keep.
         theirs = candidate if handover == BUILT else copies.copy(candidate, _WRITE)
         if handover != OWNED:
-            return status, theirs, before, copies.copy(candidate, _WRITE), True
-        # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
-        # holding a copy of the payload (filling in a field of an unshared value is safe).
-        where = f"{_WRITE} {candidate.key}"
-        object.__setattr__(candidate, "value", copies.isolator.copy(candidate.value, context=where))
-        return status, theirs, before, candidate, True
+            kept = copies.copy(candidate, _WRITE)
+        else:
+            # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
+            # holding a copy of the payload (filling in a field of an unshared value is safe).
+            try:  # the error context is only made on failure: no text per copy otherwise
+                payload = copies.isolator.copy(candidate.value, context="")
+            except PayloadIsolationError as error:
+                raise located(error, f"{_WRITE} {candidate.key}") from error.__cause__
+            object.__setattr__(candidate, "value", payload)
+            kept = candidate
+        copies.kept_inline(kept)
+        return status, theirs, before, kept, True
 
     def _commit(self, staged: Staged) -> Written:
         """Store a staged winner (nothing for a loser)."""
@@ -175,7 +196,7 @@ class MemoryWrites:
                 mine, mutable, force=force, replace_equal=replace_equal
             )
             if status is CacheWriteStatus.STORED:
-                if held is not None and handover != BUILT:
+                if held is not None and handover != BUILT and _maybe_shared(held):
                     replaced.append(held)
                 before = None if held is None else held[0]
                 stored[winner.key] = CacheWriteResult(
@@ -206,9 +227,9 @@ class MemoryWrites:
         ``id``), in one batch of copies; a build's values need neither (see the module
         docstring)."""
         copies = self._copies
-        if handover == BUILT and copies.shares_built:
-            return {}, {}
         mutable = [winner for winner in winners if copies.is_mutable(winner)]
+        if handover == BUILT and copies.shares_built:
+            mutable = [winner for winner in mutable if not winner.attempts]
         if not mutable:
             return {}, {}
         copy_result = handover != BUILT

@@ -97,7 +97,13 @@ def _copy_dict(value: dict[Any, Any], memo: _Memo) -> dict[Any, Any]:
     for key, item in value.items():
         if type(key) not in shared:
             key = _copy(key, memo)
-        result[key] = item if type(item) in shared else _copy(item, memo)
+        kind = type(item)
+        if kind in shared:
+            result[key] = item
+        elif kind is list and id(item) not in memo:  # the common nesting, one call less
+            result[key] = _copy_list(item, memo)
+        else:
+            result[key] = _copy(item, memo)
     return result
 
 
@@ -107,7 +113,13 @@ def _copy_list(value: list[Any], memo: _Memo) -> list[Any]:
     memo[id(value)] = result
     append = result.append
     for item in value:
-        append(item if type(item) in shared else _copy(item, memo))
+        kind = type(item)
+        if kind in shared:
+            append(item)
+        elif kind is dict and id(item) not in memo:  # a list of records, one call less each
+            append(_copy_dict(item, memo))
+        else:
+            append(_copy(item, memo))
     return result
 
 

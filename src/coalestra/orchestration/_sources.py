@@ -236,6 +236,10 @@ Broken = tuple[tuple[str, Exception], ...]
 """``(source name, error)`` for each source whose ``supports()`` failed for a key."""
 
 
+_MAX_ORDERS = 1024
+"""Distinct chains kept sorted (most builders see a handful; the bound guards odd ones)."""
+
+
 @final
 class SourceChains:
     """Which sources support a key, in priority order, with a bounded cache of the answers.
@@ -246,10 +250,13 @@ class SourceChains:
 
     __slots__ = (
         "_answers",
+        "_asked",
         "_cache",
         "_dynamic",
         "_enabled",
+        "_live",
         "_max_entries",
+        "_orders",
         "_sources",
         "hits",
         "misses",
@@ -268,11 +275,15 @@ class SourceChains:
             "source_support_cache_max_entries", max_entries, minimum=1
         )
         self._dynamic = any(not source.cache_supports for source in sources)
+        self._asked = tuple(source for source in sources if source.cache_supports)
+        self._live = tuple(source for source in sources if not source.cache_supports)
         self._cache: dict[ResourceKey, tuple[frozenset[int], Broken]] = {}
         # One answer object per distinct answer, shared by every key that gets it: most keys of
         # a builder get one of a handful of answers, and a tuple and frozenset per key cost
         # ~300 bytes (a third of a cached entry's memory).
         self._answers: dict[frozenset[int], tuple[frozenset[int], Broken]] = {}
+        # Each distinct answer's chain, in priority order: sorted once, shared by its keys.
+        self._orders: dict[frozenset[int], tuple[int, ...]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -283,6 +294,7 @@ class SourceChains:
         """Forget every cached answer."""
         self._cache.clear()
         self._answers.clear()
+        self._orders.clear()
 
     def sorted_chains(
         self,
@@ -295,9 +307,15 @@ class SourceChains:
         ``supports()`` failed (B-SRC-3: no call was made, so no attempt)."""
         hits, misses = self.hits, self.misses
         chains: dict[ResourceKey, tuple[int, ...]] = {}
+        orders, chain = self._orders, self.chain
         for key in keys:
-            supported, failed = self.chain(key)
-            chains[key] = tuple(sorted(supported))
+            supported, failed = chain(key)
+            order = orders.get(supported)
+            if order is None:
+                order = tuple(sorted(supported))
+                if len(orders) < _MAX_ORDERS:
+                    orders[supported] = order
+            chains[key] = order
             for name, error in failed:
                 broken(key, name, error, 0)
         diag.support_cache_hits += self.hits - hits
@@ -313,13 +331,13 @@ class SourceChains:
         cached = self._cache.get(key)
         if cached is None:
             self.misses += 1
-            cached = self._ask(key, [s for s in self._sources if s.cache_supports])
+            cached = self._ask(key, self._asked)
             self._store(key, cached)
         else:
             self.hits += 1
         if not self._dynamic:
             return cached
-        live = self._ask(key, [s for s in self._sources if not s.cache_supports])
+        live = self._ask(key, self._live)
         return cached[0] | live[0], cached[1] + live[1]
 
     def _store(self, key: ResourceKey, answer: tuple[frozenset[int], Broken]) -> None:
