@@ -8,6 +8,7 @@ from typing import Any, final
 from ..core import (
     CacheLookup,
     CacheWriteResult,
+    CacheWriteStatus,
     FreshnessPolicy,
     FreshnessPolicyProvider,
     PayloadCopier,
@@ -34,7 +35,7 @@ from ._config import CacheConfig
 from ._copying import PayloadCopies
 from ._lifecycle import CopyLifecycle
 from ._matching import NamespaceMatcher
-from ._memory_writes import BUILT, LENT, Handover, MemoryWrites
+from ._memory_writes import BUILT, LENT, MemoryWrites
 from ._serving import Served, serve
 from ._store import MemoryStore, PendingRead, reduce_batch
 from ._values import CacheStats
@@ -271,12 +272,22 @@ class AsyncMemoryCache(CopyLifecycle):
     ) -> Mapping[ResourceKey, CacheWriteResult]:
         """:meth:`set_many_if_newer` as the builder writes what it fetched: decided, stored and
         counted alike, but its values are handed over as the builder's own (``BUILT`` in
-        :mod:`._memory_writes`): with the built-in copier the cache keeps each value itself,
-        and a stored result carries it (the builder serves its value and reads only the status
-        of a stored write; a losing write's result still carries a copy of the revision kept)."""
+        :mod:`._memory_writes`): with the built-in copier the cache keeps each value itself.
+
+        Returns:
+            The result of each write that did not store (a losing write's carries a copy of the
+            revision kept); a stored key has none: the builder serves its own value then, and
+            reads nothing else of a stored write.
+        """
         self._check_copies_open()
-        candidates = reduce_batch(check_values(values))
-        return await self._write(candidates, force=False, replace_equal=False, handover=BUILT)
+        candidates = reduce_batch(values)  # the builder's own values: no checks needed
+        written = await self._writes.write_all(candidates, False, False, BUILT)
+        stored = CacheWriteStatus.STORED
+        return {
+            value.key: CacheWriteResult(status, value, previous)
+            for status, value, previous in written
+            if status is not stored
+        }
 
     async def _write(
         self,
@@ -284,12 +295,11 @@ class AsyncMemoryCache(CopyLifecycle):
         *,
         force: bool,
         replace_equal: bool,
-        handover: Handover = LENT,
     ) -> dict[ResourceKey, CacheWriteResult]:
         """Write candidates of distinct keys (see :mod:`._memory_writes`): a result per key."""
         results: dict[ResourceKey, CacheWriteResult] = {}
         for status, value, previous in await self._writes.write_all(
-            candidates, force, replace_equal, handover
+            candidates, force, replace_equal, LENT
         ):
             results[value.key] = CacheWriteResult(status, value, previous)
         return results

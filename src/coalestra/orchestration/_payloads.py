@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, final
+from typing import Any, TypeAlias, final
 
 from ..core import (
     AuthorityPolicyProvider,
@@ -26,13 +26,18 @@ from ..core import (
     SourceProtocolError,
 )
 from ..core._policies import FutureObservationError
-from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
+from ..core._validation import ReadOnlyDict, frozen_mapping
 from ..core._values import wrap_payload
 from ..observability._instrumentation import Instrumentation
 from ._copies import COPY_FAILURES, CopyFailed, SourceCopies
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._sources import RegisteredSource
+
+Call: TypeAlias = "tuple[float, GateResult[Any], float | None, Mapping[ResourceKey, str]]"
+"""What the values of one call share: when its payloads arrived (``now``), the call's result
+(attempts, latency), the time to stamp payloads without ``observed_at`` with (``None``: now)
+and the dependency versions (read-only)."""
 
 
 def normalize_payload(result: object) -> SourcePayload[Any]:
@@ -132,10 +137,11 @@ class ValueFactory:
             source.name, payloads, lambda: None if ctx is None else ctx.remaining_seconds(clock)
         )
         accepted: set[ResourceKey] = set()
-        dependencies = versions or EMPTY_MAPPING
+        # One call's payloads arrived together: one reading of the clock, one frozen mapping.
+        call = (clock.now(), result, oldest, frozen_mapping("dependency_versions", versions))
         for key, payload in payloads.items():
             try:
-                value = self.make(source, key, payload, copies[key], result, oldest, dependencies)
+                value = self.make(source, key, payload, copies[key], call)
             except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
                 self._rejected(source, key, error, result.attempts, ledger, diag)
                 continue
@@ -191,13 +197,10 @@ class ValueFactory:
         key: ResourceKey,
         payload: SourcePayload[Any],
         copy: Any,
-        result: GateResult[Any],
-        oldest: float | None,
-        dependency_versions: Mapping[ResourceKey, str],
+        call: Call,
     ) -> SnapshotValue[Any]:
-        """The value ``source`` produced for ``key`` in the call ``result`` describes, holding
-        ``copy`` (the payload's copy, see :mod:`._copies`); stamped ``oldest`` when the payload
-        has no ``observed_at`` and ``oldest`` is given.
+        """The value ``source`` produced for ``key`` in ``call``, holding ``copy`` (the
+        payload's copy, see :mod:`._copies`).
 
         Raises:
             SourceProtocolError: ``observed_at`` is not finite or too far in the future.
@@ -205,7 +208,7 @@ class ValueFactory:
             SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError: its copy off the
                 loop missed the deadline or was refused (the builder is closing).
         """
-        now = self._clock.now()
+        now, result, oldest, dependency_versions = call
         observed = payload.observed_at
         if observed is None:
             observed = now if oldest is None else oldest
@@ -238,5 +241,5 @@ class ValueFactory:
             result.attempts,
             metadata,
             rank,
-            frozen_mapping("dependency_versions", dependency_versions),
+            dependency_versions,
         )

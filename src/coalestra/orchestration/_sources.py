@@ -249,8 +249,8 @@ class SourceChains:
     """
 
     __slots__ = (
-        "_answers",
         "_asked",
+        "_by_bits",
         "_cache",
         "_dynamic",
         "_enabled",
@@ -278,10 +278,10 @@ class SourceChains:
         self._asked = tuple(source for source in sources if source.cache_supports)
         self._live = tuple(source for source in sources if not source.cache_supports)
         self._cache: dict[ResourceKey, tuple[frozenset[int], Broken]] = {}
-        # One answer object per distinct answer, shared by every key that gets it: most keys of
-        # a builder get one of a handful of answers, and a tuple and frozenset per key cost
-        # ~300 bytes (a third of a cached entry's memory).
-        self._answers: dict[frozenset[int], tuple[frozenset[int], Broken]] = {}
+        # One answer object per set of supporting sources (a bit per source), shared by every
+        # key that gets it: most keys of a builder get one of a handful of answers, and a tuple
+        # and frozenset per key cost ~300 bytes (a third of a cached entry's memory).
+        self._by_bits: dict[int, tuple[frozenset[int], Broken]] = {}
         # Each distinct answer's chain, in priority order: sorted once, shared by its keys.
         self._orders: dict[frozenset[int], tuple[int, ...]] = {}
         self.hits = 0
@@ -293,7 +293,6 @@ class SourceChains:
     def clear(self) -> None:
         """Forget every cached answer."""
         self._cache.clear()
-        self._answers.clear()
         self._orders.clear()
 
     def sorted_chains(
@@ -346,13 +345,12 @@ class SourceChains:
         cache = self._cache
         if self._max_entries is not None and len(cache) >= self._max_entries:
             del cache[next(iter(cache))]
-        cache[key] = self._answers.setdefault(answer[0], answer)
+        cache[key] = answer  # shared with every key of the same answer (see _ask)
 
-    @staticmethod
     def _ask(
-        key: ResourceKey, sources: Iterable[RegisteredSource]
+        self, key: ResourceKey, sources: Iterable[RegisteredSource]
     ) -> tuple[frozenset[int], Broken]:
-        supported: list[int] = []
+        supported = 0  # a bit per supporting source: the answer is looked up, not built per key
         broken: list[tuple[str, Exception]] = []
         for source in sources:
             try:
@@ -361,14 +359,18 @@ class SourceChains:
                 broken.append((source.name, error))
                 continue
             if answer is True:
-                supported.append(source.index)
+                supported |= 1 << source.index
             elif answer is not False:
                 wrong = SourceProtocolError(
                     f"source {source.name}: supports({key}) must return a bool, "
                     f"got {type(answer).__name__}{_async_hint(answer)}"
                 )
                 broken.append((source.name, wrong))
-        return frozenset(supported), tuple(broken)
+        answer_of = self._by_bits.get(supported)
+        if answer_of is None:
+            indexes = frozenset(i for i in range(supported.bit_length()) if supported >> i & 1)
+            answer_of = self._by_bits[supported] = (indexes, ())
+        return answer_of if not broken else (answer_of[0], tuple(broken))
 
 
 def _async_hint(answer: object) -> str:
