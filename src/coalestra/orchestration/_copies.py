@@ -103,22 +103,16 @@ class SourceCopies:
             for value in values
         )
 
-    async def copy(
-        self,
-        source: str,
-        payloads: Mapping[ResourceKey, SourcePayload[Any]],
-        timeout: Callable[[], float | None],
-    ) -> Copied:
-        """The copy of every payload (an immutable one with the built-in copier: itself).
+    def copy(
+        self, source: str, payloads: Mapping[ResourceKey, SourcePayload[Any]]
+    ) -> tuple[dict[ResourceKey, Any], list[ResourceKey]]:
+        """The copy of every payload copied on the loop (an immutable one with the built-in
+        copier: itself), made at once, before the caller yields (a source may mutate what it
+        returned from its next loop callback on); and the keys whose payloads go to the
+        runner instead (:meth:`offload`): large ones, or with ``True`` every mutable one.
+        Each payload is judged once: immutable, large.
 
-        Those copied on the loop are made at once, before this task yields (a source may
-        mutate what it returned from its next loop callback on); the large ones (with
-        ``True``: every mutable one) then go to the runner in one job within ``timeout()``
-        seconds (a payload handed to a worker thread must be left alone until the copy is
-        done, as with any offloaded copy). Each payload is judged once: immutable, large.
-
-        A key whose copy failed (or whose job missed the deadline, or was refused because the
-        builder is closing) maps to a :class:`CopyFailed`: it fails at this source only.
+        A key whose copy failed maps to a :class:`CopyFailed`: it fails at this source only.
         """
         isolator = self._isolator
         copier, needs_copy = isolator.payload_copier, isolator.needs_copy
@@ -135,14 +129,11 @@ class SourceCopies:
                 try:
                     made[key] = copier(value)
                 except Exception as error:  # named here: no text is made per key otherwise
-                    made[key] = CopyFailed(
-                        isolation_error(f"{key} from source {source!r}", value, error)
-                    )
-        if offloaded:
-            await self._offload(source, payloads, offloaded, made, timeout())
-        return made
+                    where = f"{key} from source {source!r}"
+                    made[key] = CopyFailed(isolation_error(where, value, error))
+        return made, offloaded
 
-    async def _offload(
+    async def offload(
         self,
         source: str,
         payloads: Mapping[ResourceKey, SourcePayload[Any]],
@@ -150,7 +141,10 @@ class SourceCopies:
         made: dict[ResourceKey, Any],
         timeout: float | None,
     ) -> None:
-        """Copy the payloads of ``keys`` into ``made`` in one runner job."""
+        """Copy the payloads of ``keys`` into ``made`` in one runner job within ``timeout``
+        seconds (a payload handed to a worker thread must be left alone until the copy is
+        done, as with any offloaded copy). If the job missed the deadline or was refused
+        because the builder is closing, each of them maps to a :class:`CopyFailed`."""
         copy = self._isolator.copy
 
         def copies() -> dict[ResourceKey, Any]:
@@ -260,12 +254,17 @@ async def hand_out(
 ) -> None:
     """The reader copies of a build's resolved flights (:func:`consume`) into ``values``:
     inline, or in one job of the copy runner when one of them is large; a job that misses the
-    deadline (or is refused at shutdown) fails its keys instead."""
+    deadline (or is refused at shutdown) fails its keys instead. They are handed out together:
+    one reading of the clock for all."""
+    now = engine.clock.now()
+    isolator, snapshot_id = engine.isolator, ctx.snapshot_id
     if not engine.copies.offloads(ready.values()):
         for key, value in ready.items():
-            values[key] = consume(engine, value, ctx, coalesced=key in joined)
+            age, stale = _reading(engine, value, now)
+            coalesced = bool(joined) and key in joined
+            values[key] = _reader_clone(isolator, value, snapshot_id, age, stale, coalesced)
         return
-    copies = [reader_copy(engine, value, ctx, key in joined) for key, value in ready.items()]
+    copies = [reader_copy(engine, value, ctx, key in joined, now) for key, value in ready.items()]
     try:
         made = await engine.copies.runner.run(
             lambda: [copy() for copy in copies], timeout=ctx.remaining_seconds(engine.clock)
@@ -282,24 +281,24 @@ def consume(
 ) -> SnapshotValue[Any]:
     """A private copy of a flight's value for one reader, with its age as of now;
     ``coalesced``: the reader joined another build's flight (so the metadata says)."""
-    age, stale = _reading(engine, outcome)
+    age, stale = _reading(engine, outcome, engine.clock.now())
     return _reader_clone(engine.isolator, outcome, ctx.snapshot_id, age, stale, coalesced)
 
 
 def reader_copy(
-    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool
+    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool, now: float
 ) -> Callable[[], SnapshotValue[Any]]:
-    """:func:`consume` in two steps: the clock and policy are read now, on the loop; the
+    """:func:`consume` at ``now`` in two steps: the policy is read now, on the loop; the
     returned function only copies (so it may run in a worker thread)."""
-    age, stale = _reading(engine, outcome)
+    age, stale = _reading(engine, outcome, now)
     isolator, snapshot_id = engine.isolator, ctx.snapshot_id
     return lambda: _reader_clone(isolator, outcome, snapshot_id, age, stale, coalesced)
 
 
-def _reading(engine: Readers, outcome: SnapshotValue[Any]) -> tuple[float, bool]:
-    """What a reader's copy of ``outcome`` says: its age as of now, and whether it is
-    stale."""
-    age = max(0.0, engine.clock.now() - outcome.observed_at)
+def _reading(engine: Readers, outcome: SnapshotValue[Any], now: float) -> tuple[float, bool]:
+    """What a reader's copy of ``outcome`` says at ``now``: its age, and whether it is stale."""
+    observed = outcome.observed_at
+    age = now - observed if now > observed else 0.0
     policy = engine.constant_policy or engine.policy_for(outcome.key)
     return age, outcome.stale or not policy.is_fresh(age)
 

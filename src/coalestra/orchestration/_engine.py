@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar, final
 
 from .._compat import TaskGroup
@@ -33,6 +34,7 @@ from ._background import count_refreshes
 from ._cache_access import served
 from ._derive import Deriver
 from ._flights import Flight, FlightWindow
+from ._gate import Invoke
 from ._last_resort import abandon, finish_failed
 from ._leases import coordinate
 from ._ledger import KeyLedger
@@ -259,33 +261,38 @@ class GroupRun:
 
             await self.pool(chunks, fetch_chunk)
         else:
+            fetch = source.fetch
+            assert fetch is not None
 
-            async def fetch_one(key: ResourceKey) -> None:
-                if not await self._fetch_one(source, key, made):
-                    fall_through([key])
+            async def invoke(keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
+                return normalize_payload(await fetch(keys[0], self.ctx))
 
-            await self.pool(keys, fetch_one)
+            await self.pool(keys, partial(self._fetch_one, source, invoke, fall_through, made))
 
     # -- single and batch sources -----------------------------------------------------------
 
     async def _fetch_one(
-        self, source: RegisteredSource, key: ResourceKey, made: list[SnapshotValue[Any]]
-    ) -> bool:
-        fetch, ctx = source.fetch, self.ctx
-        assert fetch is not None
-
-        async def invoke(_keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
-            return normalize_payload(await fetch(key, ctx))
-
-        result = await self.engine.gate.call(
-            source, (key,), self.window, self.diag, invoke, self.engine.factory.circuit_successes
+        self,
+        source: RegisteredSource,
+        invoke: Invoke[SourcePayload[Any]],
+        fall_through: FallThrough,
+        made: list[SnapshotValue[Any]],
+        key: ResourceKey,
+    ) -> None:
+        """One key's call to a single source (one level's calls share ``invoke``); a key that
+        got no value falls through at once."""
+        engine = self.engine
+        called = (key,)
+        result = await engine.gate.call(
+            source, called, self.window, self.diag, invoke, engine.factory.circuit_successes
         )
         if result.error is not None or result.value is None:
-            self.ledger.fail_all(source, (key,), result)
-            return False
-        return key in await self.engine.factory.accept(
+            self.ledger.fail_all(source, called, result)
+        elif await engine.factory.accept(
             source, {key: result.value}, result, made, self.ledger, self.diag, ctx=self.ctx
-        )
+        ):
+            return
+        fall_through([key])
 
     async def _fetch_chunk(
         self,

@@ -223,6 +223,13 @@ class SourceGate:
                 if self._traced:
                     with self._tracer.source_span(source.name, len(called), result.attempts):
                         value = await self._invoke(source, window, invoke, called)
+                elif source.timeout_seconds is None and window.ctx.deadline_monotonic is None:
+                    # Nothing bounds the call (the common case): awaited here, one frame less.
+                    call = watch_cancellation(invoke(called))
+                    try:
+                        value = await call
+                    except asyncio.CancelledError:
+                        _spurious_cancel(source, call)
                 else:
                     value = await self._invoke(source, window, invoke, called)
             except BaseException as error:

@@ -133,9 +133,10 @@ class ValueFactory:
         are copied first, the large ones off the loop in one job within ``ctx``'s deadline
         (see :mod:`._copies`)."""
         clock = self._clock
-        copies = await self._copies.copy(
-            source.name, payloads, lambda: None if ctx is None else ctx.remaining_seconds(clock)
-        )
+        copies, offloaded = self._copies.copy(source.name, payloads)
+        if offloaded:
+            timeout = None if ctx is None else ctx.remaining_seconds(clock)
+            await self._copies.offload(source.name, payloads, offloaded, copies, timeout)
         accepted: set[ResourceKey] = set()
         # One call's payloads arrived together: one reading of the clock, one frozen mapping.
         call = (clock.now(), result, oldest, frozen_mapping("dependency_versions", versions))
