@@ -5,12 +5,14 @@ each holding the stored revision as it is; a build then makes the value it serve
 Here a build's fresh hits become the values it serves directly -- restamped (``fetched_at``,
 age, ``from_cache``, ``latency_ms``) and, if mutable, with their payload copied -- and nothing
 else is allocated per key. Every key this loop does not serve -- a miss, a stale or expired
-value, a derived value, one whose copy is slow -- is left, not counted nor touched, for
-:meth:`MemoryStore.read`.
+value, a derived value, one whose copy is slow -- is left, uncounted, for
+:meth:`MemoryStore.read`. Taking an entry out of the LRU table is the lookup, so such a key is
+put back as used; that read then uses it again or drops it, so the LRU order ends the same.
 
 The loop body is the warm build's whole per-key cost, so it is written out in one function:
-per fresh hit one dict lookup, one LRU touch, one freshness comparison, the served value and
-its slot in the result (a helper call per key would cost a fifth of it). The served value is
+per fresh hit one pop and one insert (the lookup and the LRU touch, see ``_lru``), one
+freshness comparison, the served value and its slot in the result (a helper call per key would
+cost a fifth of it). The served value is
 made as the mutable twin of :class:`SnapshotValue` and retyped (see
 ``SnapshotValue._draft_type``): measured against ``copy.copy`` (20x slower) and
 ``object.__setattr__`` per field (4x slower), this is the cheapest way to make one.
@@ -46,28 +48,28 @@ def serve(
 ) -> Served:
     """Serve a build at ``now`` (module docstring); ``policies``: one for all keys or each key's
     in key order. Raises PayloadIsolationError for the first payload not copied, after all."""
-    find, touch = store._entries.get, store._entries.move_to_end
+    recent, older = store._table.recent, store._table.older  # see _lru: one lookup per hit
+    take, take_older = recent.pop, older.pop
     served: dict[ResourceKey, SnapshotValue[Any]] = {}
     ahead: list[ResourceKey] = []
     rest: dict[ResourceKey, FreshnessPolicy] = {}
     failed: list[tuple[ResourceKey, Any, Exception]] = []
     each = repeat(policies) if type(policies) is FreshnessPolicy else policies
     for key, policy in zip(keys, each, strict=False):
-        held = find(key)
+        held = take(key, None)
+        if held is None and older:
+            held = take_older(key, None)
+        if held is not None:  # used now: a key left for MemoryStore.read is used or dropped there
+            recent[key] = held
         if type(held) is _Value:  # a plain immutable revision: served as it is
-            stored = held
-        elif type(held) is tuple and held[1] == MUTABLE:  # copied inline (flags: _store)
-            stored = held[0]
-        else:  # absent, derived, or copied in a worker thread: for MemoryStore.read
-            rest[key] = policy
-            continue
-        age = now - stored.observed_at
-        if age > policy.ttl_seconds:
+            stored: SnapshotValue[Any] | None = held
+        else:  # copied inline (flags: _store); absent, derived or slow: for MemoryStore.read
+            stored = held[0] if type(held) is tuple and held[1] == MUTABLE else None
+        if stored is None or (age := now - stored.observed_at) > policy.ttl_seconds:
             rest[key] = policy
             continue
         if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
             age = 0.0
-        touch(key)
         payload = stored.value
         if stored is not held:
             try:

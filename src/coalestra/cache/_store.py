@@ -9,7 +9,8 @@ Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and
 computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`), so a read of
 a plain immutable value tests one int instead of inspecting the payload again. An entry without
 flags (the common case) is held as the bare value: a tuple per entry is ~56 bytes; :func:`entry`
-reads either form.
+reads either form. The entries live in an :class:`._lru.LruTable` (exact LRU order in two
+plain dicts, without an ``OrderedDict``'s 53 bytes per entry).
 
 :meth:`MemoryStore.read` answers the cache protocol (one :class:`CacheLookup` per key, every
 field of the stored revision unchanged); :func:`._serving.serve` answers a build.
@@ -17,7 +18,6 @@ field of the stored revision unchanged); :func:`._serving.serve` answers a build
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeAlias, final
 
@@ -30,6 +30,7 @@ from ..core import (
     SnapshotValue,
 )
 from ..core._lookups import MISS, make_lookup
+from ._lru import LruTable
 from ._values import CacheStats
 
 Entry: TypeAlias = tuple[SnapshotValue[Any], int]
@@ -118,8 +119,8 @@ class MemoryStore:
     """
 
     __slots__ = (
-        "_entries",
         "_slow_copy",
+        "_table",
         "evictions",
         "expirations",
         "fresh_hits",
@@ -135,7 +136,7 @@ class MemoryStore:
         max_entries: int | None,
         slow_copy: Callable[[SnapshotValue[Any]], bool] | None = None,
     ) -> None:
-        self._entries: OrderedDict[ResourceKey, Held] = OrderedDict()
+        self._table: LruTable[ResourceKey, Held] = LruTable()
         self.max_entries = max_entries
         self._slow_copy = slow_copy
         self.fresh_hits = self.stale_hits = self.misses = 0
@@ -159,7 +160,8 @@ class MemoryStore:
             KeyError, AttributeError, TypeError: bad keys or policies; the caller turns these
                 into a precise error. Hit counters are only committed when the loop completes.
         """
-        find, touch = self._entries.get, self._entries.move_to_end
+        table = self._table
+        find, use = table.get, table.use
         results: dict[ResourceKey, CacheLookup] = {}
         pending: list[PendingRead] = []
         hits = fresh_hits = misses = 0
@@ -184,7 +186,7 @@ class MemoryStore:
             elif flags & DERIVED and not self._dependencies_current(key, memo):
                 self._drop(key)
             else:
-                touch(key)
+                use(key, held)
                 hits += 1
                 fresh_hits += fresh
                 # The stored revision as is: only the builder restamps what it serves.
@@ -208,11 +210,11 @@ class MemoryStore:
         if known is not None:
             return known
         memo[key] = False  # while in progress: a dependency cycle counts as not current
-        held = self._entries.get(key)
+        held = self._table.get(key)
         if held is None:
             return False
         for dependency, version in entry(held)[0].dependency_versions.items():
-            found = self._entries.get(dependency)
+            found = self._table.get(dependency)
             if found is None:
                 return False
             value = entry(found)[0]
@@ -224,11 +226,11 @@ class MemoryStore:
         return True
 
     def _expire(self, key: ResourceKey) -> None:
-        del self._entries[key]
+        self._table.pop(key)
         self.expirations += 1
 
     def _drop(self, key: ResourceKey) -> None:
-        del self._entries[key]
+        self._table.pop(key)
         self.invalidations += 1
 
     # -- writes --------------------------------------------------------------------------------
@@ -238,19 +240,17 @@ class MemoryStore:
 
         ``mutable`` says whether its payload or metadata holds mutable objects.
         """
-        entries = self._entries
-        key = value.key
+        table = self._table
         flags = DERIVED if value.dependency_versions else 0
         if mutable:
             slow = self._slow_copy
             flags |= MUTABLE | SLOW_COPY if slow is None or slow(value) else MUTABLE
-        entries[key] = (value, flags) if flags else value
-        entries.move_to_end(key)
+        table.use(value.key, (value, flags) if flags else value)
         self.sets += 1
         limit = self.max_entries
         if limit is not None:
-            while len(entries) > limit:
-                entries.popitem(last=False)
+            while len(table) > limit:
+                table.pop_oldest()
                 self.evictions += 1
 
     def decide(
@@ -258,7 +258,7 @@ class MemoryStore:
     ) -> tuple[CacheWriteStatus, Entry | None]:
         """What :meth:`put_if_newer` would do now, without storing: the decision and the entry
         held (``None`` if there is none)."""
-        found = self._entries.get(value.key)
+        found = self._table.get(value.key)
         held = None if found is None else entry(found)
         status = decide_write(
             None if held is None else held[0], value, force=force, replace_equal=replace_equal
@@ -272,7 +272,7 @@ class MemoryStore:
 
         Returns the decision and the entry held before (``None`` if there was none).
         """
-        found = self._entries.get(value.key)
+        found = self._table.get(value.key)
         previous = None if found is None else entry(found)
         status = decide_write(
             None if previous is None else previous[0],
@@ -288,16 +288,16 @@ class MemoryStore:
 
     def remove(self, key: ResourceKey) -> bool:
         """Drop ``key``; True when it was cached."""
-        if self._entries.pop(key, None) is None:
+        if self._table.pop(key) is None:
             return False
         self.invalidations += 1
         return True
 
     def remove_matching(self, predicate: Callable[[ResourceKey], bool]) -> tuple[ResourceKey, ...]:
         """Drop every key ``predicate`` accepts; if it raises, nothing is dropped."""
-        doomed = tuple(key for key in self._entries if predicate(key))
+        doomed = tuple(key for key in self._table.oldest_first() if predicate(key))
         for key in doomed:
-            del self._entries[key]
+            self._table.pop(key)
         self.invalidations += len(doomed)
         return doomed
 
@@ -309,7 +309,7 @@ class MemoryStore:
                 is dropped then.
         """
         doomed: list[ResourceKey] = []
-        for key, held in self._entries.items():
+        for key, held in self._table.entries_oldest_first():
             value = entry(held)[0]
             policy = resolver.resolve(key)
             if not isinstance(policy, FreshnessPolicy):
@@ -320,22 +320,22 @@ class MemoryStore:
             if not policy.is_usable(now - value.observed_at):
                 doomed.append(key)
         for key in doomed:
-            del self._entries[key]
+            self._table.pop(key)
         self.expirations += len(doomed)
         return tuple(doomed)
 
     def clear(self) -> None:
         """Drop every entry, each counted as an invalidation (statistics are kept)."""
-        self.invalidations += len(self._entries)
-        self._entries.clear()
+        self.invalidations += len(self._table)
+        self._table.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._table)
 
     def stats(self) -> CacheStats:
         """Return the current statistics."""
         return CacheStats(
-            size=len(self._entries),
+            size=len(self._table),
             max_entries=self.max_entries,
             hits=self.fresh_hits + self.stale_hits,
             misses=self.misses,
