@@ -253,8 +253,8 @@ async def resolve(
     if check:
         values = dict(values)  # the build's first reading stays as it was read
     if claims:
-        ready: dict[ResourceKey, SnapshotValue[Any]] = {}
         outcomes = await engine.flights.wait(claims, ctx, engine.clock, engine.counters)
+        ready: dict[ResourceKey, SnapshotValue[Any]] = {}
         for key, outcome in outcomes.items():
             if isinstance(outcome, Exception):
                 if type(outcome) is Raised:
@@ -366,17 +366,21 @@ def claim(
     ``candidates``: usable cached values to serve if every source fails.
     """
     flights = engine.flights
+    get, deadline = flights.get, ctx.deadline_monotonic
     claims: dict[ResourceKey, Flight] = {}
     owned: list[ResourceKey] = []
     joined: list[ResourceKey] = []
+    extended = None  # the group last extended: a stampede's keys share one
     for key in keys:
-        flight = flights.get(key)
+        flight = get(key)
         if flight is None:
             owned.append(key)
         else:
             claims[key] = flight
             joined.append(key)
-            flight.group.extend(ctx.deadline_monotonic)
+            if flight.group is not extended:
+                extended = flight.group
+                extended.extend(deadline)
     if joined:
         view.joined.update(joined)
         diag.coalesced_requests += len(joined)

@@ -30,7 +30,6 @@ from ..core import (
     SnapshotValue,
 )
 from ..core._isolation import PayloadIsolator, located
-from ..core._lookups import MISS
 from ..core._protocols import LeasingCache
 from ..core._validation import ReadOnlyDict
 from ..observability._instrumentation import Instrumentation
@@ -313,7 +312,11 @@ def _take_rest(
     swr: list[ResourceKey] = []
     served_first = len(hits)
     for key, policy in rest.items():
-        verdict, value = _judge(lookups.get(key, MISS), policy, now)
+        lookup = lookups.get(key)
+        if lookup is None or lookup.value is None:  # a miss: nothing to judge
+            needed.append(key)
+            continue
+        verdict, value = _judge(lookup, policy, now)
         if verdict is _FETCH:
             needed.append(key)
             if value is not None:

@@ -24,6 +24,7 @@ from ..core import (
 )
 from ..core._snapshot import key_tuple
 from ._copies import hand_out
+from ._cycles import wait_cycle
 from ._flights import Flight, Outcome, Raised
 from ._machinery import GroupResolution
 from ._payloads import normalize_payload
@@ -89,7 +90,7 @@ class Deriver:
         cycled: list[ResourceKey] = []
         for key, deps in deps_of.items():
             path = next(
-                (p for dep in deps if dep in claims if (p := table.wait_cycle(key, claims[dep]))),
+                (p for dep in deps if dep in claims if (p := wait_cycle(table, key, claims[dep]))),
                 None,
             )
             if path is not None:

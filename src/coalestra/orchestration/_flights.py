@@ -26,16 +26,14 @@ The life of a flight (each arrow is one method of :class:`SingleFlight`)::
   look the key up now join it instead of starting their own.
 - **running**: :meth:`~SingleFlight.running` recorded the group's task and time window.
   Callers count as its waiters inside :meth:`~SingleFlight.waiting`; a derivation marks what it
-  waits on with :meth:`~SingleFlight.wait_on`, so :meth:`~SingleFlight.wait_cycle` can refuse a
-  wait that would close a cycle across builds.
+  waits on with :meth:`~SingleFlight.wait_on`, so a wait that would close a cycle across builds
+  can be refused (:mod:`._cycles`).
 - **resolved**: :meth:`~SingleFlight.resolve` took the key out of the table (later callers read
   the cache) and set its outcome; every waiter reads it.
 - **abandoned**: nobody waits for the group's unresolved keys (not a background refresh):
   :meth:`~SingleFlight.release` resolves them as failed, cancels the task, and releases the
   groups it held.
 
-Two builds could each own one key and wait on the other's (a dependency cycle split across
-builds): :meth:`SingleFlight.wait_cycle` finds it first, so it fails with ``DependencyCycleError``.
 A group's :class:`FlightWindow` is its context, with a deadline a joiner with more time extends
 (timeouts already running move with it).
 """
@@ -88,6 +86,7 @@ class FlightGroup:
         "flights",
         "holds",
         "keep_alive",
+        "settled",
         "task",
         "unresolved",
         "waiters",
@@ -105,6 +104,8 @@ class FlightGroup:
         self.unresolved = 0
         self.waiters = 0
         self.watchers: dict[Countdown, None] = {}  # callers waiting on some of its flights
+        # Callers waiting on every flight it has not resolved: woken at once when none is left.
+        self.settled: dict[asyncio.Future[bool], None] = {}
         self.keep_alive = keep_alive  # background refreshes run with nobody waiting
 
     def extend(self, deadline_monotonic: float | None) -> None:
@@ -138,9 +139,9 @@ class Countdown:
 
     __slots__ = ("done", "left")
 
-    def __init__(self, pending: Iterable[Flight]) -> None:
+    def __init__(self, pending: Iterable[Flight], done: asyncio.Future[bool]) -> None:
         self.left = set(pending)  # flights hash by identity: no key hashing here
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.done = done
 
     def resolved(self, flight: Flight) -> None:
         """``flight`` has its outcome; the last one wakes the caller."""
@@ -148,27 +149,25 @@ class Countdown:
         if flight in left:
             left.discard(flight)
             if not left and not self.done.done():
-                self.done.set_result(None)
+                self.done.set_result(True)
 
 
 @final
 class SingleFlight:
     """The table ``key -> Flight`` shared by every build and session of one builder."""
 
-    __slots__ = ("_flights",)
+    __slots__ = ("_flights", "get")
 
     def __init__(self) -> None:
         self._flights: dict[ResourceKey, Flight] = {}
+        # The flight of a key, if one is in progress (the table's own lookup: no call of ours).
+        self.get = self._flights.get
 
     def __len__(self) -> int:
         return len(self._flights)
 
     def __contains__(self, key: object) -> bool:
         return key in self._flights
-
-    def get(self, key: ResourceKey) -> Flight | None:
-        """The flight of ``key``, if one is in progress."""
-        return self._flights.get(key)
 
     def start(
         self, keys: Iterable[ResourceKey], *, keep_alive: bool = False, register: bool = True
@@ -230,21 +229,6 @@ class SingleFlight:
                     holder.holds.remove(group)
                     self.release(group)
 
-    @staticmethod
-    @contextmanager
-    def watching(pending: Iterable[Flight]) -> Iterator[asyncio.Future[None]]:
-        """While inside, the yielded future resolves once every flight of ``pending`` (none
-        resolved yet) is."""
-        countdown = Countdown(pending)
-        groups = {flight.group for flight in countdown.left}
-        for group in groups:
-            group.watchers[countdown] = None
-        try:
-            yield countdown.done
-        finally:
-            for group in groups:
-                del group.watchers[countdown]
-
     async def wait(
         self,
         claims: Mapping[ResourceKey, Flight],
@@ -254,11 +238,12 @@ class SingleFlight:
     ) -> dict[ResourceKey, Outcome]:
         """Wait for the claimed flights until ``ctx``'s own deadline; a flight still running
         then goes on for others, and this caller gets a (counted) deadline failure for it."""
-        with self.waiting(claims):
+        groups = {flight.group for flight in claims.values()}
+        for group in groups:
+            group.waiters += 1
+        try:
             pending = [flight for flight in claims.values() if not flight.future.done()]
-            if pending:
-                with self.watching(pending) as all_done:
-                    await asyncio.wait((all_done,), timeout=ctx.remaining_seconds(clock))
+            if pending and not await _resolved(pending, ctx.remaining_seconds(clock)):
                 await _let_ending_groups_finish(claims)
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             outcomes: dict[ResourceKey, Outcome] = {}
@@ -269,6 +254,9 @@ class SingleFlight:
                 else:
                     late += 1
                     outcomes[key] = _joined_too_long(key)
+        finally:
+            for group in groups:
+                self.release(group)
         counters.deadline_exceeded += late
         return outcomes
 
@@ -287,31 +275,44 @@ class SingleFlight:
             flight.future.set_result(outcome)
             for countdown in group.watchers:
                 countdown.resolved(flight)
+            if not group.unresolved and group.settled:
+                settled, group.settled = group.settled, {}
+                for done in settled:
+                    if not done.done():
+                        done.set_result(True)
 
-    def wait_cycle(self, waiter: ResourceKey, target: Flight) -> tuple[ResourceKey, ...] | None:
-        """If ``target`` (transitively) waits on ``waiter``'s flight, return the cycle's path."""
-        path = [waiter, target.key]
-        seen: set[ResourceKey] = set()
-        return self._search(waiter, target, path, seen)
 
-    def _search(
-        self, waiter: ResourceKey, flight: Flight, path: list[ResourceKey], seen: set[ResourceKey]
-    ) -> tuple[ResourceKey, ...] | None:
-        if flight.key == waiter:
-            return tuple(path)
-        if flight.key in seen:
-            return None
-        seen.add(flight.key)
-        for key in flight.waiting_on:
-            following = self._flights.get(key)
-            if following is None:
-                continue
-            path.append(key)
-            found = self._search(waiter, following, path, seen)
-            if found is not None:
-                return found
-            path.pop()
-        return None
+async def _resolved(pending: list[Flight], remaining: float | None) -> bool:
+    """Wait until every flight of ``pending`` (none resolved yet) is resolved: True, or until
+    ``remaining`` seconds have passed: False. One wake-up, whatever the number of flights: a
+    caller waiting on every unresolved flight of one group (a stampede's joiners) is woken by
+    the group; any other by its own countdown."""
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    group = pending[0].group
+    whole = len(pending) == group.unresolved and all(f.group is group for f in pending)
+    countdown = None
+    if whole:
+        group.settled[done] = None
+    else:
+        countdown = Countdown(pending, done)
+        for each in {flight.group for flight in pending}:
+            each.watchers[countdown] = None
+    timer = None if remaining is None else done.get_loop().call_later(remaining, _time_up, done)
+    try:
+        return await done
+    finally:
+        if timer is not None:
+            timer.cancel()
+        if countdown is None:
+            group.settled.pop(done, None)
+        else:
+            for each in {flight.group for flight in pending}:
+                del each.watchers[countdown]
+
+
+def _time_up(done: asyncio.Future[bool]) -> None:
+    if not done.done():
+        done.set_result(False)
 
 
 async def _let_ending_groups_finish(claims: Mapping[ResourceKey, Flight]) -> None:
