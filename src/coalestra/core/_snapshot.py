@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from itertools import repeat
+from operator import attrgetter
 from typing import Any, TypeVar, cast, final, overload
 
 from ._acceptance import SnapshotAcceptancePolicy
@@ -90,7 +91,8 @@ class DiagnosticsCollector:
     plain attribute increments, which cost nothing measurable on the hot path.
     """
 
-    __slots__ = (*_COUNTERS, "source_calls_by_source", "source_latency_ms_by_source")
+    # Not slotted: every counter starts as the class's 0 (set below), so a new collector
+    # assigns nothing but its two tables; the first increment of a counter makes it its own.
 
     requested_resources: int
     resolved_resources: int
@@ -114,8 +116,6 @@ class DiagnosticsCollector:
     future_timestamp_rejections: int
 
     def __init__(self) -> None:
-        for name in _COUNTERS:
-            setattr(self, name, 0)
         self.source_calls_by_source: dict[str, int] = {}
         self.source_latency_ms_by_source: dict[str, float] = {}
 
@@ -135,8 +135,8 @@ class DiagnosticsCollector:
         # Built without SnapshotDiagnostics' checks: every counter here is an int the engine
         # counted, and validating ~24 fields would cost more than a warm build's whole read.
         frozen = _new(SnapshotDiagnostics)
-        for name in _COUNTERS:
-            _set(frozen, name, getattr(self, name))
+        for name, count in zip(_COUNTERS, _counts(self), strict=True):
+            _set(frozen, name, count)
         _set(frozen, "duration_ms", max(float(duration_ms), 0.0))
         _set(frozen, "observation_skew_ms", max(float(observation_skew_ms), 0.0))
         _set(frozen, "source_calls_by_source", _frozen_counts(self.source_calls_by_source))
@@ -146,8 +146,12 @@ class DiagnosticsCollector:
         return frozen
 
 
+for _name in _COUNTERS:
+    setattr(DiagnosticsCollector, _name, 0)
+
 _new = object.__new__
 _set = object.__setattr__
+_counts = attrgetter(*_COUNTERS)
 
 
 def _frozen_counts(counts: dict[str, Any]) -> Mapping[str, Any]:
@@ -184,6 +188,26 @@ class Snapshot(Mapping[ResourceKey, SnapshotValue[Any]]):
         setattr_(self, "errors", frozen_mapping("errors", self.errors))
         if not isinstance(self.diagnostics, SnapshotDiagnostics):
             raise TypeError("diagnostics must be SnapshotDiagnostics")
+
+    @classmethod
+    def _assembled(
+        cls,
+        snapshot_id: str,
+        created_at: float,
+        resources: Mapping[ResourceKey, SnapshotValue[Any]],
+        errors: Mapping[ResourceKey, Exception],
+        diagnostics: SnapshotDiagnostics,
+    ) -> Snapshot:
+        """A snapshot the engine assembled from what it made itself (a checked id, a clock
+        reading, read-only tables of its own values and errors, frozen diagnostics): nothing
+        to check, so nothing is (a build's fixed cost; a snapshot made by anyone else is)."""
+        snapshot = _new(cls)
+        _set(snapshot, "snapshot_id", snapshot_id)
+        _set(snapshot, "created_at", created_at)
+        _set(snapshot, "resources", resources)
+        _set(snapshot, "errors", errors)
+        _set(snapshot, "diagnostics", diagnostics)
+        return snapshot
 
     def __getitem__(self, key: ResourceKey) -> SnapshotValue[Any]:
         return self.resources[key]

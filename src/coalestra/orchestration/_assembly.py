@@ -67,8 +67,10 @@ def assemble(
         # Every key resolved, already in request order (a warm build): no re-keying needed.
         resources: Mapping[ResourceKey, SnapshotValue[Any]] = ReadOnlyDict(values)
     else:
-        resources = {key: values[key] for key in keys if key in values}
-    failed = {key: errors[key] for key in keys if key in errors} if errors else EMPTY_MAPPING
+        resources = _read_only({key: values[key] for key in keys if key in values})
+    failed = (
+        _read_only({key: errors[key] for key in keys if key in errors}) if errors else EMPTY_MAPPING
+    )
     diag.requested_resources += len(keys)
     diag.resolved_resources += len(resources)
     diag.failed_resources += len(failed)
@@ -76,13 +78,17 @@ def assemble(
     diag.stale_values += len([value for value in resources.values() if value.stale])
     observed = [value.observed_at for value in resources.values()]
     skew_ms = (max(observed) - min(observed)) * 1000.0 if observed else 0.0
-    return Snapshot(
-        snapshot_id=snapshot_id,
-        created_at=created_at,
-        resources=resources,
-        errors=failed,
-        diagnostics=diag.freeze(duration_ms=duration_ms, observation_skew_ms=skew_ms),
+    return Snapshot._assembled(
+        snapshot_id,
+        created_at,
+        resources,
+        failed,
+        diag.freeze(duration_ms=duration_ms, observation_skew_ms=skew_ms),
     )
+
+
+def _read_only(table: dict[Any, Any]) -> Mapping[Any, Any]:
+    return ReadOnlyDict(table) if table else EMPTY_MAPPING
 
 
 @final

@@ -87,7 +87,6 @@ def count_refreshes(
     engine: Machinery,
     flights: Iterable[Flight],
     refresh: Refresh,
-    *,
     cancelled: bool,
     failed: Mapping[ResourceKey, Exception],
 ) -> None:

@@ -132,13 +132,8 @@ class GroupRun:
                 await self.engine.cache.release(list(leased))
             if self.refresh_for is not None:
                 cancelled = isinstance(reason, asyncio.CancelledError)
-                count_refreshes(
-                    self.engine,
-                    self.flights.values(),
-                    self.refresh_for,
-                    cancelled=cancelled,
-                    failed=self.served_instead,
-                )
+                flights, failed = self.flights.values(), self.served_instead
+                count_refreshes(self.engine, flights, self.refresh_for, cancelled, failed)
 
     async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
         """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the
@@ -166,13 +161,9 @@ class GroupRun:
     # -- the chain walk ---------------------------------------------------------------------
 
     async def walk(self, keys: list[ResourceKey], start: int) -> None:
-        """Try ``keys`` at sources ``start..``; a key no source could resolve is finished at
-        once (its future must not wait for the rest of the group).
-
-        Each key goes to the next source in its own chain. Keys bound for the same source are
-        dispatched together (one batch); keys bound for different sources go concurrently, so
-        a key never waits for a source it does not use.
-        """
+        """Try ``keys`` at sources ``start..``, each at the next source of its own chain; a key
+        no source could resolve is finished at once. Keys bound for the same source are
+        dispatched together (one batch), keys bound for different ones concurrently."""
         if not keys:
             return
         # No shortcut once the deadline has passed: each source the key reaches fails at once
@@ -202,6 +193,9 @@ class GroupRun:
         not when its siblings' calls are done: it never waits for calls it does not use, and a
         derived sibling waiting on it cannot deadlock."""
         source = self.engine.sources[index]
+        if len(keys) == 1 and source.kind is not SourceKind.DERIVED:
+            await self._step_one(source, keys)
+            return
         async with TaskGroup() as group:
             fall_through = FallThrough(group, self.walk, index + 1)
             if source.kind is SourceKind.DERIVED:
@@ -215,11 +209,31 @@ class GroupRun:
             # The level is done (its failures already went on): one write for all it made.
             await self.commit(made)
 
+    async def _step_one(self, source: RegisteredSource, keys: list[ResourceKey]) -> None:
+        """:meth:`_step` for one key (no sibling to move on without): it falls through after
+        its call, in this task; no task group unless a shared batch call failed some keys and
+        made others (those move on while the level is written, as in :meth:`_step`)."""
+        failed: list[ResourceKey] = []
+        made: list[SnapshotValue[Any]] = []
+        if source.kind is SourceKind.BATCH:
+            await self._gather_batch(source, keys, failed.extend, made)
+        else:
+            await self._dispatch(source, keys, failed.extend, made)
+        if failed and made:
+            async with TaskGroup() as group:
+                group.create_task(self.walk(failed, source.index + 1))
+                await self.commit(made)
+        elif failed:
+            await asyncio.sleep(0)  # a loop turn later, as a fall-through task would start
+            await self.walk(failed, source.index + 1)
+        else:
+            await self.commit(made)
+
     async def _gather_batch(
         self,
         source: RegisteredSource,
         keys: list[ResourceKey],
-        fall_through: FallThrough,
+        fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
     ) -> None:
         """Keys reaching one batch source in the same turn of the event loop (say, after
@@ -248,7 +262,7 @@ class GroupRun:
         self,
         source: RegisteredSource,
         keys: list[ResourceKey],
-        fall_through: FallThrough,
+        fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
     ) -> None:
         if source.kind is SourceKind.BATCH:
