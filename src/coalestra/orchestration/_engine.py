@@ -239,6 +239,9 @@ class GroupRun:
         """Keys reaching one batch source in the same turn of the event loop (say, after
         failing at different higher sources at once) share its calls instead of each making
         their own; the first arrival dispatches for all and sends every failure fall_through."""
+        if len(keys) == len(self.flights):  # every key of the group: nobody else can arrive
+            await self._dispatch(source, keys, fall_through, made)
+            return
         gathering = self._batches.get(source.index)
         if gathering is not None:
             gathering[0].extend(keys)
