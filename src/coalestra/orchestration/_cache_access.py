@@ -52,10 +52,9 @@ Reading = tuple[
     dict[ResourceKey, SnapshotValue[Any]],
     list[ResourceKey],
 ]
-"""What a build's first read gives: ``(hits, ahead, needed, candidates, swr)``, each in key
-order: the values served, those of them due a refresh-ahead, the keys that need a source, their
-usable cached values (served if every source fails), and the keys served stale while they are
-revalidated."""
+"""A build's first read, in key order: ``(hits, ahead, needed, candidates, swr)``: values served,
+those due a refresh-ahead, keys that need a source, their usable cached values (served if every
+source fails), keys served stale while revalidated."""
 
 _SWR = RefreshMode.STALE_WHILE_REVALIDATE
 _FETCH = "fetch"
@@ -342,8 +341,7 @@ def _judge(
     served stale)``, or ``("fetch", the usable value to serve if every source fails, or
     None)``."""
     value = lookup.value
-    if value is None:
-        return _FETCH, None
+    assert value is not None  # a miss is never judged
     age = lookup.age_seconds
     if age is None:  # a custom cache need not say
         age = max(0.0, now - value.observed_at)
