@@ -161,7 +161,6 @@ class Builds:
     async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
         diag = DiagnosticsCollector()
         started = self._clock.monotonic()
-        # new_context() checked that the builder is open: no resolve_keys() layer to check again.
         values, errors = await resolve(self._engine, keys, ctx, diag, BuildView())
         return assemble(
             keys,

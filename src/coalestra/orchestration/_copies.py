@@ -311,6 +311,13 @@ def _reader_clone(
     stale: bool,
     coalesced: bool,
 ) -> SnapshotValue[Any]:
+    payload, metadata = outcome.value, outcome.metadata
+    if not isolator.needs_copy(payload) and not isolator.metadata_needs_copy(metadata):
+        # Nothing to copy (an immutable payload, metadata of immutable values): a new value
+        # read as of now sharing both, as clone_snapshot_value would make it, in one step.
+        from_cache = outcome.from_cache
+        clone = outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
+        return _marked(clone) if coalesced else clone
     try:
         clone = isolator.clone_snapshot_value(
             outcome,
@@ -321,11 +328,15 @@ def _reader_clone(
     except PayloadIsolationError as error:
         where = f"{outcome.key} in snapshot {snapshot_id!r}"
         raise located(error, where) from error.__cause__
-    if coalesced:
-        # The clone is new and unshared, and its metadata is already isolated (copied, or
-        # of immutable values): the mark is added without copying the metadata again.
-        marked = ReadOnlyDict({**clone.metadata, "coalesced_request": True})
-        object.__setattr__(clone, "metadata", marked)
+    return _marked(clone) if coalesced else clone
+
+
+def _marked(clone: SnapshotValue[Any]) -> SnapshotValue[Any]:
+    """``clone`` marked as read from another build's flight. The clone is new and unshared, and
+    its metadata is already isolated (copied, or of immutable values): the mark is added
+    without copying the metadata again."""
+    marked = ReadOnlyDict({**clone.metadata, "coalesced_request": True})
+    object.__setattr__(clone, "metadata", marked)
     return clone
 
 

@@ -54,8 +54,7 @@ def start(
     view: BuildView,
     **options: Any,
 ) -> None:
-    """Start the one task that resolves the owned ``flights`` (:class:`GroupRun`, which
-    ``options`` are for), owned by ``engine`` (see :meth:`Machinery.start`)."""
+    """Start the task resolving the owned ``flights`` (see :meth:`Machinery.start`)."""
     run = GroupRun(engine, flights, ctx, diag, view, **options)
     task = asyncio.get_running_loop().create_task(run.run())
     engine.flights.running(run.group, task, run.window)
@@ -136,8 +135,8 @@ class GroupRun:
                 count_refreshes(self.engine, flights, self.refresh_for, cancelled, failed)
 
     async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
-        """Run ``work`` over ``items`` in order with at most ``max_pending_tasks`` workers; the
-        first worker is the calling task itself, so one item costs no task at all."""
+        """Run ``work`` over ``items`` in order, in at most ``max_pending_tasks`` workers (the
+        first is this task: one item costs no task)."""
         engine = self.engine
         pending = iter(items)
 
@@ -161,9 +160,8 @@ class GroupRun:
     # -- the chain walk ---------------------------------------------------------------------
 
     async def walk(self, keys: list[ResourceKey], start: int) -> None:
-        """Try ``keys`` at sources ``start..``, each at the next source of its own chain; a key
-        no source could resolve is finished at once. Keys bound for the same source are
-        dispatched together (one batch), keys bound for different ones concurrently."""
+        """Try ``keys`` at sources ``start..``, each at its next (no source left: finished at
+        once); keys bound for one source go together, for different ones concurrently."""
         if not keys:
             return
         # No shortcut once the deadline has passed: each source the key reaches fails at once
@@ -189,9 +187,8 @@ class GroupRun:
                 await self._step(*steps[0])
 
     async def _step(self, index: int, keys: list[ResourceKey]) -> None:
-        """Try ``keys`` at source ``index``. A key that fails moves on down its chain at once,
-        not when its siblings' calls are done: it never waits for calls it does not use, and a
-        derived sibling waiting on it cannot deadlock."""
+        """Try ``keys`` at source ``index``; a key that fails moves on at once, not when its
+        siblings' calls are done (so a derived sibling waiting on it cannot deadlock)."""
         source = self.engine.sources[index]
         if len(keys) == 1 and source.kind is not SourceKind.DERIVED:
             await self._step_one(source, keys)
@@ -236,9 +233,8 @@ class GroupRun:
         fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
     ) -> None:
-        """Keys reaching one batch source in the same turn of the event loop (say, after
-        failing at different higher sources at once) share its calls instead of each making
-        their own; the first arrival dispatches for all and sends every failure fall_through."""
+        """Keys reaching one batch source in the same loop turn (say, failing at different
+        higher sources at once) share its calls; the first arrival dispatches for all."""
         if len(keys) == len(self.flights):  # every key of the group: nobody else can arrive
             await self._dispatch(source, keys, fall_through, made)
             return
@@ -292,7 +288,7 @@ class GroupRun:
         self,
         source: RegisteredSource,
         invoke: Invoke[SourcePayload[Any]],
-        fall_through: FallThrough,
+        fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
         key: ResourceKey,
     ) -> None:
@@ -343,14 +339,12 @@ class GroupRun:
         return failed
 
     async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
-        """After a priority level, one cache write of every fresh value it made (a fast
-        source's 200 keys: one write; none when ``write`` is False), then resolve each key at
-        once with what the build serves for it (:func:`served`). It runs in the level's
-        own task (inside the group's task group): no commit outlives its group.
+        """After a level, one cache write of every fresh value it made (none when ``write`` is
+        False), then resolve each key with what the build serves (:func:`served`); in the
+        level's own task, inside the group's task group: no commit outlives its group.
 
         Raises:
-            Exception: whatever the cache raised (except an uncopyable payload: that value is
-                served uncached).
+            Exception: whatever the cache raised (an uncopyable payload is served uncached).
         """
         if not values:
             return
@@ -371,9 +365,8 @@ class GroupRun:
 
 @final
 class FallThrough:
-    """Sends keys that failed at one source on down their chains as they fail. Keys failing
-    within one turn of the event loop travel on together (one walk, so they can still share a
-    lower batch source's call)."""
+    """Sends keys that failed at one source on down their chains as they fail; keys failing
+    in one loop turn travel on together (they can still share a lower batch source's call)."""
 
     __slots__ = ("_group", "_pending", "_start", "_walk")
 
@@ -401,7 +394,7 @@ class FallThrough:
 
 
 def _observe(task: asyncio.Task[None]) -> None:
-    """Nobody awaits a group's task (callers wait on its flights, which it always resolves):
-    retrieve how it ended, so a BaseException a source raised is not logged as unretrieved."""
+    """Retrieve how a group's task ended (nobody awaits it: callers wait on its flights), so a
+    BaseException a source raised is not logged as unretrieved."""
     if not task.cancelled():
         task.exception()
