@@ -258,11 +258,16 @@ async def hand_out(
     one reading of the clock for all."""
     now = engine.clock.now()
     isolator, snapshot_id = engine.isolator, ctx.snapshot_id
-    if not engine.copies.offloads(ready.values()):
-        for key, value in ready.items():
-            age, stale = _reading(engine, value, now)
-            coalesced = bool(joined) and key in joined
-            values[key] = _reader_clone(isolator, value, snapshot_id, age, stale, coalesced)
+    # Each payload is judged once: immutable ones (a stampede's) are never offloaded.
+    mutable = [isolator.needs_copy(value.value) for value in ready.values()]
+    if not any(mutable) or not engine.copies.offloads(ready.values()):
+        constant, policy_for = engine.constant_policy, engine.policy_for
+        for (key, value), copy in zip(ready.items(), mutable, strict=True):
+            observed = value.observed_at
+            age = now - observed if now > observed else 0.0
+            stale = value.stale or not (constant or policy_for(key)).is_fresh(age)
+            clone = _reader_clone(isolator, value, snapshot_id, age, stale, copy)
+            values[key] = _marked(clone) if joined and key in joined else clone
         return
     copies = [reader_copy(engine, value, ctx, key in joined, now) for key, value in ready.items()]
     try:
@@ -282,7 +287,10 @@ def consume(
     """A private copy of a flight's value for one reader, with its age as of now;
     ``coalesced``: the reader joined another build's flight (so the metadata says)."""
     age, stale = _reading(engine, outcome, engine.clock.now())
-    return _reader_clone(engine.isolator, outcome, ctx.snapshot_id, age, stale, coalesced)
+    isolator = engine.isolator
+    mutable = isolator.needs_copy(outcome.value)
+    clone = _reader_clone(isolator, outcome, ctx.snapshot_id, age, stale, mutable)
+    return _marked(clone) if coalesced else clone
 
 
 def reader_copy(
@@ -292,7 +300,13 @@ def reader_copy(
     returned function only copies (so it may run in a worker thread)."""
     age, stale = _reading(engine, outcome, now)
     isolator, snapshot_id = engine.isolator, ctx.snapshot_id
-    return lambda: _reader_clone(isolator, outcome, snapshot_id, age, stale, coalesced)
+    mutable = isolator.needs_copy(outcome.value)
+
+    def copy() -> SnapshotValue[Any]:
+        clone = _reader_clone(isolator, outcome, snapshot_id, age, stale, mutable)
+        return _marked(clone) if coalesced else clone
+
+    return copy
 
 
 def _reading(engine: Readers, outcome: SnapshotValue[Any], now: float) -> tuple[float, bool]:
@@ -309,15 +323,16 @@ def _reader_clone(
     snapshot_id: str,
     age: float,
     stale: bool,
-    coalesced: bool,
+    mutable: bool,
 ) -> SnapshotValue[Any]:
-    payload, metadata = outcome.value, outcome.metadata
-    if not isolator.needs_copy(payload) and not isolator.metadata_needs_copy(metadata):
+    """A reader's private copy of ``outcome`` read at ``age``; ``mutable``: its payload must be
+    copied (:meth:`PayloadIsolator.needs_copy`)."""
+    payload = outcome.value
+    if not mutable and not isolator.metadata_needs_copy(outcome.metadata):
         # Nothing to copy (an immutable payload, metadata of immutable values): a new value
         # read as of now sharing both, as clone_snapshot_value would make it, in one step.
         from_cache = outcome.from_cache
-        clone = outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
-        return _marked(clone) if coalesced else clone
+        return outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
     try:
         clone = isolator.clone_snapshot_value(
             outcome,
@@ -328,7 +343,7 @@ def _reader_clone(
     except PayloadIsolationError as error:
         where = f"{outcome.key} in snapshot {snapshot_id!r}"
         raise located(error, where) from error.__cause__
-    return _marked(clone) if coalesced else clone
+    return clone
 
 
 def _marked(clone: SnapshotValue[Any]) -> SnapshotValue[Any]:

@@ -243,7 +243,7 @@ class SingleFlight:
             group.waiters += 1
         try:
             pending = [flight for flight in claims.values() if not flight.future.done()]
-            if pending and not await _resolved(pending, ctx.remaining_seconds(clock)):
+            if pending and not await _resolved(pending, groups, ctx.remaining_seconds(clock)):
                 await _let_ending_groups_finish(claims)
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             outcomes: dict[ResourceKey, Outcome] = {}
@@ -282,14 +282,15 @@ class SingleFlight:
                         done.set_result(True)
 
 
-async def _resolved(pending: list[Flight], remaining: float | None) -> bool:
-    """Wait until every flight of ``pending`` (none resolved yet) is resolved: True, or until
-    ``remaining`` seconds have passed: False. One wake-up, whatever the number of flights: a
-    caller waiting on every unresolved flight of one group (a stampede's joiners) is woken by
-    the group; any other by its own countdown."""
+async def _resolved(
+    pending: list[Flight], groups: set[FlightGroup], remaining: float | None
+) -> bool:
+    """Wait until every flight of ``pending`` is resolved: True, or ``remaining`` seconds have
+    passed: False. One wake-up however many flights: a caller waiting on every unresolved
+    flight of one group (a stampede's joiner) is woken by the group, any other by a countdown."""
     done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     group = pending[0].group
-    whole = len(pending) == group.unresolved and all(f.group is group for f in pending)
+    whole = len(groups) == 1 and len(pending) == group.unresolved  # ``groups``: of every claim
     countdown = None
     if whole:
         group.settled[done] = None
