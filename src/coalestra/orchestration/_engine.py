@@ -60,8 +60,7 @@ def start(
     engine.flights.running(run.group, task, run.window)
     owner = engine.refresh_tasks if run.refresh_for is not None else engine.tasks
     owner.add(task)
-    task.add_done_callback(owner.discard)
-    task.add_done_callback(_observe)
+    task.add_done_callback(partial(_ended, owner))
 
 
 @final
@@ -393,8 +392,9 @@ class FallThrough:
         await self._walk(keys, self._start)
 
 
-def _observe(task: asyncio.Task[None]) -> None:
-    """Retrieve how a group's task ended (nobody awaits it: callers wait on its flights), so a
-    BaseException a source raised is not logged as unretrieved."""
+def _ended(owner: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    """A group's task ended: drop it from its ``owner`` and retrieve how it ended (nobody awaits
+    it: callers wait on its flights), so a BaseException a source raised is not logged."""
+    owner.discard(task)
     if not task.cancelled():
         task.exception()
