@@ -29,7 +29,6 @@ MISS_PATH = (
     "_gate.py",
     "_circuits.py",
     "_payloads.py",
-    "_policy.py",
     "_copies.py",
 )
 

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeAlias, final
 
-from ..core._values import SourcePayload
+from ..core._values import SourcePayload, wrap_payload
 
 UserFunction: TypeAlias = Callable[..., object]
 
@@ -99,4 +99,4 @@ def to_payload(result: object) -> SourcePayload[Any]:
     """Return ``result`` if it is a :class:`SourcePayload`; wrap anything else as one."""
     if isinstance(result, SourcePayload):
         return result
-    return SourcePayload(result)
+    return wrap_payload(result)  # SourcePayload(result), minus the checks: nothing to check

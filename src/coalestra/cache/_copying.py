@@ -128,7 +128,10 @@ class PayloadCopies:
     def is_mutable(self, value: SnapshotValue[Any]) -> bool:
         """True when ``value``'s payload or metadata must go through a copy before sharing."""
         isolator = self._isolator
-        return isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
+        if isolator.needs_copy(value.value):
+            return True
+        metadata = value.metadata
+        return bool(metadata) and isolator.metadata_needs_copy(metadata)
 
     def in_thread(self, value: SnapshotValue[Any]) -> bool:
         """True when copying ``value`` belongs in a worker thread (see the module docstring)."""

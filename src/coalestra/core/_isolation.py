@@ -123,7 +123,9 @@ class PayloadIsolator:
 
     def needs_copy(self, value: object) -> bool:
         """True when ``value`` must go through the copier before it is shared."""
-        return not self.uses_default_copier or not is_immutable(value)
+        if not self.uses_default_copier:
+            return True
+        return type(value) not in _ATOMS and not is_immutable(value)
 
     def metadata_needs_copy(self, metadata: Mapping[str, Any]) -> bool:
         """True when some value of ``metadata`` must be copied before it is shared."""
@@ -178,7 +180,7 @@ class PayloadIsolator:
         is shared.
         """
         payload = self.copy(value.value, context=context)
-        if metadata is None and self.metadata_needs_copy(value.metadata):
+        if metadata is None and value.metadata and self.metadata_needs_copy(value.metadata):
             metadata = value.metadata
         clone = value._evolve(
             payload,

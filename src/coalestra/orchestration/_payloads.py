@@ -237,7 +237,7 @@ class ValueFactory:
             observed,
             now,
             age,
-            not self._policy_for(key).is_fresh(age),
+            age > 0.0 and not self._policy_for(key).is_fresh(age),  # age 0: fresh, any TTL
             result.latency_ms,
             result.attempts,
             metadata,

@@ -327,25 +327,21 @@ class SourceChains:
         if not self._enabled:
             self.misses += 1
             return self._ask(key, self._sources)
-        cached = self._cache.get(key)
+        cache = self._cache
+        cached = cache.get(key)
         if cached is None:
             self.misses += 1
             cached = self._ask(key, self._asked)
-            self._store(key, cached)
+            if not cached[1]:  # a supports() that raised may succeed next time: not kept
+                if self._max_entries is not None and len(cache) >= self._max_entries:
+                    del cache[next(iter(cache))]
+                cache[key] = cached  # shared with every key of the same answer (see _ask)
         else:
             self.hits += 1
         if not self._dynamic:
             return cached
         live = self._ask(key, self._live)
         return cached[0] | live[0], cached[1] + live[1]
-
-    def _store(self, key: ResourceKey, answer: tuple[frozenset[int], Broken]) -> None:
-        if answer[1]:
-            return  # a supports() that raised may succeed next time: do not remember it
-        cache = self._cache
-        if self._max_entries is not None and len(cache) >= self._max_entries:
-            del cache[next(iter(cache))]
-        cache[key] = answer  # shared with every key of the same answer (see _ask)
 
     def _ask(
         self, key: ResourceKey, sources: Iterable[RegisteredSource]
