@@ -281,6 +281,9 @@ class AsyncMemoryCache(CopyLifecycle):
         """
         self._check_copies_open()
         candidates = reduce_batch(values)  # the builder's own values: no checks needed
+        lost = await self._writes.write_built(candidates)
+        if lost is not None:
+            return lost
         written = await self._writes.write_all(candidates, False, False, BUILT)
         stored = CacheWriteStatus.STORED
         return {

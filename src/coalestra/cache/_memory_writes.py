@@ -115,6 +115,43 @@ class MemoryWrites:
         commit = self._commit
         return [commit(decided) for decided in staged]
 
+    async def write_built(
+        self, candidates: Sequence[SnapshotValue[Any]]
+    ) -> dict[ResourceKey, CacheWriteResult] | None:
+        """A build's write of its own values of distinct keys (``BUILT``, see the module
+        docstring) when none needs a copy: every one decided, then the winners stored as they
+        are; the result of each write that did not store (with a copy of the revision kept),
+        none for a stored one. ``None``, with nothing written, when a value must be copied
+        after all (a custom copier, or a mutable value that was not fetched): then
+        :meth:`write_all` does it."""
+        copies, store = self._copies, self._store
+        if not copies.shares_built:
+            return None
+        decide, is_mutable = store.decide, copies.is_mutable
+        stored = CacheWriteStatus.STORED
+        decided: list[tuple[SnapshotValue[Any], CacheWriteStatus, Entry | None, bool]] = []
+        for candidate in candidates:
+            status, held = decide(candidate, force=False, replace_equal=False)
+            mutable = status is stored and is_mutable(candidate)
+            if mutable and not candidate.attempts:
+                return None
+            decided.append((candidate, status, held, mutable))
+        # Nothing to copy, so nothing can fail or wait between the decisions and the stores.
+        put = store.put
+        lost: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
+        for candidate, status, held, mutable in decided:
+            if status is stored:
+                put(candidate, mutable)
+            else:
+                assert held is not None  # only a held revision can make a write lose
+                lost[candidate.key] = (status, held)
+        if not lost:
+            return {}
+        kept = await self._isolate_entries([entry for _status, entry in lost.values()])
+        return {
+            key: CacheWriteResult(status, kept[key], kept[key]) for key, (status, _) in lost.items()
+        }
+
     def _stage(
         self, candidate: SnapshotValue[Any], force: bool, replace_equal: bool, handover: Handover
     ) -> Staged | None:

@@ -194,7 +194,7 @@ class SnapshotValue(Generic[T]):
         new.attempts = attempts
         new.metadata = metadata
         new.authority_rank = authority_rank
-        new.version = new_version()
+        new.version = f"{_VERSION_PREFIX}-{next(_version_counter):x}"  # new_version(), inline
         new.dependency_versions = dependency_versions
         new.__class__ = cls  # type: ignore[assignment]
         return new  # type: ignore[return-value]
