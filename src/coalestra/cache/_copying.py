@@ -31,7 +31,7 @@ from typing import Any, final
 
 from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
 from ..core._copy_runner import PayloadCopyRunner
-from ..core._isolation import located
+from ..core._isolation import isolation_error, located
 
 LARGE_PAYLOAD_ITEMS = 256
 """A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
@@ -105,7 +105,9 @@ class PayloadCopies:
         self._isolator = isolator
         self._offload_all = run_in_thread is True
         self._offload_large = run_in_thread is None and isolator.uses_default_copier
-        self._inline: SnapshotValue[Any] | None = None  # see :meth:`kept_inline`
+        # Values about to be stored that were judged to copy inline (see :meth:`kept_inline`),
+        # by id; held until stored, so no id is reused meanwhile.
+        self._inline: dict[int, SnapshotValue[Any]] = {}
         # Thread copies run in the owner's runner: bounded, counted, and stopped at shutdown.
         self.runner = PayloadCopyRunner(
             component,
@@ -142,20 +144,56 @@ class PayloadCopies:
         return self._copy(value, context)
 
     def kept_inline(self, value: SnapshotValue[Any]) -> None:
-        """Note that the value a write is about to store was just judged to copy inline (its
-        payload, or the payload it was copied from, is not large): :meth:`slow`, which the
-        store asks as it keeps it, then need not estimate its size again."""
-        self._inline = value
+        """Note that ``value``, which a write is about to store, was just judged to copy inline
+        (its payload, or the payload it was copied from, is not large): :meth:`slow`, which
+        the store asks as it keeps it, then need not estimate its size again. The write calls
+        :meth:`forget_inline` before it awaits or returns."""
+        self._inline[id(value)] = value
+
+    def forget_inline(self) -> None:
+        """Drop the notes of :meth:`kept_inline` (a write is done, or goes on elsewhere)."""
+        if self._inline:
+            self._inline.clear()
 
     def slow(self, value: SnapshotValue[Any]) -> bool:
         """True when a mutable ``value`` needs more than its payload copied inline: its metadata
         must be copied too, or the copy belongs in a worker thread."""
         if self._isolator.metadata_needs_copy(value.metadata):
             return True
-        if value is self._inline:
-            self._inline = None
+        if self._inline.pop(id(value), None) is value:
             return self._offload_all
         return self.in_thread(value)
+
+    def copy_owned(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
+        """For a value nobody else holds (see ``OWNED`` in :mod:`._memory_writes`): give it a
+        private copy of its payload and return a copy of it (payload and metadata) for the
+        caller, made from the original payload; the payload is judged once for both copies.
+
+        Raises:
+            PayloadIsolationError: the payload or metadata cannot be copied (``value`` is left
+                as it was).
+        """
+        isolator = self._isolator
+        payload = theirs = kept = value.value
+        if isolator.needs_copy(payload):
+            copier = isolator.payload_copier
+            try:  # the error context is only made on failure: no text per copy otherwise
+                theirs, kept = copier(payload), copier(payload)
+            except Exception as error:
+                raise isolation_error(f"{context} {value.key}", payload, error) from error
+        metadata = value.metadata
+        if metadata and isolator.metadata_needs_copy(metadata):
+            try:
+                metadata = isolator.freeze_metadata(metadata, context="")
+            except PayloadIsolationError as error:
+                raise located(error, f"{context} {value.key}") from error.__cause__
+        clone = value._evolve(
+            theirs, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
+        )
+        if metadata is not value.metadata:
+            object.__setattr__(clone, "metadata", metadata)  # ``clone`` is new, unshared
+        object.__setattr__(value, "value", kept)  # filling in a field of an unshared value
+        return clone
 
     async def isolate(
         self, values: Sequence[SnapshotValue[Any]], *, context: str

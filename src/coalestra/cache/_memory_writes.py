@@ -35,11 +35,9 @@ from typing import Any, TypeAlias, final
 from ..core import (
     CacheWriteResult,
     CacheWriteStatus,
-    PayloadIsolationError,
     ResourceKey,
     SnapshotValue,
 )
-from ..core._isolation import located
 from ._copying import PayloadCopies
 from ._store import MUTABLE, Entry, MemoryStore
 
@@ -92,7 +90,9 @@ class MemoryWrites:
         belongs in a worker thread: then :meth:`write_all` does it. ``handover``: see the
         module docstring."""
         staged = self._stage(candidate, force, replace_equal, handover)
-        return None if staged is None else self._commit(staged)
+        written = None if staged is None else self._commit(staged)
+        self._copies.forget_inline()
+        return written
 
     async def write_all(
         self,
@@ -108,12 +108,15 @@ class MemoryWrites:
         for candidate in candidates:
             decided = stage(candidate, force, replace_equal, handover)
             if decided is None:
+                self._copies.forget_inline()
                 found = await self._write_offloaded(candidates, force, replace_equal, handover)
                 results = [found[candidate.key] for candidate in candidates]
                 return [(result.status, result.value, result.previous) for result in results]
             staged.append(decided)
         commit = self._commit
-        return [commit(decided) for decided in staged]
+        written = [commit(decided) for decided in staged]
+        self._copies.forget_inline()
+        return written
 
     async def write_built(
         self, candidates: Sequence[SnapshotValue[Any]]
@@ -181,18 +184,13 @@ class MemoryWrites:
         if copies.in_thread(candidate):
             return None
         # One copy for the result (the caller may mutate what it gets back), one to keep.
-        theirs = candidate if handover == BUILT else copies.copy(candidate, _WRITE)
-        if handover != OWNED:
-            kept = copies.copy(candidate, _WRITE)
-        else:
+        if handover == OWNED:
             # Nobody else holds ``candidate`` and its metadata is private: it is kept itself,
-            # holding a copy of the payload (filling in a field of an unshared value is safe).
-            try:  # the error context is only made on failure: no text per copy otherwise
-                payload = copies.isolator.copy(candidate.value, context="")
-            except PayloadIsolationError as error:
-                raise located(error, f"{_WRITE} {candidate.key}") from error.__cause__
-            object.__setattr__(candidate, "value", payload)
-            kept = candidate
+            # holding a copy of the payload; the result gets its own copy.
+            theirs, kept = copies.copy_owned(candidate, _WRITE), candidate
+        else:
+            theirs = candidate if handover == BUILT else copies.copy(candidate, _WRITE)
+            kept = copies.copy(candidate, _WRITE)
         copies.kept_inline(kept)
         return status, theirs, before, kept, True
 
