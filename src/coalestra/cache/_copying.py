@@ -24,7 +24,7 @@ reserved until the thread really finishes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from functools import partial
 from itertools import islice
 from typing import Any, final
@@ -80,6 +80,19 @@ def is_large(value: object) -> bool:
             if total > LARGE_PAYLOAD_ITEMS:
                 return True
     return False
+
+
+def _holding(
+    value: SnapshotValue[Any], payload: Any, metadata: Mapping[str, Any]
+) -> SnapshotValue[Any]:
+    """A copy of ``value`` holding ``payload`` and ``metadata``, every other field unchanged."""
+    clone = value._evolve(
+        payload, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
+    )
+    if metadata is not value.metadata:
+        # ``clone`` is brand new and not yet shared, so filling in a field is still safe.
+        object.__setattr__(clone, "metadata", metadata)
+    return clone
 
 
 @final
@@ -187,11 +200,7 @@ class PayloadCopies:
                 metadata = isolator.freeze_metadata(metadata, context="")
             except PayloadIsolationError as error:
                 raise located(error, f"{context} {value.key}") from error.__cause__
-        clone = value._evolve(
-            theirs, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
-        )
-        if metadata is not value.metadata:
-            object.__setattr__(clone, "metadata", metadata)  # ``clone`` is new, unshared
+        clone = _holding(value, theirs, metadata)
         object.__setattr__(value, "value", kept)  # filling in a field of an unshared value
         return clone
 
@@ -249,13 +258,7 @@ class PayloadCopies:
                 metadata = isolator.freeze_metadata(metadata, context="")
         except PayloadIsolationError as error:
             raise located(error, f"{context} {value.key}") from error.__cause__
-        clone = value._evolve(
-            payload, age_seconds=value.age_seconds, stale=value.stale, from_cache=value.from_cache
-        )
-        if metadata is not value.metadata:
-            # ``clone`` is brand new and not yet shared, so filling in a field is still safe.
-            object.__setattr__(clone, "metadata", metadata)
-        return clone
+        return _holding(value, payload, metadata)
 
     async def _copy_in_thread(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
         return await self.runner.run(partial(self._copy, value, context))
