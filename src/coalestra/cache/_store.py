@@ -6,7 +6,8 @@ inside it, so the event loop itself makes each operation atomic; no lock is need
 happen outside, before a write is committed and after a read is decided.
 
 Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and bit flags
-computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`), so a read of
+computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`, :data:`FLAT`),
+so a read of
 a plain immutable value tests one int instead of inspecting the payload again. An entry without
 flags (the common case) is held as the bare value: a tuple per entry is ~56 bytes; :func:`entry`
 reads either form. The entries live in an :class:`._lru.LruTable` (exact LRU order in two
@@ -19,6 +20,7 @@ field of the stored revision unchanged); :func:`._serving.serve` answers a build
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from itertools import chain
 from typing import Any, TypeAlias, final
 
 from ..core import (
@@ -29,6 +31,7 @@ from ..core import (
     ResourceKey,
     SnapshotValue,
 )
+from ..core._deep_copy import SHARED
 from ..core._lookups import MISS, make_lookup
 from ._lru import LruTable
 from ._values import CacheStats
@@ -52,6 +55,24 @@ DERIVED = 2
 SLOW_COPY = 4
 """Entry flag (with :data:`MUTABLE`): the copy is not just the payload copier run inline (the
 metadata needs a copy too, or the copy belongs in a worker thread)."""
+FLAT = 8
+"""Entry flag (with :data:`MUTABLE`): the payload is a dict or list of shared atoms (see
+:func:`is_flat`), so the built-in copier's copy of it is its ``copy()``."""
+
+
+def is_flat(payload: Any) -> bool:
+    """Whether ``payload`` is an exact dict or list whose keys and items are all shared atoms
+    (``core._deep_copy.SHARED``): :func:`~coalestra.core._deep_copy.deep_copy` returns exactly
+    ``payload.copy()`` for it. Checked once, when the entry is stored (C-level iteration)."""
+    kind = type(payload)
+    if kind is dict:
+        items: Iterable[object] = chain(payload, payload.values())
+    elif kind is list:
+        items = payload
+    else:
+        return False
+    return all(map(SHARED.__contains__, map(type, items)))
+
 
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
 """A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
@@ -244,7 +265,10 @@ class MemoryStore:
         flags = DERIVED if value.dependency_versions else 0
         if mutable:
             slow = self._slow_copy
-            flags |= MUTABLE | SLOW_COPY if slow is None or slow(value) else MUTABLE
+            if slow is None or slow(value):
+                flags |= MUTABLE | SLOW_COPY
+            else:
+                flags |= MUTABLE | FLAT if is_flat(value.value) else MUTABLE
         table.use(value.key, (value, flags) if flags else value)
         self.sets += 1
         limit = self.max_entries
