@@ -87,13 +87,18 @@ class SourcePayload(Generic[T]):
 
 def wrap_payload(value: Any) -> SourcePayload[Any]:
     """``SourcePayload(value)`` without validation (nothing to validate): sources often return
-    bare values, and the miss path wraps one per key."""
-    payload: SourcePayload[Any] = object.__new__(SourcePayload)
-    setattr_ = object.__setattr__
-    setattr_(payload, "value", value)
-    setattr_(payload, "observed_at", None)
-    setattr_(payload, "metadata", EMPTY_MAPPING)
+    bare values, and the miss path wraps one per key. The fields are filled in through their
+    slot descriptors: half the cost of ``object.__setattr__`` on the frozen class."""
+    payload: SourcePayload[Any] = _new(SourcePayload)
+    _set_payload_value(payload, value)
+    _set_payload_observed_at(payload, None)
+    _set_payload_metadata(payload, EMPTY_MAPPING)
     return payload
+
+
+_set_payload_value = SourcePayload.__dict__["value"].__set__
+_set_payload_observed_at = SourcePayload.__dict__["observed_at"].__set__
+_set_payload_metadata = SourcePayload.__dict__["metadata"].__set__
 
 
 @final

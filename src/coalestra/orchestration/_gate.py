@@ -210,7 +210,11 @@ class SourceGate:
         if not called:
             raise _AllBlocked
         try:
-            lease = await self._acquire(source, window, called)
+            lease = self._take(source, window, called)
+            if lease is None:
+                lease = await self._wait_for_capacity(source, window, called)
+            if source.transport_timeout is not None:  # never start a call it cannot bound
+                self._transport.preflight(source, window, called, lease)
         except BaseException as error:
             self._circuits.release(source, circuits, error, window)  # the call was never made
             if source.kind is SourceKind.BATCH and self._report.metrics_on:
@@ -255,33 +259,24 @@ class SourceGate:
         finally:
             lease.release()
 
-    async def _acquire(
+    def _take(
         self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
-    ) -> CapacityLease:
-        """Take capacity, waiting for at most the queue timeout capped by the deadline
-        (B-TIME-2); free capacity is taken at once, without a wait to time or bound."""
+    ) -> CapacityLease | None:
+        """Free capacity, taken at once (no wait to time or bound), or ``None``: then
+        :meth:`_wait_for_capacity`. A deadline already passed ends the call here (B-TIME-2)."""
         own = source.queue_timeout_seconds
-        budget = None
         if own is not None or window.ctx.deadline_monotonic is not None:
             budget = self._budget(own, window)
             if budget is not None and budget <= 0.0:
                 raise self._deadline(BEFORE_CAPACITY, source, keys)
-        lease = self._capacity.try_acquire(source.name)
-        if lease is None:
-            lease = await self._wait_for_capacity(source, window, keys, own, budget)
-        if source.transport_timeout is not None:  # never start a call it cannot bound
-            self._transport.preflight(source, window, keys, lease)
-        return lease
+        return self._capacity.try_acquire(source.name)
 
     async def _wait_for_capacity(
-        self,
-        source: RegisteredSource,
-        window: FlightWindow,
-        keys: tuple[ResourceKey, ...],
-        own: float | None,
-        budget: float | None,
+        self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
     ) -> CapacityLease:
-        """Wait for capacity for at most ``budget`` seconds (``own``: the queue timeout)."""
+        """Wait for capacity, for at most the queue timeout capped by the deadline (B-TIME-2)."""
+        own = source.queue_timeout_seconds
+        budget = self._budget(own, window)
         waiting_from = self._clock.monotonic()
         try:
             if budget is None:
