@@ -74,7 +74,9 @@ def is_large(value: object) -> bool:
     if total > LARGE_PAYLOAD_ITEMS:
         return True
     containers = _BUILTIN_CONTAINERS
-    for child in islice(children, _SAMPLED_CHILDREN):
+    if total > _SAMPLED_CHILDREN:
+        children = islice(children, _SAMPLED_CHILDREN)
+    for child in children:
         if type(child) in containers:
             total += len(child)  # type: ignore[arg-type]
             if total > LARGE_PAYLOAD_ITEMS:

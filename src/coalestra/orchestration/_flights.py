@@ -129,7 +129,12 @@ class Flight:
         self.key = key
         self.future = future
         self.group = group
-        self.waiting_on: frozenset[ResourceKey] = frozenset()
+        self.waiting_on: frozenset[ResourceKey] = _WAITING_ON_NONE
+
+
+# One empty set shared by every flight that waits on nothing (``frozenset()`` makes a new object
+# each time here: one more object per key for the garbage collector to walk).
+_WAITING_ON_NONE: frozenset[ResourceKey] = frozenset()
 
 
 @final
