@@ -172,23 +172,22 @@ class MemoryStore:
         policies: Mapping[ResourceKey, FreshnessPolicy],
     ) -> tuple[dict[ResourceKey, CacheLookup], list[PendingRead]]:
         """Look every key up at wall-clock ``now``: the cache protocol's hot loop, one function
-        (a call per key would be a measurable share of it).
-
-        Returns the lookups in key order and the hits whose payload must still be copied (their
-        slot in the lookups holds a placeholder until then).
+        (a call per key would be a measurable share of it). Returns the lookups in key order and
+        the hits whose payload must still be copied (a placeholder holds their slot till then).
 
         Raises:
             KeyError, AttributeError, TypeError: bad keys or policies; the caller turns these
                 into a precise error. Hit counters are only committed when the loop completes.
         """
-        table = self._table
-        find, use = table.get, table.use
+        recent, older = self._table.recent, self._table.older  # LruTable.get and .use, inlined
         results: dict[ResourceKey, CacheLookup] = {}
         pending: list[PendingRead] = []
         hits = fresh_hits = misses = 0
         memo: dict[ResourceKey, bool] = {}  # dependency answers, shared by this read's keys
         for key in keys:
-            held = find(key)
+            held = recent.get(key)
+            if held is None and older:
+                held = older.get(key)
             if held is None:
                 if key.__class__ is not ResourceKey or key not in policies:
                     raise KeyError(key)
@@ -207,7 +206,9 @@ class MemoryStore:
             elif flags & DERIVED and not self._dependencies_current(key, memo):
                 self._drop(key)
             else:
-                use(key, held)
+                if recent.pop(key, None) is None and older:
+                    older.pop(key, None)
+                recent[key] = held
                 hits += 1
                 fresh_hits += fresh
                 # The stored revision as is: only the builder restamps what it serves.
