@@ -328,7 +328,8 @@ def _reader_clone(
     """A reader's private copy of ``outcome`` read at ``age``; ``mutable``: its payload must be
     copied (:meth:`PayloadIsolator.needs_copy`)."""
     payload = outcome.value
-    if not mutable and not isolator.metadata_needs_copy(outcome.metadata):
+    metadata = outcome.metadata
+    if not mutable and not (metadata and isolator.metadata_needs_copy(metadata)):
         # Nothing to copy (an immutable payload, metadata of immutable values): a new value
         # read as of now sharing both, as clone_snapshot_value would make it, in one step.
         from_cache = outcome.from_cache
@@ -349,10 +350,16 @@ def _reader_clone(
 def _marked(clone: SnapshotValue[Any]) -> SnapshotValue[Any]:
     """``clone`` marked as read from another build's flight. The clone is new and unshared, and
     its metadata is already isolated (copied, or of immutable values): the mark is added
-    without copying the metadata again."""
-    marked = ReadOnlyDict({**clone.metadata, "coalesced_request": True})
-    object.__setattr__(clone, "metadata", marked)
+    without copying the metadata again; with no other metadata, every such clone shares one
+    read-only mapping (of an immutable value, as shared metadata always is)."""
+    metadata = clone.metadata
+    marked = ReadOnlyDict({**metadata, "coalesced_request": True}) if metadata else _JOINED
+    _set(clone, "metadata", marked)
     return clone
+
+
+_JOINED: Mapping[str, Any] = ReadOnlyDict({"coalesced_request": True})
+_set = object.__setattr__
 
 
 class CopyShutdown:
