@@ -58,12 +58,6 @@ Staged: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held, Held, bool
 the revision to store (``None`` for a loser) and whether it is mutable."""
 
 
-def _maybe_shared(held: Entry) -> bool:
-    """True when a held revision may be shared with the build that fetched it (see the module
-    docstring): mutable, and fetched."""
-    return bool(held[1] & MUTABLE) and held[0].attempts > 0
-
-
 @final
 class MemoryWrites:
     """Conditional writes into one :class:`MemoryStore`, with their copies.
@@ -175,7 +169,8 @@ class MemoryWrites:
         mutable = copies.is_mutable(candidate)
         if handover == BUILT and (not mutable or (copies.shares_built and candidate.attempts)):
             return status, candidate, before, candidate, mutable
-        if held is not None and _maybe_shared(held):
+        # A build sharing the replaced revision (mutable, fetched) may still read it.
+        if held is not None and held[1] & MUTABLE and held[0].attempts:
             if copies.in_thread(held[0]):
                 return None
             before = copies.copy(held[0], _READ)  # a build sharing it may still read it
@@ -231,7 +226,10 @@ class MemoryWrites:
                 mine, mutable, force=force, replace_equal=replace_equal
             )
             if status is CacheWriteStatus.STORED:
-                if held is not None and handover != BUILT and _maybe_shared(held):
+                # A build sharing the replaced revision (mutable, fetched) may still read it.
+                fetched = held is not None and held[1] & MUTABLE and held[0].attempts
+                if fetched and handover != BUILT:
+                    assert held is not None
                     replaced.append(held)
                 before = None if held is None else held[0]
                 stored[winner.key] = CacheWriteResult(

@@ -101,31 +101,32 @@ class PayloadIsolator:
         copier: the copy function for payloads; ``None`` means ``copy.deepcopy``.
     """
 
-    __slots__ = ("_copier", "uses_default_copier")
+    __slots__ = ("payload_copier", "uses_default_copier")
 
     def __init__(self, copier: PayloadCopier | None = None) -> None:
         self.uses_default_copier = copier is None
-        # The default is called without the public wrapper: one call less per copy.
-        self._copier: PayloadCopier = (
+        # The function copying payloads, called as it is (internal, read-only by convention:
+        # the miss path, the cache's read loop and its writes call it for payloads
+        # :meth:`needs_copy` flagged, and report failures themselves). The default is called
+        # without the public wrapper: one call less per copy; a plain attribute: no property
+        # call per copy either.
+        self.payload_copier: PayloadCopier = (
             deep_copy if copier is None else check_callable("payload_copier", copier)
         )
 
     @property
     def copier(self) -> PayloadCopier:
         """The copy function in use."""
-        return deepcopy_payload if self.uses_default_copier else self._copier
-
-    @property
-    def payload_copier(self) -> PayloadCopier:
-        """The function copying payloads, called as it is (internal: the cache's read loop
-        calls it for payloads :meth:`needs_copy` flagged, and reports failures itself)."""
-        return self._copier
+        return deepcopy_payload if self.uses_default_copier else self.payload_copier
 
     def needs_copy(self, value: object) -> bool:
         """True when ``value`` must go through the copier before it is shared."""
         if not self.uses_default_copier:
             return True
-        return type(value) not in _ATOMS and not is_immutable(value)
+        kind = type(value)
+        if kind is dict or kind is list:  # the common mutable payloads: no proof to attempt
+            return True
+        return kind not in _ATOMS and not is_immutable(value)
 
     def metadata_needs_copy(self, metadata: Mapping[str, Any]) -> bool:
         """True when some value of ``metadata`` must be copied before it is shared."""
@@ -144,7 +145,7 @@ class PayloadIsolator:
         if self.uses_default_copier and (type(value) in _ATOMS or is_immutable(value)):
             return value
         try:
-            return self._copier(value)  # type: ignore[no-any-return]
+            return self.payload_copier(value)  # type: ignore[no-any-return]
         except Exception as error:
             raise PayloadIsolationError(context=context, value_type=type(value).__name__) from error
 
