@@ -328,6 +328,28 @@ def test_collector_freezes_its_counters() -> None:
     assert diagnostics.source_latency_ms_by_source == {"rest": 20.0, "stream": 1.0}
 
 
+def test_freeze_sets_every_field_and_equals_the_checked_constructor() -> None:
+    collector = DiagnosticsCollector()
+    counters = [f.name for f in dataclasses.fields(SnapshotDiagnostics) if f.type == "int"]
+    for number, name in enumerate(counters, start=1):
+        collector.add(name, number)
+    collector.record_source_call("rest", 2.5)
+    diagnostics = collector.freeze(duration_ms=3.0, observation_skew_ms=1.5)
+    expected = SnapshotDiagnostics(
+        duration_ms=3.0,
+        observation_skew_ms=1.5,
+        source_calls_by_source={"rest": 1},
+        source_latency_ms_by_source={"rest": 2.5},
+        **{name: number for number, name in enumerate(counters, start=1)},
+    )
+    assert type(diagnostics) is SnapshotDiagnostics
+    # Every field is set (an unset slot would raise AttributeError) and holds what was counted.
+    assert dataclasses.astuple(diagnostics) == dataclasses.astuple(expected)
+    assert diagnostics == expected
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        diagnostics.cache_hits = 0  # type: ignore[misc]
+
+
 def test_frozen_diagnostics_do_not_follow_the_collector() -> None:
     collector = DiagnosticsCollector()
     collector.record_source_call("rest", 1.0)
