@@ -104,8 +104,7 @@ class FlightGroup:
         self.unresolved = 0
         self.waiters = 0
         self.watchers: dict[Countdown, None] = {}  # callers waiting on some of its flights
-        # Callers waiting on every flight it has not resolved: woken at once when none is left.
-        self.settled: dict[asyncio.Future[bool], None] = {}
+        self.settled: dict[asyncio.Future[bool], None] = {}  # callers waiting on all it has left
         self.keep_alive = keep_alive  # background refreshes run with nobody waiting
 
     def extend(self, deadline_monotonic: float | None) -> None:
@@ -132,9 +131,7 @@ class Flight:
         self.waiting_on: frozenset[ResourceKey] = _WAITING_ON_NONE
 
 
-# One empty set shared by every flight that waits on nothing (``frozenset()`` makes a new object
-# each time here: one more object per key for the garbage collector to walk).
-_WAITING_ON_NONE: frozenset[ResourceKey] = frozenset()
+_WAITING_ON_NONE: frozenset[ResourceKey] = frozenset()  # shared: one object less per cold key
 
 
 @final
@@ -192,9 +189,8 @@ class SingleFlight:
         return started
 
     def release(self, group: FlightGroup) -> None:
-        """One waiter of ``group`` left. If nobody wants its remaining keys any more, cancel
-        the work and take its flights out of the table now, so a caller arriving in the same
-        instant starts a new flight instead of joining one that is being torn down."""
+        """One waiter of ``group`` left. If nobody wants its remaining keys, cancel the work
+        and take its flights out of the table now (a caller arriving now starts anew)."""
         group.waiters -= 1
         if not group.abandoned:
             return
@@ -290,9 +286,9 @@ class SingleFlight:
 async def _resolved(
     pending: list[Flight], groups: set[FlightGroup], remaining: float | None
 ) -> bool:
-    """Wait until every flight of ``pending`` is resolved: True, or ``remaining`` seconds have
-    passed: False. One wake-up however many flights: a caller waiting on every unresolved
-    flight of one group (a stampede's joiner) is woken by the group, any other by a countdown."""
+    """Wait until every flight of ``pending`` is resolved (True) or ``remaining`` seconds pass
+    (False), with one wake-up: by the group for a caller waiting on all of one group's
+    unresolved flights (a stampede's joiner), else by a countdown."""
     done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
     group = pending[0].group
     whole = len(groups) == 1 and len(pending) == group.unresolved  # ``groups``: of every claim
@@ -322,9 +318,8 @@ def _time_up(done: asyncio.Future[bool]) -> None:
 
 
 async def _let_ending_groups_finish(claims: Mapping[ResourceKey, Flight]) -> None:
-    """At the deadline, a group cut at that same deadline is ending (writing what its level
-    made, then resolving it): wait a few loop turns for that, so a value resolved before the
-    deadline is not lost; bounded (it may be giving back cross-process leases)."""
+    """At the deadline, wait a few loop turns (bounded) for a group cut at that same deadline
+    to end (it writes what its level made, then resolves it): that value is not lost."""
     ending = {
         group.task
         for flight in claims.values()
