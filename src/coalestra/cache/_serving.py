@@ -10,7 +10,8 @@ value, a derived value, one whose copy is slow -- is left, uncounted, for
 put back as used; that read then uses it again or drops it, so the LRU order ends the same.
 
 The loop body is the warm build's whole per-key cost, so it is written out in one function:
-per fresh hit one pop and one insert (the lookup and the LRU touch, see ``_lru``), one
+per fresh hit one pop and one insert (the lookup and the LRU touch, see ``_lru``; one get when
+the build repeats the previous one, see :func:`_finders`), one
 freshness comparison, the served value and its slot in the result (a helper call per key would
 cost a fifth of it). A mutable payload is copied by the cache's copier -- with the built-in one,
 a flat dict or list (``_store.is_flat``, known since it was stored) by its own ``copy()``, which
@@ -24,12 +25,13 @@ value is made as the mutable twin of :class:`SnapshotValue` and retyped (see
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any, TypeAlias
 
 from ..core import FreshnessPolicy, PayloadIsolationError, RefreshMode, ResourceKey, SnapshotValue
 from ..core._deep_copy import deep_copy
-from ._store import FLAT, MUTABLE, MemoryStore
+from ._lru import LruTable
+from ._store import FLAT, MUTABLE, Held, MemoryStore
 
 Served: TypeAlias = tuple[
     dict[ResourceKey, SnapshotValue[Any]], list[ResourceKey], dict[ResourceKey, FreshnessPolicy]
@@ -44,6 +46,11 @@ _INLINE = (MUTABLE, MUTABLE | FLAT)  # entry flags of the mutable payloads copie
 _FLAT = MUTABLE | FLAT
 _ABSENT: tuple[None, int] = (None, 0)
 
+Finders: TypeAlias = tuple[
+    Callable[[ResourceKey, None], "Held | None"], Callable[[ResourceKey, None], "Held | None"], bool
+]
+"""See :func:`_finders`."""
+
 
 def serve(
     store: MemoryStore,
@@ -53,8 +60,8 @@ def serve(
     copier: Callable[[Any], Any],
 ) -> Served:
     """Serve a build at ``now`` (see the module docstring); ``policies``: one, or each key's."""
-    recent, older = store._table.recent, store._table.older  # see _lru: one lookup per hit
-    take, take_older = recent.pop, older.pop
+    recent, older = store._table.recent, store._table.older  # see _lru
+    find, find_older, touch = _finders(store._table, keys)
     served: dict[ResourceKey, SnapshotValue[Any]] = {}
     ahead: list[ResourceKey] = []
     rest: dict[ResourceKey, FreshnessPolicy] = {}
@@ -62,10 +69,10 @@ def serve(
     each = repeat(policies) if type(policies) is FreshnessPolicy else policies
     builtin = copier is deep_copy  # a flat payload's copy is then its copy() (_store.is_flat)
     for key, policy in zip(keys, each, strict=False):
-        held = take(key, None)
+        held = find(key, None)
         if held is None and older:
-            held = take_older(key, None)
-        if held is not None:  # used now: a key left for MemoryStore.read is used or dropped there
+            held = find_older(key, None)
+        if touch and held is not None:  # used now (a key left for MemoryStore.read: used there)
             recent[key] = held
         if type(held) is _Value:  # a plain immutable revision: served as it is
             stored, flags = held, 0  # type: SnapshotValue[Any] | None, int
@@ -105,6 +112,21 @@ def serve(
     store.fresh_hits += len(served) + len(failed)
     _raise_first(failed)
     return served, ahead, rest
+
+
+def _finders(table: LruTable[ResourceKey, Held], keys: Sequence[ResourceKey]) -> Finders:
+    """How :func:`serve` finds each key's entry: ``(find, find_older, touch)``.
+
+    Taking an entry out (``pop``) and putting it back is the lookup and the LRU touch in one.
+    But when ``keys`` are already the most recently used entries, in this order -- a build that
+    repeats the previous one, the common warm case -- touching each would leave the order as
+    it is: they are only looked up (``get``), one dict operation per key instead of two.
+    """
+    recent = table.recent
+    count = len(keys)
+    if count <= len(recent) and list(islice(reversed(recent), count)) == list(reversed(keys)):
+        return recent.get, table.older.get, False
+    return recent.pop, table.older.pop, True
 
 
 def _raise_first(failed: list[tuple[ResourceKey, Any, Exception]]) -> None:
