@@ -43,7 +43,8 @@ from ..core import (
 )
 from ._counters import EngineCounters
 from ._flights import FlightWindow
-from ._gate import CALLING, WAITING_FOR_CAPACITY, GateResult, Judge, SourceGate, deadline_exceeded
+from ._gate import GateResult, Judge, SourceGate
+from ._gate_bounds import CALLING, WAITING_FOR_CAPACITY, deadline_exceeded
 from ._sources import RegisteredSource
 
 Payloads = dict[ResourceKey, SourcePayload[Any]]

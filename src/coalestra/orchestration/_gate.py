@@ -1,48 +1,51 @@
-"""The one gate every source call passes through.
+"""The one gate every source call passes through: circuit, capacity, timeout, call, retries.
 
 Per attempt: circuit -> capacity (per-source slot, then global) -> timeout -> call. The
 circuit comes first so that an open circuit fails fast instead of queueing for capacity (a
 half-open probe slot taken here is given back if the capacity wait fails). Around the
 attempts, a deadline-aware retry loop: a retry is started only if its backoff ends before the
 build's deadline, and no capacity slot is held while backing off, so waiting retries never
-starve other calls. Timeouts are ``min(build deadline, now + source timeout)``; which bound fired
-decides the error (``SnapshotDeadlineExceededError`` vs ``SourceTimeoutError``). What an
-attempt records on its circuits is :mod:`._circuits`; calls shared by concurrent builds are
-gathered in :mod:`._batching`, then pass here like any other.
+starve other calls. The waits and bounds a plain call does not need (a capacity wait, a
+timeout, the deadline's errors) are :mod:`._gate_bounds`; calls shared by concurrent builds
+are gathered in :mod:`._batching`, then pass here like any other.
+
+What an attempt records on its circuits (B-SRC-5, B-RES-3, B-RES-5, B-TIME-4): before it, each
+distinct circuit of its keys is entered once (keys behind an open one are kept out of the
+call); after it, each circuit entered records the attempt's outcome: a success, a failure, or,
+when the attempt ended for reasons that are not the source's, an abandoned or skipped probe.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NoReturn, TypeVar, final
+from typing import Generic, TypeAlias, TypeVar, final
 
-from .._compat import TIMEOUT_ERRORS, CancelWatch, timeout, watch_cancellation
+from .._compat import TIMEOUT_ERRORS, watch_cancellation
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
 from ..core import (
+    CircuitOpenError,
     Clock,
     DiagnosticsCollector,
     ResourceKey,
     ResourceNotFound,
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
-    SourceTimeoutError,
-    SourceUnavailableError,
 )
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Tracer
-from ..resilience import CircuitBreaker
-from ._circuits import NOT_THE_SOURCES_FAULT, CallCircuits
+from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
 from ._counters import EngineCounters
 from ._flights import FlightWindow
+from ._gate_bounds import BEFORE_CAPACITY, GateBounds, batch_status, spurious_cancel
+from ._gate_bounds import Invoke as Invoke  # the gate's call type, declared with its bounds
 from ._sources import RegisteredSource, SourceKind
 from ._transport import TransportGuard
 
 T = TypeVar("T")
 
-Invoke = Callable[[tuple[ResourceKey, ...]], Awaitable[T]]
 Judge = Callable[[tuple[ResourceKey, ...], T], Collection[ResourceKey]]
 """Names the keys of a call that got a valid, fresh payload: their circuits record a success."""
 
@@ -61,45 +64,112 @@ class GateResult(Generic[T]):
     latency_ms: float = 0.0
 
 
-def _spurious_cancel(source: RegisteredSource, call: CancelWatch[Any]) -> NoReturn:
-    """Re-raise a ``CancelledError`` that came out of a source call. If nobody cancelled us, the
-    source raised it on its own: that is its failure for these keys, not a reason to stop the
-    whole resolution (a timeout's cancellation does count as ours, and becomes its error)."""
-    if call.requested():
-        raise  # called from an except block: this re-raises the CancelledError
-    raise SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
+Circuits: TypeAlias = dict[CircuitIdentity, Sequence[ResourceKey]]
+"""The circuits an attempt entered, each with the keys of the call behind it."""
+
+# The build's own limits ran out: the source was not (or not yet) at fault.
+NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
 
 
-def _batch_status(error: BaseException) -> str:
-    """The ``source_batch_call_total`` status of a failed batch call."""
-    if isinstance(error, SourceQueueTimeoutError):
-        return "queue_timeout"
-    if isinstance(error, SnapshotDeadlineExceededError):
-        return "deadline_exceeded"
-    return "failure"
+@final
+class CallCircuits:
+    """The circuit side of the gate: admission before an attempt, its record after."""
 
+    __slots__ = ("_breaker", "_by_source")
 
-def _where(source: RegisteredSource, keys: tuple[ResourceKey, ...]) -> str:
-    """The key a timeout message names; batch calls name none (B-TIME-3)."""
-    if source.kind is SourceKind.BATCH or len(keys) != 1:
-        return ""
-    return f" while resolving {keys[0]}"
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._by_source: dict[str, CircuitIdentity] = {}  # each source's SOURCE-scope circuit
 
+    def admit(
+        self,
+        source: RegisteredSource,
+        keys: tuple[ResourceKey, ...],
+        blocked: dict[ResourceKey, Exception],
+    ) -> Circuits:
+        """Pass each distinct circuit of ``keys`` once; keys behind open circuits go to
+        ``blocked``. A circuit the breaker does not track (closed, no failures) is passed
+        without asking it."""
+        policy = source.resilience.circuit
+        breaker = self._breaker
+        if policy.scope is CircuitScope.SOURCE:
+            identity = self._by_source.get(source.name)
+            if identity is None:
+                identity = breaker.identity_for(source.name, scope=CircuitScope.SOURCE)
+                self._by_source[source.name] = identity
+            if breaker.tracks(identity):
+                try:
+                    breaker.enter(source.name, None, policy)
+                except CircuitOpenError as error:
+                    blocked.update(dict.fromkeys(keys, error))
+                    return {}
+            return {identity: keys}
+        groups: dict[CircuitIdentity, list[ResourceKey]] = {}
+        for key in keys:
+            identity = breaker.identity_for(source.name, key=key, scope=policy.scope)
+            groups.setdefault(identity, []).append(key)
+        admitted: Circuits = {}
+        for members in groups.values():
+            try:
+                admitted[breaker.enter(source.name, members[0], policy)] = members
+            except CircuitOpenError as error:
+                blocked.update(dict.fromkeys(members, error))
+        return admitted
 
-# Where a deadline ended a call (B-TIME-3's phrases, each followed by the source's name).
-BEFORE_CAPACITY = "before waiting for capacity for source"
-WAITING_FOR_CAPACITY = "while waiting for capacity for source"
-BEFORE_CALLING = "before calling the source for source"
-CALLING = "while calling source"
+    def failed(
+        self,
+        source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
+    ) -> None:
+        """Record a failed attempt: a failure, unless it is not the source's fault (see
+        :meth:`release`). A not-found answer shows the source is up: a success."""
+        if isinstance(error, ResourceNotFound):
+            policy = source.resilience.circuit
+            for identity in circuits:
+                self._breaker.succeed(identity, policy)
+        elif isinstance(error, Exception) and not isinstance(error, NOT_THE_SOURCES_FAULT):
+            policy = source.resilience.circuit
+            for identity in circuits:
+                self._breaker.fail(identity, policy)
+        else:
+            self.release(source, circuits, error, window)
 
+    def release(
+        self,
+        source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
+    ) -> None:
+        """An attempt ended for reasons that are not the source's: a cancellation abandons
+        the call (a half-open probe re-opens its circuit); our own deadline or capacity wait
+        skips it (the probe slot is only given back). Work cancelled because its deadline
+        passed (its last waiter gave up at that moment) counts as the deadline."""
+        breaker = self._breaker
+        if isinstance(error, Exception) or window.expired():
+            for identity in circuits:
+                breaker.skip(identity)
+        else:
+            policy = source.resilience.circuit
+            for identity in circuits:
+                breaker.abandon(identity, policy)
 
-def deadline_exceeded(
-    phase: str, source: RegisteredSource, keys: tuple[ResourceKey, ...]
-) -> SnapshotDeadlineExceededError:
-    """The error of a call the build's deadline ended at ``phase`` (B-TIME-3)."""
-    return SnapshotDeadlineExceededError(
-        f"snapshot deadline exceeded {phase} {source.name}{_where(source, keys)}"
-    )
+    def succeeded(
+        self, source: RegisteredSource, circuits: Circuits, good: Collection[ResourceKey]
+    ) -> None:
+        """A call returned: a circuit group succeeds if and only if one of its keys got a
+        valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5).
+        A success on a circuit the breaker does not track changes nothing: skipped."""
+        policy = source.resilience.circuit
+        breaker = self._breaker
+        for identity, members in circuits.items():
+            if good is members or any(key in good for key in members):
+                if breaker.tracks(identity):
+                    breaker.succeed(identity, policy)
+            else:
+                breaker.fail(identity, policy)
 
 
 class _AllBlocked(Exception):
@@ -111,6 +181,7 @@ class SourceGate:
     """Capacity, circuit, retry and timeout for source calls, in one place."""
 
     __slots__ = (
+        "_bounds",
         "_capacity",
         "_circuits",
         "_clock",
@@ -133,6 +204,7 @@ class SourceGate:
         transport: TransportGuard | None = None,
     ) -> None:
         self._capacity = capacity
+        self._bounds = GateBounds(capacity=capacity, clock=clock, counters=counters, report=report)
         self._circuits = CallCircuits(breaker)
         self._clock = clock
         self._counters = counters
@@ -201,7 +273,6 @@ class SourceGate:
         judge: Judge[T] | None,
         result: GateResult[T],
     ) -> None:
-        # The circuit first: an open circuit fails fast instead of queueing for capacity.
         circuits = self._circuits.admit(source, keys, result.blocked)
         if len(circuits) == 1 and not result.blocked:
             called = keys  # the common case: one circuit admitted every key
@@ -212,13 +283,11 @@ class SourceGate:
         try:
             lease = self._take(source, window, called)
             if lease is None:
-                lease = await self._wait_for_capacity(source, window, called)
+                lease = await self._bounds.wait_for_capacity(source, window, called)
             if source.transport_timeout is not None:  # never start a call it cannot bound
                 self._transport.preflight(source, window, called, lease)
         except BaseException as error:
-            self._circuits.release(source, circuits, error, window)  # the call was never made
-            if source.kind is SourceKind.BATCH and self._report.metrics_on:
-                self._report.batch_call(source.name, _batch_status(error), len(called))
+            self._never_called(source, circuits, error, window, called)
             raise
         try:
             started = self._clock.monotonic()
@@ -226,23 +295,19 @@ class SourceGate:
             try:
                 if self._traced:
                     with self._tracer.source_span(source.name, len(called), result.attempts):
-                        value = await self._invoke(source, window, invoke, called)
+                        value = await self._bounds.invoke(source, window, invoke, called)
                 elif source.timeout_seconds is None and window.ctx.deadline_monotonic is None:
                     # Nothing bounds the call (the common case): awaited here, one frame less.
                     call = watch_cancellation(invoke(called))
                     try:
                         value = await call
                     except asyncio.CancelledError:
-                        _spurious_cancel(source, call)
+                        spurious_cancel(source, call)
                 else:
-                    value = await self._invoke(source, window, invoke, called)
+                    value = await self._bounds.invoke(source, window, invoke, called)
             except BaseException as error:
                 outcome = error
-                if isinstance(error, TIMEOUT_ERRORS) and not isinstance(
-                    error, NOT_THE_SOURCES_FAULT
-                ):
-                    self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
-                self._circuits.failed(source, circuits, error, window)
+                self._call_failed(source, circuits, error, window)
                 raise
             finally:
                 elapsed = self._clock.monotonic() - started
@@ -251,7 +316,7 @@ class SourceGate:
                     self._transport.observe(source, called, elapsed, outcome)
                 self._count_call(source, diag, latency_ms)
                 if self._report.metrics_on:
-                    self._report_call(source, called, outcome, latency_ms)
+                    self._bounds.report_call(source, called, outcome, latency_ms)
             good = judge(called, value) if judge is not None else called
             self._circuits.succeeded(source, circuits, good)
             result.value, result.called, result.latency_ms = value, called, latency_ms
@@ -263,107 +328,39 @@ class SourceGate:
         self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
     ) -> CapacityLease | None:
         """Free capacity, taken at once (no wait to time or bound), or ``None``: then
-        :meth:`_wait_for_capacity`. A deadline already passed ends the call here (B-TIME-2)."""
+        :meth:`GateBounds.wait_for_capacity`. A deadline already passed ends the call here
+        (B-TIME-2)."""
         own = source.queue_timeout_seconds
         if own is not None or window.ctx.deadline_monotonic is not None:
-            budget = self._budget(own, window)
+            budget = self._bounds.budget(own, window)
             if budget is not None and budget <= 0.0:
-                raise self._deadline(BEFORE_CAPACITY, source, keys)
+                raise self._bounds.deadline(BEFORE_CAPACITY, source, keys)
         return self._capacity.try_acquire(source.name)
 
-    async def _wait_for_capacity(
-        self, source: RegisteredSource, window: FlightWindow, keys: tuple[ResourceKey, ...]
-    ) -> CapacityLease:
-        """Wait for capacity, for at most the queue timeout capped by the deadline (B-TIME-2)."""
-        own = source.queue_timeout_seconds
-        budget = self._budget(own, window)
-        waiting_from = self._clock.monotonic()
-        try:
-            if budget is None:
-                lease = await self._capacity.acquire(source.name)
-            else:
-                async with timeout(budget) as scope:
-                    with window.watch(scope, budget, own):
-                        lease = await self._capacity.acquire(source.name)
-        except TimeoutError:
-            if window.expired() or own is None:
-                self._report.capacity_timeout(source.name, "snapshot_deadline")
-                raise self._deadline(WAITING_FOR_CAPACITY, source, keys) from None
-            self._counters.queue_timeouts += 1
-            self._report.capacity_timeout(source.name, "queue_timeout")
-            raise SourceQueueTimeoutError(
-                f"source {source.name} waited more than {own:.3f}s for capacity"
-                f"{_where(source, keys)}"
-            ) from None
-        waited = self._clock.monotonic() - waiting_from
-        if waited > 0.0:
-            self._report.capacity_wait(source.name, waited * 1000.0)
-        return lease
-
-    def _deadline(
-        self, phase: str, source: RegisteredSource, keys: tuple[ResourceKey, ...]
-    ) -> SnapshotDeadlineExceededError:
-        self._counters.deadline_exceeded += 1  # once per call (B-TIME-4)
-        return deadline_exceeded(phase, source, keys)
-
-    @staticmethod
-    def _budget(own: float | None, window: FlightWindow) -> float | None:
-        """Seconds a wait may take: the tighter of its own limit and the deadline."""
-        remaining = window.remaining()
-        if own is None:
-            return remaining
-        return own if remaining is None else min(own, remaining)
-
-    async def _invoke(
+    def _never_called(
         self,
         source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
         window: FlightWindow,
-        invoke: Invoke[T],
-        keys: tuple[ResourceKey, ...],
-    ) -> T:
-        """Make the call, for at most ``timeout_seconds`` (counted from now, with capacity
-        held) capped by the deadline (B-TIME-2)."""
-        own = source.timeout_seconds
-        budget = None
-        if own is not None or window.ctx.deadline_monotonic is not None:
-            budget = self._budget(own, window)
-        if budget is None:
-            call = watch_cancellation(invoke(keys))
-            try:
-                return await call
-            except asyncio.CancelledError:
-                _spurious_cancel(source, call)
-        if budget <= 0.0:
-            raise self._deadline(BEFORE_CALLING, source, keys)
-        scope = timeout(budget)
-        try:
-            async with scope:
-                with window.watch(scope, budget, own):
-                    call = watch_cancellation(invoke(keys))
-                    try:
-                        return await call
-                    except asyncio.CancelledError:
-                        _spurious_cancel(source, call)
-        except TimeoutError:
-            if not scope.expired():
-                raise  # the source's own TimeoutError: an ordinary, retryable failure
-            if window.expired() or own is None:
-                raise self._deadline(CALLING, source, keys) from None
-            raise SourceTimeoutError(
-                f"source {source.name} timed out after {own:.3f}s{_where(source, keys)}"
-            ) from None
+        called: tuple[ResourceKey, ...],
+    ) -> None:
+        """No capacity (or no time) for the call: it was never made."""
+        self._circuits.release(source, circuits, error, window)
+        if source.kind is SourceKind.BATCH and self._report.metrics_on:
+            self._report.batch_call(source.name, batch_status(error), len(called))
 
-    def _report_call(
+    def _call_failed(
         self,
         source: RegisteredSource,
-        called: tuple[ResourceKey, ...],
-        outcome: BaseException | None,
-        latency_ms: float,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
     ) -> None:
-        self._report.fetch_latency(source.name, latency_ms)
-        if source.kind is SourceKind.BATCH:
-            status = "success" if outcome is None else _batch_status(outcome)
-            self._report.batch_call(source.name, status, len(called))
+        """The call raised: count a timeout, record the failure on its circuits."""
+        if isinstance(error, TIMEOUT_ERRORS) and not isinstance(error, NOT_THE_SOURCES_FAULT):
+            self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
+        self._circuits.failed(source, circuits, error, window)
 
     @staticmethod
     def _count_call(

@@ -22,7 +22,7 @@ from ..core import (
     SourceProtocolError,
 )
 from ..core._source_timeouts import SourceTimeoutGuarantee, guarantee_of
-from ..core._validation import check_bool, check_int, check_optional_float, check_optional_int
+from ..core._validation import check_bool, check_optional_float, check_optional_int
 from ..resilience import ResiliencePolicyResolver, SourceResiliencePolicy
 
 
@@ -376,35 +376,3 @@ def _async_hint(answer: object) -> str:
         answer.close()
         return " (supports() must be synchronous, not async def)"
     return ""
-
-
-def check_named_sources(
-    label: str, table: Mapping[str, Any] | None, sources: tuple[RegisteredSource, ...]
-) -> None:
-    """Every name in a per-source table (``label``) must be a registered source.
-
-    Raises:
-        ValueError: ``"<label> names unknown source 'x' (known sources: a, b)"``.
-    """
-    names = {source.name for source in sources}
-    for name in table or {}:
-        if name not in names:
-            known = ", ".join(sorted(names)) or "none"
-            raise ValueError(f"{label} names unknown source {name!r} (known sources: {known})")
-
-
-def check_limits(
-    source_concurrency: Mapping[str, int] | None,
-    sources: tuple[RegisteredSource, ...],
-) -> dict[str, int | None]:
-    """Return each source's concurrency limit: an explicit entry wins over the source's own.
-
-    Raises:
-        ValueError: an entry names no registered source, or a limit is below 1.
-    """
-    explicit = dict(source_concurrency or {})
-    check_named_sources("source_concurrency", explicit, sources)
-    for name, limit in explicit.items():
-        if check_int(f"source_concurrency[{name!r}]", limit) < 1:
-            raise ValueError("source concurrency limit must be at least 1")  # as B-CAP-2 says
-    return {source.name: explicit.get(source.name, source.max_concurrency) for source in sources}

@@ -51,13 +51,8 @@ from ._resolvers import (
     freshness_provider,
     resilience_provider,
 )
-from ._sources import (
-    RegisteredSource,
-    SourceChains,
-    check_limits,
-    check_named_sources,
-    register_sources,
-)
+from ._source_tables import check_limits, check_named_sources
+from ._sources import RegisteredSource, SourceChains, register_sources
 from ._transport import SourceTimeoutSummary, TransportGuard, check_source_timeouts
 
 
