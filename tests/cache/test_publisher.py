@@ -658,3 +658,57 @@ async def test_publishing_into_a_closed_memory_cache_raises_and_writes_nothing(
     with pytest.raises(PayloadCopySubsystemClosedError):
         await h.publisher.publish_many([ResourceUpdate(PRICE, 1.0, "s")])
     assert await h.cache.size() == 0
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_flat_dict_published_is_three_independent_objects(
+    clock: VirtualClock, batch: bool
+) -> None:
+    # A flat dict (atoms only) is copied by its own copy(), judged once for both copies: input,
+    # cache and result still share nothing, and every warm read gets a private copy.
+    h = harness(clock)
+    tick = {"bid": 1.0, "ask": 1.1, "ts": 7}
+    if batch:
+        result = (await h.publisher.publish_many([ResourceUpdate(PRICE, tick, "s")]))[PRICE]
+    else:
+        result = await h.publisher.publish(PRICE, tick, source="s")
+    assert result.published
+    tick["bid"] = 2.0
+    result.value.value["ask"] = 3.0
+    first = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
+    second = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
+    assert first.value is not None and second.value is not None
+    first.value.value["ts"] = 8
+    assert second.value.value == {"bid": 1.0, "ask": 1.1, "ts": 7}
+    assert second.value.metadata == {"published": True}
+
+
+async def test_a_flat_dict_published_with_mutable_metadata_keeps_both_private(
+    clock: VirtualClock,
+) -> None:
+    h = harness(clock)
+    result = await h.publisher.publish(PRICE, {"bid": 1.0}, source="s", metadata={"seq": [1]})
+    result.value.value["bid"] = 5.0
+    result.value.metadata["seq"].append(2)
+    cached = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
+    assert cached.value is not None
+    assert cached.value.value == {"bid": 1.0}
+    assert cached.value.metadata == {"seq": [1], "published": True}
+
+
+async def test_a_custom_copier_is_called_for_both_copies_of_a_flat_publication(
+    clock: VirtualClock,
+) -> None:
+    # B-CACHE-11: a custom copier runs at every boundary, a flat payload included.
+    copied: list[object] = []
+
+    def copier(value: Any) -> Any:
+        copied.append(value)
+        return dict(value)
+
+    h = harness(clock, cache=AsyncMemoryCache(payload_copier=copier))
+    tick = {"bid": 1.0}
+    result = await h.publisher.publish(PRICE, tick, source="s")
+    assert result.published
+    assert copied == [tick, tick]
+    assert result.value.value == tick and result.value.value is not tick

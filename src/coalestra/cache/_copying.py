@@ -32,6 +32,7 @@ from typing import Any, final
 from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
 from ..core._copy_runner import PayloadCopyRunner
 from ..core._isolation import isolation_error, located
+from ._store import is_flat
 
 LARGE_PAYLOAD_ITEMS = 256
 """A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
@@ -204,6 +205,32 @@ class PayloadCopies:
                 raise located(error, f"{context} {value.key}") from error.__cause__
         clone = _holding(value, theirs, metadata)
         object.__setattr__(value, "value", kept)  # filling in a field of an unshared value
+        return clone
+
+    def copy_owned_flat(self, value: SnapshotValue[Any]) -> SnapshotValue[Any] | None:
+        """:meth:`copy_owned` for the common publication, in one judgement of its payload: with
+        the built-in copier, a flat payload (``_store.is_flat``: its deep copy is its own
+        ``copy()``) small enough to copy inline, and metadata of atoms only (shared, not
+        copied). ``None``, with nothing done, for any other value."""
+        isolator = self._isolator
+        payload = value.value
+        if (
+            not isolator.uses_default_copier
+            or self._offload_all
+            or not is_flat(payload)
+            or (self._offload_large and len(payload) > LARGE_PAYLOAD_ITEMS)
+        ):
+            return None
+        metadata = value.metadata
+        if metadata and isolator.metadata_needs_copy(metadata):
+            return None
+        clone = value._evolve(
+            payload.copy(),
+            age_seconds=value.age_seconds,
+            stale=value.stale,
+            from_cache=value.from_cache,
+        )
+        object.__setattr__(value, "value", payload.copy())  # a field of an unshared value
         return clone
 
     async def isolate(

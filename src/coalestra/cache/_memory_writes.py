@@ -53,9 +53,10 @@ BUILT: Handover = 2
 Held: TypeAlias = "SnapshotValue[Any] | None"
 Written: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held]
 """A write's outcome: status, the result's value, the previous revision."""
-Staged: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held, Held, bool]
+Staged: TypeAlias = tuple[CacheWriteStatus, SnapshotValue[Any], Held, Held, bool, bool]
 """A decided write with its copies made: status, the result's value, the previous revision,
-the revision to store (``None`` for a loser) and whether it is mutable."""
+the revision to store (``None`` for a loser), whether it is mutable and whether it is known
+flat (see ``MemoryStore.put``)."""
 
 
 @final
@@ -164,18 +165,22 @@ class MemoryWrites:
                 if copies.in_thread(kept):
                     return None
                 kept = copies.copy(kept, _READ)
-            return status, kept, kept, None, False
+            return status, kept, kept, None, False, False
         before = None if held is None else held[0]
         mutable = copies.is_mutable(candidate)
         if handover == BUILT and (not mutable or (copies.shares_built and candidate.attempts)):
-            return status, candidate, before, candidate, mutable
+            return status, candidate, before, candidate, mutable, False
         # A build sharing the replaced revision (mutable, fetched) may still read it.
         if held is not None and held[1] & MUTABLE and held[0].attempts:
             if copies.in_thread(held[0]):
                 return None
             before = copies.copy(held[0], _READ)  # a build sharing it may still read it
         if not mutable:
-            return status, candidate, before, candidate, False
+            return status, candidate, before, candidate, False, False
+        if handover == OWNED:
+            theirs = copies.copy_owned_flat(candidate)
+            if theirs is not None:  # the common small dict: judged once, two dict.copy()
+                return status, theirs, before, candidate, True, True
         if copies.in_thread(candidate):
             return None
         # One copy for the result (the caller may mutate what it gets back), one to keep.
@@ -187,13 +192,13 @@ class MemoryWrites:
             theirs = candidate if handover == BUILT else copies.copy(candidate, _WRITE)
             kept = copies.copy(candidate, _WRITE)
         copies.kept_inline(kept)
-        return status, theirs, before, kept, True
+        return status, theirs, before, kept, True, False
 
     def _commit(self, staged: Staged) -> Written:
         """Store a staged winner (nothing for a loser)."""
-        status, value, previous, private, mutable = staged
+        status, value, previous, private, mutable, flat = staged
         if private is not None:
-            self._store.put(private, mutable)
+            self._store.put(private, mutable, flat)
         return status, value, previous
 
     async def _write_offloaded(

@@ -257,14 +257,18 @@ class MemoryStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def put(self, value: SnapshotValue[Any], mutable: bool) -> None:
+    def put(self, value: SnapshotValue[Any], mutable: bool, flat: bool = False) -> None:
         """Store ``value`` (already private to the cache) as the most recently used entry.
 
-        ``mutable`` says whether its payload or metadata holds mutable objects.
+        ``mutable`` says whether its payload or metadata holds mutable objects; ``flat`` that
+        the writer already knows it :data:`FLAT` and its copy inline and payload-only (its
+        metadata all atoms), so it is not judged again.
         """
         table = self._table
         flags = DERIVED if value.dependency_versions else 0
-        if mutable:
+        if flat:
+            flags |= MUTABLE | FLAT
+        elif mutable:
             slow = self._slow_copy
             if slow is None or slow(value):
                 flags |= MUTABLE | SLOW_COPY
