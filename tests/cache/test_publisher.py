@@ -677,7 +677,8 @@ async def test_a_flat_dict_published_is_three_independent_objects(
     result.value.value["ask"] = 3.0
     first = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
     second = await h.cache.get(PRICE, now=clock.now(), policy=FOREVER)
-    assert first.value is not None and second.value is not None
+    assert first.value is not None
+    assert second.value is not None
     first.value.value["ts"] = 8
     assert second.value.value == {"bid": 1.0, "ask": 1.1, "ts": 7}
     assert second.value.metadata == {"published": True}
@@ -711,4 +712,5 @@ async def test_a_custom_copier_is_called_for_both_copies_of_a_flat_publication(
     result = await h.publisher.publish(PRICE, tick, source="s")
     assert result.published
     assert copied == [tick, tick]
-    assert result.value.value == tick and result.value.value is not tick
+    assert result.value.value == tick
+    assert result.value.value is not tick
