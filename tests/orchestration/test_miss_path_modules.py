@@ -25,7 +25,6 @@ MISS_PATH = (
     "_flights.py",
     "_engine.py",
     "_sources.py",
-    "_ledger.py",
     "_gate.py",
     "_payloads.py",
     "_copies.py",

@@ -137,26 +137,17 @@ class Builds:
             if failed:
                 raise_for_required(snapshot, required)
             if acceptance is not None:
-                self._accept(snapshot, acceptance, required, optional)
+                policy_for = self._engine.policy_for
+                check_acceptance(
+                    snapshot,
+                    acceptance,
+                    required,
+                    optional,
+                    now=self._clock.now(),
+                    ttl_for=lambda key: policy_for(key).ttl_seconds,
+                    report=self._report,
+                )
         return snapshot
-
-    def _accept(
-        self,
-        snapshot: Snapshot,
-        policy: SnapshotAcceptancePolicy,
-        required: Sequence[ResourceKey],
-        optional: Sequence[ResourceKey],
-    ) -> None:
-        policy_for = self._engine.policy_for
-        check_acceptance(
-            snapshot,
-            policy,
-            required,
-            optional,
-            now=self._clock.now(),
-            ttl_for=lambda key: policy_for(key).ttl_seconds,
-            report=self._report,
-        )
 
     async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
         diag = DiagnosticsCollector()

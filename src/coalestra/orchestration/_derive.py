@@ -212,7 +212,7 @@ class Deriver:
             {key: result.value},
             result,
             made,
-            run.ledger,
+            lambda: run.ledger,
             run.diag,
             versions=versions,
             oldest=oldest,

@@ -33,6 +33,7 @@ from ..core import (
 from ._background import count_refreshes
 from ._cache_access import served
 from ._derive import Deriver
+from ._fall_through import FallThrough
 from ._flights import Flight, FlightWindow
 from ._gate import Invoke
 from ._last_resort import abandon, finish_failed
@@ -86,7 +87,7 @@ class GroupRun:
         self.window = FlightWindow(ctx, engine.clock)
         self.diag = diag
         self.view = view  # the owning build's reading: derivations take dependencies from it
-        self.ledger = KeyLedger(engine.report, engine.source_order)
+        self._ledger: KeyLedger | None = None  # made when first needed (see ledger)
         self.refresh_for = refresh_for  # a background refresh: the scheduling build's diag
         self.force = force  # no cache fallback: the caller asked to bypass the cache
         self.private = private  # a build's own re-derivation: nobody else waits for it
@@ -96,6 +97,19 @@ class GroupRun:
         self.served_instead: dict[ResourceKey, Exception] = {}
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
         self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[None]]] = {}
+
+    @property
+    def ledger(self) -> KeyLedger:
+        """Why the group's keys failed, source by source: made when a key first fails or
+        keeps a stale last resort, so a clean miss makes none."""
+        return self.make_ledger()
+
+    def make_ledger(self) -> KeyLedger:
+        """:attr:`ledger`, made if it is not yet (a lazy argument for ``ValueFactory.accept``)."""
+        ledger = self._ledger
+        if ledger is None:
+            ledger = self._ledger = KeyLedger(self.engine.report, self.engine.source_order)
+        return ledger
 
     @property
     def ctx(self) -> FetchContext:
@@ -108,7 +122,9 @@ class GroupRun:
         leased: set[ResourceKey] = set()
         try:
             self._chains = self.engine.chains.sorted_chains(
-                self.flights, self.diag, self.ledger.fail
+                self.flights,
+                self.diag,
+                lambda key, name, error, tried: self.ledger.fail(key, name, error, tried),
             )
             keys = list(self.flights)
             memory, table = self.engine.not_found, self.engine.flights
@@ -301,7 +317,7 @@ class GroupRun:
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, called, result)
         elif await engine.factory.accept(
-            source, {key: result.value}, result, made, self.ledger, self.diag, ctx=self.ctx
+            source, {key: result.value}, result, made, self.make_ledger, self.diag, ctx=self.ctx
         ):
             return
         fall_through([key])
@@ -332,7 +348,7 @@ class GroupRun:
                 self.ledger.fail_fetch(key, source.name, missing, result.attempts)
                 failed.append(key)
         accepted = await self.engine.factory.accept(
-            source, payloads, result, made, self.ledger, self.diag, ctx=self.ctx
+            source, payloads, result, made, self.make_ledger, self.diag, ctx=self.ctx
         )
         failed.extend(key for key in payloads if key not in accepted)
         return failed
@@ -360,36 +376,6 @@ class GroupRun:
         for value in values:
             outcome = served(value, written.get(value.key), engine.clock, engine.policy_for)
             resolve(flights[value.key], outcome)
-
-
-@final
-class FallThrough:
-    """Sends keys that failed at one source on down their chains as they fail; keys failing
-    in one loop turn travel on together (they can still share a lower batch source's call)."""
-
-    __slots__ = ("_group", "_pending", "_start", "_walk")
-
-    def __init__(
-        self,
-        group: TaskGroup,
-        walk: Callable[[list[ResourceKey], int], Awaitable[None]],
-        start: int,
-    ) -> None:
-        self._group = group
-        self._walk = walk
-        self._start = start
-        self._pending: list[ResourceKey] = []
-
-    def __call__(self, keys: list[ResourceKey]) -> None:
-        if not keys:
-            return
-        if not self._pending:
-            self._group.create_task(self._go())
-        self._pending.extend(keys)
-
-    async def _go(self) -> None:
-        keys, self._pending = self._pending, []
-        await self._walk(keys, self._start)
 
 
 def _ended(owner: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:

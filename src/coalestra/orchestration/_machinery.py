@@ -169,7 +169,6 @@ class GroupResolution(Protocol):
     resort and its cross-process leases see it."""
 
     engine: Machinery
-    ledger: KeyLedger
     view: BuildView  # the owning build's reading: derivations take dependencies from it
     diag: DiagnosticsCollector
     window: FlightWindow
@@ -179,6 +178,11 @@ class GroupResolution(Protocol):
     force: bool  # a forced revalidation: no cached fallback
     candidates: Mapping[ResourceKey, SnapshotValue[Any]]  # served if every source fails
     served_instead: dict[ResourceKey, Exception]  # keys served stale, with their error
+
+    @property
+    def ledger(self) -> KeyLedger:
+        """Why the group's keys failed, source by source (made when first needed)."""
+        ...
 
     @property
     def ctx(self) -> FetchContext:

@@ -120,7 +120,7 @@ class ValueFactory:
         payloads: Mapping[ResourceKey, SourcePayload[Any]],
         result: GateResult[Any],
         made: list[SnapshotValue[Any]],
-        ledger: KeyLedger,
+        ledger: Callable[[], KeyLedger],
         diag: DiagnosticsCollector,
         *,
         versions: Mapping[ResourceKey, str] | None = None,
@@ -128,9 +128,9 @@ class ValueFactory:
         ctx: FetchContext | None = None,
     ) -> set[ResourceKey]:
         """Make values of what one call returned; add the good ones to ``made`` (to commit
-        with their level) and return their keys. A stale payload is kept in ``ledger`` as a
-        last resort instead; a rejected one is recorded there as the key's failure. Payloads
-        are copied first, the large ones off the loop in one job within ``ctx``'s deadline
+        with their level) and return their keys. A stale payload is kept in ``ledger()`` (made
+        only then) as a last resort instead; a rejected one is recorded there as its failure.
+        Payloads are copied first, the large ones off the loop in one job within ``ctx``'s deadline
         (see :mod:`._copies`)."""
         clock = self._clock
         copies, offloaded = self._copies.copy(source.name, payloads)
@@ -144,14 +144,14 @@ class ValueFactory:
             try:
                 value = self.make(source, key, payload, copies[key], call)
             except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
-                self._rejected(source, key, error, result.attempts, ledger, diag)
+                self._rejected(source, key, error, result.attempts, ledger(), diag)
                 continue
             # A value stamped with its oldest input's time (opt-in) is as old as that input;
             # that is not the deriver's fault.
             if value.stale and not (oldest is not None and payload.observed_at is None):
                 policy = self._policy_for(key)
                 if policy.ttl_seconds > 0.0:
-                    ledger.keep_stale(source, value, policy)
+                    ledger().keep_stale(source, value, policy)
                     continue
             made.append(value)
             accepted.add(key)
