@@ -714,3 +714,23 @@ async def test_a_custom_copier_is_called_for_both_copies_of_a_flat_publication(
     assert copied == [tick, tick]
     assert result.value.value == tick
     assert result.value.value is not tick
+
+
+@pytest.mark.parametrize("payload", [1.0, {"bid": 1.0}, {"levels": [1]}])
+async def test_a_publish_result_equals_the_checked_constructors(
+    clock: VirtualClock, payload: Any
+) -> None:
+    # The publisher makes its results unchecked (a retyped twin): each is a real PublishResult,
+    # equal to what the checked constructor makes of the same parts, and frozen.
+    h = harness(clock)
+    first = await h.publisher.publish(PRICE, payload, source="s")
+    again = (await h.publisher.publish_many([ResourceUpdate(PRICE, payload, "s")]))[PRICE]
+    for result in (first, again):
+        assert type(result) is PublishResult
+        assert result == PublishResult(result.status, result.value, result.previous)
+        with pytest.raises(AttributeError):
+            result.status = PublishStatus.PUBLISHED  # type: ignore[misc]
+    assert first.status is PublishStatus.PUBLISHED
+    assert first.previous is None
+    assert again.status is PublishStatus.IGNORED_DUPLICATE
+    assert again.previous is not None

@@ -45,6 +45,21 @@ _STATUS = {
 _STATUS_TEXT = {status: published.value for status, published in _STATUS.items()}
 
 
+_new = object.__new__
+
+
+@final
+class _ResultDraft:
+    """A mutable twin of :class:`PublishResult` (same slots in the same order, no checks): plain
+    stores on it, then ``__class__`` switched, which CPython allows for identical layouts;
+    ~0.2 us less per publication than the checked constructor (as ``SnapshotValue._trusted``)."""
+
+    __slots__ = PublishResult.__slots__
+    status: PublishStatus
+    value: SnapshotValue[Any]
+    previous: SnapshotValue[Any] | None
+
+
 @final
 class ResourcePublisher(PublisherCopies):
     """Publishes pushed events straight into a cache, monotonically.
@@ -359,10 +374,16 @@ class ResourcePublisher(PublisherCopies):
         previous: SnapshotValue[Any] | None,
         force: bool,
     ) -> PublishResult:
-        result = PublishResult(_STATUS[status], value, previous)
+        # Every part is the library's own (a status of _STATUS, revisions it made or holds), so
+        # the result is made unchecked: a twin filled in and retyped (see _ResultDraft).
+        result = _new(_ResultDraft)
+        result.status = _STATUS[status]
+        result.value = value
+        result.previous = previous
+        result.__class__ = PublishResult  # type: ignore[assignment]
         if self._reporting:
             self._report.published(offered, previous, status=_STATUS_TEXT[status], forced=force)
-        return result
+        return result  # type: ignore[return-value]
 
 
 _OWN_UPDATE = ResourcePublisher.publish_update
