@@ -15,6 +15,8 @@ from typing import Any, TypeAlias, TypeVar, final
 
 from ._deep_copy import SHARED, deep_copy
 from ._errors import PayloadIsolationError
+from ._keys import ResourceKey
+from ._lookups import CacheLookup
 from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_callable
 from ._values import SnapshotValue
 
@@ -118,6 +120,23 @@ class PayloadIsolator:
     def copier(self) -> PayloadCopier:
         """The copy function in use."""
         return deepcopy_payload if self.uses_default_copier else self.payload_copier
+
+    def isolate_lookups(
+        self, found: Mapping[ResourceKey, CacheLookup]
+    ) -> dict[ResourceKey, CacheLookup]:
+        """``found`` with a private copy of every value's payload (and mutable metadata): the
+        hits of a cache that does not return private copies itself."""
+        copied: dict[ResourceKey, CacheLookup] = {}
+        for key, lookup in found.items():
+            value = lookup.value
+            if value is not None:
+                try:  # the error context is only made on failure: no text per copy otherwise
+                    clone = self.clone_snapshot_value(value, context="")
+                except PayloadIsolationError as error:
+                    raise located(error, f"cache read of {key}") from error.__cause__
+                lookup = CacheLookup(clone, lookup.fresh, lookup.usable_stale, lookup.age_seconds)
+            copied[key] = lookup
+        return copied
 
     def needs_copy(self, value: object) -> bool:
         """True when ``value`` must go through the copier before it is shared."""

@@ -24,12 +24,11 @@ from ..core import (
     CacheWriteStatus,
     Clock,
     FreshnessPolicy,
-    PayloadIsolationError,
     RefreshMode,
     ResourceKey,
     SnapshotValue,
 )
-from ..core._isolation import PayloadIsolator, located
+from ..core._isolation import PayloadIsolator
 from ..core._protocols import LeasingCache
 from ..core._validation import ReadOnlyDict
 from ..observability._instrumentation import Instrumentation
@@ -202,7 +201,7 @@ class CacheAccess:
         if not self.validates_dependencies:
             found = await drop_outdated(self.cache, found, now, self.invalidate)
         if self._isolator is not None:
-            return _isolated(found, self._isolator)
+            return self._isolator.isolate_lookups(found)
         return found
 
     async def write(
@@ -277,23 +276,6 @@ class CacheAccess:
             )
         except Exception:  # coordination only: fetch here instead
             return {}
-
-
-def _isolated(
-    found: Mapping[ResourceKey, CacheLookup], isolator: PayloadIsolator
-) -> dict[ResourceKey, CacheLookup]:
-    """``found`` with a private copy of every value's payload (and mutable metadata)."""
-    copied: dict[ResourceKey, CacheLookup] = {}
-    for key, lookup in found.items():
-        value = lookup.value
-        if value is not None:
-            try:  # the error context is only made on failure: no text per copy otherwise
-                clone = isolator.clone_snapshot_value(value, context="")
-            except PayloadIsolationError as error:
-                raise located(error, f"cache read of {key}") from error.__cause__
-            lookup = CacheLookup(clone, lookup.fresh, lookup.usable_stale, lookup.age_seconds)
-        copied[key] = lookup
-    return copied
 
 
 def _take_rest(

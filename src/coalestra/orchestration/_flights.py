@@ -33,9 +33,6 @@ The life of a flight (each arrow is one method of :class:`SingleFlight`)::
 - **abandoned**: nobody waits for the group's unresolved keys (not a background refresh):
   :meth:`~SingleFlight.release` resolves them as failed, cancels the task, and releases the
   groups it held.
-
-A group's :class:`FlightWindow` is its context, with a deadline a joiner with more time extends
-(timeouts already running move with it).
 """
 
 from __future__ import annotations
@@ -342,7 +339,8 @@ def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
 
 @final
 class FlightWindow:
-    """The current context of a flight group and the deadline-bound timeouts running in it."""
+    """The current context of a flight group and the deadline-bound timeouts running in it: a
+    joiner with more time extends its deadline, and the timeouts already running move with it."""
 
     __slots__ = ("_clock", "_watched", "ctx", "followers")
 
