@@ -27,7 +27,6 @@ MISS_PATH = (
     "_sources.py",
     "_gate.py",
     "_payloads.py",
-    "_copies.py",
 )
 
 

@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any, final
 
 from ..core._keys import ResourceKey
+from ..core._values import SnapshotValue
 from . import _names as names
 from ._build_facts import BuildFacts
 from ._names import KeyType
@@ -116,6 +117,23 @@ class Instrumentation(BuildFacts):
             source_kind=source_kind,
             authority_rank=authority_rank,
         )
+
+    def resolved_values(
+        self, source: str, source_kind: str, values: Collection[SnapshotValue[Any]]
+    ) -> None:
+        """``source`` (of ``source_kind``) produced ``values`` in one call: counted as fetched
+        with status ``"success"`` and, for an event sink, one :meth:`resolved` each."""
+        self.fetched(source, "success", len(values))
+        if self.events_on:
+            for value in values:
+                self.resolved(
+                    value.key,
+                    source,
+                    latency_ms=value.latency_ms,
+                    attempts=value.attempts,
+                    source_kind=source_kind,
+                    authority_rank=value.authority_rank,
+                )
 
     def source_failed(self, key: ResourceKey, source: str, error: BaseException) -> None:
         """``source`` failed for ``key`` (event only: see :meth:`fetched`)."""

@@ -30,11 +30,11 @@ from ..observability._tracing import Span, Tracer, describe_build
 from ._background import refresh_served
 from ._cache_access import report_lookups
 from ._checks import check_acceptance, check_consistency, check_deadline, raise_for_required
-from ._copies import hand_out
 from ._flights import Flight, Raised
 from ._inputs import keep_inputs
 from ._ledger import as_resolution_error
 from ._machinery import Machinery
+from ._payloads import hand_out
 from ._reconcile import Reconciler
 from ._view import BuildView
 

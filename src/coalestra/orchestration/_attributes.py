@@ -20,7 +20,7 @@ from ..core import (
 )
 from ..observability import BufferOverflowPolicy
 from ..resilience import CircuitBreaker, ResiliencePolicyResolver, RetryPolicy
-from ._copies import CopyShutdown
+from ._copy_jobs import CopyShutdown
 from ._flights import SingleFlight
 from ._policy import PolicyResolver
 

@@ -23,11 +23,10 @@ from ..core import (
     SourcePayload,
 )
 from ..core._snapshot import key_tuple
-from ._copies import hand_out
 from ._cycles import wait_cycle
 from ._flights import Flight, Outcome, Raised
 from ._machinery import GroupResolution
-from ._payloads import normalize_payload
+from ._payloads import hand_out, normalize_payload
 from ._sources import RegisteredSource
 
 Deps = dict[ResourceKey, tuple[ResourceKey, ...]]

@@ -23,9 +23,9 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
-from ._copies import consume
 from ._flights import Raised
 from ._machinery import Machinery
+from ._payloads import consume
 from ._view import BuildView
 
 _ROUNDS = 3

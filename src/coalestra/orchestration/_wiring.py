@@ -36,14 +36,14 @@ from ._assembly import lookup_and_claim as _lookup_and_claim
 from ._assembly import resolve as _resolve
 from ._batching import BatchCollector
 from ._cache_access import CacheAccess
-from ._copies import BuilderCopies, SourceCopies
+from ._copy_jobs import BuilderCopies
 from ._counters import EngineCounters
 from ._engine import start as _start
 from ._flights import SingleFlight
 from ._gate import SourceGate
 from ._notfound import NotFoundMemory
 from ._options import BuilderOptions
-from ._payloads import ValueFactory
+from ._payloads import SourceCopies, ValueFactory
 from ._policy import PolicyResolver
 from ._resolvers import (
     authority_provider,

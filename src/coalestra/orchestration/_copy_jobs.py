@@ -1,4 +1,5 @@
-"""The builder's payload copies at the source boundary, through its bounded copy runner.
+"""The builder's copies off the loop: the jobs of its bounded copy runner, their health and
+shutdown (a plain miss runs none of this; its copies are inline, see :mod:`._payloads`).
 
 A value a source returns is copied before the build keeps it (the source may mutate what it
 returned). Most copies stay inline: immutable payloads need none, and a small mutable one costs
@@ -12,14 +13,10 @@ key, bounded by ``max_copy_concurrency`` and by what is left of the snapshot dea
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, final
+from typing import TYPE_CHECKING, Any, final
 
 from ..cache import AsyncMemoryCache
-from ..cache._copying import is_large
 from ..core import (
-    Clock,
-    FetchContext,
-    FreshnessPolicy,
     PayloadIsolationError,
     PayloadIsolator,
     ResourceKey,
@@ -34,14 +31,11 @@ from ..core._copy_runner import (
     check_copy_timeout,
     shut_down_runners,
 )
-from ..core._isolation import isolation_error
 
 if TYPE_CHECKING:
     from ._counters import EngineCounters
     from ._options import BuilderOptions
 from ..core._errors import SnapshotDeadlineExceededError
-from ..core._isolation import located
-from ..core._validation import ReadOnlyDict
 from ._ledger import as_resolution_error
 
 
@@ -62,9 +56,9 @@ COPY_FAILURES = (SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError)
 """Why a copy job did not run or end in time: its keys fail (at their source, or as a whole)."""
 
 
-@final
-class SourceCopies:
-    """Decides which source payloads are copied off the loop, and copies them in one job."""
+class CopyJobs:
+    """The jobs of the builder's copy runner: payloads copied off the loop (a base of
+    :class:`~._payloads.SourceCopies`, which decides which payloads go there)."""
 
     __slots__ = ("_counters", "_isolator", "_offload_all", "runner")
 
@@ -81,17 +75,6 @@ class SourceCopies:
         self._counters = counters
         self._offload_all = offload_all
 
-    def offloads(self, values: Iterable[SnapshotValue[Any]]) -> bool:
-        """True when copying ``values`` goes to the runner: it offloads, and one of them is
-        large (with ``True``: mutable) -- small and immutable values are copied inline."""
-        if not self.runner.run_in_thread:
-            return False
-        needs_copy = self._isolator.needs_copy
-        return any(
-            needs_copy(value.value) and (self._offload_all or is_large(value.value))
-            for value in values
-        )
-
     def wanted_for(self, values: Iterable[SnapshotValue[Any]]) -> bool:
         """True when copying ``values`` should go to the runner: it offloads, and one of them
         holds a mutable payload or metadata (immutable values are shared, never copied)."""
@@ -102,36 +85,6 @@ class SourceCopies:
             isolator.needs_copy(value.value) or isolator.metadata_needs_copy(value.metadata)
             for value in values
         )
-
-    def copy(
-        self, source: str, payloads: Mapping[ResourceKey, SourcePayload[Any]]
-    ) -> tuple[dict[ResourceKey, Any], list[ResourceKey]]:
-        """The copy of every payload copied on the loop (an immutable one with the built-in
-        copier: itself), made at once, before the caller yields (a source may mutate what it
-        returned from its next loop callback on); and the keys whose payloads go to the
-        runner instead (:meth:`offload`): large ones, or with ``True`` every mutable one.
-        Each payload is judged once: immutable, large.
-
-        A key whose copy failed maps to a :class:`CopyFailed`: it fails at this source only.
-        """
-        isolator = self._isolator
-        copier, needs_copy = isolator.payload_copier, isolator.needs_copy
-        offload, offload_all = self.runner.run_in_thread, self._offload_all
-        made: dict[ResourceKey, Any] = {}
-        offloaded: list[ResourceKey] = []
-        for key, payload in payloads.items():
-            value = payload.value
-            if not needs_copy(value):
-                made[key] = value
-            elif offload and (offload_all or is_large(value)):
-                offloaded.append(key)
-            else:
-                try:
-                    made[key] = copier(value)
-                except Exception as error:  # named here: no text is made per key otherwise
-                    where = f"{key} from source {source!r}"
-                    made[key] = CopyFailed(isolation_error(where, value, error))
-        return made, offloaded
 
     async def offload(
         self,
@@ -161,6 +114,25 @@ class SourceCopies:
         except COPY_FAILURES as error:
             self.count_failure(error, len(keys))
             made.update(dict.fromkeys(keys, CopyFailed(error)))
+
+    async def hand_out(
+        self,
+        copies: list[Callable[[], SnapshotValue[Any]]],
+        keys: Collection[ResourceKey],
+        timeout: float | None,
+        values: dict[ResourceKey, SnapshotValue[Any]],
+        errors: dict[ResourceKey, Exception],
+    ) -> None:
+        """The reader ``copies`` of ``keys`` (in that order) into ``values``, made in one job
+        within ``timeout`` seconds; a job that misses the deadline (or is refused at shutdown)
+        fails its keys instead."""
+        try:
+            made = await self.runner.run(lambda: [copy() for copy in copies], timeout=timeout)
+        except COPY_FAILURES as error:
+            self.count_failure(error, len(keys))
+            errors.update((key, as_resolution_error(key, error)) for key in keys)
+            return
+        values.update(zip(keys, made, strict=True))
 
     def count_failure(self, error: Exception, keys: int) -> None:
         """A job that missed the deadline fails its keys: each counts as an exceeded deadline
@@ -224,142 +196,6 @@ class BuilderCopies:
         """Wait, without a budget, until no component runs a copy."""
         for runner in self.components.values():
             await runner.wait_closed()
-
-
-class Readers(Protocol):
-    """What a reader's copy needs of the engine (the engine's ``Machinery`` has it)."""
-
-    @property
-    def copies(self) -> SourceCopies: ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def isolator(self) -> PayloadIsolator: ...
-
-    def policy_for(self, key: ResourceKey, /) -> FreshnessPolicy: ...
-
-    @property
-    def constant_policy(self) -> FreshnessPolicy | None: ...
-
-
-async def hand_out(
-    engine: Readers,
-    ready: Mapping[ResourceKey, SnapshotValue[Any]],
-    ctx: FetchContext,
-    joined: Collection[ResourceKey],
-    values: dict[ResourceKey, SnapshotValue[Any]],
-    errors: dict[ResourceKey, Exception],
-) -> None:
-    """The reader copies of a build's resolved flights (:func:`consume`) into ``values``:
-    inline, or in one job of the copy runner when one of them is large; a job that misses the
-    deadline (or is refused at shutdown) fails its keys instead. They are handed out together:
-    one reading of the clock for all."""
-    now = engine.clock.now()
-    isolator, snapshot_id = engine.isolator, ctx.snapshot_id
-    # Each payload is judged once: immutable ones (a stampede's) are never offloaded.
-    mutable = [isolator.needs_copy(value.value) for value in ready.values()]
-    if not any(mutable) or not engine.copies.offloads(ready.values()):
-        constant, policy_for = engine.constant_policy, engine.policy_for
-        for (key, value), copy in zip(ready.items(), mutable, strict=True):
-            observed = value.observed_at
-            age = now - observed if now > observed else 0.0
-            stale = value.stale or not (constant or policy_for(key)).is_fresh(age)
-            clone = _reader_clone(isolator, value, snapshot_id, age, stale, copy)
-            values[key] = _marked(clone) if joined and key in joined else clone
-        return
-    copies = [reader_copy(engine, value, ctx, key in joined, now) for key, value in ready.items()]
-    try:
-        made = await engine.copies.runner.run(
-            lambda: [copy() for copy in copies], timeout=ctx.remaining_seconds(engine.clock)
-        )
-    except (SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError) as error:
-        engine.copies.count_failure(error, len(ready))
-        errors.update((key, as_resolution_error(key, error)) for key in ready)
-        return
-    values.update(zip(ready, made, strict=True))
-
-
-def consume(
-    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, *, coalesced: bool = False
-) -> SnapshotValue[Any]:
-    """A private copy of a flight's value for one reader, with its age as of now;
-    ``coalesced``: the reader joined another build's flight (so the metadata says)."""
-    age, stale = _reading(engine, outcome, engine.clock.now())
-    isolator = engine.isolator
-    mutable = isolator.needs_copy(outcome.value)
-    clone = _reader_clone(isolator, outcome, ctx.snapshot_id, age, stale, mutable)
-    return _marked(clone) if coalesced else clone
-
-
-def reader_copy(
-    engine: Readers, outcome: SnapshotValue[Any], ctx: FetchContext, coalesced: bool, now: float
-) -> Callable[[], SnapshotValue[Any]]:
-    """:func:`consume` at ``now`` in two steps: the policy is read now, on the loop; the
-    returned function only copies (so it may run in a worker thread)."""
-    age, stale = _reading(engine, outcome, now)
-    isolator, snapshot_id = engine.isolator, ctx.snapshot_id
-    mutable = isolator.needs_copy(outcome.value)
-
-    def copy() -> SnapshotValue[Any]:
-        clone = _reader_clone(isolator, outcome, snapshot_id, age, stale, mutable)
-        return _marked(clone) if coalesced else clone
-
-    return copy
-
-
-def _reading(engine: Readers, outcome: SnapshotValue[Any], now: float) -> tuple[float, bool]:
-    """What a reader's copy of ``outcome`` says at ``now``: its age, and whether it is stale."""
-    observed = outcome.observed_at
-    age = now - observed if now > observed else 0.0
-    policy = engine.constant_policy or engine.policy_for(outcome.key)
-    return age, outcome.stale or not policy.is_fresh(age)
-
-
-def _reader_clone(
-    isolator: PayloadIsolator,
-    outcome: SnapshotValue[Any],
-    snapshot_id: str,
-    age: float,
-    stale: bool,
-    mutable: bool,
-) -> SnapshotValue[Any]:
-    """A reader's private copy of ``outcome`` read at ``age``; ``mutable``: its payload must be
-    copied (:meth:`PayloadIsolator.needs_copy`)."""
-    payload = outcome.value
-    metadata = outcome.metadata
-    if not mutable and not (metadata and isolator.metadata_needs_copy(metadata)):
-        # Nothing to copy (an immutable payload, metadata of immutable values): a new value
-        # read as of now sharing both, as clone_snapshot_value would make it, in one step.
-        from_cache = outcome.from_cache
-        return outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
-    try:
-        clone = isolator.clone_snapshot_value(
-            outcome,
-            context="",  # named below on failure: no text is made per key otherwise
-            age_seconds=age,
-            stale=stale,
-        )
-    except PayloadIsolationError as error:
-        where = f"{outcome.key} in snapshot {snapshot_id!r}"
-        raise located(error, where) from error.__cause__
-    return clone
-
-
-def _marked(clone: SnapshotValue[Any]) -> SnapshotValue[Any]:
-    """``clone`` marked as read from another build's flight. The clone is new and unshared, and
-    its metadata is already isolated (copied, or of immutable values): the mark is added
-    without copying the metadata again; with no other metadata, every such clone shares one
-    read-only mapping (of an immutable value, as shared metadata always is)."""
-    metadata = clone.metadata
-    marked = ReadOnlyDict({**metadata, "coalesced_request": True}) if metadata else _JOINED
-    _set(clone, "metadata", marked)
-    return clone
-
-
-_JOINED: Mapping[str, Any] = ReadOnlyDict({"coalesced_request": True})
-_set = object.__setattr__
 
 
 class CopyShutdown:
