@@ -32,6 +32,7 @@ from typing import Any, final
 from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
 from ..core._copy_runner import PayloadCopyRunner
 from ..core._isolation import isolation_error, located
+from ._revisions import PUBLISHED
 from ._store import is_flat
 
 LARGE_PAYLOAD_ITEMS = 256
@@ -149,7 +150,9 @@ class PayloadCopies:
         if isolator.needs_copy(value.value):
             return True
         metadata = value.metadata
-        return bool(metadata) and isolator.metadata_needs_copy(metadata)
+        return (
+            bool(metadata) and metadata is not PUBLISHED and isolator.metadata_needs_copy(metadata)
+        )
 
     def in_thread(self, value: SnapshotValue[Any]) -> bool:
         """True when copying ``value`` belongs in a worker thread (see the module docstring)."""
@@ -222,7 +225,7 @@ class PayloadCopies:
         ):
             return None
         metadata = value.metadata
-        if metadata and isolator.metadata_needs_copy(metadata):
+        if metadata and metadata is not PUBLISHED and isolator.metadata_needs_copy(metadata):
             return None
         clone = value._evolve(
             payload.copy(),

@@ -24,8 +24,9 @@ from ._checks import check_key
 from ._config import PublisherConfig
 
 _INGRESS = "publication of"
-# The metadata of a publication without metadata of its own (read-only, so shared).
-_PUBLISHED: Mapping[str, Any] = ReadOnlyDict(published=True)
+PUBLISHED: Mapping[str, Any] = ReadOnlyDict(published=True)
+"""The metadata of a publication without metadata of its own (read-only and of atoms only, so
+shared: copies need not look into it)."""
 
 
 @final
@@ -95,7 +96,7 @@ class Revisions:
             skew = self._observation.future_skew(
                 stamp, now, what=f"published observation for {key}"
             )
-        extra = _PUBLISHED
+        extra = PUBLISHED
         if metadata or skew > 0.0:
             extra = self._metadata(key, source, metadata, skew)
         authority = self._authority
