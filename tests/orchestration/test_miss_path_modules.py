@@ -20,7 +20,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "how-a-build-works.md"
 MISS_PATH = (
     "_builder.py",
     "_assembly.py",
-    "_view.py",
     "_cache_access.py",
     "_flights.py",
     "_engine.py",

@@ -26,9 +26,10 @@ from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._snapshot import key_tuple
 from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
 from ..observability._instrumentation import Instrumentation
+from ..observability._lookups import report_lookups
 from ..observability._tracing import Span, Tracer, describe_build
 from ._background import refresh_served
-from ._cache_access import report_lookups
+from ._cache_access import BuildView
 from ._checks import check_acceptance, check_consistency, check_deadline, raise_for_required
 from ._flights import Flight, Raised
 from ._inputs import keep_inputs
@@ -36,7 +37,6 @@ from ._ledger import as_resolution_error
 from ._machinery import Machinery
 from ._payloads import hand_out
 from ._reconcile import Reconciler
-from ._view import BuildView
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -235,7 +235,7 @@ async def resolve(
     force_refresh: bool = False,
 ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
     """Resolve ``keys`` for one build (or session stage) into private values and per-key
-    errors, consistent with ``view`` (see :mod:`._view`).
+    errors, consistent with ``view`` (see :class:`._cache_access.BuildView`).
 
     Raises:
         Exception: whatever the cache raised, as it is.

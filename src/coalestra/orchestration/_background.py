@@ -19,9 +19,9 @@ from ..core import (
 )
 from ..core._validation import ReadOnlyDict
 from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
+from ._cache_access import BuildView
 from ._flights import Flight
 from ._machinery import Machinery, Refresh
-from ._view import BuildView
 
 
 def refresh_served(

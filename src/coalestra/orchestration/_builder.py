@@ -41,6 +41,7 @@ from ._assembly import (
     Builds,
     requested_keys,
 )
+from ._cache_access import BuildView
 from ._flights import SingleFlight
 from ._health_report import builder_health
 from ._options import (
@@ -51,7 +52,6 @@ from ._policy import PolicyResolver
 from ._session import SnapshotSession
 from ._shutdown import BuilderLifecycle, BuilderShutdown
 from ._trying import check_max_concurrent, check_try_arguments
-from ._view import BuildView
 from ._wiring import BuilderParts
 
 T = TypeVar("T")

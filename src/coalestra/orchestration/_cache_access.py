@@ -1,4 +1,5 @@
-"""How the engine talks to whatever cache it was given.
+"""How the engine talks to whatever cache it was given, and what a build holds of each key
+(:class:`BuildView`: the build's one reading).
 
 The cache's capabilities (batch reads and writes, atomic conditional writes, authority and
 dependency validation) are read once here. Reads use ``get_many`` when the cache has it, else one
@@ -6,12 +7,12 @@ dependency validation) are read once here. Reads use ``get_many`` when the cache
 ``set`` the cache has. Per-key calls run in ``min(max_pending_tasks, n)`` concurrent workers, in
 input order. An exception the cache raises is not wrapped or swallowed: it propagates to the
 caller (the first failure of per-key calls cancels the calls in flight and starts no more).
-Only the cross-process lease calls degrade: without them, this process fetches itself.
+The cross-process lease calls, which degrade instead, are in :mod:`._leases`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
@@ -31,11 +32,11 @@ from ..core import (
 from ..core._isolation import PayloadIsolator
 from ..core._protocols import LeasingCache
 from ..core._validation import ReadOnlyDict
-from ..observability._instrumentation import Instrumentation
 from ..observability._names import FRESH as _FRESH
-from ..observability._names import MISS as _MISS
 from ..observability._names import STALE_WHILE_REVALIDATE as _STALE_WHILE_REVALIDATE
+from ._flights import Flight
 from ._outdated import drop_outdated
+from ._per_key import get_each, write_each
 from ._policy import PolicyResolver
 
 Served = tuple[
@@ -81,7 +82,6 @@ class CacheAccess:
         "_get_many",
         "_invalidate_many",
         "_isolator",
-        "_leases",
         "_limit",
         "_memory",
         "_set_if_newer",
@@ -90,6 +90,7 @@ class CacheAccess:
         "batch_reads",
         "batch_writes",
         "cache",
+        "leases",
         "validates_authority",
         "validates_dependencies",
     )
@@ -121,7 +122,7 @@ class CacheAccess:
         )
         self.validates_authority = getattr(cache, "validates_source_authority", False) is True
         self.validates_dependencies = getattr(cache, "validates_dependency_versions", False) is True
-        self._leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
+        self.leases: LeasingCache | None = cache if isinstance(cache, LeasingCache) else None
         # The built-in cache serves a build's fresh hits itself, in one synchronous loop (not a
         # subclass: it may override get_many, which that loop does not call).
         self._memory = cache if type(cache) is AsyncMemoryCache else None
@@ -192,12 +193,7 @@ class CacheAccess:
                 keys, now=now, policies=policies
             )
         else:
-            get = self.cache.get
-
-            async def one(key: ResourceKey) -> CacheLookup:
-                return await get(key, now=now, policy=policies[key])
-
-            found = dict(zip(keys, await run_bounded(keys, one, self._limit), strict=True))
+            found = await get_each(self.cache, keys, now, policies, self._limit)
         if not self.validates_dependencies:
             found = await drop_outdated(self.cache, found, now, self.invalidate)
         if self._isolator is not None:
@@ -220,13 +216,9 @@ class CacheAccess:
         if self._set_many_if_newer is not None:
             written: Mapping[ResourceKey, CacheWriteResult] = await self._set_many_if_newer(values)
             return written
-        if self._set_many is not None:
-            await self._set_many(values)
-        elif self._set_if_newer is not None:
-            results = await run_bounded(values, self._set_if_newer, self._limit)
-            return {value.key: result for value, result in zip(values, results, strict=True)}
-        else:
-            await run_bounded(values, self.cache.set, self._limit)
+        if self._set_many is None:
+            return await write_each(self.cache, values, self._set_if_newer, self._limit)
+        await self._set_many(values)
         return dict.fromkeys((value.key for value in values), None)
 
     async def invalidate(self, keys: Sequence[ResourceKey]) -> None:
@@ -240,42 +232,89 @@ class CacheAccess:
 
     @property
     def coordinates_fetches(self) -> bool:
-        """True when the cache leases fetches across processes."""
-        return self._leases is not None
+        """True when the cache leases fetches across processes (see :mod:`._leases`)."""
+        return self.leases is not None
 
-    async def lease(self, keys: Sequence[ResourceKey]) -> set[ResourceKey]:
-        """Lease ``keys`` for this process; a failing tier grants every lease (fetch locally)."""
-        if self._leases is None:
-            return set(keys)
-        try:
-            return set(await self._leases.lease_many(keys))
-        except Exception:  # coordination only: without it, this process fetches itself
-            return set(keys)
 
-    async def release(self, keys: Sequence[ResourceKey]) -> None:
-        """Give leases back; a failure is ignored (the leases expire on their own)."""
-        if self._leases is None or not keys:
-            return
-        with contextlib.suppress(Exception):
-            await self._leases.release_many(keys)
+@final
+class BuildView:
+    """What one build has read (a value) or claimed (a flight) for each key so far.
 
-    async def wait_for(
+    A build reads each key once: from the cache, or from the flight it owns or joins. Its
+    derivations take their dependencies from the same reading, never from a second cache read
+    or another flight, so a dependency is read once per build and every derived value in a
+    snapshot was computed from exactly the dependency revisions that snapshot shows. A derived
+    value the build did not compute itself (a joined flight, a cache hit, a stale fallback) is
+    checked against that reading before it is served (:mod:`._reconcile`).
+
+    A session stage's view also keeps the input revisions of the derived values it serves
+    without having read those inputs (see :mod:`._inputs`): they count as the stage's reading
+    for those checks and are remembered by the session, but they are not entries, so a
+    derivation of the stage still reads such a key itself.
+    """
+
+    __slots__ = (
+        "_lock",
+        "entries",
+        "first_read",
+        "inputs",
+        "joined",
+        "lost",
+        "session",
+    )
+
+    def __init__(
         self,
-        keys: Sequence[ResourceKey],
+        pinned: Mapping[ResourceKey, SnapshotValue[Any]] | None = None,
         *,
-        wait_seconds: float | None,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        """Wait for values another process is fetching; a failing tier returns none."""
-        if self._leases is None:
-            return {}
-        try:
-            return await self._leases.wait_for_many(
-                keys, wait_seconds=wait_seconds, now=now, policies=policies
-            )
-        except Exception:  # coordination only: fetch here instead
-            return {}
+        session: bool = False,
+    ) -> None:
+        # key -> the value read or pinned, or the flight owned or joined
+        self.entries: dict[ResourceKey, SnapshotValue[Any] | Flight] = (
+            {} if pinned is None else dict(pinned)
+        )
+        # The values the build's first cache read served, kept as they are (not copied into
+        # ``entries``: the warm path of a build is that one read).
+        self.first_read: Mapping[ResourceKey, SnapshotValue[Any]] = {}
+        self.joined: set[ResourceKey] = set()  # keys whose flight another build owns
+        self._lock: asyncio.Lock | None = None
+        # A session stage's: it keeps the inputs of the derived values it serves (._inputs).
+        self.session = session
+        # Inputs the served derived values were computed from (or the revision now held).
+        self.inputs: dict[ResourceKey, SnapshotValue[Any]] = {}
+        # Inputs of served derived values that are no longer held at all.
+        self.lost: set[ResourceKey] = set()
+
+    @property
+    def empty(self) -> bool:
+        """True before the build has read or claimed anything."""
+        return not self.entries and not self.first_read
+
+    def get(self, key: ResourceKey) -> SnapshotValue[Any] | Flight | None:
+        """The build's reading of ``key``: a value, a flight, or None (not read yet)."""
+        entry = self.entries.get(key)
+        return self.first_read.get(key) if entry is None else entry
+
+    def lock(self) -> asyncio.Lock:
+        """Serializes the build's later lookups (its derivations'), so two of them never read
+        or claim the same key twice; never held while waiting on a flight."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def value_of(self, key: ResourceKey) -> SnapshotValue[Any] | None:
+        """The revision of ``key`` this build shows (a kept input's included), if it has one."""
+        entry = self.entries.get(key)
+        if entry is None:  # the first read holds values only
+            entry = self.first_read.get(key)
+        elif type(entry) is Flight:
+            future = entry.future
+            outcome = future.result() if future.done() else None
+            entry = outcome if isinstance(outcome, SnapshotValue) else None
+        if entry is None:
+            return self.inputs.get(key) if self.inputs else None
+        assert isinstance(entry, SnapshotValue)
+        return entry
 
 
 def _take_rest(
@@ -334,31 +373,6 @@ def _judge(
         return _STALE_WHILE_REVALIDATE, value._served(now, age, True)
     usable = lookup.usable_stale and policy.allow_stale_on_error
     return _FETCH, value if usable else None
-
-
-def report_lookups(
-    report: Instrumentation,
-    keys: Sequence[ResourceKey],
-    hits: Mapping[ResourceKey, SnapshotValue[Any]],
-    needed: Sequence[ResourceKey],
-    swr: Sequence[ResourceKey],
-) -> None:
-    """Report a build's first read: the cache access metric per answer, and each hit."""
-    if report.metrics_on:
-        count = report.count_by_type
-        if needed or swr:
-            swr_keys = set(swr)
-            fresh = [key for key in hits if key not in swr_keys]
-            report.cache_accesses(_FRESH, count(fresh))
-            report.cache_accesses(_STALE_WHILE_REVALIDATE, count(swr))
-            report.cache_accesses(_MISS, count(needed))
-        else:  # every key was a fresh hit: the request's own (memoized) counts
-            report.cache_accesses(_FRESH, count(keys))
-    if report.events_on:
-        swr_keys = set(swr)
-        report.cache_hits(
-            (key, _STALE_WHILE_REVALIDATE if key in swr_keys else _FRESH) for key in hits
-        )
 
 
 def served(

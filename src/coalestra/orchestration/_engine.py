@@ -31,18 +31,17 @@ from ..core import (
     SourceUnavailableError,
 )
 from ._background import count_refreshes
-from ._cache_access import served
+from ._cache_access import BuildView, served
 from ._derive import Deriver
 from ._fall_through import FallThrough
 from ._flights import Flight, FlightWindow
 from ._gate import Invoke
 from ._last_resort import abandon, finish_failed
-from ._leases import coordinate
+from ._leases import coordinate, release
 from ._ledger import KeyLedger
 from ._machinery import Machinery, Refresh
 from ._payloads import normalize_payload
 from ._sources import RegisteredSource, SourceKind
-from ._view import BuildView
 
 T = TypeVar("T")
 
@@ -143,7 +142,7 @@ class GroupRun:
             if any(not flight.future.done() for flight in self.flights.values()):
                 abandon(self, reason)
             if leased:
-                await self.engine.cache.release(list(leased))
+                await release(self.engine.cache, list(leased))
             if self.refresh_for is not None:
                 cancelled = isinstance(reason, asyncio.CancelledError)
                 flights, failed = self.flights.values(), self.served_instead

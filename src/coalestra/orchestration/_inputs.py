@@ -24,10 +24,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..core import ResourceKey, SnapshotValue
+from ._cache_access import BuildView
 from ._machinery import Machinery
 from ._outdated import ANY_AGE
 from ._sources import SourceKind
-from ._view import BuildView
 
 
 def is_derived(engine: Machinery, key: ResourceKey) -> bool:

@@ -1,12 +1,17 @@
 """A group's fetch coordinated across processes, with a cache tier that leases fetches (Redis):
 one process fetches a key while the others wait for its write, so a stampede across processes
-still costs one source call per key.
+still costs one source call per key. Only the lease calls degrade: without them (the tier
+failed), this process fetches itself.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping, Sequence
+
 from .._compat import TaskGroup
-from ..core import ResourceKey
+from ..core import CacheLookup, FreshnessPolicy, ResourceKey
+from ._cache_access import CacheAccess
 from ._machinery import GroupResolution
 
 
@@ -27,12 +32,13 @@ async def coordinate(
             if owned:
                 group.create_task(_fetch_leased(run, owned, leased))
 
-        taken = await engine.cache.lease(keys)
+        taken = await _lease(engine.cache, keys)
         leased |= taken
         fetch([key for key in keys if key in taken])
         waiting = [key for key in keys if key not in taken]
         while waiting and not run.ctx.expired(clock):
-            arrived = await engine.cache.wait_for(
+            arrived = await _wait_for(
+                engine.cache,
                 waiting,
                 wait_seconds=run.ctx.remaining_seconds(clock),
                 now=clock.now(),
@@ -42,7 +48,7 @@ async def coordinate(
                 if lookup.value is not None and lookup.fresh and key in run.flights:
                     engine.flights.resolve(run.flights[key], lookup.value)
             waiting = [key for key in waiting if not run.flights[key].future.done()]
-            taken = await engine.cache.lease(waiting) if waiting else set()
+            taken = await _lease(engine.cache, waiting) if waiting else set()
             leased |= taken
             fetch([key for key in waiting if key in taken])
             if not arrived and not taken:
@@ -58,4 +64,41 @@ async def _fetch_leased(
     (waiters elsewhere are woken by the write, or take the lease over after a failure)."""
     await run.walk(keys, 0)  # each priority level is written as it ends
     leased.difference_update(keys)
-    await run.engine.cache.release(keys)
+    await release(run.engine.cache, keys)
+
+
+async def _lease(access: CacheAccess, keys: Sequence[ResourceKey]) -> set[ResourceKey]:
+    """Lease ``keys`` for this process; a failing tier grants every lease (fetch locally)."""
+    if access.leases is None:
+        return set(keys)
+    try:
+        return set(await access.leases.lease_many(keys))
+    except Exception:  # coordination only: without it, this process fetches itself
+        return set(keys)
+
+
+async def release(access: CacheAccess, keys: Sequence[ResourceKey]) -> None:
+    """Give leases back; a failure is ignored (the leases expire on their own)."""
+    if access.leases is None or not keys:
+        return
+    with contextlib.suppress(Exception):
+        await access.leases.release_many(keys)
+
+
+async def _wait_for(
+    access: CacheAccess,
+    keys: Sequence[ResourceKey],
+    *,
+    wait_seconds: float | None,
+    now: float,
+    policies: Mapping[ResourceKey, FreshnessPolicy],
+) -> Mapping[ResourceKey, CacheLookup]:
+    """Wait for values another process is fetching; a failing tier returns none."""
+    if access.leases is None:
+        return {}
+    try:
+        return await access.leases.wait_for_many(
+            keys, wait_seconds=wait_seconds, now=now, policies=policies
+        )
+    except Exception:  # coordination only: fetch here instead
+        return {}

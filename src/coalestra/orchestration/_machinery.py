@@ -24,7 +24,7 @@ from ..core import (
 )
 from ..observability._instrumentation import Instrumentation
 from ._batching import BatchCollector
-from ._cache_access import CacheAccess
+from ._cache_access import BuildView, CacheAccess
 from ._counters import EngineCounters
 from ._flights import Flight, FlightGroup, FlightWindow, SingleFlight
 from ._gate import SourceGate
@@ -32,7 +32,6 @@ from ._ledger import KeyLedger
 from ._notfound import NotFoundMemory
 from ._payloads import SourceCopies, ValueFactory
 from ._sources import RegisteredSource, SourceChains
-from ._view import BuildView
 
 T = TypeVar("T")
 

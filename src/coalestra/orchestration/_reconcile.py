@@ -1,5 +1,5 @@
 """The last step of resolving a build's keys: no derived value may show a dependency revision
-other than the one the build shows (see :mod:`._view`).
+other than the one the build shows (see :class:`._cache_access.BuildView`).
 
 A derived value the build did not derive itself (it joined another build's flight, read it
 from the cache, or got a stale fallback) may have been computed from another revision of a
@@ -23,10 +23,10 @@ from ..core import (
     SourceFailure,
     SourceUnavailableError,
 )
+from ._cache_access import BuildView
 from ._flights import Raised
 from ._machinery import Machinery
 from ._payloads import consume
-from ._view import BuildView
 
 _ROUNDS = 3
 
@@ -54,18 +54,21 @@ class Reconciler:
         not show; a key that cannot be made consistent moves to ``errors``."""
         view = self._view
         for _ in range(_ROUNDS):
-            mixed = [key for key, value in values.items() if view.mixed(value)]
+            mixed = [key for key, value in values.items() if _is_mixed(view, value)]
             if not mixed:
                 return
             if view.session:  # their mixed inputs too, in the same private group
                 mixed = list(
                     dict.fromkeys(
-                        [*mixed, *(dep for key in mixed for dep in view.mixed_inputs(values[key]))]
+                        [
+                            *mixed,
+                            *(dep for key in mixed for dep in _mixed_inputs(view, values[key])),
+                        ]
                     )
                 )
             await self._rederive(mixed, values, errors)
         for key, value in list(values.items()):
-            if view.mixed(value):
+            if _is_mixed(view, value):
                 del values[key]
                 errors[key] = _mixed_error(value)
 
@@ -100,3 +103,55 @@ def _mixed_error(value: SnapshotValue[Any]) -> ResourceResolutionError:
     failure = DependencyResolutionError(value.key, value.source, changed)
     failures = (SourceFailure.from_exception(value.source, failure, 0),)
     return ResourceResolutionError(value.key, failures)
+
+
+def _is_mixed(view: BuildView, value: SnapshotValue[Any]) -> bool:
+    """True when ``value`` was derived from a revision other than the one ``view`` shows (or
+    from an input a session stage found no longer held). A session stage also checks the
+    derived values it was computed from, transitively (:func:`_mixed_inputs`): a later stage
+    may show them."""
+    if not value.dependency_versions:
+        return False
+    nested = False  # an input shown at the recorded revision is itself derived
+    for dep, version in value.dependency_versions.items():
+        shown = view.value_of(dep)
+        if shown is None:
+            if dep in view.lost:
+                return True
+        elif shown.version != version:
+            return True
+        elif shown.dependency_versions:
+            nested = True
+    return nested and view.session and bool(_mixed_inputs(view, value))
+
+
+def _mixed_inputs(view: BuildView, value: SnapshotValue[Any]) -> list[ResourceKey]:
+    """The derived values ``value`` was computed from, transitively, that ``view`` holds at
+    the recorded revision but that were themselves computed from another revision than the
+    view shows: they must be derived again with it."""
+    found: list[ResourceKey] = []
+    seen: set[ResourceKey] = set()
+    pending = [value]
+    while pending:
+        for dep, version in pending.pop().dependency_versions.items():
+            if dep in seen:
+                continue
+            seen.add(dep)
+            held = view.value_of(dep)
+            if held is None or held.version != version or not held.dependency_versions:
+                continue
+            if _mixed_directly(view, held):
+                found.append(dep)
+            pending.append(held)
+    return found
+
+
+def _mixed_directly(view: BuildView, value: SnapshotValue[Any]) -> bool:
+    for dep, version in value.dependency_versions.items():
+        shown = view.value_of(dep)
+        if shown is None:
+            if dep in view.lost:
+                return True
+        elif shown.version != version:
+            return True
+    return False

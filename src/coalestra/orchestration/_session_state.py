@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import final
+from typing import Any, final
 
-from ..core import DiagnosticsCollector, FetchContext, ResourceKey, Snapshot
+from ..core import DiagnosticsCollector, FetchContext, ResourceKey, Snapshot, SnapshotValue
 from ..core._closed import BUILDER_CLOSED, ClosedError, session_closed
+from ._cache_access import BuildView
+from ._flights import Flight
 from ._inputs import declared_dependencies
 from ._pinning import PinnedMemo, ordered_union
 from ._revalidation import Errors, Values
-from ._view import BuildView
 from ._wiring import Engine
 
 
@@ -68,7 +69,7 @@ class SessionState:
         values, errors = await engine.resolve(
             keys, self.context, self.diag, view, force_refresh=force_refresh
         )
-        return values, errors, view.readings()
+        return values, errors, _readings(view)
 
     def accumulated(
         self, started: float | None, transient: Mapping[ResourceKey, Exception] | None = None
@@ -95,3 +96,22 @@ class SessionState:
                 observation_skew_ms=(max(observed) - min(observed)) * 1000.0 if observed else 0.0,
             ),
         )
+
+
+def _readings(view: BuildView) -> dict[ResourceKey, SnapshotValue[Any]]:
+    """Every value the build has read or resolved so far, its finished flights' included
+    (a session keeps the revisions its derived values were computed from), the inputs
+    kept for its served derived values included."""
+    found = {**view.inputs, **view.first_read}
+    for key, entry in view.entries.items():
+        if type(entry) is Flight:
+            future = entry.future
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                continue
+            outcome = future.result()
+            if isinstance(outcome, SnapshotValue):
+                found[key] = outcome
+        else:
+            assert isinstance(entry, SnapshotValue)
+            found[key] = entry
+    return found
