@@ -112,17 +112,8 @@ def _is_mixed(view: BuildView, value: SnapshotValue[Any]) -> bool:
     may show them."""
     if not value.dependency_versions:
         return False
-    nested = False  # an input shown at the recorded revision is itself derived
-    for dep, version in value.dependency_versions.items():
-        shown = view.value_of(dep)
-        if shown is None:
-            if dep in view.lost:
-                return True
-        elif shown.version != version:
-            return True
-        elif shown.dependency_versions:
-            nested = True
-    return nested and view.session and bool(_mixed_inputs(view, value))
+    mixed, nested = _check(view, value)
+    return mixed or (nested and view.session and bool(_mixed_inputs(view, value)))
 
 
 def _mixed_inputs(view: BuildView, value: SnapshotValue[Any]) -> list[ResourceKey]:
@@ -140,18 +131,24 @@ def _mixed_inputs(view: BuildView, value: SnapshotValue[Any]) -> list[ResourceKe
             held = view.value_of(dep)
             if held is None or held.version != version or not held.dependency_versions:
                 continue
-            if _mixed_directly(view, held):
+            if _check(view, held)[0]:
                 found.append(dep)
             pending.append(held)
     return found
 
 
-def _mixed_directly(view: BuildView, value: SnapshotValue[Any]) -> bool:
+def _check(view: BuildView, value: SnapshotValue[Any]) -> tuple[bool, bool]:
+    """``(mixed, nested)``: whether ``value`` names a dependency revision ``view`` does not
+    show (or an input found no longer held), and whether an input it shows at the recorded
+    revision is itself derived (so far)."""
+    nested = False
     for dep, version in value.dependency_versions.items():
         shown = view.value_of(dep)
         if shown is None:
             if dep in view.lost:
-                return True
+                return True, nested
         elif shown.version != version:
-            return True
-    return False
+            return True, nested
+        elif shown.dependency_versions:
+            nested = True
+    return False, nested
