@@ -290,9 +290,10 @@ class GroupRun:
         else:
             fetch = source.fetch
             assert fetch is not None
+            window = self.window  # its ctx is read per call: a joining caller may move it
 
             async def invoke(keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
-                return normalize_payload(await fetch(keys[0], self.ctx))
+                return normalize_payload(await fetch(keys[0], window.ctx))
 
             await self.pool(keys, partial(self._fetch_one, source, invoke, fall_through, made))
 
@@ -308,15 +309,16 @@ class GroupRun:
     ) -> None:
         """One key's call to a single source (one level's calls share ``invoke``); a key that
         got no value falls through at once."""
-        engine = self.engine
+        engine, window = self.engine, self.window
         called = (key,)
+        factory = engine.factory
         result = await engine.gate.call(
-            source, called, self.window, self.diag, invoke, engine.factory.circuit_successes
+            source, called, window, self.diag, invoke, factory.circuit_successes
         )
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, called, result)
-        elif await engine.factory.accept(
-            source, {key: result.value}, result, made, self.make_ledger, self.diag, ctx=self.ctx
+        elif await factory.accept(
+            source, {key: result.value}, result, made, self.make_ledger, self.diag, ctx=window.ctx
         ):
             return
         fall_through([key])
