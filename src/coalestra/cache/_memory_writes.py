@@ -43,6 +43,8 @@ from ._store import MUTABLE, Entry, MemoryStore
 
 _WRITE = "cache write of"
 _READ = "cache read of"
+_FLAT_KINDS = frozenset((dict, list))
+"""The payload types ``_store.is_flat`` can accept."""
 
 Handover: TypeAlias = int
 """How a caller hands a write's candidates over: :data:`LENT`, :data:`OWNED` or :data:`BUILT`."""
@@ -99,17 +101,23 @@ class MemoryWrites:
         """Write candidates of distinct keys, every one staged before any is committed: the
         outcome of each, in order. ``handover``: as for :meth:`write_now`."""
         staged: list[Staged] = []
-        stage = self._stage
-        for candidate in candidates:
-            decided = stage(candidate, force, replace_equal, handover)
+        stage = self._stage_decided
+        decisions = self._store.decide_many(candidates, force=force, replace_equal=replace_equal)
+        for candidate, (status, held) in zip(candidates, decisions, strict=True):
+            decided = stage(candidate, status, held, handover)
             if decided is None:
                 self._copies.forget_inline()
                 found = await self._write_offloaded(candidates, force, replace_equal, handover)
                 results = [found[candidate.key] for candidate in candidates]
                 return [(result.status, result.value, result.previous) for result in results]
             staged.append(decided)
-        commit = self._commit
-        written = [commit(decided) for decided in staged]
+        # _commit, inline: one call less per candidate.
+        put = self._store.put
+        written: list[Written] = []
+        for status, value, previous, private, mutable, flat in staged:
+            if private is not None:
+                put(private, mutable, flat)
+            written.append((status, value, previous))
         self._copies.forget_inline()
         return written
 
@@ -157,6 +165,16 @@ class MemoryWrites:
         ``None`` when a copy belongs in a worker thread. ``handover``: see the module
         docstring."""
         status, held = self._store.decide(candidate, force=force, replace_equal=replace_equal)
+        return self._stage_decided(candidate, status, held, handover)
+
+    def _stage_decided(
+        self,
+        candidate: SnapshotValue[Any],
+        status: CacheWriteStatus,
+        held: Entry | None,
+        handover: Handover,
+    ) -> Staged | None:
+        """:meth:`_stage` once ``candidate``'s write is decided (``held``: the entry held)."""
         copies = self._copies
         if status is not CacheWriteStatus.STORED:
             assert held is not None  # only a held revision can make a write lose
@@ -167,19 +185,27 @@ class MemoryWrites:
                 kept = copies.copy(kept, _READ)
             return status, kept, kept, None, False, False
         before = None if held is None else held[0]
+        # The common publication (a small flat dict replacing a publication or nothing) is
+        # judged once, by copy_owned_flat, before is_mutable judges it again.
+        shared = held is not None and held[1] & MUTABLE and held[0].attempts
+        if handover == OWNED and not shared and type(candidate.value) in _FLAT_KINDS:
+            theirs = copies.copy_owned_flat(candidate)
+            if theirs is not None:  # two dict.copy()
+                return status, theirs, before, candidate, True, True
         mutable = copies.is_mutable(candidate)
         if handover == BUILT and (not mutable or (copies.shares_built and candidate.attempts)):
             return status, candidate, before, candidate, mutable, False
         # A build sharing the replaced revision (mutable, fetched) may still read it.
-        if held is not None and held[1] & MUTABLE and held[0].attempts:
+        if shared:
+            assert held is not None
             if copies.in_thread(held[0]):
                 return None
             before = copies.copy(held[0], _READ)  # a build sharing it may still read it
         if not mutable:
             return status, candidate, before, candidate, False, False
-        if handover == OWNED:
-            theirs = copies.copy_owned_flat(candidate)
-            if theirs is not None:  # the common small dict: judged once, two dict.copy()
+        if handover == OWNED and shared:
+            theirs = copies.copy_owned_flat(candidate)  # not tried above
+            if theirs is not None:
                 return status, theirs, before, candidate, True, True
         if copies.in_thread(candidate):
             return None

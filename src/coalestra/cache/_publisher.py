@@ -360,11 +360,19 @@ class ResourcePublisher(PublisherCopies):
                 force=force,
                 replace_equal=replace_equal,
             )
-        outcome = self._outcome
-        return {
-            offer.key: outcome(offer, status, value, previous, force)
-            for offer, (status, value, previous) in zip(offered, written, strict=True)
-        }
+        # _outcome, inline: one call less per publication.
+        report = self._report.published if self._reporting else None
+        results: dict[ResourceKey, PublishResult] = {}
+        for offer, (status, value, previous) in zip(offered, written, strict=True):
+            result = _new(_ResultDraft)
+            result.status = _STATUS[status]
+            result.value = value
+            result.previous = previous
+            result.__class__ = PublishResult  # type: ignore[assignment]
+            results[offer.key] = result  # type: ignore[assignment]
+            if report is not None:
+                report(offer, previous, status=_STATUS_TEXT[status], forced=force)
+        return results
 
     def _outcome(
         self,

@@ -19,7 +19,7 @@ field of the stored revision unchanged); :func:`._serving.serve` answers a build
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias, final
 
 from ..core import (
@@ -295,6 +295,27 @@ class MemoryStore:
             None if held is None else held[0], value, force=force, replace_equal=replace_equal
         )
         return status, held
+
+    def decide_many(
+        self, values: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
+    ) -> list[tuple[CacheWriteStatus, Entry | None]]:
+        """:meth:`decide` for each of ``values`` (distinct keys), in one call: a key held by
+        nothing is stored without asking :func:`decide_write`."""
+        recent, older = self._table.recent, self._table.older  # LruTable.get, inlined
+        stored = CacheWriteStatus.STORED
+        decided: list[tuple[CacheWriteStatus, Entry | None]] = []
+        for value in values:
+            key = value.key
+            found = recent.get(key)
+            if found is None:
+                found = older.get(key)
+                if found is None:
+                    decided.append((stored, None))
+                    continue
+            held = entry(found)
+            status = decide_write(held[0], value, force=force, replace_equal=replace_equal)
+            decided.append((status, held))
+        return decided
 
     def put_if_newer(
         self, value: SnapshotValue[Any], mutable: bool, *, force: bool, replace_equal: bool
