@@ -100,24 +100,31 @@ class MemoryWrites:
     ) -> list[Written]:
         """Write candidates of distinct keys, every one staged before any is committed: the
         outcome of each, in order. ``handover``: as for :meth:`write_now`."""
-        staged: list[Staged] = []
-        stage = self._stage_decided
+        stage, copy_flat = self._stage_decided, self._copies.copy_owned_flat
+        owned = handover == OWNED
         decisions = self._store.decide_many(candidates, force=force, replace_equal=replace_equal)
+        # Staged in two lists: the winners to store (in one call) and the outcomes.
+        winners: list[tuple[SnapshotValue[Any], bool, bool]] = []
+        written: list[Written] = []
         for candidate, (status, held) in zip(candidates, decisions, strict=True):
+            # The common publication, a small flat dict of a new key, without _stage's call.
+            if held is None and owned and type(candidate.value) in _FLAT_KINDS:
+                theirs = copy_flat(candidate)
+                if theirs is not None:
+                    winners.append((candidate, True, True))
+                    written.append((status, theirs, None))
+                    continue
             decided = stage(candidate, status, held, handover)
             if decided is None:
                 self._copies.forget_inline()
                 found = await self._write_offloaded(candidates, force, replace_equal, handover)
                 results = [found[candidate.key] for candidate in candidates]
                 return [(result.status, result.value, result.previous) for result in results]
-            staged.append(decided)
-        # _commit, inline: one call less per candidate.
-        put = self._store.put
-        written: list[Written] = []
-        for status, value, previous, private, mutable, flat in staged:
+            status, value, previous, private, mutable, flat = decided
             if private is not None:
-                put(private, mutable, flat)
+                winners.append((private, mutable, flat))
             written.append((status, value, previous))
+        self._store.put_many(winners)
         self._copies.forget_inline()
         return written
 
