@@ -361,7 +361,7 @@ class ResourcePublisher(PublisherCopies):
                 replace_equal=replace_equal,
             )
         # _outcome, inline: one call less per publication.
-        report = self._report.published if self._reporting else None
+        reported: list[tuple[SnapshotValue[Any], SnapshotValue[Any] | None, str]] = []
         results: dict[ResourceKey, PublishResult] = {}
         for offer, (status, value, previous) in zip(offered, written, strict=True):
             result = _new(_ResultDraft)
@@ -370,8 +370,9 @@ class ResourcePublisher(PublisherCopies):
             result.previous = previous
             result.__class__ = PublishResult  # type: ignore[assignment]
             results[offer.key] = result  # type: ignore[assignment]
-            if report is not None:
-                report(offer, previous, status=_STATUS_TEXT[status], forced=force)
+            reported.append((offer, previous, _STATUS_TEXT[status]))
+        if self._reporting:  # after every result is made: the sinks are looked up once
+            self._report.published_many(reported, forced=force)
         return results
 
     def _outcome(
@@ -390,7 +391,7 @@ class ResourcePublisher(PublisherCopies):
         result.previous = previous
         result.__class__ = PublishResult  # type: ignore[assignment]
         if self._reporting:
-            self._report.published(offered, previous, status=_STATUS_TEXT[status], forced=force)
+            self._report.published_many(((offered, previous, _STATUS_TEXT[status]),), forced=force)
         return result  # type: ignore[return-value]
 
 
