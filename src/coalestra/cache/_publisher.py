@@ -391,7 +391,7 @@ class ResourcePublisher(PublisherCopies):
         result.previous = previous
         result.__class__ = PublishResult  # type: ignore[assignment]
         if self._reporting:
-            self._report.published_many(((offered, previous, _STATUS_TEXT[status]),), forced=force)
+            self._report.published(offered, previous, status=_STATUS_TEXT[status], forced=force)
         return result  # type: ignore[return-value]
 
 

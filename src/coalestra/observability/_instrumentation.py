@@ -267,6 +267,11 @@ class Instrumentation(BuildFacts):
 
     # -- the publisher ------------------------------------------------------------------------
 
+    def published(self, candidate: Any, previous: Any | None, *, status: str, forced: bool) -> None:
+        """A pushed value (``candidate``, a SnapshotValue) ended with ``status``; ``previous``
+        is the value the cache held."""
+        self.published_many(((candidate, previous, status),), forced=forced)
+
     def published_many(
         self, outcomes: Iterable[tuple[Any, Any | None, str]], *, forced: bool
     ) -> None:
