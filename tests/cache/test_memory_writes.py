@@ -446,3 +446,24 @@ async def test_a_rederivation_with_the_same_timestamp_replaces_the_old_derivatio
     assert again.status is CacheWriteStatus.IGNORED_DUPLICATE
     newer = await cache.set_if_newer(value(2, {dep: "v2"}))
     assert newer.status is CacheWriteStatus.STORED
+
+
+class _Uncopyable:
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        raise ValueError("no copies")
+
+
+@pytest.mark.parametrize("batch", [True, False])
+async def test_a_write_that_fails_to_copy_keeps_no_copy_it_made(batch: bool) -> None:
+    # The copies a write makes inline are noted until it stores them (the store then need not
+    # judge their size again); a write that fails half-way must drop those notes too, or the
+    # cache holds an earlier candidate's private copy until its next successful write. No
+    # public result shows it, so the check reads the cache's copier state.
+    cache = AsyncMemoryCache()
+    good = fresh_value(ResourceKey("m", "p", "a"), {"x": [1]}, 100.0)
+    bad = fresh_value(ResourceKey("m", "p", "b"), {"y": _Uncopyable()}, 100.0)
+    write = cache.set_many_if_newer([good, bad]) if batch else cache.set_if_newer(bad)
+    with pytest.raises(PayloadIsolationError):
+        await write
+    assert cache._copies._inline == {}  # type: ignore[attr-defined]
+    assert await cache.size() == 0

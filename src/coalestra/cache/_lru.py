@@ -19,7 +19,9 @@ So the table has two generations::
   ``list`` of its keys, in C): each entry then leaves ``older`` once -- evicted, used or
   removed -- so evictions cost O(1) amortized.
 
-The hot loops (``cache._serving.serve``) use ``recent`` and ``older`` directly.
+The hot loops use ``recent`` and ``older`` directly: ``cache._serving.serve`` and
+``MemoryStore.read``, ``put_many`` and ``decide_many`` (``cache._store``); a change to these
+rules must be made there too.
 """
 
 from __future__ import annotations

@@ -33,11 +33,12 @@ from ._checks import (
 )
 from ._config import CacheConfig
 from ._copying import PayloadCopies
+from ._decisions import reduce_batch
 from ._lifecycle import CopyLifecycle
 from ._matching import NamespaceMatcher
 from ._memory_writes import BUILT, LENT, MemoryWrites
 from ._serving import Served, serve
-from ._store import MemoryStore, PendingRead, reduce_batch
+from ._store import MemoryStore, PendingRead
 from ._values import CacheStats
 
 _READ = "cache read of"

@@ -1,8 +1,8 @@
 """The write path of :class:`~coalestra.cache.AsyncMemoryCache`: decide, copy, commit.
 
-A write is first *staged*: decided against the entry held (:func:`~._store.decide_write`) and its
-copies made -- the private copy the cache keeps and the copy the caller gets back, or a copy of
-the revision that is kept when the write loses. Then it is *committed*. When every copy runs
+A write is first *staged*: decided against the entry held (:func:`~._decisions.decide_write`)
+and its copies made -- the private copy the cache keeps and the copy the caller gets back, or a
+copy of the revision that is kept when the write loses. Then it is *committed*. When every copy runs
 inline nothing awaits between the two, so the decision still holds at commit, and a batch is
 all staged before anything is committed (a copy failure writes nothing). A copy that belongs in a
 worker thread (a large payload, see :mod:`._copying`) sends the whole call down the awaiting
@@ -86,10 +86,11 @@ class MemoryWrites:
         """Write one candidate without awaiting; ``None`` (nothing written) when a copy
         belongs in a worker thread: then :meth:`write_all` does it. ``handover``: see the
         module docstring."""
-        staged = self._stage(candidate, force, replace_equal, handover)
-        written = None if staged is None else self._commit(staged)
-        self._copies.forget_inline()
-        return written
+        try:  # the notes of inline copies go even when staging fails (see kept_inline)
+            staged = self._stage(candidate, force, replace_equal, handover)
+            return None if staged is None else self._commit(staged)
+        finally:
+            self._copies.forget_inline()
 
     async def write_all(
         self,
@@ -106,26 +107,32 @@ class MemoryWrites:
         # Staged in two lists: the winners to store (in one call) and the outcomes.
         winners: list[tuple[SnapshotValue[Any], bool, bool]] = []
         written: list[Written] = []
-        for candidate, (status, held) in zip(candidates, decisions, strict=True):
-            # The common publication, a small flat dict of a new key, without _stage's call.
-            if held is None and owned and type(candidate.value) in _FLAT_KINDS:
-                theirs = copy_flat(candidate)
-                if theirs is not None:
-                    winners.append((candidate, True, True))
-                    written.append((status, theirs, None))
-                    continue
-            decided = stage(candidate, status, held, handover)
-            if decided is None:
-                self._copies.forget_inline()
-                found = await self._write_offloaded(candidates, force, replace_equal, handover)
-                results = [found[candidate.key] for candidate in candidates]
-                return [(result.status, result.value, result.previous) for result in results]
-            status, value, previous, private, mutable, flat = decided
-            if private is not None:
-                winners.append((private, mutable, flat))
-            written.append((status, value, previous))
-        self._store.put_many(winners)
-        self._copies.forget_inline()
+        offload = False
+        try:  # the notes of inline copies go before any await, and when staging fails
+            for candidate, (status, held) in zip(candidates, decisions, strict=True):
+                # The common publication, a small flat dict of a new key, without _stage's call.
+                if held is None and owned and type(candidate.value) in _FLAT_KINDS:
+                    theirs = copy_flat(candidate)
+                    if theirs is not None:
+                        winners.append((candidate, True, True))
+                        written.append((status, theirs, None))
+                        continue
+                decided = stage(candidate, status, held, handover)
+                if decided is None:  # a copy for a worker thread: write_offloaded does all
+                    offload = True
+                    break
+                status, value, previous, private, mutable, flat = decided
+                if private is not None:
+                    winners.append((private, mutable, flat))
+                written.append((status, value, previous))
+            else:
+                self._store.put_many(winners)
+        finally:
+            self._copies.forget_inline()
+        if offload:
+            found = await self._write_offloaded(candidates, force, replace_equal, handover)
+            results = [found[candidate.key] for candidate in candidates]
+            return [(result.status, result.value, result.previous) for result in results]
         return written
 
     async def write_built(

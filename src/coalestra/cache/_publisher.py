@@ -28,11 +28,11 @@ from ..observability._instrumentation import Instrumentation
 from ._checks import check_flags, check_key, check_keys, check_metadata, check_updates, require
 from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
+from ._decisions import reduce_batch
 from ._lifecycle import PublisherCopies
 from ._memory import AsyncMemoryCache
 from ._memory_writes import OWNED
 from ._revisions import Revisions
-from ._store import reduce_batch
 from ._values import PublishResult, PublishStatus, ResourceUpdate
 from ._writers import CacheWriter
 

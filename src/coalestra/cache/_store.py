@@ -7,14 +7,14 @@ happen outside, before a write is committed and after a read is decided.
 
 Each entry is ``(value, flags)``: the cache's private :class:`SnapshotValue` and bit flags
 computed once at write time (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`, :data:`FLAT`),
-so a read of
-a plain immutable value tests one int instead of inspecting the payload again. An entry without
-flags (the common case) is held as the bare value: a tuple per entry is ~56 bytes; :func:`entry`
-reads either form. The entries live in an :class:`._lru.LruTable` (exact LRU order in two
-plain dicts, without an ``OrderedDict``'s 53 bytes per entry).
+so a read of a plain immutable value tests one int instead of inspecting the payload again. An
+entry without flags (the common case) is held as the bare value: a tuple per entry is ~56 bytes;
+:func:`entry` reads either form. The entries live in an :class:`._lru.LruTable` (exact LRU
+order in two plain dicts, without an ``OrderedDict``'s 53 bytes per entry).
 
 :meth:`MemoryStore.read` answers the cache protocol (one :class:`CacheLookup` per key, every
-field of the stored revision unchanged); :func:`._serving.serve` answers a build.
+field of the stored revision unchanged); :func:`._serving.serve` answers a build. Which revision
+a write keeps is :mod:`._decisions`.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ from ..core import (
 )
 from ..core._deep_copy import SHARED
 from ..core._lookups import MISS, make_lookup
+from ._decisions import decide_write
 from ._lru import LruTable
 from ._values import CacheStats
 
 Entry: TypeAlias = tuple[SnapshotValue[Any], int]
-"""A stored value and its flags (:data:`MUTABLE`, :data:`DERIVED`)."""
+"""A stored value and its flags (:data:`MUTABLE`, :data:`DERIVED`, :data:`SLOW_COPY`,
+:data:`FLAT`)."""
 
 Held: TypeAlias = "SnapshotValue[Any] | Entry"
 """What the store's table holds per key: the bare value when it has no flags, else an entry."""
@@ -78,58 +80,6 @@ def is_flat(payload: Any) -> bool:
 
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
 """A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
-
-
-def decide_write(
-    existing: SnapshotValue[Any] | None,
-    offered: SnapshotValue[Any],
-    *,
-    force: bool,
-    replace_equal: bool,
-) -> CacheWriteStatus:
-    """Decide a conditional write, by the rules in this order.
-
-    ``force`` or nothing cached: stored. A higher cached ``authority_rank``: ignored; a lower
-    one: stored (whatever the timestamps). Same rank: a newer ``observed_at`` is stored, an older
-    one ignored, an equal one is a duplicate unless ``replace_equal`` -- or unless it is a derived
-    value computed from other dependency versions: a derived value is stamped with its oldest
-    input's ``observed_at``, so a re-derivation after one input changed often carries the same
-    timestamp, yet it is the newer revision.
-    """
-    if force or existing is None:
-        return CacheWriteStatus.STORED
-    if existing.authority_rank != offered.authority_rank:
-        if existing.authority_rank > offered.authority_rank:
-            return CacheWriteStatus.IGNORED_LOWER_AUTHORITY
-        return CacheWriteStatus.STORED
-    if offered.observed_at > existing.observed_at:
-        return CacheWriteStatus.STORED
-    if offered.observed_at < existing.observed_at:
-        return CacheWriteStatus.IGNORED_OLDER
-    if replace_equal or (
-        offered.dependency_versions and offered.dependency_versions != existing.dependency_versions
-    ):
-        return CacheWriteStatus.STORED
-    return CacheWriteStatus.IGNORED_DUPLICATE
-
-
-def _beats(offered: SnapshotValue[Any], holder: SnapshotValue[Any]) -> bool:
-    """Within one batch: a higher rank wins, then the newer ``observed_at``, then the later."""
-    if offered.authority_rank != holder.authority_rank:
-        return offered.authority_rank > holder.authority_rank
-    return offered.observed_at >= holder.observed_at
-
-
-def reduce_batch(values: Iterable[SnapshotValue[Any]]) -> list[SnapshotValue[Any]]:
-    """One value per key, in order of first appearance: the highest ``authority_rank``, then
-    the newest ``observed_at``, then the later value in the batch."""
-    winners: dict[ResourceKey, SnapshotValue[Any]] = {}
-    first = winners.setdefault  # one hash per distinct key, the common case
-    for value in values:
-        holder = first(value.key, value)
-        if holder is not value and _beats(value, holder):
-            winners[value.key] = value  # keeps the key's place: its first appearance
-    return list(winners.values())
 
 
 @final

@@ -36,8 +36,8 @@ from ..core import (
     SnapshotValue,
 )
 from ._copying import PayloadCopies
+from ._decisions import decide_write
 from ._memory_writes import Written
-from ._store import decide_write
 
 _INGRESS = "publication of"
 _EGRESS = "publication result of"

@@ -203,8 +203,9 @@ class CacheAccess:
     async def write(
         self, values: Sequence[SnapshotValue[Any]]
     ) -> Mapping[ResourceKey, CacheWriteResult | None]:
-        """Store ``values`` with the first write method the cache has; ``None`` results mean
-        "stored, no comparison made" (a plain ``set``/``set_many``).
+        """Store ``values`` with the first write method the cache has. A key that is absent from
+        the result or maps to ``None`` was stored: the built-in cache returns only the writes
+        that did not store; ``None`` is a plain ``set``/``set_many`` (no comparison made).
 
         Raises:
             Exception: whatever the cache raised (``PayloadIsolationError`` included).

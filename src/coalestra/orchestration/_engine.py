@@ -6,8 +6,8 @@ in ``max_batch_size`` chunks, single sources per key, through at most ``max_pend
 workers); a key that fails falls through to its next source at once (:class:`FallThrough`),
 so it never waits for calls it does not use, and a derived level (:mod:`._derive`) cannot hold
 it hostage. After each level, :meth:`GroupRun.commit` writes what the level made in one cache
-call, inside the level's task group, and resolves each key's flight with what the build serves
-(B-CACHE-17/18). No source left: :mod:`._last_resort`.
+call, in the level's task (inside its task group when it has one), and resolves each key's
+flight with what the build serves (B-CACHE-17/18). No source left: :mod:`._last_resort`.
 """
 
 from __future__ import annotations
@@ -261,10 +261,10 @@ class GroupRun:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._batches[source.index] = (batch, done)
         try:
-            await asyncio.sleep(0)  # one turn for the others to arrive
-        finally:
-            del self._batches[source.index]
-        try:
+            try:
+                await asyncio.sleep(0)  # one turn for the others to arrive
+            finally:
+                del self._batches[source.index]
             await self._dispatch(source, batch, fall_through, made)
         except BaseException:
             done.cancel()  # the gatherers fail with us rather than wait forever

@@ -2,7 +2,7 @@
 
 Redis runs a script with nothing else interleaved, so two processes racing on a key see each
 other's writes in one order, and the comparison and the write of ``set_if_newer`` can never be
-separated. The rules are those of :func:`coalestra.cache._store.decide_write`.
+separated. The rules are those of :func:`coalestra.cache._decisions.decide_write`.
 
 Every script reads an entry's header with ``GETRANGE 0 127`` (the first line, see
 ``_entries``) rather than the whole value, so a large payload is never copied into Lua just to be
