@@ -1,8 +1,9 @@
 """The orchestration modules one cold single-key build runs code in (issue 14: <= 8).
 
-Run directly: ``python benchmarks/bench_miss_path.py``. It traces one build through the public API with
-``sys.setprofile`` and prints the modules, as ``tests/orchestration/test_miss_path_modules.py``
-checks them against ``docs/how-a-build-works.md``.
+Run directly (``python benchmarks/bench_miss_path.py``) or by ``make bench``. It traces one build
+through the public API with ``sys.setprofile`` and prints the modules, as
+``tests/orchestration/test_miss_path_modules.py`` checks them against
+``docs/how-a-build-works.md``.
 """
 
 from __future__ import annotations
