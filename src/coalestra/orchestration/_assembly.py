@@ -137,16 +137,7 @@ class Builds:
             if failed:
                 raise_for_required(snapshot, required)
             if acceptance is not None:
-                policy_for = self._engine.policy_for
-                check_acceptance(
-                    snapshot,
-                    acceptance,
-                    required,
-                    optional,
-                    now=self._clock.now(),
-                    ttl_for=lambda key: policy_for(key).ttl_seconds,
-                    report=self._report,
-                )
+                check_acceptance(self._engine, snapshot, acceptance, required, optional)
         return snapshot
 
     async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:

@@ -19,8 +19,8 @@ from ..core import (
     SnapshotConsistencyPolicy,
     SnapshotValue,
 )
-from ..core._acceptance import TtlFor, evaluate_acceptance
-from ..observability._instrumentation import Instrumentation
+from ..core._acceptance import evaluate_acceptance
+from ._machinery import Machinery
 
 
 def check_consistency(
@@ -72,21 +72,25 @@ def skew_violation(
 
 
 def check_acceptance(
+    engine: Machinery,
     snapshot: Snapshot,
     policy: SnapshotAcceptancePolicy,
     required: Collection[ResourceKey],
     optional: Collection[ResourceKey],
-    *,
-    now: float,
-    ttl_for: TtlFor,
-    report: Instrumentation,
 ) -> None:
     """Raise :class:`SnapshotAcceptanceError` (carrying ``snapshot``) when the resolved values
-    break ``policy``; report the evaluation either way. Called only when a policy is given."""
+    break ``policy``, judged now by ``engine``'s clock and each key's TTL; report the
+    evaluation either way. Called only when a policy is given."""
+    policy_for = engine.policy_for
     violations = evaluate_acceptance(
-        snapshot.resources, policy, required, optional, now=now, ttl_for=ttl_for
+        snapshot.resources,
+        policy,
+        required,
+        optional,
+        now=engine.clock.now(),
+        ttl_for=lambda key: policy_for(key).ttl_seconds,
     )
-    report.acceptance_evaluated(snapshot.snapshot_id, violations)
+    engine.report.acceptance_evaluated(snapshot.snapshot_id, violations)
     if violations:
         raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)
 

@@ -52,7 +52,7 @@ async def stage(
             report.consistency_failed(state.snapshot_id, error)
             raise
         if acceptance is not None:
-            _accept(state, snapshot, acceptance, required, optional)
+            check_acceptance(state.engine, snapshot, acceptance, required, optional)
     except SnapshotBuildError:
         resolved(True)
         raise
@@ -83,23 +83,3 @@ async def _pin_missing(
         memo.remember_inputs(values.values(), readings)
         state.diag.stale_values += sum(1 for value in values.values() if value.stale)
     return state.accumulated(started)
-
-
-def _accept(
-    state: SessionState,
-    snapshot: Snapshot,
-    policy: SnapshotAcceptancePolicy,
-    required: Sequence[ResourceKey],
-    optional: Sequence[ResourceKey],
-) -> None:
-    engine = state.engine
-    policy_for = engine.policy_for
-    check_acceptance(
-        snapshot,
-        policy,
-        required,
-        optional,
-        now=engine.clock.now(),
-        ttl_for=lambda key: policy_for(key).ttl_seconds,
-        report=engine.report,
-    )
