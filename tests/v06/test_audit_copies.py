@@ -8,6 +8,7 @@ import asyncio
 import copy
 import pickle
 import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pytest
@@ -148,22 +149,32 @@ class KeepingCache:
         self.values.clear()
 
 
-async def test_custom_cache_hit_is_copied_at_the_boundary() -> None:
-    """public-api-0.6.md section 5 and B-CACHE-11: a hit read from a cache passed in is copied
-    before it is handed out, so a reader's change never reaches what the cache holds."""
-    calls: list[object] = []
+def counting_into(calls: list[object]) -> Callable[[T], T]:
+    """A deep-copying payload copier that records each payload it is given."""
 
     def counting(value: T) -> T:
         calls.append(value)
         return copy.deepcopy(value)
 
+    return counting
+
+
+def rows_builder(cache: Any, copier: Callable[[Any], Any]) -> SnapshotBuilder:
+    """One source serving ``{"rows": [1, 2]}``, on ``cache``, copying with ``copier``."""
+
     async def fetch(key: ResourceKey, _ctx: Any) -> Any:
         return {"rows": [1, 2]}
 
     source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
-    builder = SnapshotBuilder(
-        [source], default_policy=LONG, cache=KeepingCache(), payload_copier=counting
-    )
+    return SnapshotBuilder([source], default_policy=LONG, cache=cache, payload_copier=copier)
+
+
+async def test_custom_cache_hit_is_copied_at_the_boundary() -> None:
+    """public-api-0.6.md section 5 and B-CACHE-11: a hit read from a cache passed in is copied
+    before it is handed out, so a reader's change never reaches what the cache holds."""
+    calls: list[object] = []
+
+    builder = rows_builder(KeepingCache(), counting_into(calls))
     await builder.build([A])
     before = len(calls)
     hit = await builder.build([A])
@@ -176,20 +187,10 @@ async def test_custom_cache_hit_is_copied_at_the_boundary() -> None:
 async def test_a_cache_declaring_private_copies_is_not_copied_again() -> None:
     calls: list[object] = []
 
-    def counting(value: T) -> T:
-        calls.append(value)
-        return copy.deepcopy(value)
-
     class PrivateCache(KeepingCache):
         returns_private_copies = True
 
-    async def fetch(key: ResourceKey, _ctx: Any) -> Any:
-        return {"rows": [1, 2]}
-
-    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
-    builder = SnapshotBuilder(
-        [source], default_policy=LONG, cache=PrivateCache(), payload_copier=counting
-    )
+    builder = rows_builder(PrivateCache(), counting_into(calls))
     await builder.build([A])
     before = len(calls)
     hit = await builder.build([A])
@@ -207,13 +208,7 @@ async def test_a_custom_cache_hit_that_cannot_be_copied_names_the_key() -> None:
         copies["allowed"] -= 1
         return copy.deepcopy(value)
 
-    async def fetch(key: ResourceKey, _ctx: Any) -> Any:
-        return {"rows": [1, 2]}
-
-    source = CallableSource(name="feed", priority=1, supports=lambda key: True, fetcher=fetch)
-    builder = SnapshotBuilder(
-        [source], default_policy=LONG, cache=KeepingCache(), payload_copier=failing_later
-    )
+    builder = rows_builder(KeepingCache(), failing_later)
     await builder.build([A])
     with pytest.raises(PayloadIsolationError) as caught:
         await builder.build([A])
