@@ -5,20 +5,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, final, overload
 
 from ..core import (
     BuilderHealth,
-    RequestDegradationPolicy,
     ResourceKey,
-    Snapshot,
-    SnapshotRequest,
-    SnapshotResult,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import check_bool, check_float
 from ..orchestration import SnapshotBuilder
+from ._blocking import blocking
 from ._core import BacklogView, FacadeCore, bind, run_sync
 from ._publisher import SyncResourcePublisher
 from ._session import SyncSnapshotSession
@@ -118,30 +115,16 @@ class SyncSnapshotBuilder(BacklogView):
 
     # -- blocking calls ----------------------------------------------------------------------
 
-    def build(
-        self,
-        keys: Iterable[ResourceKey],
-        *,
-        strict: bool = True,
-        deadline_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        snapshot_id: str | None = None,
-    ) -> Snapshot:
+    build = blocking(
+        SnapshotBuilder.build,
         """Blocking :meth:`SnapshotBuilder.build`.
 
         Raises:
             SnapshotBuildError, TypeError, ValueError: as :meth:`SnapshotBuilder.build`.
             RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
                 from a thread running an event loop.
-        """
-        return self._core.call(
-            self._core.builder.build,
-            keys,
-            strict=strict,
-            deadline_seconds=deadline_seconds,
-            metadata=metadata,
-            snapshot_id=snapshot_id,
-        )
+        """,
+    )
 
     @overload
     def get(
@@ -188,14 +171,8 @@ class SyncSnapshotBuilder(BacklogView):
             metadata=metadata,
         )
 
-    def build_request(
-        self,
-        request: SnapshotRequest,
-        *,
-        deadline_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        snapshot_id: str | None = None,
-    ) -> Snapshot:
+    build_request = blocking(
+        SnapshotBuilder.build_request,
         """Blocking :meth:`SnapshotBuilder.build_request`: only required failures raise.
 
         Raises:
@@ -203,54 +180,15 @@ class SyncSnapshotBuilder(BacklogView):
                 :meth:`SnapshotBuilder.build_request`.
             RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
                 from a thread running an event loop.
-        """
-        return self._core.call(
-            self._core.builder.build_request,
-            request,
-            deadline_seconds=deadline_seconds,
-            metadata=metadata,
-            snapshot_id=snapshot_id,
-        )
-
-    def try_build_request(
-        self,
-        request: SnapshotRequest,
-        *,
-        deadline_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        snapshot_id: str | None = None,
-        degradation_policy: RequestDegradationPolicy | None = None,
-    ) -> SnapshotResult:
-        """Blocking :meth:`SnapshotBuilder.try_build_request`."""
-        return self._core.call(
-            self._core.builder.try_build_request,
-            request,
-            deadline_seconds=deadline_seconds,
-            metadata=metadata,
-            snapshot_id=snapshot_id,
-            degradation_policy=degradation_policy,
-        )
-
-    def try_build_requests(
-        self,
-        requests: Iterable[SnapshotRequest],
-        *,
-        deadline_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        snapshot_id_prefix: str | None = None,
-        degradation_policy: RequestDegradationPolicy | None = None,
-        max_concurrent: int | None = None,
-    ) -> tuple[SnapshotResult, ...]:
-        """Blocking :meth:`SnapshotBuilder.try_build_requests`."""
-        return self._core.call(
-            self._core.builder.try_build_requests,
-            requests,
-            deadline_seconds=deadline_seconds,
-            metadata=metadata,
-            snapshot_id_prefix=snapshot_id_prefix,
-            degradation_policy=degradation_policy,
-            max_concurrent=max_concurrent,
-        )
+        """,
+    )
+    try_build_request = blocking(
+        SnapshotBuilder.try_build_request, """Blocking :meth:`SnapshotBuilder.try_build_request`."""
+    )
+    try_build_requests = blocking(
+        SnapshotBuilder.try_build_requests,
+        """Blocking :meth:`SnapshotBuilder.try_build_requests`.""",
+    )
 
     def session(
         self,
@@ -274,14 +212,15 @@ class SyncSnapshotBuilder(BacklogView):
         )
         return SyncSnapshotSession(self, self._core.call(run_sync, start))
 
-    def wait_for_refreshes(self) -> None:
+    wait_for_refreshes = blocking(
+        SnapshotBuilder.wait_for_refreshes,
         """Block until every background refresh started so far (and meanwhile) has ended.
 
         Raises:
             RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
                 from a thread running an event loop.
-        """
-        self._core.call(self._core.builder.wait_for_refreshes)
+        """,
+    )
 
     def health_snapshot(self) -> BuilderHealth:
         """The builder's health, with this facade's ``pending_submissions`` and
@@ -331,6 +270,10 @@ class SyncSnapshotBuilder(BacklogView):
         """
         self._core.close()
         self._finalizer.detach()
+
+    def _target(self) -> SnapshotBuilder:
+        """The builder the blocking methods run on (the core checks that the facade is open)."""
+        return self._core.builder
 
     def __enter__(self) -> SyncSnapshotBuilder:
         self._core.check_open()

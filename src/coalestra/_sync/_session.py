@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, final
 
-from ..core import (
-    RequestDegradationPolicy,
-    ResourceKey,
-    Snapshot,
-    SnapshotAcceptancePolicy,
-    SnapshotConsistencyPolicy,
-    SnapshotRequest,
-    SnapshotResult,
-)
 from ..core._closed import SYNC_SESSION_CLOSED, ClosedError
 from ..orchestration import SnapshotSession
+from ._blocking import blocking
 from ._publisher import owner_core
 
 if TYPE_CHECKING:
@@ -71,85 +62,56 @@ class SyncSnapshotSession:
             raise ClosedError(SYNC_SESSION_CLOSED)
         self._core.check_open()
 
-    def resolve(
-        self, keys: Iterable[ResourceKey], *, strict: bool = True, retry_errors: bool = False
-    ) -> Snapshot:
+    def _target(self) -> SnapshotSession:
+        """The async session the blocking methods run on, once this one is known to be open."""
+        self._check_open()
+        return self._session
+
+    resolve = blocking(
+        SnapshotSession.resolve,
         """Blocking :meth:`SnapshotSession.resolve`.
 
         Raises:
             SnapshotBuildError, TypeError, ValueError: as the async method.
             RuntimeError: the session or the facade is closed, or called from a thread
                 running an event loop.
-        """
-        self._check_open()
-        return self._core.call(
-            self._session.resolve, keys, strict=strict, retry_errors=retry_errors
-        )
-
-    def resolve_request(self, request: SnapshotRequest, *, retry_errors: bool = False) -> Snapshot:
+        """,
+    )
+    resolve_request = blocking(
+        SnapshotSession.resolve_request,
         """Blocking :meth:`SnapshotSession.resolve_request`.
 
         Raises:
             SnapshotBuildError, SnapshotConsistencyError, TypeError: as the async method.
                 RuntimeError: as :meth:`resolve`.
-        """
-        self._check_open()
-        return self._core.call(self._session.resolve_request, request, retry_errors=retry_errors)
-
-    def try_resolve_request(
-        self,
-        request: SnapshotRequest,
-        *,
-        retry_errors: bool = False,
-        degradation_policy: RequestDegradationPolicy | None = None,
-    ) -> SnapshotResult:
+        """,
+    )
+    try_resolve_request = blocking(
+        SnapshotSession.try_resolve_request,
         """Blocking :meth:`SnapshotSession.try_resolve_request`.
 
         Raises:
             TypeError: as the async method. RuntimeError: as :meth:`resolve`.
-        """
-        self._check_open()
-        return self._core.call(
-            self._session.try_resolve_request,
-            request,
-            retry_errors=retry_errors,
-            degradation_policy=degradation_policy,
-        )
-
-    def revalidate(
-        self,
-        keys: Iterable[ResourceKey],
-        *,
-        strict: bool = True,
-        force_refresh: bool = False,
-        consistency_policy: SnapshotConsistencyPolicy | None = None,
-        acceptance_policy: SnapshotAcceptancePolicy | None = None,
-    ) -> Snapshot:
+        """,
+    )
+    revalidate = blocking(
+        SnapshotSession.revalidate,
         """Blocking :meth:`SnapshotSession.revalidate` (transactional).
 
         Raises:
             SnapshotBuildError, SnapshotConsistencyError, TypeError, ValueError: as the async
                 method. RuntimeError: as :meth:`resolve`.
-        """
-        self._check_open()
-        return self._core.call(
-            self._session.revalidate,
-            keys,
-            strict=strict,
-            force_refresh=force_refresh,
-            consistency_policy=consistency_policy,
-            acceptance_policy=acceptance_policy,
-        )
-
-    def snapshot(self) -> Snapshot:
+        """,
+    )
+    snapshot = blocking(
+        SnapshotSession.snapshot_async,
         """Everything pinned so far plus the remembered errors (read on the loop thread, where
         the session's stages run; copied like :meth:`SnapshotSession.snapshot_async`).
 
         Raises:
             RuntimeError: as :meth:`resolve`.
-        """
-        self._check_open()
-        return self._core.call(self._session.snapshot_async)
+        """,
+    )
 
     def close(self) -> None:
         """Close the session. Idempotent; a no-op once the facade is closed (the session

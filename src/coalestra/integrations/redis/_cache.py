@@ -203,7 +203,7 @@ class RedisCache(FleetOperations):
         wanted = tuple(dict.fromkeys(check_keys(keys)))
         when, checked = check_read(wanted, now, policies)
         try:
-            return await self._store.read(wanted, when, checked)
+            return await self._store.reader.read(wanted, when, checked)
         except RedisUnavailable:
             return self._degraded_read(wanted)
 

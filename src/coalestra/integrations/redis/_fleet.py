@@ -20,21 +20,12 @@ from ._store import RedisStore
 T = TypeVar("T")
 
 
-class FleetOperations:
-    """The fleet-wide operations of :class:`~._cache.RedisCache` (its base class)."""
+class LeaseOperations:
+    """Cross-process single-flight and lease administration, through one :class:`Coordinator`:
+    of :class:`~._cache.RedisCache`, and of a :class:`~._tiered.TieredCache`, which uses its
+    L2's coordinator as it is."""
 
-    _store: RedisStore
     _coordinator: Coordinator
-
-    async def clear(self) -> None:
-        """Drop every value and every fetch lease under this cache's prefix, and every L1
-        (their waiters wake, and fetch for themselves).
-
-        Raises:
-            RuntimeError: Redis could not be reached (a clear is an explicit administrative
-                act: it is not silently skipped).
-        """
-        await self._admin("clear", self._store.clear())
 
     async def _admin(self, what: str, operation: Awaitable[T]) -> T:
         """Run an administrative operation, which fails loudly rather than degrade."""
@@ -42,59 +33,6 @@ class FleetOperations:
             return await operation
         except RedisUnavailable as error:
             raise RuntimeError(f"Redis cache {what} failed: {error}") from error
-
-    async def invalidate_matching(
-        self, predicate: Callable[[ResourceKey], bool]
-    ) -> tuple[ResourceKey, ...]:
-        """Drop, fleet-wide, every key stored under this prefix for which ``predicate(key)`` is
-        true (a ``SCAN`` of the prefix; each batch of matches is one invalidation, announced to
-        every tiered cache's L1).
-
-        Returns:
-            The keys dropped.
-
-        Raises:
-            TypeError: ``predicate`` is not callable.
-            RuntimeError: Redis could not be reached (keys matched before are dropped).
-            Exception: whatever ``predicate`` raises (keys matched before are dropped).
-        """
-        check_callable("predicate", predicate)
-        dropped = await self._admin("invalidation", self._store.invalidate_matching("*", predicate))
-        return tuple(dropped)
-
-    async def invalidate_namespace(
-        self, namespace: str, *, name: str | None = None, subject: str | None = None
-    ) -> tuple[ResourceKey, ...]:
-        """Drop, fleet-wide, every key in ``namespace`` (narrowed to ``name`` and/or ``subject``
-        if given), as :meth:`invalidate_matching` does. Parts are compared as stored: pass them
-        normalized the way your keys are.
-
-        Returns:
-            The keys dropped.
-
-        Raises:
-            TypeError, ValueError: ``namespace`` or ``name`` is not a non-empty string, or
-                ``subject`` is not a string.
-            RuntimeError: Redis could not be reached.
-        """
-        check_str("namespace", namespace)
-        if name is not None:
-            check_str("name", name)
-        if subject is not None:
-            check_str("subject", subject, allow_empty=True)
-
-        def matches(key: ResourceKey) -> bool:
-            return (
-                key.namespace == namespace
-                and (name is None or key.name == name)
-                and (subject is None or key.subject == subject)
-            )
-
-        pattern = glob_escape(escape(namespace)) + ":*"
-        dropped = await self._admin(
-            "invalidation", self._store.invalidate_matching(pattern, matches)
-        )
-        return tuple(dropped)
 
     async def leases(self) -> tuple[LeaseInfo, ...]:
         """Every fetch lease under this prefix now, whoever holds it (a ``SCAN``): its key, its
@@ -173,3 +111,72 @@ class FleetOperations:
         return await self._coordinator.wait_for_many(
             keys, wait_seconds=wait_seconds, now=now, policies=policies
         )
+
+
+class FleetOperations(LeaseOperations):
+    """The fleet-wide operations of :class:`~._cache.RedisCache` (its base class)."""
+
+    _store: RedisStore
+
+    async def clear(self) -> None:
+        """Drop every value and every fetch lease under this cache's prefix, and every L1
+        (their waiters wake, and fetch for themselves).
+
+        Raises:
+            RuntimeError: Redis could not be reached (a clear is an explicit administrative
+                act: it is not silently skipped).
+        """
+        await self._admin("clear", self._store.clear())
+
+    async def invalidate_matching(
+        self, predicate: Callable[[ResourceKey], bool]
+    ) -> tuple[ResourceKey, ...]:
+        """Drop, fleet-wide, every key stored under this prefix for which ``predicate(key)`` is
+        true (a ``SCAN`` of the prefix; each batch of matches is one invalidation, announced to
+        every tiered cache's L1).
+
+        Returns:
+            The keys dropped.
+
+        Raises:
+            TypeError: ``predicate`` is not callable.
+            RuntimeError: Redis could not be reached (keys matched before are dropped).
+            Exception: whatever ``predicate`` raises (keys matched before are dropped).
+        """
+        check_callable("predicate", predicate)
+        dropped = await self._admin("invalidation", self._store.invalidate_matching("*", predicate))
+        return tuple(dropped)
+
+    async def invalidate_namespace(
+        self, namespace: str, *, name: str | None = None, subject: str | None = None
+    ) -> tuple[ResourceKey, ...]:
+        """Drop, fleet-wide, every key in ``namespace`` (narrowed to ``name`` and/or ``subject``
+        if given), as :meth:`invalidate_matching` does. Parts are compared as stored: pass them
+        normalized the way your keys are.
+
+        Returns:
+            The keys dropped.
+
+        Raises:
+            TypeError, ValueError: ``namespace`` or ``name`` is not a non-empty string, or
+                ``subject`` is not a string.
+            RuntimeError: Redis could not be reached.
+        """
+        check_str("namespace", namespace)
+        if name is not None:
+            check_str("name", name)
+        if subject is not None:
+            check_str("subject", subject, allow_empty=True)
+
+        def matches(key: ResourceKey) -> bool:
+            return (
+                key.namespace == namespace
+                and (name is None or key.name == name)
+                and (subject is None or key.subject == subject)
+            )
+
+        pattern = glob_escape(escape(namespace)) + ":*"
+        dropped = await self._admin(
+            "invalidation", self._store.invalidate_matching(pattern, matches)
+        )
+        return tuple(dropped)

@@ -10,15 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, final
 
 from redis.asyncio import Redis
 
 from ...core import (
-    CacheLookup,
     CacheWriteStatus,
-    FreshnessPolicy,
     PayloadIsolationError,
     ResourceKey,
     SnapshotValue,
@@ -91,15 +89,6 @@ class RedisStore:
         if os.getpid() != self._pid:
             self._pid, self._token = os.getpid(), _new_token()
         return self._token
-
-    async def read(
-        self,
-        keys: Sequence[ResourceKey],
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> dict[ResourceKey, CacheLookup]:
-        """See :meth:`Reader.read`."""
-        return await self.reader.read(keys, now, policies)
 
     # -- writes -----------------------------------------------------------------------------
 

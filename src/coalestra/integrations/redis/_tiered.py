@@ -18,14 +18,14 @@ from ...core import (
 )
 from ...core._validation import check_bool
 from ._cache import RedisCache
+from ._fleet import LeaseOperations
 from ._follower import L1Follower
-from ._leases import LeaseInfo
 from ._link import RedisUnavailable
 from ._stats import TieredCacheStats
 
 
 @final
-class TieredCache:
+class TieredCache(LeaseOperations):
     """An in-process :class:`~coalestra.cache.AsyncMemoryCache` (L1) in front of a
     :class:`RedisCache` (L2), kept in step through Redis pub/sub.
 
@@ -75,6 +75,7 @@ class TieredCache:
         if not isinstance(redis, RedisCache):
             raise TypeError(f"redis must be a RedisCache, got {type(redis).__name__}")
         self._l2 = redis
+        self._coordinator = redis._coordinator  # L2's leases, as they are
         self._l1 = AsyncMemoryCache(
             max_entries=l1_max_entries,
             payload_copier=payload_copier,
@@ -338,37 +339,6 @@ class TieredCache:
         self._log.touch(shared)
         await self._l1.invalidate_many(shared)
         return tuple(dict.fromkeys(local + shared))
-
-    async def leases(self) -> tuple[LeaseInfo, ...]:
-        """See :meth:`RedisCache.leases`."""
-        return await self._l2.leases()
-
-    async def clear_leases(self, keys: Collection[ResourceKey] | None = None) -> int:
-        """See :meth:`RedisCache.clear_leases`."""
-        return await self._l2.clear_leases(keys)
-
-    # -- cross-process single-flight (L2's) ----------------------------------------------------
-
-    async def lease_many(self, keys: Collection[ResourceKey]) -> Collection[ResourceKey]:
-        """See :meth:`RedisCache.lease_many`."""
-        return await self._l2.lease_many(keys)
-
-    async def release_many(self, keys: Collection[ResourceKey]) -> None:
-        """See :meth:`RedisCache.release_many`."""
-        await self._l2.release_many(keys)
-
-    async def wait_for_many(
-        self,
-        keys: Collection[ResourceKey],
-        *,
-        wait_seconds: float | None,
-        now: float,
-        policies: Mapping[ResourceKey, FreshnessPolicy],
-    ) -> Mapping[ResourceKey, CacheLookup]:
-        """See :meth:`RedisCache.wait_for_many`."""
-        return await self._l2.wait_for_many(
-            keys, wait_seconds=wait_seconds, now=now, policies=policies
-        )
 
     # -- introspection and lifecycle ------------------------------------------------------------
 

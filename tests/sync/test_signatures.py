@@ -1,0 +1,105 @@
+"""The blocking methods' published signatures and docstrings (API contract 0.5.7 and 0.6).
+
+Most blocking methods are made from the async methods they run (``_sync/_blocking.py``): these
+tests pin what ``inspect`` and ``help()`` show of them, so the contract holds however they are
+declared.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from coalestra import SyncSnapshotBuilder, SyncSnapshotSession
+
+_KEYS = "keys: 'Iterable[ResourceKey]'"
+_BUILD = "deadline_seconds: 'float | None' = None, metadata: 'Mapping[str, Any] | None' = None"
+_DEGRADE = "degradation_policy: 'RequestDegradationPolicy | None' = None"
+
+SIGNATURES = [
+    (
+        SyncSnapshotBuilder,
+        "build",
+        f"(self, {_KEYS}, *, strict: 'bool' = True, {_BUILD}, snapshot_id: 'str | None' = None)"
+        " -> 'Snapshot'",
+    ),
+    (
+        SyncSnapshotBuilder,
+        "build_request",
+        f"(self, request: 'SnapshotRequest', *, {_BUILD}, snapshot_id: 'str | None' = None)"
+        " -> 'Snapshot'",
+    ),
+    (
+        SyncSnapshotBuilder,
+        "try_build_request",
+        f"(self, request: 'SnapshotRequest', *, {_BUILD}, snapshot_id: 'str | None' = None,"
+        f" {_DEGRADE}) -> 'SnapshotResult'",
+    ),
+    (
+        SyncSnapshotBuilder,
+        "try_build_requests",
+        f"(self, requests: 'Iterable[SnapshotRequest]', *, {_BUILD},"
+        f" snapshot_id_prefix: 'str | None' = None, {_DEGRADE},"
+        " max_concurrent: 'int | None' = None) -> 'tuple[SnapshotResult, ...]'",
+    ),
+    (SyncSnapshotBuilder, "wait_for_refreshes", "(self) -> 'None'"),
+    (
+        SyncSnapshotSession,
+        "resolve",
+        f"(self, {_KEYS}, *, strict: 'bool' = True, retry_errors: 'bool' = False) -> 'Snapshot'",
+    ),
+    (
+        SyncSnapshotSession,
+        "resolve_request",
+        "(self, request: 'SnapshotRequest', *, retry_errors: 'bool' = False) -> 'Snapshot'",
+    ),
+    (
+        SyncSnapshotSession,
+        "try_resolve_request",
+        "(self, request: 'SnapshotRequest', *, retry_errors: 'bool' = False,"
+        f" {_DEGRADE}) -> 'SnapshotResult'",
+    ),
+    (
+        SyncSnapshotSession,
+        "revalidate",
+        f"(self, {_KEYS}, *, strict: 'bool' = True, force_refresh: 'bool' = False,"
+        " consistency_policy: 'SnapshotConsistencyPolicy | None' = None,"
+        " acceptance_policy: 'SnapshotAcceptancePolicy | None' = None) -> 'Snapshot'",
+    ),
+    (SyncSnapshotSession, "snapshot", "(self) -> 'Snapshot'"),
+]
+IDS = [f"{owner.__name__}.{name}" for owner, name, _ in SIGNATURES]
+
+
+@pytest.mark.parametrize(("owner", "name", "expected"), SIGNATURES, ids=IDS)
+def test_blocking_method_has_the_published_signature(owner: type, name: str, expected: str) -> None:
+    method = getattr(owner, name)
+    assert str(inspect.signature(method)) == expected
+    assert inspect.isfunction(method)
+    assert not inspect.iscoroutinefunction(method)
+    assert (method.__name__, method.__qualname__) == (name, f"{owner.__name__}.{name}")
+    assert method.__module__ == owner.__module__
+
+
+@pytest.mark.parametrize(("owner", "name", "expected"), SIGNATURES, ids=IDS)
+def test_blocking_method_is_documented_as_blocking(owner: type, name: str, expected: str) -> None:
+    doc = inspect.getdoc(getattr(owner, name))
+    assert doc
+    assert doc.startswith(("Blocking :meth:", "Block until", "Everything pinned"))
+
+
+@pytest.mark.parametrize(
+    "name", ["build", "build_request", "wait_for_refreshes"], ids=lambda name: name
+)
+def test_builder_facade_docstrings_name_the_sync_closed_error(name: str) -> None:
+    doc = inspect.getdoc(getattr(SyncSnapshotBuilder, name))
+    assert doc is not None
+    assert 'RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed")' in doc
+    assert " ".join(doc.split()).endswith("or called from a thread running an event loop.")
+
+
+def test_bound_blocking_method_drops_self() -> None:
+    method = SyncSnapshotBuilder.build_request
+    bound = method.__get__(object(), SyncSnapshotBuilder)
+    assert str(inspect.signature(bound)).startswith("(request: 'SnapshotRequest', *,")
