@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Protocol, final
 
 from ._keys import ResourceKey
 from ._schema import (
@@ -287,6 +287,26 @@ class DependencyResolutionError(CoalestraError):
         return (type(self), (self.key, self.source, dict(self.errors)), self.__dict__)
 
 
+class _KeywordBuilt(Protocol):
+    """An error made by keywords only, which it gives back in ``_init_kwargs()``."""
+
+    __dict__: dict[str, Any]
+
+    def _init_kwargs(self) -> dict[str, Any]: ...
+
+
+def reduce_by_keywords(error: _KeywordBuilt) -> tuple[Any, ...]:
+    """``__reduce__`` of an error whose constructor takes keywords only."""
+    # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
+    # state. Passing all of __dict__ as keywords made unpickling fail once anything else
+    # was set (e.g. ``__notes__`` from ``add_note``).
+    return (_rebuild_keyword_error, (type(error), error._init_kwargs()), error.__dict__)
+
+
+def _rebuild_keyword_error(cls: type[Exception], state: dict[str, Any]) -> Exception:
+    return cls(**state)
+
+
 class PayloadIsolationError(CoalestraError):
     """A payload could not be copied, so it was not shared or stored by reference.
 
@@ -303,11 +323,7 @@ class PayloadIsolationError(CoalestraError):
     def _init_kwargs(self) -> dict[str, Any]:
         return {"context": self.context, "value_type": self.value_type}
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
-        # state. Passing all of __dict__ as keywords made unpickling fail once anything else
-        # was set (e.g. ``__notes__`` from ``add_note``).
-        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
+    __reduce__ = reduce_by_keywords
 
 
 class SubmissionBacklogFullError(CoalestraError):
@@ -323,11 +339,7 @@ class SubmissionBacklogFullError(CoalestraError):
     def _init_kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "pending": self.pending}
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Only the constructor's arguments go to __init__; the whole __dict__ is restored as
-        # state. Passing all of __dict__ as keywords made unpickling fail once anything else
-        # was set (e.g. ``__notes__`` from ``add_note``).
-        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
+    __reduce__ = reduce_by_keywords
 
 
 @final
@@ -360,9 +372,4 @@ class ObservabilityShutdownTimeoutError(CoalestraError, TimeoutError):
             "pending_components": dict(self.pending_components),
         }
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_keyword_error, (type(self), self._init_kwargs()), self.__dict__)
-
-
-def _rebuild_keyword_error(cls: type[Exception], state: dict[str, Any]) -> Exception:
-    return cls(**state)
+    __reduce__ = reduce_by_keywords
