@@ -7,7 +7,6 @@ partial snapshot, so nothing resolved is lost), and the build is reported as it 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
@@ -23,8 +22,9 @@ from ..core import (
     SnapshotValue,
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
+from ..core._ids import new_snapshot_id
 from ..core._snapshot import key_tuple
-from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
+from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, check_timestamp, frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._lookups import report_lookups
 from ..observability._tracing import Span, Tracer, describe_build
@@ -37,6 +37,8 @@ from ._ledger import as_resolution_error
 from ._machinery import Machinery
 from ._payloads import hand_out
 from ._reconcile import Reconciler
+
+_new, _set = object.__new__, object.__setattr__
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -61,21 +63,27 @@ def assemble(
     created_at: float,
     diag: DiagnosticsCollector,
     duration_ms: float,
+    stale: int | None = None,
 ) -> Snapshot:
-    """Build the snapshot in request order, with frozen diagnostics."""
-    if not errors and len(values) == len(keys) and list(values) == list(keys):
-        # Every key resolved, already in request order (a warm build): no re-keying needed.
+    """Build the snapshot in request order, with frozen diagnostics. ``stale``: ``values`` is
+    the build's first cache read, one value per key in request order, this many of them stale
+    (a warm build: its keys are not walked again to learn that)."""
+    in_order = stale is not None or (
+        not errors and len(values) == len(keys) and list(values) == list(keys)
+    )
+    if in_order:  # every key resolved, already in request order: no re-keying needed
         resources: Mapping[ResourceKey, SnapshotValue[Any]] = ReadOnlyDict(values)
     else:
         resources = _read_only({key: values[key] for key in keys if key in values})
+    if stale is None:  # comprehensions: on 3.11+ their slot reads beat map() over attrgetter
+        stale = len([value for value in resources.values() if value.stale])
     failed = (
         _read_only({key: errors[key] for key in keys if key in errors}) if errors else EMPTY_MAPPING
     )
     diag.requested_resources += len(keys)
     diag.resolved_resources += len(resources)
     diag.failed_resources += len(failed)
-    # Comprehensions: on Python 3.11+ their slot reads beat map() over an attrgetter.
-    diag.stale_values += len([value for value in resources.values() if value.stale])
+    diag.stale_values += stale
     observed = [value.observed_at for value in resources.values()]
     skew_ms = (max(observed) - min(observed)) * 1000.0 if observed else 0.0
     return Snapshot._assembled(
@@ -133,7 +141,8 @@ class Builds:
                     self._report.consistency_failed(snapshot.snapshot_id, error)
                     self._finish(snapshot, span, "inconsistent", strict)
                     raise
-            self._finish(snapshot, span, "failed" if failed else _completeness(snapshot), strict)
+            outcome = "failed" if failed else "partial" if snapshot.errors else "complete"
+            self._finish(snapshot, span, outcome, strict)
             if failed:
                 raise_for_required(snapshot, required)
             if acceptance is not None:
@@ -143,7 +152,9 @@ class Builds:
     async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
         diag = DiagnosticsCollector()
         started = self._clock.monotonic()
-        values, errors = await resolve(self._engine, keys, ctx, diag, BuildView())
+        values, errors = await resolve(self._engine, keys, ctx, diag, view := BuildView())
+        # Served as read (no flight, nothing re-derived): the first read, in request order.
+        first = values is view.first_read and len(values) == len(keys)
         return assemble(
             keys,
             values,
@@ -152,6 +163,7 @@ class Builds:
             created_at=ctx.requested_at,
             diag=diag,
             duration_ms=(self._clock.monotonic() - started) * 1000.0,
+            stale=view.first_stale if first else None,
         )
 
     def _finish(self, snapshot: Snapshot, span: Span, outcome: str, strict: bool) -> None:
@@ -178,14 +190,20 @@ class Builds:
         budget = None if deadline_seconds is None else check_deadline(deadline_seconds)
         if snapshot_id is not None and not isinstance(snapshot_id, str):
             raise TypeError(f"snapshot_id must be a str, got {type(snapshot_id).__name__}")
-        now, monotonic = self._clock.now(), self._clock.monotonic()
-        return FetchContext(
-            requested_at=now,
-            deadline_at=None if budget is None else now + budget,
-            deadline_monotonic=None if budget is None else monotonic + budget,
-            metadata=frozen_mapping("metadata", metadata),
-            snapshot_id=uuid.uuid4().hex if snapshot_id is None else snapshot_id,
-        )
+        frozen = frozen_mapping("metadata", metadata)
+        now = check_timestamp("requested_at", self._clock.now())
+        ctx = _new(FetchContext)  # its fields checked here: FetchContext's own checks skipped
+        _set(ctx, "requested_at", now)
+        if budget is None:
+            _set(ctx, "deadline_at", None)
+            _set(ctx, "deadline_monotonic", None)
+        else:
+            _set(ctx, "deadline_at", check_timestamp("deadline_at", now + budget))
+            at = self._clock.monotonic() + budget
+            _set(ctx, "deadline_monotonic", check_timestamp("deadline_monotonic", at))
+        _set(ctx, "metadata", frozen)
+        _set(ctx, "snapshot_id", new_snapshot_id() if snapshot_id is None else snapshot_id)
+        return ctx
 
     async def resolve_keys(
         self,
@@ -207,10 +225,6 @@ class Builds:
             BuildView() if view is None else view,
             force_refresh=force_refresh,
         )
-
-
-def _completeness(snapshot: Snapshot) -> str:
-    return "partial" if snapshot.errors else "complete"
 
 
 # -- steps 2 and 3: one cache read, then single-flight ------------------------------------------
@@ -329,7 +343,7 @@ async def _read(
     if ahead or swr:
         refresh_served(engine, hits, ahead, swr, ctx, diag)
     if view.empty:
-        view.first_read = hits
+        view.first_read, view.first_stale = hits, len(swr)
     else:
         view.entries.update(hits)
     return hits, claim(engine, needed, ctx, diag, view, candidates=candidates) if needed else {}

@@ -277,6 +277,8 @@ class BatchCollector:
                 # The call's own deadline is now too: it is failing at this very moment, with
                 # the gate's own error and accounting. Take that instead of racing it.
                 remaining = None
+            if remaining is None:  # awaited itself: a cancelled build cancels it (see _leave)
+                return _part(share, *await share.outcome)
             done, _ = await asyncio.wait((share.outcome,), timeout=remaining)
             if done:
                 return _part(share, *share.outcome.result())
@@ -301,11 +303,10 @@ class BatchCollector:
 
     @staticmethod
     def _leave(share: _Share) -> None:
-        """The share is done with its call (served, late or cancelled); a call nobody waits
-        for any more is cancelled."""
-        call = share.call
-        if not share.outcome.done():
-            share.outcome.cancel()  # a window still gathering skips it when it closes
+        """The share is done with its call (served, late or cancelled): nobody waits, cancelled."""
+        call, outcome = share.call, share.outcome
+        if not outcome.done() or outcome.cancelled():  # pending, or cancelled with its build
+            outcome.cancel()  # a window still gathering skips it when it closes
             if call is not None:
                 call.waiting -= 1
                 if call.waiting == 0 and call.task is not None:

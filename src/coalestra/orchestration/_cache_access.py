@@ -258,6 +258,7 @@ class BuildView:
         "_lock",
         "entries",
         "first_read",
+        "first_stale",
         "inputs",
         "joined",
         "lost",
@@ -277,6 +278,7 @@ class BuildView:
         # The values the build's first cache read served, kept as they are (not copied into
         # ``entries``: the warm path of a build is that one read).
         self.first_read: Mapping[ResourceKey, SnapshotValue[Any]] = {}
+        self.first_stale = 0  # how many of them are stale (served while revalidated)
         self.joined: set[ResourceKey] = set()  # keys whose flight another build owns
         self._lock: asyncio.Lock | None = None
         # A session stage's: it keeps the inputs of the derived values it serves (._inputs).

@@ -1,0 +1,102 @@
+"""What the fixed cost of a build is made of keeps its meaning: the snapshot id, the build's
+context, and a warm build's snapshot assembled straight from its first cache read."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from tests.orchestration.conftest import Single, key, keys, make_builder
+
+from coalestra.cache import AsyncMemoryCache
+from coalestra.core import FetchContext, FreshnessPolicy, RefreshMode, ResourceKey
+from coalestra.testing import VirtualClock
+
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
+SWR = FreshnessPolicy(
+    ttl_seconds=10.0, max_stale_seconds=100.0, refresh_mode=RefreshMode.STALE_WHILE_REVALIDATE
+)
+
+
+async def test_default_snapshot_ids_are_32_hex_digits_and_never_repeat(
+    clock: VirtualClock,
+) -> None:
+    builder = make_builder([Single("rest")], clock, default_policy=LONG)
+    ids = [(await builder.build([key("a")])).snapshot_id for _ in range(200)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", snapshot_id) for snapshot_id in ids)
+    assert len(set(ids)) == len(ids)
+    # An id the caller gives is kept as it is (an empty one too).
+    assert (await builder.build([key("a")], snapshot_id="")).snapshot_id == ""
+    assert (await builder.build([key("a")], snapshot_id="mine")).snapshot_id == "mine"
+    await builder.aclose()
+
+
+async def test_the_sources_context_holds_checked_values(clock: VirtualClock) -> None:
+    seen: list[FetchContext] = []
+
+    def fetch(wanted: ResourceKey, context: FetchContext) -> Any:
+        seen.append(context)
+        return wanted.subject
+
+    builder = make_builder([Single("rest", handler=fetch)], clock)
+    await builder.build([key("a")], deadline_seconds=2, metadata={"tenant": "t1"})
+    (context,) = seen
+    assert context.requested_at == clock.now()
+    assert context.deadline_at == clock.now() + 2.0
+    assert context.deadline_monotonic == clock.monotonic() + 2.0
+    assert dict(context.metadata) == {"tenant": "t1"}
+    with pytest.raises(TypeError):  # read-only, as FetchContext makes it
+        context.metadata["tenant"] = "t2"  # type: ignore[index]
+    assert re.fullmatch(r"[0-9a-f]{32}", context.snapshot_id)
+    await builder.aclose()
+
+
+class IntClock:
+    """A clock whose wall-clock readings are ints (or NaN): the context converts or refuses
+    them as FetchContext does."""
+
+    def __init__(self, now: Any) -> None:
+        self._now = now
+
+    def now(self) -> Any:
+        return self._now
+
+    def monotonic(self) -> float:
+        return 5.0
+
+
+async def test_a_clock_reading_becomes_a_float_requested_at_or_is_refused() -> None:
+    source = Single("rest")
+    builder = make_builder([source], IntClock(1_700_000_000))  # type: ignore[arg-type]
+    snapshot = await builder.build([key("a")], deadline_seconds=1)
+    (context,) = source.contexts
+    assert (type(context.requested_at), context.requested_at) == (float, 1_700_000_000.0)
+    assert (context.deadline_at, context.deadline_monotonic) == (1_700_000_001.0, 6.0)
+    assert snapshot.created_at == 1_700_000_000.0
+    await builder.aclose()
+    broken = make_builder([Single("rest")], IntClock(float("nan")))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="requested_at must be finite"):
+        await broken.build([key("a")])
+    await broken.aclose()
+
+
+async def test_a_warm_build_counts_the_values_it_serves_stale(clock: VirtualClock) -> None:
+    cache = AsyncMemoryCache()
+    builder = make_builder([Single("rest")], clock, cache=cache, default_policy=SWR)
+    wanted = keys("a", "b", "c")
+    await builder.build(wanted[:2])
+    await asyncio.sleep(50.0)  # a and b: stale but usable
+    await builder.build(wanted[2:])  # c: fresh
+    snapshot = await builder.build([wanted[2], wanted[0], wanted[2], wanted[1]])
+    assert list(snapshot) == [wanted[2], wanted[0], wanted[1]]  # request order, once each
+    assert [snapshot[k].stale for k in snapshot] == [False, True, True]
+    assert snapshot.diagnostics.stale_values == 2
+    assert snapshot.diagnostics.cache_hits == 3
+    assert snapshot.diagnostics.requested_resources == 3
+    assert snapshot.diagnostics.resolved_resources == 3
+    fresh = await builder.build([wanted[2]])
+    assert fresh.diagnostics.stale_values == 0
+    await builder.wait_for_refreshes()
+    await builder.aclose()
