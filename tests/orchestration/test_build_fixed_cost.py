@@ -4,7 +4,10 @@ context, and a warm build's snapshot assembled straight from its first cache rea
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
+import warnings
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
@@ -31,6 +34,42 @@ async def test_default_snapshot_ids_are_32_hex_digits_and_never_repeat(
     assert (await builder.build([key("a")], snapshot_id="")).snapshot_id == ""
     assert (await builder.build([key("a")], snapshot_id="mine")).snapshot_id == "mine"
     await builder.aclose()
+
+
+def _send_snapshot_id(sender: Connection) -> None:
+    sender.send(_one_snapshot_id())
+
+
+def _one_snapshot_id() -> str:
+    from coalestra.testing import VirtualTimeRunner
+
+    async def build() -> str:
+        builder = make_builder([Single("rest")], VirtualClock())
+        snapshot = await builder.build([key("a")])
+        await builder.aclose()
+        return snapshot.snapshot_id
+
+    with VirtualTimeRunner() as runner:
+        return runner.run(build())
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+def test_snapshot_ids_are_unique_across_forked_processes() -> None:
+    _one_snapshot_id()  # the parent has handed out ids before forking
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process that runs threads; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        process = context.Process(target=_send_snapshot_id, args=(sender,))
+        process.start()
+    child_id = receiver.recv()
+    process.join()
+    assert process.exitcode == 0
+    assert child_id != _one_snapshot_id()
+    assert child_id[:10] != _one_snapshot_id()[:10]  # not merely the next count
 
 
 async def test_the_sources_context_holds_checked_values(clock: VirtualClock) -> None:
