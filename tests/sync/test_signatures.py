@@ -45,6 +45,11 @@ SIGNATURES = [
     ),
     (SyncSnapshotBuilder, "wait_for_refreshes", "(self) -> 'None'"),
     (
+        SyncSnapshotBuilder,
+        "session",
+        f"(self, *, {_BUILD}, snapshot_id: 'str | None' = None) -> 'SyncSnapshotSession'",
+    ),
+    (
         SyncSnapshotSession,
         "resolve",
         f"(self, {_KEYS}, *, strict: 'bool' = True, retry_errors: 'bool' = False) -> 'Snapshot'",
@@ -86,17 +91,19 @@ def test_blocking_method_has_the_published_signature(owner: type, name: str, exp
 def test_blocking_method_is_documented_as_blocking(owner: type, name: str, expected: str) -> None:
     doc = inspect.getdoc(getattr(owner, name))
     assert doc
-    assert doc.startswith(("Blocking :meth:", "Block until", "Everything pinned"))
+    assert doc.startswith(("Blocking :meth:", "Block until", "Everything pinned", "Start a"))
 
 
 @pytest.mark.parametrize(
-    "name", ["build", "build_request", "wait_for_refreshes"], ids=lambda name: name
+    "name", ["build", "build_request", "session", "wait_for_refreshes"], ids=lambda name: name
 )
 def test_builder_facade_docstrings_name_the_sync_closed_error(name: str) -> None:
     doc = inspect.getdoc(getattr(SyncSnapshotBuilder, name))
     assert doc is not None
-    assert 'RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed")' in doc
-    assert " ".join(doc.split()).endswith("or called from a thread running an event loop.")
+    assert (
+        'RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called from a'
+        " thread running an event loop."
+    ) in " ".join(doc.split())
 
 
 def test_bound_blocking_method_drops_self() -> None:

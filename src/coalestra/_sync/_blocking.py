@@ -1,4 +1,5 @@
-"""Blocking facade methods made from the async methods they run: :class:`blocking`.
+"""Blocking facade methods made from the async-side methods they run: :class:`blocking` and
+:class:`opening`.
 
 A facade declares ``build = blocking(SnapshotBuilder.build, doc)``: the blocking method takes
 exactly the async method's parameters (mypy sees them through the ``ParamSpec``;
@@ -8,14 +9,16 @@ facade's own: it says what the blocking call raises besides the async method's e
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from ._core import FacadeCore
+from ._core import FacadeCore, run_sync
 
 P = ParamSpec("P")
 R = TypeVar("R")
+W = TypeVar("W")
 Target = TypeVar("Target")
 Target_co = TypeVar("Target_co", covariant=True)
 
@@ -31,25 +34,20 @@ class Facade(Protocol[Target_co]):
         ...
 
 
-class blocking(Generic[Target, P, R]):
-    """The blocking method of a facade attribute: runs ``method`` on the facade's loop, with
-    the facade's async object as ``self``, and waits for its outcome.
-
-    Args:
-        method: the async method, taken from its class (``SnapshotBuilder.build``).
-        doc: the blocking method's docstring.
-    """
+class _FacadeMethod(Generic[Target, P, R]):
+    """A facade attribute that is a plain function (named after the attribute, documented by
+    the facade) whose parameters are those of the method it runs."""
 
     __slots__ = ("_function",)
 
     def __init__(
-        self, method: Callable[Concatenate[Target, P], Coroutine[Any, Any, R]], doc: str
+        self,
+        function: Callable[Concatenate[Facade[Target], P], R],
+        signature: inspect.Signature,
+        doc: str,
     ) -> None:
-        def function(facade: Facade[Target], /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return facade._core.call(method, facade._target(), *args, **kwargs)
-
         function.__doc__ = doc
-        function.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+        function.__signature__ = signature  # type: ignore[attr-defined]
         self._function = function
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -72,3 +70,50 @@ class blocking(Generic[Target, P, R]):
             return self._function
         bound: Callable[P, R] = self._function.__get__(instance, owner)
         return bound
+
+
+class blocking(_FacadeMethod[Target, P, R]):
+    """The blocking form of an async method: runs ``method`` on the facade's loop, with the
+    facade's async object as ``self``, and waits for its outcome.
+
+    Args:
+        method: the async method, taken from its class (``SnapshotBuilder.build``).
+        doc: the blocking method's docstring.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self, method: Callable[Concatenate[Target, P], Coroutine[Any, Any, R]], doc: str
+    ) -> None:
+        def function(facade: Facade[Target], /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return facade._core.call(method, facade._target(), *args, **kwargs)
+
+        super().__init__(function, inspect.signature(method), doc)
+
+
+class opening(_FacadeMethod[Target, P, W]):
+    """A facade method that opens something: runs the synchronous ``method`` on the facade's
+    loop thread (where the async object's state lives) and returns ``wrap(facade, result)``,
+    the facade's blocking wrapper of what it opened.
+
+    Args:
+        method: the synchronous method, taken from its class (``SnapshotBuilder.session``).
+        wrap: the wrapper's class, called with the facade and the method's result.
+        doc: the facade method's docstring.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        method: Callable[Concatenate[Target, P], R],
+        wrap: Callable[[Facade[Target], R], W],
+        doc: str,
+    ) -> None:
+        def function(facade: Facade[Target], /, *args: P.args, **kwargs: P.kwargs) -> W:
+            start = functools.partial(method, facade._target(), *args, **kwargs)
+            return wrap(facade, facade._core.call(run_sync, start))
+
+        signature = inspect.signature(method).replace(return_annotation=wrap.__name__)
+        super().__init__(function, signature, doc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar, final, overload
@@ -15,8 +14,8 @@ from ..core import (
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._validation import check_bool, check_float
 from ..orchestration import SnapshotBuilder
-from ._blocking import blocking
-from ._core import BacklogView, FacadeCore, bind, run_sync
+from ._blocking import blocking, opening
+from ._core import BacklogView, FacadeCore, bind
 from ._publisher import SyncResourcePublisher
 from ._session import SyncSnapshotSession
 
@@ -190,27 +189,17 @@ class SyncSnapshotBuilder(BacklogView):
         """Blocking :meth:`SnapshotBuilder.try_build_requests`.""",
     )
 
-    def session(
-        self,
-        *,
-        deadline_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        snapshot_id: str | None = None,
-    ) -> SyncSnapshotSession:
+    session = opening(
+        SnapshotBuilder.session,
+        SyncSnapshotSession,
         """Start a blocking multi-stage session (see :class:`SnapshotSession`).
 
         Raises:
             RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called
                 from a thread running an event loop.
             TypeError, ValueError: a bad deadline, metadata or snapshot id.
-        """
-        start = functools.partial(
-            self._core.builder.session,
-            deadline_seconds=deadline_seconds,
-            metadata=metadata,
-            snapshot_id=snapshot_id,
-        )
-        return SyncSnapshotSession(self, self._core.call(run_sync, start))
+        """,
+    )
 
     wait_for_refreshes = blocking(
         SnapshotBuilder.wait_for_refreshes,
