@@ -256,14 +256,13 @@ async def resolve(
         values = dict(values)  # the build's first reading stays as it was read
     if claims:
         outcomes = await engine.flights.wait(claims, ctx, engine.clock, engine.counters)
-        ready: dict[ResourceKey, SnapshotValue[Any]] = {}
-        for key, outcome in outcomes.items():
-            if isinstance(outcome, Exception):
+        ready = {key: got for key, got in outcomes.items() if got.__class__ is SnapshotValue}
+        if len(ready) < len(outcomes):  # the others are errors
+            for key, outcome in outcomes.items():
                 if type(outcome) is Raised:
                     raise outcome.error
-                errors[key] = as_resolution_error(key, outcome)
-            else:
-                ready[key] = outcome
+                if isinstance(outcome, Exception):
+                    errors[key] = as_resolution_error(key, outcome)
         if ready:
             await hand_out(engine, ready, ctx, view.joined, values, errors)
     if view.session:

@@ -241,17 +241,18 @@ class SingleFlight:
             group.waiters += 1
         try:
             pending = [flight for flight in claims.values() if not flight.future.done()]
+            late = 0
             if pending and not await _resolved(pending, groups, ctx.remaining_seconds(clock)):
                 await _let_ending_groups_finish(claims)
+                late = sum(not flight.future.done() for flight in claims.values())
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
-            outcomes: dict[ResourceKey, Outcome] = {}
-            late = 0
-            for key, flight in claims.items():
-                if flight.future.done():
-                    outcomes[key] = flight.future.result()
-                else:
-                    late += 1
-                    outcomes[key] = _joined_too_long(key)
+            if late:
+                outcomes = {
+                    key: flight.future.result() if flight.future.done() else _joined_too_long(key)
+                    for key, flight in claims.items()
+                }
+            else:  # every flight is resolved
+                outcomes = {key: flight.future.result() for key, flight in claims.items()}
         finally:
             for group in groups:
                 self.release(group)
