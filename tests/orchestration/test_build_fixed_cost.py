@@ -139,3 +139,27 @@ async def test_a_warm_build_counts_the_values_it_serves_stale(clock: VirtualCloc
     assert fresh.diagnostics.stale_values == 0
     await builder.wait_for_refreshes()
     await builder.aclose()
+
+
+async def test_a_joiner_whose_deadline_cuts_one_of_two_flights_keeps_the_other(
+    clock: VirtualClock,
+) -> None:
+    def fetch(wanted: ResourceKey, _context: FetchContext) -> Any:
+        return wanted.subject
+
+    fast, slow = Single("fast", handler=fetch, delay=1.0), Single("slow", handler=fetch, delay=9.0)
+    fast.supports = lambda wanted: wanted.subject == "a"  # type: ignore[method-assign]
+    slow.supports = lambda wanted: wanted.subject == "b"  # type: ignore[method-assign]
+    builder = make_builder([fast, slow], clock, default_policy=LONG)
+    owners = [asyncio.ensure_future(builder.build([k])) for k in keys("a", "b")]
+    await asyncio.sleep(0)  # each owns its key's flight
+    joiner = await builder.build(keys("a", "b"), strict=False, deadline_seconds=5.0)
+    assert joiner.value(key("a")) == "a"
+    assert joiner[key("a")].metadata["coalesced_request"] is True
+    error = joiner.errors[key("b")]
+    assert "while waiting for the in-flight resolution of" in str(error)
+    assert joiner.diagnostics.coalesced_requests == 2
+    assert (await builder.health_snapshot()).deadline_exceeded_count == 1
+    first, second = await asyncio.gather(*owners)
+    assert (first.value(key("a")), second.value(key("b"))) == ("a", "b")
+    await builder.aclose()
