@@ -1,5 +1,6 @@
 """The memory cache's LRU order through every path that uses an entry: a build's warm hits (its
-own read loop), ``get``, writes and evictions -- against an OrderedDict model, across many
+own read loop; a repeated build only looks its keys up, see ``cache._lru``'s ``tail``),
+``get``, writes, invalidations and evictions -- against an OrderedDict model, across many
 evictions (the table's generations turn over, see ``cache._lru``)."""
 
 from __future__ import annotations
@@ -7,12 +8,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coalestra.adapters import CallableSource
 from coalestra.cache import AsyncMemoryCache
-from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey
+from coalestra.core import FetchContext, FreshnessPolicy, ResourceKey, SnapshotValue
 from coalestra.orchestration import SnapshotBuilder
 from coalestra.testing import VirtualClock, VirtualTimeRunner
 
@@ -51,7 +53,12 @@ async def run(operations: list[tuple[str, int]], mutable: bool) -> None:
     async with builder:
         for operation, index in operations:
             wanted = KEYS[index : index + 2]  # two keys: hits and misses mixed in one build
-            if operation == "build":
+            if operation == "build3":  # three keys, in reverse (a repeated build is looked up)
+                operation, wanted = "build", KEYS[index : index + 3][::-1]
+            if operation == "invalidate":
+                await cache.invalidate(wanted[0])
+                model.pop(wanted[0], None)
+            elif operation == "build":
                 snapshot = await builder.build(wanted)
                 assert [value.value for value in snapshot.resources.values()] == [
                     {"subject": key.subject} if mutable else key.subject for key in wanted
@@ -72,7 +79,11 @@ async def run(operations: list[tuple[str, int]], mutable: bool) -> None:
 @settings(max_examples=80, deadline=None)
 @given(
     operations=st.lists(
-        st.tuples(st.sampled_from(["build", "get"]), st.integers(0, len(KEYS) - 2)), max_size=25
+        st.tuples(
+            st.sampled_from(["build", "build3", "get", "invalidate"]),
+            st.integers(0, len(KEYS) - 2),
+        ),
+        max_size=25,
     ),
     mutable=st.booleans(),
 )
@@ -101,3 +112,40 @@ async def test_a_warm_hit_of_a_build_saves_its_key_from_the_next_eviction() -> N
         await builder.build([third])  # evicts the least recently used: second
         assert await lru_order(cache) == [first, third]
         assert (await cache.stats()).evictions == 1
+
+
+@pytest.mark.parametrize("max_entries", [None, 3])
+@pytest.mark.parametrize(
+    ("between", "expected"),
+    [
+        ("get", [0, 1]),  # the get of key 0 made key 1 the older: the build uses both again
+        ("set", [0, 1]),  # so did the write of key 0
+        ("set new", [2, 0, 1]),  # the write of another key made it the newest
+        ("set_many", [0, 1]),  # a batch write of key 0
+        ("nothing", [0, 1]),
+    ],
+)
+async def test_a_repeated_build_uses_its_keys_again_after_the_order_changed(
+    max_entries: int | None, between: str, expected: list[int]
+) -> None:
+    cache = AsyncMemoryCache(max_entries=max_entries)
+
+    async def fetch(key: ResourceKey, _ctx: FetchContext) -> str:
+        return key.subject
+
+    source = CallableSource(name="memory", priority=1, supports=lambda _k: True, fetcher=fetch)
+    clock = VirtualClock()
+    builder = SnapshotBuilder([source], cache=cache, clock=clock, default_policy=LONG)
+    async with builder:
+        wanted = KEYS[:2]
+        await builder.build(wanted)
+        await builder.build(wanted)  # warm: these keys are the most recently used, in order
+        if between == "get":
+            await cache.get(KEYS[0], now=clock.now(), policy=LONG)
+        elif between != "nothing":
+            key = KEYS[2] if between == "set new" else KEYS[0]
+            now = clock.now() + 1.0
+            value = SnapshotValue(key, key.subject, "memory", now, now, 0.0, False, False, 0.0)
+            await (cache.set_many([value]) if between == "set_many" else cache.set(value))
+        assert (await builder.build(wanted)).diagnostics.cache_hits == 2
+        assert await lru_order(cache) == [KEYS[index] for index in expected]

@@ -19,9 +19,14 @@ So the table has two generations::
   ``list`` of its keys, in C): each entry then leaves ``older`` once -- evicted, used or
   removed -- so evictions cost O(1) amortized.
 
+``tail``: the keys a build was last served, when they are known to be the most recently used
+entries in that order (else ``None``). Serving them again in that order would leave the order
+as it is, so ``cache._serving.serve`` then only looks them up (one dict operation per key
+instead of two). Every change of the order but that serve's resets it.
+
 The hot loops use ``recent`` and ``older`` directly: ``cache._serving.serve`` and
 ``MemoryStore.read``, ``put_many`` and ``decide_many`` (``cache._store``); a change to these
-rules must be made there too.
+rules must be made there too (and each that changes the order resets ``tail``).
 """
 
 from __future__ import annotations
@@ -38,13 +43,14 @@ class LruTable(Generic[K, V]):
     """Entries in least-recently-used order (see the module docstring). Values are never
     ``None``: ``None`` means absent."""
 
-    __slots__ = ("_cursor", "_queue", "older", "recent")
+    __slots__ = ("_cursor", "_queue", "older", "recent", "tail")
 
     def __init__(self) -> None:
         self.recent: dict[K, V] = {}
         self.older: dict[K, V] = {}
         self._queue: list[K] = []
         self._cursor = 0
+        self.tail: tuple[K, ...] | None = None
 
     def get(self, key: K) -> V | None:
         """The value held for ``key``, or ``None``; the order is unchanged."""
@@ -53,17 +59,20 @@ class LruTable(Generic[K, V]):
 
     def use(self, key: K, value: V) -> None:
         """Hold ``value`` for ``key`` as the most recently used entry."""
+        self.tail = None
         if self.recent.pop(key, None) is None and self.older:
             self.older.pop(key, None)
         self.recent[key] = value
 
     def pop(self, key: K) -> V | None:
         """Remove ``key``; the value it held, or ``None``."""
+        self.tail = None
         found = self.recent.pop(key, None)
         return self.older.pop(key, None) if found is None and self.older else found
 
     def pop_oldest(self) -> K:
         """Remove the least recently used entry and return its key (the table is not empty)."""
+        self.tail = None
         if not self.older:
             self.older, self.recent = self.recent, {}
             self._queue = list(self.older)
@@ -88,7 +97,7 @@ class LruTable(Generic[K, V]):
 
     def clear(self) -> None:
         """Remove every entry."""
-        self.recent, self.older, self._queue, self._cursor = {}, {}, [], 0
+        self.recent, self.older, self._queue, self._cursor, self.tail = {}, {}, [], 0, None
 
     def __len__(self) -> int:
         return len(self.recent) + len(self.older)

@@ -25,7 +25,6 @@ value is made as the mutable twin of :class:`SnapshotValue` and retyped (see
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import islice, repeat
 from typing import Any, TypeAlias
 
 from ..core import FreshnessPolicy, PayloadIsolationError, RefreshMode, ResourceKey, SnapshotValue
@@ -44,7 +43,7 @@ _Draft = SnapshotValue._draft_type()
 _Value = SnapshotValue
 _INLINE = (MUTABLE, MUTABLE | FLAT)  # entry flags of the mutable payloads copied here
 _FLAT = MUTABLE | FLAT
-_ABSENT: tuple[None, int] = (None, 0)
+_PLACEHOLDER = FreshnessPolicy(0.0, 0.0)  # see _policy_reader
 
 Finders: TypeAlias = tuple[
     Callable[[ResourceKey, None], "Held | None"], Callable[[ResourceKey, None], "Held | None"], bool
@@ -66,30 +65,41 @@ def serve(
     ahead: list[ResourceKey] = []
     rest: dict[ResourceKey, FreshnessPolicy] = {}
     failed: list[tuple[ResourceKey, Any, Exception]] = []
-    each = repeat(policies) if type(policies) is FreshnessPolicy else policies
+    # One policy for every key (the common case) is read once: see _policy_reader.
+    policy, ttl, each, maybe_ahead = _policy_reader(policies)
     builtin = copier is deep_copy  # a flat payload's copy is then its copy() (_store.is_flat)
-    for key, policy in zip(keys, each, strict=False):
+    for key in keys:
+        if each is not None:
+            policy = each()
+            ttl = policy.ttl_seconds
         held = find(key, None)
-        if held is None and older:
-            held = find_older(key, None)
-        if touch and held is not None:  # used now (a key left for MemoryStore.read: used there)
+        if held is None:
+            if older:
+                held = find_older(key, None)
+            if held is None:
+                rest[key] = policy
+                continue
+        if touch:  # used now (a key left for MemoryStore.read: used there)
             recent[key] = held
         if type(held) is _Value:  # a plain immutable revision: served as it is
-            stored, flags = held, 0  # type: SnapshotValue[Any] | None, int
-        else:  # copied inline (flags: _store); absent, derived or slow: for MemoryStore.read
-            stored, flags = held if type(held) is tuple and held[1] in _INLINE else _ABSENT
-        if stored is None or (age := now - stored.observed_at) > policy.ttl_seconds:
-            rest[key] = policy
-            continue
-        if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
-            age = 0.0
-        payload = stored.value
-        if flags:
+            stored = held
+            if (age := now - stored.observed_at) > ttl:
+                rest[key] = policy
+                continue
+            payload = stored.value
+        else:  # (value, flags): copied here, or (derived, slow to copy) for MemoryStore.read
+            stored, flags = held  # type: ignore[misc]  # an Entry (_store.Held)
+            if flags not in _INLINE or (age := now - stored.observed_at) > ttl:
+                rest[key] = policy
+                continue
+            payload = stored.value
             try:
                 payload = payload.copy() if flags == _FLAT and builtin else copier(payload)
             except Exception as error:
                 failed.append((key, payload, error))
                 continue
+        if age < 0.0:  # a future stamp, kept as given (clock skew): it is age 0
+            age = 0.0
         new = _Draft()  # calling the class: ~35 ns less than object.__new__(_Draft)
         new.key = key
         new.value = payload
@@ -107,26 +117,44 @@ def serve(
         new.dependency_versions = stored.dependency_versions
         new.__class__ = _Value
         served[key] = new
-        if policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
+        if maybe_ahead and policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
             ahead.append(key)
+    if touch and not rest:  # every key was used, in this order: the new tail (see _finders)
+        store._table.tail = tuple(keys)
     store.fresh_hits += len(served) + len(failed)
     _raise_first(failed)
     return served, ahead, rest
+
+
+def _policy_reader(
+    policies: FreshnessPolicy | Sequence[FreshnessPolicy],
+) -> tuple[FreshnessPolicy, float, Callable[[], FreshnessPolicy] | None, bool]:
+    """How :func:`serve` reads each key's policy: ``(policy, ttl, each, maybe_ahead)``.
+
+    One policy shared by every key is read once: its TTL, and whether a refresh-ahead can apply
+    at all (only under ``REFRESH_AHEAD``), so a key costs no policy read (``each`` is ``None``).
+    With a policy per key, ``each()`` returns the next one (``policy`` and ``ttl`` are then
+    placeholders, replaced before the first key is looked at).
+    """
+    if type(policies) is FreshnessPolicy:
+        return policies, policies.ttl_seconds, None, policies.refresh_mode is _AHEAD
+    return _PLACEHOLDER, 0.0, iter(policies).__next__, True
 
 
 def _finders(table: LruTable[ResourceKey, Held], keys: Sequence[ResourceKey]) -> Finders:
     """How :func:`serve` finds each key's entry: ``(find, find_older, touch)``.
 
     Taking an entry out (``pop``) and putting it back is the lookup and the LRU touch in one.
-    But when ``keys`` are already the most recently used entries, in this order -- a build that
-    repeats the previous one, the common warm case -- touching each would leave the order as
-    it is: they are only looked up (``get``), one dict operation per key instead of two.
+    But when ``keys`` are the table's ``tail`` -- the keys last served, still the most recently
+    used entries in this order: a build that repeats the previous one, the common warm case --
+    touching each would leave the order as it is: they are only looked up (``get``), one dict
+    operation per key instead of two. (Comparing the keys with ``tail`` is one pointer test per
+    key; reading the order back from the table cost ~15 ns per key.)
     """
-    recent = table.recent
-    count = len(keys)
-    if count <= len(recent) and list(islice(reversed(recent), count)) == list(reversed(keys)):
-        return recent.get, table.older.get, False
-    return recent.pop, table.older.pop, True
+    if tuple(keys) == table.tail:  # a tuple (the engine's keys) is not copied
+        return table.recent.get, table.older.get, False
+    table.tail = None  # the pops and puts below change the order (see serve for the new tail)
+    return table.recent.pop, table.older.pop, True
 
 
 def _raise_first(failed: list[tuple[ResourceKey, Any, Exception]]) -> None:
