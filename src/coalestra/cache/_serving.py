@@ -45,40 +45,38 @@ _INLINE = (MUTABLE, MUTABLE | FLAT)  # entry flags of the mutable payloads copie
 _FLAT = MUTABLE | FLAT
 _PLACEHOLDER = FreshnessPolicy(0.0, 0.0)  # see _policy_reader
 
+Policies: TypeAlias = "FreshnessPolicy | Sequence[FreshnessPolicy]"
+"""The policies :func:`serve` is given: one for every key, or each key's."""
+Copier: TypeAlias = Callable[[Any], Any]
+
 Finders: TypeAlias = tuple[
-    Callable[[ResourceKey, None], "Held | None"], Callable[[ResourceKey, None], "Held | None"], bool
+    dict[ResourceKey, "Held"],
+    dict[ResourceKey, "Held"],
+    Callable[[ResourceKey, None], "Held | None"],
+    Callable[[ResourceKey, None], "Held | None"],
+    bool,
 ]
 """See :func:`_finders`."""
 
 
 def serve(
-    store: MemoryStore,
-    keys: Sequence[ResourceKey],
-    now: float,
-    policies: FreshnessPolicy | Sequence[FreshnessPolicy],
-    copier: Callable[[Any], Any],
+    store: MemoryStore, keys: Sequence[ResourceKey], now: float, policies: Policies, copier: Copier
 ) -> Served:
     """Serve a build at ``now`` (see the module docstring); ``policies``: one, or each key's."""
-    recent, older = store._table.recent, store._table.older  # see _lru
-    find, find_older, touch = _finders(store._table, keys)
+    recent, older, find, find_older, touch = _finders(store._table, keys)  # see _lru
     served: dict[ResourceKey, SnapshotValue[Any]] = {}
     ahead: list[ResourceKey] = []
     rest: dict[ResourceKey, FreshnessPolicy] = {}
     failed: list[tuple[ResourceKey, Any, Exception]] = []
-    # One policy for every key (the common case) is read once: see _policy_reader.
-    policy, ttl, each, maybe_ahead = _policy_reader(policies)
+    policy, ttl, each, maybe_ahead = _policy_reader(policies)  # one: read once
     builtin = copier is deep_copy  # a flat payload's copy is then its copy() (_store.is_flat)
     for key in keys:
-        if each is not None:
-            policy = each()
-            ttl = policy.ttl_seconds
+        if each is not None:  # a policy per key
+            ttl = (policy := each()).ttl_seconds
         held = find(key, None)
-        if held is None:
-            if older:
-                held = find_older(key, None)
-            if held is None:
-                rest[key] = policy
-                continue
+        if held is None and (not older or (held := find_older(key, None)) is None):
+            rest[key] = policy
+            continue
         if touch:  # used now (a key left for MemoryStore.read: used there)
             recent[key] = held
         if type(held) is _Value:  # a plain immutable revision: served as it is
@@ -119,15 +117,12 @@ def serve(
         served[key] = new
         if maybe_ahead and policy.refresh_mode is _AHEAD and policy.should_refresh_ahead(age):
             ahead.append(key)
-    if touch and not rest:  # every key was used, in this order: the new tail (see _finders)
-        store._table.tail = tuple(keys)
-    store.fresh_hits += len(served) + len(failed)
-    _raise_first(failed)
+    _finish(store, keys, touch and not rest, len(served), failed)
     return served, ahead, rest
 
 
 def _policy_reader(
-    policies: FreshnessPolicy | Sequence[FreshnessPolicy],
+    policies: Policies,
 ) -> tuple[FreshnessPolicy, float, Callable[[], FreshnessPolicy] | None, bool]:
     """How :func:`serve` reads each key's policy: ``(policy, ttl, each, maybe_ahead)``.
 
@@ -142,7 +137,7 @@ def _policy_reader(
 
 
 def _finders(table: LruTable[ResourceKey, Held], keys: Sequence[ResourceKey]) -> Finders:
-    """How :func:`serve` finds each key's entry: ``(find, find_older, touch)``.
+    """How :func:`serve` finds each key's entry: ``(recent, older, find, find_older, touch)``.
 
     Taking an entry out (``pop``) and putting it back is the lookup and the LRU touch in one.
     But when ``keys`` are the table's ``tail`` -- the keys last served, still the most recently
@@ -151,14 +146,26 @@ def _finders(table: LruTable[ResourceKey, Held], keys: Sequence[ResourceKey]) ->
     operation per key instead of two. (Comparing the keys with ``tail`` is one pointer test per
     key; reading the order back from the table cost ~15 ns per key.)
     """
+    recent, older = table.recent, table.older
     if tuple(keys) == table.tail:  # a tuple (the engine's keys) is not copied
-        return table.recent.get, table.older.get, False
-    table.tail = None  # the pops and puts below change the order (see serve for the new tail)
-    return table.recent.pop, table.older.pop, True
+        return recent, older, recent.get, older.get, False
+    table.tail = None  # the pops and puts change the order (see _finish for the new tail)
+    return recent, older, recent.pop, older.pop, True
 
 
-def _raise_first(failed: list[tuple[ResourceKey, Any, Exception]]) -> None:
-    """Raise PayloadIsolationError for the first failed copy, if any (every key was served)."""
+def _finish(
+    store: MemoryStore,
+    keys: Sequence[ResourceKey],
+    new_tail: bool,
+    served: int,
+    failed: list[tuple[ResourceKey, Any, Exception]],
+) -> None:
+    """Count the fresh hits; with ``new_tail`` (every key was popped and put back, in order),
+    ``keys`` are the table's new ``tail`` (see :func:`_finders`); raise PayloadIsolationError
+    for the first failed copy, if any (every other key was served)."""
+    if new_tail:
+        store._table.tail = tuple(keys)
+    store.fresh_hits += served + len(failed)
     if not failed:
         return
     key, payload, cause = failed[0]

@@ -131,9 +131,8 @@ class MemoryStore:
             KeyError, AttributeError, TypeError: bad keys or policies; the caller turns these
                 into a precise error. Hit counters are only committed when the loop completes.
         """
-        table = self._table
-        recent, older = table.recent, table.older  # LruTable.get and .use, inlined
-        table.tail = None
+        recent, older = self._table.recent, self._table.older  # LruTable.get and .use, inlined
+        self._table.tail = None  # hits are used: the order changes (see _lru)
         results: dict[ResourceKey, CacheLookup] = {}
         pending: list[PendingRead] = []
         hits = fresh_hits = misses = 0
@@ -243,7 +242,7 @@ class MemoryStore:
         ``LruTable.use`` inlined: two calls less per value."""
         table, limit, put = self._table, self.max_entries, self.put
         recent, older = table.recent, table.older
-        table.tail = None
+        table.tail = None  # the order changes (see _lru)
         stored = 0
         for value, mutable, flat in staged:
             if limit is not None or value.dependency_versions or (mutable and not flat):
