@@ -17,7 +17,7 @@ from ._build_errors import SnapshotBuildError, SnapshotConsistencyError
 from ._errors import CoalestraError, error_type_name
 from ._keys import ResourceKey
 from ._snapshot import Snapshot, SnapshotRequest
-from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool, frozen_mapping
+from ._validation import EMPTY_MAPPING, ReadOnlyDict, check_bool, check_int, frozen_mapping
 
 _ALL_ACTIONS = ("read", "evaluate", "act")
 _READ_ACTIONS = ("read", "evaluate")
@@ -46,14 +46,6 @@ def _actions(name: str, value: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(result))
 
 
-def _count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class RequestDegradationPolicy:
@@ -73,8 +65,8 @@ class RequestDegradationPolicy:
     metadata: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING, hash=False)
 
     def __post_init__(self) -> None:
-        _count("minimum_resolved_resources", self.minimum_resolved_resources)
-        _count("minimum_resolved_required_resources", self.minimum_resolved_required_resources)
+        for count in ("minimum_resolved_resources", "minimum_resolved_required_resources"):
+            check_int(count, getattr(self, count), minimum=0)
         for flag in (
             "fail_closed",
             "reject_on_required_error",
