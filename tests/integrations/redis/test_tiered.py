@@ -222,6 +222,16 @@ async def test_lease_methods_are_l2_s(pair: tuple[TieredCache, TieredCache]) -> 
     assert list(await second.lease_many([A])) == [A]
 
 
+async def test_lease_administration_is_l2_s(pair: tuple[TieredCache, TieredCache]) -> None:
+    first, second = pair
+    assert list(await first.lease_many([A, B])) == [A, B]
+    assert sorted(str(info.key) for info in await second.leases()) == sorted([str(A), str(B)])
+    assert await second.clear_leases([A]) == 1
+    assert [info.key for info in await first.l2.leases()] == [B]
+    assert await first.clear_leases() == 1
+    assert await second.leases() == ()
+
+
 def test_a_tiered_cache_needs_a_redis_cache() -> None:
     with pytest.raises(TypeError, match="RedisCache"):
         TieredCache(object())  # type: ignore[arg-type]
