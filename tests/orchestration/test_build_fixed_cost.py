@@ -163,3 +163,34 @@ async def test_a_joiner_whose_deadline_cuts_one_of_two_flights_keeps_the_other(
     first, second = await asyncio.gather(*owners)
     assert (first.value(key("a")), second.value(key("b"))) == ("a", "b")
     await builder.aclose()
+
+
+@pytest.mark.parametrize("kind", [list, tuple, iter], ids=["list", "tuple", "iterator"])
+async def test_keys_of_any_iterable_are_checked_entry_by_entry(
+    clock: VirtualClock, kind: Any
+) -> None:
+    builder = make_builder([Single("rest")], clock, default_policy=LONG)
+    with pytest.raises(TypeError, match=r"^keys must contain only ResourceKey, got str$"):
+        await builder.build(kind([key("a"), "market:price:b", None]))
+    snapshot = await builder.build(kind([key("b"), key("a"), key("b")]))
+    assert list(snapshot) == [key("b"), key("a")]
+    await builder.aclose()
+
+
+async def test_a_build_joins_the_keys_in_flight_and_owns_the_others(clock: VirtualClock) -> None:
+    source = Single("rest", delay=2.0)
+    builder = make_builder([source], clock, default_policy=LONG)
+    owner = asyncio.ensure_future(builder.build([key("b")]))
+    await asyncio.sleep(0)  # b is in flight
+    mixed = await builder.build(keys("a", "b", "c"))
+    assert list(mixed) == keys("a", "b", "c")
+    assert mixed.diagnostics.coalesced_requests == 1
+    assert mixed.diagnostics.cache_misses == 3
+    assert [mixed[k].metadata.get("coalesced_request", False) for k in mixed] == [
+        False,
+        True,
+        False,
+    ]
+    assert sorted(k.subject for k in source.calls) == ["a", "b", "c"]
+    assert "coalesced_request" not in (await owner)[key("b")].metadata
+    await builder.aclose()

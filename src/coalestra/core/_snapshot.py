@@ -172,8 +172,8 @@ class _DiagnosticsDraft:
 for _name in _COUNTERS:
     setattr(DiagnosticsCollector, _name, 0)
 
-_new = object.__new__
-_set = object.__setattr__
+_new, _set = object.__new__, object.__setattr__
+_SEQUENCES = (list, tuple)  # key_tuple: taken as they are
 
 
 def _frozen_counts(counts: dict[str, Any]) -> Mapping[str, Any]:
@@ -315,14 +315,14 @@ def _typed(key: ResourceKey, value: Any, expected_type: type[T] | None) -> T | A
 
 def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
     """Validate and de-duplicate keys (order kept); every entry point taking keys uses it."""
-    if isinstance(cast(object, keys), (str, bytes, ResourceKey)) or not isinstance(keys, Iterable):
+    if type(keys) not in _SEQUENCES and (  # a list or tuple: no ABC check
+        isinstance(cast(object, keys), (str, bytes, ResourceKey)) or not isinstance(keys, Iterable)
+    ):
         raise TypeError(f"{name} must be an iterable of ResourceKey")
-    # Check before de-duplicating: an unhashable entry used to escape as "unhashable type".
-    result = tuple(keys)
+    result = tuple(keys)  # checked before de-duplicating: not "unhashable type" for a bad entry
     if not all(map(isinstance, result, repeat(ResourceKey))):  # C-level: no Python per key
-        for key in result:
-            if not isinstance(key, ResourceKey):
-                raise TypeError(f"{name} must contain only ResourceKey, got {type(key).__name__}")
+        bad = next(key for key in result if not isinstance(key, ResourceKey))
+        raise TypeError(f"{name} must contain only ResourceKey, got {type(bad).__name__}")
     return tuple(dict.fromkeys(result))
 
 

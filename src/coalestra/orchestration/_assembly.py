@@ -8,7 +8,8 @@ partial snapshot, so nothing resolved is lost), and the build is reported as it 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, final
+from operator import attrgetter
+from typing import Any, cast, final
 
 from ..core import (
     Clock,
@@ -39,6 +40,7 @@ from ._payloads import hand_out
 from ._reconcile import Reconciler
 
 _new, _set = object.__new__, object.__setattr__
+_DEPENDENCY_VERSIONS = attrgetter("dependency_versions")
 
 
 def requested_keys(keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
@@ -268,7 +270,7 @@ async def resolve(
     if view.session:
         await keep_inputs(engine, view, values.values())
     # Only a derived value can mix revisions (a view's check of any other is False at once).
-    if check and any(value.dependency_versions for value in values.values()):
+    if check and any(map(_DEPENDENCY_VERSIONS, values.values())):
         await Reconciler(engine, ctx, diag, view).reconcile(values, errors)
     return values, errors
 
@@ -367,21 +369,22 @@ def claim(
     ``candidates``: usable cached values to serve if every source fails.
     """
     flights = engine.flights
-    get, deadline = flights.get, ctx.deadline_monotonic
-    claims: dict[ResourceKey, Flight] = {}
-    owned: list[ResourceKey] = []
-    joined: list[ResourceKey] = []
-    extended = None  # the group last extended: a stampede's keys share one
-    for key in keys:
-        flight = get(key)
-        if flight is None:
-            owned.append(key)
-        else:
-            claims[key] = flight
-            joined.append(key)
-            if flight.group is not extended:
-                extended = flight.group
-                extended.extend(deadline)
+    wanted = keys if type(keys) is list else list(keys)
+    found = list(map(flights.get, wanted))
+    missing = found.count(None)
+    claims: dict[ResourceKey, Flight]
+    owned: list[ResourceKey]
+    if not missing:  # every key joins (a stampede): no key by key split
+        claims = dict(zip(wanted, cast("list[Flight]", found), strict=True))
+        owned, joined = [], wanted
+    elif missing == len(found):  # every key is owned (a cold build)
+        claims, owned, joined = {}, wanted, []
+    else:
+        claims = {key: got for key, got in zip(wanted, found, strict=True) if got is not None}
+        owned, joined = [key for key in wanted if key not in claims], list(claims)
+    # A joiner with this deadline lets the work run at least that long (once per group).
+    for group in {flight.group for flight in claims.values()}:
+        group.extend(ctx.deadline_monotonic)
     if joined:
         view.joined.update(joined)
         diag.coalesced_requests += len(joined)
