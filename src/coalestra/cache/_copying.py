@@ -99,6 +99,10 @@ def _holding(
     return clone
 
 
+_set_payload = SnapshotValue.__dict__["value"].__set__
+"""Fills in the payload of a value nobody else holds yet (cheaper than ``object.__setattr__``)."""
+
+
 @final
 class PayloadCopies:
     """Copies payloads for one owner (a cache or a publisher), offloading large copies.
@@ -109,7 +113,7 @@ class PayloadCopies:
         max_concurrency: the most copies running in worker threads at once (>= 1).
     """
 
-    __slots__ = ("_inline", "_isolator", "_offload_all", "_offload_large", "runner")
+    __slots__ = ("_flat_inline", "_inline", "_isolator", "_offload_all", "_offload_large", "runner")
 
     def __init__(
         self,
@@ -122,6 +126,8 @@ class PayloadCopies:
         self._isolator = isolator
         self._offload_all = run_in_thread is True
         self._offload_large = run_in_thread is None and isolator.uses_default_copier
+        # Whether a flat payload's copies may be its copy(), made inline (copy_owned_flat).
+        self._flat_inline = isolator.uses_default_copier and not self._offload_all
         # Values about to be stored that were judged to copy inline (see :meth:`kept_inline`),
         # by id; held until stored, so no id is reused meanwhile.
         self._inline: dict[int, SnapshotValue[Any]] = {}
@@ -215,17 +221,15 @@ class PayloadCopies:
         the built-in copier, a flat payload (``_store.is_flat``: its deep copy is its own
         ``copy()``) small enough to copy inline, and metadata of atoms only (shared, not
         copied). ``None``, with nothing done, for any other value."""
-        isolator = self._isolator
         payload = value.value
         if (
-            not isolator.uses_default_copier
-            or self._offload_all
+            not self._flat_inline
             or not is_flat(payload)
             or (self._offload_large and len(payload) > LARGE_PAYLOAD_ITEMS)
         ):
             return None
         metadata = value.metadata
-        if metadata and metadata is not PUBLISHED and isolator.metadata_needs_copy(metadata):
+        if metadata is not PUBLISHED and metadata and self._isolator.metadata_needs_copy(metadata):
             return None
         clone = value._evolve(
             payload.copy(),
@@ -233,7 +237,7 @@ class PayloadCopies:
             stale=value.stale,
             from_cache=value.from_cache,
         )
-        object.__setattr__(value, "value", payload.copy())  # a field of an unshared value
+        _set_payload(value, payload.copy())  # a field of an unshared value
         return clone
 
     async def isolate(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
 from typing import Any, final
 
 from ..core import (
     AsyncCache,
     AuthorityPolicyResolver,
-    CacheWriteStatus,
     Clock,
     EventSink,
     FreshnessPolicyProvider,
@@ -17,7 +16,6 @@ from ..core import (
     PayloadCopier,
     PayloadIsolator,
     ResourceKey,
-    SnapshotValue,
 )
 from ..core._copy_health import check_copy_settings
 from ..core._validation import (
@@ -30,34 +28,10 @@ from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
 from ._decisions import reduce_batch
 from ._lifecycle import PublisherCopies
-from ._memory import AsyncMemoryCache
-from ._memory_writes import OWNED
+from ._publishing import Publishing
 from ._revisions import Revisions
-from ._values import PublishResult, PublishStatus, ResourceUpdate
+from ._values import PublishResult, ResourceUpdate
 from ._writers import CacheWriter
-
-_STATUS = {
-    CacheWriteStatus.STORED: PublishStatus.PUBLISHED,
-    CacheWriteStatus.IGNORED_LOWER_AUTHORITY: PublishStatus.IGNORED_LOWER_AUTHORITY,
-    CacheWriteStatus.IGNORED_OLDER: PublishStatus.IGNORED_OLDER,
-    CacheWriteStatus.IGNORED_DUPLICATE: PublishStatus.IGNORED_DUPLICATE,
-}
-_STATUS_TEXT = {status: published.value for status, published in _STATUS.items()}
-
-
-_new = object.__new__
-
-
-@final
-class _ResultDraft:
-    """A mutable twin of :class:`PublishResult` (same slots in the same order, no checks): plain
-    stores on it, then ``__class__`` switched, which CPython allows for identical layouts;
-    ~0.2 us less per publication than the checked constructor (as ``SnapshotValue._trusted``)."""
-
-    __slots__ = PublishResult.__slots__
-    status: PublishStatus
-    value: SnapshotValue[Any]
-    previous: SnapshotValue[Any] | None
 
 
 @final
@@ -152,7 +126,6 @@ class ResourcePublisher(PublisherCopies):
             config.cache, config.clock, config.lock_stripes, config.max_pending_tasks
         )
         self._report = Instrumentation(config.metrics, config.events)
-        self._reporting = self._report.enabled  # the sinks are fixed here, so is this
         self._revisions = Revisions(config)
         self._copies = PayloadCopies(
             config.isolator,
@@ -160,10 +133,9 @@ class ResourcePublisher(PublisherCopies):
             max_concurrency=max_copy_concurrency,
             component="publisher",
         )
-        # AsyncMemoryCache copies what it stores and returns (other caches are not trusted to);
-        # the default cache itself (no subclass) is written directly, minus its public checks.
-        self._trusted_cache = isinstance(cache := config.cache, AsyncMemoryCache)
-        self._memory = cache if type(cache) is AsyncMemoryCache else None
+        self._publishing = Publishing(
+            config, self._revisions, self._writer, self._copies, self._report
+        )
         self._refusal: str | None = None  # set when the owning builder closes
 
     def _shut(self, message: str) -> None:
@@ -221,10 +193,14 @@ class ResourcePublisher(PublisherCopies):
                 object.__setattr__(update, "metadata", metadata)
             return await self.publish_update(update, force=force, replace_equal=replace_equal)
         # Both are ours: exactly what they would do for this one update, minus the batch.
-        offer = self._revisions.checked(key, value, source, observed_at, metadata)
-        result = self._publish_now(offer, force, replace_equal)
+        publishing = self._publishing
+        if observed_at is None and not metadata and publishing.direct:
+            offer = publishing.offer(key, value, source)
+        else:
+            offer = self._revisions.checked(key, value, source, observed_at, metadata)
+        result = publishing.write_now(offer, force, replace_equal)
         if result is None:
-            results = await self._commit((offer,), force=force, replace_equal=replace_equal)
+            results = await publishing.commit((offer,), force, replace_equal)
             result = results[offer.key]
         return result
 
@@ -251,9 +227,10 @@ class ResourcePublisher(PublisherCopies):
             update.metadata,
             revisions.now(),
         )
-        result = self._publish_now(offer, force, replace_equal)
+        publishing = self._publishing
+        result = publishing.write_now(offer, force, replace_equal)
         if result is None:
-            results = await self._commit((offer,), force=force, replace_equal=replace_equal)
+            results = await publishing.commit((offer,), force, replace_equal)
             result = results[offer.key]
         return result
 
@@ -288,7 +265,7 @@ class ResourcePublisher(PublisherCopies):
         )
         if not winners:
             return {}
-        return await self._commit(winners, force=force, replace_equal=replace_equal)
+        return await self._publishing.commit(winners, force, replace_equal)
 
     async def invalidate(self, key: ResourceKey, *, reason: str = "") -> None:
         """Drop ``key`` from the cache (e.g. after a stream gap).
@@ -328,71 +305,6 @@ class ResourcePublisher(PublisherCopies):
         return through_update and (
             "publish_update" in own or kind.publish_update is not _OWN_UPDATE
         )
-
-    def _publish_now(
-        self, offer: SnapshotValue[Any], force: bool, replace_equal: bool
-    ) -> PublishResult | None:
-        """Publish one revision into the default in-memory cache without awaiting; ``None``
-        when that is not possible (another cache, or a copy that belongs in a thread)."""
-        memory = self._memory
-        if memory is None:
-            return None
-        memory._check_copies_open()  # what its set_many_if_newer checks first
-        written = memory._writes.write_now(offer, force, replace_equal, OWNED)
-        if written is None:
-            return None
-        status, value, previous = written
-        return self._outcome(offer, status, value, previous, force)
-
-    async def _commit(
-        self, offered: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
-    ) -> dict[ResourceKey, PublishResult]:
-        """Offer revisions of distinct keys to the cache, then report and return."""
-        memory = self._memory
-        if memory is not None:
-            memory._check_copies_open()
-            written = await memory._writes.write_all(offered, force, replace_equal, OWNED)
-        else:
-            written = await self._writer.write_isolated(
-                offered,
-                self._copies,
-                trusted=self._trusted_cache,
-                force=force,
-                replace_equal=replace_equal,
-            )
-        # _outcome, inline: one call less per publication.
-        reported: list[tuple[SnapshotValue[Any], SnapshotValue[Any] | None, str]] = []
-        results: dict[ResourceKey, PublishResult] = {}
-        for offer, (status, value, previous) in zip(offered, written, strict=True):
-            result = _new(_ResultDraft)
-            result.status = _STATUS[status]
-            result.value = value
-            result.previous = previous
-            result.__class__ = PublishResult  # type: ignore[assignment]
-            results[offer.key] = result  # type: ignore[assignment]
-            reported.append((offer, previous, _STATUS_TEXT[status]))
-        if self._reporting:  # after every result is made: the sinks are looked up once
-            self._report.published_many(reported, forced=force)
-        return results
-
-    def _outcome(
-        self,
-        offered: SnapshotValue[Any],
-        status: CacheWriteStatus,
-        value: SnapshotValue[Any],
-        previous: SnapshotValue[Any] | None,
-        force: bool,
-    ) -> PublishResult:
-        # Every part is the library's own (a status of _STATUS, revisions it made or holds), so
-        # the result is made unchecked: a twin filled in and retyped (see _ResultDraft).
-        result = _new(_ResultDraft)
-        result.status = _STATUS[status]
-        result.value = value
-        result.previous = previous
-        result.__class__ = PublishResult  # type: ignore[assignment]
-        if self._reporting:
-            self._report.published(offered, previous, status=_STATUS_TEXT[status], forced=force)
-        return result  # type: ignore[return-value]
 
 
 _OWN_UPDATE = ResourcePublisher.publish_update

@@ -61,15 +61,24 @@ FLAT = 8
 :func:`is_flat`), so the built-in copier's copy of it is its ``copy()``."""
 
 
+_FEW = 8
+"""Up to this many items, :func:`is_flat` walks a dict in a loop (faster than two ``map``)."""
+
+
 def is_flat(payload: Any) -> bool:
     """Whether ``payload`` is an exact dict or list whose keys and items are all shared atoms
     (``core._deep_copy.SHARED``): :func:`~coalestra.core._deep_copy.deep_copy` returns exactly
     ``payload.copy()`` for it. Checked once, when the entry is stored (C-level iteration)."""
     kind = type(payload)
-    # issuperset walks an iterable in C, stopping at the first type outside SHARED (~0.2 us
-    # less per small dict than all(map(...)) over a chain).
     if kind is dict:
         shared = SHARED
+        if len(payload) <= _FEW:  # a loop needs no map objects: ~0.1 us less for a few items
+            for key, item in payload.items():
+                if type(item) not in shared or type(key) not in shared:
+                    return False
+            return True
+        # issuperset walks an iterable in C, stopping at the first type outside SHARED (~0.2 us
+        # less per small dict than all(map(...)) over a chain).
         return shared.issuperset(map(type, payload.values())) and shared.issuperset(
             map(type, payload)
         )

@@ -1,0 +1,238 @@
+"""ResourcePublisher.publish into the default AsyncMemoryCache: the direct write of one
+publication (no batch) gives exactly what ``publish_many`` of that one update gives -- results,
+cache contents, statistics, metrics, events and copier calls -- for every kind of payload."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import fields
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coalestra.cache import (
+    AsyncMemoryCache,
+    PublishResult,
+    PublishStatus,
+    ResourcePublisher,
+    ResourceUpdate,
+)
+from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue
+from coalestra.testing import VirtualTimeRunner
+
+KEYS = [ResourceKey("market", "price", name) for name in ("BTC", "ETH", "SOL")]
+FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
+START = 1_700_000_000.0
+
+
+class StepClock:
+    """A wall clock the test moves; counts its reads."""
+
+    def __init__(self) -> None:
+        self.time: Any = START
+        self.reads = 0
+
+    def now(self) -> float:
+        self.reads += 1
+        return self.time  # type: ignore[no-any-return]
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def increment(self, metric: str, value: int = 1, **labels: str) -> None:
+        self.calls.append((metric, labels))
+
+    def observe(self, metric: str, value: float, **labels: str) -> None:
+        self.calls.append((metric, labels))
+
+    def emit(self, event_type: str, **payload: Any) -> None:
+        self.calls.append((event_type, payload))
+
+
+class Policies:
+    def __init__(self, ttl: float = 1e9) -> None:
+        self.policy = FreshnessPolicy(ttl_seconds=ttl, max_stale_seconds=max(ttl, 1e9))
+        self.calls = 0
+
+    def resolve(self, key: ResourceKey) -> FreshnessPolicy:
+        self.calls += 1
+        return self.policy
+
+
+class CountingCopier:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, value: Any) -> Any:
+        self.calls += 1
+        return copy.deepcopy(value)
+
+
+class Side:
+    """One publisher on its own cache, clock, sinks and copier."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.clock = StepClock()
+        self.sink = Sink()
+        self.policies = Policies(options.pop("ttl", 1e9))
+        self.copier = CountingCopier() if options.pop("custom_copier", False) else None
+        self.cache = AsyncMemoryCache(payload_copier=self.copier, **options)
+        self.publisher = ResourcePublisher(
+            cache=self.cache,
+            clock=self.clock,
+            policy_resolver=self.policies,
+            metrics=self.sink,
+            events=self.sink,
+        )
+
+
+def payloads() -> st.SearchStrategy[Any]:
+    atoms = st.one_of(st.integers(-5, 5), st.floats(-1, 1), st.text(max_size=3), st.none())
+    return st.one_of(
+        atoms,
+        st.dictionaries(st.text(max_size=3), atoms, max_size=4),  # flat
+        st.lists(atoms, max_size=4),  # flat
+        st.dictionaries(st.text(max_size=2), st.lists(atoms, max_size=2), max_size=3),  # nested
+        st.tuples(atoms, atoms),
+        st.builds(lambda n: {f"k{i}": i for i in range(n)}, st.sampled_from([300])),  # large
+    )
+
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(range(len(KEYS))),
+        payloads(),
+        st.sampled_from([None, -2.0, 0.0, 3.0]),  # observed_at relative to now, or None
+        st.sampled_from([None, {}, {"seq": 1}, {"rows": [1, 2]}]),
+        st.booleans(),  # force
+        st.booleans(),  # replace_equal
+        st.sampled_from([0.0, 0.0, 1.0]),  # how far the clock moves first
+        st.sampled_from(["publish", "fetched", "publish"]),
+    ),
+    min_size=1,
+    max_size=12,
+)
+settings_options = st.sampled_from(
+    [
+        {},
+        {"custom_copier": True},
+        {"run_payload_copies_in_thread": False},
+        {"max_entries": 2},
+        {"ttl": 0.5},
+    ]
+)
+
+
+def described(value: SnapshotValue[Any] | None) -> Any:
+    """Every field but the opaque version."""
+    if value is None:
+        return None
+    return tuple((f.name, getattr(value, f.name)) for f in fields(value) if f.name != "version")
+
+
+def outcome(result: PublishResult) -> Any:
+    return result.status, described(result.value), described(result.previous)
+
+
+async def apply(side: Side, operation: tuple[Any, ...], direct: bool) -> Any:
+    index, payload, offset, metadata, force, replace_equal, step, kind = operation
+    if step:
+        side.clock.time += step
+    key = KEYS[index]
+    observed_at = None if offset is None else side.clock.time + offset
+    if kind == "fetched":  # a build's revision (attempts > 0), written through the cache
+        value = SnapshotValue(
+            key, payload, "feed", side.clock.time, side.clock.time, 0.0, False, False, 1.0
+        )
+        return (await side.cache.set_if_newer(value)).status
+    given = copy.deepcopy(payload)
+    try:
+        result = await publish(
+            side, key, given, observed_at, metadata, force, replace_equal, direct
+        )
+    except Exception as error:  # both sides must fail alike
+        return type(error), str(error)
+    seen = outcome(result)
+    published = copy.deepcopy(result.value.value)
+    for mutable in (given, result.value.value):  # the cache shares neither
+        if isinstance(mutable, (dict, list)):
+            mutable.clear()
+    lookup = await side.cache.get(key, now=side.clock.time, policy=FOREVER)
+    if result.status is PublishStatus.PUBLISHED and lookup.value is not None:
+        assert lookup.value.value == published
+    return seen
+
+
+async def publish(
+    side: Side,
+    key: ResourceKey,
+    given: Any,
+    observed_at: float | None,
+    metadata: dict[str, Any] | None,
+    force: bool,
+    replace_equal: bool,
+    direct: bool,
+) -> PublishResult:
+    if direct:
+        return await side.publisher.publish(
+            key,
+            given,
+            source="stream",
+            observed_at=observed_at,
+            metadata=metadata,
+            force=force,
+            replace_equal=replace_equal,
+        )
+    update = ResourceUpdate(key, given, "stream", observed_at, metadata or {})
+    results = await side.publisher.publish_many([update], force=force, replace_equal=replace_equal)
+    return results[key]
+
+
+async def compare(operations: list[tuple[Any, ...]], options: dict[str, Any]) -> None:
+    direct, batch = Side(dict(options)), Side(dict(options))
+    for operation in operations:
+        assert await apply(direct, operation, True) == await apply(batch, operation, False)
+    assert direct.sink.calls == batch.sink.calls
+    assert direct.clock.reads == batch.clock.reads
+    assert direct.policies.calls == batch.policies.calls
+    assert (direct.copier and direct.copier.calls) == (batch.copier and batch.copier.calls)
+    assert await direct.cache.stats() == await batch.cache.stats()
+    for key in KEYS:
+        mine = await direct.cache.get(key, now=direct.clock.time, policy=FOREVER)
+        theirs = await batch.cache.get(key, now=batch.clock.time, policy=FOREVER)
+        assert described(mine.value) == described(theirs.value)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations=operations, options=settings_options)
+def test_publish_gives_what_publish_many_of_one_update_gives(
+    operations: list[tuple[Any, ...]], options: dict[str, Any]
+) -> None:
+    runner = VirtualTimeRunner()
+    try:
+        runner.run(compare(operations, options))
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("reading", [1_700_000_000, True, "now", math.nan, math.inf])
+async def test_a_clock_reading_is_checked_as_on_every_other_path(reading: Any) -> None:
+    outcomes: list[Any] = []
+    for direct in (True, False):
+        side = Side({})
+        side.clock.time = reading
+        operation = (0, {"a": 1}, None, None, False, False, 0.0, "publish")
+        result = await apply(side, operation, direct)
+        outcomes.append((result, side.clock.reads, side.sink.calls))
+    assert outcomes[0] == outcomes[1]
+    if reading == 1_700_000_000:  # an int reading is stamped as a float
+        _status, value, _previous = outcomes[0][0]
+        assert dict(value)["observed_at"].__class__ is float
