@@ -1,6 +1,8 @@
-"""ResourcePublisher.publish into the default AsyncMemoryCache: the direct write of one
-publication (no batch) gives exactly what ``publish_many`` of that one update gives -- results,
-cache contents, statistics, metrics, events and copier calls -- for every kind of payload."""
+"""ResourcePublisher into the default AsyncMemoryCache: ``publish`` (a direct write of one
+publication) and ``publish_many`` of one update (commonest revisions built in one step) give
+exactly what the general path gives -- results, cache contents, statistics, metrics, events,
+clock reads, policy lookups and copier calls -- for every kind of payload. The general path is
+taken with an authority resolver that ranks every source 0 (so it changes nothing else)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from coalestra.cache import (
     ResourcePublisher,
     ResourceUpdate,
 )
-from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue
+from coalestra.core import FreshnessPolicy, ResourceKey, SnapshotValue, SourceAuthorityPolicy
 from coalestra.testing import VirtualTimeRunner
 
 KEYS = [ResourceKey("market", "price", name) for name in ("BTC", "ETH", "SOL")]
@@ -76,10 +78,20 @@ class CountingCopier:
         return copy.deepcopy(value)
 
 
+class RankZero:
+    """Authority rules under which every source ranks the same (as without rules)."""
+
+    def resolve(self, key: ResourceKey) -> SourceAuthorityPolicy:
+        return SourceAuthorityPolicy()
+
+    def rank_for(self, key: ResourceKey, source: str) -> int:
+        return 0
+
+
 class Side:
     """One publisher on its own cache, clock, sinks and copier."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], *, general: bool = False) -> None:
         self.clock = StepClock()
         self.sink = Sink()
         self.policies = Policies(options.pop("ttl", 1e9))
@@ -91,6 +103,7 @@ class Side:
             policy_resolver=self.policies,
             metrics=self.sink,
             events=self.sink,
+            authority_resolver=RankZero() if general else None,
         )
 
 
@@ -197,18 +210,20 @@ async def publish(
 
 
 async def compare(operations: list[tuple[Any, ...]], options: dict[str, Any]) -> None:
-    direct, batch = Side(dict(options)), Side(dict(options))
-    for operation in operations:
-        assert await apply(direct, operation, True) == await apply(batch, operation, False)
-    assert direct.sink.calls == batch.sink.calls
-    assert direct.clock.reads == batch.clock.reads
-    assert direct.policies.calls == batch.policies.calls
-    assert (direct.copier and direct.copier.calls) == (batch.copier and batch.copier.calls)
-    assert await direct.cache.stats() == await batch.cache.stats()
-    for key in KEYS:
-        mine = await direct.cache.get(key, now=direct.clock.time, policy=FOREVER)
-        theirs = await batch.cache.get(key, now=batch.clock.time, policy=FOREVER)
-        assert described(mine.value) == described(theirs.value)
+    general = Side(dict(options), general=True)
+    for side, direct in ((Side(dict(options)), True), (Side(dict(options)), False)):
+        for operation in operations:
+            assert await apply(side, operation, direct) == await apply(general, operation, False)
+        assert side.sink.calls == general.sink.calls
+        assert side.clock.reads == general.clock.reads
+        assert side.policies.calls == general.policies.calls
+        assert (side.copier and side.copier.calls) == (general.copier and general.copier.calls)
+        assert await side.cache.stats() == await general.cache.stats()
+        for key in KEYS:
+            mine = await side.cache.get(key, now=side.clock.time, policy=FOREVER)
+            theirs = await general.cache.get(key, now=general.clock.time, policy=FOREVER)
+            assert described(mine.value) == described(theirs.value)
+        general = Side(dict(options), general=True)
 
 
 @settings(max_examples=150, deadline=None)
@@ -226,13 +241,13 @@ def test_publish_gives_what_publish_many_of_one_update_gives(
 @pytest.mark.parametrize("reading", [1_700_000_000, True, "now", math.nan, math.inf])
 async def test_a_clock_reading_is_checked_as_on_every_other_path(reading: Any) -> None:
     outcomes: list[Any] = []
-    for direct in (True, False):
-        side = Side({})
+    for direct, general in ((True, False), (False, False), (False, True)):
+        side = Side({}, general=general)
         side.clock.time = reading
         operation = (0, {"a": 1}, None, None, False, False, 0.0, "publish")
         result = await apply(side, operation, direct)
         outcomes.append((result, side.clock.reads, side.sink.calls))
-    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
     if reading == 1_700_000_000:  # an int reading is stamped as a float
         _status, value, _previous = outcomes[0][0]
         assert dict(value)["observed_at"].__class__ is float

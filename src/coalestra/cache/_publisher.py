@@ -257,12 +257,8 @@ class ResourcePublisher(PublisherCopies):
         self._check_open()
         check_flags(force, replace_equal)
         checked = check_updates(updates)
-        now = self._revisions.now()
-        build = self._revisions.build
         # A ResourceUpdate was validated when it was made: only the revision is built here.
-        winners = reduce_batch(
-            [build(u.key, u.value, u.source, u.observed_at, u.metadata, now) for u in checked]
-        )
+        winners = reduce_batch(self._publishing.offers(checked))
         if not winners:
             return {}
         return await self._publishing.commit(winners, force, replace_equal)

@@ -28,7 +28,7 @@ from ._memory import AsyncMemoryCache
 from ._memory_writes import OWNED
 from ._revisions import PUBLISHED, Revisions
 from ._store import MUTABLE
-from ._values import PublishResult, PublishStatus
+from ._values import PublishResult, PublishStatus, ResourceUpdate
 from ._writers import CacheWriter
 
 _STATUS = {
@@ -45,6 +45,7 @@ _FLAT_KINDS = frozenset((dict, list))
 """The payload types ``PayloadCopies.copy_owned_flat`` can accept."""
 
 _new = object.__new__
+_NO_DEPS = EMPTY_MAPPING  # a publication derives from nothing
 _trusted = SnapshotValue._trusted
 
 
@@ -91,6 +92,7 @@ class Publishing:
         "_direct",
         "_memory",
         "_policies",
+        "_ranked",
         "_report",
         "_revisions",
         "_trusted",
@@ -118,7 +120,8 @@ class Publishing:
         self._trusted = isinstance(cache, AsyncMemoryCache)
         self._memory = cache if type(cache) is AsyncMemoryCache else None
         # A revision of the default cache with no authority ranks is built by :meth:`offer`.
-        self._direct = self._memory is not None and config.authority_resolver is None
+        self._ranked = config.authority_resolver is not None
+        self._direct = self._memory is not None and not self._ranked
 
     @property
     def direct(self) -> bool:
@@ -137,9 +140,24 @@ class Publishing:
             now = check_float("clock.now()", now, minimum=None)
         # Stamped now, so its age is 0 (stale only past a negative TTL, as build() judges it).
         stale = self._policies.resolve(checked).ttl_seconds < 0.0
-        return _trusted(
-            checked, value, name, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, EMPTY_MAPPING
-        )
+        return _trusted(checked, value, name, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _NO_DEPS)
+
+    def offers(self, updates: Sequence[ResourceUpdate[Any]]) -> list[SnapshotValue[Any]]:
+        """The revisions of valid updates at one clock reading: ``Revisions.build`` of each,
+        in order, the commonest (stamped now, no metadata, no authority ranks) built here."""
+        revisions = self._revisions
+        now = revisions.now()
+        build, resolve, ranked = revisions.build, self._policies.resolve, self._ranked
+        offers: list[SnapshotValue[Any]] = []
+        add = offers.append
+        for update in updates:
+            key, value, source = update.key, update.value, update.source
+            if ranked or update.observed_at is not None or update.metadata:
+                add(build(key, value, source, update.observed_at, update.metadata, now))
+                continue
+            stale = resolve(key).ttl_seconds < 0.0  # age 0, as in offer()
+            add(_trusted(key, value, source, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _NO_DEPS))
+        return offers
 
     def write_now(
         self, offer: SnapshotValue[Any], force: bool, replace_equal: bool
