@@ -217,6 +217,12 @@ class CapacityController:
         source_limiter.release()
         return None
 
+    def shared_only(self, source: str) -> CapacityLimiter | None:
+        """The global limiter, when ``source`` has no limit of its own (else ``None``): then a
+        call of it needs just one global slot, taken with ``try_take`` and given back with
+        ``release``, without a :class:`CapacityLease`."""
+        return self._global if source not in self._limited else None
+
     @asynccontextmanager
     async def slot(self, source: str) -> AsyncIterator[None]:
         """Hold capacity for one ``source`` call for the duration of an ``async with`` block.

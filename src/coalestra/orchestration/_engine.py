@@ -2,8 +2,9 @@
 
 Steps 2-3 (:mod:`._assembly`) claim the keys nobody is fetching; :func:`start` starts one
 :class:`GroupRun` task to resolve them all. Keys walk their chains level by level (batch sources
-in ``max_batch_size`` chunks, single sources per key, through at most ``max_pending_tasks``
-workers); a key that fails falls through to its next source at once (:class:`FallThrough`),
+in ``max_batch_size`` chunks, :mod:`._batch_calls`; single sources per key, a plain call made
+right in the worker; through at most ``max_pending_tasks`` workers); a key that fails falls
+through to its next source at once (:class:`FallThrough`),
 so it never waits for calls it does not use, and a derived level (:mod:`._derive`) cannot hold
 it hostage. After each level, :meth:`GroupRun.commit` writes what the level made in one cache
 call, in the level's task (inside its task group when it has one), and resolves each key's
@@ -18,24 +19,24 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, final
 
-from .._compat import TaskGroup
+from .._compat import TaskGroup, watch_cancellation
 from ..core import (
     CacheWriteResult,
     DiagnosticsCollector,
     FetchContext,
     PayloadIsolationError,
     ResourceKey,
-    ResourceNotFound,
     SnapshotValue,
     SourcePayload,
-    SourceUnavailableError,
 )
 from ._background import count_refreshes
+from ._batch_calls import BatchCalls
 from ._cache_access import BuildView, served
 from ._derive import Deriver
 from ._fall_through import FallThrough
 from ._flights import Flight, FlightWindow
-from ._gate import Invoke
+from ._gate import GateResult, Invoke, Plain
+from ._gate_bounds import WATCH_CALLS
 from ._last_resort import abandon, finish_failed
 from ._leases import coordinate, release
 from ._ledger import KeyLedger
@@ -95,7 +96,7 @@ class GroupRun:
         # background refresh, that is a failed refresh.
         self.served_instead: dict[ResourceKey, Exception] = {}
         self._chains: dict[ResourceKey, tuple[int, ...]] = {}
-        self._batches: dict[int, tuple[list[ResourceKey], asyncio.Future[None]]] = {}
+        self._batch_calls: BatchCalls | None = None  # made when a batch source is reached
 
     @property
     def ledger(self) -> KeyLedger:
@@ -109,6 +110,13 @@ class GroupRun:
         if ledger is None:
             ledger = self._ledger = KeyLedger(self.engine.report, self.engine.source_order)
         return ledger
+
+    def batch_calls(self) -> BatchCalls:
+        """The group's calls to batch sources (made when first needed)."""
+        calls = self._batch_calls
+        if calls is None:
+            calls = self._batch_calls = BatchCalls(self)
+        return calls
 
     @property
     def ctx(self) -> FetchContext:
@@ -214,7 +222,7 @@ class GroupRun:
                 return
             made: list[SnapshotValue[Any]] = []
             if source.kind is SourceKind.BATCH:
-                await self._gather_batch(source, keys, fall_through, made)
+                await self.batch_calls().gather(source, keys, fall_through, made)
             else:
                 await self._dispatch(source, keys, fall_through, made)
             # The level is done (its failures already went on): one write for all it made.
@@ -227,7 +235,7 @@ class GroupRun:
         failed: list[ResourceKey] = []
         made: list[SnapshotValue[Any]] = []
         if source.kind is SourceKind.BATCH:
-            await self._gather_batch(source, keys, failed.extend, made)
+            await self.batch_calls().gather(source, keys, failed.extend, made)
         else:
             await self._dispatch(source, keys, failed.extend, made)
         if failed and made:
@@ -240,37 +248,6 @@ class GroupRun:
         else:
             await self.commit(made)
 
-    async def _gather_batch(
-        self,
-        source: RegisteredSource,
-        keys: list[ResourceKey],
-        fall_through: Callable[[list[ResourceKey]], None],
-        made: list[SnapshotValue[Any]],
-    ) -> None:
-        """Keys reaching one batch source in the same loop turn (say, failing at different
-        higher sources at once) share its calls; the first arrival dispatches for all."""
-        if len(keys) == len(self.flights):  # every key of the group: nobody else can arrive
-            await self._dispatch(source, keys, fall_through, made)
-            return
-        gathering = self._batches.get(source.index)
-        if gathering is not None:
-            gathering[0].extend(keys)
-            await gathering[1]
-            return
-        batch: list[ResourceKey] = list(keys)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batches[source.index] = (batch, done)
-        try:
-            try:
-                await asyncio.sleep(0)  # one turn for the others to arrive
-            finally:
-                del self._batches[source.index]
-            await self._dispatch(source, batch, fall_through, made)
-        except BaseException:
-            done.cancel()  # the gatherers fail with us rather than wait forever
-            raise
-        done.set_result(None)
-
     async def _dispatch(
         self,
         source: RegisteredSource,
@@ -278,26 +255,70 @@ class GroupRun:
         fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
     ) -> None:
-        if source.kind is SourceKind.BATCH:
-            size = source.max_batch_size or len(keys)
-            chunks = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
-            self.diag.batch_chunks += len(chunks)
+        """Call single-key ``source`` for each of ``keys``, in the group's workers."""
+        fetch = source.fetch
+        assert fetch is not None
+        window = self.window  # its ctx is read per call: a joining caller may move it
 
-            async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
-                fall_through(await self._fetch_chunk(source, chunk, made))
+        async def invoke(keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
+            return normalize_payload(await fetch(keys[0], window.ctx))
 
-            await self.pool(chunks, fetch_chunk)
+        plain = self.engine.gate.plain(source, window)
+        if plain is None:
+            work = partial(self._fetch_one, source, invoke, fall_through, made)
         else:
-            fetch = source.fetch
-            assert fetch is not None
-            window = self.window  # its ctx is read per call: a joining caller may move it
+            work = partial(self._fetch_plain, source, invoke, plain, fall_through, made)
+        await self.pool(keys, work)
 
-            async def invoke(keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
-                return normalize_payload(await fetch(keys[0], window.ctx))
+    # -- single-key sources -----------------------------------------------------------
 
-            await self.pool(keys, partial(self._fetch_one, source, invoke, fall_through, made))
-
-    # -- single and batch sources -----------------------------------------------------------
+    async def _fetch_plain(
+        self,
+        source: RegisteredSource,
+        invoke: Invoke[SourcePayload[Any]],
+        plain: Plain,
+        fall_through: Callable[[list[ResourceKey]], None],
+        made: list[SnapshotValue[Any]],
+        key: ResourceKey,
+    ) -> None:
+        """:meth:`_fetch_one` for a plain call (see ``SourceGate.plain``): made right here, one
+        coroutine between the worker and the source, unless its circuit is tracked or no
+        slot is free now; a failure goes on in the gate (a retry, if due)."""
+        engine, window, diag = self.engine, self.window, self.diag
+        gate, clock = engine.gate, engine.clock
+        if gate.tracks(plain[1]) or not plain[0].try_take():
+            await self._fetch_one(source, invoke, fall_through, made, key)
+            return
+        called, call = (key,), None
+        started = clock.monotonic()
+        try:
+            call = source.fetch(key, window.ctx)  # type: ignore[misc]
+            if WATCH_CALLS:
+                call = watch_cancellation(call)
+            payload = normalize_payload(await call)
+        except BaseException as raised:
+            error = gate.plain_failed(source, plain, window, diag, started, called, raised, call)
+            if not isinstance(error, Exception):
+                raise
+            await self._fetch_one(source, invoke, fall_through, made, key, error)
+            return
+        factory = engine.factory
+        observed = payload.observed_at
+        good = observed is None or not factory.fails_circuit(key, payload, clock.now())
+        latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
+        accepted = factory.accept_one(
+            source, key, payload, latency_ms, made, self.make_ledger, diag
+        )
+        if accepted is None:  # its copy belongs off the loop: as any call's payloads
+            result = GateResult(payload, None, called, attempts=1, latency_ms=latency_ms)
+            ledger = self.make_ledger
+            accepted = bool(
+                await factory.accept(
+                    source, {key: payload}, result, made, ledger, diag, ctx=window.ctx
+                )
+            )
+        if not accepted:
+            fall_through([key])
 
     async def _fetch_one(
         self,
@@ -306,14 +327,16 @@ class GroupRun:
         fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
         key: ResourceKey,
+        failed: Exception | None = None,
     ) -> None:
         """One key's call to a single source (one level's calls share ``invoke``); a key that
-        got no value falls through at once."""
+        got no value falls through at once. ``failed``: its first attempt failed so already
+        (see :meth:`_fetch_plain`)."""
         engine, window = self.engine, self.window
         called = (key,)
         factory = engine.factory
         result = await engine.gate.call(
-            source, called, window, self.diag, invoke, factory.circuit_successes
+            source, called, window, self.diag, invoke, factory.circuit_successes, failed
         )
         if result.error is not None or result.value is None:
             self.ledger.fail_all(source, called, result)
@@ -322,37 +345,6 @@ class GroupRun:
         ):
             return
         fall_through([key])
-
-    async def _fetch_chunk(
-        self,
-        source: RegisteredSource,
-        chunk: tuple[ResourceKey, ...],
-        made: list[SnapshotValue[Any]],
-    ) -> list[ResourceKey]:
-        successes = (
-            self.engine.factory.circuit_successes_not_found
-            if source.omitted_means_not_found
-            else self.engine.factory.circuit_successes
-        )
-        result = await self.engine.batches.call(
-            source, chunk, self.window, self.diag, successes, shared=self.refresh_for is None
-        )
-        if result.error is not None or result.value is None:
-            return self.ledger.fail_all(source, chunk, result)
-        failed = self.ledger.fail_blocked(source, result)
-        payloads = result.value
-        # B-SRC-4 by default; a source that opted in means "no such resource" by omitting it.
-        omitted = ResourceNotFound if source.omitted_means_not_found else SourceUnavailableError
-        for key in result.called:
-            if key not in payloads:
-                missing = omitted(f"batch source {source.name} omitted resource {key}")
-                self.ledger.fail_fetch(key, source.name, missing, result.attempts)
-                failed.append(key)
-        accepted = await self.engine.factory.accept(
-            source, payloads, result, made, self.make_ledger, self.diag, ctx=self.ctx
-        )
-        failed.extend(key for key in payloads if key not in accepted)
-        return failed
 
     async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
         """After a level, one cache write of every fresh value it made (none when ``write`` is

@@ -18,28 +18,34 @@ when the attempt ended for reasons that are not the source's, an abandoned or sk
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Generic, TypeAlias, TypeVar, final
+from typing import Any, Generic, TypeAlias, TypeVar, final
 
-from .._compat import TIMEOUT_ERRORS, watch_cancellation
+from .._compat import watch_cancellation
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
+from ..concurrency._limiter import CapacityLimiter
 from ..core import (
     CircuitOpenError,
     Clock,
     DiagnosticsCollector,
     ResourceKey,
-    ResourceNotFound,
-    SnapshotDeadlineExceededError,
-    SourceQueueTimeoutError,
 )
 from ..observability._instrumentation import Instrumentation
 from ..observability._tracing import NullTracer, Tracer
 from ..resilience import CircuitBreaker, CircuitIdentity, CircuitScope
 from ._counters import EngineCounters
 from ._flights import FlightWindow
-from ._gate_bounds import BEFORE_CAPACITY, GateBounds, batch_status, spurious_cancel
+from ._gate_bounds import (
+    BEFORE_CAPACITY,
+    Circuits,
+    GateBounds,
+    requested,
+    retrying,
+    spurious,
+    spurious_cancel,
+)
 from ._gate_bounds import Invoke as Invoke  # the gate's call type, declared with its bounds
 from ._sources import RegisteredSource, SourceKind
 from ._transport import TransportGuard
@@ -64,16 +70,14 @@ class GateResult(Generic[T]):
     latency_ms: float = 0.0
 
 
-Circuits: TypeAlias = dict[CircuitIdentity, Sequence[ResourceKey]]
-"""The circuits an attempt entered, each with the keys of the call behind it."""
-
-# The build's own limits ran out: the source was not (or not yet) at fault.
-NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
+Plain: TypeAlias = tuple[CapacityLimiter, CircuitIdentity]
+"""What a plain call needs (:meth:`SourceGate.plain`): the global slot it takes, its circuit."""
 
 
 @final
 class CallCircuits:
-    """The circuit side of the gate: admission before an attempt, its record after."""
+    """The circuit side of the gate: admission before an attempt, the record of a call that
+    returned (:class:`GateBounds` records the calls that went wrong)."""
 
     __slots__ = ("_breaker", "_by_source")
 
@@ -93,10 +97,7 @@ class CallCircuits:
         policy = source.resilience.circuit
         breaker = self._breaker
         if policy.scope is CircuitScope.SOURCE:
-            identity = self._by_source.get(source.name)
-            if identity is None:
-                identity = breaker.identity_for(source.name, scope=CircuitScope.SOURCE)
-                self._by_source[source.name] = identity
+            identity = self.source_wide(source)
             if breaker.tracks(identity):
                 try:
                     breaker.enter(source.name, None, policy)
@@ -116,45 +117,13 @@ class CallCircuits:
                 blocked.update(dict.fromkeys(members, error))
         return admitted
 
-    def failed(
-        self,
-        source: RegisteredSource,
-        circuits: Circuits,
-        error: BaseException,
-        window: FlightWindow,
-    ) -> None:
-        """Record a failed attempt: a failure, unless it is not the source's fault (see
-        :meth:`release`). A not-found answer shows the source is up: a success."""
-        if isinstance(error, ResourceNotFound):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.succeed(identity, policy)
-        elif isinstance(error, Exception) and not isinstance(error, NOT_THE_SOURCES_FAULT):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.fail(identity, policy)
-        else:
-            self.release(source, circuits, error, window)
-
-    def release(
-        self,
-        source: RegisteredSource,
-        circuits: Circuits,
-        error: BaseException,
-        window: FlightWindow,
-    ) -> None:
-        """An attempt ended for reasons that are not the source's: a cancellation abandons
-        the call (a half-open probe re-opens its circuit); our own deadline or capacity wait
-        skips it (the probe slot is only given back). Work cancelled because its deadline
-        passed (its last waiter gave up at that moment) counts as the deadline."""
-        breaker = self._breaker
-        if isinstance(error, Exception) or window.expired():
-            for identity in circuits:
-                breaker.skip(identity)
-        else:
-            policy = source.resilience.circuit
-            for identity in circuits:
-                breaker.abandon(identity, policy)
+    def source_wide(self, source: RegisteredSource) -> CircuitIdentity:
+        """``source``'s SOURCE-scope circuit (made once per source)."""
+        identity = self._by_source.get(source.name)
+        if identity is None:
+            identity = self._breaker.identity_for(source.name, scope=CircuitScope.SOURCE)
+            self._by_source[source.name] = identity
+        return identity
 
     def succeeded(
         self, source: RegisteredSource, circuits: Circuits, good: Collection[ResourceKey]
@@ -162,14 +131,17 @@ class CallCircuits:
         """A call returned: a circuit group succeeds if and only if one of its keys got a
         valid, fresh payload; omitted, stale and rejected keys count against it (B-SRC-5).
         A success on a circuit the breaker does not track changes nothing: skipped."""
-        policy = source.resilience.circuit
-        breaker = self._breaker
         for identity, members in circuits.items():
-            if good is members or any(key in good for key in members):
-                if breaker.tracks(identity):
-                    breaker.succeed(identity, policy)
-            else:
-                breaker.fail(identity, policy)
+            self.passed(source, identity, good is members or any(key in good for key in members))
+
+    def passed(self, source: RegisteredSource, identity: CircuitIdentity, good: bool) -> None:
+        """A call returned: a success on ``identity`` if ``good`` (see :meth:`succeeded`)."""
+        breaker = self._breaker
+        if good:
+            if breaker.tracks(identity):
+                breaker.succeed(identity, source.resilience.circuit)
+        else:
+            breaker.fail(identity, source.resilience.circuit)
 
 
 class _AllBlocked(Exception):
@@ -190,6 +162,7 @@ class SourceGate:
         "_traced",
         "_tracer",
         "_transport",
+        "tracks",
     )
 
     def __init__(
@@ -204,8 +177,12 @@ class SourceGate:
         transport: TransportGuard | None = None,
     ) -> None:
         self._capacity = capacity
-        self._bounds = GateBounds(capacity=capacity, clock=clock, counters=counters, report=report)
+        self._bounds = GateBounds(
+            capacity=capacity, breaker=breaker, clock=clock, counters=counters, report=report
+        )
         self._circuits = CallCircuits(breaker)
+        # Whether a circuit has a record: a plain call checks its own before it is made.
+        self.tracks = breaker.tracks
         self._clock = clock
         self._counters = counters
         self._report = report
@@ -222,16 +199,21 @@ class SourceGate:
         diag: DiagnosticsCollector,
         invoke: Invoke[T],
         judge: Judge[T] | None = None,
+        failed: Exception | None = None,
     ) -> GateResult[T]:
         """Call ``invoke`` with the admitted subset of ``keys`` until it succeeds or gives up.
 
         ``judge`` names the keys whose result counts as a success for their circuits (a valid,
-        fresh payload); without it every called key does.
+        fresh payload); without it every called key does. ``failed``: the first attempt was a
+        plain call (:meth:`plain`) that failed so: go on from there (a retry, if due).
         Never raises for source failures (they are in ``GateResult.error``); cancellation
         propagates after every slot and probe is given back.
         """
         result: GateResult[T] = GateResult()
-        retry = source.resilience.retry
+        if failed is not None:
+            result.error, result.attempts = failed, 1
+            if not await retrying(source, window, diag, 1, failed):
+                return result
         while True:
             result.attempts += 1
             previous = result.error
@@ -249,19 +231,82 @@ class SourceGate:
                 return result
             except Exception as error:
                 result.error = error
-                if (
-                    result.attempts >= retry.max_attempts
-                    or isinstance(error, ResourceNotFound)  # an answer: asking again cannot help
-                    or not retry.is_retryable(error)
-                ):
+                if not await retrying(source, window, diag, result.attempts, error):
                     return result
-                delay = retry.delay_for_attempt(result.attempts)
-                remaining = window.remaining()
-                if remaining is not None and delay >= remaining:
-                    return result  # the retry could not finish before the deadline
-                diag.retries += 1
-                await asyncio.sleep(delay)
                 keys = tuple(key for key in keys if key not in result.blocked)
+
+    # -- plain calls: one attempt with nothing to bound, in the caller --------------------------
+
+    def plain(self, source: RegisteredSource, window: FlightWindow) -> Plain | None:
+        """How calls of ``source`` in ``window`` may skip the attempt machinery: with no
+        timeout, deadline, tracer or transport bound, a source-wide circuit and no capacity
+        limit of the source's own, a call is made right in the caller, between
+        :meth:`plain_passed` or :meth:`plain_failed`, once the caller found its circuit
+        untracked (:meth:`tracks`) and took a free global slot. ``None``: every call of the
+        level goes through :meth:`call` (as does one whose circuit is tracked or that finds
+        no slot free). A window's deadline never appears later (a joiner only extends it)."""
+        if (
+            self._traced
+            or source.timeout_seconds is not None
+            or source.transport_timeout is not None
+            or window.ctx.deadline_monotonic is not None
+            or source.resilience.circuit.scope is not CircuitScope.SOURCE
+        ):
+            return None
+        slot = self._capacity.shared_only(source.name)
+        return None if slot is None else (slot, self._circuits.source_wide(source))
+
+    def plain_passed(
+        self,
+        source: RegisteredSource,
+        plain: Plain,
+        diag: DiagnosticsCollector,
+        started: float,
+        called: tuple[ResourceKey, ...],
+        good: bool,
+    ) -> float:
+        """A plain call returned: counted, ``good`` (a valid, fresh payload) recorded on its
+        circuit, its slot given back, as :meth:`_attempt` does; its latency (ms)."""
+        latency_ms = (self._clock.monotonic() - started) * 1000.0
+        self._count_call(source, diag, latency_ms)
+        if self._report.metrics_on:
+            self._bounds.report_call(source, called, None, latency_ms)
+        slot, identity = plain
+        try:
+            if not good or self.tracks(identity):  # else nothing to record (see succeeded)
+                self._circuits.passed(source, identity, good)
+        finally:
+            slot.release()
+        return latency_ms
+
+    def plain_failed(
+        self,
+        source: RegisteredSource,
+        plain: Plain,
+        window: FlightWindow,
+        diag: DiagnosticsCollector,
+        started: float,
+        called: tuple[ResourceKey, ...],
+        error: BaseException,
+        call: Awaitable[Any] | None,
+    ) -> BaseException:
+        """A plain ``call`` raised ``error``: recorded as :meth:`_attempt` records it; the
+        error the attempt ends with (a ``CancelledError`` nobody asked for is the source's
+        failure, see ``spurious_cancel``). Then :meth:`call` goes on (``failed=``)."""
+        if isinstance(error, asyncio.CancelledError) and not requested(call):
+            failure = spurious(source)
+            failure.__context__ = error
+            error = failure
+        slot, identity = plain
+        try:
+            self._bounds.call_failed(source, {identity: called}, error, window)
+        finally:
+            latency_ms = (self._clock.monotonic() - started) * 1000.0
+            self._count_call(source, diag, latency_ms)
+            if self._report.metrics_on:
+                self._bounds.report_call(source, called, error, latency_ms)
+            slot.release()
+        return error
 
     async def _attempt(
         self,
@@ -287,7 +332,7 @@ class SourceGate:
             if source.transport_timeout is not None:  # never start a call it cannot bound
                 self._transport.preflight(source, window, called, lease)
         except BaseException as error:
-            self._never_called(source, circuits, error, window, called)
+            self._bounds.never_called(source, circuits, error, window, called)
             raise
         try:
             started = self._clock.monotonic()
@@ -307,7 +352,7 @@ class SourceGate:
                     value = await self._bounds.invoke(source, window, invoke, called)
             except BaseException as error:
                 outcome = error
-                self._call_failed(source, circuits, error, window)
+                self._bounds.call_failed(source, circuits, error, window)
                 raise
             finally:
                 elapsed = self._clock.monotonic() - started
@@ -336,31 +381,6 @@ class SourceGate:
             if budget is not None and budget <= 0.0:
                 raise self._bounds.deadline(BEFORE_CAPACITY, source, keys)
         return self._capacity.try_acquire(source.name)
-
-    def _never_called(
-        self,
-        source: RegisteredSource,
-        circuits: Circuits,
-        error: BaseException,
-        window: FlightWindow,
-        called: tuple[ResourceKey, ...],
-    ) -> None:
-        """No capacity (or no time) for the call: it was never made."""
-        self._circuits.release(source, circuits, error, window)
-        if source.kind is SourceKind.BATCH and self._report.metrics_on:
-            self._report.batch_call(source.name, batch_status(error), len(called))
-
-    def _call_failed(
-        self,
-        source: RegisteredSource,
-        circuits: Circuits,
-        error: BaseException,
-        window: FlightWindow,
-    ) -> None:
-        """The call raised: count a timeout, record the failure on its circuits."""
-        if isinstance(error, TIMEOUT_ERRORS) and not isinstance(error, NOT_THE_SOURCES_FAULT):
-            self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
-        self._circuits.failed(source, circuits, error, window)
 
     @staticmethod
     def _count_call(

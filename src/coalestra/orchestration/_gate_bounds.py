@@ -10,21 +10,25 @@ only when a bound applies or a call went wrong.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, TypeVar, final
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TypeAlias, TypeVar, final
 
-from .._compat import CancelWatch, timeout, watch_cancellation
+from .._compat import TIMEOUT_ERRORS, CancelWatch, timeout, watch_cancellation
 from ..concurrency import CapacityController
 from ..concurrency._controller import CapacityLease
 from ..core import (
     Clock,
+    DiagnosticsCollector,
     ResourceKey,
+    ResourceNotFound,
     SnapshotDeadlineExceededError,
     SourceQueueTimeoutError,
     SourceTimeoutError,
     SourceUnavailableError,
 )
 from ..observability._instrumentation import Instrumentation
+from ..resilience import CircuitBreaker, CircuitIdentity
 from ._counters import EngineCounters
 from ._flights import FlightWindow
 from ._sources import RegisteredSource, SourceKind
@@ -35,13 +39,65 @@ Invoke = Callable[[tuple[ResourceKey, ...]], Awaitable[T]]
 """A source call for the keys given."""
 
 
+Circuits: TypeAlias = dict[CircuitIdentity, Sequence[ResourceKey]]
+"""The circuits an attempt entered, each with the keys of the call behind it."""
+
+# The build's own limits ran out: the source was not (or not yet) at fault.
+NOT_THE_SOURCES_FAULT = (SnapshotDeadlineExceededError, SourceQueueTimeoutError)
+
+
+async def retrying(
+    source: RegisteredSource,
+    window: FlightWindow,
+    diag: DiagnosticsCollector,
+    attempts: int,
+    error: Exception,
+) -> bool:
+    """After attempt number ``attempts`` failed with ``error``: back off and return True when
+    another attempt is due and can finish before the deadline, else False."""
+    retry = source.resilience.retry
+    if (
+        attempts >= retry.max_attempts
+        or isinstance(error, ResourceNotFound)  # an answer: asking again cannot help
+        or not retry.is_retryable(error)
+    ):
+        return False
+    delay = retry.delay_for_attempt(attempts)
+    remaining = window.remaining()
+    if remaining is not None and delay >= remaining:
+        return False  # the retry could not finish before the deadline
+    diag.retries += 1
+    await asyncio.sleep(delay)
+    return True
+
+
 def spurious_cancel(source: RegisteredSource, call: CancelWatch[Any]) -> NoReturn:
     """Re-raise a ``CancelledError`` that came out of a source call. If nobody cancelled us, the
     source raised it on its own: that is its failure for these keys, not a reason to stop the
     whole resolution (a timeout's cancellation does count as ours, and becomes its error)."""
     if call.requested():
         raise  # called from an except block: this re-raises the CancelledError
-    raise SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
+    raise spurious(source)
+
+
+def spurious(source: RegisteredSource) -> SourceUnavailableError:
+    """The failure of a source call that raised ``CancelledError`` with nobody cancelling it."""
+    return SourceUnavailableError(f"{source.name} raised CancelledError without being cancelled")
+
+
+WATCH_CALLS = sys.version_info < (3, 11)
+"""Whether a source call must be wrapped by ``watch_cancellation`` for :func:`requested` to tell
+who cancelled it: on 3.10 only (3.11+ reads ``Task.cancelling()``; no wrapper per call)."""
+
+
+def requested(call: Awaitable[Any] | None) -> bool:
+    """After a source ``call`` raised ``CancelledError``: True if somebody cancelled the awaiting
+    task, False if the call raised it on its own (on 3.10, ``call`` must be wrapped, see
+    :data:`WATCH_CALLS`; a call that raised before it was awaited was not cancelled)."""
+    if WATCH_CALLS:
+        return isinstance(call, CancelWatch) and call.requested()
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0  # type: ignore[attr-defined,unused-ignore]
 
 
 def batch_status(error: BaseException) -> str:
@@ -80,16 +136,18 @@ def deadline_exceeded(
 class GateBounds:
     """The waits and bounds of the gate's calls (see the module docstring)."""
 
-    __slots__ = ("_capacity", "_clock", "_counters", "_report")
+    __slots__ = ("_breaker", "_capacity", "_clock", "_counters", "_report")
 
     def __init__(
         self,
         *,
         capacity: CapacityController,
+        breaker: CircuitBreaker,
         clock: Clock,
         counters: EngineCounters,
         report: Instrumentation,
     ) -> None:
+        self._breaker = breaker
         self._capacity = capacity
         self._clock = clock
         self._counters = counters
@@ -188,3 +246,61 @@ class GateBounds:
         if source.kind is SourceKind.BATCH:
             status = "success" if outcome is None else batch_status(outcome)
             self._report.batch_call(source.name, status, len(called))
+
+    # -- calls that went wrong: what their circuits record --------------------------------------
+
+    def never_called(
+        self,
+        source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
+        called: tuple[ResourceKey, ...],
+    ) -> None:
+        """No capacity (or no time) for the call: it was never made."""
+        self._release(source, circuits, error, window)
+        if source.kind is SourceKind.BATCH and self._report.metrics_on:
+            self._report.batch_call(source.name, batch_status(error), len(called))
+
+    def call_failed(
+        self,
+        source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
+    ) -> None:
+        """The call raised: count a timeout, record the failure on its circuits: a failure,
+        unless it is not the source's fault (see :meth:`_release`). A not-found answer shows
+        the source is up: a success."""
+        if isinstance(error, TIMEOUT_ERRORS) and not isinstance(error, NOT_THE_SOURCES_FAULT):
+            self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
+        if isinstance(error, ResourceNotFound):
+            policy = source.resilience.circuit
+            for identity in circuits:
+                self._breaker.succeed(identity, policy)
+        elif isinstance(error, Exception) and not isinstance(error, NOT_THE_SOURCES_FAULT):
+            policy = source.resilience.circuit
+            for identity in circuits:
+                self._breaker.fail(identity, policy)
+        else:
+            self._release(source, circuits, error, window)
+
+    def _release(
+        self,
+        source: RegisteredSource,
+        circuits: Circuits,
+        error: BaseException,
+        window: FlightWindow,
+    ) -> None:
+        """An attempt ended for reasons that are not the source's: a cancellation abandons
+        the call (a half-open probe re-opens its circuit); our own deadline or capacity wait
+        skips it (the probe slot is only given back). Work cancelled because its deadline
+        passed (its last waiter gave up at that moment) counts as the deadline."""
+        breaker = self._breaker
+        if isinstance(error, Exception) or window.expired():
+            for identity in circuits:
+                breaker.skip(identity)
+        else:
+            policy = source.resilience.circuit
+            for identity in circuits:
+                breaker.abandon(identity, policy)

@@ -28,18 +28,19 @@ from ..core import (
     SourceProtocolError,
 )
 from ..core._isolation import isolation_error, located
-from ..core._policies import FutureObservationError
-from ..core._validation import ReadOnlyDict, frozen_mapping
+from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, frozen_mapping
 from ..core._values import wrap_payload
 from ..observability._instrumentation import Instrumentation
 from ._copy_jobs import COPY_FAILURES, CopyFailed, CopyJobs
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._sources import RegisteredSource
+from ._verdicts import Verdicts
 
-Call: TypeAlias = "tuple[float, GateResult[Any], float | None, Mapping[ResourceKey, str]]"
-"""What the values of one call share: when its payloads arrived, the call's result, the time to
-stamp payloads without ``observed_at`` with (``None``: now), the dependency versions."""
+Call: TypeAlias = "tuple[float, float, int, float | None, Mapping[ResourceKey, str]]"
+"""What the values of one call share: when its payloads arrived, its latency (ms) and attempts,
+the time to stamp payloads without ``observed_at`` with (``None``: now), the dependency
+versions."""
 
 
 def normalize_payload(result: object) -> SourcePayload[Any]:
@@ -75,39 +76,41 @@ class SourceCopies(CopyJobs):
         from its next loop callback on), and the keys whose payloads go to the runner instead
         (:meth:`offload`: large ones, or with ``True`` every mutable one); each payload is
         judged once. A key whose copy failed maps to a :class:`CopyFailed` (fails here only)."""
-        isolator = self._isolator
-        copier, needs_copy = isolator.payload_copier, isolator.needs_copy
-        offload, offload_all = self.runner.run_in_thread, self._offload_all
         made: dict[ResourceKey, Any] = {}
         offloaded: list[ResourceKey] = []
+        copy_one = self.copy_one
         for key, payload in payloads.items():
-            value = payload.value
-            if not needs_copy(value):
-                made[key] = value
-            elif offload and (offload_all or is_large(value)):
+            copy = copy_one(source, key, payload.value)
+            if copy is OFFLOADED:
                 offloaded.append(key)
             else:
-                try:
-                    made[key] = copier(value)
-                except Exception as error:  # named here: no text is made per key otherwise
-                    where = f"{key} from source {source!r}"
-                    made[key] = CopyFailed(isolation_error(where, value, error))
+                made[key] = copy
         return made, offloaded
+
+    def copy_one(self, source: str, key: ResourceKey, value: Any) -> Any:
+        """:meth:`copy` for one payload ``value``: its copy, a :class:`CopyFailed`, or
+        :data:`OFFLOADED` (it goes to the runner)."""
+        isolator = self._isolator
+        if not isolator.needs_copy(value):
+            return value
+        if self.runner.run_in_thread and (self._offload_all or is_large(value)):
+            return OFFLOADED
+        try:
+            return isolator.payload_copier(value)
+        except Exception as error:  # named here: no text is made per key otherwise
+            where = f"{key} from source {source!r}"
+            return CopyFailed(isolation_error(where, value, error))
+
+
+OFFLOADED = object()
+"""What :meth:`SourceCopies.copy_one` returns for a payload it leaves to the runner."""
 
 
 @final
-class ValueFactory:
+class ValueFactory(Verdicts):
     """Makes snapshot values from source payloads; the one place provenance is stamped."""
 
-    __slots__ = (
-        "_authority",
-        "_clock",
-        "_copies",
-        "_isolator",
-        "_observation",
-        "_policy_for",
-        "_report",
-    )
+    __slots__ = ("_authority", "_copies", "_isolator", "_report")
 
     def __init__(
         self,
@@ -120,47 +123,11 @@ class ValueFactory:
         report: Instrumentation,
         copies: SourceCopies,
     ) -> None:
+        super().__init__(clock=clock, policy_for=policy_for, observation=observation)
         self._report = report
-        self._clock = clock
-        self._policy_for = policy_for
-        self._observation = observation
         self._authority = authority
         self._isolator = isolator
         self._copies = copies
-
-    def fails_circuit(self, key: ResourceKey, payload: SourcePayload[Any], now: float) -> bool:
-        """True when a payload counts as a failed call on the source's circuit: its data is
-        already past the key's TTL (a success needs ``age <= ttl``), or its ``observed_at`` is
-        one :meth:`make` rejects."""
-        observed = payload.observed_at
-        if observed is None:
-            return False  # stamped with the time of arrival: age 0
-        try:
-            self._observation.future_skew(observed, now, what=str(key))
-        except SourceProtocolError:
-            return True
-        return max(0.0, now - observed) > self._policy_for(key).ttl_seconds
-
-    def circuit_successes(
-        self, called: tuple[ResourceKey, ...], result: object
-    ) -> Collection[ResourceKey]:
-        """Keys whose payload is valid and fresh: a success for their circuits (B-SRC-5)."""
-        if isinstance(result, SourcePayload):
-            if result.observed_at is None:  # stamped on arrival: age 0, fresh
-                return called
-            return () if self.fails_circuit(called[0], result, self._clock.now()) else called
-        assert isinstance(result, Mapping)
-        now = self._clock.now()
-        return [key for key, item in result.items() if not self.fails_circuit(key, item, now)]
-
-    def circuit_successes_not_found(
-        self, called: tuple[ResourceKey, ...], result: object
-    ) -> Collection[ResourceKey]:
-        """As :meth:`circuit_successes`, for a batch source whose omissions mean "not found":
-        an omitted key was answered, so it is a success for its circuit group too."""
-        assert isinstance(result, Mapping)
-        answered = self.circuit_successes(called, result)
-        return [*answered, *(key for key in called if key not in result)]
 
     async def accept(
         self,
@@ -187,43 +154,64 @@ class ValueFactory:
             await self._copies.offload(source.name, payloads, offloaded, copies, timeout)
         accepted: set[ResourceKey] = set()
         # One call's payloads arrived together: one reading of the clock, one frozen mapping.
-        call = (clock.now(), result, oldest, frozen_mapping("dependency_versions", versions))
+        frozen = frozen_mapping("dependency_versions", versions)
+        call = (clock.now(), result.latency_ms, result.attempts, oldest, frozen)
         for key, payload in payloads.items():
-            try:
-                value = self.make(source, key, payload, copies[key], call)
-            except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
-                self._rejected(source, key, error, result.attempts, ledger(), diag)
-                continue
-            # A value stamped with its oldest input's time (opt-in) is as old as that input;
-            # that is not the deriver's fault.
-            if value.stale and not (oldest is not None and payload.observed_at is None):
-                policy = self._policy_for(key)
-                if policy.ttl_seconds > 0.0:
-                    ledger().keep_stale(source, value, policy)
-                    continue
-            made.append(value)
-            accepted.add(key)
+            if self._take(source, key, payload, copies[key], call, made, ledger, diag):
+                accepted.add(key)
         if accepted and self._report.enabled:
             self._report.resolved_values(source.name, source.kind.value, made[-len(accepted) :])
         return accepted
 
-    @staticmethod
-    def _rejected(
+    def accept_one(
+        self,
         source: RegisteredSource,
         key: ResourceKey,
-        error: Exception,
-        attempts: int,
-        ledger: KeyLedger,
+        payload: SourcePayload[Any],
+        latency_ms: float,
+        made: list[SnapshotValue[Any]],
+        ledger: Callable[[], KeyLedger],
         diag: DiagnosticsCollector,
-    ) -> None:
-        """Record why :meth:`make` refused ``key``'s payload as the key's failure (a copy that
-        missed the deadline counts as an exceeded deadline)."""
-        if isinstance(error, FutureObservationError):
-            diag.future_timestamp_rejections += 1
-        if isinstance(error, SourceProtocolError):
-            ledger.reject(key, source.name, error, attempts)
-        else:
-            ledger.fail_fetch(key, source.name, error, attempts)
+    ) -> bool | None:
+        """:meth:`accept` for the payload of one single-key call made in one attempt, inline:
+        True if its value went to ``made``; ``None`` (nothing done) when its copy belongs
+        off the loop: then :meth:`accept` it."""
+        copy = self._copies.copy_one(source.name, key, payload.value)
+        if copy is OFFLOADED:
+            return None
+        call = (self._clock.now(), latency_ms, 1, None, EMPTY_MAPPING)
+        if not self._take(source, key, payload, copy, call, made, ledger, diag):
+            return False
+        if self._report.enabled:
+            self._report.resolved_values(source.name, source.kind.value, made[-1:])
+        return True
+
+    def _take(
+        self,
+        source: RegisteredSource,
+        key: ResourceKey,
+        payload: SourcePayload[Any],
+        copy: Any,
+        call: Call,
+        made: list[SnapshotValue[Any]],
+        ledger: Callable[[], KeyLedger],
+        diag: DiagnosticsCollector,
+    ) -> bool:
+        """Make ``key``'s value (see :meth:`accept`): True when it went to ``made``."""
+        try:
+            value = self.make(source, key, payload, copy, call)
+        except (SourceProtocolError, PayloadIsolationError, *COPY_FAILURES) as error:
+            self._rejected(source, key, error, call[2], ledger(), diag)
+            return False
+        # A value stamped with its oldest input's time (opt-in) is as old as that input;
+        # that is not the deriver's fault.
+        if value.stale and not (call[3] is not None and payload.observed_at is None):
+            policy = self._policy_for(key)
+            if policy.ttl_seconds > 0.0:
+                ledger().keep_stale(source, value, policy)
+                return False
+        made.append(value)
+        return True
 
     def make(
         self,
@@ -241,7 +229,7 @@ class ValueFactory:
             SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError: its copy off the
                 loop missed the deadline or was refused (the builder is closing).
         """
-        now, result, oldest, dependency_versions = call
+        now, latency_ms, attempts, oldest, dependency_versions = call
         observed = payload.observed_at
         if observed is None:
             observed = now if oldest is None else oldest
@@ -270,8 +258,8 @@ class ValueFactory:
             now,
             age,
             age > 0.0 and not self._policy_for(key).is_fresh(age),  # age 0: fresh, any TTL
-            result.latency_ms,
-            result.attempts,
+            latency_ms,
+            attempts,
             metadata,
             rank,
             dependency_versions,
