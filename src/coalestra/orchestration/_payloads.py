@@ -57,16 +57,18 @@ class SourceCopies(CopyJobs):
 
     __slots__ = ()
 
-    def offloads(self, values: Iterable[SnapshotValue[Any]]) -> bool:
+    def offloads(self, values: Iterable[SnapshotValue[Any]], mutable: Iterable[bool]) -> bool:
         """True when copying ``values`` goes to the runner: it offloads, and one of them is
-        large (with ``True``: mutable) -- small and immutable values are copied inline."""
+        large (with ``True``: mutable) -- small and immutable values are copied inline.
+        ``mutable``: whether each one's payload needs a copy at all (judged by the caller)."""
         if not self.runner.run_in_thread:
             return False
-        needs_copy = self._isolator.needs_copy
-        return any(
-            needs_copy(value.value) and (self._offload_all or is_large(value.value))
-            for value in values
-        )
+        if self._offload_all:
+            return any(mutable)
+        for value, copied in zip(values, mutable, strict=True):
+            if copied and is_large(value.value):
+                return True
+        return False
 
     def copy(
         self, source: str, payloads: Mapping[ResourceKey, SourcePayload[Any]]
@@ -295,7 +297,7 @@ async def hand_out(
     isolator, snapshot_id = engine.isolator, ctx.snapshot_id
     # Each payload is judged once: immutable ones (a stampede's) are never offloaded.
     mutable = [isolator.needs_copy(value.value) for value in ready.values()]
-    if not any(mutable) or not engine.copies.offloads(ready.values()):
+    if not any(mutable) or not engine.copies.offloads(ready.values(), mutable):
         constant, policy_for = engine.constant_policy, engine.policy_for
         for (key, value), copy in zip(ready.items(), mutable, strict=True):
             observed = value.observed_at
@@ -356,8 +358,15 @@ def _reader_clone(
     copied (:meth:`PayloadIsolator.needs_copy`)."""
     payload = outcome.value
     metadata = outcome.metadata
-    if not mutable and not (metadata and isolator.metadata_needs_copy(metadata)):
-        # Nothing to copy: a new value read now sharing both, as clone_snapshot_value would.
+    if not (metadata and isolator.metadata_needs_copy(metadata)):
+        # At most the payload to copy: a new value read now sharing the metadata (what
+        # clone_snapshot_value makes, without judging the payload again).
+        if mutable:
+            try:
+                payload = isolator.payload_copier(payload)
+            except Exception as error:
+                where = f"{outcome.key} in snapshot {snapshot_id!r}"
+                raise isolation_error(where, payload, error) from error
         from_cache = outcome.from_cache
         return outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
     try:
