@@ -272,8 +272,6 @@ class SingleFlight:
             group = flight.group
             group.unresolved -= 1
             flight.future.set_result(outcome)
-            if not group.unresolved:
-                group.flights = []  # all resolved: the group and its flights are no cycle
             for countdown in group.watchers:
                 countdown.resolved(flight)
             if not group.unresolved and group.settled:
