@@ -39,43 +39,36 @@ class BatchCalls:
     ) -> None:
         """Call ``source`` for ``keys`` and the keys that reach it in the same loop turn; the
         first arrival dispatches for all. Made values go to ``made``."""
-        if len(keys) == len(self._run.flights):  # every key of the group: nobody else can come
-            await self._dispatch(source, keys, fall_through, made)
-            return
-        gathering = self._gathering.get(source.index)
-        if gathering is not None:
-            gathering[0].extend(keys)
-            await gathering[1]
-            return
-        batch: list[ResourceKey] = list(keys)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._gathering[source.index] = (batch, done)
+        done: asyncio.Future[None] | None = None
+        if len(keys) != len(self._run.flights):  # else nobody else of the group can come
+            gathering = self._gathering.get(source.index)
+            if gathering is not None:
+                gathering[0].extend(keys)
+                await gathering[1]
+                return
+            keys = list(keys)
+            done = asyncio.get_running_loop().create_future()
+            self._gathering[source.index] = (keys, done)
         try:
-            try:
-                await asyncio.sleep(0)  # one turn for the others to arrive
-            finally:
-                del self._gathering[source.index]
-            await self._dispatch(source, batch, fall_through, made)
+            if done is not None:
+                try:
+                    await asyncio.sleep(0)  # one turn for the others to arrive
+                finally:
+                    del self._gathering[source.index]
+            size = source.max_batch_size or len(keys)
+            chunks = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
+            self._run.diag.batch_chunks += len(chunks)
+
+            async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
+                fall_through(await self._fetch_chunk(source, chunk, made))
+
+            await self._run.pool(chunks, fetch_chunk)
         except BaseException:
-            done.cancel()  # the gatherers fail with us rather than wait forever
+            if done is not None:
+                done.cancel()  # the gatherers fail with us rather than wait forever
             raise
-        done.set_result(None)
-
-    async def _dispatch(
-        self,
-        source: RegisteredSource,
-        keys: list[ResourceKey],
-        fall_through: FallThrough,
-        made: list[SnapshotValue[Any]],
-    ) -> None:
-        size = source.max_batch_size or len(keys)
-        chunks = [tuple(keys[i : i + size]) for i in range(0, len(keys), size)]
-        self._run.diag.batch_chunks += len(chunks)
-
-        async def fetch_chunk(chunk: tuple[ResourceKey, ...]) -> None:
-            fall_through(await self._fetch_chunk(source, chunk, made))
-
-        await self._run.pool(chunks, fetch_chunk)
+        if done is not None:
+            done.set_result(None)
 
     async def _fetch_chunk(
         self,

@@ -258,7 +258,7 @@ class GateBounds:
         called: tuple[ResourceKey, ...],
     ) -> None:
         """No capacity (or no time) for the call: it was never made."""
-        self._release(source, circuits, error, window)
+        self._release(source, circuits, error=error, window=window)
         if source.kind is SourceKind.BATCH and self._report.metrics_on:
             self._report.batch_call(source.name, batch_status(error), len(called))
 
@@ -283,12 +283,13 @@ class GateBounds:
             for identity in circuits:
                 self._breaker.fail(identity, policy)
         else:
-            self._release(source, circuits, error, window)
+            self._release(source, circuits, error=error, window=window)
 
     def _release(
         self,
         source: RegisteredSource,
         circuits: Circuits,
+        *,
         error: BaseException,
         window: FlightWindow,
     ) -> None:

@@ -159,7 +159,7 @@ class ValueFactory(Verdicts):
         frozen = frozen_mapping("dependency_versions", versions)
         call = (clock.now(), result.latency_ms, result.attempts, oldest, frozen)
         for key, payload in payloads.items():
-            if self._take(source, key, payload, copies[key], call, made, ledger, diag):
+            if self._take(made, source, key, payload, copies[key], call, ledger, diag):
                 accepted.add(key)
         if accepted and self._report.enabled:
             self._report.resolved_values(source.name, source.kind.value, made[-len(accepted) :])
@@ -182,7 +182,7 @@ class ValueFactory(Verdicts):
         if copy is OFFLOADED:
             return None
         call = (self._clock.now(), latency_ms, 1, None, EMPTY_MAPPING)
-        if not self._take(source, key, payload, copy, call, made, ledger, diag):
+        if not self._take(made, source, key, payload, copy, call, ledger, diag):
             return False
         if self._report.enabled:
             self._report.resolved_values(source.name, source.kind.value, made[-1:])
@@ -190,12 +190,12 @@ class ValueFactory(Verdicts):
 
     def _take(
         self,
+        made: list[SnapshotValue[Any]],
         source: RegisteredSource,
         key: ResourceKey,
         payload: SourcePayload[Any],
         copy: Any,
         call: Call,
-        made: list[SnapshotValue[Any]],
         ledger: Callable[[], KeyLedger],
         diag: DiagnosticsCollector,
     ) -> bool:
