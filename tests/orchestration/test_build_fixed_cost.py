@@ -4,6 +4,7 @@ context, and a warm build's snapshot assembled straight from its first cache rea
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import re
 import warnings
@@ -11,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
-from tests.orchestration.conftest import Single, key, keys, make_builder
+from tests.orchestration.conftest import Batch, Single, key, keys, make_builder
 
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import FetchContext, FreshnessPolicy, RefreshMode, ResourceKey
@@ -193,4 +194,40 @@ async def test_a_build_joins_the_keys_in_flight_and_owns_the_others(clock: Virtu
     ]
     assert sorted(k.subject for k in source.calls) == ["a", "b", "c"]
     assert "coalesced_request" not in (await owner)[key("b")].metadata
+    await builder.aclose()
+
+
+async def _cyclic_garbage(rounds: Any) -> list[str]:
+    """The types of the objects ``rounds()`` left that only the cyclic collector frees."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await rounds()
+        gc.collect()
+        return sorted({type(thing).__name__ for thing in gc.garbage})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+OURS = {"Flight", "FlightGroup", "FlightWindow", "FetchContext", "_Share", "_Call"}
+
+
+@pytest.mark.parametrize("window", [None, 0.0], ids=["no-window", "batch-window"])
+async def test_finished_builds_leave_no_reference_cycles(
+    clock: VirtualClock, window: float | None
+) -> None:
+    batch = Batch("batch", delay=1.0)
+    builder = make_builder([batch], clock, default_policy=LONG, batch_window_seconds=window)
+
+    async def rounds() -> None:
+        for round_ in range(3):
+            wanted = keys(*(f"r{round_}-{i}" for i in range(5)))
+            builds = [builder.build(wanted) for _ in range(3)]  # one owns, two join
+            builds += [builder.build([k]) for k in keys(*(f"x{round_}-{i}" for i in range(4)))]
+            await asyncio.gather(*builds)
+
+    assert OURS.isdisjoint(await _cyclic_garbage(rounds))
     await builder.aclose()

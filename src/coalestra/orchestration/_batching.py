@@ -139,8 +139,7 @@ class BatchCollector:
 
     def window_of(self, source: RegisteredSource) -> float | None:
         """The source's window: its own setting, else the builder's (``None``: off)."""
-        own = source.batch_window_seconds
-        return self._default if own is None else own
+        return self._default if source.batch_window_seconds is None else source.batch_window_seconds
 
     async def call(
         self,
@@ -313,6 +312,7 @@ class BatchCollector:
                     call.task.cancel()
         if call is not None:
             share.window.followers.remove(call.window)
+            share.call = None  # no share <-> call cycle left for the collector
 
 
 def _invoker(

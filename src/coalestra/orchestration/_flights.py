@@ -60,7 +60,6 @@ Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
 
 JOINED_SOURCE = "single-flight"
 """The ``source`` of a joiner's failure: its deadline passed while another build's flight ran."""
-
 _SETTLE_SECONDS = 0.01
 """How long past its deadline a caller waits for a group cut at that same deadline to end."""
 
@@ -186,8 +185,8 @@ class SingleFlight:
         return started
 
     def release(self, group: FlightGroup) -> None:
-        """One waiter of ``group`` left. If nobody wants its remaining keys, cancel the work
-        and take its flights out of the table now (a caller arriving now starts anew)."""
+        """One waiter of ``group`` left. If nobody wants its remaining keys, cancel the work and
+        take its flights out of the table now (a caller arriving now starts anew)."""
         group.waiters -= 1
         if not group.abandoned:
             return
@@ -274,8 +273,8 @@ class SingleFlight:
             flight.future.set_result(outcome)
             for countdown in group.watchers:
                 countdown.resolved(flight)
-            if not group.unresolved and group.settled:
-                settled, group.settled = group.settled, {}
+            if not group.unresolved:  # all resolved: no flight <-> group cycle for the collector
+                group.flights, settled, group.settled = [], group.settled, {}
                 for done in settled:
                     if not done.done():
                         done.set_result(True)
