@@ -229,5 +229,6 @@ async def test_finished_builds_leave_no_reference_cycles(
             builds += [builder.build([k]) for k in keys(*(f"x{round_}-{i}" for i in range(4)))]
             await asyncio.gather(*builds)
 
-    assert OURS.isdisjoint(await _cyclic_garbage(rounds))
+    garbage = await _cyclic_garbage(rounds)
+    assert OURS.isdisjoint(garbage), garbage
     await builder.aclose()

@@ -147,6 +147,7 @@ class GroupRun:
             reason = error
             raise
         finally:
+            self._batch_calls = None  # no run <-> batch calls cycle left for the collector
             if any(not flight.future.done() for flight in self.flights.values()):
                 abandon(self, reason)
             if leased:
