@@ -92,3 +92,31 @@ async def test_a_policy_per_key_serves_each_key_by_its_own_policy(clock: Virtual
     assert snapshot.diagnostics.refresh_scheduled == 1
     assert snapshot[KEYS[2]].metadata.get("refresh_scheduled") is True
     assert "refresh_scheduled" not in snapshot[KEYS[0]].metadata
+
+
+@pytest.mark.parametrize("change", ["set", "set_many", "invalidate", "get"])
+async def test_a_repeated_build_serves_each_entry_as_it_is_now(
+    change: str, clock: VirtualClock
+) -> None:
+    async with builder_of("payload", clock, default_policy=LONG) as builder:
+        for _ in range(3):  # served, then repeated: the keys are only looked up, then not even
+            await builder.build(KEYS)
+        cache = builder.cache
+        await asyncio.sleep(1.0)
+        now = clock.now()
+        newer = SnapshotValue(KEYS[0], "newer", "memory", now, now, 0.0, False, False, 0.0)
+        if change == "set":
+            await cache.set(newer)
+        elif change == "set_many":
+            await cache.set_many([newer])
+        elif change == "invalidate":
+            await cache.invalidate(KEYS[0])
+        else:
+            await cache.get(KEYS[0], now=now, policy=LONG)
+        snapshot = await builder.build(KEYS)
+        again = await builder.build(KEYS)
+
+    expected = {"set": "newer", "set_many": "newer", "invalidate": "payload", "get": "payload"}
+    assert snapshot[KEYS[0]].value == again[KEYS[0]].value == expected[change]
+    assert snapshot[KEYS[0]].from_cache is (change != "invalidate")
+    assert again.diagnostics.cache_hits == len(KEYS)

@@ -19,10 +19,11 @@ So the table has two generations::
   ``list`` of its keys, in C): each entry then leaves ``older`` once -- evicted, used or
   removed -- so evictions cost O(1) amortized.
 
-``tail``: the keys a build was last served, when they are known to be the most recently used
-entries in that order (else ``None``). Serving them again in that order would leave the order
-as it is, so ``cache._serving.serve`` then only looks them up (one dict operation per key
-instead of two). Every change of the order but that serve's resets it.
+``tail``: ``(keys, entries)``, the keys a build was last served when they are known to be the
+most recently used entries in that order (else ``None``), and once looked up, their entries in
+the same order. Serving them again in that order would leave the order as it is, so
+``cache._serving.serve`` then only reads the entries (no dict operation per key). Every change
+of the order or of an entry, but that serve's, resets it.
 
 The hot loops use ``recent`` and ``older`` directly: ``cache._serving.serve`` and
 ``MemoryStore.read``, ``put_many`` and ``decide_many`` (``cache._store``); a change to these
@@ -50,7 +51,7 @@ class LruTable(Generic[K, V]):
         self.older: dict[K, V] = {}
         self._queue: list[K] = []
         self._cursor = 0
-        self.tail: tuple[K, ...] | None = None
+        self.tail: tuple[tuple[K, ...], list[V | None] | None] | None = None
 
     def get(self, key: K) -> V | None:
         """The value held for ``key``, or ``None``; the order is unchanged."""

@@ -10,7 +10,7 @@ value, a derived value, one whose copy is slow -- is left, uncounted, for
 put back as used; that read then uses it again or drops it, so the LRU order ends the same.
 
 The loop body is the warm build's whole per-key cost, so it is written out in one function:
-per fresh hit one pop and one insert (the lookup and the LRU touch, see ``_lru``; one get when
+per fresh hit one pop and one insert (the lookup and the LRU touch, see ``_lru``; none when
 the build repeats the previous one, see :func:`_finders`), one freshness comparison (one policy
 for every key is read once, see :func:`_policy_reader`), the served value and its slot in the
 result (a helper call per key would cost a fifth of it). A mutable payload is copied by the
@@ -24,7 +24,8 @@ cheapest way to make one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Any, TypeAlias
 
 from ..core import FreshnessPolicy, PayloadIsolationError, RefreshMode, ResourceKey, SnapshotValue
@@ -70,7 +71,7 @@ Copier: TypeAlias = Callable[[Any], Any]
 Finders: TypeAlias = tuple[
     dict[ResourceKey, "Held"],
     dict[ResourceKey, "Held"],
-    Callable[[ResourceKey, None], "Held | None"],
+    Iterable["Held | None"],
     Callable[[ResourceKey, None], "Held | None"],
     bool,
 ]
@@ -81,17 +82,16 @@ def serve(
     store: MemoryStore, keys: Sequence[ResourceKey], now: float, policies: Policies, copier: Copier
 ) -> Served:
     """Serve a build at ``now`` (see the module docstring); ``policies``: one, or each key's."""
-    recent, older, find, find_older, touch = _finders(store._table, keys)  # see _lru
+    recent, older, entries, find_older, touch = _finders(store._table, keys)  # see _lru
     served: dict[ResourceKey, SnapshotValue[Any]] = {}
     ahead: list[ResourceKey] = []
     rest: dict[ResourceKey, FreshnessPolicy] = {}
     failed: list[tuple[ResourceKey, Any, Exception]] = []
     policy, ttl, each, maybe_ahead = _policy_reader(policies)  # one: read once
     builtin = copier is deep_copy  # a flat payload's copy is then its copy() (_store.is_flat)
-    for key in keys:
+    for key, held in zip(keys, entries, strict=False):
         if each is not None:  # a policy per key
             ttl = (policy := each()).ttl_seconds
-        held = find(key, None)
         if held is None and (not older or (held := find_older(key, None)) is None):
             rest[key] = policy
             continue
@@ -155,20 +155,25 @@ def _policy_reader(
 
 
 def _finders(table: LruTable[ResourceKey, Held], keys: Sequence[ResourceKey]) -> Finders:
-    """How :func:`serve` finds each key's entry: ``(recent, older, find, find_older, touch)``.
+    """How :func:`serve` finds each key's entry: ``(recent, older, entries, find_older, touch)``.
 
-    Taking an entry out (``pop``) and putting it back is the lookup and the LRU touch in one.
-    But when ``keys`` are the table's ``tail`` -- the keys last served, still the most recently
-    used entries in this order: a build that repeats the previous one, the common warm case --
-    touching each would leave the order as it is: they are only looked up (``get``), one dict
-    operation per key instead of two. (Comparing the keys with ``tail`` is one pointer test per
-    key; reading the order back from the table cost ~15 ns per key.)
+    Taking an entry out (``pop``, ``entries`` pops each key in turn) and putting it back is the
+    lookup and the LRU touch in one. But when ``keys`` are the table's ``tail`` -- the keys last
+    served, still the most recently used entries in this order: a build that repeats the
+    previous one, the common warm case -- touching each would leave the order as it is: their
+    entries are only read, looked up once (``get``) and then kept in the tail, which every
+    change of an entry resets (see ``_lru``). Comparing the keys with the tail is one pointer
+    test per key; a lookup hashes the key (~35 ns: a ResourceKey's hash is a Python-level call).
     """
-    recent, older = table.recent, table.older
-    if tuple(keys) == table.tail:  # a tuple (the engine's keys) is not copied
-        return recent, older, recent.get, older.get, False
+    recent, older, tail = table.recent, table.older, table.tail
+    if tail is not None and tuple(keys) == tail[0]:  # a tuple (the engine's keys): not copied
+        entries = tail[1]
+        if entries is None:  # the first repeat: looked up here, kept for the next ones
+            entries = list(map(recent.get, keys))
+            table.tail = (tail[0], entries)
+        return recent, older, entries, older.get, False
     table.tail = None  # the pops and puts change the order (see _finish for the new tail)
-    return recent, older, recent.pop, older.pop, True
+    return recent, older, map(recent.pop, keys, repeat(None)), older.pop, True
 
 
 def _finish(
@@ -182,7 +187,7 @@ def _finish(
     ``keys`` are the table's new ``tail`` (see :func:`_finders`); raise PayloadIsolationError
     for the first failed copy, if any (every other key was served)."""
     if new_tail:
-        store._table.tail = tuple(keys)
+        store._table.tail = (tuple(keys), None)
     store.fresh_hits += served + len(failed)
     if not failed:
         return
