@@ -242,14 +242,14 @@ async def resolve(
     force_refresh: bool = False,
 ) -> tuple[dict[ResourceKey, SnapshotValue[Any]], dict[ResourceKey, Exception]]:
     """Resolve ``keys`` for one build (or session stage) into private values and per-key
-    errors, consistent with ``view`` (see :class:`._cache_access.BuildView`).
-
-    Raises:
-        Exception: whatever the cache raised, as it is.
-    """
-    values, claims = await lookup_and_claim(
-        engine, keys, ctx, diag, view, force_refresh=force_refresh
-    )
+    errors, consistent with ``view`` (see :class:`._cache_access.BuildView`). Raises whatever
+    the cache raised, as it is."""
+    if view.empty and not force_refresh:  # a build's first read (no coroutine between)
+        values, claims = await _read(engine, keys, ctx, diag, view)
+    else:
+        values, claims = await lookup_and_claim(
+            engine, keys, ctx, diag, view, force_refresh=force_refresh
+        )
     errors: dict[ResourceKey, Exception] = {}
     # A session stage always checks: its view holds pinned revisions the cache knows
     # nothing of, and the inputs of what it serves (._inputs).

@@ -163,15 +163,15 @@ class CacheAccess:
         policy_for: Callable[[ResourceKey], FreshnessPolicy],
     ) -> Reading:
         """A build's one read of ``keys`` (:meth:`serve`, then :meth:`read` for the rest), each
-        answer judged (see :func:`_judge`).
-
-        Raises:
-            Exception: whatever the policy resolver or the cache raised, as it is.
-        """
+        answer judged (see :func:`_judge`). Raises whatever the policy resolver or the cache
+        raised, as it is."""
         hits, ahead, rest = self.serve(keys, now, policy_for)
         if not rest:
             return hits, ahead, [], {}, []
-        lookups = await self.read(list(rest), now, rest)
+        if self._memory is None:
+            lookups = await self.read(list(rest), now, rest)
+        else:  # the built-in cache needs none of read's steps (no coroutine between)
+            lookups = await self._memory.get_many(list(rest), now=now, policies=rest)
         return _take_rest(keys, rest, lookups, now, hits, ahead)
 
     async def read(
