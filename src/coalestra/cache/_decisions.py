@@ -53,8 +53,12 @@ def _beats(offered: SnapshotValue[Any], holder: SnapshotValue[Any]) -> bool:
 def reduce_batch(values: Iterable[SnapshotValue[Any]]) -> list[SnapshotValue[Any]]:
     """One value per key, in order of first appearance: the highest ``authority_rank``, then
     the newest ``observed_at``, then the later value in the batch."""
+    values = list(values)  # a list of its own: the caller's collection is never handed back
+    # Distinct keys, the common case: one set of the keys shows it, and the batch is the answer.
+    if len({value.key for value in values}) == len(values):
+        return values
     winners: dict[ResourceKey, SnapshotValue[Any]] = {}
-    first = winners.setdefault  # one hash per distinct key, the common case
+    first = winners.setdefault  # one hash per distinct key
     for value in values:
         holder = first(value.key, value)
         if holder is not value and _beats(value, holder):

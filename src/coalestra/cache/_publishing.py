@@ -222,16 +222,24 @@ class Publishing:
                 force=force,
                 replace_equal=replace_equal,
             )
+        # _result(), inline: one call less per update.
         results: dict[ResourceKey, PublishResult] = {}
-        report = self._report
-        if report is None:
-            for offer, (status, value, previous) in zip(offered, written, strict=True):
-                results[offer.key] = _result(_STATUS[status], value, previous)
-            return results
-        reported: list[tuple[SnapshotValue[Any], SnapshotValue[Any] | None, str]] = []
+        status_of, draft, final = _STATUS, _ResultDraft, PublishResult
         for offer, (status, value, previous) in zip(offered, written, strict=True):
-            results[offer.key] = _result(_STATUS[status], value, previous)
-            reported.append((offer, previous, _STATUS_TEXT[status]))
-        # After every result is made: the sinks are looked up once.
-        report.published_many(reported, forced=force)
+            result = _new(draft)
+            result.status = status_of[status]
+            result.value = value
+            result.previous = previous
+            result.__class__ = final  # type: ignore[assignment]
+            results[offer.key] = result  # type: ignore[assignment]
+        report = self._report
+        if report is not None:  # after every result is made: the sinks are looked up once
+            text = _STATUS_TEXT
+            report.published_many(
+                [
+                    (offer, kept[2], text[kept[0]])
+                    for offer, kept in zip(offered, written, strict=True)
+                ],
+                forced=force,
+            )
         return results
