@@ -30,6 +30,10 @@ from ._build_facts import BuildFacts
 from ._names import KeyType
 from ._sinkcalls import count_types
 
+_PUBLISH_TOTAL = names.RESOURCE_PUBLISH_TOTAL
+_PUBLISHED = names.EVENT_PUBLISHED
+_PUBLISH_IGNORED = names.EVENT_PUBLISH_IGNORED
+
 
 @final
 class Instrumentation(BuildFacts):
@@ -267,65 +271,57 @@ class Instrumentation(BuildFacts):
 
     # -- the publisher ------------------------------------------------------------------------
 
-    def published(self, candidate: Any, previous: Any | None, *, status: str, forced: bool) -> None:
+    def published(self, candidate: Any, previous: Any | None, status: str, forced: bool) -> None:
         """A pushed value (``candidate``, a SnapshotValue) ended with ``status``; ``previous``
-        is the value the cache held."""
-        self.published_many(((candidate, previous, status),), forced=forced)
+        is the value the cache held. Once per publication, so the sinks are called directly
+        (not through ``_safely``: one call and one keyword dict less each)."""
+        key = candidate.key
+        if self.metrics_on:
+            try:
+                self._increment(
+                    _PUBLISH_TOTAL,
+                    1,
+                    status=status,
+                    source=candidate.source,
+                    resource_namespace=key.namespace,
+                    resource_name=key.name,
+                )
+            except Exception:
+                self._failed()
+        if not self.events_on:
+            return
+        try:
+            if status == "published":
+                self._emit(
+                    _PUBLISHED,
+                    resource=str(key),
+                    source=candidate.source,
+                    observed_at=candidate.observed_at,
+                    replaced=previous is not None,
+                    forced=forced,
+                    authority_rank=candidate.authority_rank,
+                )
+                return
+            self._emit(
+                _PUBLISH_IGNORED,
+                resource=str(key),
+                source=candidate.source,
+                status=status,
+                observed_at=candidate.observed_at,
+                cached_observed_at=None if previous is None else previous.observed_at,
+                candidate_authority_rank=candidate.authority_rank,
+                cached_authority_rank=None if previous is None else previous.authority_rank,
+            )
+        except Exception:
+            self._failed()
 
     def published_many(
         self, outcomes: Iterable[tuple[Any, Any | None, str]], *, forced: bool
     ) -> None:
-        """Pushed values ended so: for each ``(candidate, previous, status)`` of one call, in
-        order, ``candidate`` (a SnapshotValue) ended with ``status``; ``previous`` is the value
-        the cache held. Once per publication, so the sinks are called directly (not through
-        ``_safely``: one call and one keyword dict less each), and looked up once per call."""
-        metrics_on, events_on = self.metrics_on, self.events_on
-        increment, emit = self._increment, self._emit
-        total, stored, ignored = (
-            names.RESOURCE_PUBLISH_TOTAL,
-            names.EVENT_PUBLISHED,
-            names.EVENT_PUBLISH_IGNORED,
-        )
+        """:meth:`published` for each ``(candidate, previous, status)`` of one call, in order."""
+        one = self.published
         for candidate, previous, status in outcomes:
-            key = candidate.key
-            if metrics_on:
-                try:
-                    increment(
-                        total,
-                        1,
-                        status=status,
-                        source=candidate.source,
-                        resource_namespace=key.namespace,
-                        resource_name=key.name,
-                    )
-                except Exception:
-                    self._failed()
-            if not events_on:
-                continue
-            try:
-                if status == "published":
-                    emit(
-                        stored,
-                        resource=str(key),
-                        source=candidate.source,
-                        observed_at=candidate.observed_at,
-                        replaced=previous is not None,
-                        forced=forced,
-                        authority_rank=candidate.authority_rank,
-                    )
-                    continue
-                emit(
-                    ignored,
-                    resource=str(key),
-                    source=candidate.source,
-                    status=status,
-                    observed_at=candidate.observed_at,
-                    cached_observed_at=None if previous is None else previous.observed_at,
-                    candidate_authority_rank=candidate.authority_rank,
-                    cached_authority_rank=None if previous is None else previous.authority_rank,
-                )
-            except Exception:
-                self._failed()
+            one(candidate, previous, status, forced)
 
     def invalidation(self, key: ResourceKey, reason: str) -> None:
         """``key`` was invalidated. ``reason`` is the caller's free text (``"stream-gap"``), so
