@@ -186,7 +186,7 @@ class ResourcePublisher(PublisherCopies):
         check_flags(force, replace_equal)
         if metadata is not None:
             check_metadata(metadata)
-        if self._routed(through_update=True):
+        if self._routed(True):
             update = ResourceUpdate(key, value, source, observed_at, EMPTY_MAPPING)
             if metadata:
                 # The update holds the caller's mapping as is; the publisher copies it deeply.
@@ -214,7 +214,7 @@ class ResourcePublisher(PublisherCopies):
         """
         self._check_open()
         require("update", update, ResourceUpdate, "a ResourceUpdate")
-        if self._routed(through_update=False):
+        if self._routed(False):
             results = await self.publish_many((update,), force=force, replace_equal=replace_equal)
             return results[update.key]
         check_flags(force, replace_equal)
@@ -289,7 +289,7 @@ class ResourcePublisher(PublisherCopies):
         for key in checked:
             self._report.invalidation(key, reason)
 
-    def _routed(self, *, through_update: bool) -> bool:
+    def _routed(self, through_update: bool) -> bool:
         """True when a call must go through ``self.publish_many`` (and ``self.publish_update``
         when ``through_update``) because one was replaced: reassigned on the instance, patched
         on the class or overridden in a subclass. Otherwise the direct path does exactly what

@@ -67,7 +67,6 @@ class Publishing:
     __slots__ = (
         "_clock",
         "_copies",
-        "_direct",
         "_memory",
         "_policies",
         "_ranked",
@@ -75,6 +74,7 @@ class Publishing:
         "_revisions",
         "_trusted",
         "_writer",
+        "direct",
     )
 
     def __init__(
@@ -97,14 +97,10 @@ class Publishing:
         # the default cache itself (no subclass) is written directly, minus its public checks.
         self._trusted = isinstance(cache, AsyncMemoryCache)
         self._memory = cache if type(cache) is AsyncMemoryCache else None
-        # A revision of the default cache with no authority ranks is built by :meth:`offer`.
         self._ranked = config.authority_resolver is not None
-        self._direct = self._memory is not None and not self._ranked
-
-    @property
-    def direct(self) -> bool:
-        """True when :meth:`offer` may build a revision without an ``observed_at`` or metadata."""
-        return self._direct
+        # Whether offer() may build a revision stamped now, without metadata (a plain
+        # attribute, read once per publication): for the default cache, without authority rules.
+        self.direct = self._memory is not None and not self._ranked
 
     def offer(self, key: object, value: Any, source: object) -> SnapshotValue[Any]:
         """``Revisions.checked(key, value, source, None, None)`` when :attr:`direct`: the same

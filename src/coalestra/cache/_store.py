@@ -87,6 +87,8 @@ def is_flat(payload: Any) -> bool:
     return False
 
 
+_STORED_ANEW: tuple[CacheWriteStatus, None] = (CacheWriteStatus.STORED, None)
+
 PendingRead: TypeAlias = tuple[ResourceKey, SnapshotValue[Any], bool, float]
 """A hit whose payload must be copied before it is returned: key, read value, fresh, age."""
 
@@ -269,12 +271,14 @@ class MemoryStore:
     ) -> tuple[CacheWriteStatus, Entry | None]:
         """What :meth:`put_if_newer` would do now, without storing: the decision and the entry
         held (``None`` if there is none)."""
-        found = self._table.get(value.key)
-        held = None if found is None else entry(found)
-        status = decide_write(
-            None if held is None else held[0], value, force=force, replace_equal=replace_equal
-        )
-        return status, held
+        table = self._table  # LruTable.get, inlined
+        found = table.recent.get(value.key)
+        if found is None:
+            found = table.older.get(value.key)
+            if found is None:
+                return _STORED_ANEW  # nothing held: stored whatever the flags (decide_write)
+        held: Entry = found if type(found) is tuple else (found, 0)  # type: ignore[assignment]
+        return decide_write(held[0], value, force=force, replace_equal=replace_equal), held
 
     def decide_many(
         self, values: Sequence[SnapshotValue[Any]], *, force: bool, replace_equal: bool
