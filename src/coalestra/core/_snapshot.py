@@ -157,10 +157,11 @@ class DiagnosticsCollector:
         draft.batch_chunks = self.batch_chunks
         draft.future_timestamp_rejections = self.future_timestamp_rejections
         draft.observation_skew_ms = max(float(observation_skew_ms), 0.0)
-        draft.source_calls_by_source = _frozen_counts(self.source_calls_by_source)
-        draft.source_latency_ms_by_source = _frozen_counts(self.source_latency_ms_by_source)
+        calls, latency = self.source_calls_by_source, self.source_latency_ms_by_source
+        draft.source_calls_by_source = ReadOnlyDict(calls) if calls else EMPTY_MAPPING
+        draft.source_latency_ms_by_source = ReadOnlyDict(latency) if latency else EMPTY_MAPPING
         draft.__class__ = SnapshotDiagnostics
-        return cast(SnapshotDiagnostics, draft)
+        return draft  # type: ignore[no-any-return]  # retyped above (typing.cast is a call)
 
 
 class _DiagnosticsDraft:
@@ -174,10 +175,6 @@ for _name in _COUNTERS:
 
 _new, _set = object.__new__, object.__setattr__
 _SEQUENCES = (list, tuple)  # key_tuple: taken as they are
-
-
-def _frozen_counts(counts: dict[str, Any]) -> Mapping[str, Any]:
-    return ReadOnlyDict(counts) if counts else EMPTY_MAPPING
 
 
 _EMPTY_DIAGNOSTICS = SnapshotDiagnostics()

@@ -60,11 +60,10 @@ def assemble(
     keys: Sequence[ResourceKey],
     values: Mapping[ResourceKey, SnapshotValue[Any]],
     errors: Mapping[ResourceKey, Exception],
-    *,
-    snapshot_id: str,
-    created_at: float,
+    ctx: FetchContext,
     diag: DiagnosticsCollector,
-    duration_ms: float,
+    *,
+    seconds: float,
     stale: int | None = None,
 ) -> Snapshot:
     """Build the snapshot in request order, with frozen diagnostics. ``stale``: ``values`` is
@@ -88,13 +87,8 @@ def assemble(
     diag.stale_values += stale
     observed = [value.observed_at for value in resources.values()]
     skew_ms = (max(observed) - min(observed)) * 1000.0 if observed else 0.0
-    return Snapshot._assembled(
-        snapshot_id,
-        created_at,
-        resources,
-        failed,
-        diag.freeze(duration_ms=duration_ms, observation_skew_ms=skew_ms),
-    )
+    diagnostics = diag.freeze(duration_ms=seconds * 1000.0, observation_skew_ms=skew_ms)
+    return Snapshot._assembled(ctx.snapshot_id, ctx.requested_at, resources, failed, diagnostics)
 
 
 def _read_only(table: dict[Any, Any]) -> Mapping[Any, Any]:
@@ -133,7 +127,13 @@ class Builds:
         required keys, consistency and acceptance, reported as it finishes."""
         ctx = self.new_context(deadline_seconds, metadata, snapshot_id)
         with self._tracer.build_span(ctx.snapshot_id, len(keys), deadline_seconds) as span:
-            snapshot = await self._resolve_snapshot(keys, ctx)
+            diag, started = DiagnosticsCollector(), self._clock.monotonic()
+            values, errors = await resolve(self._engine, keys, ctx, diag, view := BuildView())
+            # Served as read (no flight, nothing re-derived): the first read, in request order.
+            first = values is view.first_read and len(values) == len(keys)
+            seconds = self._clock.monotonic() - started
+            stale = view.first_stale if first else None
+            snapshot = assemble(keys, values, errors, ctx, diag, seconds=seconds, stale=stale)
             # Required failures first; the consistency check covers a complete group only.
             failed = bool(snapshot.errors) and any(key in snapshot.errors for key in required)
             if consistency is not None and not failed:
@@ -150,23 +150,6 @@ class Builds:
             if acceptance is not None:
                 check_acceptance(self._engine, snapshot, acceptance, required, optional)
         return snapshot
-
-    async def _resolve_snapshot(self, keys: Sequence[ResourceKey], ctx: FetchContext) -> Snapshot:
-        diag = DiagnosticsCollector()
-        started = self._clock.monotonic()
-        values, errors = await resolve(self._engine, keys, ctx, diag, view := BuildView())
-        # Served as read (no flight, nothing re-derived): the first read, in request order.
-        first = values is view.first_read and len(values) == len(keys)
-        return assemble(
-            keys,
-            values,
-            errors,
-            snapshot_id=ctx.snapshot_id,
-            created_at=ctx.requested_at,
-            diag=diag,
-            duration_ms=(self._clock.monotonic() - started) * 1000.0,
-            stale=view.first_stale if first else None,
-        )
 
     def _finish(self, snapshot: Snapshot, span: Span, outcome: str, strict: bool) -> None:
         """Report a finished build (outcome: complete, partial, failed or inconsistent)."""
