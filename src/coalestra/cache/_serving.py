@@ -17,9 +17,9 @@ result (a helper call per key would cost a fifth of it). A mutable payload is co
 cache's copier -- with the built-in one, a flat dict or list (``_store.is_flat``, known since it
 was stored) by its own ``copy()``, which is what that copier returns for it. A payload that
 cannot be copied raises PayloadIsolationError (the first one, after every other key was served
-and counted). The served value is made as a :class:`_Draft` and retyped: measured against
-``copy.copy`` (20x slower) and ``object.__setattr__`` per field (4x slower), this is the
-cheapest way to make one.
+and counted). The served value is made as a draft and retyped (``core._values.draft_of``):
+measured against ``copy.copy`` (20x slower) and ``object.__setattr__`` per field (4x slower),
+this is the cheapest way to make one.
 """
 
 from __future__ import annotations
@@ -41,24 +41,7 @@ refresh-ahead, and every other key with its policy (for :meth:`MemoryStore.read`
 
 _AHEAD = RefreshMode.REFRESH_AHEAD
 _Value = SnapshotValue
-
-
-class _Draft(SnapshotValue[Any]):  # type: ignore[misc]  # final to users; never seen by them
-    """A served value while it is filled in: a :class:`SnapshotValue` (same layout, no slot
-    added) that takes plain attribute stores, retyped to SnapshotValue once filled.
-
-    Why a subclass rather than a twin of the same slots (``SnapshotValue._draft_type()``):
-    CPython compares a twin's slots with the class's on every ``__class__`` assignment, and
-    skips that for a subclass that adds none: the retyping costs ~22 ns instead of ~60.
-    """
-
-    __slots__ = ()
-    # The frozen class's own (refusing) methods replaced by object's: stores are then the
-    # plain slot stores CPython specializes (both must go for __setattr__'s slot to be plain).
-    __init__ = object.__init__
-    __setattr__ = object.__setattr__
-    __delattr__ = object.__delattr__
-
+_Draft = SnapshotValue._draft_type()  # a slot-less subclass: see core._values.draft_of
 
 _INLINE = (MUTABLE, MUTABLE | FLAT)  # entry flags of the mutable payloads copied here
 _FLAT = MUTABLE | FLAT
