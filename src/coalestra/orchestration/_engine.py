@@ -296,7 +296,7 @@ class GroupRun:
             call = source.fetch(key, window.ctx)  # type: ignore[misc]
             if WATCH_CALLS:
                 call = watch_cancellation(call)
-            payload = normalize_payload(await call)
+            returned = await call
         except BaseException as raised:
             error = gate.plain_failed(source, plain, window, diag, started, called, raised, call)
             if not isinstance(error, Exception):
@@ -304,13 +304,17 @@ class GroupRun:
             await self._fetch_one(source, invoke, fall_through, made, key, error)
             return
         factory = engine.factory
-        observed = payload.observed_at
-        good = observed is None or not factory.fails_circuit(key, payload, clock.now())
+        good = (  # a bare value is stamped on arrival: fresh
+            type(returned) is not SourcePayload
+            or returned.observed_at is None
+            or not factory.fails_circuit(key, returned, clock.now())
+        )
         latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
         accepted = factory.accept_one(
-            source, key, payload, latency_ms, made, self.make_ledger, diag
+            source, key, returned, latency_ms, made, self.make_ledger, diag
         )
         if accepted is None:  # its copy belongs off the loop: as any call's payloads
+            payload = normalize_payload(returned)
             result = GateResult(payload, None, called, attempts=1, latency_ms=latency_ms)
             ledger = self.make_ledger
             accepted = bool(
@@ -367,6 +371,10 @@ class GroupRun:
             except PayloadIsolationError:
                 written = {}  # the cache cannot copy it: serve our private copy, uncached
         resolve, flights = engine.flights.resolve, self.flights
+        if not written:  # every value stored as it is (or none written): each serves itself
+            for value in values:
+                resolve(flights[value.key], value)
+            return
         for value in values:
             outcome = served(value, written.get(value.key), engine.clock, engine.policy_for)
             resolve(flights[value.key], outcome)

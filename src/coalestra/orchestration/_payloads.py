@@ -169,20 +169,37 @@ class ValueFactory(Verdicts):
         self,
         source: RegisteredSource,
         key: ResourceKey,
-        payload: SourcePayload[Any],
+        result: object,
         latency_ms: float,
         made: list[SnapshotValue[Any]],
         ledger: Callable[[], KeyLedger],
         diag: DiagnosticsCollector,
     ) -> bool | None:
-        """:meth:`accept` for the payload of one single-key call made in one attempt, inline:
-        True if its value went to ``made``; ``None`` (nothing done) when its copy belongs
-        off the loop: then :meth:`accept` it."""
-        copy = self._copies.copy_one(source.name, key, payload.value)
+        """:meth:`accept` for what one single-key call returned in one attempt (a payload or
+        a bare value), inline: True if its value went to ``made``; ``None`` (nothing done)
+        when its copy belongs off the loop: then :meth:`accept` it."""
+        bare = type(result) is not SourcePayload
+        payload = result if bare else result.value  # type: ignore[attr-defined]
+        copy = self._copies.copy_one(source.name, key, payload)
         if copy is OFFLOADED:
             return None
-        call = (self._clock.now(), latency_ms, 1, None, EMPTY_MAPPING)
-        if not self._take(made, source, key, payload, copy, call, ledger, diag):
+        now = self._clock.now()
+        # What make makes of a bare value (a float clock): stamped now, age 0, no metadata.
+        if bare and type(copy) is not CopyFailed and now.__class__ is float and now > -math.inf:
+            authority = self._authority
+            rank = 0 if authority is None else authority.rank_for(key, source.name)
+            fields = (now, now, 0.0, False, latency_ms, 1, EMPTY_MAPPING, rank, EMPTY_MAPPING)
+            made.append(SnapshotValue._trusted(key, copy, source.name, *fields))
+        elif not self._take(
+            made,
+            source,
+            key,
+            normalize_payload(result),
+            copy,
+            (now, latency_ms, 1, None, EMPTY_MAPPING),
+            ledger,
+            diag,
+        ):
             return False
         if self._report.enabled:
             self._report.resolved_values(source.name, source.kind.value, made[-1:])
