@@ -183,11 +183,12 @@ class PayloadCopies:
     def slow(self, value: SnapshotValue[Any]) -> bool:
         """True when a mutable ``value`` needs more than its payload copied inline: its metadata
         must be copied too, or the copy belongs in a worker thread."""
-        if self._isolator.metadata_needs_copy(value.metadata):
+        metadata = value.metadata
+        if metadata and self._isolator.metadata_needs_copy(metadata):
             return True
-        if self._inline.pop(id(value), None) is value:
+        if self._inline and self._inline.pop(id(value), None) is value:
             return self._offload_all
-        return self.in_thread(value)
+        return self._offload_all or (self._offload_large and is_large(value.value))
 
     def copy_owned(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
         """For a value nobody else holds (see ``OWNED`` in :mod:`._memory_writes`): give it a

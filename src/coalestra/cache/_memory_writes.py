@@ -147,21 +147,24 @@ class MemoryWrites:
         copies, store = self._copies, self._store
         if not copies.shares_built:
             return None
-        decide, is_mutable = store.decide, copies.is_mutable
+        is_mutable = copies.is_mutable
         stored = CacheWriteStatus.STORED
-        decided: list[tuple[SnapshotValue[Any], CacheWriteStatus, Entry | None, bool]] = []
-        for candidate in candidates:
-            status, held = decide(candidate, force=False, replace_equal=False)
-            mutable = status is stored and is_mutable(candidate)
-            if mutable and not candidate.attempts:
-                return None
-            decided.append((candidate, status, held, mutable))
-        # Nothing to copy, so nothing can fail or wait between the decisions and the stores.
-        put = store.put
-        lost: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
-        for candidate, status, held, mutable in decided:
+        decided = store.decide_many(candidates, force=False, replace_equal=False)
+        mutable: list[bool] = []  # of each candidate that stores
+        for candidate, (status, _held) in zip(candidates, decided, strict=True):
             if status is stored:
-                put(candidate, mutable)
+                if is_mutable(candidate):
+                    if not candidate.attempts:
+                        return None
+                    mutable.append(True)
+                else:
+                    mutable.append(False)
+        # Nothing to copy, so nothing can fail or wait between the decisions and the stores.
+        put, flags = store.put, iter(mutable)
+        lost: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
+        for candidate, (status, held) in zip(candidates, decided, strict=True):
+            if status is stored:
+                put(candidate, next(flags))
             else:
                 assert held is not None  # only a held revision can make a write lose
                 lost[candidate.key] = (status, held)

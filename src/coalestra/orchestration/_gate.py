@@ -268,7 +268,8 @@ class SourceGate:
         """A plain call returned: counted, ``good`` (a valid, fresh payload) recorded on its
         circuit, its slot given back, as :meth:`_attempt` does; its latency (ms)."""
         latency_ms = (self._clock.monotonic() - started) * 1000.0
-        self._count_call(source, diag, latency_ms)
+        diag.source_calls += 1  # _count_call for a single-key source
+        diag.record_source_call(source.name, latency_ms)
         if self._report.metrics_on:
             self._bounds.report_call(source, called, None, latency_ms)
         slot, identity = plain

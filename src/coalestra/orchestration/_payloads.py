@@ -201,8 +201,9 @@ class ValueFactory(Verdicts):
             diag,
         ):
             return False
-        if self._report.enabled:
-            self._report.resolved_values(source.name, source.kind.value, made[-1:])
+        report = self._report
+        if report.metrics_on or report.events_on:  # report.enabled, without the property call
+            report.resolved_values(source.name, source.kind.value, made[-1:])
         return True
 
     def _take(
