@@ -159,8 +159,10 @@ class CircuitBreaker:
     def tracks(self, identity: CircuitIdentity) -> bool:
         """True when ``identity``'s circuit has a record (failures counted, or open). A
         closed circuit without failures has none: entering it or recording a success there
-        changes nothing, so the engine skips both (a cheap test on every source call)."""
-        return identity in self._circuits
+        changes nothing, so the engine skips both (a cheap test on every source call: with no
+        record at all, the identity is not even hashed)."""
+        circuits = self._circuits
+        return identity in circuits if circuits else False
 
     def _admit_while_open(self, identity: CircuitIdentity, record: CircuitRecord) -> None:
         now = self._clock.monotonic()
