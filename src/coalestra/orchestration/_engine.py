@@ -157,16 +157,23 @@ class GroupRun:
                 flights, failed = self.flights.values(), self.served_instead
                 count_refreshes(self.engine, flights, self.refresh_for, cancelled, failed)
 
-    async def pool(self, items: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
+    async def pool(
+        self, items: Sequence[T], work: Callable[[T], Awaitable[None]], *, lazy: bool = False
+    ) -> None:
         """Run ``work`` over ``items`` in order, in at most ``max_pending_tasks`` workers (the
-        first is this task: one item costs no task)."""
+        first is this task: one item costs no task). ``lazy``: the others start once this one
+        waits, a loop turn later, so work that never waits (an in-memory source) needs no
+        task at all (not for batch chunks: each must reach its batch window in this turn)."""
         engine = self.engine
         pending = iter(items)
+        taken = 0
 
         async def worker() -> None:
+            nonlocal taken
             engine.active_workers += 1
             try:
                 for item in pending:
+                    taken += 1
                     await work(item)
             finally:
                 engine.active_workers -= 1
@@ -176,9 +183,21 @@ class GroupRun:
             await worker()
             return
         async with TaskGroup() as group:
-            for _ in range(extra):
-                group.create_task(worker())
-            await worker()
+            if not lazy:
+                for _ in range(extra):
+                    group.create_task(worker())
+                await worker()
+                return
+
+            def spawn() -> None:
+                for _ in range(min(extra, len(items) - taken)):
+                    group.create_task(worker())
+
+            started = asyncio.get_running_loop().call_soon(spawn)
+            try:
+                await worker()
+            finally:
+                started.cancel()
 
     # -- the chain walk ---------------------------------------------------------------------
 
@@ -269,7 +288,7 @@ class GroupRun:
             work = partial(self._fetch_one, source, invoke, fall_through, made)
         else:
             work = partial(self._fetch_plain, source, invoke, plain, fall_through, made)
-        await self.pool(keys, work)
+        await self.pool(keys, work, lazy=True)
 
     # -- single-key sources -----------------------------------------------------------
 
