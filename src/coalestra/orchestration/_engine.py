@@ -35,7 +35,7 @@ from ._cache_access import BuildView, served
 from ._derive import Deriver
 from ._fall_through import FallThrough
 from ._flights import Flight, FlightWindow
-from ._gate import GateResult, Invoke, Plain
+from ._gate import Invoke, Plain
 from ._gate_bounds import WATCH_CALLS
 from ._last_resort import abandon, finish_failed
 from ._leases import coordinate, release
@@ -322,25 +322,17 @@ class GroupRun:
                 raise
             await self._fetch_one(source, invoke, fall_through, made, key, error)
             return
-        factory = engine.factory
-        good = (  # a bare value is stamped on arrival: fresh
+        factory, ledger = engine.factory, self.make_ledger
+        good = (  # a value stamped on arrival is fresh: a success for its circuit
             type(returned) is not SourcePayload
             or returned.observed_at is None
-            or not factory.fails_circuit(key, returned, clock.now())
+            or factory.good(key, returned)
         )
         latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
-        accepted = factory.accept_one(
-            source, key, returned, latency_ms, made, self.make_ledger, diag
-        )
-        if accepted is None:  # its copy belongs off the loop: as any call's payloads
-            payload = normalize_payload(returned)
-            result = GateResult(payload, None, called, attempts=1, latency_ms=latency_ms)
-            ledger = self.make_ledger
-            accepted = bool(
-                await factory.accept(
-                    source, {key: payload}, result, made, ledger, diag, ctx=window.ctx
-                )
-            )
+        accepted = factory.accept_one(source, key, returned, latency_ms, made, ledger, diag)
+        if accepted is None:  # its copy belongs off the loop
+            args = (source, key, returned, latency_ms, made, ledger, diag, window.ctx)
+            accepted = await factory.accept_later(*args)
         if not accepted:
             fall_through([key])
 

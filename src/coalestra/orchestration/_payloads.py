@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any, Protocol, TypeAlias, final
+from typing import Any, Protocol, final
 
 from ..cache._copying import is_large
 from ..core import (
@@ -35,12 +35,7 @@ from ._copy_jobs import COPY_FAILURES, CopyFailed, CopyJobs
 from ._gate import GateResult
 from ._ledger import KeyLedger
 from ._sources import RegisteredSource
-from ._verdicts import Verdicts
-
-Call: TypeAlias = "tuple[float, float, int, float | None, Mapping[ResourceKey, str]]"
-"""What the values of one call share: when its payloads arrived, its latency (ms) and attempts,
-the time to stamp payloads without ``observed_at`` with (``None``: now), the dependency
-versions."""
+from ._verdicts import Call, Verdicts
 
 
 def normalize_payload(result: object) -> SourcePayload[Any]:
@@ -112,7 +107,7 @@ OFFLOADED = object()
 class ValueFactory(Verdicts):
     """Makes snapshot values from source payloads; the one place provenance is stamped."""
 
-    __slots__ = ("_authority", "_copies", "_isolator", "_report")
+    __slots__ = ("_copies", "_report")
 
     def __init__(
         self,
@@ -125,10 +120,14 @@ class ValueFactory(Verdicts):
         report: Instrumentation,
         copies: SourceCopies,
     ) -> None:
-        super().__init__(clock=clock, policy_for=policy_for, observation=observation)
+        super().__init__(
+            clock=clock,
+            policy_for=policy_for,
+            observation=observation,
+            authority=authority,
+            isolator=isolator,
+        )
         self._report = report
-        self._authority = authority
-        self._isolator = isolator
         self._copies = copies
 
     async def accept(
@@ -178,17 +177,21 @@ class ValueFactory(Verdicts):
         """:meth:`accept` for what one single-key call returned in one attempt (a payload or
         a bare value), inline: True if its value went to ``made``; ``None`` (nothing done)
         when its copy belongs off the loop: then :meth:`accept` it."""
-        bare = type(result) is not SourcePayload
-        payload = result if bare else result.value  # type: ignore[attr-defined]
+        if type(result) is SourcePayload:
+            payload, metadata = result.value, result.metadata
+            plain = result.observed_at is None and not metadata
+        else:  # a bare value
+            payload, metadata, plain = result, EMPTY_MAPPING, True
         copy = self._copies.copy_one(source.name, key, payload)
         if copy is OFFLOADED:
             return None
         now = self._clock.now()
-        # What make makes of a bare value (a float clock): stamped now, age 0, no metadata.
-        if bare and type(copy) is not CopyFailed and now.__class__ is float and now > -math.inf:
+        # What make makes of a payload stamped on arrival without metadata (a float clock):
+        # observed now, age 0, fresh.
+        if plain and type(copy) is not CopyFailed and now.__class__ is float and now > -math.inf:
             authority = self._authority
             rank = 0 if authority is None else authority.rank_for(key, source.name)
-            fields = (now, now, 0.0, False, latency_ms, 1, EMPTY_MAPPING, rank, EMPTY_MAPPING)
+            fields = (now, now, 0.0, False, latency_ms, 1, metadata, rank, EMPTY_MAPPING)
             made.append(SnapshotValue._trusted(key, copy, source.name, *fields))
         elif not self._take(
             made,
@@ -205,6 +208,22 @@ class ValueFactory(Verdicts):
         if report.metrics_on or report.events_on:  # report.enabled, without the property call
             report.resolved_values(source.name, source.kind.value, made[-1:])
         return True
+
+    async def accept_later(
+        self,
+        source: RegisteredSource,
+        key: ResourceKey,
+        returned: object,
+        latency_ms: float,
+        made: list[SnapshotValue[Any]],
+        ledger: Callable[[], KeyLedger],
+        diag: DiagnosticsCollector,
+        ctx: FetchContext,
+    ) -> bool:
+        """What :meth:`accept_one` left (its copy belongs off the loop): :meth:`accept`."""
+        payload = normalize_payload(returned)
+        result = GateResult(payload, None, (key,), attempts=1, latency_ms=latency_ms)
+        return bool(await self.accept(source, {key: payload}, result, made, ledger, diag, ctx=ctx))
 
     def _take(
         self,
@@ -232,58 +251,6 @@ class ValueFactory(Verdicts):
                 return False
         made.append(value)
         return True
-
-    def make(
-        self,
-        source: RegisteredSource,
-        key: ResourceKey,
-        payload: SourcePayload[Any],
-        copy: Any,
-        call: Call,
-    ) -> SnapshotValue[Any]:
-        """The value ``source`` produced for ``key`` in ``call``, holding ``copy`` (its copy).
-
-        Raises:
-            SourceProtocolError: ``observed_at`` is not finite or too far in the future.
-            PayloadIsolationError: the payload or its metadata cannot be copied.
-            SnapshotDeadlineExceededError, PayloadCopySubsystemClosedError: its copy off the
-                loop missed the deadline or was refused (the builder is closing).
-        """
-        now, latency_ms, attempts, oldest, dependency_versions = call
-        observed = payload.observed_at
-        if observed is None:
-            observed = now if oldest is None else oldest
-        # Kept as given, never clamped to now (a future stamp is served with age 0 and its skew).
-        # A finite float not after now (the common case) has no skew: nothing to check or name.
-        skew = 0.0
-        if observed.__class__ is not float or not -math.inf < observed <= now:
-            skew = self._observation.future_skew(
-                observed, now, what=f"source observation for {key}"
-            )
-        metadata: Mapping[str, Any] = payload.metadata  # read-only already (SourcePayload's)
-        if metadata:
-            context = f"{key} from source {source.name!r}"
-            metadata = self._isolator.freeze_metadata(metadata, context=context)
-        if skew > 0.0:
-            metadata = ReadOnlyDict({**metadata, "clock_skew_seconds": skew})
-        if type(copy) is CopyFailed:
-            raise copy.error
-        age = now - observed if now > observed else 0.0
-        rank = 0 if self._authority is None else self._authority.rank_for(key, source.name)
-        return SnapshotValue._trusted(
-            key,
-            copy,
-            source.name,
-            observed,
-            now,
-            age,
-            age > 0.0 and not self._policy_for(key).is_fresh(age),  # age 0: fresh, any TTL
-            latency_ms,
-            attempts,
-            metadata,
-            rank,
-            dependency_versions,
-        )
 
 
 class Readers(Protocol):

@@ -159,10 +159,8 @@ class CircuitBreaker:
     def tracks(self, identity: CircuitIdentity) -> bool:
         """True when ``identity``'s circuit has a record (failures counted, or open). A
         closed circuit without failures has none: entering it or recording a success there
-        changes nothing, so the engine skips both (a cheap test on every source call: with no
-        record at all, the identity is not even hashed)."""
-        circuits = self._circuits
-        return identity in circuits if circuits else False
+        changes nothing, so the engine skips both (a cheap test on every source call)."""
+        return identity in self._circuits if self._circuits else False  # no hash if none
 
     def _admit_while_open(self, identity: CircuitIdentity, record: CircuitRecord) -> None:
         now = self._clock.monotonic()
