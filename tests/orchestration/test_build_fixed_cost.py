@@ -232,3 +232,34 @@ async def test_finished_builds_leave_no_reference_cycles(
     garbage = await _cyclic_garbage(rounds)
     assert OURS.isdisjoint(garbage), garbage
     await builder.aclose()
+
+
+async def test_a_build_joining_every_key_keeps_its_own_deadline_and_cancellation(
+    clock: VirtualClock,
+) -> None:
+    source = Single("rest", delay=10.0)
+    builder = make_builder([source], clock, default_policy=LONG)
+    wanted = keys("a", "b")
+    owner = asyncio.ensure_future(builder.build(wanted))
+    await asyncio.sleep(0)  # the owner claims both keys
+    late = await builder.build(wanted, strict=False, deadline_seconds=1.0)
+    assert set(late.errors) == set(wanted)  # its own deadline, while the flights go on
+    assert clock.monotonic() == pytest.approx(1.0)
+    leaving = asyncio.ensure_future(builder.build(wanted))
+    await asyncio.sleep(2.0)
+    leaving.cancel()  # a joiner that leaves never cancels the fetch
+    await asyncio.gather(leaving, return_exceptions=True)
+    snapshot = await owner
+    assert [snapshot.value(k)["subject"] for k in wanted] == ["a", "b"]
+    assert (len(source.calls), source.cancelled) == (2, 0)
+    # Nobody waits any more: the fetch is cancelled.
+    owner = asyncio.ensure_future(builder.build(keys("c")))
+    await asyncio.sleep(0)
+    joiner = asyncio.ensure_future(builder.build(keys("c")))
+    await asyncio.sleep(1.0)
+    for build in (owner, joiner):
+        build.cancel()
+    await asyncio.gather(owner, joiner, return_exceptions=True)
+    await asyncio.sleep(0)
+    assert source.cancelled == 1
+    await builder.aclose()

@@ -241,7 +241,7 @@ async def resolve(
         values = dict(values)  # the build's first reading stays as it was read
     if claims:
         outcomes = await engine.flights.wait(claims, ctx, engine.clock, engine.counters)
-        ready = {key: got for key, got in outcomes.items() if got.__class__ is SnapshotValue}
+        ready = {key: got for key, got in outcomes.items() if not isinstance(got, Exception)}
         if len(ready) < len(outcomes):  # the others are errors
             for key, outcome in outcomes.items():
                 if type(outcome) is Raised:
