@@ -22,16 +22,13 @@ from ..core._validation import (
     EMPTY_MAPPING,
     check_str,
 )
-from ..observability._instrumentation import Instrumentation
 from ._checks import check_flags, check_key, check_keys, check_metadata, check_updates, require
 from ._config import PublisherConfig, make_isolator
 from ._copying import PayloadCopies
 from ._decisions import reduce_batch
 from ._lifecycle import PublisherCopies
 from ._publishing import Publishing
-from ._revisions import Revisions
 from ._values import PublishResult, ResourceUpdate
-from ._writers import CacheWriter
 
 
 @final
@@ -122,20 +119,15 @@ class ResourcePublisher(PublisherCopies):
         self.observation_policy = config.observation_policy
         self.authority_resolver = authority_resolver
         self.max_pending_tasks = config.max_pending_tasks
-        self._writer = CacheWriter(
-            config.cache, config.clock, config.lock_stripes, config.max_pending_tasks
-        )
-        self._report = Instrumentation(config.metrics, config.events)
-        self._revisions = Revisions(config)
         self._copies = PayloadCopies(
             config.isolator,
             run_in_thread=run_payload_copies_in_thread,
             max_concurrency=max_copy_concurrency,
             component="publisher",
         )
-        self._publishing = Publishing(
-            config, self._revisions, self._writer, self._copies, self._report
-        )
+        self._publishing = publishing = Publishing(config, self._copies)
+        self._revisions, self._writer = publishing.revisions, publishing.writer
+        self._report = publishing.report
         self._refusal: str | None = None  # set when the owning builder closes
 
     def _shut(self, message: str) -> None:

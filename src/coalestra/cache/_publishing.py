@@ -57,42 +57,41 @@ class Publishing:
     """Writes one publisher's revisions into its cache, then makes the results and reports.
 
     Args:
-        config: the publisher's configuration (its cache, policies and authority resolver).
-        revisions: builds the revisions.
-        writer: writes into a cache other than the default in-memory one.
+        config: the publisher's configuration.
         copies: the publisher's copies (for a cache other than an ``AsyncMemoryCache``).
-        report: receives the outcomes.
+
+    Attributes:
+        revisions: builds the publisher's revisions.
+        writer: writes into a cache other than the default in-memory one, and invalidates.
+        report: the publisher's instrumentation.
     """
 
     __slots__ = (
         "_clock",
         "_copies",
+        "_listening",
         "_memory",
         "_policies",
         "_ranked",
-        "_report",
-        "_revisions",
         "_trusted",
-        "_writer",
         "direct",
+        "report",
+        "revisions",
+        "writer",
     )
 
-    def __init__(
-        self,
-        config: PublisherConfig,
-        revisions: Revisions,
-        writer: CacheWriter,
-        copies: PayloadCopies,
-        report: Instrumentation,
-    ) -> None:
+    def __init__(self, config: PublisherConfig, copies: PayloadCopies) -> None:
         cache = config.cache
-        self._revisions = revisions
+        self.revisions = Revisions(config)
+        self.writer = CacheWriter(
+            cache, config.clock, config.lock_stripes, config.max_pending_tasks
+        )
+        self.report = Instrumentation(config.metrics, config.events)
+        # The sinks are fixed here, so is whether anything listens.
+        self._listening = self.report if self.report.enabled else None
         self._policies = config.policy_resolver
         self._clock = config.clock
-        self._writer = writer
         self._copies = copies
-        # The sinks are fixed here, so is whether anything listens.
-        self._report = report if report.enabled else None
         # AsyncMemoryCache copies what it stores and returns (other caches are not trusted to);
         # the default cache itself (no subclass) is written directly, minus its public checks.
         self._trusted = isinstance(cache, AsyncMemoryCache)
@@ -119,7 +118,7 @@ class Publishing:
     def offers(self, updates: Sequence[ResourceUpdate[Any]]) -> list[SnapshotValue[Any]]:
         """The revisions of valid updates at one clock reading: ``Revisions.build`` of each,
         in order, the commonest (stamped now, no metadata, no authority ranks) built here."""
-        revisions = self._revisions
+        revisions = self.revisions
         now = revisions.now()
         build, resolve, ranked = revisions.build, self._policies.resolve, self._ranked
         offers: list[SnapshotValue[Any]] = []
@@ -170,8 +169,8 @@ class Publishing:
         result.value = value
         result.previous = previous
         result.__class__ = PublishResult
-        if self._report is not None:
-            self._report.published(offer, previous, _STATUS_TEXT[status], force)
+        if self._listening is not None:
+            self._listening.published(offer, previous, _STATUS_TEXT[status], force)
         return result  # type: ignore[no-any-return]  # retyped: a PublishResult
 
     async def commit(
@@ -183,7 +182,7 @@ class Publishing:
             memory._check_copies_open()
             written = await memory._writes.write_all(offered, force, replace_equal, OWNED)
         else:
-            written = await self._writer.write_isolated(
+            written = await self.writer.write_isolated(
                 offered,
                 self._copies,
                 trusted=self._trusted,
@@ -199,7 +198,7 @@ class Publishing:
             result.previous = previous
             result.__class__ = final
             results[offer.key] = result
-        report = self._report
+        report = self._listening
         if report is not None:  # after every result is made: the sinks are looked up once
             text = _STATUS_TEXT
             report.published_many(
