@@ -186,7 +186,7 @@ class ResourcePublisher(PublisherCopies):
             return await self.publish_update(update, force=force, replace_equal=replace_equal)
         # Both are ours: exactly what they would do for this one update, minus the batch.
         publishing = self._publishing
-        if observed_at is None and not metadata and publishing.direct:
+        if observed_at is None and metadata is None and publishing.direct:
             offer = publishing.offer(key, value, source)
         else:
             offer = self._revisions.checked(key, value, source, observed_at, metadata)

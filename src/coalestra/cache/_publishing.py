@@ -43,7 +43,7 @@ _STORED = CacheWriteStatus.STORED
 _FLAT_KINDS = frozenset((dict, list))
 """The payload types ``PayloadCopies.copy_owned_flat`` can accept."""
 
-_NO_DEPS = EMPTY_MAPPING  # a publication derives from nothing
+_EMPTY = EMPTY_MAPPING  # a publication's dependency versions; an update's empty metadata
 _trusted = SnapshotValue._trusted
 
 
@@ -113,7 +113,7 @@ class Publishing:
             now = check_float("clock.now()", now, minimum=None)
         # Stamped now, so its age is 0 (stale only past a negative TTL, as build() judges it).
         stale = self._policies.resolve(checked).ttl_seconds < 0.0
-        return _trusted(checked, value, name, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _NO_DEPS)
+        return _trusted(checked, value, name, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _EMPTY)
 
     def offers(self, updates: Sequence[ResourceUpdate[Any]]) -> list[SnapshotValue[Any]]:
         """The revisions of valid updates at one clock reading: ``Revisions.build`` of each,
@@ -125,11 +125,12 @@ class Publishing:
         add = offers.append
         for update in updates:
             key, value, source = update.key, update.value, update.source
-            if ranked or update.observed_at is not None or update.metadata:
+            # An update's empty metadata is EMPTY_MAPPING (frozen_mapping): tested once, in build.
+            if ranked or update.observed_at is not None or update.metadata is not _EMPTY:
                 add(build(key, value, source, update.observed_at, update.metadata, now))
                 continue
             stale = resolve(key).ttl_seconds < 0.0  # age 0, as in offer()
-            add(_trusted(key, value, source, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _NO_DEPS))
+            add(_trusted(key, value, source, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _EMPTY))
         return offers
 
     def write_now(
