@@ -7,10 +7,11 @@
 * Any other cache goes through :class:`~._writers.CacheWriter` with the copies the publisher
   owes it.
 
-The commonest publication -- a fresh revision of a small flat dict (or of an immutable payload)
-replacing a publication or nothing -- is decided and stored here in one step
-(:meth:`Publishing.write_now`), with the very decision and copies ``MemoryWrites`` would make:
-``publish`` is a few microseconds and every call counts.
+The commonest publication -- stamped now, without metadata or authority rules: a small flat dict
+(or an immutable payload) replacing a publication or nothing -- is built in one step
+(:meth:`Publishing.offer`, :meth:`Publishing.offers`), then decided and stored here
+(:meth:`Publishing.write_now`) with the very decision and copies ``MemoryWrites`` would make:
+``publish`` takes a few microseconds, and every call counts.
 """
 
 from __future__ import annotations
@@ -202,11 +203,8 @@ class Publishing:
         report = self._listening
         if report is not None:  # after every result is made: the sinks are looked up once
             text = _STATUS_TEXT
-            report.published_many(
-                [
-                    (offer, kept[2], text[kept[0]])
-                    for offer, kept in zip(offered, written, strict=True)
-                ],
-                forced=force,
-            )
+            replaced = [outcome[2] for outcome in written]
+            statuses = [text[outcome[0]] for outcome in written]
+            # zip's tuples are reused as they are unpacked: no tuple per update.
+            report.published_many(zip(offered, replaced, statuses, strict=True), forced=force)
         return results

@@ -286,7 +286,6 @@ class MemoryStore:
         """:meth:`decide` for each of ``values`` (distinct keys), in one call: a key held by
         nothing is stored without asking :func:`decide_write`."""
         recent, older = self._table.recent, self._table.older  # LruTable.get, inlined
-        stored = CacheWriteStatus.STORED
         decided: list[tuple[CacheWriteStatus, Entry | None]] = []
         for value in values:
             key = value.key
@@ -294,7 +293,7 @@ class MemoryStore:
             if found is None:
                 found = older.get(key)
                 if found is None:
-                    decided.append((stored, None))
+                    decided.append(_STORED_ANEW)  # shared: nothing held
                     continue
             held = entry(found)
             status = decide_write(held[0], value, force=force, replace_equal=replace_equal)
