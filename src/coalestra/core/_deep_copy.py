@@ -55,49 +55,41 @@ _Memo = dict[int, Any]
 def deep_copy(value: T) -> T:
     """Return a deep copy of ``value``, equal in result to ``copy.deepcopy(value)``.
 
+    A dict of atoms (keys too) and flat lists or dicts (of atoms only), each held once -- a
+    record with a list of levels, say -- is copied in one pass, each of those by its own
+    ``copy()`` (as ``copy.deepcopy`` copies them: no container can appear twice or hold
+    another), without a memo; any other container, by the general walk.
+
     Raises:
         Exception: whatever ``copy.deepcopy`` raises for a sub-value it cannot copy.
     """
     kind = type(value)
     shared = SHARED
-    if kind is dict:
-        return _copy_record(value)  # type: ignore[arg-type,return-value]
     if kind is list:
         for item in value:  # type: ignore[attr-defined]
             if type(item) not in shared:
                 return _copy_list(value, {})  # type: ignore[arg-type,return-value]
         return value.copy()  # type: ignore[attr-defined,no-any-return]
-    if kind in shared:
-        return value
-    return _copy(value, {})  # type: ignore[no-any-return]
-
-
-def _copy_record(value: dict[Any, Any]) -> dict[Any, Any]:
-    """A dict: its copy. One of atoms (keys too) and flat lists or dicts (of atoms only), each
-    held once -- a record with a list of levels, say -- is copied in one pass, each of those
-    by its own ``copy()`` (as ``copy.deepcopy`` copies them: no container can appear twice or
-    hold another), without a memo; any other, by the general walk."""
-    shared = SHARED
-    result = value.copy()
+    if kind is not dict:
+        return value if kind in shared else _copy(value, {})
+    result = value.copy()  # type: ignore[attr-defined]
     held: int | set[int] | None = None  # the ids of the containers copied so far
-    for key, item in value.items():
+    for key, item in value.items():  # type: ignore[attr-defined]
         kind = type(item)
-        if kind in shared:
-            if type(key) in shared:
-                continue
-            return _copy_dict(value, {})
-        if type(key) not in shared:
-            return _copy_dict(value, {})
+        if kind in shared and type(key) in shared:
+            continue
+        if kind in shared or type(key) not in shared:
+            return _copy_dict(value, {})  # type: ignore[arg-type,return-value]
         if kind is list:
             for inner in item:  # a plain loop: faster than issuperset(map(...)) on short lists
                 if type(inner) not in shared:
-                    return _copy_dict(value, {})
+                    return _copy_dict(value, {})  # type: ignore[arg-type,return-value]
         elif not (
             kind is dict
             and shared.issuperset(map(type, item.values()))
             and shared.issuperset(map(type, item))
         ):
-            return _copy_dict(value, {})
+            return _copy_dict(value, {})  # type: ignore[arg-type,return-value]
         ident = id(item)
         if held is None:
             held = ident
@@ -105,10 +97,10 @@ def _copy_record(value: dict[Any, Any]) -> dict[Any, Any]:
             if type(held) is int:
                 held = {held}
             if ident in held:  # type: ignore[operator]
-                return _copy_dict(value, {})  # one container twice: copied once, as deepcopy
+                return _copy_dict(value, {})  # type: ignore[arg-type,return-value]  # held twice
             held.add(ident)  # type: ignore[union-attr]
         result[key] = item.copy()
-    return result
+    return result  # type: ignore[no-any-return]
 
 
 def _copy(value: Any, memo: _Memo) -> Any:

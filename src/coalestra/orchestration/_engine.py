@@ -331,7 +331,7 @@ class GroupRun:
         latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
         accepted = factory.accept_one(source, key, returned, latency_ms, made, ledger, diag)
         if accepted is None:  # its copy belongs off the loop
-            args = (source, key, returned, latency_ms, made, ledger, diag, window.ctx)
+            args = (made, source, key, returned, latency_ms, ledger, diag, window.ctx)
             accepted = await factory.accept_later(*args)
         if not accepted:
             fall_through([key])

@@ -211,11 +211,11 @@ class ValueFactory(Verdicts):
 
     async def accept_later(
         self,
+        made: list[SnapshotValue[Any]],
         source: RegisteredSource,
         key: ResourceKey,
         returned: object,
         latency_ms: float,
-        made: list[SnapshotValue[Any]],
         ledger: Callable[[], KeyLedger],
         diag: DiagnosticsCollector,
         ctx: FetchContext,
