@@ -228,7 +228,7 @@ async def compare(operations: list[tuple[Any, ...]], options: dict[str, Any]) ->
 
 @settings(max_examples=150, deadline=None)
 @given(operations=operations, options=settings_options)
-def test_publish_gives_what_publish_many_of_one_update_gives(
+def test_publish_and_publish_many_give_what_the_general_path_gives(
     operations: list[tuple[Any, ...]], options: dict[str, Any]
 ) -> None:
     runner = VirtualTimeRunner()
