@@ -1,8 +1,10 @@
 """ResourcePublisher into the default AsyncMemoryCache: ``publish`` (a direct write of one
 publication) and ``publish_many`` of one update (commonest revisions built in one step) give
 exactly what the general path gives -- results, cache contents, statistics, metrics, events,
-clock reads, policy lookups and copier calls -- for every kind of payload. The general path is
-taken with an authority resolver that ranks every source 0 (so it changes nothing else)."""
+clock reads, policy lookups and copier calls -- for every kind of payload, one update or a batch.
+The general path is taken with an authority resolver that ranks every source 0 (so it changes
+nothing else) and a subclass of the cache, which the publisher writes through its public
+``set_many_if_newer``."""
 
 from __future__ import annotations
 
@@ -88,6 +90,10 @@ class RankZero:
         return 0
 
 
+class PublicMemoryCache(AsyncMemoryCache):  # type: ignore[misc]  # final to users
+    """The memory cache, written by a publisher through its public methods only."""
+
+
 class Side:
     """One publisher on its own cache, clock, sinks and copier."""
 
@@ -96,7 +102,8 @@ class Side:
         self.sink = Sink()
         self.policies = Policies(options.pop("ttl", 1e9))
         self.copier = CountingCopier() if options.pop("custom_copier", False) else None
-        self.cache = AsyncMemoryCache(payload_copier=self.copier, **options)
+        kind = PublicMemoryCache if general else AsyncMemoryCache
+        self.cache = kind(payload_copier=self.copier, **options)
         self.publisher = ResourcePublisher(
             cache=self.cache,
             clock=self.clock,
@@ -234,6 +241,89 @@ def test_publish_and_publish_many_give_what_the_general_path_gives(
     runner = VirtualTimeRunner()
     try:
         runner.run(compare(operations, options))
+    finally:
+        runner.close()
+
+
+batches = st.lists(
+    st.tuples(
+        st.lists(
+            st.tuples(
+                st.sampled_from(range(len(KEYS))),
+                payloads(),
+                st.sampled_from([None, None, -2.0, 3.0]),  # observed_at relative to now
+                st.sampled_from([None, None, {"seq": 1}]),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        st.booleans(),  # force
+        st.booleans(),  # replace_equal
+        st.sampled_from([0.0, 1.0]),  # how far the clock moves first
+        st.sampled_from([None, None, 0, 1]),  # a build's revision of this key first
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+async def apply_batch(side: Side, batch: tuple[Any, ...]) -> Any:
+    specs, force, replace_equal, step, fetched = batch
+    if step:
+        side.clock.time += step
+    now = side.clock.time
+    if fetched is not None:
+        value = SnapshotValue(
+            KEYS[fetched], {"rows": [1]}, "feed", now, now, 0.0, False, False, 1.0
+        )
+        await side.cache.set_if_newer(value)
+    given = [copy.deepcopy(payload) for _index, payload, _offset, _metadata in specs]
+    updates = [
+        ResourceUpdate(
+            KEYS[index], payload, "stream", None if offset is None else now + offset, meta
+        )
+        for (index, _payload, offset, meta), payload in zip(specs, given, strict=True)
+    ]
+    try:
+        results = await side.publisher.publish_many(
+            updates, force=force, replace_equal=replace_equal
+        )
+    except Exception as error:  # both sides must fail alike
+        return type(error), str(error)
+    seen = [(key, outcome(result)) for key, result in results.items()]
+    published = {
+        key: copy.deepcopy(result.value.value)
+        for key, result in results.items()
+        if result.status is PublishStatus.PUBLISHED
+    }
+    for mutable in given + [result.value.value for result in results.values()]:
+        if isinstance(mutable, (dict, list)):  # the cache shares none of them
+            mutable.clear()
+    for key, payload in published.items():
+        lookup = await side.cache.get(key, now=side.clock.time, policy=FOREVER)
+        assert lookup.value is None or lookup.value.value == payload
+    return seen
+
+
+async def compare_batches(batches: list[tuple[Any, ...]], options: dict[str, Any]) -> None:
+    side, general = Side(dict(options)), Side(dict(options), general=True)
+    for batch in batches:
+        assert await apply_batch(side, batch) == await apply_batch(general, batch)
+    assert side.sink.calls == general.sink.calls
+    assert side.clock.reads == general.clock.reads
+    assert side.policies.calls == general.policies.calls
+    assert (side.copier and side.copier.calls) == (general.copier and general.copier.calls)
+    assert await side.cache.stats() == await general.cache.stats()
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches=batches, options=settings_options)
+def test_publish_many_of_a_batch_gives_what_the_general_path_gives(
+    batches: list[tuple[Any, ...]], options: dict[str, Any]
+) -> None:
+    runner = VirtualTimeRunner()
+    try:
+        runner.run(compare_batches(batches, options))
     finally:
         runner.close()
 

@@ -182,6 +182,9 @@ class Publishing:
         memory = self._memory
         if memory is not None:
             memory._check_copies_open()
+            done = self._commit_inline(memory, offered, force, replace_equal)
+            if done is not None:
+                return done
             written = await memory._writes.write_all(offered, force, replace_equal, OWNED)
         else:
             written = await self.writer.write_isolated(
@@ -207,4 +210,55 @@ class Publishing:
             statuses = [text[outcome[0]] for outcome in written]
             # zip's tuples are reused as they are unpacked: no tuple per update.
             report.published_many(zip(offered, replaced, statuses, strict=True), forced=force)
+        return results
+
+    def _commit_inline(
+        self,
+        memory: AsyncMemoryCache,
+        offered: Sequence[SnapshotValue[Any]],
+        force: bool,
+        replace_equal: bool,
+    ) -> dict[ResourceKey, PublishResult] | None:
+        """:meth:`commit` into the default cache when every revision is stored as in
+        :meth:`write_now` (a small flat dict or an immutable payload replacing nothing or a
+        revision no build shares): all staged, then stored in one call, then the results and
+        reports made, in one pass each. ``None`` as soon as one is not: ``write_all`` then
+        does the batch (a flat payload already given its private copy is copied again there,
+        which nobody can tell: only the built-in copier copies so)."""
+        store, copies = memory._store, memory._copies
+        decided = store.decide_many(offered, force=force, replace_equal=replace_equal)
+        kept: list[tuple[SnapshotValue[Any], bool, bool]] = []
+        values: list[SnapshotValue[Any]] = []
+        copy_flat, is_mutable = copies.copy_owned_flat, copies.is_mutable
+        for offer, (status, held) in zip(offered, decided, strict=True):
+            if status is not _STORED or (
+                held is not None and held[1] & MUTABLE and held[0].attempts
+            ):
+                return None
+            if type(offer.value) not in _FLAT_KINDS:
+                if is_mutable(offer):
+                    return None
+                values.append(offer)
+                kept.append((offer, False, False))
+                continue
+            theirs = copy_flat(offer)
+            if theirs is None:
+                return None
+            values.append(theirs)
+            kept.append((offer, True, True))
+        store.put_many(kept)
+        results: dict[ResourceKey, PublishResult] = {}
+        draft, final, status_of = _ResultDraft, PublishResult, _STATUS[_STORED]
+        for offer, value, (_stored, held) in zip(offered, values, decided, strict=True):
+            result = draft()
+            result.status = status_of
+            result.value = value
+            result.previous = None if held is None else held[0]
+            result.__class__ = final
+            results[offer.key] = result
+        report = self._listening
+        if report is not None:  # after every result is made
+            one, text = report.published, _STATUS_TEXT[_STORED]
+            for offer, (_stored, held) in zip(offered, decided, strict=True):
+                one(offer, None if held is None else held[0], text, force)
         return results
