@@ -29,6 +29,7 @@ from ..core import (
     SnapshotValue,
     SourcePayload,
 )
+from ..core._versions import share_version
 from ._background import count_refreshes
 from ._batch_calls import BatchCalls
 from ._cache_access import BuildView, served
@@ -364,14 +365,13 @@ class GroupRun:
 
     async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
         """After a level, one cache write of every fresh value it made (none when ``write`` is
-        False), then resolve each key with what the build serves (:func:`served`); in the
-        level's own task, inside the group's task group: no commit outlives its group.
-
-        Raises:
-            Exception: whatever the cache raised (an uncopyable payload is served uncached).
-        """
+        False), all of one new version (:func:`share_version`), then resolve each key with what
+        the build serves (:func:`served`); in the level's own task, inside the group's task
+        group: no commit outlives its group. Raises whatever the cache raised (an uncopyable
+        payload is served uncached)."""
         if not values:
             return
+        share_version(values)  # new revisions of distinct keys, seen by nobody yet
         engine = self.engine
         written: Mapping[ResourceKey, CacheWriteResult | None] = {}
         if write:

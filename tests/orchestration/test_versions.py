@@ -1,0 +1,87 @@
+"""Resource versions tell revisions of one key apart: every new revision of a key gets a new
+version, while the new revisions of distinct keys that one build writes together share one
+(one string per write, not per key). Dependency checks compare versions per key, so a derived
+value whose dependency changed is still derived again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.orchestration.conftest import Batch, Derived, Single, key, make_builder
+
+from coalestra.core import FreshnessPolicy, ResourceKey, Snapshot
+from coalestra.testing import VirtualClock
+
+X, Y, Z = key("X", "raw"), key("Y", "raw"), key("Z", "raw")
+SHORT = FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=1.0)
+LONG = FreshnessPolicy(ttl_seconds=3600.0, max_stale_seconds=3600.0)
+
+
+def counting() -> Single:
+    """A single-key source whose payload changes with every call."""
+    served = iter(range(1_000_000))
+    return Single("raw", 10, lambda _k, _c: next(served), supports=lambda k: k in (X, Y, Z))
+
+
+async def test_values_a_build_writes_together_share_one_version(clock: VirtualClock) -> None:
+    builder = make_builder([counting()], clock, default_policy=LONG)
+
+    snapshot = await builder.build([X, Y, Z])
+
+    assert len({snapshot[k].version for k in (X, Y, Z)}) == 1
+    assert all(snapshot[k].from_cache is False for k in (X, Y, Z))
+
+
+async def test_a_batch_call_s_values_share_one_version(clock: VirtualClock) -> None:
+    builder = make_builder([Batch("batch", 10)], clock, default_policy=LONG)
+
+    snapshot = await builder.build([X, Y])
+
+    assert snapshot[X].version == snapshot[Y].version
+
+
+async def test_every_revision_of_a_key_gets_a_new_version(clock: VirtualClock) -> None:
+    builder = make_builder([counting()], clock, default_policy=SHORT)
+    seen: dict[tuple[ResourceKey, str], Any] = {}
+
+    for round_ in range(6):
+        keys = [X, Y, Z] if round_ % 2 else [X, Y]  # the writes group keys differently
+        snapshot = await builder.build(keys)
+        for k in keys:
+            value = snapshot[k]
+            assert seen.setdefault((k, value.version), value.value) == value.value
+        published = await builder.publisher.publish(Z, round_, source="stream", force=True)
+        assert published.value is not None
+        assert (Z, published.value.version) not in seen
+        seen[Z, published.value.version] = round_
+        await asyncio.sleep(2.0)  # past the TTL: the next build fetches again
+
+    assert len({version for k, version in seen if k == X}) == 6
+
+
+async def test_a_derived_value_is_derived_again_when_a_dependency_written_with_others_changes(
+    clock: VirtualClock,
+) -> None:
+    derived = key("K", "derived")
+
+    def total(_key: ResourceKey, snap: Snapshot, _ctx: Any) -> int:
+        return sum(snap.value(dep, int) for dep in snap)
+
+    source = Derived("derived", 50, lambda _k: (X,), total, supports=lambda k: k == derived)
+    builder = make_builder([source, counting()], clock, default_policy=LONG)
+    first = await builder.build([X, Y])  # X and Y written together: one version
+    assert first[X].version == first[Y].version
+
+    second = await builder.build([derived])
+    assert dict(second[derived].dependency_versions) == {X: first[X].version}
+    # A new revision of X (refetched with Z, in a later write): the derived value is stale.
+    await builder.cache.invalidate(X)
+    third = await builder.build([X, Z])
+    assert third[X].version != first[X].version
+    fourth = await builder.build([derived])
+
+    assert len(source.calls) == 2
+    assert fourth[derived].from_cache is False
+    assert dict(fourth[derived].dependency_versions) == {X: third[X].version}
+    assert fourth.value(derived) == third.value(X)
