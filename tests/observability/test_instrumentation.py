@@ -112,7 +112,7 @@ def _drive(helper: Instrumentation, keys: list[ResourceKey]) -> None:
     counts = helper.count_by_type(keys)
     helper.cache_accesses("fresh", counts)
     helper.cache_accesses("miss", {key_type(keys[0]): 1})
-    helper.cache_hits((key, "fresh") for key in keys)
+    helper.cache_hits(keys)
     helper.cache_bypassed(keys)
     for i, key in enumerate(keys):
         source = SOURCES[i % 3]
@@ -321,7 +321,7 @@ def test_disabled_half_is_not_called() -> None:
     assert events.events == []
     metrics = RecordingMetrics()
     helper = Instrumentation(metrics, NullEventSink())
-    helper.cache_hits([(ResourceKey("market", "price", "A"), "fresh")])  # event only
+    helper.cache_hits([ResourceKey("market", "price", "A")])  # event only
     helper.resolved(
         ResourceKey("market", "price", "A"),
         "rest",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from itertools import repeat
 from typing import Any, TypeVar, cast, final, overload
 
 from ._acceptance import SnapshotAcceptancePolicy
+from ._key_tuple import key_tuple as key_tuple  # re-exported: entry points import it here
 from ._keys import ResourceKey
 from ._policies import SnapshotConsistencyPolicy
 from ._validation import (
@@ -174,7 +174,6 @@ for _name in _COUNTERS:
     setattr(DiagnosticsCollector, _name, 0)
 
 _new, _set = object.__new__, object.__setattr__
-_SEQUENCES = (list, tuple)  # key_tuple: taken as they are
 
 
 _EMPTY_DIAGNOSTICS = SnapshotDiagnostics()
@@ -308,19 +307,6 @@ def _typed(key: ResourceKey, value: Any, expected_type: type[T] | None) -> T | A
             f"Resource {key} contains {type(value).__name__}, expected {expected_type.__name__}"
         )
     return cast("T", value) if expected_type is not None else value
-
-
-def key_tuple(name: str, keys: Iterable[ResourceKey]) -> tuple[ResourceKey, ...]:
-    """Validate and de-duplicate keys (order kept); every entry point taking keys uses it."""
-    if type(keys) not in _SEQUENCES and (  # a list or tuple: no ABC check
-        isinstance(cast(object, keys), (str, bytes, ResourceKey)) or not isinstance(keys, Iterable)
-    ):
-        raise TypeError(f"{name} must be an iterable of ResourceKey")
-    result = tuple(keys)  # checked before de-duplicating: not "unhashable type" for a bad entry
-    if not all(map(isinstance, result, repeat(ResourceKey))):  # C-level: no Python per key
-        bad = next(key for key in result if not isinstance(key, ResourceKey))
-        raise TypeError(f"{name} must contain only ResourceKey, got {type(bad).__name__}")
-    return tuple(dict.fromkeys(result))
 
 
 @final

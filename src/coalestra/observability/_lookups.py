@@ -33,7 +33,4 @@ def report_lookups(
         else:  # every key was a fresh hit: the request's own (memoized) counts
             report.cache_accesses(_FRESH, count(keys))
     if report.events_on:
-        swr_keys = set(swr)
-        report.cache_hits(
-            (key, _STALE_WHILE_REVALIDATE if key in swr_keys else _FRESH) for key in hits
-        )
+        report.cache_hits(hits, swr)

@@ -24,7 +24,7 @@ from ..core import (
 )
 from ..core._closed import BUILDER_CLOSED, ClosedError
 from ..core._ids import new_snapshot_id
-from ..core._snapshot import key_tuple
+from ..core._key_tuple import key_tuple
 from ..core._validation import EMPTY_MAPPING, ReadOnlyDict, check_timestamp, frozen_mapping
 from ..observability._instrumentation import Instrumentation
 from ..observability._lookups import report_lookups
