@@ -10,6 +10,7 @@ from typing import Any
 
 from tests.orchestration.conftest import Batch, Derived, Single, key, make_builder
 
+from coalestra.cache import ResourceUpdate
 from coalestra.core import FreshnessPolicy, ResourceKey, Snapshot
 from coalestra.testing import VirtualClock
 
@@ -85,3 +86,47 @@ async def test_a_derived_value_is_derived_again_when_a_dependency_written_with_o
     assert fourth[derived].from_cache is False
     assert dict(fourth[derived].dependency_versions) == {X: third[X].version}
     assert fourth.value(derived) == third.value(X)
+
+
+async def test_one_publish_many_call_s_revisions_share_one_version(clock: VirtualClock) -> None:
+    builder = make_builder([counting()], clock, default_policy=LONG)
+    first = await builder.publisher.publish_many(
+        [ResourceUpdate(X, 1, "stream"), ResourceUpdate(Y, 2, "stream")]
+    )
+    await asyncio.sleep(1.0)
+    second = await builder.publisher.publish_many(
+        [ResourceUpdate(X, 3, "stream"), ResourceUpdate(X, 4, "stream")]  # one key twice
+    )
+
+    versions = {k: result.value.version for k, result in first.items() if result.value}
+    assert versions[X] == versions[Y]
+    assert list(second) == [X]  # the later update won; the other was never a revision
+    winner = second[X].value
+    assert winner is not None
+    assert winner.value == 4
+    assert winner.version != versions[X]
+    snapshot = await builder.build([X, Y])
+    assert (snapshot[X].version, snapshot[Y].version) == (winner.version, versions[Y])
+
+
+async def test_a_derived_value_follows_a_dependency_published_with_others(
+    clock: VirtualClock,
+) -> None:
+    derived = key("K", "derived")
+
+    def total(_key: ResourceKey, snap: Snapshot, _ctx: Any) -> int:
+        return sum(snap.value(dep, int) for dep in snap)
+
+    source = Derived("derived", 50, lambda _k: (X, Y), total, supports=lambda k: k == derived)
+    builder = make_builder([source, counting()], clock, default_policy=LONG)
+    publish_many = builder.publisher.publish_many
+    await publish_many([ResourceUpdate(X, 10, "stream"), ResourceUpdate(Y, 20, "stream")])
+    assert (await builder.build([derived])).value(derived) == 30
+    await asyncio.sleep(1.0)
+    await publish_many([ResourceUpdate(Y, 5, "stream"), ResourceUpdate(Z, 7, "stream")])
+
+    again = await builder.build([derived])
+
+    assert again.value(derived) == 15
+    assert again[derived].from_cache is False
+    assert len(source.calls) == 2

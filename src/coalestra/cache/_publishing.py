@@ -21,7 +21,7 @@ from typing import Any, final
 
 from ..core import CacheWriteStatus, ResourceKey, SnapshotValue
 from ..core._validation import EMPTY_MAPPING, check_float, check_source_name
-from ..core._values import draft_of
+from ..core._values import draft_of, new_version
 from ..observability._instrumentation import Instrumentation
 from ._checks import check_key
 from ._config import PublisherConfig
@@ -124,6 +124,9 @@ class Publishing:
         build, resolve, ranked = revisions.build, self._policies.resolve, self._ranked
         offers: list[SnapshotValue[Any]] = []
         add = offers.append
+        # One version for the batch (a version tells revisions of one key apart): a key's
+        # updates beyond one are reduced away before anything is written, reported or returned.
+        one = new_version()
         for update in updates:
             key, value, source = update.key, update.value, update.source
             # An update's empty metadata is EMPTY_MAPPING (frozen_mapping): tested once, in build.
@@ -131,7 +134,11 @@ class Publishing:
                 add(build(key, value, source, update.observed_at, update.metadata, now))
                 continue
             stale = resolve(key).ttl_seconds < 0.0  # age 0, as in offer()
-            add(_trusted(key, value, source, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _EMPTY))
+            add(
+                _trusted(
+                    key, value, source, now, now, 0.0, stale, 0.0, 0, PUBLISHED, 0, _EMPTY, one
+                )
+            )
         return offers
 
     def write_now(

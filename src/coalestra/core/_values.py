@@ -178,11 +178,13 @@ class SnapshotValue(Generic[T]):
         metadata: Mapping[str, Any],
         authority_rank: int,
         dependency_versions: Mapping[ResourceKey, str],
+        version: str | None = None,
     ) -> SnapshotValue[Any]:
         """Build a fresh (not from cache) value from parts the engine already validated.
 
         The miss path makes one value per key; skipping ``__post_init__`` there saves most of
-        its cost. ``metadata`` and ``dependency_versions`` must already be read-only.
+        its cost. ``metadata`` and ``dependency_versions`` must already be read-only. ``version``
+        (default: a new one) may be shared only with new revisions of *other* keys.
         """
         # Filled in as a mutable draft and retyped (see _evolve): ~4x cheaper than 14
         # object.__setattr__ calls, and the publisher makes one value per publication.
@@ -199,7 +201,9 @@ class SnapshotValue(Generic[T]):
         new.attempts = attempts
         new.metadata = metadata
         new.authority_rank = authority_rank
-        new.version = f"{_VERSION_PREFIX}-{next(_version_counter):x}"  # new_version(), inline
+        if version is None:
+            version = f"{_VERSION_PREFIX}-{next(_version_counter):x}"  # new_version(), inline
+        new.version = version
         new.dependency_versions = dependency_versions
         new.__class__ = cls
         return new  # type: ignore[no-any-return]  # retyped: a SnapshotValue
