@@ -21,7 +21,6 @@ The names themselves are declared once, in :mod:`._names`.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from operator import attrgetter
 from typing import Any, final
 
 from ..core._keys import ResourceKey
@@ -32,7 +31,6 @@ from ._names import KeyType
 from ._sinkcalls import count_types
 
 _PUBLISH_TOTAL = names.RESOURCE_PUBLISH_TOTAL
-_text_of = attrgetter("_text")  # str(key) as ResourceKey keeps it once rendered
 _PUBLISHED = names.EVENT_PUBLISHED
 _PUBLISH_IGNORED = names.EVENT_PUBLISH_IGNORED
 
@@ -62,7 +60,7 @@ class Instrumentation(BuildFacts):
         if self.metrics_on:
             self._count_types(names.CACHE_ACCESS_TOTAL, counts, status=status)
 
-    def cache_hits(self, hits: Collection[ResourceKey], swr: Collection[ResourceKey] = ()) -> None:
+    def cache_hits(self, hits: Iterable[ResourceKey], swr: Collection[ResourceKey] = ()) -> None:
         """One ``cache_hit`` event per key of ``hits``, in order: its ``freshness`` is
         ``stale_while_revalidate`` for the keys in ``swr``, ``fresh`` for the others."""
         if not self.events_on:
@@ -76,7 +74,11 @@ class Instrumentation(BuildFacts):
                 except Exception:
                     self._failed()
             return
-        for text in _texts(hits):  # every hit fresh (a warm build): the leanest loop
+        for key in hits:  # every hit fresh (a warm build): the leanest loop
+            try:  # str(key) as the key keeps it once rendered: ~20 ns less than a call
+                text = key._text
+            except AttributeError:  # not rendered yet
+                text = str(key)
             try:
                 emit(event, resource=text, freshness=fresh)
             except Exception:
@@ -343,12 +345,3 @@ class Instrumentation(BuildFacts):
 
     def __repr__(self) -> str:
         return f"Instrumentation(enabled={self.enabled}, sink_failures={self._sink_failures})"
-
-
-def _texts(keys: Collection[ResourceKey]) -> list[str]:
-    """``str(key)`` of each key; read in C when every key was rendered before (~25 ns a key
-    less than calling ``ResourceKey.__str__``: the next builds of the same keys)."""
-    try:
-        return list(map(_text_of, keys))
-    except AttributeError:  # a key not rendered yet
-        return list(map(str, keys))
