@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.orchestration.conftest import Batch, Derived, Single, key, make_builder
 
 from coalestra.cache import ResourceUpdate
-from coalestra.core import FreshnessPolicy, ResourceKey, Snapshot
-from coalestra.testing import VirtualClock
+from coalestra.core import FreshnessPolicy, ResourceKey, Snapshot, SnapshotValue
+from coalestra.testing import VirtualClock, VirtualTimeRunner
 
 X, Y, Z = key("X", "raw"), key("Y", "raw"), key("Z", "raw")
 SHORT = FreshnessPolicy(ttl_seconds=1.0, max_stale_seconds=1.0)
@@ -130,3 +132,61 @@ async def test_a_derived_value_follows_a_dependency_published_with_others(
     assert again.value(derived) == 15
     assert again[derived].from_cache is False
     assert len(source.calls) == 2
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["build", "publish", "publish_many", "invalidate"]),
+        st.lists(st.sampled_from([X, Y, Z]), min_size=1, max_size=4),  # duplicates included
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=_ops)
+def test_versions_name_one_revision_per_key_and_derived_values_follow(
+    ops: list[tuple[str, list[ResourceKey]]],
+) -> None:
+    """Whatever mix of builds, publications and invalidations: a (key, version) pair always
+    names the same revision, and a derived value served (cached or not) matches the values of
+    its dependencies served with it."""
+    derived = key("K", "derived")
+
+    def total(_key: ResourceKey, snap: Snapshot, _ctx: Any) -> int:
+        return sum(snap.value(dep, int) for dep in snap)
+
+    async def scenario() -> None:
+        source = Derived("derived", 50, lambda _k: (X, Y), total, supports=lambda k: k == derived)
+        builder = make_builder([source, counting()], VirtualClock(), default_policy=LONG)
+        seen: dict[tuple[ResourceKey, str], tuple[Any, float]] = {}
+        published = iter(range(1_000, 1_000_000))
+
+        def record(value: SnapshotValue[Any] | None) -> None:
+            if value is not None:
+                revision = (value.value, value.observed_at)
+                assert seen.setdefault((value.key, value.version), revision) == revision
+
+        for op, keys in ops:
+            await asyncio.sleep(1.0)
+            publisher = builder.publisher
+            if op == "build":
+                snapshot = await builder.build(keys)
+                for k in set(keys):
+                    record(snapshot[k])
+            elif op == "publish":
+                record((await publisher.publish(keys[0], next(published), source="s")).value)
+            elif op == "publish_many":
+                updates = [ResourceUpdate(k, next(published), "s") for k in keys]
+                for result in (await publisher.publish_many(updates)).values():
+                    record(result.value)
+            else:  # the next check fetches these again, together
+                await builder.cache.invalidate_many(set(keys))
+            check = await builder.build([derived, X, Y])
+            for k in (derived, X, Y):
+                record(check[k])
+            assert check.value(derived) == check.value(X) + check.value(Y)
+        await builder.aclose()
+
+    with VirtualTimeRunner() as runner:
+        runner.run(scenario())

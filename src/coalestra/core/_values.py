@@ -26,7 +26,8 @@ from ._validation import (
 T = TypeVar("T")
 
 # Versions are opaque: a per-process random prefix plus a counter is unique across processes
-# (for shared cache tiers) and costs a counter step, not a uuid, per value.
+# (for shared cache tiers) and costs a counter step, not a uuid, per write (the revisions of
+# distinct keys written together share one: see core._versions).
 _VERSION_PREFIX = os.urandom(5).hex()
 _version_counter = itertools.count(1)
 
@@ -121,7 +122,8 @@ class SnapshotValue(Generic[T]):
         attempts: source attempts made (retries included).
         metadata: read-only source metadata.
         authority_rank: the authority rank the revision was written with.
-        version: an opaque revision identifier; a new revision gets a new version.
+        version: an opaque revision identifier: a new revision of the key gets a version the
+            key never had (revisions of other keys written with it may share it).
         dependency_versions: for derived values, the version of each dependency used.
     """
 
