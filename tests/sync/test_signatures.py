@@ -12,9 +12,11 @@ import inspect
 import pytest
 
 from coalestra import SyncSnapshotBuilder, SyncSnapshotSession
+from coalestra.sync import SyncResourcePublisher
 
 _KEYS = "keys: 'Iterable[ResourceKey]'"
 _BUILD = "deadline_seconds: 'float | None' = None, metadata: 'Mapping[str, Any] | None' = None"
+_FLAGS = "force: 'bool' = False, replace_equal: 'bool' = False"
 _DEGRADE = "degradation_policy: 'RequestDegradationPolicy | None' = None"
 
 SIGNATURES = [
@@ -73,6 +75,34 @@ SIGNATURES = [
         " acceptance_policy: 'SnapshotAcceptancePolicy | None' = None) -> 'Snapshot'",
     ),
     (SyncSnapshotSession, "snapshot", "(self) -> 'Snapshot'"),
+    (
+        SyncResourcePublisher,
+        "publish",
+        "(self, key: 'ResourceKey', value: 'Any', *, source: 'str',"
+        " observed_at: 'float | None' = None, metadata: 'Mapping[str, Any] | None' = None,"
+        f" {_FLAGS}) -> 'PublishResult'",
+    ),
+    (
+        SyncResourcePublisher,
+        "publish_update",
+        f"(self, update: 'ResourceUpdate[Any]', *, {_FLAGS}) -> 'PublishResult'",
+    ),
+    (
+        SyncResourcePublisher,
+        "publish_many",
+        f"(self, updates: 'Collection[ResourceUpdate[Any]]', *, {_FLAGS})"
+        " -> 'Mapping[ResourceKey, PublishResult]'",
+    ),
+    (
+        SyncResourcePublisher,
+        "invalidate",
+        "(self, key: 'ResourceKey', *, reason: 'str' = '') -> 'None'",
+    ),
+    (
+        SyncResourcePublisher,
+        "invalidate_many",
+        "(self, keys: 'Collection[ResourceKey]', *, reason: 'str' = '') -> 'None'",
+    ),
 ]
 IDS = [f"{owner.__name__}.{name}" for owner, name, _ in SIGNATURES]
 
@@ -95,15 +125,58 @@ def test_blocking_method_is_documented_as_blocking(owner: type, name: str, expec
 
 
 @pytest.mark.parametrize(
-    "name", ["build", "build_request", "session", "wait_for_refreshes"], ids=lambda name: name
+    ("owner", "name"),
+    [
+        (SyncSnapshotBuilder, name)
+        for name in ("build", "build_request", "session", "wait_for_refreshes")
+    ]
+    + [(SyncResourcePublisher, "publish")],
+    ids=lambda value: getattr(value, "__name__", value),
 )
-def test_builder_facade_docstrings_name_the_sync_closed_error(name: str) -> None:
-    doc = inspect.getdoc(getattr(SyncSnapshotBuilder, name))
+def test_facade_docstrings_name_the_sync_closed_error(owner: type, name: str) -> None:
+    doc = inspect.getdoc(getattr(owner, name))
     assert doc is not None
     assert (
         'RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"), or called from a'
         " thread running an event loop."
     ) in " ".join(doc.split())
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("publish_update", "(raises as :meth:`publish`)"),
+        ("publish_many", "(raises as :meth:`publish`)"),
+        ("invalidate", "RuntimeError: as :meth:`publish`."),
+        ("invalidate_many", "(raises as :meth:`invalidate`)"),
+    ],
+)
+def test_publisher_docstrings_refer_to_publish_for_errors(name: str, reference: str) -> None:
+    doc = inspect.getdoc(getattr(SyncResourcePublisher, name))
+    assert doc is not None
+    assert doc.startswith(f"Blocking :meth:`ResourcePublisher.{name}`")
+    assert reference in " ".join(doc.split())
+
+
+def test_blocking_method_runs_the_method_reassigned_on_the_instance() -> None:
+    from coalestra import CallableSource, FreshnessPolicy, ResourceKey, SnapshotBuilder
+
+    source = CallableSource(
+        name="rest", priority=1, supports=lambda _k: True, fetcher=lambda k, c: 1
+    )
+    builder = SnapshotBuilder([source], default_policy=FreshnessPolicy(5.0, 5.0))
+    calls: list[str] = []
+
+    async def invalidate(key: ResourceKey, *, reason: str = "") -> None:
+        calls.append(reason)
+
+    builder.publisher.invalidate = invalidate  # type: ignore[method-assign]
+    facade = SyncSnapshotBuilder(builder, shutdown_timeout_seconds=1.0)
+    try:
+        facade.publisher.invalidate(ResourceKey("user", "1"), reason="gap")
+    finally:
+        facade.close()
+    assert calls == ["gap"]
 
 
 def test_bound_blocking_method_drops_self() -> None:

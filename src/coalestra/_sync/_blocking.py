@@ -73,8 +73,8 @@ class _FacadeMethod(Generic[Target, P, R]):
 
 
 class blocking(_FacadeMethod[Target, P, R]):
-    """The blocking form of an async method: runs ``method`` on the facade's loop, with the
-    facade's async object as ``self``, and waits for its outcome.
+    """The blocking form of an async method: runs the facade's async object's method of that
+    name on the facade's loop and waits for its outcome.
 
     Args:
         method: the async method, taken from its class (``SnapshotBuilder.build``).
@@ -86,8 +86,13 @@ class blocking(_FacadeMethod[Target, P, R]):
     def __init__(
         self, method: Callable[Concatenate[Target, P], Coroutine[Any, Any, R]], doc: str
     ) -> None:
+        name = method.__name__
+
         def function(facade: Facade[Target], /, *args: P.args, **kwargs: P.kwargs) -> R:
-            return facade._core.call(method, facade._target(), *args, **kwargs)
+            # Looked up on the object, as a call written out would: a method reassigned on
+            # the instance (allowed on the builder and the publisher) is the one that runs.
+            bound: Callable[P, Coroutine[Any, Any, R]] = getattr(facade._target(), name)
+            return facade._core.call(bound, *args, **kwargs)
 
         super().__init__(function, inspect.signature(method), doc)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from ..cache import PublishResult, ResourcePublisher, ResourceUpdate
 from ..core import PayloadIsolator, ResourceKey
+from ._blocking import blocking
 from ._core import BacklogView, FacadeCore
 
 if TYPE_CHECKING:
@@ -94,68 +95,42 @@ class SyncResourcePublisher(BacklogView):
         """
         self._core.flush(timeout_seconds)
 
+    def _target(self) -> ResourcePublisher:
+        """The publisher the blocking methods run on (the core checks that the facade is open)."""
+        return self._publisher
+
     # -- blocking ----------------------------------------------------------------------------
 
-    def publish(
-        self,
-        key: ResourceKey,
-        value: Any,
-        *,
-        source: str,
-        observed_at: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> PublishResult:
+    publish = blocking(
+        ResourcePublisher.publish,
         """Blocking :meth:`ResourcePublisher.publish`.
 
         Raises:
             TypeError, ValueError, SourceProtocolError, PayloadIsolationError: as the async
                 method. RuntimeError: the facade is closed ("SyncSnapshotBuilder is closed"),
                 or called from a thread running an event loop.
-        """
-        return self._core.call(
-            self._publisher.publish,
-            key,
-            value,
-            source=source,
-            observed_at=observed_at,
-            metadata=metadata,
-            force=force,
-            replace_equal=replace_equal,
-        )
-
-    def publish_update(
-        self, update: ResourceUpdate[Any], *, force: bool = False, replace_equal: bool = False
-    ) -> PublishResult:
-        """Blocking :meth:`ResourcePublisher.publish_update` (raises as :meth:`publish`)."""
-        return self._core.call(
-            self._publisher.publish_update, update, force=force, replace_equal=replace_equal
-        )
-
-    def publish_many(
-        self,
-        updates: Collection[ResourceUpdate[Any]],
-        *,
-        force: bool = False,
-        replace_equal: bool = False,
-    ) -> Mapping[ResourceKey, PublishResult]:
-        """Blocking :meth:`ResourcePublisher.publish_many` (raises as :meth:`publish`)."""
-        return self._core.call(
-            self._publisher.publish_many, updates, force=force, replace_equal=replace_equal
-        )
-
-    def invalidate(self, key: ResourceKey, *, reason: str = "") -> None:
+        """,
+    )
+    publish_update = blocking(
+        ResourcePublisher.publish_update,
+        """Blocking :meth:`ResourcePublisher.publish_update` (raises as :meth:`publish`).""",
+    )
+    publish_many = blocking(
+        ResourcePublisher.publish_many,
+        """Blocking :meth:`ResourcePublisher.publish_many` (raises as :meth:`publish`).""",
+    )
+    invalidate = blocking(
+        ResourcePublisher.invalidate,
         """Blocking :meth:`ResourcePublisher.invalidate`.
 
         Raises:
             TypeError: a bad key or reason. RuntimeError: as :meth:`publish`.
-        """
-        self._core.call(self._publisher.invalidate, key, reason=reason)
-
-    def invalidate_many(self, keys: Collection[ResourceKey], *, reason: str = "") -> None:
-        """Blocking :meth:`ResourcePublisher.invalidate_many` (raises as :meth:`invalidate`)."""
-        self._core.call(self._publisher.invalidate_many, keys, reason=reason)
+        """,
+    )
+    invalidate_many = blocking(
+        ResourcePublisher.invalidate_many,
+        """Blocking :meth:`ResourcePublisher.invalidate_many` (raises as :meth:`invalidate`).""",
+    )
 
     # -- non-blocking ------------------------------------------------------------------------
 
