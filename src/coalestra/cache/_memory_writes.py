@@ -150,24 +150,21 @@ class MemoryWrites:
         is_mutable = copies.is_mutable
         stored = CacheWriteStatus.STORED
         decided = store.decide_many(candidates, force=False, replace_equal=False)
-        mutable: list[bool] = []  # of each candidate that stores
-        for candidate, (status, _held) in zip(candidates, decided, strict=True):
+        winners: list[tuple[SnapshotValue[Any], bool, bool]] = []
+        lost: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
+        for candidate, (status, held) in zip(candidates, decided, strict=True):
             if status is stored:
                 if is_mutable(candidate):
                     if not candidate.attempts:
                         return None
-                    mutable.append(True)
+                    winners.append((candidate, True, False))
                 else:
-                    mutable.append(False)
-        # Nothing to copy, so nothing can fail or wait between the decisions and the stores.
-        put, flags = store.put, iter(mutable)
-        lost: dict[ResourceKey, tuple[CacheWriteStatus, Entry]] = {}
-        for candidate, (status, held) in zip(candidates, decided, strict=True):
-            if status is stored:
-                put(candidate, next(flags))
+                    winners.append((candidate, False, False))
             else:
                 assert held is not None  # only a held revision can make a write lose
                 lost[candidate.key] = (status, held)
+        # Nothing to copy, so nothing can fail or wait between the decisions and the stores.
+        store.put_many(winners)
         if not lost:
             return {}
         kept = await self._isolate_entries([entry for _status, entry in lost.values()])

@@ -229,15 +229,7 @@ class MemoryStore:
         metadata all atoms), so it is not judged again.
         """
         table = self._table
-        flags = DERIVED if value.dependency_versions else 0
-        if flat:
-            flags |= MUTABLE | FLAT
-        elif mutable:
-            slow = self._slow_copy
-            if slow is None or slow(value):
-                flags |= MUTABLE | SLOW_COPY
-            else:
-                flags |= MUTABLE | FLAT if is_flat(value.value) else MUTABLE
+        flags = self._flags(value, mutable, flat)
         table.use(value.key, (value, flags) if flags else value)
         self.sets += 1
         limit = self.max_entries
@@ -246,25 +238,42 @@ class MemoryStore:
                 table.pop_oldest()
                 self.evictions += 1
 
-    def put_many(self, staged: Iterable[tuple[SnapshotValue[Any], bool, bool]]) -> None:
-        """:meth:`put` for each ``(value, mutable, flat)``, in order. Without a size limit
-        (nothing evicted, so the table never rotates) a value holding no dependency versions
-        whose flags are known (immutable, or known flat) is stored here, with
-        ``LruTable.use`` inlined: two calls less per value."""
-        table, limit, put = self._table, self.max_entries, self.put
-        recent, older = table.recent, table.older
+    def _flags(self, value: SnapshotValue[Any], mutable: bool, flat: bool) -> int:
+        """The entry flags of ``value`` (see :meth:`put`), judged once, as it is stored."""
+        flags = DERIVED if value.dependency_versions else 0
+        if flat:
+            return flags | MUTABLE | FLAT
+        if mutable:
+            slow = self._slow_copy
+            if slow is None or slow(value):
+                return flags | MUTABLE | SLOW_COPY
+            return flags | MUTABLE | FLAT if is_flat(value.value) else flags | MUTABLE
+        return flags
+
+    def put_many(self, staged: Sequence[tuple[SnapshotValue[Any], bool, bool]]) -> None:
+        """:meth:`put` for each ``(value, mutable, flat)``, in order. When nothing can be
+        evicted (no size limit, or room for all), with ``LruTable.use`` inlined and the size
+        limit checked once: fewer calls per value. Else one :meth:`put` at a time (an eviction
+        between two stores may drop what a later one would have used)."""
+        table, limit = self._table, self.max_entries
+        if limit is not None and len(table) + len(staged) > limit:
+            for value, mutable, flat in staged:
+                self.put(value, mutable, flat)
+            return
+        recent, older, judge = table.recent, table.older, self._flags
         table.tail = None  # the order changes (see _lru)
-        stored = 0
         for value, mutable, flat in staged:
-            if limit is not None or value.dependency_versions or (mutable and not flat):
-                put(value, mutable, flat)
-                continue
+            if mutable and not flat:
+                flags = judge(value, True, False)
+            elif value.dependency_versions:
+                flags = MUTABLE | FLAT | DERIVED if flat else DERIVED
+            else:
+                flags = MUTABLE | FLAT if flat else 0
             key = value.key
             if recent.pop(key, None) is None and older:
                 older.pop(key, None)
-            recent[key] = (value, MUTABLE | FLAT) if flat else value
-            stored += 1
-        self.sets += stored
+            recent[key] = (value, flags) if flags else value
+        self.sets += len(staged)
 
     def decide(
         self, value: SnapshotValue[Any], *, force: bool, replace_equal: bool

@@ -311,8 +311,7 @@ class BuildView:
         if entry is None:  # the first read holds values only
             entry = self.first_read.get(key)
         elif type(entry) is Flight:
-            future = entry.future
-            outcome = future.result() if future.done() else None
+            outcome = entry.outcome if entry.done else None
             entry = outcome if isinstance(outcome, SnapshotValue) else None
         if entry is None:
             return self.inputs.get(key) if self.inputs else None

@@ -1,10 +1,11 @@
 """Flights: the single-flight table. At most one resolution of a key is in flight, however
 many builds ask; :class:`SingleFlight` is the one owner of every flight's state.
 
-A :class:`Flight` is one key's in-progress resolution; its future resolves with the outcome (a
-``SnapshotValue`` or an ``Exception``, never ``set_exception``, so an unobserved failure logs
-nothing) as soon as that key is done. Flights are grouped (one owned task resolves all keys a
-build owns), and a group is cancelled only when no caller waits for any of its keys any more.
+A :class:`Flight` is one key's in-progress resolution; it resolves with the outcome (a
+``SnapshotValue`` or an ``Exception``, never an exception set on a future, so an unobserved
+failure logs nothing) as soon as that key is done. Flights are grouped (one owned task
+resolves all keys a build owns), and a group is cancelled only when no caller waits for any
+of its keys any more.
 
 The life of a flight (each arrow is one method of :class:`SingleFlight`)::
 
@@ -22,7 +23,7 @@ The life of a flight (each arrow is one method of :class:`SingleFlight`)::
                               +---------------------------------------------------- +
                                    (abandoned flights resolve "nobody waits")
 
-- **claimed**: :meth:`~SingleFlight.start` entered the key (its future is pending); builds that
+- **claimed**: :meth:`~SingleFlight.start` entered the key (not ``done`` yet); builds that
   look the key up now join it instead of starting their own.
 - **running**: :meth:`~SingleFlight.running` recorded the group's task and time window.
   Callers count as its waiters inside :meth:`~SingleFlight.waiting`; a derivation marks what it
@@ -45,23 +46,11 @@ from contextlib import contextmanager
 from typing import Any, TypeAlias, final
 
 from .._compat import Timeout
-from ..core import (
-    Clock,
-    FetchContext,
-    ResourceKey,
-    ResourceResolutionError,
-    SnapshotValue,
-    SourceFailure,
-    SourceUnavailableError,
-)
+from ..core import Clock, FetchContext, ResourceKey, SnapshotValue, SourceUnavailableError
 from ._counters import EngineCounters
+from ._flight_deadline import joined_too_long, let_ending_groups_finish
 
 Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
-
-JOINED_SOURCE = "single-flight"
-"""The ``source`` of a joiner's failure: its deadline passed while another build's flight ran."""
-_SETTLE_SECONDS = 0.01
-"""How long past its deadline a caller waits for a group cut at that same deadline to end."""
 
 
 @final
@@ -116,18 +105,33 @@ class FlightGroup:
 
 @final
 class Flight:
-    """One key's in-progress resolution."""
+    """One key's in-progress resolution: ``done`` once ``outcome`` is set (by
+    :meth:`SingleFlight.resolve`). Its :attr:`future` is made only for a caller that awaits
+    this one key (callers of many wait on the group): no future per key of a cold build."""
 
-    __slots__ = ("future", "group", "key", "waiting_on")
+    __slots__ = ("_future", "done", "group", "key", "outcome", "waiting_on")
 
-    def __init__(self, key: ResourceKey, future: asyncio.Future[Outcome], group: FlightGroup):
+    def __init__(self, key: ResourceKey, group: FlightGroup):
         self.key = key
-        self.future = future
         self.group = group
+        self.done = False
+        self.outcome: Outcome = _UNRESOLVED  # read only once done
+        self._future: asyncio.Future[Outcome] | None = None
         self.waiting_on: frozenset[ResourceKey] = _WAITING_ON_NONE
+
+    @property
+    def future(self) -> asyncio.Future[Outcome]:
+        """A future of the outcome (made on first use; already done once the flight is)."""
+        future = self._future
+        if future is None:
+            future = self._future = asyncio.get_running_loop().create_future()
+            if self.done:
+                future.set_result(self.outcome)
+        return future
 
 
 _WAITING_ON_NONE: frozenset[ResourceKey] = frozenset()  # shared: one object less per cold key
+_UNRESOLVED: Outcome = SourceUnavailableError("unresolved")  # never read: see Flight.done
 
 
 @final
@@ -172,11 +176,10 @@ class SingleFlight:
     ) -> dict[ResourceKey, Flight]:
         """Create flights for ``keys`` in one new group; ``register``: enter them in the table
         (none may be in flight), else they are private to their caller (nobody can join)."""
-        loop = asyncio.get_running_loop()
         group = FlightGroup(keep_alive=keep_alive)
         started: dict[ResourceKey, Flight] = {}
         for key in keys:
-            flight = Flight(key, loop.create_future(), group)
+            flight = Flight(key, group)
             if register:
                 self._flights[key] = flight
             started[key] = flight
@@ -191,7 +194,7 @@ class SingleFlight:
         if not group.abandoned:
             return
         for flight in group.flights:
-            if not flight.future.done():
+            if not flight.done:
                 self.resolve(flight, SourceUnavailableError(f"{flight.key}: nobody waits"))
         if group.task is not None:
             group.task.cancel()
@@ -239,19 +242,19 @@ class SingleFlight:
         for group in groups:
             group.waiters += 1
         try:
-            pending = [flight for flight in claims.values() if not flight.future.done()]
+            pending = [flight for flight in claims.values() if not flight.done]
             late = 0
             if pending and not await _resolved(pending, groups, ctx.remaining_seconds(clock)):
-                await _let_ending_groups_finish(claims)
-                late = sum(not flight.future.done() for flight in claims.values())
+                await let_ending_groups_finish(claims)
+                late = sum(not flight.done for flight in claims.values())
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             if late:
                 outcomes = {
-                    key: flight.future.result() if flight.future.done() else _joined_too_long(key)
+                    key: flight.outcome if flight.done else joined_too_long(key)
                     for key, flight in claims.items()
                 }
             else:  # every flight is resolved
-                outcomes = {key: flight.future.result() for key, flight in claims.items()}
+                outcomes = {key: flight.outcome for key, flight in claims.items()}
         finally:
             for group in groups:
                 self.release(group)
@@ -267,10 +270,12 @@ class SingleFlight:
         """Finish ``flight``: leave the table first, so later callers read the cache instead."""
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
-        if not flight.future.done():
+        if not flight.done:
             group = flight.group
             group.unresolved -= 1
-            flight.future.set_result(outcome)
+            flight.done, flight.outcome, future = True, outcome, flight._future
+            if future is not None and not future.done():  # not cancelled by its awaiter
+                future.set_result(outcome)
             for countdown in group.watchers:
                 countdown.resolved(flight)
             if not group.unresolved:  # all resolved: no flight <-> group cycle for the collector
@@ -312,29 +317,6 @@ async def _resolved(
 def _time_up(done: asyncio.Future[bool]) -> None:
     if not done.done():
         done.set_result(False)
-
-
-async def _let_ending_groups_finish(claims: Mapping[ResourceKey, Flight]) -> None:
-    """At the deadline, wait a few loop turns (bounded) for a group cut at that same deadline
-    to end (it writes what its level made, then resolves it): that value is not lost."""
-    ending = {
-        group.task
-        for flight in claims.values()
-        if not flight.future.done()
-        and (group := flight.group).task is not None
-        and not group.task.done()
-        and group.window is not None
-        and group.window.expired()
-    }
-    if ending:
-        await asyncio.wait(ending, timeout=_SETTLE_SECONDS)
-
-
-def _joined_too_long(key: ResourceKey) -> ResourceResolutionError:
-    """A caller's deadline passed while another build's flight still resolved ``key``."""
-    message = f"snapshot deadline exceeded while waiting for the in-flight resolution of {key}"
-    failure = SourceFailure(JOINED_SOURCE, "SnapshotDeadlineExceededError", message, 0)
-    return ResourceResolutionError(key, (failure,))
 
 
 @final
