@@ -13,11 +13,14 @@ async def test_a_future_made_before_the_flight_resolves_gets_its_outcome() -> No
     table = SingleFlight()
     flight = table.start([KEY])[KEY]
     future = flight.future
-    assert not future.done() and not flight.done
+    assert not future.done()
+    assert not flight.done
     error = RuntimeError("boom")
     table.resolve(flight, error)
-    assert flight.done and flight.outcome is error
-    assert future.done() and future.result() is error
+    assert flight.done
+    assert flight.outcome is error
+    assert future.done()
+    assert future.result() is error
     assert KEY not in table
 
 
@@ -26,7 +29,8 @@ async def test_a_future_made_after_the_flight_resolved_is_done_with_its_outcome(
     flight = table.start([KEY])[KEY]
     error = RuntimeError("boom")
     table.resolve(flight, error)
-    assert flight.future.done() and flight.future.result() is error
+    assert flight.future.done()
+    assert flight.future.result() is error
     assert flight.future is flight.future  # made once
 
 
@@ -36,5 +40,6 @@ async def test_a_cancelled_future_does_not_stop_the_flight_resolving() -> None:
     flight.future.cancel()
     error = RuntimeError("boom")
     table.resolve(flight, error)
-    assert flight.done and flight.outcome is error
+    assert flight.done
+    assert flight.outcome is error
     assert flight.group.unresolved == 0
