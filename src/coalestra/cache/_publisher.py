@@ -192,8 +192,7 @@ class ResourcePublisher(PublisherCopies):
             offer = self._revisions.checked(key, value, source, observed_at, metadata)
         result = publishing.write_now(offer, force, replace_equal)
         if result is None:
-            results = await publishing.commit((offer,), force, replace_equal)
-            result = results[offer.key]
+            result = await publishing.commit_one(offer, force, replace_equal)
         return result
 
     async def publish_update(
@@ -222,8 +221,7 @@ class ResourcePublisher(PublisherCopies):
         publishing = self._publishing
         result = publishing.write_now(offer, force, replace_equal)
         if result is None:
-            results = await publishing.commit((offer,), force, replace_equal)
-            result = results[offer.key]
+            result = await publishing.commit_one(offer, force, replace_equal)
         return result
 
     async def publish_many(

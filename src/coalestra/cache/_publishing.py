@@ -182,6 +182,13 @@ class Publishing:
             self._listening.published(offer, previous, _STATUS_TEXT[status], force)
         return result  # type: ignore[no-any-return]  # retyped: a PublishResult
 
+    async def commit_one(
+        self, offer: SnapshotValue[Any], force: bool, replace_equal: bool
+    ) -> PublishResult:
+        """:meth:`commit` of one revision, where :meth:`write_now` could not write it."""
+        results = await self.commit((offer,), force, replace_equal)
+        return results[offer.key]
+
     async def commit(
         self, offered: Sequence[SnapshotValue[Any]], force: bool, replace_equal: bool
     ) -> dict[ResourceKey, PublishResult]:
