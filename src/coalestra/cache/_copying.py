@@ -31,9 +31,10 @@ from typing import Any, final
 
 from ..core import PayloadIsolationError, PayloadIsolator, SnapshotValue
 from ..core._copy_runner import PayloadCopyRunner
+from ..core._deep_copy import SHARED
 from ..core._isolation import isolation_error, located
 from ._revisions import PUBLISHED
-from ._store import is_flat
+from ._store import FLAT, SLOW_COPY, is_flat
 
 LARGE_PAYLOAD_ITEMS = 256
 """A payload estimated to hold more items than this is copied in a worker thread (if allowed)."""
@@ -170,7 +171,7 @@ class PayloadCopies:
 
     def kept_inline(self, value: SnapshotValue[Any]) -> None:
         """Note that ``value``, which a write is about to store, was just judged to copy inline
-        (its payload, or the payload it was copied from, is not large): :meth:`slow`, which
+        (its payload, or the payload it was copied from, is not large): :meth:`copy_flags`, which
         the store asks as it keeps it, then need not estimate its size again. The write calls
         :meth:`forget_inline` before it awaits or returns."""
         self._inline[id(value)] = value
@@ -180,15 +181,38 @@ class PayloadCopies:
         if self._inline:
             self._inline.clear()
 
-    def slow(self, value: SnapshotValue[Any]) -> bool:
-        """True when a mutable ``value`` needs more than its payload copied inline: its metadata
-        must be copied too, or the copy belongs in a worker thread."""
+    def copy_flags(self, value: SnapshotValue[Any]) -> int:
+        """How a mutable ``value``'s copies are made, as the store's entry flags:
+        :data:`SLOW_COPY` when more than its payload is copied inline (its metadata too, or
+        the copy belongs in a worker thread); else :data:`FLAT` for a flat payload (its copy
+        is its ``copy()``, see :func:`is_flat`), or 0. A small dict is judged in one pass."""
         metadata = value.metadata
         if metadata and self._isolator.metadata_needs_copy(metadata):
-            return True
-        if self._inline and self._inline.pop(id(value), None) is value:
-            return self._offload_all
-        return self._offload_all or (self._offload_large and is_large(value.value))
+            return SLOW_COPY
+        if self._offload_all:
+            return SLOW_COPY
+        payload = value.value
+        if not self._offload_large or (
+            self._inline and self._inline.pop(id(value), None) is value
+        ):  # known small (see kept_inline), or never copied in a thread
+            return FLAT if is_flat(payload) else 0
+        if type(payload) is not dict or len(payload) > _SAMPLED_CHILDREN:
+            if is_large(payload):
+                return SLOW_COPY
+            return FLAT if is_flat(payload) else 0
+        # is_large and is_flat of a small dict, in one pass over its items.
+        total, flat, shared, containers = len(payload), True, SHARED, _BUILTIN_CONTAINERS
+        for key, item in payload.items():
+            kind = type(item)
+            if kind not in shared:
+                flat = False
+                if kind in containers:
+                    total += len(item)
+            if type(key) not in shared:
+                flat = False
+        if total > LARGE_PAYLOAD_ITEMS:
+            return SLOW_COPY
+        return FLAT if flat else 0
 
     def copy_owned(self, value: SnapshotValue[Any], context: str) -> SnapshotValue[Any]:
         """For a value nobody else holds (see ``OWNED`` in :mod:`._memory_writes`): give it a

@@ -107,7 +107,7 @@ class AsyncMemoryCache(CopyLifecycle):
             run_in_thread=config.run_payload_copies_in_thread,
             max_concurrency=config.max_copy_concurrency,
         )
-        self._store = MemoryStore(config.max_entries, self._copies.slow)
+        self._store = MemoryStore(config.max_entries, self._copies.copy_flags)
         self._writes = MemoryWrites(self._store, self._copies)
 
     def __repr__(self) -> str:

@@ -100,10 +100,12 @@ class MemoryStore:
     Args:
         max_entries: the most entries kept (least recently used are evicted), ``None`` for no
             bound. Validated by the caller.
+        copy_flags: judges how a mutable value's copies are made (:data:`SLOW_COPY`,
+            :data:`FLAT` or 0) as it is stored; without it every one is :data:`SLOW_COPY`.
     """
 
     __slots__ = (
-        "_slow_copy",
+        "_copy_flags",
         "_table",
         "evictions",
         "expirations",
@@ -118,11 +120,11 @@ class MemoryStore:
     def __init__(
         self,
         max_entries: int | None,
-        slow_copy: Callable[[SnapshotValue[Any]], bool] | None = None,
+        copy_flags: Callable[[SnapshotValue[Any]], int] | None = None,
     ) -> None:
         self._table: LruTable[ResourceKey, Held] = LruTable()
         self.max_entries = max_entries
-        self._slow_copy = slow_copy
+        self._copy_flags = copy_flags
         self.fresh_hits = self.stale_hits = self.misses = 0
         self.sets = self.invalidations = self.evictions = self.expirations = 0
 
@@ -244,10 +246,8 @@ class MemoryStore:
         if flat:
             return flags | MUTABLE | FLAT
         if mutable:
-            slow = self._slow_copy
-            if slow is None or slow(value):
-                return flags | MUTABLE | SLOW_COPY
-            return flags | MUTABLE | FLAT if is_flat(value.value) else flags | MUTABLE
+            judge = self._copy_flags
+            return flags | MUTABLE | (SLOW_COPY if judge is None else judge(value))
         return flags
 
     def put_many(self, staged: Sequence[tuple[SnapshotValue[Any], bool, bool]]) -> None:

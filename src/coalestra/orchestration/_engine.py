@@ -149,7 +149,7 @@ class GroupRun:
             raise
         finally:
             self._batch_calls = None  # no run <-> batch calls cycle left for the collector
-            if any(not flight.done for flight in self.flights.values()):
+            if self.group.unresolved and any(not flight.done for flight in self.flights.values()):
                 abandon(self, reason)
             if leased:
                 await release(self.engine.cache, list(leased))
