@@ -48,9 +48,12 @@ from typing import Any, TypeAlias, final
 from .._compat import Timeout
 from ..core import Clock, FetchContext, ResourceKey, SnapshotValue, SourceUnavailableError
 from ._counters import EngineCounters
-from ._flight_deadline import joined_too_long, let_ending_groups_finish
+from ._flight_deadline import joined_too_long
 
 Outcome: TypeAlias = "SnapshotValue[Any] | Exception"
+
+_SETTLE_SECONDS = 0.01
+"""How long past its deadline a caller waits for a group cut at that same deadline to end."""
 
 
 @final
@@ -245,7 +248,7 @@ class SingleFlight:
             pending = [flight for flight in claims.values() if not flight.done]
             late = 0
             if pending and not await _resolved(pending, groups, ctx.remaining_seconds(clock)):
-                await let_ending_groups_finish(claims)
+                await _let_ending_groups_finish(claims)
                 late = sum(not flight.done for flight in claims.values())
             # Read outcomes before letting go: releasing may tear down flights nobody else wants.
             if late:
@@ -317,6 +320,22 @@ async def _resolved(
 def _time_up(done: asyncio.Future[bool]) -> None:
     if not done.done():
         done.set_result(False)
+
+
+async def _let_ending_groups_finish(claims: Mapping[ResourceKey, Flight]) -> None:
+    """At the deadline, wait a few loop turns (bounded) for a group cut at that same deadline
+    to end (it writes what its level made, then resolves it): that value is not lost."""
+    ending = {
+        group.task
+        for flight in claims.values()
+        if not flight.done
+        and (group := flight.group).task is not None
+        and not group.task.done()
+        and group.window is not None
+        and group.window.expired()
+    }
+    if ending:
+        await asyncio.wait(ending, timeout=_SETTLE_SECONDS)
 
 
 @final
