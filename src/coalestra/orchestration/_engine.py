@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from functools import partial
+from operator import length_hint
 from typing import Any, TypeVar, final
 
 from .._compat import TaskGroup, watch_cancellation
@@ -36,8 +37,9 @@ from ._cache_access import BuildView, served
 from ._derive import Deriver
 from ._fall_through import FallThrough
 from ._flights import Flight, FlightWindow
-from ._gate import Invoke, Plain
+from ._gate import Plain
 from ._gate_bounds import WATCH_CALLS
+from ._gated_calls import FetchOne, fetch_one
 from ._last_resort import abandon, finish_failed
 from ._leases import coordinate, release
 from ._ledger import KeyLedger
@@ -159,23 +161,31 @@ class GroupRun:
                 count_refreshes(self.engine, flights, self.refresh_for, cancelled, failed)
 
     async def pool(
-        self, items: Sequence[T], work: Callable[[T], Awaitable[None]], *, lazy: bool = False
+        self,
+        items: Sequence[T],
+        work: Callable[[T], Awaitable[None]] | None = None,
+        *,
+        lazy: bool = False,
+        drain: Callable[[Iterator[T]], Awaitable[None]] | None = None,
     ) -> None:
         """Run ``work`` over ``items`` in order, in at most ``max_pending_tasks`` workers (the
-        first is this task: one item costs no task). ``lazy``: the others start once this one
-        waits, a loop turn later, so work that never waits (an in-memory source) needs no
-        task at all (not for batch chunks: each must reach its batch window in this turn)."""
+        first is this task: one item costs no task); or ``drain``, which each worker runs over
+        the items left (a loop of its own: no coroutine per item). ``lazy``: the others start
+        once this one waits, a loop turn later, so work that never waits (an in-memory source)
+        needs no task at all (not for batch chunks: each must reach its batch window in this
+        turn)."""
         engine = self.engine
         pending = iter(items)
-        taken = 0
 
         async def worker() -> None:
-            nonlocal taken
             engine.active_workers += 1
             try:
-                for item in pending:
-                    taken += 1
-                    await work(item)
+                if drain is not None:
+                    await drain(pending)
+                else:
+                    assert work is not None
+                    for item in pending:
+                        await work(item)
             finally:
                 engine.active_workers -= 1
 
@@ -191,7 +201,7 @@ class GroupRun:
                 return
 
             def spawn() -> None:
-                for _ in range(min(extra, len(items) - taken)):
+                for _ in range(min(extra, length_hint(pending))):
                     group.create_task(worker())
 
             started = asyncio.get_running_loop().call_soon(spawn)
@@ -284,84 +294,65 @@ class GroupRun:
         async def invoke(keys: tuple[ResourceKey, ...]) -> SourcePayload[Any]:
             return normalize_payload(await fetch(keys[0], window.ctx))
 
-        plain = self.engine.gate.plain(source, window)
+        engine, diag, ledger = self.engine, self.diag, self.make_ledger
+        one = partial(fetch_one, engine, window, diag, ledger, source, invoke, fall_through)
+        plain = engine.gate.plain(source, window)
         if plain is None:
-            work = partial(self._fetch_one, source, invoke, fall_through, made)
+            await self.pool(keys, partial(one, made), lazy=True)
         else:
-            work = partial(self._fetch_plain, source, invoke, plain, fall_through, made)
-        await self.pool(keys, work, lazy=True)
+            drain = partial(self._fetch_plain, source, plain, one, fall_through, made)
+            await self.pool(keys, lazy=True, drain=drain)
 
     # -- single-key sources -----------------------------------------------------------
 
     async def _fetch_plain(
         self,
         source: RegisteredSource,
-        invoke: Invoke[SourcePayload[Any]],
         plain: Plain,
+        one: FetchOne,
         fall_through: Callable[[list[ResourceKey]], None],
         made: list[SnapshotValue[Any]],
-        key: ResourceKey,
+        pending: Iterator[ResourceKey],
     ) -> None:
-        """:meth:`_fetch_one` for a plain call (see ``SourceGate.plain``): made right here, one
-        coroutine between the worker and the source, unless its circuit is tracked or no
-        slot is free now; a failure goes on in the gate (a retry, if due)."""
-        engine, window, diag = self.engine, self.window, self.diag
-        gate, clock = engine.gate, engine.clock
-        if gate.tracks(plain[1]) or not plain[0].try_take():
-            await self._fetch_one(source, invoke, fall_through, made, key)
-            return
-        called, call = (key,), None
-        started = clock.monotonic()
-        try:
-            call = source.fetch(key, window.ctx)  # type: ignore[misc]
-            if WATCH_CALLS:
-                call = watch_cancellation(call)
-            returned = await call
-        except BaseException as raised:
-            error = gate.plain_failed(source, plain, window, diag, started, called, raised, call)
-            if not isinstance(error, Exception):
-                raise
-            await self._fetch_one(source, invoke, fall_through, made, key, error)
-            return
-        factory, ledger = engine.factory, self.make_ledger
-        good = (  # a value stamped on arrival is fresh: a success for its circuit
-            type(returned) is not SourcePayload
-            or returned.observed_at is None
-            or factory.good(key, returned)
-        )
-        latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
-        accepted = factory.accept_one(source, key, returned, latency_ms, made, ledger, diag)
-        if accepted is None:  # its copy belongs off the loop
-            args = (made, source, key, returned, latency_ms, ledger, diag, window.ctx)
-            accepted = await factory.accept_later(*args)
-        if not accepted:
-            fall_through([key])
-
-    async def _fetch_one(
-        self,
-        source: RegisteredSource,
-        invoke: Invoke[SourcePayload[Any]],
-        fall_through: Callable[[list[ResourceKey]], None],
-        made: list[SnapshotValue[Any]],
-        key: ResourceKey,
-        failed: Exception | None = None,
-    ) -> None:
-        """One key's call to a single source (one level's calls share ``invoke``); a key that
-        got no value falls through at once. ``failed``: its first attempt failed so already
-        (see :meth:`_fetch_plain`)."""
-        engine, window = self.engine, self.window
-        called = (key,)
-        factory = engine.factory
-        result = await engine.gate.call(
-            source, called, window, self.diag, invoke, factory.circuit_successes, failed
-        )
-        if result.error is not None or result.value is None:
-            self.ledger.fail_all(source, called, result)
-        elif await factory.accept(
-            source, {key: result.value}, result, made, self.make_ledger, self.diag, ctx=window.ctx
-        ):
-            return
-        fall_through([key])
+        """The plain calls (see ``SourceGate.plain``) of the ``pending`` keys, one at a time:
+        each made right here, one coroutine between this loop and the source, unless its
+        circuit is tracked or no slot is free now; a failure goes on in the gate (a retry, if
+        due). Other calls: ``one`` (:func:`fetch_one`)."""
+        engine, diag, fetch = self.engine, self.diag, source.fetch
+        gate, clock, factory, ledger = engine.gate, engine.clock, engine.factory, self.make_ledger
+        slot, identity = plain
+        assert fetch is not None
+        for key in pending:
+            if gate.tracks(identity) or not slot.try_take():
+                await one(made, key)
+                continue
+            called, call, window = (key,), None, self.window
+            started = clock.monotonic()
+            try:
+                call = fetch(key, window.ctx)  # read per call: a joiner may move the ctx
+                if WATCH_CALLS:
+                    call = watch_cancellation(call)
+                returned = await call
+            except BaseException as raised:
+                error = gate.plain_failed(
+                    source, plain, window, diag, started, called, raised, call
+                )
+                if not isinstance(error, Exception):
+                    raise
+                await one(made, key, error)
+                continue
+            good = (  # a value stamped on arrival is fresh: a success for its circuit
+                type(returned) is not SourcePayload
+                or returned.observed_at is None
+                or factory.good(key, returned)
+            )
+            latency_ms = gate.plain_passed(source, plain, diag, started, called, good)
+            accepted = factory.accept_one(source, key, returned, latency_ms, made, ledger, diag)
+            if accepted is None:  # its copy belongs off the loop
+                args = (made, source, key, returned, latency_ms, ledger, diag, window.ctx)
+                accepted = await factory.accept_later(*args)
+            if not accepted:
+                fall_through([key])
 
     async def commit(self, values: Sequence[SnapshotValue[Any]], *, write: bool = True) -> None:
         """After a level, one cache write of every fresh value it made (none when ``write`` is
