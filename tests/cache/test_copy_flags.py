@@ -62,3 +62,15 @@ def test_a_value_noted_as_copied_inline_is_only_judged_flat() -> None:
     copies.kept_inline(value)
     assert copies.copy_flags(value) == 0  # not judged large again: known to copy inline
     assert copies.copy_flags(value) == SLOW_COPY  # the note is used once
+
+
+@pytest.mark.parametrize("container", [list, tuple, set, frozenset, dict.fromkeys])
+@pytest.mark.parametrize(
+    ("inner", "large"), [(LARGE_PAYLOAD_ITEMS - 8, False), (LARGE_PAYLOAD_ITEMS - 7, True)]
+)
+def test_a_small_dict_counts_its_items_and_those_of_every_container_in_it(
+    container: Any, inner: int, large: bool
+) -> None:
+    payload: dict[str, Any] = {str(n): n for n in range(7)}
+    payload["rows"] = container(range(inner))  # the eighth item: every value is looked at
+    assert is_large(payload) is large

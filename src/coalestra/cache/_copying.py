@@ -68,6 +68,13 @@ def is_large(value: object) -> bool:
     """
     kind = type(value)
     if kind is dict:
+        total = len(value)  # type: ignore[arg-type]
+        if total <= _SAMPLED_CHILDREN:  # the common small record: every value looked at
+            containers = _BUILTIN_CONTAINERS
+            for child in value.values():  # type: ignore[attr-defined]
+                if type(child) in containers:
+                    total += len(child)
+            return total > LARGE_PAYLOAD_ITEMS
         children: Iterable[object] = value.values()  # type: ignore[attr-defined]
     elif kind is list or kind is tuple:
         children = value  # type: ignore[assignment]

@@ -284,12 +284,25 @@ async def hand_out(
     mutable = [isolator.needs_copy(value.value) for value in ready.values()]
     if not any(mutable) or not engine.copies.offloads(ready.values(), mutable):
         constant, policy_for = engine.constant_policy, engine.policy_for
+        copier, metadata_needs_copy = isolator.payload_copier, isolator.metadata_needs_copy
         for (key, value), copy in zip(ready.items(), mutable, strict=True):
             observed = value.observed_at
             age = now - observed if now > observed else 0.0
             # FreshnessPolicy.is_fresh (a final class), inline: one call less per key
             stale = value.stale or age > (constant or policy_for(key)).ttl_seconds
-            clone = _reader_clone(isolator, value, snapshot_id, age, stale, copy)
+            metadata = value.metadata
+            if metadata and metadata_needs_copy(metadata):
+                clone = _reader_clone(isolator, value, snapshot_id, age, stale, copy)
+            else:  # _reader_clone's common case (at most the payload to copy), inline
+                payload = value.value
+                if copy:
+                    try:
+                        payload = copier(payload)
+                    except Exception as error:
+                        raise _copy_failed(value, snapshot_id, error) from error
+                clone = value._evolve(
+                    payload, age_seconds=age, stale=stale, from_cache=value.from_cache
+                )
             values[key] = _marked(clone) if joined and key in joined else clone
         return
     copies = [reader_copy(engine, value, ctx, key in joined, now) for key, value in ready.items()]
@@ -351,8 +364,7 @@ def _reader_clone(
             try:
                 payload = isolator.payload_copier(payload)
             except Exception as error:
-                where = f"{outcome.key} in snapshot {snapshot_id!r}"
-                raise isolation_error(where, payload, error) from error
+                raise _copy_failed(outcome, snapshot_id, error) from error
         from_cache = outcome.from_cache
         return outcome._evolve(payload, age_seconds=age, stale=stale, from_cache=from_cache)
     try:
@@ -366,6 +378,11 @@ def _reader_clone(
         where = f"{outcome.key} in snapshot {snapshot_id!r}"
         raise located(error, where) from error.__cause__
     return clone
+
+
+def _copy_failed(outcome: SnapshotValue[Any], snapshot_id: str, error: Exception) -> Exception:
+    """The error of a reader's copy of ``outcome``'s payload (text made on failure only)."""
+    return isolation_error(f"{outcome.key} in snapshot {snapshot_id!r}", outcome.value, error)
 
 
 def _marked(clone: SnapshotValue[Any]) -> SnapshotValue[Any]:
