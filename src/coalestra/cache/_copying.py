@@ -215,7 +215,7 @@ class PayloadCopies:
                 flat = False
                 if kind in containers:
                     total += len(item)
-            if type(key) not in shared:
+            elif flat and type(key) not in shared:  # keys only matter while it may be flat
                 flat = False
         if total > LARGE_PAYLOAD_ITEMS:
             return SLOW_COPY

@@ -260,11 +260,13 @@ class MemoryStore:
             for value, mutable, flat in staged:
                 self.put(value, mutable, flat)
             return
-        recent, older, judge = table.recent, table.older, self._flags
+        recent, older, judge = table.recent, table.older, self._copy_flags
         table.tail = None  # the order changes (see _lru)
         for value, mutable, flat in staged:
-            if mutable and not flat:
-                flags = judge(value, True, False)
+            if mutable and not flat:  # _flags, inline: one call less per value
+                flags = MUTABLE | (SLOW_COPY if judge is None else judge(value))
+                if value.dependency_versions:
+                    flags |= DERIVED
             elif value.dependency_versions:
                 flags = MUTABLE | FLAT | DERIVED if flat else DERIVED
             else:
