@@ -97,7 +97,7 @@ def count_refreshes(
     scheduled_by, reasons = refresh
     report = engine.report
     for flight in flights:
-        outcome = flight.future.result() if flight.future.done() else None
+        outcome = flight.outcome if flight.done else None
         if flight.key in failed:
             outcome = failed[flight.key]
         done = isinstance(outcome, SnapshotValue) and not outcome.stale

@@ -19,7 +19,7 @@ from ..core import (
     SnapshotConsistencyPolicy,
     SnapshotValue,
 )
-from ..core._acceptance import evaluate_acceptance
+from ..core._acceptance import SnapshotAcceptanceViolation, evaluate_acceptance
 from ._machinery import Machinery
 
 
@@ -79,20 +79,34 @@ def check_acceptance(
     optional: Collection[ResourceKey],
 ) -> None:
     """Raise :class:`SnapshotAcceptanceError` (carrying ``snapshot``) when the resolved values
-    break ``policy``, judged now by ``engine``'s clock and each key's TTL; report the
-    evaluation either way. Called only when a policy is given."""
+    break ``policy`` (see :func:`acceptance_violations`). Called only when a policy is given."""
+    resources, snapshot_id = snapshot.resources, snapshot.snapshot_id
+    violations = acceptance_violations(engine, resources, policy, required, optional, snapshot_id)
+    if violations:
+        raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)
+
+
+def acceptance_violations(
+    engine: Machinery,
+    values: Mapping[ResourceKey, SnapshotValue[Any]],
+    policy: SnapshotAcceptancePolicy,
+    required: Collection[ResourceKey],
+    optional: Collection[ResourceKey],
+    snapshot_id: str,
+) -> tuple[SnapshotAcceptanceViolation, ...]:
+    """Every violation of ``policy`` by ``values``, judged now by ``engine``'s clock and each
+    key's TTL; the evaluation is reported either way."""
     policy_for = engine.policy_for
     violations = evaluate_acceptance(
-        snapshot.resources,
+        values,
         policy,
         required,
         optional,
         now=engine.clock.now(),
         ttl_for=lambda key: policy_for(key).ttl_seconds,
     )
-    engine.report.acceptance_evaluated(snapshot.snapshot_id, violations)
-    if violations:
-        raise SnapshotAcceptanceError(violations=violations, snapshot=snapshot)
+    engine.report.acceptance_evaluated(snapshot_id, violations)
+    return violations
 
 
 def raise_for_required(snapshot: Snapshot, required: Collection[ResourceKey]) -> None:

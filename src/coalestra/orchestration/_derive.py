@@ -112,8 +112,8 @@ class Deriver:
         run = self._run
         while waiting:
             for dep, flight in claims.items():
-                if dep not in outcomes and flight.future.done():
-                    outcomes[dep] = flight.future.result()
+                if dep not in outcomes and flight.done:
+                    outcomes[dep] = flight.outcome
             ready = {k: deps for k, deps in waiting.items() if all(d in outcomes for d in deps)}
             if ready:
                 for key in ready:

@@ -275,15 +275,15 @@ class GateBounds:
         if isinstance(error, TIMEOUT_ERRORS) and not isinstance(error, NOT_THE_SOURCES_FAULT):
             self._counters.source_timeouts += 1  # ours or the source's own (B-TIME-4)
         if isinstance(error, ResourceNotFound):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.succeed(identity, policy)
+            record = self._breaker.succeed
         elif isinstance(error, Exception) and not isinstance(error, NOT_THE_SOURCES_FAULT):
-            policy = source.resilience.circuit
-            for identity in circuits:
-                self._breaker.fail(identity, policy)
+            record = self._breaker.fail
         else:
             self._release(source, circuits, error=error, window=window)
+            return
+        policy = source.resilience.circuit
+        for identity in circuits:
+            record(identity, policy)
 
     def _release(
         self,

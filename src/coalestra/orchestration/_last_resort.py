@@ -30,7 +30,7 @@ async def finish_failed(run: GroupResolution, keys: list[ResourceKey]) -> None:
     bypass = run.force or run.refresh_for is not None
     await run.commit(last_resort, write=not bypass)
     served: list[SnapshotValue[Any]] = list(last_resort)
-    rest = [key for key in keys if not run.flights[key].future.done()]
+    rest = [key for key in keys if not run.flights[key].done]
     for key in rest:
         error = run.ledger.error_for(key)
         outcome: Outcome = error
@@ -58,7 +58,7 @@ def abandon(run: GroupResolution, reason: BaseException | None) -> None:
     flights = run.engine.flights
     raised = raised_error(reason)
     for key, flight in run.flights.items():
-        if not flight.future.done():
+        if not flight.done:
             if raised is not None:
                 flights.resolve(flight, Raised(raised))
                 continue

@@ -47,14 +47,14 @@ async def coordinate(
             for key, lookup in arrived.items():
                 if lookup.value is not None and lookup.fresh and key in run.flights:
                     engine.flights.resolve(run.flights[key], lookup.value)
-            waiting = [key for key in waiting if not run.flights[key].future.done()]
+            waiting = [key for key in waiting if not run.flights[key].done]
             taken = await _lease(engine.cache, waiting) if waiting else set()
             leased |= taken
             fetch([key for key in waiting if key in taken])
             if not arrived and not taken:
                 break  # no progress: fetch them here rather than spin
             waiting = [key for key in waiting if key not in taken]
-        await run.walk([key for key in waiting if not run.flights[key].future.done()], 0)
+        await run.walk([key for key in waiting if not run.flights[key].done], 0)
 
 
 async def _fetch_leased(

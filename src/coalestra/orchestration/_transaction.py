@@ -16,9 +16,8 @@ from ..core import (
     SnapshotConsistencyError,
     SnapshotConsistencyPolicy,
 )
-from ..core._acceptance import evaluate_acceptance
 from ..core._validation import check_bool
-from ._checks import skew_violation
+from ._checks import acceptance_violations, skew_violation
 from ._pinning import resolved_closure
 from ._revalidation import Errors, Refreshed, Values, refresh
 from ._session_state import SessionState
@@ -155,19 +154,11 @@ def _reject(
     policy: SnapshotAcceptancePolicy,
 ) -> SnapshotAcceptanceError | None:
     """The acceptance error of the candidate state, or ``None`` when it is acceptable."""
-    engine = state.engine
-    policy_for = engine.policy_for
     targets = {key: new[key] for key in selected if key in new}
     candidate = {**state.memo.values, **shown, **targets}
-    violations = evaluate_acceptance(
-        candidate,
-        policy,
-        selected,
-        (),
-        now=engine.clock.now(),
-        ttl_for=lambda key: policy_for(key).ttl_seconds,
+    violations = acceptance_violations(
+        state.engine, candidate, policy, selected, (), state.snapshot_id
     )
-    engine.report.acceptance_evaluated(state.snapshot_id, violations)
     if not violations:
         return None
     # The error carries the retained state: nothing was committed.
