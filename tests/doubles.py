@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import multiprocessing
+import warnings
+from collections.abc import Callable, Collection, Mapping
+from multiprocessing.connection import Connection
 from typing import Any
+
+import pytest
 
 from coalestra.cache import AsyncMemoryCache
 from coalestra.core import (
@@ -56,6 +61,23 @@ class Events:
     def of(self, event_type: str) -> list[dict[str, Any]]:
         """The payloads of the events of ``event_type``, in order."""
         return [payload for kind, payload in self.records if kind == event_type]
+
+
+class RecordingSink:
+    """A metrics and event sink keeping every call, in order, as ``(name, labels or payload)``
+    (the values of metrics are left out)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def increment(self, metric: str, value: int = 1, **labels: str) -> None:
+        self.calls.append((metric, labels))
+
+    def observe(self, metric: str, value: float, **labels: str) -> None:
+        self.calls.append((metric, labels))
+
+    def emit(self, event_type: str, **payload: Any) -> None:
+        self.calls.append((event_type, payload))
 
 
 # -- caches forwarding to an AsyncMemoryCache ---------------------------------------------------
@@ -144,3 +166,29 @@ class ForwardingBatchAtomicCache(
     ForwardsGetMany, ForwardsBatchWrites, ForwardsSetIfNewer, ForwardsSetManyIfNewer
 ):
     """Every cache protocol: batch reads and writes, conditional writes."""
+
+
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+"""Mark a test that runs :func:`in_forked_child`."""
+
+
+def in_forked_child(produce: Callable[[], str]) -> str:
+    """What ``produce`` returns in a forked child of this process (which must exit cleanly)."""
+
+    def send(sender: Connection) -> None:
+        sender.send(produce())
+        sender.close()
+
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about forking a process that runs threads; harmless here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        process = context.Process(target=send, args=(sender,))
+        process.start()
+    produced: str = receiver.recv()
+    process.join()
+    assert process.exitcode == 0
+    return produced

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.doubles import RecordingSink
 
 from coalestra.cache import (
     AsyncMemoryCache,
@@ -45,20 +46,6 @@ class StepClock:
 
     def monotonic(self) -> float:
         return 0.0
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def increment(self, metric: str, value: int = 1, **labels: str) -> None:
-        self.calls.append((metric, labels))
-
-    def observe(self, metric: str, value: float, **labels: str) -> None:
-        self.calls.append((metric, labels))
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.calls.append((event_type, payload))
 
 
 class Policies:
@@ -99,7 +86,7 @@ class Side:
 
     def __init__(self, options: dict[str, Any], *, general: bool = False) -> None:
         self.clock = StepClock()
-        self.sink = Sink()
+        self.sink = RecordingSink()
         self.policies = Policies(options.pop("ttl", 1e9))
         self.copier = CountingCopier() if options.pop("custom_copier", False) else None
         kind = PublicMemoryCache if general else AsyncMemoryCache

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import pytest
+from tests.doubles import RecordingSink
 
 from coalestra.cache import AsyncMemoryCache, ResourcePublisher, ResourceUpdate
 from coalestra.core import (
@@ -23,20 +24,6 @@ from coalestra.testing import VirtualClock
 KEY = ResourceKey("market", "price", "BTC")
 OTHER = ResourceKey("market", "price", "ETH")
 FOREVER = FreshnessPolicy(ttl_seconds=1e9, max_stale_seconds=1e9)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def increment(self, metric: str, value: int = 1, **labels: str) -> None:
-        self.calls.append((metric, labels))
-
-    def observe(self, metric: str, value: float, **labels: str) -> None:
-        self.calls.append((metric, labels))
-
-    def emit(self, event_type: str, **payload: Any) -> None:
-        self.calls.append((event_type, payload))
 
 
 class Policies:
@@ -69,8 +56,10 @@ class Uncopyable:
         raise RuntimeError("no copies")
 
 
-def make(clock: VirtualClock, cache: Any, **options: Any) -> tuple[ResourcePublisher, Sink]:
-    sink = Sink()
+def make(
+    clock: VirtualClock, cache: Any, **options: Any
+) -> tuple[ResourcePublisher, RecordingSink]:
+    sink = RecordingSink()
     publisher = ResourcePublisher(
         cache=cache,
         clock=clock,
@@ -308,7 +297,7 @@ class NotAClock:
 def test_constructor_rejects_bad_arguments(
     options: dict[str, Any], error: type[Exception], name: str
 ) -> None:
-    sink = Sink()
+    sink = RecordingSink()
     arguments: dict[str, Any] = {
         "cache": AsyncMemoryCache(),
         "clock": VirtualClock(),

@@ -6,13 +6,11 @@ import asyncio
 import copy
 import dataclasses
 import math
-import multiprocessing
 import pickle
-import warnings
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+from tests.doubles import in_forked_child, needs_fork
 
 from coalestra.core import (
     CacheLookup,
@@ -136,28 +134,12 @@ def test_explicit_version_is_kept() -> None:
     assert make_value(version="v-1").version == "v-1"
 
 
-def _send_version(connection: Connection) -> None:
-    connection.send(make_value().version)
-    connection.close()
-
-
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
+@needs_fork
 def test_versions_are_unique_across_forked_processes() -> None:
     make_value()  # the parent has handed out versions before forking
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process that runs threads; harmless here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        process = context.Process(target=_send_version, args=(sender,))
-        process.start()
-    child_version = receiver.recv()
-    process.join()
+    child_version = in_forked_child(lambda: make_value().version)
     parent_version = make_value().version
     assert child_version != parent_version
-    assert process.exitcode == 0
 
 
 def test_metadata_is_read_only_and_copied_from_the_callers_dict() -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import re
-import warnings
-from multiprocessing.connection import Connection
 from typing import Any
 
 import pytest
+from tests.doubles import in_forked_child, needs_fork
 from tests.orchestration.conftest import Batch, Single, key, keys, make_builder
 
 from coalestra.cache import AsyncMemoryCache
@@ -37,10 +35,6 @@ async def test_default_snapshot_ids_are_32_hex_digits_and_never_repeat(
     await builder.aclose()
 
 
-def _send_snapshot_id(sender: Connection) -> None:
-    sender.send(_one_snapshot_id())
-
-
 def _one_snapshot_id() -> str:
     from coalestra.testing import VirtualTimeRunner
 
@@ -54,21 +48,10 @@ def _one_snapshot_id() -> str:
         return runner.run(build())
 
 
-@pytest.mark.skipif(
-    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
-)
+@needs_fork
 def test_snapshot_ids_are_unique_across_forked_processes() -> None:
     _one_snapshot_id()  # the parent has handed out ids before forking
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process that runs threads; harmless here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        process = context.Process(target=_send_snapshot_id, args=(sender,))
-        process.start()
-    child_id = receiver.recv()
-    process.join()
-    assert process.exitcode == 0
+    child_id = in_forked_child(_one_snapshot_id)
     assert child_id != _one_snapshot_id()
     assert child_id[:10] != _one_snapshot_id()[:10]  # not merely the next count
 
